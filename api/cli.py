@@ -1,0 +1,117 @@
+"""The ``cathlab-edge`` command line: an interface like the HTTP one, sitting above core/."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+
+
+def _settings(args: argparse.Namespace):
+    from core.settings import Settings
+
+    overrides = {name: value for name, value in vars(args).items()
+                 if name in Settings.model_fields and value is not None}
+    return Settings(**overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings(args)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"cathlab-edge: cannot use data directory {settings.data_dir}: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(f"cathlab-edge: status page at http://{host}:{settings.port}/  (data in {settings.data_dir})",
+          flush=True)
+    # uvicorn turns SIGINT/SIGTERM into a graceful shutdown; the lifespan then stops the appliance.
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                            timeout_graceful_shutdown=1, access_log=False)
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def cmd_simulate_injector(args: argparse.Namespace) -> int:
+    from firmware_bridge.simulator import simulate_main
+
+    return simulate_main(args.port, args.scenario, seconds=args.seconds, bit_error_rate=args.ber)
+
+
+def cmd_serial_check(args: argparse.Namespace) -> int:
+    from firmware_bridge.checker import check_main
+
+    return check_main(args.port, seconds=args.seconds, as_json=args.json)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from core.export import export_main
+
+    data_dir = args.data_dir if args.data_dir is not None else _settings(argparse.Namespace()).data_dir
+    return export_main(data_dir, args.procedure, args.format, sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cathlab-edge", description=__doc__)
+    parser.add_argument("--log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"], help="log verbosity (default warning)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the appliance (built-in simulators unless --serial / --video)")
+    run.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    run.add_argument("--data-dir", help="where the event log lives (default: per-user data directory)")
+    run.add_argument("--serial", help="injector serial port or pyserial URL (default: built-in simulator)")
+    run.add_argument("--video", help="video source: a .npy stack (default: built-in fluoroscopy phantom)")
+    run.add_argument("--fps", dest="video_fps", type=float, help="frame rate of a replayed stack (default 30)")
+    run.add_argument("--phantom-intensity", choices=["lin", "log"],
+                     help="phantom output: log = 8-bit display video (default), lin = 16-bit linear")
+    run.set_defaults(func=cmd_run)
+
+    sim = sub.add_parser("simulate-injector", help="play scripted injections on a serial port, pty or socket")
+    sim.add_argument("--port", required=True, help="pty path, socket://host:port, or 'pty' to create one")
+    sim.add_argument("--scenario", default="procedure", help="scenario name (default procedure)")
+    sim.add_argument("--seconds", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+    sim.add_argument("--ber", type=float, default=0.0, help="bit-error rate injected on the line (default 0)")
+    sim.set_defaults(func=cmd_simulate_injector)
+
+    check = sub.add_parser("serial-check", help="decode a device's stream and judge its conformance")
+    check.add_argument("--port", required=True, help="serial port or pyserial URL")
+    check.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
+    check.add_argument("--json", action="store_true", help="one JSON object per packet, then a summary")
+    check.set_defaults(func=cmd_serial_check)
+
+    export = sub.add_parser("export", help="export recorded events")
+    export.add_argument("--data-dir", help="data directory (default: per-user data directory)")
+    export.add_argument("--procedure", help="only this procedure's events")
+    export.add_argument("--format", required=True, choices=["jsonl", "csv"])
+    export.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"cathlab-edge: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"cathlab-edge: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""X-ray exposure (run) detection from the frame stream: a pure state machine, no I/O.
+
+Pulsed fluoroscopy shows each pulse on one or more identical video frames; last-image-hold repeats the last
+pulse. So a *new pulse* is a frame that differs from the one before it, and X-ray is on while new pulses keep
+coming at a pulse rate between 3.75 and 30 p/s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIN_PULSE_RATE = 3.75
+NS = 1_000_000_000
+
+
+@dataclass
+class Run:
+    index: int
+    start_ns: int                      # first pulse of the exposure
+    pulse_ns: list[int] = field(default_factory=list)
+    first_frame: int = 0
+    last_frame: int = 0
+    end_ns: int | None = None          # last pulse + one pulse interval (the exposure's end)
+
+    @property
+    def pulses(self) -> int:
+        return len(self.pulse_ns)
+
+    @property
+    def frames(self) -> int:
+        return self.last_frame - self.first_frame + 1
+
+    @property
+    def pulse_rate(self) -> float | None:
+        """Pulses per second from the mean pulse interval (video frame times are exact; median breaks ties)."""
+        if len(self.pulse_ns) < 2:
+            return None
+        return (len(self.pulse_ns) - 1) * NS / (self.pulse_ns[-1] - self.pulse_ns[0])
+
+    def duration_s(self, now_ns: int | None = None) -> float:
+        end = self.end_ns if self.end_ns is not None else (now_ns if now_ns is not None else self.pulse_ns[-1])
+        return (end - self.start_ns) / NS
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    kind: str        # "run_start" | "run_end"
+    run: Run
+    t_ns: int
+
+
+class RunDetector:
+    """Feed one frame at a time: ``feed(t_ns, frame_index, new_pulse)`` returns the events it completes.
+
+    X-ray turns on at the first of ``confirm_pulses`` new pulses that follow each other within the longest
+    pulse interval (so a burnt-in clock that ticks once a second is not an exposure), and off once no new
+    pulse came for ``off_gap_intervals`` pulse intervals.
+    """
+
+    def __init__(self, confirm_pulses: int = 2, off_gap_intervals: float = 2.5,
+                 min_pulse_rate: float = MIN_PULSE_RATE):
+        if confirm_pulses < 1:
+            raise ValueError("confirm_pulses must be >= 1")
+        self._confirm = confirm_pulses
+        self._off_gap = off_gap_intervals
+        self._max_interval_ns = int(NS / min_pulse_rate * 1.2)
+        self._pending: list[tuple[int, int]] = []   # (t_ns, frame) of unconfirmed new pulses
+        self._runs = 0
+        self.current: Run | None = None
+
+    @property
+    def xray_on(self) -> bool:
+        return self.current is not None
+
+    def feed(self, t_ns: int, frame_index: int, new_pulse: bool) -> list[RunEvent]:
+        events: list[RunEvent] = []
+        run = self.current
+        if run is not None:
+            if new_pulse:
+                run.pulse_ns.append(t_ns)
+                run.last_frame = frame_index
+            elif t_ns - run.pulse_ns[-1] > self._gap_ns(run):
+                events.append(self._end(run))
+            return events
+        if not new_pulse:
+            if self._pending and t_ns - self._pending[-1][0] > self._max_interval_ns:
+                self._pending.clear()
+            return events
+        if self._pending and t_ns - self._pending[-1][0] > self._max_interval_ns:
+            self._pending.clear()
+        self._pending.append((t_ns, frame_index))
+        if len(self._pending) >= self._confirm:
+            first_t, first_frame = self._pending[0]
+            run = Run(index=self._runs, start_ns=first_t, first_frame=first_frame, last_frame=frame_index,
+                      pulse_ns=[t for t, _ in self._pending])
+            self._runs += 1
+            self._pending.clear()
+            self.current = run
+            events.append(RunEvent("run_start", run, first_t))
+        return events
+
+    def close(self, t_ns: int) -> list[RunEvent]:
+        """End an open run at the end of the stream."""
+        return [self._end(self.current)] if self.current is not None else []
+
+    def _interval_ns(self, run: Run) -> int:
+        rate = run.pulse_rate
+        return int(NS / rate) if rate else self._max_interval_ns
+
+    def _gap_ns(self, run: Run) -> int:
+        return min(int(self._interval_ns(run) * self._off_gap), int(self._max_interval_ns * self._off_gap))
+
+    def _end(self, run: Run) -> RunEvent:
+        run.end_ns = run.pulse_ns[-1] + self._interval_ns(run)
+        self.current = None
+        return RunEvent("run_end", run, run.end_ns)

@@ -1,0 +1,148 @@
+"""Frame sources: where frames come from, each behind the same small interface.
+
+A source hands out ``Frame`` objects paced like the device that produced them; the pipeline never knows
+whether it watches a grabber, a replayed file or the phantom.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+NS = 1_000_000_000
+
+
+@dataclass(slots=True)
+class Frame:
+    pixels: np.ndarray   # (H, W) uint8 or uint16
+    t_ns: int            # monotonic capture time
+    index: int           # frame counter of the source (gaps mean dropped frames)
+
+
+class FrameSource(ABC):
+    """Base: ``read()`` blocks until the next frame is due and returns it, or None at the end of the stream."""
+
+    fps: float
+    intensity: str       # "lin" | "log"
+    shape: tuple[int, int]
+    dtype: np.dtype
+    name: str = "source"
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self._closed = threading.Event()
+
+    @abstractmethod
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _wait_until(self, due_ns: int) -> bool:
+        """Sleep until ``due_ns``; False when the source was closed meanwhile."""
+        delay = (due_ns - time.monotonic_ns()) / NS
+        if delay > 0:
+            return not self._closed.wait(delay)
+        return not self._closed.is_set()
+
+
+class _PacedSource(FrameSource):
+    """Frames on a fixed video line from an origin; a consumer that falls behind loses frames, like a grabber."""
+
+    def __init__(self, fps: float, t0_ns: int | None, speed: float | None) -> None:
+        super().__init__()
+        if fps <= 0:
+            raise ValueError(f"frame rate must be positive, got {fps}")
+        if speed is not None and speed <= 0:
+            raise ValueError(f"replay speed must be positive, got {speed}")
+        self.fps = float(fps)
+        self._speed = speed                      # None: as fast as possible
+        self._t0_ns = time.monotonic_ns() if t0_ns is None else t0_ns
+        self._next = 0
+
+    def _next_index(self) -> int | None:
+        """Index of the frame to deliver now (waiting for it when paced), or None once closed."""
+        index = self._next
+        if self._speed is not None:
+            period_ns = NS / (self.fps * self._speed)
+            due = self._t0_ns + int(index * period_ns)
+            late = time.monotonic_ns() - due
+            if late > period_ns:                 # fell behind: skip to the frame that is due now
+                skipped = int(late // period_ns)
+                self.dropped += skipped
+                index += skipped
+                due = self._t0_ns + int(index * period_ns)
+            if not self._wait_until(due):
+                return None
+        elif self._closed.is_set():
+            return None
+        self._next = index + 1
+        return index
+
+    def _frame_time_ns(self, index: int) -> int:
+        if self._speed is None:
+            return time.monotonic_ns()
+        return self._t0_ns + int(index * NS / (self.fps * self._speed))
+
+
+class PhantomSource(_PacedSource):
+    """The built-in fluoroscopy simulator: the phantom playing the shared procedure timeline in real time."""
+
+    name = "phantom"
+
+    def __init__(self, video, t0_ns: int | None = None) -> None:
+        super().__init__(video.config.fps, t0_ns, speed=1.0)
+        self.video = video
+        self.intensity = video.config.intensity
+        self.xray_on = False   # ground truth of the last frame, for tests and the demo
+
+    def read(self) -> Frame | None:
+        index = self._next_index()
+        if index is None:
+            return None
+        pixels, self.xray_on = self.video.frame_at(index / self.fps)
+        return Frame(pixels, self._frame_time_ns(index), index)
+
+
+class ArraySource(_PacedSource):
+    """Replays a (T, H, W) stack, paced at ``speed`` x real time (None: as fast as possible)."""
+
+    def __init__(self, frames: np.ndarray, fps: float, intensity: str, *, speed: float | None = 1.0,
+                 loop: bool = False, name: str = "array") -> None:
+        if frames.ndim != 3 or frames.shape[0] < 1:
+            raise ValueError(f"expected a (T, H, W) frame stack, got shape {frames.shape}")
+        if frames.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"expected uint8 or uint16 frames, got {frames.dtype}")
+        if intensity not in ("lin", "log"):
+            raise ValueError(f"intensity must be 'lin' or 'log', got {intensity!r}")
+        super().__init__(fps, None, speed)
+        self.frames = frames
+        self.intensity = intensity
+        self.shape = frames.shape[1:]
+        self.dtype = frames.dtype
+        self.loop = loop
+        self.name = name
+
+    def read(self) -> Frame | None:
+        index = self._next_index()
+        if index is None:
+            return None
+        count = len(self.frames)
+        if index >= count and not self.loop:
+            return None
+        return Frame(self.frames[index % count], self._frame_time_ns(index), index)
+
+
+def load_npy(path: str | Path, fps: float, intensity: str | None = None, **kwargs) -> ArraySource:
+    """A ``.npy`` stack as a source; intensity defaults to lin for uint16 and log for uint8."""
+    try:
+        frames = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+    if intensity is None:
+        intensity = "lin" if frames.dtype == np.uint16 else "log"
+    return ArraySource(frames, fps, intensity, name=Path(path).name, **kwargs)
