@@ -15,7 +15,7 @@ from core.eventlog import EventLog
 from core.pipeline import FramePipeline
 from core.runs import NS, RunEvent
 from core.settings import Settings
-from core.sources import FrameSource, PhantomSource, load_npy
+from core.sources import FrameSource, PhantomSource, replay
 from firmware_bridge.bridge import InjectorBridge
 
 log = logging.getLogger("cathlab.appliance")
@@ -30,12 +30,9 @@ def open_video(settings: Settings, t0_ns: int) -> FrameSource:
         from core.phantom import PhantomConfig, PhantomVideo
 
         config = PhantomConfig(size=(settings.phantom_size, settings.phantom_size),
-                               intensity=settings.phantom_intensity, fps=settings.video_fps)
+                               intensity=settings.phantom_intensity, fps=settings.video_fps or 30.0)
         return PhantomSource(PhantomVideo(config), t0_ns=t0_ns)
-    path = Path(settings.video)
-    if path.suffix == ".npy":
-        return load_npy(path, settings.video_fps, loop=True)
-    raise ValueError(f"--video {settings.video}: unsupported source (expected a .npy stack)")
+    return replay(Path(settings.video), settings.video_fps, loop=True)
 
 
 class Appliance:

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     baudrate: int = Field(115200, gt=0)
     # None: the built-in fluoroscopy phantom.
     video: str | None = None
-    video_fps: float = Field(30.0, gt=0, le=240)
+    # Frame rate of the video line; None: the file's own (DICOM) or 30 fps for the phantom.
+    video_fps: float | None = Field(None, gt=0, le=240)
     # Phantom only: "log" is 8-bit display video, "lin" 16-bit linear detector frames.
     phantom_intensity: str = Field("log", pattern="^(lin|log)$")
     phantom_size: int = Field(512, ge=64, le=2048)

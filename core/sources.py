@@ -137,12 +137,9 @@ class ArraySource(_PacedSource):
         return Frame(self.frames[index % count], self._frame_time_ns(index), index)
 
 
-def load_npy(path: str | Path, fps: float, intensity: str | None = None, **kwargs) -> ArraySource:
-    """A ``.npy`` stack as a source; intensity defaults to lin for uint16 and log for uint8."""
-    try:
-        frames = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
-    if intensity is None:
-        intensity = "lin" if frames.dtype == np.uint16 else "log"
-    return ArraySource(frames, fps, intensity, name=Path(path).name, **kwargs)
+def replay(path: str | Path, fps: float | None = None, intensity: str | None = None, **kwargs) -> ArraySource:
+    """A recorded run (``.npy`` or DICOM, see ``core.stacks``) as a paced source."""
+    from core.stacks import load_stack
+
+    stack = load_stack(path, fps, intensity)
+    return ArraySource(stack.frames, stack.fps, stack.intensity, name=stack.source, **kwargs)
