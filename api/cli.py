@@ -58,6 +58,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return export_main(data_dir, args.procedure, args.format, sys.stdout)
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from core.analyze import analyze_main
+
+    return analyze_main(args.frames, args.fps, args.intensity, args.roi or [], args.injection_start,
+                        args.json, args.plot)
+
+
+def cmd_clearance(args: argparse.Namespace) -> int:
+    from core.clearance import clearance_main
+
+    return clearance_main(args.baseline, args.post, args.fps, args.intensity, args.centerline, args.diameter,
+                          args.segments, args.json, args.image)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cathlab-edge", description=__doc__)
     parser.add_argument("--log-level", default="warning",
@@ -87,6 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
     check.add_argument("--json", action="store_true", help="one JSON object per packet, then a summary")
     check.set_defaults(func=cmd_serial_check)
+
+    analyze = sub.add_parser("analyze", help="time a recorded contrast run (.npy or DICOM multi-frame)")
+    analyze.add_argument("frames", help="a (T, H, W) .npy stack or a DICOM XA/XRF/secondary-capture file")
+    analyze.add_argument("--fps", type=float, help="the file's frame rate (required for .npy)")
+    analyze.add_argument("--intensity", choices=["lin", "log"], help="default: lin for uint16, log for uint8, "
+                         "or what the DICOM file says")
+    analyze.add_argument("--roi", action="append", metavar="X,Y,W,H", help="region of interest (repeatable; "
+                         "default: one placed automatically on the most-opacified vessel)")
+    analyze.add_argument("--injection-start", type=float, metavar="S",
+                         help="injection start in seconds from the first frame")
+    analyze.add_argument("--json", action="store_true", help="print one JSON object")
+    analyze.add_argument("--plot", metavar="OUT.png", help="draw the time-density curves")
+    analyze.set_defaults(func=cmd_analyze)
+
+    clearance = sub.add_parser("clearance", help="thrombus burden and %% clearance, baseline against a later run")
+    clearance.add_argument("baseline", help="baseline venogram (.npy or DICOM)")
+    clearance.add_argument("post", help="later venogram (.npy or DICOM)")
+    clearance.add_argument("--fps", type=float, help="frame rate of .npy inputs")
+    clearance.add_argument("--intensity", choices=["lin", "log"], help="as for analyze")
+    clearance.add_argument("--centerline", metavar="X,Y;X,Y;...", help="vessel centreline in baseline pixels "
+                           "(default: found automatically)")
+    clearance.add_argument("--diameter", type=float, metavar="PX", help="reference lumen diameter in pixels")
+    clearance.add_argument("--segments", metavar="NAME:A-B,...", help="named parts of the centreline by arc fraction")
+    clearance.add_argument("--json", action="store_true", help="print one JSON object")
+    clearance.add_argument("--image", metavar="OUT.png", help="both peak-opacity images with the findings")
+    clearance.set_defaults(func=cmd_clearance)
 
     export = sub.add_parser("export", help="export recorded events")
     export.add_argument("--data-dir", help="data directory (default: per-user data directory)")
