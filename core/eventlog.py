@@ -462,6 +462,14 @@ class EventLog:
         self._max_page_count = pages
         self._wake.set()
 
+    def set_retention(self, *, max_age_days: float | None, max_bytes: int | None) -> None:
+        """Change the retention limits (None: no limit); the writer applies them at its next retention pass."""
+        if max_age_days is not None and not (isinstance(max_age_days, (int, float)) and max_age_days > 0):
+            raise ValueError(f"max_age_days must be > 0 or None, got {max_age_days!r}")
+        if max_bytes is not None and not (isinstance(max_bytes, int) and max_bytes > 0):
+            raise ValueError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
+        self._max_age_days, self._max_bytes = max_age_days, max_bytes
+
     def enforce_retention(self, timeout: float = 10.0) -> dict | None:
         """Run retention now on the writer thread; returns what it deleted, None on timeout or no database."""
         with self._retention_done:
@@ -605,6 +613,10 @@ class EventLog:
             return False
         reader = None
         try:
+            schema.check_version(conn, self.db_path)   # before any pragma below may write a newer file
+            # Lets retention give pages back to the filesystem. Takes effect only on a new file, and only
+            # before journal_mode=WAL writes the header; a no-op on an existing database.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 log.warning("event database %s runs in journal mode %s, not WAL", self.db_path, mode)

@@ -102,9 +102,6 @@ def migrate(conn: sqlite3.Connection, path: object) -> int:
     found = check_version(conn, path)
     if found == SCHEMA_VERSION:
         return found
-    if found == 0 and not conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchone():
-        # Only possible before the first table exists: lets retention give space back to the filesystem.
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Re-read inside the write lock: another process may have migrated meanwhile.
