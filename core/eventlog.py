@@ -803,9 +803,6 @@ class EventLog:
         with self._qlock:
             self._n_bounded -= bounded
             queue_empty = self._n_bounded == 0
-        with self._done:
-            self._committed_seq = batch[-1][0]
-            self._done.notify_all()
         self._committed += len(new_events)
         if latency_ms is not None:
             self._latencies_ms.append(latency_ms)
@@ -827,6 +824,10 @@ class EventLog:
                         self._callback_errors += 1
                         if self._callback_errors == 1 or self._callback_errors % 1000 == 0:
                             log.exception("event subscriber failed (%d failures so far)", self._callback_errors)
+        # Last: flush() returns once the batch is committed *and* delivered to subscribers.
+        with self._done:
+            self._committed_seq = batch[-1][0]
+            self._done.notify_all()
 
     # ------------------------------------------------------------------ retention (writer thread)
     def _run_retention(self) -> None:
