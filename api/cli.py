@@ -73,7 +73,7 @@ def cmd_clearance(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cathlab-edge", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cathlab-edge", description="Passive cath-lab edge appliance for DVT venography.")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"], help="log verbosity (default warning)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,17 +1,26 @@
-"""The appliance: wires the frame source, the injector bridge, the pipeline and the event log; owns the threads.
+"""The appliance: wires the frame source, the injector bridge, the pipeline, the analyses and the event log,
+and owns their threads.
 
-Data flows one way. The frame thread and the bridge's reader thread write into the appliance's state under one
-lock; the API only reads ``status()``. Events go to the event log, whose writer thread keeps disk I/O off the
-frame path.
+Data flows one way. The frame thread alone drives the pipeline; the bridge's reader thread and the API hand it
+work through an inbox it drains between frames, so the pipeline needs no locks. Slow analyses (clearance) run
+on one worker thread, and the event log's writer thread keeps disk I/O off the frame path. The API reads
+snapshots published under one lock and calls the write methods below; it never computes state itself.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from core.eventlog import EventLog
+from core.images import opacity_png
 from core.pipeline import FramePipeline
 from core.runs import NS, RunEvent
 from core.settings import Settings
@@ -20,8 +29,11 @@ from firmware_bridge.bridge import InjectorBridge
 
 log = logging.getLogger("cathlab.appliance")
 
-# The injector's live values go stale when no SAMPLE came for this long (samples stream at 10-100 Hz).
-SAMPLE_STALE_NS = 1 * NS
+SAMPLE_STALE_NS = 1 * NS          # live injector values go stale without a SAMPLE (they stream at 10-100 Hz)
+SNAPSHOT_PERIOD_NS = NS // 10     # the current run's view for the API, refreshed at most 10 times a second
+FRAME_STALL_NS = 1 * NS           # no frame for this long: the video source is stalled
+RUN_LABELS = ("baseline", "intraprocedural", "completion")
+KEEP_PEAK_IMAGES = 50
 
 
 def open_video(settings: Settings, t0_ns: int) -> FrameSource:
@@ -38,9 +50,11 @@ def open_video(settings: Settings, t0_ns: int) -> FrameSource:
 class Appliance:
     def __init__(self, settings: Settings, *, source: FrameSource | None = None) -> None:
         self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.session = uuid.uuid4().hex[:8]      # run ids stay unique across restarts
         # One origin for both simulators, a moment ahead so neither starts late.
         self.t0_ns = time.monotonic_ns() + NS // 5
-        self.log = EventLog(settings.data_dir)
+        self.log = EventLog(self.data_dir)
         self.source = source if source is not None else open_video(settings, self.t0_ns)
         self.pipeline = FramePipeline(self.source.intensity)
         url = settings.serial or f"injsim://?scenario=procedure&t0_ns={self.t0_ns}"
@@ -48,13 +62,22 @@ class Appliance:
                                      baudrate=settings.baudrate, silent_s=settings.link_silent_s,
                                      reconnect_min_s=settings.reconnect_min_s,
                                      reconnect_max_s=settings.reconnect_max_s)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
+        self._inbox: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Lock()
         self._injector_state: str | None = None
+        self._injecting_since: int | None = None
         self._sample: dict | None = None
         self._sample_ns = 0
-        self._device_xray: bool | None = None
         self._frame_errors = 0
-        self._last_runs: list[dict] = []
+        self._runs_total = 0
+        self._contrast_runs_total = 0
+        self._run_view: dict | None = None
+        self._run_view_ns = 0
+        self._last_runs: collections.deque[dict] = collections.deque(maxlen=10)
+        self._peaks: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+        self._labels: dict[str, str] = {}
+        self._latest_clearance: dict | None = None
         self._stop = threading.Event()
         self._frame_thread = threading.Thread(target=self._frame_loop, name="frames", daemon=True)
         self.started_ns: int | None = None
@@ -63,7 +86,9 @@ class Appliance:
     def start(self) -> None:
         self.log.start()
         self.started_ns = time.monotonic_ns()
-        self.log.record("appliance_start", {"serial": self._serial_label(), "video": self.source.name})
+        self._resume_procedure()
+        self.log.record("appliance_start", {"session": self.session, "video": self.source.name,
+                                            "serial": self.settings.serial or "simulator"})
         self.bridge.start()
         self._frame_thread.start()
 
@@ -74,8 +99,16 @@ class Appliance:
         self.source.close()
         self._frame_thread.join(max(0.1, deadline - time.monotonic()))
         self.bridge.stop()
-        self.log.record("appliance_stop", {"frames": self.pipeline.frames})
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        self.log.record("appliance_stop", {"session": self.session, "frames": self.pipeline.frames})
         self.log.close(timeout=max(0.2, deadline - time.monotonic()))
+
+    def _resume_procedure(self) -> None:
+        """An open procedure survives a restart: rebuild its totals from what it recorded."""
+        proc = self.log.current_procedure()
+        if proc is None:
+            return
+        log.info("resuming open procedure %s", proc["id"])
 
     # -- frame thread ----------------------------------------------------------------------------------
     def _frame_loop(self) -> None:
@@ -83,6 +116,7 @@ class Appliance:
             frame = self.source.read()
             if frame is None:
                 break
+            self._drain_inbox()
             try:
                 events = self.pipeline.process(frame)
             except Exception as exc:  # boundary: a bad frame is counted and logged, the stream goes on
@@ -92,22 +126,46 @@ class Appliance:
                 continue
             for event in events:
                 self._on_run_event(event)
+            if events or frame.t_ns - self._run_view_ns >= SNAPSHOT_PERIOD_NS:
+                self._publish_run_view(frame.t_ns)
         for event in self.pipeline.close(time.monotonic_ns()):
             self._on_run_event(event)
 
+    def _drain_inbox(self) -> None:
+        while self._inbox:
+            task = self._inbox.popleft()
+            try:
+                task()
+            except Exception:  # boundary: a bad request from the API or the device must not stop the frames
+                log.exception("pipeline update failed")
+
+    def _publish_run_view(self, now_ns: int) -> None:
+        view = self.pipeline.current_run(now_ns)
+        with self._lock:
+            self._run_view, self._run_view_ns = view, now_ns
+
     def _on_run_event(self, event: RunEvent) -> None:
         run = event.run
+        run_id = f"{self.session}-{run.index}"
         if event.kind == "run_start":
-            self.log.record("xray_on", {"run": run.index, "source": "image"}, t_mono_ns=event.t_ns)
+            self._ensure_procedure()
+            self.log.record("xray_on", {"run_id": run_id}, t_mono_ns=event.t_ns)
             return
-        summary = {"run": run.index, "start_ns": run.start_ns, "end_ns": run.end_ns,
+        summary = {"run_id": run_id, "start_ns": run.start_ns, "end_ns": run.end_ns,
                    "duration_s": round(run.duration_s(), 3), "frames": run.frames, "pulses": run.pulses,
                    "pulse_rate": None if run.pulse_rate is None else round(run.pulse_rate, 2)}
-        self.log.record("xray_off", {"run": run.index, "source": "image"}, t_mono_ns=event.t_ns)
-        self.log.record("run_end", summary, t_mono_ns=event.t_ns,
-                        key=f"run:{self.started_ns}:{run.index}")
+        label = self._labels.get(run_id)
+        summary["label"] = label
+        self.log.record("xray_off", {"run_id": run_id}, t_mono_ns=event.t_ns)
+        self.log.record_run(summary, key=f"run:{run_id}")
         with self._lock:
-            self._last_runs = ([summary] + self._last_runs)[:10]
+            self._runs_total += 1
+            self._last_runs.appendleft(_brief(summary))
+
+    def _ensure_procedure(self) -> None:
+        # Headless and unattended: every run belongs to a procedure, opened automatically if nobody did.
+        if self.settings.auto_procedure and self.log.current_procedure() is None:
+            self.start_procedure("auto")
 
     # -- bridge callbacks (reader thread) --------------------------------------------------------------
     def _on_message(self, msg, host_ns: int) -> None:
@@ -116,33 +174,58 @@ class Appliance:
         if kind == "SAMPLE":
             with self._lock:
                 self._sample, self._sample_ns = data, host_ns
+            if data["flow_ml_s"] > 0 and self._injecting_since is None:
+                self._injection_started(host_ns)
             return  # telemetry is summarised per injection, not logged per sample
-        if kind == "STATE":
+        if kind in ("STATE", "HEARTBEAT"):
             with self._lock:
                 old, self._injector_state = self._injector_state, data["state"]
             if old != data["state"]:
                 self.log.record("injector_state", {"from": old, "to": data["state"]}, t_mono_ns=host_ns)
-        elif kind == "HEARTBEAT":
-            with self._lock:
-                self._injector_state = data["state"]
+                if data["state"] == "injecting" and self._injecting_since is None:
+                    self._injection_started(host_ns)
         elif kind == "XRAY":
-            with self._lock:
-                self._device_xray = data["on"]
             self.log.record("xray_signal", {"on": data["on"]}, t_mono_ns=host_ns)
         elif kind == "SUMMARY":
-            key = f"summary:{self._serial_label()}:{data['seq']}:{data['duration_ms']}:{data['delivered_volume_ml']}"
-            self.log.record("injection_summary", data, t_mono_ns=host_ns, key=key)
+            self._injection_finished(data, host_ns)
         elif kind == "FAULT":
             self.log.record("injector_fault", data, t_mono_ns=host_ns)
         elif kind == "HELLO":
             self.log.record("injector_hello", data, t_mono_ns=host_ns)
 
+    def _injection_started(self, host_ns: int) -> None:
+        self._injecting_since = host_ns
+        self.log.record("injection_start", {}, t_mono_ns=host_ns)
+
+    def _injection_finished(self, summary: dict, host_ns: int) -> None:
+        # SUMMARY arrives after the injection; its duration dates the start when no sample did.
+        start = self._injecting_since or host_ns - summary["duration_ms"] * 1_000_000
+        self._injecting_since = None
+        injection = dict(summary, start_ns=start, stop_ns=host_ns)
+        device = self.bridge.device or {}
+        key = f"injection:{device.get('serial_no', 'unknown')}:{summary['seq']}:{summary['duration_ms']}"
+        self.log.record_injection(injection, key=key)
+
     def _on_link(self, old: str, new: str, reason: str) -> None:
         self.log.record("serial_link", {"from": old, "to": new, "reason": reason})
 
-    def _serial_label(self) -> str:
-        device = self.bridge.device if hasattr(self, "bridge") else None
-        return device["serial_no"] if device else "unknown"
+    # -- writes (from the API) -------------------------------------------------------------------------
+    def start_procedure(self, label: str | None = None) -> dict:
+        proc = self.log.start_procedure(label)
+        with self._lock:
+            self._latest_clearance = None
+        return proc
+
+    def end_procedure(self) -> dict | None:
+        return self.log.end_procedure()
+
+    def label_run(self, run_id: str, label: str) -> None:
+        if label not in RUN_LABELS:
+            raise ValueError(f"label must be one of {', '.join(RUN_LABELS)}, got {label!r}")
+        if self.log.run(run_id) is None and run_id not in self._peaks:
+            raise LookupError(f"no run {run_id!r}")
+        self._labels[run_id] = label
+        self.log.record("run_label", {"run_id": run_id, "label": label})
 
     # -- read side -------------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -157,38 +240,93 @@ class Appliance:
                 "pressure_kpa": sample["pressure_kpa"] if sample else 0.0,
                 "device": self.bridge.device,
             }
-            run = self.pipeline.current_run(now)
-            image_on = run is not None
-            xray = {"on": self._device_xray if self._device_xray is not None else image_on,
-                    "image_on": image_on, "device_on": self._device_xray,
-                    "pulse_rate": run["pulse_rate"] if run else None}
-            last_frame = self.pipeline.last_frame_ns
-            counters = {
-                "frames": self.pipeline.frames,
-                "pulses": self.pipeline.pulses,
-                "frames_dropped": self.source.dropped,
-                "frames_rejected": self.pipeline.rejected,
-                "frame_errors": self._frame_errors,
-                "last_frame_age_s": None if last_frame is None else (now - last_frame) / NS,
-                "serial": self.bridge.counters(),
-                "eventlog": self.log.stats(),
-            }
+            run = self._run_view
+            # The pipeline's runs already follow the device's X-ray signal where there is one.
+            xray = {"on": run is not None, "pulse_rate": run["pulse_rate"] if run else None}
+            procedure = self.log.current_procedure()
             return {
                 "injector": injector,
                 "xray": xray,
                 "run": run,
                 "last_runs": list(self._last_runs),
-                "procedure": self.log.current_procedure(),
-                "counters": counters,
-                "alarms": self.alarms(now),
+                "procedure": procedure,
+                "clearance": self._latest_clearance,
+                "counters": self._counters(now),
+                "alarms": self._alarms(now),
                 "uptime_s": (now - self.started_ns) / NS if self.started_ns else 0.0,
             }
 
-    def alarms(self, now_ns: int) -> list[dict]:
+    def _counters(self, now_ns: int) -> dict:
+        last_frame = self.pipeline.last_frame_ns
+        return {
+            "frames": self.pipeline.frames,
+            "pulses": self.pipeline.pulses,
+            "frames_dropped": self.source.dropped,
+            "frames_rejected": self.pipeline.rejected,
+            "frame_errors": self._frame_errors,
+            "runs": self._runs_total,
+            "contrast_runs": self._contrast_runs_total,
+            "last_frame_age_s": None if last_frame is None else (now_ns - last_frame) / NS,
+            "serial": self.bridge.counters(),
+            "eventlog": self.log.stats(),
+        }
+
+    def _alarms(self, now_ns: int) -> list[dict]:
         alarms = list(self.log.alarms)
         if self.bridge.link_state != "up":
             alarms.append({"kind": "serial_link", "message": f"injector link {self.bridge.link_state}"})
         last = self.pipeline.last_frame_ns
-        if last is None or now_ns - last > NS:
+        if last is None or now_ns - last > FRAME_STALL_NS:
             alarms.append({"kind": "video", "message": "no frames from the video source"})
         return alarms
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numeric counters for Prometheus."""
+        status_counters = self._counters(time.monotonic_ns())
+        serial = status_counters.pop("serial")
+        eventlog = status_counters.pop("eventlog")
+        flat: dict[str, float] = {k: v for k, v in status_counters.items() if isinstance(v, (int, float))}
+        for name, value in serial.items():
+            if isinstance(value, dict):
+                for sub, count in value.items():
+                    flat[f"serial_{name}_{sub}".lower()] = count
+            elif isinstance(value, (int, float)):
+                flat[f"serial_{name}"] = value
+        flat.update({f"eventlog_{k}": v for k, v in eventlog.items() if isinstance(v, (int, float))})
+        return flat
+
+    def runs(self, limit: int = 50) -> list[dict]:
+        return self.log.runs(limit=limit)
+
+    def run(self, run_id: str) -> dict | None:
+        return self.log.run(run_id)
+
+    def run_image_png(self, run_id: str) -> bytes | None:
+        with self._lock:
+            peak = self._peaks.get(run_id)
+        return None if peak is None else opacity_png(peak)
+
+    def procedures(self, limit: int = 50) -> list[dict]:
+        return self.log.procedures(limit)
+
+    def procedure(self, pid: str) -> dict | None:
+        proc = self.log.procedure(pid)
+        if proc is None:
+            return None
+        return dict(proc, clearance=self.log.clearance_results(pid))
+
+    def events(self, after: int = 0, limit: int = 100) -> list[dict]:
+        return self.log.events(after=after, limit=limit)
+
+    def subscribe(self, callback: Callable[[dict], None]) -> Callable[[], None]:
+        return self.log.subscribe(callback)
+
+
+def _brief(summary: dict) -> dict:
+    keys = ("run_id", "label", "contrast", "duration_s", "frames", "pulses", "pulse_rate",
+            "injection_delay_s", "delivered_volume_ml")
+    brief = {k: summary.get(k) for k in keys}
+    rois = summary.get("rois") or []
+    if rois:
+        brief.update({k: rois[0].get(k) for k in ("arrival_s", "peak_s", "washout_s", "mtt_s")})
+    return brief

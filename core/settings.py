@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     phantom_intensity: str = Field("log", pattern="^(lin|log)$")
     phantom_size: int = Field(512, ge=64, le=2048)
 
+    # Every run belongs to a procedure: open one automatically when X-ray starts and none is open.
+    auto_procedure: bool = True
+
     # Serial link timing (protocol document): silent after 3 s without a packet.
     link_silent_s: float = Field(3.0, gt=0)
     reconnect_min_s: float = Field(0.2, gt=0)

@@ -1,0 +1,80 @@
+"""The foundation end to end: `cathlab-edge run` on its simulators, in a subprocess, as a user starts it."""
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 2.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def appliance(tmp_path):
+    port = free_port()
+    env = dict(os.environ, CATHLAB_PHANTOM_SIZE="256", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "run", "--port", str(port),
+                             "--data-dir", str(tmp_path / "data")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=Path(__file__).resolve().parent.parent)
+    yield proc, f"http://127.0.0.1:{port}", tmp_path / "data"
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def wait_for(predicate, url, seconds):
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = get_json(url + "/api/status")
+            if predicate(last):
+                return last
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"condition not met within {seconds} s; last status: {json.dumps(last)[:2000]}")
+
+
+def test_runs_on_simulators_and_stops_cleanly(appliance):
+    proc, url, data_dir = appliance
+    first = wait_for(lambda s: s["injector"]["link"] == "up" and s["counters"]["frames"] > 0, url, 20)
+    assert first["injector"]["device"]["model"]
+    later = wait_for(lambda s: s["counters"]["frames"] > first["counters"]["frames"] + 15, url, 5)
+    assert later["counters"]["serial"]["crc_errors"] == 0
+    with urllib.request.urlopen(url + "/", timeout=2) as page:
+        assert "cathlab-edge" in page.read().decode()
+
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    elapsed = time.monotonic() - started
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
+    assert f"{url}/" in out                      # the status page's URL was printed
+
+    db = sqlite3.connect(data_dir / "events.sqlite3")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        kinds = [k for (k,) in db.execute("SELECT kind FROM events ORDER BY id")]
+    finally:
+        db.close()
+    assert kinds[0] == "appliance_start" and kinds[-1] == "appliance_stop"
+    assert "serial_link" in kinds and "injector_hello" in kinds
