@@ -44,7 +44,7 @@ _FIELD_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # Procedure fields are clinical parameters (weight, creatinine), never identity: refuse the obvious ones.
 _IDENTITY_WORDS = ("name", "patient", "birth", "dob", "mrn", "ssn", "address", "phone", "email", "insurance")
 
-# Queue entries: (seq, op, procedure_id, payload). Procedure ops are never dropped (rare, and losing one
+# Queue entries: (seq, op, procedure_id, payload, bounded). Procedure ops are never dropped (rare, and losing one
 # would orphan or mis-attach everything after it); data ops count against queue_max.
 _EVENT, _TYPED, _PROC_START, _PROC_END, _PROC_FIELDS = "event", "typed", "proc_start", "proc_end", "proc_fields"
 _TYPED_TABLES = {"run": "runs", "injection": "injections", "clearance": "clearance"}
@@ -252,7 +252,7 @@ class EventLog:
             overflow = False
             self._seq += 1
             pid = (self._current["id"] if self._current else None) if procedure_id is True else procedure_id
-            self._queue.append((self._seq, op, pid, payload))
+            self._queue.append((self._seq, op, pid, payload, bounded))
             if bounded:
                 self._n_bounded += 1
         if overflow:
@@ -512,7 +512,8 @@ class EventLog:
             return any(k in self._alarms for k in kinds)
 
     def _try_record(self, kind: str, data: dict) -> None:
-        self._enqueue(_EVENT, (kind, dumps(data), None, time.monotonic_ns(), self._wall_ns()))
+        # The log's own events (alarms, resume, retention) are rare and never dropped for queue space.
+        self._enqueue(_EVENT, (kind, dumps(data), None, time.monotonic_ns(), self._wall_ns()), bounded=False)
 
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:
@@ -529,7 +530,9 @@ class EventLog:
                         self._opened.set()
                         if stopping and self._refused:
                             break
-                        backoff = self._sleep(backoff)
+                        # A corrupt file does not heal by itself: retry (and re-check it) less often.
+                        slow = self._alarms_active(("db_corrupt", "db_newer_schema"))
+                        backoff = self._sleep(backoff, 10 * self._retry_max_s if slow else self._retry_max_s)
                         continue
                     self._opened.set()
                     next_retention = 0.0
@@ -565,9 +568,9 @@ class EventLog:
     def _retention_enabled(self) -> bool:
         return self._max_age_days is not None or self._max_bytes is not None
 
-    def _sleep(self, backoff: float) -> float:
+    def _sleep(self, backoff: float, limit: float | None = None) -> float:
         # Wakes on close(), not on record(): a burst of events must not turn the retry into a busy loop.
-        backoff = min(self._retry_max_s, max(0.05, backoff * 2))
+        backoff = min(limit or self._retry_max_s, max(0.05, backoff * 2))
         self._stop.wait(backoff)
         return backoff
 
@@ -622,6 +625,11 @@ class EventLog:
                 log.warning("event database %s runs in journal mode %s, not WAL", self.db_path, mode)
             conn.execute("PRAGMA synchronous=FULL")
             schema.migrate(conn, self.db_path)
+            # A damaged page may sit where appends never go: look once per open, so corruption alarms at
+            # start instead of surfacing months later in an export.
+            problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {problem}")
             # Probe for writability now, so a read-only file alarms at start, not at the first event.
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("COMMIT")
@@ -724,7 +732,7 @@ class EventLog:
         return []
 
     def _apply(self, conn: sqlite3.Connection, item: tuple, new_events: list) -> None:
-        seq, op, pid, payload = item
+        seq, op, pid, payload, _ = item
         try:
             if op == _EVENT:
                 kind, blob, key, mono, wall_ns = payload
@@ -799,7 +807,7 @@ class EventLog:
         self._disconnect()
 
     def _finish(self, batch: list, new_events: list, latency_ms: float | None) -> None:
-        bounded = sum(1 for item in batch if item[1] in (_EVENT, _TYPED))
+        bounded = sum(1 for item in batch if item[4])
         with self._qlock:
             self._n_bounded -= bounded
             queue_empty = self._n_bounded == 0
