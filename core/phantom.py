@@ -556,6 +556,15 @@ _DIGITS = {
 }
 
 
+def _box_outside_circle(box, circle) -> bool:
+    y0, y1, x0, x1 = box
+    cx, cy, r = circle
+    # nearest point of the (pixel-centre) box to the circle centre
+    nx = min(max(cx, x0), x1 - 1)
+    ny = min(max(cy, y0), y1 - 1)
+    return (nx - cx) ** 2 + (ny - cy) ** 2 > r * r
+
+
 class _Overlay:
     """Burnt-in text: glyph-like blocks in the corners, and optionally a fluoro-time counter (MM:SS)."""
     LEVEL = 230
@@ -565,28 +574,48 @@ class _Overlay:
         g = max(1, min(h, w) // 256)              # glyph pixel size
         self.g = g
         rng = np.random.default_rng(12345)        # fixed: the same overlay on every run
-        line = 7 * g
+        cx, cy, r = collimator_circle(cfg.size)
         boxes, patches = [], []
-        for corner, (lines, chars) in enumerate([(2, 9), (2, 7), (1, 8), (1, 6)]):
-            bh, bw = lines * line + 2 * g, chars * 4 * g + 2 * g
-            y0 = 2 * g if corner < 2 else h - 2 * g - bh
-            x0 = 2 * g if corner % 2 == 0 else w - 2 * g - bw
-            patch = np.zeros((bh, bw), dtype=np.uint8)
+        self.counter_box = None
+        # Corner boxes: (lines, characters); the bottom-left one is the fluoro-time counter when enabled.
+        for corner, (lines, chars) in enumerate([(2, 9), (2, 7), (1, 5 if cfg.counter else 8), (1, 6)]):
+            is_counter = cfg.counter and corner == 2
+            box = self._fit(corner, lines, chars, g, h, w, (cx, cy, r) if cfg.collimator else None, is_counter)
+            if box is None:
+                continue
+            (y0, y1, x0, x1), lines, chars = box
+            if is_counter:
+                self.counter_box = (y0, y1, x0, x1)
+                continue
+            patch = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
             for li in range(lines):
                 for ci in range(chars):
                     glyph = rng.random((5, 3)) < 0.55
                     blk = np.kron(glyph, np.ones((g, g), dtype=bool))
-                    yy, xx = g + li * line + g, g + ci * 4 * g
+                    yy, xx = 2 * g + li * 7 * g, g + ci * 4 * g
                     patch[yy:yy + 5 * g, xx:xx + 3 * g][blk] = self.LEVEL
-            boxes.append((y0, y0 + bh, x0, x0 + bw))
+            boxes.append((y0, y1, x0, x1))
             patches.append(patch)
-        self.counter_box = None
-        if cfg.counter:
-            bh, bw = line + 2 * g, 5 * 4 * g + 2 * g
-            y0 = h - 2 * g - bh - (boxes[2][1] - boxes[2][0]) - 2 * g   # above the bottom-left box
-            self.counter_box = (y0, y0 + bh, 2 * g, 2 * g + bw)
         self.boxes = tuple(boxes)
         self.patches = patches
+
+    @staticmethod
+    def _fit(corner, lines, chars, g, h, w, circle, fixed):
+        """Shrink a corner box until it clears the collimated field (real overlays sit on the black surround)."""
+        while True:
+            bh, bw = lines * 7 * g + 2 * g, chars * 4 * g + 2 * g
+            y0 = 2 * g if corner < 2 else h - 2 * g - bh
+            x0 = 2 * g if corner % 2 == 0 else w - 2 * g - bw
+            box = (y0, y0 + bh, x0, x0 + bw)
+            if circle is None or _box_outside_circle(box, circle):
+                return box, lines, chars
+            if not fixed and chars > 3:
+                chars -= 1
+            elif not fixed and lines > 1:
+                lines, chars = lines - 1, chars
+            else:
+                # The counter stays even where it cannot clear the field; plain glyph boxes are dropped.
+                return (box, lines, chars) if fixed else None
 
     @property
     def all_boxes(self) -> tuple[tuple[int, int, int, int], ...]:
