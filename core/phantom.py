@@ -57,6 +57,8 @@ class PhantomConfig:
     diameter_px: float = 16.0            # reference lumen diameter
     thrombus_fraction: float = 1.0       # thrombus left relative to the scripted segments' burden
     shift_px: tuple[float, float] = (0.0, 0.0)   # whole-scene (patient/table) translation, |.| <= 48 px
+    drift_px_s: tuple[float, float] = (0.0, 0.0) # patient/table motion during the run (render_run; slow:
+                                                 # one scene build per pulse, ~0.1 s at 512 px)
     i0: float = 3000.0                   # quanta per pixel per pulse behind zero attenuation
     seed: int = 0
     collimator: bool = True              # circular field, black outside
@@ -109,6 +111,12 @@ class PhantomConfig:
             raise ValueError(f"thrombus_fraction must be in [0, 1], got {self.thrombus_fraction}")
         if len(self.shift_px) != 2 or any(not math.isfinite(v) or abs(v) > MAX_SHIFT_PX for v in self.shift_px):
             raise ValueError(f"shift_px must be (dx, dy) within +-{MAX_SHIFT_PX} px, got {self.shift_px}")
+        if len(self.drift_px_s) != 2:
+            raise ValueError(f"drift_px_s must be (vx, vy), got {self.drift_px_s}")
+        _finite(drift_x=self.drift_px_s[0], drift_y=self.drift_px_s[1])
+        end = [self.shift_px[i] + self.drift_px_s[i] * self.xray_s for i in (0, 1)]
+        if any(abs(v) > MAX_SHIFT_PX for v in end):
+            raise ValueError(f"shift_px + drift_px_s * xray_s = {end} leaves the +-{MAX_SHIFT_PX} px range")
         if min(self.lih_before_s, self.lih_after_s, self.volume_ml, self.bolus_peak, self.transit_delay_s,
                self.mu_iodine, self.residual_contrast, self.electronic_sd) < 0:
             raise ValueError("LIH times, volume, bolus peak, transit delay, mu_iodine, residual contrast "
@@ -303,6 +311,7 @@ class RunTruth:
     run_start_s: float               # video time of the first pulse = the run's first frame
     run_end_s: float                 # video time the exposure stops
     pulse_times_s: np.ndarray        # (P,) video times of the pulses
+    pulse_shift_px: np.ndarray       # (P, 2) scene shift (dx, dy) of each pulse: shift_px + drift
     exposure: np.ndarray             # (P,) ABC exposure factor per pulse
     inject_start_s: float | None     # video time
     bolus: BolusTruth
@@ -347,7 +356,10 @@ class RunTruth:
         return None if self.inject_start_s is None else self.inject_start_s - self.run_start_s
 
     def truth_tdc(self, roi: tuple[int, int, int, int], times: np.ndarray) -> np.ndarray:
-        """Noise-free mean opacity (ln units) of ROI ``frame[y0:y1, x0:x1]`` at ``times`` s from the run start."""
+        """Noise-free mean opacity (ln units) of ROI ``frame[y0:y1, x0:x1]`` at ``times`` s from the run start.
+
+        With ``drift_px_s`` the ROI stays on the anatomy where the first pulse saw it (motion-compensated).
+        """
         return self._model.tdc(roi, times)
 
     def truth_timing(self, roi: tuple[int, int, int, int], step_s: float = TDC_STEP_S) -> TimingTruth:
@@ -664,7 +676,7 @@ def render_run(config: PhantomConfig) -> PhantomRun:
     """One acquisition: LIH before, the exposure (pulses repeated on the video line), LIH after, and its truth."""
     cfg = config
     rng = np.random.default_rng(cfg.seed)
-    scene = _Scene(cfg, cfg.shift_px, cfg.thrombus_fraction)
+    scene = _Scene(cfg, cfg.shift_px, cfg.thrombus_fraction)   # the first pulse's: truth maps and ROIs use it
     renderer = _Renderer(cfg)
 
     n_before = int(round(cfg.lih_before_s * cfg.fps))
@@ -679,6 +691,8 @@ def render_run(config: PhantomConfig) -> PhantomRun:
     frame_pulse[n_before + n_xray:] = n_pulses - 1
     pulse_times = t_on + np.arange(n_pulses) / cfg.pulse_rate
     exposure = _abc(cfg, np.arange(n_pulses))
+    pulse_shift = np.asarray(cfg.shift_px, dtype=float) + np.outer(pulse_times - t_on, cfg.drift_px_s)
+    scenes = {(float(pulse_shift[0, 0]), float(pulse_shift[0, 1])): scene}
     inject = None if cfg.inject_at_s is None else t_on + cfg.inject_at_s
     bolus = _bolus(cfg, inject, cfg.volume_ml, t_on)
 
@@ -691,7 +705,10 @@ def render_run(config: PhantomConfig) -> PhantomRun:
     j = n_before
     for k in range(n_pulses):
         n_rep = int(np.count_nonzero(frame_pulse[n_before:n_before + n_xray] == k))
-        frames[j:j + n_rep] = renderer.pulse(scene, bolus, pulse_times[k], float(exposure[k]), rng)
+        key = (float(pulse_shift[k, 0]), float(pulse_shift[k, 1]))
+        if key not in scenes:
+            scenes = {key: _Scene(cfg, key, cfg.thrombus_fraction)}   # moving patient: one scene per pulse
+        frames[j:j + n_rep] = renderer.pulse(scenes[key], bolus, pulse_times[k], float(exposure[k]), rng)
         is_new[j] = True
         j += n_rep
     if n_after:
@@ -711,7 +728,7 @@ def render_run(config: PhantomConfig) -> PhantomRun:
         intensity=cfg.intensity, fps=cfg.fps, pulse_rate=cfg.pulse_rate,
         frame_times_s=np.arange(T) / cfg.fps, frame_pulse=frame_pulse, is_new_pulse=is_new, xray_on=xray_on,
         xray_on_frame=n_before, xray_off_frame=n_before + n_xray, run_start_s=t_on, run_end_s=t_off,
-        pulse_times_s=pulse_times, exposure=exposure, inject_start_s=inject, bolus=bolus, scene=scene.truth,
+        pulse_times_s=pulse_times, pulse_shift_px=pulse_shift, exposure=exposure, inject_start_s=inject, bolus=bolus, scene=scene.truth,
         text_boxes=renderer.overlay.all_boxes if renderer.overlay else (), counter_box=counter_box,
         counter_values=counter_values, mu_iodine=cfg.mu_iodine, i0=cfg.i0,
         display_offset=renderer.offset if cfg.intensity == "log" else None,

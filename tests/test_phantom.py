@@ -373,6 +373,22 @@ def test_integer_shift_moves_everything_by_the_stated_amount():
     assert moved.truth.burden == base.truth.burden
 
 
+def test_drift_moves_the_scene_during_the_run():
+    cfg = replace(CLEAN, xray_s=1.0, drift_px_s=(6.0, -3.0), residual_contrast=1.0)
+    run = render_run(cfg)
+    t = run.truth
+    dt = t.pulse_times_s - t.run_start_s
+    np.testing.assert_allclose(t.pulse_shift_px, np.column_stack([6.0 * dt, -3.0 * dt]))
+    # the last pulse is exactly a still scene at that pulse's shift
+    k = len(dt) - 1
+    still = render_run(replace(cfg, drift_px_s=(0.0, 0.0), shift_px=tuple(t.pulse_shift_px[k])))
+    j = t.xray_off_frame - 1
+    np.testing.assert_array_equal(run.frames[j], still.frames[j])
+    assert not np.array_equal(run.frames[j], render_run(replace(cfg, drift_px_s=(0.0, 0.0))).frames[j])
+    with pytest.raises(ValueError):
+        PhantomConfig(xray_s=6.0, drift_px_s=(10.0, 0.0))   # would end 60 px away
+
+
 def test_subpixel_shift_moves_the_vessel_centroid():
     base = render_run(replace(CLEAN, xray_s=0.2)).truth.scene.path_length_map(clean=True)
     moved = render_run(replace(CLEAN, xray_s=0.2, shift_px=(2.5, 0.0))).truth.scene.path_length_map(clean=True)
