@@ -873,7 +873,8 @@ class EventLog:
                         self._delete_procedure(conn, proc[0])
                         result["procedures"] += 1
             if result["procedures"] or result["orphan_rows"]:
-                conn.execute("PRAGMA incremental_vacuum")
+                # Python's execute() stops this pragma after one step (one page); executescript() runs it out.
+                conn.executescript("PRAGMA incremental_vacuum;")
                 log.info("retention deleted %d procedure(s) and %d orphan row(s)", result["procedures"],
                          result["orphan_rows"])
                 self._try_record("retention", dict(result))
