@@ -22,13 +22,13 @@ class DeviceClock:
             raise ValueError("clock windows must be positive")
         self._window_ns = int(window_s * 1e9)
         self._sync_window_ns = int(sync_window_s * 1e9)
+        self.resets = 0
         self.reset()
 
     def reset(self) -> None:
         self._last_ms: int | None = None  # unwrapped device ms of the newest packet
         self._envelope: deque[tuple[int, int]] = deque()  # (arrival_ns, offset_ns), increasing offsets
         self._syncs: deque[tuple[int, int, int]] = deque()  # (host_ns, rtt_ns, offset_ns)
-        self.resets = 0
 
     def unwrap(self, device_ms: int) -> int:
         """Extend a u32 ms counter past its 49.7-day wrap, relative to the newest time seen."""
