@@ -8,10 +8,17 @@ ln(mask) - ln(frame) (lin) or (mask - frame) / gain (log) is exactly mu_iodine *
 
 Two users: ``render_run`` makes one acquisition with every frame and its truth (accuracy tests), and
 ``PhantomVideo`` renders the shared procedure timeline on demand for the live appliance.
+
+Conventions: sizes are (rows, cols); points and shifts are (x, y) = (col, row), pixel centres at integers;
+an ROI is ``(y0, y1, x0, x1)``, i.e. ``frame[y0:y1, x0:x1]``; arc length s runs along the centreline from
+the inflow end (bottom, femoral) upward, fixed to the anatomy; timing truth is in seconds from the run's
+first frame (its first pulse), everything else in video seconds from frame 0 (render_run) or from the
+timeline origin (PhantomVideo).
 """
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -89,9 +96,16 @@ class PhantomConfig:
     supersample: int = 2                 # sub-samples per pixel side for the projected path length
 
     def __post_init__(self) -> None:
-        h, w = self.size
-        if int(h) != h or int(w) != w or h < 32 or w < 32:
-            raise ValueError(f"size must be two integers >= 32, got {self.size}")
+        try:
+            h, w = self.size
+            ok = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 32 for v in (h, w))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"size must be (rows, cols) integers >= 32, got {self.size!r}")
+        object.__setattr__(self, "size", (int(h), int(w)))
+        if not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.intensity not in ("lin", "log"):
             raise ValueError(f"intensity must be 'lin' or 'log', got {self.intensity!r}")
         if self.noise not in ("poisson", "gaussian", "none"):
@@ -109,7 +123,8 @@ class PhantomConfig:
             raise ValueError(f"diameter_px {self.diameter_px} is too large for a {h}x{w} image")
         if not 0.0 <= self.thrombus_fraction <= 1.0:
             raise ValueError(f"thrombus_fraction must be in [0, 1], got {self.thrombus_fraction}")
-        if len(self.shift_px) != 2 or any(not math.isfinite(v) or abs(v) > MAX_SHIFT_PX for v in self.shift_px):
+        if (len(self.shift_px) != 2 or not all(_is_number(v) for v in self.shift_px)
+                or any(not math.isfinite(v) or abs(v) > MAX_SHIFT_PX for v in self.shift_px)):
             raise ValueError(f"shift_px must be (dx, dy) within +-{MAX_SHIFT_PX} px, got {self.shift_px}")
         if len(self.drift_px_s) != 2:
             raise ValueError(f"drift_px_s must be (vx, vy), got {self.drift_px_s}")
@@ -121,7 +136,7 @@ class PhantomConfig:
                self.mu_iodine, self.residual_contrast, self.electronic_sd) < 0:
             raise ValueError("LIH times, volume, bolus peak, transit delay, mu_iodine, residual contrast "
                              "and electronic noise must not be negative")
-        if self.inject_at_s is not None and not math.isfinite(self.inject_at_s):
+        if self.inject_at_s is not None and not (_is_number(self.inject_at_s) and math.isfinite(self.inject_at_s)):
             raise ValueError(f"inject_at_s must be finite or None, got {self.inject_at_s}")
         if self.bolus_speed_px_s is not None:
             _positive(bolus_speed_px_s=self.bolus_speed_px_s)
@@ -141,15 +156,19 @@ class PhantomConfig:
         return self.bolus_speed_px_s if self.bolus_speed_px_s is not None else 0.6 * self.size[0]
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
 def _positive(**values: float) -> None:
     for name, v in values.items():
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+        if not (_is_number(v) and math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a positive finite number, got {v!r}")
 
 
 def _finite(**values: float) -> None:
     for name, v in values.items():
-        if not (isinstance(v, (int, float)) and math.isfinite(v)):
+        if not (_is_number(v) and math.isfinite(v)):
             raise ValueError(f"{name} must be a finite number, got {v!r}")
 
 
@@ -211,7 +230,7 @@ class SceneTruth:
 class BolusTruth:
     """c(s, t) = K tau^a exp(-tau / b), tau = t - t0 - s / v, plus a uniform washing-out residual.
 
-    Times are video seconds (0 = the first video frame of the run, or the timeline origin for the live video).
+    Times are video seconds: from frame 0 (render_run) or from the timeline cycle origin (PhantomVideo).
     """
     inject_start_s: float | None
     t0_s: float                 # bolus front at the inflow end (s = 0): injection start + transit delay
@@ -828,7 +847,7 @@ class PhantomVideo:
 
     def frame_at(self, t_s: float) -> tuple[np.ndarray, bool]:
         """(frame, xray_on) at ``t_s`` seconds from the timeline origin (repeating every period)."""
-        if not (isinstance(t_s, (int, float)) and math.isfinite(t_s) and t_s >= 0):
+        if not (_is_number(t_s) and math.isfinite(t_s) and t_s >= 0):
             raise ValueError(f"t_s must be a finite time >= 0, got {t_s!r}")
         cycle, i, local = self._locate(float(t_s))
         if i is not None:

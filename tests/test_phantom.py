@@ -43,6 +43,8 @@ def _vessel_roi(truth, frac=0.5, half=6):
     dict(shift_px=(float("nan"), 0.0)), dict(i0=-1.0), dict(xray_s=float("inf")), dict(lih_before_s=-0.1),
     dict(inject_at_s=float("nan")), dict(abc_start=0.0), dict(supersample=0), dict(vessel_points=((0.5, 0.5),)),
     dict(segments=("not a segment",)), dict(bolus_speed_px_s=0.0), dict(wall_offset=1.0),
+    dict(size=(128.0, 128)), dict(size=128), dict(seed=-1), dict(fps="30"), dict(shift_px=("1", 0.0)),
+    dict(inject_at_s="soon"), dict(drift_px_s=(1.0,)),
 ])
 def test_bad_config_is_rejected_with_a_message(kwargs):
     with pytest.raises(ValueError, match=r"\w"):
