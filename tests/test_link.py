@@ -172,7 +172,7 @@ def test_clock_unwraps_u32_and_detects_restart():
     clock.observe(50, 1 * S + 150 * MS)
     assert clock.to_host_ns(60, 0) - clock.to_host_ns(near, 0) == 160 * MS
     assert clock.unwrap(near - 3000) == near - 3000  # a retransmission's older time stays older
-    clock.observe(near + 5_000_000, 600 * S)
+    clock.observe((near + 5_000_000) % 2**32, 600 * S)
     clock.observe(10, 700 * S)  # a restart: time far behind, not a wrap
     assert clock.resets == 1
     assert clock.to_host_ns(10, 0) == 700 * S - 10 * MS
