@@ -194,6 +194,7 @@ class SceneTruth:
     centreline_s: np.ndarray         # (N,) arc length of each point (anatomical: independent of shift)
     stations_s: np.ndarray           # (M,) stations every 1 px of arc length
     stations_xy: np.ndarray          # (M, 2) their frame coordinates
+    stations_normal: np.ndarray      # (M, 2) unit in-plane normal (direction of +d in the cross-section)
     stations_burden: np.ndarray      # (M,) occupied cross-section area / lumen area
     analysed_s: tuple[float, float]  # arc-length range in the field under any shift up to shift_allowance()
     burden: float                    # thrombus volume / lumen volume over analysed_s
@@ -208,6 +209,16 @@ class SceneTruth:
         """Thrombus geometry at arc length s: (lumen radius, disc centre d, disc centre z, disc radius)."""
         dc, zc, rt = self._xs.at(np.asarray([s], dtype=float))
         return self._xs.radius, float(dc[0]), float(zc[0]), float(rt[0])
+
+    def roi_at(self, s: float, half: int = 8) -> tuple[int, int, int, int]:
+        """A (y0, y1, x0, x1) box of side 2 * half centred on the centreline at arc length s, clipped to the frame."""
+        if not (_is_number(s) and 0 <= s <= self.stations_s[-1]) or not (isinstance(half, numbers.Integral) and half > 0):
+            raise ValueError(f"need 0 <= s <= {self.stations_s[-1]:.1f} and an integer half > 0, got {s!r}, {half!r}")
+        x = float(np.interp(s, self.stations_s, self.stations_xy[:, 0]))
+        y = float(np.interp(s, self.stations_s, self.stations_xy[:, 1]))
+        h, w = self.size
+        y0, x0 = min(max(int(round(y)) - half, 0), h - 1), min(max(int(round(x)) - half, 0), w - 1)
+        return y0, min(y0 + 2 * half, h), x0, min(x0 + 2 * half, w)
 
     def path_length_map(self, clean: bool = False) -> np.ndarray:
         """Contrast-filled path length (px) per pixel; ``clean`` without thrombus (the reference lumen)."""
@@ -302,7 +313,7 @@ class _TdcModel:
         if not step_s > 0:
             raise ValueError(f"step_s must be positive, got {step_s}")
         duration = self.run_end_s - self.run_start_s
-        times = np.arange(0.0, duration + step_s / 2, step_s)
+        times = np.arange(int(duration / step_s + 0.5) + 1) * step_s
         curve = self.tdc(roi, times)
         delay = None if self.bolus.inject_start_s is None else self.bolus.inject_start_s - self.run_start_s
         k = int(np.argmax(curve))
@@ -311,8 +322,8 @@ class _TdcModel:
             return TimingTruth(None, None, None, 0.0, delay)
         arrival = int(np.argmax(curve >= 0.1 * peak))
         after = np.nonzero(curve[k:] <= 0.5 * peak)[0]
-        washout = float(times[k + after[0]]) if after.size else None
-        return TimingTruth(float(times[arrival]), float(times[k]), washout, peak, delay)
+        washout = round(float(times[k + after[0]]), 9) if after.size else None
+        return TimingTruth(round(float(times[arrival]), 9), round(float(times[k]), 9), washout, peak, delay)
 
 
 @dataclass
@@ -492,11 +503,15 @@ class _Scene:
         st_s = np.arange(0.0, self.length, 1.0)
         st_xy = np.column_stack([np.interp(st_s, s_pts, pts[:, 0]), np.interp(st_s, s_pts, pts[:, 1])])
         st_b = np.interp(st_s, xs_tab.s, xs_tab.burden)
+        tangent = np.gradient(st_xy, axis=0)
+        tangent /= np.hypot(tangent[:, :1], tangent[:, 1:])
+        # +d is on the right of travel in image coordinates (see nearest_on_polyline): (-ty, tx)
+        normal = np.column_stack([-tangent[:, 1], tangent[:, 0]])
         analysed = self._analysed_range(cfg, anat, s_pts, R)
         scene = SceneTruth(
             size=self.size, diameter_px=cfg.diameter_px, thrombus_fraction=fraction,
             shift_px=(float(shift[0]), float(shift[1])), centreline_xy=pts, centreline_s=s_pts,
-            stations_s=st_s, stations_xy=st_xy, stations_burden=st_b, analysed_s=analysed, burden=0.0,
+            stations_s=st_s, stations_xy=st_xy, stations_normal=normal, stations_burden=st_b, analysed_s=analysed, burden=0.0,
             segments=(), collimator=self.collimator, _xs=xs_tab, _path=self.path,
             _path_clean=self.path_clean, _s_map=self.s_map)
         scene.burden = scene.burden_between(*analysed)

@@ -265,6 +265,30 @@ def test_partial_depth_thrombus_shortens_the_path_without_a_hole(lin_clean):
     assert np.count_nonzero(L < Lc - 0.1) > len(d) // 2     # but shorter across most of the width
 
 
+def test_station_normals_point_to_the_positive_d_side(lin_clean):
+    # The femoral thrombus sits on the +d wall (angle 20 deg): the path is shorter on the normal's side.
+    scene = lin_clean.truth.scene
+    seg = next(s for s in scene.segments if s.name == "femoral")
+    L = scene.path_length_map()
+    R = scene.diameter_px / 2
+    k = int(round(0.5 * (seg.s_start + seg.s_end)))
+    xy, n = scene.stations_xy[k], scene.stations_normal[k]
+    plus = L[tuple(np.rint(xy + 0.6 * R * n)[::-1].astype(int))]
+    minus = L[tuple(np.rint(xy - 0.6 * R * n)[::-1].astype(int))]
+    assert plus < 0.5 * minus
+    np.testing.assert_allclose(np.hypot(*scene.stations_normal.T), 1.0)
+
+
+def test_roi_at_centres_a_box_on_the_vessel(lin_clean):
+    scene = lin_clean.truth.scene
+    y0, y1, x0, x1 = scene.roi_at(80.0, half=4)
+    assert (y1 - y0, x1 - x0) == (8, 8)
+    assert scene.path_length_map(clean=True)[y0:y1, x0:x1].max() > 0.9 * scene.diameter_px
+    for bad in [(-1.0, 4), (1e6, 4), (80.0, 0), (80.0, 2.5)]:
+        with pytest.raises(ValueError):
+            scene.roi_at(*bad)
+
+
 def test_thrombus_geometry_helpers():
     R = 5.0
     assert lens_area(R, np.array([0.0]), np.array([2.0]))[0] == pytest.approx(math.pi * 4)
