@@ -265,6 +265,8 @@ class EventLog:
 
     def flush(self, timeout: float = 2.0) -> bool:
         """Wait until everything queued before this call is committed. False if the timeout passed first."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("flush() from a subscriber callback would wait for itself")
         with self._qlock:
             target = self._seq
         deadline = time.monotonic() + timeout
@@ -624,6 +626,7 @@ class EventLog:
             if mode.lower() != "wal":
                 log.warning("event database %s runs in journal mode %s, not WAL", self.db_path, mode)
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA journal_size_limit=67108864")   # a burst must not leave a huge WAL behind
             schema.migrate(conn, self.db_path)
             # A damaged page may sit where appends never go: look once per open, so corruption alarms at
             # start instead of surfacing months later in an export.

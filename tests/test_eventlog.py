@@ -282,3 +282,42 @@ def test_migration_from_an_empty_file_and_refusal_of_a_newer_schema(tmp_path, ca
     log.close(timeout=0.5)
     assert db_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(1,)]
     assert db_rows(tmp_path, "PRAGMA user_version") == [(schema.SCHEMA_VERSION + 1,)]
+
+
+def test_record_never_waits_for_a_stalled_writer(make_log):
+    log = make_log()
+    gate, stalled = threading.Event(), threading.Event()
+
+    def stall(event):   # holds the writer thread, as a hung disk would
+        stalled.set()
+        gate.wait(10)
+
+    log.subscribe(stall)
+    log.record("first", {})
+    assert stalled.wait(5)
+    producer = threading.Thread(target=lambda: [log.record("frame", {"i": i}) for i in range(1000)])
+    producer.start()
+    producer.join(5)
+    try:
+        assert not producer.is_alive(), "record() blocked behind the writer"
+        assert log.stats()["pending"] == 1000   # all accepted while the writer was still stuck
+    finally:
+        gate.set()
+    assert log.flush(5)
+    assert log.stats()["committed"] == 1001
+
+
+def test_flush_from_a_subscriber_is_refused_not_a_deadlock(make_log):
+    log = make_log()
+    errors = []
+
+    def bad(event):
+        try:
+            log.flush(1)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    log.subscribe(bad)
+    log.record("x", {})
+    assert log.flush(5)
+    assert errors and "wait for itself" in errors[0]
