@@ -11,7 +11,8 @@ Two users: ``render_run`` makes one acquisition with every frame and its truth (
 
 Conventions: sizes are (rows, cols); points and shifts are (x, y) = (col, row), pixel centres at integers;
 an ROI is ``(y0, y1, x0, x1)``, i.e. ``frame[y0:y1, x0:x1]``; arc length s runs along the centreline from
-the inflow end (bottom, femoral) upward, fixed to the anatomy; timing truth is in seconds from the run's
+the scripted inflow end (s = 0, bottom, femoral) upward, fixed to the anatomy, with straight run-ons past
+both ends (negative s below) so no vessel end is ever in the frame; the bolus leaves s = 0 at t0; timing truth is in seconds from the run's
 first frame (its first pulse), everything else in video seconds from frame 0 (render_run) or from the
 timeline origin (PhantomVideo).
 """
@@ -177,7 +178,7 @@ def _finite(**values: float) -> None:
 @dataclass(frozen=True)
 class SegmentTruth:
     name: str
-    s_start: float          # anatomical arc length (px from the inflow end), tapers included
+    s_start: float          # anatomical arc length (px from the scripted vessel's start), tapers included
     s_end: float
     burden: float           # thrombus volume / lumen volume over [s_start, s_end]
     peak_burden: float      # largest station burden in the segment
@@ -192,7 +193,7 @@ class SceneTruth:
     shift_px: tuple[float, float]
     centreline_xy: np.ndarray        # (N, 2) frame coordinates (x, y), 1 px apart, from the inflow end
     centreline_s: np.ndarray         # (N,) arc length of each point (anatomical: independent of shift)
-    stations_s: np.ndarray           # (M,) stations every 1 px of arc length
+    stations_s: np.ndarray           # (M,) stations every 1 px of arc length (negative on the run-on below s = 0)
     stations_xy: np.ndarray          # (M, 2) their frame coordinates
     stations_normal: np.ndarray      # (M, 2) unit in-plane normal (direction of +d in the cross-section)
     stations_burden: np.ndarray      # (M,) occupied cross-section area / lumen area
@@ -212,8 +213,9 @@ class SceneTruth:
 
     def roi_at(self, s: float, half: int = 8) -> tuple[int, int, int, int]:
         """A (y0, y1, x0, x1) box of side 2 * half centred on the centreline at arc length s, clipped to the frame."""
-        if not (_is_number(s) and 0 <= s <= self.stations_s[-1]) or not (isinstance(half, numbers.Integral) and half > 0):
-            raise ValueError(f"need 0 <= s <= {self.stations_s[-1]:.1f} and an integer half > 0, got {s!r}, {half!r}")
+        lo, hi = self.stations_s[0], self.stations_s[-1]
+        if not (_is_number(s) and lo <= s <= hi) or not (isinstance(half, numbers.Integral) and half > 0):
+            raise ValueError(f"need {lo:.1f} <= s <= {hi:.1f} and an integer half > 0, got {s!r}, {half!r}")
         x = float(np.interp(s, self.stations_s, self.stations_xy[:, 0]))
         y = float(np.interp(s, self.stations_s, self.stations_xy[:, 1]))
         h, w = self.size
@@ -459,15 +461,24 @@ class _Scene:
         R = cfg.diameter_px / 2.0
         ss = cfg.supersample
         curve = catmull_rom(np.asarray(cfg.vessel_points, dtype=float) * [w, h])
+        # Run both ends straight on past any allowed shift, so no vessel end ever shows inside the frame.
+        ext = MAX_SHIFT_PX + cfg.diameter_px
+        head, tail = curve[0] - curve[1], curve[-1] - curve[-2]
+        core_length = float(np.hypot(*np.diff(curve, axis=0).T).sum())
+        curve = np.vstack([curve[0] + head / np.hypot(*head) * ext, curve,
+                           curve[-1] + tail / np.hypot(*tail) * ext])
         anat, s_pts = resample_polyline(curve, 1.0)
-        self.length = float(s_pts[-1])
+        # s = 0 where the scripted vessel starts; the straight run-on before it has negative s.
+        s_pts = s_pts - ext
+        self.length = core_length            # the scripted vessel: segment fractions refer to [0, length]
         pts = anat + np.asarray(shift, dtype=float)
 
         xs = (np.arange(w * ss) + 0.5) / ss - 0.5
         ys = (np.arange(h * ss) + 0.5) / ss - 0.5
         s_sub, d_sub = nearest_on_polyline(pts, s_pts, xs, ys, R + 1.0)
         near = np.isfinite(d_sub)
-        xs_tab = build_cross_sections(self.length, R, cfg.segments, fraction, cfg.wall_offset)
+        xs_tab = build_cross_sections(float(s_pts[0]), float(s_pts[-1]), self.length, R, cfg.segments,
+                                      fraction, cfg.wall_offset)
         dc, zc, rt = xs_tab.at(s_sub[near])
         L_sub = np.zeros_like(d_sub)
         Lc_sub = np.zeros_like(d_sub)
@@ -500,7 +511,7 @@ class _Scene:
         self.truth = self._truth(cfg, shift, fraction, anat, pts, s_pts, xs_tab, R)
 
     def _truth(self, cfg, shift, fraction, anat, pts, s_pts, xs_tab, R) -> SceneTruth:
-        st_s = np.arange(0.0, self.length, 1.0)
+        st_s = np.arange(math.ceil(s_pts[0]), s_pts[-1], 1.0)
         st_xy = np.column_stack([np.interp(st_s, s_pts, pts[:, 0]), np.interp(st_s, s_pts, pts[:, 1])])
         st_b = np.interp(st_s, xs_tab.s, xs_tab.burden)
         tangent = np.gradient(st_xy, axis=0)

@@ -142,9 +142,11 @@ class CrossSections:
                 np.interp(s, self.s, self.rt))
 
 
-def build_cross_sections(length: float, radius: float, segments: tuple[ThrombusSegment, ...],
-                         fraction: float, wall_offset: float) -> CrossSections:
-    s = np.arange(0.0, length + STATION_STEP_PX, STATION_STEP_PX)
+def build_cross_sections(s_lo: float, s_hi: float, length: float, radius: float,
+                         segments: tuple[ThrombusSegment, ...], fraction: float,
+                         wall_offset: float) -> CrossSections:
+    """Tables over [s_lo, s_hi]; segment fractions refer to the scripted vessel [0, length]."""
+    s = np.arange(s_lo, s_hi + STATION_STEP_PX, STATION_STEP_PX)
     b, ang = burden_profile(s, length, segments, fraction)
     c = wall_offset * radius
     rt = solve_thrombus_radius(radius, c, b)
