@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -116,8 +117,19 @@ def export_main(data_dir: Path | str, procedure_id: str | None, fmt: str, out: T
         print(f"cathlab-edge export: reading the event database failed: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:   # `... | head`: the reader left, not an error of ours
+        _silence(out)
         return 0
     if fmt == "csv":
         n -= 1
     print(f"cathlab-edge export: {n} events", file=sys.stderr)
     return 0
+
+
+def _silence(out: TextIO) -> None:
+    # Point the closed pipe at /dev/null so the interpreter's final flush does not complain.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
