@@ -8,18 +8,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def frame_pass(frame, prev, has_prev, mask_term, lut, hist_shift, rois, roi_sums, hist,
+def frame_pass(frame, prev, has_prev, mask_term, lut, bins, vmax, rois, roi_sums, hist,
                peak, peak_index, smooth, opacity, index, alpha, peak_first, skip_repeat):
     """One frame over the crop. Returns ``(mad_sum, repeat, opacity_sum, clipped)``.
 
     frame      (h, w) uint8 / uint16, any strides: the cropped frame.
     prev       (h, w) same dtype, C-contiguous: read as the previous frame when ``has_prev``, then
                overwritten with ``frame`` (so the caller keeps no second copy).
-    mask_term  (h, w) float32 or None: opacity = mask_term - lut[min(v, len(lut) - 1)].
+    mask_term  (h, w) float32 or None: opacity = mask_term - lut[v].
                None: no opacity, roi_sums zeroed, peak maps and opacity untouched, opacity_sum 0.
-    lut        (n,) float32 indexed by pixel value; values above n - 1 use lut[n - 1] and are counted
-               in ``clipped``.
-    hist_shift histogram bin = min(v >> hist_shift, 255); ``hist`` (256,) int64 is overwritten.
+    lut, bins  float32 / uint8 tables over every value of the dtype (256 or 65536 entries): the opacity
+               term and the histogram bin of each pixel value. ``hist`` (256,) int64 is overwritten.
+    vmax       highest valid pixel value (2**bits_stored - 1); pixels above it are counted in ``clipped``
+               (the tables map them like vmax).
     rois       (n, 4) int32 rows x0, y0, x1, y1 (half-open, crop coordinates); ``roi_sums`` (n,) float64
                receives the sum of opacity in each.
     peak, peak_index, smooth (h, w) float32 / int32 / float32-or-None: the running peak of the smoothed
@@ -37,15 +38,13 @@ def frame_pass(frame, prev, has_prev, mask_term, lut, hist_shift, rois, roi_sums
         repeat = False
         mad = int(np.abs(frame.astype(np.int32) - prev).sum(dtype=np.int64)) if has_prev else 0
 
-    bins = np.minimum(frame >> hist_shift, 255)
-    hist[:] = np.bincount(bins.ravel(), minlength=256)
-    vmax = lut.shape[0] - 1
+    hist[:] = np.bincount(bins[frame].ravel(), minlength=256)
     clipped = int(np.count_nonzero(frame > vmax))
 
     total = 0.0
     roi_sums[:] = 0.0
     if mask_term is not None:
-        o = mask_term - lut[np.minimum(frame, vmax)]
+        o = mask_term - lut[frame]
         if opacity is not None:
             opacity[...] = o
         total = float(o.sum(dtype=np.float64))
