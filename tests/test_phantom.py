@@ -344,6 +344,17 @@ def test_collimator_outside_is_black_and_text_sits_outside_the_field(intensity):
         assert t.text_boxes == () and t.counter_box is None   # raw detector data carries no overlay
 
 
+@pytest.mark.parametrize("intensity, top", [("lin", 4095), ("log", 255)])
+def test_default_exposure_neither_clips_nor_underflows(intensity, top):
+    # Clipping would break opacity proportionality: the default dose must sit inside the output range.
+    run = render_run(replace(SMALL, intensity=intensity, xray_s=1.0, inject_at_s=-0.5, text=False))
+    t = run.truth
+    cx, cy, r = t.collimator
+    yy, xx = np.mgrid[0:128, 0:128]
+    inside = run.frames[:, (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r]
+    assert inside.min() > 0.1 * top and inside.max() < 0.9 * top
+
+
 def test_counter_changes_once_a_second_and_only_in_its_box():
     run = render_run(replace(SMALL, intensity="log", counter=True, xray_s=2.5, noise="none", abc_start=1.0,
                              inject_at_s=None))
