@@ -12,9 +12,9 @@ Two users: ``render_run`` makes one acquisition with every frame and its truth (
 Conventions: sizes are (rows, cols); points and shifts are (x, y) = (col, row), pixel centres at integers;
 an ROI is ``(y0, y1, x0, x1)``, i.e. ``frame[y0:y1, x0:x1]``; arc length s runs along the centreline from
 the scripted inflow end (s = 0, bottom, femoral) upward, fixed to the anatomy, with straight run-ons past
-both ends (negative s below) so no vessel end is ever in the frame; the bolus leaves s = 0 at t0; timing truth is in seconds from the run's
-first frame (its first pulse), everything else in video seconds from frame 0 (render_run) or from the
-timeline origin (PhantomVideo).
+both ends (negative s below) so no vessel end is ever in the frame; the bolus leaves s = 0 at t0;
+timing truth is in seconds from the run's first frame (its first pulse), everything else in video seconds
+from frame 0 (render_run) or from the timeline origin (PhantomVideo).
 """
 from __future__ import annotations
 
@@ -522,7 +522,8 @@ class _Scene:
         scene = SceneTruth(
             size=self.size, diameter_px=cfg.diameter_px, thrombus_fraction=fraction,
             shift_px=(float(shift[0]), float(shift[1])), centreline_xy=pts, centreline_s=s_pts,
-            stations_s=st_s, stations_xy=st_xy, stations_normal=normal, stations_burden=st_b, analysed_s=analysed, burden=0.0,
+            stations_s=st_s, stations_xy=st_xy, stations_normal=normal, stations_burden=st_b,
+            analysed_s=analysed, burden=0.0,
             segments=(), collimator=self.collimator, _xs=xs_tab, _path=self.path,
             _path_clean=self.path_clean, _s_map=self.s_map)
         scene.burden = scene.burden_between(*analysed)
@@ -773,7 +774,8 @@ def render_run(config: PhantomConfig) -> PhantomRun:
         intensity=cfg.intensity, fps=cfg.fps, pulse_rate=cfg.pulse_rate,
         frame_times_s=np.arange(T) / cfg.fps, frame_pulse=frame_pulse, is_new_pulse=is_new, xray_on=xray_on,
         xray_on_frame=n_before, xray_off_frame=n_before + n_xray, run_start_s=t_on, run_end_s=t_off,
-        pulse_times_s=pulse_times, pulse_shift_px=pulse_shift, exposure=exposure, inject_start_s=inject, bolus=bolus, scene=scene.truth,
+        pulse_times_s=pulse_times, pulse_shift_px=pulse_shift, exposure=exposure, inject_start_s=inject,
+        bolus=bolus, scene=scene.truth,
         text_boxes=renderer.overlay.all_boxes if renderer.overlay else (), counter_box=counter_box,
         counter_values=counter_values, mu_iodine=cfg.mu_iodine, i0=cfg.i0,
         display_offset=renderer.offset if cfg.intensity == "log" else None,
