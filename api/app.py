@@ -1,32 +1,106 @@
-"""The FastAPI application: ``create_app(settings)`` builds it; the appliance lives in the lifespan."""
+"""The FastAPI application: ``create_app(settings)`` builds it; the appliance and the stream hub live in the
+lifespan.
+
+Errors are split by who is at fault: a caller's bad value (ValueError from the appliance) is a 422 in the same
+shape as FastAPI's own validation errors, an unknown id (LookupError) a 404. Anything else is our bug and stays
+a 500 so it gets fixed, not hidden.
+"""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
-from api.routes import page, status
+from api.auth import ensure_token
+from api.routes import analysis, events, page, procedures, runs, status
+from api.routes.models import Status
+from api.sse import StreamHub
 from core.appliance import Appliance
 from core.settings import Settings
 
+log = logging.getLogger("cathlab.api")
+
 
 def create_app(settings: Settings, *, appliance: Appliance | None = None) -> FastAPI:
-    """The app for ``settings``; pass ``appliance`` to serve one built elsewhere (tests, other sources)."""
+    """The app for ``settings``; pass ``appliance`` to serve one built elsewhere (tests, other sources).
+
+    The write token is read from (or created in) ``settings.data_dir``; ``ensure_token`` tells the caller
+    whether it was new, so the command line can print it once.
+    """
+    token, _ = ensure_token(settings.data_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         device = appliance if appliance is not None else Appliance(settings)
         device.start()
-        app.state.appliance = device
+        hub = StreamHub(lambda: Status.model_validate(device.status()).model_dump(mode="json"),
+                        lambda after, limit: device.events(after=after, limit=limit))
+        hub.start()
+        unsubscribe = device.subscribe(hub.on_event)
+        restore_signals = _close_streams_on_exit_signals(hub.close_threadsafe)
+        app.state.appliance, app.state.hub = device, hub
         try:
             yield
         finally:
+            restore_signals()
+            unsubscribe()
+            await hub.stop()
             device.stop()
 
     app = FastAPI(title="cathlab-edge", version="0.1.0", lifespan=lifespan,
                   description="Status of the passive cath-lab edge appliance: injector telemetry, X-ray runs, "
-                              "contrast-run timing, venographic clearance, event log.")
-    app.include_router(status.router)
-    app.include_router(page.router)
+                              "contrast-run timing, venographic clearance, event log. Reads need no token; "
+                              "writes need `Authorization: Bearer <token>` (the token is in `<data_dir>/api-token`).")
+    app.state.token = token
+    app.add_exception_handler(ValueError, _value_error)
+    app.add_exception_handler(LookupError, _lookup_error)
+    for module in (status, runs, procedures, analysis, events, page):
+        app.include_router(module.router)
     return app
+
+
+async def _value_error(request: Request, exc: Exception) -> JSONResponse:
+    # Same body as FastAPI's RequestValidationError, so clients parse one 422 shape.
+    return JSONResponse({"detail": [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]}, status_code=422)
+
+
+async def _lookup_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, (KeyError, IndexError)):
+        raise exc  # a missing key or index in our own code is a bug: let it be a 500 and a traceback
+    message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    return JSONResponse({"detail": message or "not found"}, status_code=404)
+
+
+def _close_streams_on_exit_signals(close: Callable[[], None]) -> Callable[[], None]:
+    """Chain SIGTERM/SIGINT so open event streams end the moment shutdown begins.
+
+    uvicorn waits for open responses before it runs the lifespan shutdown; an SSE response never finishes on
+    its own, so without this every stream would hold the server for the whole graceful timeout. The previous
+    handler (uvicorn's) still runs; nothing is chained outside the main thread (TestClient) or when no Python
+    handler is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    installed: dict[int, Callable] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum, frame, previous=previous):
+            close()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+        installed[sig] = (handler, previous)
+
+    def restore() -> None:
+        for sig, (handler, previous) in installed.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, previous)
+    return restore

@@ -1,57 +1,189 @@
-// Polls /api/status twice a second; shows STALE when the appliance has not answered for 5 s.
+// Live status page: one EventSource on /api/stream, no reloads, no external resources.
+// STALE covers the page when no message arrived for STALE_MS (the server sends status at least every 0.4 s),
+// whether the server is gone, hung, or the network is; a stream silent for much longer is reopened.
 "use strict";
-const STALE_MS = 5000;
-let lastOk = Date.now();
+const STALE_MS = 2500;
+const REOPEN_MS = 8000;
+let lastMessage = 0;
+let source = null;
+let lastClearanceKey = null;
+let curve = { runKey: null, points: [] };
 
 const $ = (id) => document.getElementById(id);
-const fmt = (v, digits = 1) => (v === null || v === undefined ? "—" : Number(v).toFixed(digits));
+const num = (v) => typeof v === "number" && Number.isFinite(v);
+const fmt = (v, digits = 1) => (num(v) ? v.toFixed(digits) : "—");
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const mmss = (s) => (num(s) ? `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}` : "—");
+const setText = (id, text) => { const el = $(id); if (el.textContent !== text) el.textContent = text; };
 
-function render(s) {
-  const inj = s.injector;
-  $("link").textContent = inj.link.toUpperCase();
+// Procedure totals may sit on the procedure itself or under "totals".
+function totals(proc) { return proc ? Object.assign({}, proc, proc.totals || {}) : {}; }
+
+function renderInjector(inj) {
+  setText("link", String(inj.link).toUpperCase());
   $("link").className = "badge " + inj.link;
-  $("inj-state").textContent = inj.state ?? "—";
-  $("flow").textContent = fmt(inj.flow_ml_s);
-  $("pressure").textContent = fmt(inj.pressure_kpa, 0);
-  $("volume").textContent = fmt(inj.volume_ml);
-  $("device").textContent = inj.device ? `${inj.device.model} · fw ${inj.device.fw_version}` : "no device identified";
-  $("xray").textContent = s.xray.on ? "ON" : "OFF";
-  $("xray").className = "xray " + (s.xray.on ? "on" : "off");
-  $("run-timer").textContent = s.run ? fmt(s.run.duration_s) : "—";
-  $("pulse-rate").textContent = fmt(s.xray.pulse_rate);
-  $("run-count").textContent = s.last_runs.length ? s.last_runs[0].run + 1 : 0;
-  const rows = s.last_runs.map((r) =>
-    `<tr><td>${r.run + 1}</td><td>${fmt(r.duration_s)}</td><td>${r.pulses}</td><td>${fmt(r.pulse_rate)}</td></tr>`);
-  $("runs").innerHTML = rows.length ? rows.join("") : '<tr><td colspan="4">none yet</td></tr>';
-  const c = s.counters;
-  $("counters").textContent = `frames ${c.frames} · pulses ${c.pulses} · dropped ${c.frames_dropped} · ` +
-    `serial packets ${Object.values(c.serial.packets_by_type || {}).reduce((a, b) => a + b, 0)} · ` +
-    `crc errors ${c.serial.crc_errors} · uptime ${fmt(s.uptime_s, 0)} s`;
-  const alarms = $("alarms");
-  alarms.hidden = s.alarms.length === 0;
-  alarms.textContent = s.alarms.map((a) => "⚠ " + a.message).join("   ");
+  setText("inj-state", inj.state ?? "—");
+  $("inj-state").className = "state " + (inj.state || "");
+  setText("flow", fmt(inj.flow_ml_s));
+  setText("pressure", fmt(inj.pressure_kpa, 0));
+  setText("volume", fmt(inj.volume_ml));
+  const d = inj.device;
+  setText("device", d ? [d.model, d.serial_no && `s/n ${d.serial_no}`, d.fw_version && `fw ${d.fw_version}`]
+    .filter(Boolean).join(" · ") : "no injector identified");
 }
 
-async function poll() {
-  try {
-    const response = await fetch("/api/status", { cache: "no-store", signal: AbortSignal.timeout(2000) });
-    if (response.ok) {
-      render(await response.json());
-      lastOk = Date.now();
-      $("conn").textContent = "live";
-      $("conn").className = "badge up";
-    }
-  } catch (err) {
-    // staleness is judged by time since the last good answer, in checkStale()
+function renderXray(s, t) {
+  setText("xray", s.xray.on ? "X-RAY ON" : "OFF");
+  $("xray").className = "xray " + (s.xray.on ? "on" : "off");
+  setText("run-timer", s.run ? fmt(s.run.duration_s) : "—");
+  setText("pulse-rate", fmt(s.xray.pulse_rate));
+  setText("fluoro", mmss(t.fluoro_time_s));
+}
+
+function renderProcedure(proc, t) {
+  if (!proc) { setText("procedure", "no procedure open"); return; }
+  const started = proc.started_wall ? new Date(proc.started_wall).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "";
+  setText("procedure", `procedure ${proc.label ? proc.label + " · " : ""}${proc.id.slice(0, 8)}` +
+    (started ? ` · since ${started}` : "") + (num(t.runs) ? ` · ${t.runs} runs` : ""));
+}
+
+function renderContrast(t) {
+  setText("contrast-ml", fmt(t.contrast_ml, 0));
+  setText("contrast-limit", fmt(t.max_contrast_ml, 0));
+  const pct = num(t.contrast_pct) ? t.contrast_pct : null;
+  const bar = $("contrast-bar");
+  bar.style.width = `${Math.min(100, pct ?? 0)}%`;
+  bar.className = "fill" + (pct === null ? "" : pct >= 100 ? " over" : pct >= 80 ? " warn" : "");
+  setText("contrast-note", pct === null
+    ? "limit unknown: set weight and creatinine (5 ml × kg / creatinine, max 300 ml)"
+    : `${fmt(pct, 0)}% of the maximum allowable contrast` +
+      (num(t.weight_kg) ? ` · ${fmt(t.weight_kg, 0)} kg, creatinine ${fmt(t.creatinine_mg_dl, 2)} mg/dl` : ""));
+}
+
+// A curve is a list of [t, value] pairs; the run may carry one ("tdc") or several ("curves", "rois[].tdc").
+function curvesOf(run) {
+  if (!run) return [];
+  if (Array.isArray(run.curves)) return run.curves.filter(Array.isArray);
+  if (Array.isArray(run.tdc)) return [run.tdc];
+  if (Array.isArray(run.rois)) return run.rois.map((r) => r && (r.tdc || r.curve)).filter(Array.isArray);
+  return [];
+}
+
+const COLOURS = ["#5dade2", "#f5b041", "#af7ac5", "#58d68d"];
+function renderCurve(s) {
+  const run = s.run;
+  if (run) {
+    const key = run.run_id ?? run.index;
+    const curves = curvesOf(run);
+    if (key !== curve.runKey || curves.length) curve = { runKey: key, points: curves, live: true };
+  } else if (curve.live) {
+    curve.live = false;
+  }
+  setText("tdc-title", curve.runKey === null ? "no run yet"
+    : `run ${curve.runKey}${curve.live ? " · live" : " · ended"}`);
+  let tMax = 10, yMax = 0;
+  for (const c of curve.points) for (const [t, y] of c) { if (t > tMax) tMax = t; if (y > yMax) yMax = y; }
+  yMax = yMax > 0 ? yMax * 1.1 : 1;
+  const W = 800, H = 260, x = (t) => (t / tMax) * W, y = (v) => H - (Math.max(0, v) / yMax) * (H - 10);
+  let grid = "";
+  const step = tMax > 30 ? 10 : tMax > 12 ? 5 : 2;
+  for (let t = step; t < tMax; t += step) {
+    grid += `<line class="grid" x1="${x(t)}" x2="${x(t)}" y1="0" y2="${H}"/><text class="axis-label" x="${x(t) + 4}" y="${H - 6}">${t}s</text>`;
+  }
+  $("tdc-grid").innerHTML = grid;
+  $("tdc-lines").innerHTML = curve.points.map((c, i) =>
+    `<polyline stroke="${COLOURS[i % COLOURS.length]}" points="${c.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ")}"/>`).join("");
+}
+
+function renderClearance(c) {
+  if (!c) {
+    setText("clearance-pct", "—"); setText("clearance-grade", "");
+    $("clearance-grade").className = "grade"; $("clearance-img").hidden = true;
+    setText("clearance-note", "no clearance measured yet: label a baseline and a later run");
+    return;
+  }
+  const pct = c.clearance_pct ?? c.pct;
+  setText("clearance-pct", num(pct) ? `${pct.toFixed(0)}%` : "—");
+  const grade = c.grade ?? c.lysis_grade ?? "";
+  setText("clearance-grade", grade ? `grade ${grade}` : "");
+  const g = String(grade).toUpperCase();
+  $("clearance-grade").className = "grade " + (g === "III" || g === "3" ? "g3" : g === "II" || g === "2" ? "g2" : g ? "g1" : "");
+  setText("clearance-note", [c.baseline_run_id && `baseline ${c.baseline_run_id}`, c.post_run_id && `post ${c.post_run_id}`]
+    .filter(Boolean).join(" → "));
+  const key = JSON.stringify([c.id, c.baseline_run_id, c.post_run_id, pct]);
+  if (key !== lastClearanceKey) {
+    lastClearanceKey = key;
+    const img = $("clearance-img");
+    img.onload = () => { img.hidden = false; };
+    img.onerror = () => { img.hidden = true; };
+    img.src = `/api/clearance/latest.png?v=${encodeURIComponent(key)}`;
   }
 }
 
-function checkStale() {
-  const stale = Date.now() - lastOk > STALE_MS;
-  $("stale").hidden = !stale;
-  if (stale) { $("conn").textContent = "stale"; $("conn").className = "badge down"; }
+function renderRuns(runs) {
+  const rows = runs.map((r) => `<tr><td>${esc(r.run_id ?? r.index)}</td><td>${esc(r.label ?? (r.contrast ? "contrast" : ""))}</td>` +
+    `<td>${fmt(r.duration_s)}</td><td>${fmt(r.pulse_rate)}</td><td>${fmt(r.injection_delay_s)}</td>` +
+    `<td>${fmt(r.delivered_volume_ml)}</td><td>${fmt(r.arrival_s)}</td><td>${fmt(r.peak_s)}</td><td>${fmt(r.washout_s)}</td></tr>`);
+  const html = rows.length ? rows.join("") : '<tr><td colspan="9">no runs yet</td></tr>';
+  if ($("runs").innerHTML !== html) $("runs").innerHTML = html;
 }
 
-setInterval(poll, 500);
-setInterval(checkStale, 250);
-poll();
+function renderAlarms(alarms) {
+  const box = $("alarms");
+  box.hidden = alarms.length === 0;
+  const html = alarms.map((a) => `<div>⚠ ${esc(a.message)}</div>`).join("");
+  if (box.innerHTML !== html) box.innerHTML = html;
+}
+
+function renderCounters(s) {
+  const c = s.counters, serial = c.serial || {}, log = c.eventlog || {};
+  const packets = Object.values(serial.packets_by_type || {}).reduce((a, b) => a + b, 0);
+  setText("counters", `frames ${c.frames} · dropped ${c.frames_dropped} · pulses ${c.pulses} · ` +
+    `serial packets ${packets} · crc errors ${serial.crc_errors ?? "—"} · events ${log.committed ?? "—"}` +
+    (num(log.commit_latency_p99_ms) ? ` (commit p99 ${fmt(log.commit_latency_p99_ms)} ms)` : "") +
+    ` · up ${mmss(s.uptime_s)}`);
+}
+
+function render(s) {
+  const t = totals(s.procedure);
+  renderInjector(s.injector);
+  renderXray(s, t);
+  renderProcedure(s.procedure, t);
+  renderContrast(t);
+  renderCurve(s);
+  renderClearance(s.clearance);
+  renderRuns(s.last_runs || []);
+  renderAlarms(s.alarms || []);
+  renderCounters(s);
+}
+
+function alive() {
+  lastMessage = Date.now();
+  setText("conn", "LIVE");
+  $("conn").className = "badge live";
+}
+
+function connect() {
+  if (source) source.close();
+  source = new EventSource("/api/stream");
+  source.addEventListener("status", (e) => { alive(); render(JSON.parse(e.data)); });
+  source.addEventListener("event", () => alive());
+  source.onerror = () => {
+    // The browser retries by itself while CONNECTING; a refused or non-stream answer closes it for good.
+    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 1000);
+  };
+}
+
+function tick() {
+  const age = Date.now() - lastMessage;
+  const stale = age > STALE_MS;
+  $("stale").hidden = !stale;
+  document.body.classList.toggle("is-stale", stale);
+  if (stale) { setText("conn", "STALE"); $("conn").className = "badge stale"; }
+  if (age > REOPEN_MS && lastMessage) { lastMessage = Date.now() - STALE_MS - 1; connect(); }
+  setText("clock", new Date().toLocaleTimeString([], { hour12: false }));
+}
+
+lastMessage = Date.now();  // the server-rendered values are fresh; judge staleness from now
+connect();
+setInterval(tick, 250);

@@ -1,22 +1,88 @@
-"""The technicians' status page: one self-contained HTML file, no external resources."""
+"""The technicians' status page: server-rendered HTML (the current values are there before any script runs),
+kept live by app.js over /api/stream. Everything it needs is served from here: the room has no internet."""
+from __future__ import annotations
+
+import html
+import math
+from datetime import datetime, timezone
 from importlib.resources import files
+from string import Template
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
+from api.routes.deps import ApplianceDep
+from api.routes.models import Message, Status
+
 router = APIRouter(tags=["page"])
 _PAGE = files("api") / "page"
+_ASSETS = {"style.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
+
+
+def _num(value, digits: int = 1) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def _mmss(seconds) -> str:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return "—"
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def render(status: dict) -> str:
+    """The page with ``status`` filled in (every value HTML-escaped)."""
+    inj, xray, run, proc = status["injector"], status["xray"], status["run"], status["procedure"]
+    totals = dict(proc or {}, **((proc or {}).get("totals") or {}))
+    device = inj.get("device") or {}
+    runs = status.get("last_runs") or []
+    run_rows = "".join(
+        f"<tr><td>{html.escape(str(r.get('run_id', '')))}</td><td>{html.escape(str(r.get('label') or ''))}</td>"
+        f"<td>{_num(r.get('duration_s'))}</td><td>{_num(r.get('pulse_rate'))}</td>"
+        f"<td>{_num(r.get('injection_delay_s'))}</td><td>{_num(r.get('delivered_volume_ml'))}</td>"
+        f"<td>{_num(r.get('arrival_s'))}</td><td>{_num(r.get('peak_s'))}</td><td>{_num(r.get('washout_s'))}</td></tr>"
+        for r in runs) or '<tr><td colspan="9">no runs yet</td></tr>'
+    alarms = status.get("alarms") or []
+    clearance = status.get("clearance") or {}
+    counters = status.get("counters") or {}
+    values = {
+        "procedure": ("no procedure open" if proc is None else
+                      f"procedure {proc.get('label') + ' · ' if proc.get('label') else ''}{str(proc.get('id', ''))[:8]}"),
+        "clock": datetime.now(timezone.utc).strftime("%H:%M:%S UTC"),
+        "alarms_hidden": "" if alarms else "hidden",
+        "alarms": "".join(f"<div>⚠ {html.escape(str(a.get('message', '')))}</div>" for a in alarms),
+        "link": inj["link"], "link_text": str(inj["link"]).upper(),
+        "state": inj.get("state") or "—",
+        "flow": _num(inj.get("flow_ml_s")), "pressure": _num(inj.get("pressure_kpa"), 0),
+        "volume": _num(inj.get("volume_ml")),
+        "device": " · ".join(str(v) for v in (device.get("model"), device.get("serial_no")) if v) or "no injector identified",
+        "xray_class": "on" if xray.get("on") else "off", "xray_text": "X-RAY ON" if xray.get("on") else "OFF",
+        "run_timer": _num(run.get("duration_s")) if run else "—", "pulse_rate": _num(xray.get("pulse_rate")),
+        "fluoro": _mmss(totals.get("fluoro_time_s")),
+        "contrast_ml": _num(totals.get("contrast_ml"), 0), "contrast_limit": _num(totals.get("max_contrast_ml"), 0),
+        "contrast_note": "",
+        "clearance_pct": f"{_num(clearance.get('clearance_pct'), 0)}%" if clearance else "—",
+        "clearance_grade": f"grade {clearance['grade']}" if clearance.get("grade") else "",
+        "clearance_note": "" if clearance else "no clearance measured yet",
+        "runs": run_rows,
+        "counters": f"frames {counters.get('frames', '—')} · dropped {counters.get('frames_dropped', '—')}",
+    }
+    safe = {k: v if k in ("alarms", "runs") else html.escape(str(v)) for k, v in values.items()}
+    return Template(_PAGE.joinpath("index.html").read_text(encoding="utf-8")).substitute(safe)
 
 
 @router.get("/", response_class=HTMLResponse, summary="Status page")
-def index() -> HTMLResponse:
-    return HTMLResponse(_PAGE.joinpath("index.html").read_text(encoding="utf-8"))
+def index(appliance: ApplianceDep) -> HTMLResponse:
+    status = Status.model_validate(appliance.status()).model_dump(mode="json")
+    return HTMLResponse(render(status), headers={"Cache-Control": "no-store"})
 
 
-@router.get("/static/{name}", summary="Status page assets",
-            responses={404: {"description": "No such asset"}})
+@router.get("/static/{name}", summary="Status page assets (style.css, app.js)",
+            responses={200: {"content": {"text/css": {}, "text/javascript": {}}, "description": "The asset"},
+                       404: {"model": Message, "description": "No such asset"}})
 def asset(name: str) -> Response:
-    types = {"style.css": "text/css", "app.js": "text/javascript"}
-    if name not in types:
-        return Response("no such asset", status_code=404, media_type="text/plain")
-    return Response(_PAGE.joinpath(name).read_text(encoding="utf-8"), media_type=types[name])
+    if name not in _ASSETS:
+        return Response('{"detail":"no such asset"}', status_code=404, media_type="application/json")
+    return Response(_PAGE.joinpath(name).read_text(encoding="utf-8"), media_type=_ASSETS[name],
+                    headers={"Cache-Control": "no-cache"})

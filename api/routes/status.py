@@ -1,20 +1,36 @@
-"""Live status, for in-room displays, vendors' systems and the status page."""
+"""Live status, health and metrics: for in-room displays, vendors' systems, monitoring and the status page."""
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
-from api.routes.deps import ApplianceDep
+from api import metrics
+from api.routes.deps import ApplianceDep, HubDep
+from api.routes.models import Health, Status
 
 router = APIRouter(tags=["status"])
 
 
-@router.get("/api/status", summary="Injector link and telemetry, X-ray, current run, counters, alarms")
+@router.get("/api/status", response_model=Status,
+            summary="Injector link and telemetry, X-ray, current run, procedure, counters, alarms")
 def get_status(appliance: ApplianceDep) -> dict:
     return appliance.status()
 
 
-@router.get("/healthz", summary="200 when frames and the event log are healthy, else 503 with the reasons",
-            responses={503: {"description": "Unhealthy: the reasons are listed"}})
+@router.get("/healthz", response_model=Health,
+            summary="200 when the appliance is healthy, else 503 with the reasons (its active alarms)",
+            responses={503: {"model": Health, "description": "Unhealthy: the reasons are listed"}})
 def healthz(appliance: ApplianceDep) -> JSONResponse:
-    status = appliance.status()
-    reasons = [alarm["message"] for alarm in status["alarms"]]
+    alarms = appliance.status()["alarms"]
+    reasons = [alarm["message"] for alarm in alarms]
     return JSONResponse({"ok": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
+
+
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format",
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Counters and gauges, one family per value"}})
+def get_metrics(appliance: ApplianceDep, hub: HubDep) -> PlainTextResponse:
+    values = dict(appliance.metrics())
+    values.update({"api_stream_clients": hub.clients, "api_stream_slow_disconnects": hub.dropped_clients,
+                   "api_stream_status_messages": hub.status_messages,
+                   "api_stream_event_messages": hub.event_messages,
+                   "api_stream_sample_errors": hub.sample_errors})
+    return PlainTextResponse(metrics.render(values), media_type=metrics.CONTENT_TYPE)

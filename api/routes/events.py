@@ -1,0 +1,33 @@
+"""The event log over HTTP: pages in id order, and the live Server-Sent Events stream."""
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+
+from api.routes.deps import ApplianceDep, HubDep
+from api.routes.models import EventPage
+
+router = APIRouter(prefix="/api", tags=["events"])
+MAX_ID = 2**63 - 1  # SQLite INTEGER PRIMARY KEY range
+
+
+@router.get("/events", response_model=EventPage, summary="Committed events with id > after, in id order")
+def list_events(appliance: ApplianceDep,
+                after: Annotated[int, Query(ge=0, le=MAX_ID, description="Last id already seen (0: from the start)")] = 0,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    events = appliance.events(after=after, limit=limit)
+    return {"events": events, "next": events[-1]["id"] if events else after}
+
+
+@router.get("/stream", response_class=StreamingResponse,
+            summary="Server-Sent Events: `status` at least twice a second and on change, every `event` as recorded",
+            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                             "description": "`event: status` carries the body of GET /api/status; "
+                                            "`event: event` one event log entry, with `id:` its event id"}})
+async def stream(hub: HubDep,
+                 last_event_id: Annotated[str | None, Header(description="Replay events after this id "
+                                                                         "(sent by browsers on reconnect)")] = None,
+                 ) -> StreamingResponse:
+    after = int(last_event_id) if last_event_id and last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) < 19 else None
+    return StreamingResponse(hub.stream(after), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -1,0 +1,149 @@
+"""Request and response schemas: what /openapi.json documents and what every response is validated against.
+
+Response models name the fields clients rely on and allow extra ones (``extra="allow"``), so the appliance can
+add detail without breaking the contract; request models forbid extras so a typo is a 422, not a silent no-op.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Ids the appliance hands out are short tokens (run "1a2b3c4d-7", procedure uuid hex); anything else is malformed.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+RunId = Annotated[str, Field(pattern=ID_PATTERN, description="Run id, as listed by `GET /api/runs`")]
+ProcedureId = Annotated[str, Field(pattern=ID_PATTERN, description="Procedure id, as listed by `GET /api/procedures`")]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# -- errors ----------------------------------------------------------------------------------------------
+class Message(BaseModel):
+    detail: str = Field(description="What went wrong, for a person")
+
+
+# -- status ----------------------------------------------------------------------------------------------
+class Injector(_Open):
+    link: Literal["up", "silent", "down"] = Field(description="Serial link: up, silent (no packet for 3 s) or down")
+    state: str | None = Field(description="Injector state as the device reports it (idle, armed, injecting, ...)")
+    flow_ml_s: float | None = Field(description="Live flow; 0 without a recent sample")
+    volume_ml: float | None = Field(description="Volume delivered in the current injection; null without a recent sample")
+    pressure_kpa: float | None = Field(description="Live pressure; 0 without a recent sample")
+    device: dict[str, Any] | None = Field(description="Model, serial number, firmware, from the device's HELLO")
+
+
+class XRay(_Open):
+    on: bool = Field(description="X-ray on (frames changing, or the device's X-ray signal)")
+    pulse_rate: float | None = Field(description="Pulses per second recovered from repeated frames")
+
+
+class Alarm(_Open):
+    kind: str = Field(description="link, video, disk, clock, ... (stable machine name)")
+    message: str = Field(description="What is wrong, for the people in the room")
+
+
+class Status(_Open):
+    injector: Injector
+    xray: XRay
+    run: dict[str, Any] | None = Field(description="The current X-ray run (timer, frames, pulses, live curve), or null")
+    last_runs: list[dict[str, Any]] = Field(default_factory=list, description="Most recent runs first, with timing")
+    procedure: dict[str, Any] | None = Field(description="The open procedure with its totals, or null")
+    counters: dict[str, Any] = Field(description="Frames, drops, serial packets, CRC errors, event log ...")
+    alarms: list[Alarm]
+    uptime_s: float | None = None
+
+
+class Health(BaseModel):
+    ok: bool
+    reasons: list[str] = Field(description="Why the appliance is unhealthy; empty when ok")
+
+
+# -- runs, procedures, events ----------------------------------------------------------------------------
+class Run(_Open):
+    run_id: str
+    procedure_id: str | None = None
+    duration_s: float | None = None
+    frames: int | None = None
+    pulses: int | None = None
+    pulse_rate: float | None = None
+    label: str | None = None
+
+
+class RunList(BaseModel):
+    runs: list[Run] = Field(description="Oldest first")
+
+
+class Procedure(_Open):
+    id: str
+    label: str | None = None
+    started_wall: str | None = None
+    ended_wall: str | None = None
+    open: bool | None = None
+    fields: dict[str, Any] = Field(default_factory=dict, description="Clinical parameters (weight, creatinine)")
+
+
+class ProcedureList(BaseModel):
+    procedures: list[Procedure] = Field(description="Most recent first; the open one first of all")
+
+
+class Event(BaseModel):
+    id: int
+    procedure_id: str | None
+    t_mono_ns: int = Field(description="Appliance monotonic clock, ns (orders events; not a wall time)")
+    t_wall: str = Field(description="UTC ISO-8601 wall time, for display")
+    kind: str
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    events: list[Event] = Field(description="In id order")
+    next: int = Field(description="Pass as `after` to get the following page")
+
+
+# -- writes ----------------------------------------------------------------------------------------------
+class ProcedureStart(_Closed):
+    label: str | None = Field(None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
+                              description="Free text for the operator (room, case number): never patient identity")
+
+
+class RunLabel(_Closed):
+    label: Literal["baseline", "intraprocedural", "completion"]
+
+
+class RunLabelled(BaseModel):
+    run_id: str
+    label: str
+
+
+class Patient(_Closed):
+    weight_kg: float | None = Field(..., gt=0, le=500, description="Body weight; null clears it")
+    creatinine_mg_dl: float | None = Field(..., gt=0, le=30, description="Serum creatinine; null clears it")
+
+
+Coordinate = Annotated[int, Field(ge=0, le=100_000)]
+Extent = Annotated[int, Field(ge=1, le=100_000)]
+Roi = tuple[Coordinate, Coordinate, Extent, Extent]
+
+
+class Rois(_Closed):
+    rois: list[Roi] | None = Field(..., max_length=16,
+                                   description="Regions of interest as [x, y, w, h] in frame pixels; null: automatic")
+
+
+Point = tuple[Annotated[float, Field(ge=0, le=100_000)], Annotated[float, Field(ge=0, le=100_000)]]
+
+
+class Centerline(_Closed):
+    points: list[Point] | None = Field(..., min_length=2, max_length=4096,
+                                       description="Vessel centreline as [x, y] in baseline pixels; null: automatic")
+    diameter_px: float | None = Field(None, gt=0, le=10_000, description="Reference lumen diameter in pixels")
+
+
+class Accepted(_Open):
+    ok: bool = True
