@@ -36,14 +36,20 @@ RUN_LABELS = ("baseline", "intraprocedural", "completion")
 KEEP_PEAK_IMAGES = 50
 
 
+# One (dx, dy) per run of firmware_bridge.scenarios.PROCEDURE.
+DEMO_SHIFTS = ((0.0, 0.0), (0.0, 0.0), (14.0, -9.0), (14.0, -9.0), (-22.0, 11.0), (-22.0, 11.0))
+
+
 def open_video(settings: Settings, t0_ns: int) -> FrameSource:
     """The frame source named by ``settings.video``; None means the built-in phantom on the shared timeline."""
     if settings.video is None:
         from core.phantom import PhantomConfig, PhantomVideo
 
+        fps = settings.video_fps or 30.0
         config = PhantomConfig(size=(settings.phantom_size, settings.phantom_size),
-                               intensity=settings.phantom_intensity, fps=settings.video_fps or 30.0)
-        return PhantomSource(PhantomVideo(config), t0_ns=t0_ns)
+                               intensity=settings.phantom_intensity, fps=fps, pulse_rate=min(15.0, fps))
+        # The table moves between thrombectomy passes, so the demo exercises registration too.
+        return PhantomSource(PhantomVideo(config, shifts=DEMO_SHIFTS), t0_ns=t0_ns)
     return replay(Path(settings.video), settings.video_fps, loop=True)
 
 

@@ -98,6 +98,8 @@ class PhantomSource(_PacedSource):
         super().__init__(video.config.fps, t0_ns, speed=1.0)
         self.video = video
         self.intensity = video.config.intensity
+        self.shape = video.shape
+        self.dtype = video.dtype
         self.xray_on = False   # ground truth of the last frame, for tests and the demo
 
     def read(self) -> Frame | None:
