@@ -529,6 +529,7 @@ class EventLog:
                     break
                 if self._conn is None:
                     if self._refused or not self._open():
+                        self._open_reader_only()
                         self._opened.set()
                         if stopping and self._refused:
                             break
@@ -654,10 +655,36 @@ class EventLog:
             self._open_failed(exc)
             return False
         with self._read_lock:
+            if self._reader is not None:
+                _close_quietly(self._reader)
             self._reader = reader
         self._clear_alarms(("db_locked",))
         log.info("event database %s open (schema %d)", self.db_path, schema.SCHEMA_VERSION)
         return True
+
+    def _open_reader_only(self) -> None:
+        """While the database cannot be written (read-only, locked), keep serving what it already holds."""
+        if self._refused or self._reader is not None or not self.db_path.is_file():
+            return
+        uri = self.db_path.resolve().as_uri()
+        # A WAL database on a read-only directory cannot get its -shm file; immutable=1 reads it without
+        # one. Safe here: we hold the lock, so nobody writes it until our writer reopens (and replaces this).
+        for target in (f"{uri}?mode=ro", f"{uri}?immutable=1"):
+            try:
+                reader = sqlite3.connect(target, uri=True, isolation_level=None, check_same_thread=False,
+                                         timeout=1.0)
+            except sqlite3.Error:
+                continue
+            try:
+                if schema.schema_version(reader) == schema.SCHEMA_VERSION:
+                    reader.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+                    with self._read_lock:
+                        self._reader = reader
+                    return
+            except sqlite3.Error:
+                pass
+            _close_quietly(reader)
+        # Unreadable as well: reads return nothing, the alarm already says why.
 
     def _open_failed(self, exc: sqlite3.Error) -> None:
         kind = _classify(exc)

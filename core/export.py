@@ -79,25 +79,34 @@ def _csv_line(values) -> str:
 def _open_readonly(db_path: Path) -> sqlite3.Connection:
     if not db_path.is_file():
         raise ValueError(f"no event database at {db_path}")
-    try:
-        # mode=ro: an export must never create, migrate or write the log it reads.
-        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False, timeout=5.0)
-    except sqlite3.Error as exc:
-        raise ValueError(f"cannot open event database {db_path}: {exc}") from None
-    try:
-        schema.check_version(conn, db_path)
-        version = schema.schema_version(conn)
-    except schema.NewerSchemaError as exc:
-        conn.close()
-        raise ValueError(str(exc)) from None
-    except sqlite3.Error as exc:
-        conn.close()
-        raise ValueError(f"cannot read event database {db_path}: {exc}") from None
-    if version == 0:
-        conn.close()
-        raise ValueError(f"{db_path} holds no event log yet (schema not created)")
-    return conn
+    uri = db_path.resolve().as_uri()
+    # mode=ro: an export must never create, migrate or write the log it reads. A copy on read-only media
+    # has no -shm and cannot make one; with no -wal either, immutable=1 reads the file as it is.
+    targets = [f"{uri}?mode=ro"]
+    if not Path(f"{db_path}-wal").exists():
+        targets.append(f"{uri}?immutable=1")
+    error: Exception | None = None
+    for target in targets:
+        try:
+            conn = sqlite3.connect(target, uri=True, isolation_level=None, check_same_thread=False, timeout=5.0)
+        except sqlite3.Error as exc:
+            error = exc
+            continue
+        try:
+            schema.check_version(conn, db_path)
+            version = schema.schema_version(conn)
+        except schema.NewerSchemaError as exc:
+            conn.close()
+            raise ValueError(str(exc)) from None
+        except sqlite3.Error as exc:
+            conn.close()
+            error = exc
+            continue
+        if version == 0:
+            conn.close()
+            raise ValueError(f"{db_path} holds no event log yet (schema not created)")
+        return conn
+    raise ValueError(f"cannot read event database {db_path}: {error}")
 
 
 def export_main(data_dir: Path | str, procedure_id: str | None, fmt: str, out: TextIO) -> int:

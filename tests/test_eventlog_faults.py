@@ -164,6 +164,7 @@ def test_read_only_database_alarms_and_recovers(tmp_path, request):
     log.start()                      # must not raise
     assert alarm_kinds(log) == {"db_readonly"}
     assert "cannot be written" in log.alarms[0]["message"] and str(data) in log.alarms[0]["message"]
+    assert [e["kind"] for e in log.events()] == ["before"]   # what it holds is still served
     log.record("during", {}, key="during")
     assert log.stats()["pending"] == 1
     make_rw()
