@@ -158,9 +158,48 @@ class Judge:
         return self.violations
 
 
+class StreamCheck:
+    """The checker's core without I/O: feed received bytes, write back what it returns, ask for the summary."""
+
+    def __init__(self, start_ns: int) -> None:
+        self.start_ns = start_ns
+        self.link = Link(SILENT_S)
+        self.judge = Judge(start_ns)
+        self.link.port_opened(start_ns)
+        self._forgiven: int | None = None
+
+    def feed(self, data: bytes, now_ns: int) -> tuple[list[dict], list[bytes]]:
+        """(one JSON-ready dict per decoded packet, bytes to send back: ACKs)."""
+        res = self.link.feed(data, now_ns)
+        records = []
+        for info in self.link.last_packets:
+            if self._forgiven is None and info.message is not None:
+                # Joining a stream mid-frame costs exactly one frame; anything more is the device's.
+                self._forgiven = min(self.link.decoder.framing_errors, 1)
+            self.judge.observe(info, _payload_of(info), now_ns)
+            records.append(_json_of(info))
+        return records, res.send
+
+    def tick(self, now_ns: int) -> list[bytes]:
+        """Bytes to send now (TIME_REQ to devices with capability bit2)."""
+        return self.link.tick(now_ns).send
+
+    def summary(self, end_ns: int, lost: str | None = None) -> dict:
+        violations = self.judge.finish(self.link, end_ns, self._forgiven or 0, self.link.time_requests_sent)
+        if lost:
+            violations.append(f"port lost during the check: {lost}")
+        c = self.link.counters()
+        return {"packets": sum(c["packets_by_type"].values()), "by_type": c["packets_by_type"],
+                "crc_errors": c["crc_errors"], "framing_errors": c["framing_errors"],
+                "unknown_types": c["unknown_types"] + c["unsupported_versions"], "seq_gaps": c["seq_gaps"],
+                "malformed": c["malformed"], "duplicates": c["duplicates"],
+                "bytes_discarded": c["bytes_discarded"], "seconds": round((end_ns - self.start_ns) / 1e9, 3),
+                "violations": violations}
+
+
 def check_main(port: str, seconds: float = 10.0, as_json: bool = False, out=sys.stdout) -> int:
     """Judge the stream on ``port`` for ``seconds``. 0: conforms, 1: does not, 2: the port cannot be used."""
-    if seconds <= 0:
+    if not seconds > 0:
         print("serial-check: --seconds must be positive", file=sys.stderr)
         return 2
     try:
@@ -168,49 +207,34 @@ def check_main(port: str, seconds: float = 10.0, as_json: bool = False, out=sys.
     except (serial.SerialException, OSError, ValueError) as exc:
         print(f"serial-check: cannot open {port}: {exc}", file=sys.stderr)
         return 2
-    link = Link(SILENT_S)
     start = time.monotonic_ns()
-    judge = Judge(start)
-    link.port_opened(start)
-    forgiven = None
+    check = StreamCheck(start)
     end = start + int(seconds * 1e9)
     lost = None
     try:
-        while (now := time.monotonic_ns()) < end:
+        while time.monotonic_ns() < end:
             try:
                 data = ser.read(max(1, ser.in_waiting))
+                now = time.monotonic_ns()
+                send: list[bytes] = []
+                if data:
+                    records, send = check.feed(data, now)
+                    if as_json:
+                        for rec in records:
+                            print(json.dumps(rec), file=out)
+                for frame in send + check.tick(now):
+                    ser.write(frame)
             except (serial.SerialException, OSError) as exc:
                 lost = str(exc)
                 break
-            now = time.monotonic_ns()
-            res = link.feed(data, now) if data else None
-            if res is not None:
-                for info in link.last_packets:
-                    if forgiven is None and info.message is not None:
-                        forgiven = min(link.decoder.framing_errors, 1)  # joining mid-frame costs one frame
-                    judge.observe(info, _payload_of(info), now)
-                    if as_json:
-                        print(json.dumps(_json_of(info)), file=out)
-            tick = link.tick(now)
-            for data_out in (res.send if res else []) + tick.send:
-                ser.write(data_out)
     finally:
         ser.close()
-    end_ns = time.monotonic_ns()
-    violations = judge.finish(link, min(end_ns, end), forgiven or 0, link._syncs_done)
-    if lost:
-        violations.append(f"port lost during the check: {lost}")
-    c = link.counters()
-    summary = {"packets": sum(c["packets_by_type"].values()), "by_type": c["packets_by_type"],
-               "crc_errors": c["crc_errors"], "framing_errors": c["framing_errors"],
-               "unknown_types": c["unknown_types"] + c["unsupported_versions"], "seq_gaps": c["seq_gaps"],
-               "malformed": c["malformed"], "duplicates": c["duplicates"], "bytes_discarded": c["bytes_discarded"],
-               "seconds": round((end_ns - start) / 1e9, 3), "violations": violations}
+    summary = check.summary(min(time.monotonic_ns(), end), lost)
     if as_json:
         print(json.dumps({"summary": summary}), file=out)
     else:
-        _print_report(port, summary, judge.hello, out)
-    return 0 if not violations else 1
+        _print_report(port, summary, check.judge.hello, out)
+    return 0 if not summary["violations"] else 1
 
 
 def _payload_of(info: PacketInfo) -> bytes | None:

@@ -70,7 +70,7 @@ class Link:
         self._tx_seq = 0
         self._pending_sync: dict[int, int] = {}  # token -> sent ns
         self._next_sync_ns: int | None = None
-        self._syncs_done = 0
+        self.time_requests_sent = 0
         self.packets_by_type: dict[str, int] = {}
         self.unknown_types = self.unsupported_versions = self.malformed = 0
         self.seq_gaps = self.packets_missed = self.duplicates = self.reconnects = 0
@@ -163,6 +163,8 @@ class Link:
         self.last_packets.append(PacketInfo(None, error=str(exc)))
 
     def _track_seq(self, seq: int, reliable: bool) -> None:
+        if self._last_seq is None and reliable:
+            return  # may be a resent copy older than the packets that follow: no baseline from it
         if self._last_seq is not None:
             ahead = (seq - self._last_seq) % 65536
             if ahead >= 32768 and reliable:
@@ -192,9 +194,9 @@ class Link:
             self._pending_sync = {t: s for t, s in self._pending_sync.items() if now_ns - s < 2_000_000_000}
             self._pending_sync[token] = now_ns
             out.send.append(self._host_packet(TimeReq, now_ns, token=token))
-            self._syncs_done += 1
+            self.time_requests_sent += 1
             # A quick burst first (the best of several round trips), then a slow refresh for drift.
-            self._next_sync_ns = now_ns + (250_000_000 if self._syncs_done < 8 else self._sync_interval_ns)
+            self._next_sync_ns = now_ns + (250_000_000 if self.time_requests_sent < 8 else self._sync_interval_ns)
         return out
 
     def _host_packet(self, cls, now_ns: int, **fields) -> bytes:

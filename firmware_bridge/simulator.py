@@ -118,7 +118,8 @@ def _injection_events(inj: SimInjection, xray: tuple[tuple[float, float], ...]) 
         ev.append((end + 0.001, "state", {"state": InjectorState.ABORTED, "phase": 0}))
     else:
         ev.append((end, "state", {"state": InjectorState.COMPLETE, "phase": 0}))
-    on = [a for a, b in xray if a <= end and b >= inj.start_s - 5]
+    # The X-ray exposure overlapping this injection (the one starting nearest to it).
+    on = sorted((a for a, b in xray if a <= end and b >= inj.start_s), key=lambda a: abs(a - inj.start_s))
     ev.append((end + 0.05, "summary", {
         "programmed_volume": int(round(inj.volume_ml * 100)), "delivered_volume": int(round(vol * 100)),
         "programmed_flow": int(round(inj.flow_ml_s * 100)), "peak_flow": int(round(peak_flow * 100)),
@@ -217,6 +218,7 @@ class InjectorDevice:
         self.acks_received = 0
         self.retransmissions = 0
         self.bits_flipped = 0
+        self.bytes_sent = 0
         self.unacked_given_up = 0
 
     # -- clocks ----------------------------------------------------------------------------------------
@@ -297,6 +299,7 @@ class InjectorDevice:
     def _noise(self, data: bytes) -> bytes:
         """Flip bits at the configured rate (exponential gaps between errors, so cost is per error)."""
         nbits = len(data) * 8
+        self.bytes_sent += len(data)
         if self._next_flip >= nbits:
             self._next_flip -= nbits
             return data

@@ -180,3 +180,10 @@ def test_clock_unwraps_u32_and_detects_restart():
         clock.unwrap(2**32)
     with pytest.raises(ValueError):
         DeviceClock(window_s=0)
+
+
+def test_a_resent_copy_seen_first_sets_no_seq_baseline():
+    # Listening starts mid-stream: the first packet is HELLO seq 0 resent after 1..4 were sent.
+    link = opened()
+    link.feed(Hello(0, 0).encode() + Sample(5, 500).encode() + Sample(6, 520).encode(), S)
+    assert link.seq_gaps == 0
