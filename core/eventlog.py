@@ -540,7 +540,11 @@ class EventLog:
                     self._opened.set()
                     next_retention = 0.0
                 if self._max_page_count is not None or self._applied_pages is not None:
-                    self._apply_page_cap()
+                    try:
+                        self._apply_page_cap()
+                    except sqlite3.Error as exc:
+                        self._write_failed(exc)
+                        continue
                 if self._retention_due.is_set() or (self._retention_enabled and time.monotonic() >= next_retention):
                     self._retention_due.clear()
                     next_retention = time.monotonic() + self._retention_interval_s
@@ -574,7 +578,10 @@ class EventLog:
     def _sleep(self, backoff: float, limit: float | None = None) -> float:
         # Wakes on close(), not on record(): a burst of events must not turn the retry into a busy loop.
         backoff = min(limit or self._retry_max_s, max(0.05, backoff * 2))
-        self._stop.wait(backoff)
+        if self._stop.is_set():   # closing: keep retrying until the deadline, but not in a busy loop
+            time.sleep(max(0.0, min(backoff, self._stop_deadline - time.monotonic())))
+        else:
+            self._stop.wait(backoff)
         return backoff
 
     def _drain(self) -> list:

@@ -9,6 +9,7 @@ import logging
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -228,3 +229,19 @@ def test_second_writer_on_the_same_directory_waits_for_the_lock(tmp_path):
     assert second.alarms == []
     assert [e["kind"] for e in second.events() if e["kind"].startswith("from")] == ["from_first", "from_second"]
     second.close()
+
+
+def test_close_during_a_full_disk_gives_up_at_its_timeout(tmp_path, caplog):
+    log = EventLog(tmp_path / "d", retry_max_s=0.1)
+    log.start()
+    log.record("boot", {})
+    assert log.flush(5)
+    log.set_max_page_count(page_count(log.db_path))
+    for i in range(100):
+        log.record("sample", {"i": i, "pad": PAD})
+    assert wait_for(lambda: "disk_full" in alarm_kinds(log), 1.0)
+    t0 = time.monotonic()
+    log.close(timeout=0.3)
+    assert time.monotonic() - t0 < 2.0   # bounded shutdown, not a hang (generous: shared CI cores)
+    assert not any(t.name == "eventlog-writer" and t.is_alive() for t in threading.enumerate())
+    assert any("not written" in r.getMessage() for r in caplog.records)
