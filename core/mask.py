@@ -1,0 +1,215 @@
+"""Mask selection for one run: which pulses are contrast-free, settled and still. Pure NumPy, no I/O.
+
+Works on a coarse regular sample of each pulse in log units (``ln(counts)`` for linear data, display levels
+for log video; brighter = larger either way), so it costs the same on a 1024x1024 frame as on a 256x256 one.
+
+Real runs break the textbook "first frame is the mask":
+- automatic brightness control (ABC) is still settling over the first pulses: every pixel's log value moves
+  by the same amount, so each pulse's median shift over the field is measured and removed, and pulses
+  whose exposure is still moving are not used as mask;
+- the patient or the table moves: a pulse that differs from its predecessor over most of the field (far
+  beyond quantum noise) starts a new still segment, and the mask comes from the segment the bolus is seen in;
+- contrast already in frame 0 (a previous injection washing out): onset is a *rise* of opacity against the
+  segment's first pulses, which washout (a fall) never triggers; the mask is the last still, settled pulses
+  before the rise, where the residual is lowest.
+
+``OnsetWatcher`` is causal (one pulse at a time), so the live pipeline and the offline analysis, which both
+use it, pick the same mask from the same pulses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_MASK_PULSES = 6         # enough to average noise down, few enough to stay close to the bolus
+TARGET_SAMPLE = 160         # coarse sample: about this many points across the frame
+VALID_PULSES = 8            # pulses that decide which pixels carry image (text and surround do not change)
+CELL = 3                    # noise is judged on CELL x CELL blocks of the coarse sample
+ONSET_SIGMA = 6.0           # contrast onset: the top cells rise this many noise sd above the reference
+ONSET_TOP_FRACTION = 0.003  # ... where "top cells" is this fraction of the field (at least 3 cells)
+MOTION_FACTOR = 4.0         # a pulse-to-pulse change this many times the typical one is motion
+SETTLE_FRACTION = 0.05      # ABC settled once the exposure step is < 5% of the first step
+MEDIAN_SUBSET = 8192        # the exposure shift is a median over this many field pixels at most
+
+
+def sample_stride(shape: tuple[int, int]) -> int:
+    """Stride of the coarse sample grid for frames of ``shape``: about TARGET_SAMPLE points across."""
+    return max(1, int(round(max(shape) / TARGET_SAMPLE)))
+
+
+def log_lut(dtype, intensity: str) -> np.ndarray:
+    """Pixel value -> log units (float32), as core.kernels does: ln(max(v, 1)) for linear data, v for log."""
+    if intensity not in ("lin", "log"):
+        raise ValueError(f"intensity must be 'lin' or 'log', got {intensity!r}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"pixel type must be uint8 or uint16, got {dtype}")
+    v = np.arange(1 << (8 * dtype.itemsize), dtype=np.float64)
+    if intensity == "log":
+        return v.astype(np.float32)
+    return np.log(np.maximum(v, 1.0)).astype(np.float32)
+
+
+def valid_pixels(raw: np.ndarray) -> np.ndarray:
+    """(h, w) bool: pixels that carry image, judged on the first VALID_PULSES raw coarse samples (P, h, w).
+
+    Burnt-in text and the black collimator surround do not change from pulse to pulse (a counter ticks once
+    a second at most); saturated or empty pixels carry no opacity.
+    """
+    if raw.ndim != 3:
+        raise ValueError(f"expected (pulses, h, w) samples, got shape {raw.shape}")
+    raw = raw[:VALID_PULSES]
+    if raw.shape[0] < 2:
+        return np.ones(raw.shape[1:], dtype=bool)
+    changes = (raw[1:] != raw[:-1]).mean(axis=0)
+    top = np.iinfo(raw.dtype).max
+    return (changes >= 0.5) & (raw.min(axis=0) > 0) & (raw.max(axis=0) < top)
+
+
+@dataclass(frozen=True)
+class MaskChoice:
+    first: int                  # pulse indices (into the run's pulses), inclusive
+    last: int
+    onset: int | None           # first pulse of the contrast rise, None: no rise seen
+    settled: int                # first pulse after ABC settling
+    motion: tuple[int, ...]     # pulses that moved against their predecessor
+    reason: str                 # "pre-contrast" | "no-contrast" | "late" (no clean pulse before the rise)
+
+    def to_dict(self) -> dict:
+        return {"first": self.first, "last": self.last, "onset": self.onset, "settled": self.settled,
+                "motion": list(self.motion), "reason": self.reason}
+
+
+class OnsetWatcher:
+    """Feed one coarse log sample per pulse; tracks ABC settling, motion and the contrast onset.
+
+    ``valid`` (h, w) bool from ``valid_pixels``. After each ``feed`` the attributes ``settled``,
+    ``motion``, ``onset`` (confirmed one pulse later) and ``segment`` (first pulse of the still segment
+    the onset happened in) describe the run so far; ``choice()`` turns them into mask pulses.
+    """
+
+    def __init__(self, valid: np.ndarray) -> None:
+        if valid.ndim != 2:
+            raise ValueError(f"valid map must be 2-D, got shape {valid.shape}")
+        self.shape = valid.shape
+        idx = np.flatnonzero(valid.ravel())
+        self._idx = idx[:: max(1, idx.size // MEDIAN_SUBSET)] if idx.size else idx
+        h, w = valid.shape
+        self._ch, self._cw = h // CELL, w // CELL
+        v = valid[:self._ch * CELL, :self._cw * CELL].reshape(self._ch, CELL, self._cw, CELL)
+        n = v.sum(axis=(1, 3))
+        self._cell_w = v.astype(np.float32)
+        self._cell_n = np.maximum(n, 1).astype(np.float32)
+        self._usable = n >= 0.75 * CELL * CELL
+        self._ncells = int(self._usable.sum())
+        self._top = max(3, int(ONSET_TOP_FRACTION * self._ncells))
+        self._ref0: np.ndarray | None = None
+        self.k = -1
+        self.offsets: list[float] = []          # exposure shift of each pulse against pulse 0
+        self._steps: list[float] = []           # median |cell change| per pulse
+        self._prev: np.ndarray | None = None
+        self._seg_cells: list[np.ndarray] = []  # the segment's first two pulses (the onset reference)
+        self.settled: int | None = None
+        self.motion: list[int] = []
+        self.segment = 0
+        self.onset: int | None = None
+        self._pending: int | None = None
+        self.onset_cell: tuple[int, int] | None = None   # coarse (row, col) of the strongest rise at onset
+
+    @property
+    def has_field(self) -> bool:
+        return self._ncells > 0
+
+    def feed(self, logs: np.ndarray) -> None:
+        if logs.shape != self.shape:
+            raise ValueError(f"sample shape {logs.shape} does not match {self.shape}")
+        self.k += 1
+        k = self.k
+        flat = logs.ravel()
+        if self._ref0 is None:
+            self._ref0 = flat[self._idx].copy()
+        g = float(np.median(flat[self._idx] - self._ref0)) if self._idx.size else 0.0
+        self.offsets.append(g)
+        if self.onset is not None or not self._ncells:
+            return
+        c = self._cells(logs) - np.float32(g)
+        if self._prev is None:
+            self._prev = c
+            return
+        step = float(np.median(np.abs(c - self._prev)))
+        self._prev = c
+        typical = float(np.median(self._steps)) if len(self._steps) >= 2 else None
+        self._steps.append(step)
+        moved = typical is not None and step > MOTION_FACTOR * max(typical, 1e-12)
+        if moved:
+            self.motion.append(k)
+        if self.settled is None:
+            first = abs(self.offsets[1] - self.offsets[0])
+            if abs(self.offsets[k] - self.offsets[k - 1]) <= max(SETTLE_FRACTION * first, 0.2 * self._sd()):
+                self.settled = k
+                self._start_segment(k, c)
+            return
+        if moved:
+            self._start_segment(k, c)
+            return
+        if len(self._seg_cells) < 2:
+            self._seg_cells.append(c)
+            return
+        ref = 0.5 * (self._seg_cells[0] + self._seg_cells[1])
+        rise = ref - c
+        top = -np.partition(-rise, self._top - 1)[self._top - 1]
+        # A pulse against the mean of two pulses: 1.5 noise variances.
+        if top > ONSET_SIGMA * self._sd() * np.sqrt(1.5):
+            if self._pending is None:
+                self._pending = k
+                self._pending_rise = rise
+            else:
+                self.onset = self._pending
+                pos = int(np.argmax(self._pending_rise + rise))
+                rows, cols = np.nonzero(self._usable)
+                self.onset_cell = (int(rows[pos]) * CELL + CELL // 2, int(cols[pos]) * CELL + CELL // 2)
+        else:
+            self._pending = None
+
+    def _start_segment(self, k: int, c: np.ndarray) -> None:
+        self.segment = k
+        self._seg_cells = [c]
+        self._pending = None
+
+    def _sd(self) -> float:
+        # Cell noise sd: a pulse-to-pulse step holds two noises; the median of |N(0, 2 sd^2)| is 0.954 sd.
+        return float(np.median(self._steps)) / 0.9539 if self._steps else 0.0
+
+    def _cells(self, logs: np.ndarray) -> np.ndarray:
+        x = logs[:self._ch * CELL, :self._cw * CELL].reshape(self._ch, CELL, self._cw, CELL)
+        means = (x * self._cell_w).sum(axis=(1, 3)) / self._cell_n
+        return means[self._usable]
+
+    def choice(self, pulses: int) -> MaskChoice:
+        """Mask pulses for a run of ``pulses`` pulses seen so far."""
+        settled = self.settled if self.settled is not None else 0
+        motion = tuple(self.motion)
+        if self.onset is None:
+            seg = max([settled] + list(motion))
+            first = max(seg, pulses - MAX_MASK_PULSES)
+            return MaskChoice(min(first, pulses - 1), pulses - 1, None, settled, motion, "no-contrast")
+        last = self.onset - 2                  # the pulse before the rise may hold its foot
+        if last >= self.segment:
+            return MaskChoice(max(self.segment, last - MAX_MASK_PULSES + 1), last, self.onset, settled,
+                              motion, "pre-contrast")
+        # No still, settled pulse before the rise (injection before X-ray on): venous contrast washes out,
+        # so the last pulses of the run are the cleanest available.
+        first = max(self.segment, pulses - MAX_MASK_PULSES)
+        return MaskChoice(min(first, pulses - 1), pulses - 1, self.onset, settled, motion, "late")
+
+
+def choose_mask(raw: np.ndarray, lut: np.ndarray) -> tuple[MaskChoice, np.ndarray]:
+    """Offline: the mask pulses of a whole run from its raw coarse samples (P, h, w); also the valid map."""
+    if raw.ndim != 3 or raw.shape[0] < 1:
+        raise ValueError(f"expected (pulses, h, w) samples, got shape {raw.shape}")
+    valid = valid_pixels(raw)
+    watcher = OnsetWatcher(valid)
+    for k in range(raw.shape[0]):
+        watcher.feed(lut[raw[k]])
+    return watcher.choice(raw.shape[0]), valid
