@@ -1,0 +1,356 @@
+"""Vessel geometry on a peak-opacity image: stations along a centreline, cross-section profiles, and the
+automatic centreline + reference diameter when the operator gives none.
+
+Stations are points every ``spacing`` px of arc length with their unit normal. A profile is the image
+sampled along the normal (bilinear), averaged over a short strip along the tangent so each station sees
+the whole stretch of vessel it stands for, not one noisy line. A sample that falls outside the image or
+on a NaN pixel (not measured: overlay, collimator surround) makes the whole profile NaN.
+
+Automatic finding (no learned model, no tuned geometry): the opacity above the noise floor is thresholded
+at a fraction of its bright end, the longest geodesic path through it (double sweep on a coarse grid) is
+the vessel, the path is re-centred on the opacity centroid of its cross-sections, and the diameter is the
+cylinder-projection fit (chord 2 sqrt(R^2 - d^2)) of the most opacified stations.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "Stations", "Vessel", "find_vessel", "make_stations", "sample_profiles", "parse_centerline",
+    "profile_window", "fit_diameter", "resample_polyline",
+]
+
+VESSEL_THRESHOLD = 0.3       # fraction of the bright-end opacity that counts as vessel (coarse mask)
+GRID_TARGET = 160            # coarse grid side for the path search
+MIN_VESSEL_PX = 30           # a path shorter than this is not a vessel
+
+
+@dataclass
+class Stations:
+    xy: np.ndarray        # (M, 2) x, y
+    normal: np.ndarray    # (M, 2) unit normals (tangent rotated +90 degrees)
+    tangent: np.ndarray   # (M, 2) unit tangents, in the direction of the centreline
+    s: np.ndarray         # (M,) arc length from the first centreline point
+    length: float         # total centreline length
+
+    @property
+    def frac(self) -> np.ndarray:
+        return self.s / self.length if self.length > 0 else np.zeros_like(self.s)
+
+    def moved(self, dx: float, dy: float) -> "Stations":
+        return Stations(self.xy + [dx, dy], self.normal, self.tangent, self.s, self.length)
+
+
+@dataclass
+class Vessel:
+    centerline: np.ndarray    # (N, 2) x, y, 1 px apart, from the bottom (inflow) end
+    diameter_px: float
+
+
+def resample_polyline(points: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points every ``step`` px of arc length along a polyline, and their arc lengths."""
+    p = np.asarray(points, dtype=float)
+    seg = np.hypot(*np.diff(p, axis=0).T)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    if s[-1] <= 0:
+        raise ValueError("centreline has zero length")
+    n = max(int(math.floor(s[-1] / step)), 1)
+    s_new = np.linspace(0.0, s[-1], n + 1)
+    out = np.column_stack([np.interp(s_new, s, p[:, 0]), np.interp(s_new, s, p[:, 1])])
+    return out, s_new
+
+
+def _smooth_1d(v: np.ndarray, half: int) -> np.ndarray:
+    """Moving average with shrinking windows at the ends (no edge drift)."""
+    if half <= 0 or len(v) < 3:
+        return v.copy()
+    half = min(half, (len(v) - 1) // 2)
+    c = np.concatenate([np.zeros((1,) + v.shape[1:]), np.cumsum(v, axis=0)])
+    i = np.arange(len(v))
+    lo = np.maximum(i - half, 0)
+    hi = np.minimum(i + half + 1, len(v))
+    return (c[hi] - c[lo]) / (hi - lo).reshape((-1,) + (1,) * (v.ndim - 1))
+
+
+def make_stations(centerline: np.ndarray, spacing: float, smooth_px: float = 4.0) -> Stations:
+    """Stations every ``spacing`` px along ``centerline`` (N, 2); tangents from a lightly smoothed curve."""
+    dense, s_dense = resample_polyline(centerline, 1.0)
+    tangent = np.gradient(_smooth_1d(dense, int(round(smooth_px))), axis=0)
+    norm = np.hypot(tangent[:, 0], tangent[:, 1])
+    if np.any(norm == 0):
+        raise ValueError("centreline doubles back on itself")
+    tangent /= norm[:, None]
+    length = float(s_dense[-1])
+    n = max(int(math.floor(length / spacing)), 0) + 1
+    # Stations centred in their strips: the first half a spacing in from the start.
+    s = (np.arange(n) + 0.5) * spacing
+    s = s[s <= length] if (s <= length).any() else np.array([0.5 * length])
+    xy = np.column_stack([np.interp(s, s_dense, dense[:, 0]), np.interp(s, s_dense, dense[:, 1])])
+    t = np.column_stack([np.interp(s, s_dense, tangent[:, 0]), np.interp(s, s_dense, tangent[:, 1])])
+    t /= np.hypot(t[:, 0], t[:, 1])[:, None]
+    normal = np.column_stack([-t[:, 1], t[:, 0]])
+    return Stations(xy, normal, t, s, length)
+
+
+def sample_profiles(image: np.ndarray, stations: Stations, across: np.ndarray, along: np.ndarray) -> np.ndarray:
+    """(M, K) profiles: ``image`` at xy + a * normal + b * tangent, bilinear, averaged over ``along`` b.
+
+    NaN for a profile with any sample outside the image or on a NaN pixel.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    h, w = img.shape
+    a = np.asarray(across, dtype=float)[None, :, None]
+    b = np.asarray(along, dtype=float)[None, None, :]
+    x = stations.xy[:, 0, None, None] + a * stations.normal[:, 0, None, None] + b * stations.tangent[:, 0, None, None]
+    y = stations.xy[:, 1, None, None] + a * stations.normal[:, 1, None, None] + b * stations.tangent[:, 1, None, None]
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    x0 = np.clip(np.floor(x), 0, max(w - 2, 0)).astype(np.intp)
+    y0 = np.clip(np.floor(y), 0, max(h - 2, 0)).astype(np.intp)
+    fx = (x - x0).astype(np.float32)
+    fy = (y - y0).astype(np.float32)
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    v = (img[y0, x0] * (1 - fx) * (1 - fy) + img[y0, x1] * fx * (1 - fy)
+         + img[y1, x0] * (1 - fx) * fy + img[y1, x1] * fx * fy)
+    v = np.where(inside, v, np.nan)
+    return v.mean(axis=2)
+
+
+def profile_window(diameter_px: float) -> tuple[float, float]:
+    """(half width of the integration window, half width of the whole profile) for a lumen diameter.
+
+    The integration window reaches past the lumen by a margin for blur and centreline error; the background
+    band beyond it, on both sides, is what the local background line is fitted to.
+    """
+    r = diameter_px / 2.0
+    gap = max(2.0, 0.3 * diameter_px)
+    band = max(3.0, 0.5 * diameter_px)
+    return r + gap, r + gap + band
+
+
+def subtract_background(profiles: np.ndarray, across: np.ndarray, inner: float) -> np.ndarray:
+    """Profiles minus a straight line fitted (least squares) to the samples with |a| > inner."""
+    bg = np.abs(across) > inner
+    A = np.column_stack([np.ones(bg.sum()), across[bg]])
+    coef, *_ = np.linalg.lstsq(A, np.nan_to_num(profiles[:, bg]).T, rcond=None)
+    line = coef[0][:, None] + coef[1][:, None] * across[None, :]
+    return profiles - line
+
+
+def fit_diameter(profiles: np.ndarray, across: np.ndarray, max_radius: float) -> np.ndarray:
+    """Per-profile lumen radius (px) of the best least-squares cylinder projection k * 2 sqrt(R^2 - (a-c)^2).
+
+    ``profiles`` must already have their background removed. A grid search over R and the centre c, with k
+    solved in closed form: robust, and cheap for a few hundred stations.
+    """
+    radii = np.arange(1.0, max(max_radius, 1.5), 0.25)
+    centres = np.arange(-3.0, 3.01, 0.5)
+    best = np.full(profiles.shape[0], np.inf)
+    best_r = np.full(profiles.shape[0], np.nan)
+    p = np.nan_to_num(profiles)
+    pp = (p * p).sum(axis=1)
+    for c in centres:
+        d = across - c
+        models = 2.0 * np.sqrt(np.clip(radii[:, None] ** 2 - d[None, :] ** 2, 0.0, None))  # (R, K)
+        mm = (models * models).sum(axis=1)
+        pm = p @ models.T                                                                   # (M, R)
+        k = np.clip(pm / mm, 0.0, None)
+        resid = pp[:, None] - 2 * k * pm + k * k * mm
+        j = np.argmin(resid, axis=1)
+        r = resid[np.arange(len(j)), j]
+        take = r < best
+        best[take] = r[take]
+        best_r[take] = radii[j[take]]
+    return best_r
+
+
+def parse_centerline(text: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """``"x,y;x,y;..."`` -> (N, 2) float array, checked: at least two points, finite, inside ``shape``."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("--centerline is empty; expected \"x,y;x,y;...\"")
+    pts = []
+    for k, item in enumerate(text.strip().strip(";").split(";")):
+        parts = item.split(",")
+        try:
+            x, y = (float(v) for v in parts)
+        except ValueError:
+            raise ValueError(f"--centerline point {k + 1} {item.strip()!r} is not \"x,y\"") from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ValueError(f"--centerline point {k + 1} {item.strip()!r} is not finite")
+        pts.append((x, y))
+    arr = np.asarray(pts, dtype=float)
+    check_centerline(arr, shape)
+    return arr
+
+
+def check_centerline(points: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
+    arr = np.asarray(points, dtype=float)
+    if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) < 2:
+        raise ValueError(f"a centreline needs at least two (x, y) points, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("centreline points must be finite")
+    if shape is not None:
+        h, w = shape
+        bad = (arr[:, 0] < 0) | (arr[:, 0] > w - 1) | (arr[:, 1] < 0) | (arr[:, 1] > h - 1)
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise ValueError(f"centreline point {k + 1} ({arr[k, 0]:g}, {arr[k, 1]:g}) is outside the "
+                             f"{w}x{h} image")
+    if np.hypot(*np.diff(arr, axis=0).T).sum() < 2.0:
+        raise ValueError("centreline is shorter than 2 px")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------- automatic
+
+def _block_mean(img: np.ndarray, f: int) -> np.ndarray:
+    h, w = img.shape
+    h2, w2 = h // f, w // f
+    return img[:h2 * f, :w2 * f].reshape(h2, f, w2, f).mean(axis=(1, 3))
+
+
+def _foreground(image: np.ndarray) -> np.ndarray:
+    """Opacity above the background level (median of the measured field), 0 where not measured."""
+    img = np.asarray(image, dtype=np.float32)
+    valid = np.isfinite(img)
+    if not valid.any():
+        raise ValueError("the peak-opacity image has no measured pixels")
+    vals = img[valid]
+    if vals.size > 65536:
+        vals = vals[:: vals.size // 65536]
+    return np.where(valid, np.clip(img - np.float32(np.median(vals)), 0.0, None), 0.0)
+
+
+_STEPS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+
+
+def _dijkstra(mask: np.ndarray, cost: np.ndarray, start: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Geodesic distance inside ``mask`` from ``start`` (8-neighbours, step length x mean cost), and the
+    predecessor of each node (flat index, -1 for none)."""
+    h, w = mask.shape
+    dist = np.full(h * w, np.inf)
+    prev = np.full(h * w, -1, dtype=np.int64)
+    m = mask.ravel()
+    c = cost.ravel()
+    s0 = start[0] * w + start[1]
+    dist[s0] = 0.0
+    heap = [(0.0, s0)]
+    while heap:
+        d, u = heapq.heappop(heap)
+        if d > dist[u]:
+            continue
+        uy, ux = divmod(u, w)
+        for dy, dx in _STEPS:
+            vy, vx = uy + dy, ux + dx
+            if 0 <= vy < h and 0 <= vx < w:
+                v = vy * w + vx
+                if m[v]:
+                    nd = d + (1.4142135623730951 if dy and dx else 1.0) * 0.5 * (c[u] + c[v])
+                    if nd < dist[v]:
+                        dist[v] = nd
+                        prev[v] = u
+                        heapq.heappush(heap, (nd, v))
+    return dist.reshape(h, w), prev
+
+
+def _coarse_path(fg: np.ndarray) -> tuple[np.ndarray, int]:
+    """Longest geodesic path through the bright part of ``fg`` on a coarse grid; (x, y) in full pixels."""
+    f = max(1, int(round(min(fg.shape) / GRID_TARGET)))
+    g = _block_mean(fg, f) if f > 1 else fg
+    pos = g[g > 0]
+    if pos.size == 0:
+        raise ValueError("no opacified vessel found in the peak-opacity image")
+    top = float(np.percentile(g, 99.5))
+    if top <= 0:
+        raise ValueError("no opacified vessel found in the peak-opacity image")
+    mask = g > VESSEL_THRESHOLD * top
+    start = np.unravel_index(int(np.argmax(np.where(mask, g, -np.inf))), g.shape)
+    ones = np.ones_like(g)
+    # Double sweep: the farthest point from anywhere in the vessel is an end; the farthest from it, the other.
+    d0, _ = _dijkstra(mask, ones, start)
+    a = np.unravel_index(int(np.argmax(np.where(np.isfinite(d0), d0, -1))), g.shape)
+    d1, _ = _dijkstra(mask, ones, a)
+    b = np.unravel_index(int(np.argmax(np.where(np.isfinite(d1), d1, -1))), g.shape)
+    # The path itself prefers the bright core of the vessel: cost falls with opacity.
+    cost = 1.0 / (np.clip(g / top, 0.0, 1.0) + 0.1) ** 2
+    _, prev = _dijkstra(mask, cost, a)
+    node = b[0] * g.shape[1] + b[1]
+    path = []
+    while node >= 0:
+        path.append(divmod(int(node), g.shape[1]))
+        node = prev[node]
+    yx = np.asarray(path[::-1], dtype=float)
+    xy = np.column_stack([yx[:, 1], yx[:, 0]]) * f + (f - 1) / 2.0
+    return xy, f
+
+
+def _centroid_offsets(fg: np.ndarray, st: Stations, half: float) -> np.ndarray:
+    across = np.arange(-half, half + 0.25, 0.5)
+    prof = sample_profiles(fg, st, across, np.array([0.0]))
+    prof = np.nan_to_num(prof)
+    wsum = prof.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        off = (prof * across).sum(axis=1) / wsum
+    return np.where(wsum > 0, off, 0.0)
+
+
+def find_vessel(peak: np.ndarray, diameter_px: float | None = None) -> Vessel:
+    """Centreline (from the bottom end) and reference diameter of the most opacified vessel.
+
+    ``diameter_px`` if known is used as is; otherwise it is measured. Raises ValueError if there is no
+    vessel-like structure (a contrast-free run, an empty image).
+    """
+    img = np.asarray(peak)
+    if img.ndim != 2 or min(img.shape) < 16:
+        raise ValueError(f"need a 2-D peak-opacity image of at least 16x16, got shape {img.shape}")
+    fg = _foreground(img)
+    xy, f = _coarse_path(fg)
+    if len(xy) < 3:
+        raise ValueError("no vessel found: the opacified region is a blob, not a vessel")
+    # First guess of the width: the coarse mask area along the path.
+    dense, s = resample_polyline(xy, 1.0)
+    if s[-1] < MIN_VESSEL_PX:
+        raise ValueError(f"no vessel found: the longest opacified path is only {s[-1]:.0f} px")
+    d_est = float(diameter_px) if diameter_px else 2.0 * f
+    line = _smooth_1d(dense, max(2, int(2 * f)))
+    for it in range(3):
+        st = make_stations(line, 1.0)
+        half = profile_window(d_est)[1]
+        off = _centroid_offsets(fg, st, half)
+        # Follow the vessel, not its defects: a side-wall thrombus pulls the centroid by up to a radius,
+        # so the correction is smoothed over a few diameters.
+        off = _smooth_1d(np.clip(off, -half / 2, half / 2), max(2, int(round(1.5 * d_est))))
+        line = st.xy + off[:, None] * st.normal
+        if not diameter_px:
+            d_est = _measure_diameter(fg, make_stations(line, 1.0), d_est)
+    # Ends: the vessel leaves the field there; a diameter in, the cross-sections are whole.
+    dense, s = resample_polyline(line, 1.0)
+    trim = int(math.ceil(d_est))
+    if len(dense) > 2 * trim + MIN_VESSEL_PX:
+        dense = dense[trim:-trim]
+    if dense[0, 1] < dense[-1, 1]:        # from the bottom (caudal, inflow) end
+        dense = dense[::-1]
+    return Vessel(dense, float(d_est))
+
+
+def _measure_diameter(fg: np.ndarray, st: Stations, d_guess: float) -> float:
+    """Median cylinder-fit diameter of the most opacified half of the stations (patent lumen)."""
+    # A window generous for a vessel up to twice the guess, but never narrower than 8 px.
+    half = max(profile_window(2.0 * d_guess)[1], 8.0)
+    across = np.arange(-half, half + 0.25, 0.5)
+    prof = sample_profiles(fg, st, across, np.array([-0.5, 0.0, 0.5]))
+    ok = np.all(np.isfinite(prof), axis=1)
+    if ok.sum() < 3:
+        return d_guess
+    prof = subtract_background(prof[ok], across, 0.75 * half)
+    integral = np.clip(prof, 0.0, None).sum(axis=1)
+    top = integral >= np.median(integral)
+    radii = fit_diameter(prof[top], across, 0.75 * half)
+    radii = radii[np.isfinite(radii)]
+    if radii.size == 0:
+        return d_guess
+    return float(2.0 * np.median(radii))
