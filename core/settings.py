@@ -1,11 +1,27 @@
-"""One settings object for the whole appliance: defaults, then environment (CATHLAB_*), then CLI flags."""
+"""One settings object for the whole appliance.
+
+Precedence, highest first: command-line flags > environment (``CATHLAB_*``) > the TOML file (``--config``) >
+defaults. ``Settings.from_sources`` builds it and remembers where each value came from, so ``cathlab-edge
+config --show`` can say so and a validation error can name the setting, the bad value and where it was set.
+
+The TOML file holds the same names as the fields below, flat, at top level (``port = 8080``). Relative paths
+in the file are taken relative to the file, so a config installed in /etc/cathlab-edge does not depend on the
+service's working directory.
+"""
 from __future__ import annotations
 
+import contextvars
+import difflib
+import os
+import tomllib
 from pathlib import Path
+from typing import Annotated, Any
 
 from platformdirs import user_data_dir
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "CATHLAB_"
 
 
 def default_data_dir() -> Path:
@@ -17,13 +33,28 @@ def default_data_dir() -> Path:
 
 
 def _writable(path: Path) -> bool:
-    import os
-
     return os.access(path, os.W_OK | os.X_OK)
 
 
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names each bad setting and where it came from."""
+
+
+# The TOML values of the from_sources() call in progress: pydantic-settings builds its sources per class,
+# so the file reaches the source below through a context variable instead of class state.
+_TOML_VALUES: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("cathlab_toml", default={})
+
+
+class _TomlValues(PydanticBaseSettingsSource):
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ below does the work
+        return _TOML_VALUES.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_TOML_VALUES.get())
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CATHLAB_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -31,10 +62,15 @@ class Settings(BaseSettings):
     # None: the built-in injector simulator, through pyserial's URL handler.
     serial: str | None = None
     baudrate: int = Field(115200, gt=0)
-    # None: the built-in fluoroscopy phantom.
+    # None: the built-in fluoroscopy phantom; /dev/videoN: a V4L2 grabber; else a .npy / DICOM file or folder.
     video: str | None = None
-    # Frame rate of the video line; None: the file's own (DICOM) or 30 fps for the phantom.
+    # Frame rate of the video line; None: the file's own (DICOM), the grabber's, or 30 fps for the phantom.
     video_fps: float | None = Field(None, gt=0, le=240)
+    # The collimated field (x, y, w, h) in frame pixels; None: found automatically (core.collimator).
+    video_crop: Annotated[tuple[int, int, int, int] | None, NoDecode] = None
+    # Replayed files: times real time (None: as fast as possible), and start over at the end.
+    replay_speed: float | None = Field(1.0, gt=0, le=100)
+    replay_loop: bool = True
     # Phantom only: "log" is 8-bit display video, "lin" 16-bit linear detector frames.
     phantom_intensity: str = Field("log", pattern="^(lin|log)$")
     phantom_size: int = Field(512, ge=64, le=2048)
@@ -46,3 +82,135 @@ class Settings(BaseSettings):
     link_silent_s: float = Field(3.0, gt=0)
     reconnect_min_s: float = Field(0.2, gt=0)
     reconnect_max_s: float = Field(5.0, gt=0)
+
+    # Procedure recording (core.recorder): contrast-run frames and raw serial bytes, oldest dropped first.
+    record: bool = False
+    record_retention_mb: float = Field(2048.0, gt=0)
+
+    # Logs: one JSON object per line on stderr (journald), or plain text for a terminal.
+    log_format: str = Field("json", pattern="^(json|text)$")
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+
+    # Below this much free space on the data directory the doctor (and the alarm) complain.
+    min_free_mb: int = Field(1024, ge=0)
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("video_crop", mode="before")
+    @classmethod
+    def _parse_crop(cls, value: Any) -> Any:
+        # From the environment or a flag the crop is the text "x,y,w,h".
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",")]
+            if len(parts) != 4 or not all(p.lstrip("-").isdigit() for p in parts):
+                raise ValueError(f"expected 'x,y,w,h' (four integers), got {value!r}")
+            value = tuple(int(p) for p in parts)
+        return value
+
+    @field_validator("video_crop")
+    @classmethod
+    def _check_crop(cls, value: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if value is not None:
+            x, y, w, h = value
+            if x < 0 or y < 0 or w <= 0 or h <= 0:
+                raise ValueError(f"crop needs x, y >= 0 and w, h > 0, got {value}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # First wins: CLI (init) > environment > TOML file > defaults.
+        return init_settings, env_settings, _TomlValues(settings_cls)
+
+    @classmethod
+    def from_sources(cls, config_path: Path | str | None = None, **cli_overrides: Any) -> "Settings":
+        """Settings from flags (``None`` values mean "not given"), then the environment, the TOML file, defaults.
+
+        Raises SettingsError naming every bad setting and its source.
+        """
+        cli = {k: v for k, v in cli_overrides.items() if v is not None}
+        unknown = sorted(set(cli) - set(cls.model_fields))
+        if unknown:
+            raise SettingsError(f"unknown setting(s) from the command line: {', '.join(unknown)}")
+        path = Path(config_path) if config_path is not None else None
+        toml = load_toml(path) if path is not None else {}
+        env = _env_names(cls)
+        sources = {}
+        for name in cls.model_fields:
+            if name in cli:
+                sources[name] = "command line"
+            elif name in env:
+                sources[name] = f"environment {env[name]}"
+            elif name in toml:
+                sources[name] = f"{path}"
+            else:
+                sources[name] = "default"
+        token = _TOML_VALUES.set(toml)
+        try:
+            settings = cls(**cli)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc, sources)) from None
+        finally:
+            _TOML_VALUES.reset(token)
+        if settings.reconnect_min_s > settings.reconnect_max_s:
+            raise SettingsError(
+                f"reconnect_min_s ({settings.reconnect_min_s}, {sources['reconnect_min_s']}) must not exceed "
+                f"reconnect_max_s ({settings.reconnect_max_s}, {sources['reconnect_max_s']})")
+        settings._sources = sources
+        return settings
+
+    def source_of(self, name: str) -> str:
+        """Where the value in force came from: "default", "command line", "environment CATHLAB_X" or a file."""
+        if name not in type(self).model_fields:
+            raise ValueError(f"no setting {name!r}")
+        return self._sources.get(name, "constructor")
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """The flat table of a settings file; unknown keys, tables and syntax errors raise SettingsError."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise SettingsError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    fields = Settings.model_fields
+    problems = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            problems.append(f"{key!r} is a table; settings are plain top-level keys")
+        elif key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown setting {key!r}{hint}")
+    if problems:
+        raise SettingsError(f"config file {path}: " + "; ".join(problems))
+    base = path.resolve().parent
+    for key, value in data.items():
+        if fields[key].annotation is Path and isinstance(value, str) and not os.path.isabs(value):
+            data[key] = str(base / value)
+    return data
+
+
+def _env_names(cls: type[Settings]) -> dict[str, str]:
+    """field -> the CATHLAB_* variable that sets it (names are case-insensitive, like pydantic-settings)."""
+    present = {k.upper(): k for k in os.environ}
+    return {name: present[ENV_PREFIX + name.upper()] for name in cls.model_fields
+            if ENV_PREFIX + name.upper() in present}
+
+
+def _describe(exc: ValidationError, sources: dict[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        where = sources.get(name, "?")
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {name!r} ({where})")
+        else:
+            lines.append(f"{name}{shown} ({where}): {err['msg']}")
+    return "invalid settings: " + "; ".join(lines)
