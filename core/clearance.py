@@ -327,3 +327,368 @@ def _check_image(img, name: str) -> np.ndarray:
     if not np.isfinite(arr).any():
         raise ValueError(f"the {name} peak-opacity image has no measured pixels")
     return arr
+
+
+# --------------------------------------------------------------------------------------------- picture
+
+def render_clearance_png(baseline_peak: np.ndarray, post_peak: np.ndarray, result: dict, *,
+                         titles: tuple[str, str] = ("Baseline", "Post")) -> bytes:
+    """Both peak-opacity images side by side (contrast dark, as a venogram reads) with the findings.
+
+    Beside the vessel, right of the direction of the centreline: a strip coloured by station burden and the
+    defects (red, with their mean burden); left: the named segments (blue, with their burden). Titles carry
+    each run's burden, the banner the clearance, grade and the >= 75% flag: the picture a physician reads.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    base = _check_image(baseline_peak, "baseline")
+    post = _check_image(post_peak, "post")
+    h, w = base.shape
+    fig = Figure(figsize=(12.5, 6.8), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.01, right=0.9, top=0.88, bottom=0.02, wspace=0.03)
+    dx, dy = result.get("shift_px") or (0.0, 0.0)
+    stations = result.get("stations") or []
+    xy = np.array([[st["x"], st["y"]] for st in stations], dtype=float).reshape(-1, 2)
+    frac = np.array([st["frac"] for st in stations], dtype=float)
+    normal = _normals(xy)
+    off = 0.5 * float(result.get("diameter_px") or 8.0) + max(4.0, 0.01 * max(h, w))
+    sc = None
+    for k, (ax, img, key, shift) in enumerate(zip(
+            axes, (base, post), ("burden_baseline_pct", "burden_post_pct"), ((0.0, 0.0), (dx, dy)))):
+        finite = img[np.isfinite(img)]
+        lo = float(np.percentile(finite, 5.0)) if finite.size else 0.0
+        hi = float(np.percentile(finite, 99.7)) if finite.size else 1.0
+        ax.imshow(np.where(np.isfinite(img), img, lo), cmap="gray_r", vmin=lo, vmax=max(hi, lo + 1e-6),
+                  interpolation="antialiased")
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        ax.set_axis_off()
+        p = xy + np.asarray(shift)
+        if len(p):
+            vals = np.array([np.nan if st[key] is None else st[key] for st in stations], dtype=float)
+            strip = p + off * normal
+            sc = ax.scatter(strip[:, 0], strip[:, 1], c=np.clip(np.nan_to_num(vals, nan=0.0), 0, 100), s=7,
+                            cmap="RdYlGn_r", vmin=0, vmax=100, linewidths=0)
+            miss = ~np.isfinite(vals)
+            ax.scatter(strip[miss, 0], strip[miss, 1], s=7, c="#999999", linewidths=0)
+            if k == 0:
+                for d in result.get("defects", []):
+                    _mark_span(ax, p, normal, frac, d["start_frac"], d["end_frac"], off + max(6.0, 0.5 * off),
+                               _fmt_pct(d["mean_burden_pct"]), "#d62728", w)
+            for seg in result.get("segments", []):
+                _mark_span(ax, p, normal, frac, seg["start"], seg["end"], -off, f"{seg['name']} {_fmt_pct(seg.get(key))}",
+                           "#1f77b4", w)
+        title = f"{titles[k]}: burden {_fmt_pct(result.get(key))}"
+        if k == 1:
+            title += f"   (moved {dx:+.1f}, {dy:+.1f} px)"
+        ax.set_title(title, fontsize=11)
+    if sc is not None:
+        cax = fig.add_axes([0.915, 0.2, 0.015, 0.55])
+        fig.colorbar(sc, cax=cax, label="station burden %")
+    clear = result.get("clearance_pct")
+    if clear is None:
+        why = next((n for n in result.get("notes", []) if "burden" in n), "baseline burden too low")
+        head = f"Clearance not measurable: {why}"
+        size = 11
+    else:
+        head = (f"Clearance {clear:.0f}%   grade {result.get('grade')}   "
+                f">=75% removal: {'yes' if result.get('removal_ge_75') else 'no'}")
+        size = 14
+    fig.suptitle(head, fontsize=size, fontweight="bold")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _normals(xy: np.ndarray) -> np.ndarray:
+    if len(xy) < 2:
+        return np.zeros_like(xy)
+    t = np.gradient(xy, axis=0)
+    t /= np.maximum(np.hypot(t[:, 0], t[:, 1]), 1e-9)[:, None]
+    return np.column_stack([-t[:, 1], t[:, 0]])
+
+
+def _fmt_pct(v) -> str:
+    return "n/a" if v is None else f"{v:.0f}%"
+
+
+def _mark_span(ax, p, normal, frac, a, b, off, text, color, width):
+    sel = (frac >= a) & (frac <= b)
+    if sel.sum() < 2:
+        return
+    q = p[sel] + off * normal[sel]
+    ax.plot(q[:, 0], q[:, 1], color=color, lw=2.5, alpha=0.8, solid_capstyle="butt")
+    mid = len(q) // 2
+    label = q[mid] + np.sign(off) * 6.0 * abs(off) / max(abs(off), 1.0) * normal[sel][mid] * 3
+    ax.annotate(text, xy=q[mid], xytext=label, color=color, fontsize=8, fontweight="bold",
+                ha="left" if label[0] >= q[mid][0] else "right", va="center",
+                arrowprops=dict(arrowstyle="-", color=color, lw=0.8),
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec=color, alpha=0.85, lw=0.6))
+
+
+# --------------------------------------------------------------------------------------------- CLI body
+
+def _fail(err, message: str) -> int:
+    err.write(f"cathlab-edge clearance: {message}\n")
+    return 2
+
+
+def _opt_float(value, name: str, positive: bool = True) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {value!r} is not a number") from None
+    if not math.isfinite(v) or (positive and v <= 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return v
+
+
+def summary_text(result: dict) -> str:
+    """The readable (non-JSON) report."""
+    lines = []
+    clear = result["clearance_pct"]
+    lines.append(f"thrombus burden   baseline {_fmt1(result['burden_baseline_pct'])}   "
+                 f"post {_fmt1(result['burden_post_pct'])}")
+    if clear is None:
+        lines.append("clearance         not measurable")
+    else:
+        lines.append(f"clearance         {clear:.1f}%   grade {result['grade']} "
+                     f"(II from {result['grade_thresholds'][0]:g}%, III above {result['grade_thresholds'][1]:g}%)   "
+                     f">=75% removal: {'yes' if result['removal_ge_75'] else 'no'}")
+    dx, dy = result["shift_px"]
+    lines.append(f"registration      post = baseline moved by ({dx:+.1f}, {dy:+.1f}) px, "
+                 f"match {result['registration_score']:.2f}")
+    lines.append(f"vessel            {len(result['stations'])} stations ({result['stations_measured']} measured), "
+                 f"reference diameter {result['diameter_px']:.1f} px")
+    for seg in result["segments"]:
+        c = seg["clearance_pct"]
+        lines.append(f"segment {seg['name']:<10} {seg['start']:.2f}-{seg['end']:.2f}  burden "
+                     f"{_fmt1(seg['burden_baseline_pct'])} -> {_fmt1(seg['burden_post_pct'])}   clearance "
+                     + ("n/a" if c is None else f"{c:.1f}% grade {seg['grade']}"))
+    for d in result["defects"]:
+        lines.append(f"defect            arc {d['start_frac']:.2f}-{d['end_frac']:.2f}, baseline burden "
+                     f"mean {_fmt1(d['mean_burden_pct'])}, peak {_fmt1(d['peak_burden_pct'])}")
+    for note in result["notes"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt1(v) -> str:
+    return "n/a" if v is None else f"{v:.1f}%"
+
+
+def clearance_main(baseline: str, post: str, fps: float | None, intensity: str | None, centerline: str | None,
+                   diameter: float | None, segments: str | None, as_json: bool, image: str | None,
+                   out=sys.stdout, err=sys.stderr) -> int:
+    """``cathlab-edge clearance``: 0 on success, 2 with one line on ``err`` for bad input."""
+    from core.peak import peak_opacity
+    from core.stacks import load_stack
+
+    try:
+        fps_v = _opt_float(fps, "--fps")
+        diameter_v = _opt_float(diameter, "--diameter")
+        if intensity is not None and intensity not in ("lin", "log"):
+            raise ValueError(f"--intensity must be lin or log, got {intensity!r}")
+        line = parse_centerline(centerline) if centerline is not None else None
+        segs = parse_segments(segments)
+        stacks = [load_stack(path, fps=fps_v, intensity=intensity) for path in (baseline, post)]
+        if stacks[0].frames.shape[1:] != stacks[1].frames.shape[1:]:
+            raise ValueError(f"baseline frames are {stacks[0].frames.shape[2]}x{stacks[0].frames.shape[1]} but "
+                             f"post frames are {stacks[1].frames.shape[2]}x{stacks[1].frames.shape[1]}")
+        peaks = [peak_opacity(st) for st in stacks]
+        result = measure_clearance(peaks[0], peaks[1], centerline=line, diameter_px=diameter_v, segments=segs)
+    except ValueError as exc:
+        return _fail(err, str(exc).splitlines()[0] if str(exc) else "invalid input")
+    if image is not None:
+        try:
+            png = render_clearance_png(peaks[0], peaks[1], result)
+            with open(image, "wb") as fh:
+                fh.write(png)
+        except OSError as exc:
+            return _fail(err, f"cannot write --image {image}: {exc.strerror or exc}")
+    if as_json:
+        out.write(json.dumps(result, allow_nan=False) + "\n")
+    else:
+        out.write(summary_text(result))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- live
+
+@dataclass
+class _Run:
+    run_id: str
+    peak: np.ndarray
+    label: str | None
+
+
+@dataclass
+class ClearanceTracker:
+    """Live clearance over a procedure: pure state, no I/O, no threads (the appliance serialises calls).
+
+    Labels: "baseline" starts a new baseline; "intraprocedural" / "completion" / None are measured against
+    the current baseline. With no label, the first run with an opacified vessel becomes the baseline. A run
+    that does not register to the baseline's anatomy (match score below ``min_score``) is kept but not
+    paired. Results are the ``measure_clearance`` dict plus run ids and labels.
+    """
+    min_score: float = 0.35
+    grade_thresholds: tuple[float, float] = DEFAULT_GRADES
+    max_runs: int = 32
+    _runs: dict[str, _Run] = field(default_factory=dict)
+    _order: list[str] = field(default_factory=list)
+    _baseline: str | None = None
+    _centerline: np.ndarray | None = None
+    _diameter: float | None = None
+    _vessel_cache: dict = field(default_factory=dict)
+    _latest: dict | None = None
+    unpaired: int = 0
+
+    def __post_init__(self) -> None:
+        self.grade_thresholds = _check_thresholds(self.grade_thresholds)
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+
+    # -- inputs
+    def add_run(self, run_id: str, peak_opacity: np.ndarray, label: str | None = None) -> dict | None:
+        """Register a finished contrast run; returns its clearance vs the baseline, or None."""
+        run_id = self._check_id(run_id)
+        if run_id in self._runs:
+            raise ValueError(f"run {run_id!r} was already added")
+        _check_label(label)
+        peak = _check_image(peak_opacity, f"run {run_id}").copy()
+        run = _Run(run_id, peak, label)
+        self._runs[run_id] = run
+        self._order.append(run_id)
+        self._forget_old()
+        if label == "baseline" or (self._baseline is None and label is None and self._has_vessel(peak)):
+            self._baseline = run_id
+            self._latest = None
+            return None
+        if self._baseline is None:
+            return None
+        return self._pair(run_id)
+
+    def set_centerline(self, points, diameter_px: float | None) -> None:
+        """Operator's centreline (baseline image coordinates) and reference diameter; None clears them."""
+        if points is None:
+            self._centerline, self._diameter = None, None
+        else:
+            shape = self._runs[self._baseline].peak.shape if self._baseline else None
+            self._centerline = check_centerline(points, shape).copy()
+            if diameter_px is not None and not (isinstance(diameter_px, (int, float)) and
+                                                math.isfinite(diameter_px) and diameter_px >= 1):
+                raise ValueError(f"diameter_px must be a number >= 1, got {diameter_px!r}")
+            self._diameter = None if diameter_px is None else float(diameter_px)
+        self._recompute()
+
+    def relabel(self, run_id: str, label: str | None) -> dict | None:
+        """Change a run's label; the baseline follows the labels. Returns the new latest result."""
+        run_id = self._check_id(run_id)
+        if run_id not in self._runs:
+            raise ValueError(f"unknown run {run_id!r}")
+        _check_label(label)
+        self._runs[run_id].label = label
+        if label == "baseline":
+            self._baseline = run_id
+        elif self._baseline == run_id:
+            # The latest run still labelled baseline takes over; else the first run with a vessel.
+            labelled = [r for r in self._order if self._runs[r].label == "baseline"]
+            auto = [r for r in self._order if self._has_vessel(self._runs[r].peak)]
+            self._baseline = labelled[-1] if labelled else (auto[0] if auto else None)
+        self._recompute()
+        return self._latest
+
+    # -- outputs
+    def latest(self) -> dict | None:
+        return self._latest
+
+    @property
+    def baseline_id(self) -> str | None:
+        return self._baseline
+
+    def render_png(self, result: dict | None = None) -> bytes:
+        """Side-by-side PNG of a result's two runs (default: the latest result)."""
+        result = result if result is not None else self._latest
+        if result is None:
+            raise ValueError("no clearance result to draw yet")
+        try:
+            b = self._runs[result["baseline_run_id"]].peak
+            p = self._runs[result["run_id"]].peak
+        except KeyError:
+            raise ValueError("the runs of this result are no longer kept") from None
+        return render_clearance_png(b, p, result, titles=(f"Baseline {result['baseline_run_id']}",
+                                                          f"{(result.get('label') or 'run').capitalize()} "
+                                                          f"{result['run_id']}"))
+
+    # -- internals
+    @staticmethod
+    def _check_id(run_id) -> str:
+        if not isinstance(run_id, str) or not run_id:
+            raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+        return run_id
+
+    def _has_vessel(self, peak: np.ndarray) -> bool:
+        try:
+            self._vessel(peak, id(peak))
+            return True
+        except ValueError:
+            return False
+
+    def _vessel(self, peak: np.ndarray, key) -> tuple[np.ndarray, float]:
+        if key not in self._vessel_cache:
+            v = find_vessel(peak)
+            self._vessel_cache[key] = (v.centerline, v.diameter_px)
+        return self._vessel_cache[key]
+
+    def _pair(self, run_id: str) -> dict | None:
+        base = self._runs[self._baseline]
+        run = self._runs[run_id]
+        if base.peak.shape != run.peak.shape:
+            self.unpaired += 1
+            return None
+        reg = register(base.peak, run.peak)
+        if reg.score < self.min_score:
+            self.unpaired += 1
+            return None
+        if self._centerline is not None:
+            line, diameter = self._centerline, self._diameter
+        else:
+            try:
+                line, diameter = self._vessel(base.peak, id(base.peak))
+            except ValueError:
+                return None
+        try:
+            result = measure_clearance(base.peak, run.peak, centerline=line, diameter_px=diameter,
+                                       grade_thresholds=self.grade_thresholds, registration=reg)
+        except ValueError:
+            return None
+        result.update(run_id=run_id, baseline_run_id=base.run_id, label=run.label)
+        self._latest = result
+        return result
+
+    def _recompute(self) -> None:
+        self._latest = None
+        if self._baseline is None:
+            return
+        after = self._order[self._order.index(self._baseline) + 1:]
+        for rid in reversed(after):
+            if self._runs[rid].label != "baseline" and self._pair(rid) is not None:
+                return
+
+    def _forget_old(self) -> None:
+        # Bounded memory over a long procedure: drop the oldest runs that are not the baseline.
+        while len(self._order) > self.max_runs:
+            victim = next(r for r in self._order if r != self._baseline)
+            self._order.remove(victim)
+            run = self._runs.pop(victim)
+            self._vessel_cache.pop(id(run.peak), None)
+
+
+def _check_label(label) -> None:
+    if label is not None and label not in LABELS:
+        raise ValueError(f"label must be one of {', '.join(LABELS)} or None, got {label!r}")
