@@ -1,58 +1,252 @@
-"""The per-frame path: frame kernel, then run detection. No threads, no I/O: returns what happened."""
+"""The per-frame path: frame kernel, run detection, run timing. No threads, no I/O: returns what happened.
+
+Per frame: the fused kernel (repeat test; once a run's mask is known also opacity and the peak map) and
+O(ROIs) Python on new pulses only (a coarse sample and the ROI crops, see core.tdc.RunTimer). Fits and the
+automatic ROI run once, at the end of a run.
+"""
 from __future__ import annotations
+
+import logging
+from collections import deque
 
 import numpy as np
 
-from core.kernels import FrameKernel
-from core.runs import NS, RunDetector, RunEvent
+from core.kernels import FrameKernel, build_mask
+from core.runs import NS, Run, RunDetector, RunEvent
 from core.sources import Frame
+from core.tdc import RunTimer, check_roi
+from core.xray import XrayArbiter
+
+log = logging.getLogger("cathlab.pipeline")
+
+PEAK_ALPHA = 0.4            # peak map over an exponential mean of ~4 pulses: noise-robust peak opacity
+DEVICE_EDGE_WINDOW_NS = 2 * NS   # a device XRAY edge this close to the image edge belongs to the same run
+INJECTION_MEMORY = 32       # injections remembered for matching to runs
 
 
 class FramePipeline:
-    """One instance per frame stream. ``process(frame)`` returns the run events the frame completed."""
+    """One instance per frame stream. ``process(frame)`` returns the run events the frame completed.
 
-    def __init__(self, intensity: str, crop: tuple[int, int, int, int] | None = None) -> None:
+    On each ``run_end`` event the Run carries ``summary()``, ``contrast`` and ``peak_opacity``.
+    """
+
+    def __init__(self, intensity: str, crop: tuple[int, int, int, int] | None = None,
+                 rois: list | None = None, keep_frames: bool = True) -> None:
+        if intensity not in ("lin", "log"):
+            raise ValueError(f"intensity must be 'lin' or 'log', got {intensity!r}")
         self.intensity = intensity
         self.crop = crop
         self.kernel: FrameKernel | None = None
         self._geometry: tuple | None = None
         self.runs = RunDetector()
+        self.arbiter = XrayArbiter()
         self.frames = 0
         self.pulses = 0
         self.rejected = 0
         self.last_frame_ns: int | None = None
         self.last_stats = None
+        self.timer: RunTimer | None = None
+        self.keep_frames = keep_frames        # False (offline): no live mask, no peak-opacity image
+        self._rois: list[tuple[int, int, int, int]] | None = None
+        self._pending: deque = deque(maxlen=self.runs._confirm)   # new pulses not yet confirmed as a run
+        self._injections: deque = deque(maxlen=INJECTION_MEMORY)
+        self._device_edges: deque = deque(maxlen=16)              # (on, t_ns)
+        self._recent: deque = deque(maxlen=64)                    # (t_ns, index) of the last frames
+        # Offline only: ``crop_source(frame_indices, roi) -> (P, h, w)`` gives full-resolution crops for
+        # the automatic ROI, which live runs measure on the coarse sample.
+        self.crop_source = None
+        self.set_rois(rois)
 
+    # -- configuration and side inputs ---------------------------------------------------------------
+    def set_rois(self, rois) -> None:
+        """Configured ROIs (x, y, w, h) for the next run; None or [] = place one automatically."""
+        if rois is None:
+            self._rois = None
+            return
+        try:
+            items = list(rois)
+        except TypeError:
+            raise ValueError(f"rois must be a list of (x, y, w, h), got {rois!r}") from None
+        checked = []
+        for roi in items:
+            if self._geometry is not None:
+                checked.append(check_roi(roi, self._geometry[0]))
+            else:
+                checked.append(check_roi(roi, (1 << 30, 1 << 30)))   # shape checked at the first frame
+        self._rois = checked or None
+
+    def xray_signal(self, on: bool, t_ns: int) -> None:
+        """The device's XRAY message: it wins over the image heuristic."""
+        self.arbiter.device(on, int(t_ns))
+        self._device_edges.append((bool(on), int(t_ns)))
+
+    def xray_signal_lost(self, t_ns: int) -> None:
+        """The injector link dropped: its last XRAY state is no longer trusted."""
+        self.arbiter.device_lost(int(t_ns))
+
+    def injection(self, start_ns: int, stop_ns: int | None = None, summary: dict | None = None) -> None:
+        """An injection from the injector: start (STATE injecting / first SAMPLE with flow), later its stop
+        and SUMMARY. Calls with the same ``start_ns`` update one injection."""
+        if not isinstance(start_ns, int) or isinstance(start_ns, bool):
+            raise ValueError(f"start_ns must be an integer monotonic time, got {start_ns!r}")
+        if stop_ns is not None and (not isinstance(stop_ns, int) or stop_ns < start_ns):
+            raise ValueError(f"stop_ns must be an integer time after start_ns, got {stop_ns!r}")
+        if summary is not None and not isinstance(summary, dict):
+            raise ValueError(f"summary must be a dict, got {type(summary).__name__}")
+        for inj in self._injections:
+            if inj["start_ns"] == start_ns:
+                if stop_ns is not None:
+                    inj["stop_ns"] = stop_ns
+                if summary is not None:
+                    inj["summary"] = dict(summary)
+                return
+        self._injections.append({"start_ns": start_ns, "stop_ns": stop_ns,
+                                 "summary": None if summary is None else dict(summary)})
+
+    def alarms(self, now_ns: int | None = None) -> list[dict]:
+        now = now_ns if now_ns is not None else (self.last_frame_ns or 0)
+        return self.arbiter.alarms(now)
+
+    # -- per frame -----------------------------------------------------------------------------------
     def process(self, frame: Frame) -> list[RunEvent]:
         pixels = frame.pixels
-        if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16) or 0 in pixels.shape:
+        if not isinstance(pixels, np.ndarray) or pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16) \
+                or 0 in pixels.shape:
             self.rejected += 1
             raise ValueError(f"frame {frame.index}: expected a 2-D uint8/uint16 image, "
-                             f"got {pixels.dtype} {pixels.shape}")
+                             f"got {getattr(pixels, 'dtype', type(pixels))} {getattr(pixels, 'shape', '')}")
+        if self.last_frame_ns is not None and frame.t_ns < self.last_frame_ns:
+            self.rejected += 1
+            raise ValueError(f"frame {frame.index}: time went backwards ({frame.t_ns} < {self.last_frame_ns})")
         if self._geometry != (pixels.shape, pixels.dtype):
             self._start_kernel(pixels)
         stats = self.kernel.process(pixels, frame.index)
         self.frames += 1
         self.last_frame_ns = frame.t_ns
         self.last_stats = stats
+        self._recent.append((frame.t_ns, frame.index))
         new_pulse = self.frames == 1 or not stats.repeat
         if new_pulse:
             self.pulses += 1
-        return self.runs.feed(frame.t_ns, frame.index, new_pulse)
+            if self.timer is not None:
+                self._add_pulse(pixels, frame.t_ns, frame.index)
+            else:
+                self._pending.append((np.array(pixels), frame.t_ns, frame.index))
+        events = self.runs.feed(frame.t_ns, frame.index, new_pulse)
+        for event in events:
+            self._on_event(event)
+        return events
 
     def close(self, t_ns: int) -> list[RunEvent]:
-        return self.runs.close(t_ns)
+        events = self.runs.close(t_ns)
+        for event in events:
+            self._on_event(event)
+        return events
 
     def _start_kernel(self, pixels: np.ndarray) -> None:
         # A new geometry (grabber mode change) starts afresh: the old mask and peak maps mean nothing now.
+        if self.timer is not None:
+            self.runs.current = None           # the open run cannot continue on another geometry
+            self.timer = None
         crop = self.crop if self.crop is not None else (0, 0, pixels.shape[1], pixels.shape[0])
-        self.kernel = FrameKernel(pixels.shape, pixels.dtype, self.intensity, crop=crop)
+        self.kernel = FrameKernel(pixels.shape, pixels.dtype, self.intensity, crop=crop, log_scale=1.0,
+                                  peak_alpha=PEAK_ALPHA)
         self._geometry = (pixels.shape, pixels.dtype)
+        self._pending.clear()
+        if self._rois is not None:
+            for roi in self._rois:
+                check_roi(roi, pixels.shape)
 
+    def _add_pulse(self, pixels: np.ndarray, t_ns: int, index: int) -> None:
+        if self.timer.add(pixels, t_ns, index) and self.keep_frames:
+            choice, frames = self.timer.mask_frames()
+            if frames:
+                self.kernel.set_mask(build_mask(np.stack(frames)))
+
+    def _on_event(self, event: RunEvent) -> None:
+        run = event.run
+        if event.kind == "run_start":
+            self.arbiter.image(True, event.t_ns)
+            shape, dtype = self._geometry
+            rois = self._rois
+            if rois is not None and any(x + w > shape[1] or y + h > shape[0] for x, y, w, h in rois):
+                log.warning("configured ROIs %s do not fit %s frames; placing one automatically", rois, shape)
+                rois = None
+            self.timer = RunTimer(shape, dtype, self.intensity, rois, keep_frames=self.keep_frames)
+            self.kernel.clear_mask()
+            for pixels, t_ns, index in self._pending:
+                if t_ns >= run.start_ns:
+                    self._add_pulse(pixels, t_ns, index)
+            self._pending.clear()
+            return
+        self.arbiter.image(False, event.t_ns)
+        # The last pulse stays on screen until the exposure's end: those frames belong to the run.
+        inside = [i for t, i in self._recent if run.start_ns <= t < run.end_ns]
+        if inside:
+            run.last_frame = max(run.last_frame, max(inside))
+        self._finish(run)
+
+    def _finish(self, run: Run) -> None:
+        timer, self.timer = self.timer, None
+        injection = self._overlapping_injection(run)
+        run.injection = injection
+        run.xray = self._device_xray(run)
+        if timer is not None:
+            try:
+                crops = None
+                if self.crop_source is not None:
+                    def crops(roi, index=list(timer.index)):
+                        return self.crop_source(index, roi)
+                run.timing = timer.finish(run.start_ns, run.pulse_rate,
+                                          None if injection is None else injection["start_ns"], crops)
+            except Exception:  # a timing bug must not take down run logging: log it, keep the run
+                log.exception("run %d: timing analysis failed", run.index)
+                run.timing = None
+        run.timing = run.timing or {}
+        run.timing.pop("curves", None)
+        run.contrast = injection is not None or bool(run.timing.get("contrast_rise"))
+        if run.contrast and self.kernel is not None and self.kernel.has_mask:
+            peak = self.kernel.peak.copy()
+            peak[~np.isfinite(peak)] = np.nan
+            run.peak_opacity = peak
+        if self.kernel is not None:
+            self.kernel.clear_mask()
+
+    def _overlapping_injection(self, run: Run) -> dict | None:
+        end = run.end_ns if run.end_ns is not None else run.pulse_ns[-1]
+        for inj in self._injections:
+            stop = inj["stop_ns"] if inj["stop_ns"] is not None else end
+            if inj["start_ns"] <= end and stop >= run.start_ns:
+                return dict(inj)
+        return None
+
+    def _device_xray(self, run: Run) -> dict:
+        out = {"source": "image"}
+        on = [t for o, t in self._device_edges if o and abs(t - run.start_ns) <= DEVICE_EDGE_WINDOW_NS]
+        off = [t for o, t in self._device_edges if not o and run.end_ns is not None
+               and abs(t - run.end_ns) <= DEVICE_EDGE_WINDOW_NS]
+        if on:
+            out.update(source="device", device_start_ns=on[0])
+        if off:
+            out.update(source="device", device_end_ns=off[-1])
+        if on and off and off[-1] > on[0]:
+            out["device_duration_s"] = (off[-1] - on[0]) / NS
+        return out
+
+    # -- read side -----------------------------------------------------------------------------------
     def current_run(self, now_ns: int) -> dict | None:
         run = self.runs.current
         if run is None:
             return None
-        return {"index": run.index, "started_s_ago": (now_ns - run.start_ns) / NS,
-                "duration_s": run.duration_s(now_ns), "frames": run.frames, "pulses": run.pulses,
-                "pulse_rate": run.pulse_rate}
+        out = {"index": run.index, "started_s_ago": (now_ns - run.start_ns) / NS,
+               "duration_s": run.duration_s(now_ns), "frames": run.frames, "pulses": run.pulses,
+               "pulse_rate": run.pulse_rate, "contrast": False, "injection_delay_s": None, "tdc": None}
+        injection = self._overlapping_injection(run)
+        if injection is not None:
+            out["contrast"] = True
+            out["injection_delay_s"] = (injection["start_ns"] - run.start_ns) / NS
+        timer = self.timer
+        if timer is not None:
+            out["contrast"] = out["contrast"] or timer.mask_ready
+            out["tdc"] = timer.live_curve()
+        return out

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 MIN_PULSE_RATE = 3.75
 NS = 1_000_000_000
 
@@ -20,6 +22,12 @@ class Run:
     first_frame: int = 0
     last_frame: int = 0
     end_ns: int | None = None          # last pulse + one pulse interval (the exposure's end)
+    # Filled in by the pipeline when the run ends (core.pipeline): what the run showed and what overlapped it.
+    contrast: bool = False             # an injection overlapped it or opacity rose in it
+    timing: dict | None = None         # mask and per-ROI curves with arrival / peak / washout (core.tdc)
+    injection: dict | None = None      # the overlapping injection: start / stop ns and the injector summary
+    xray: dict | None = None           # arbitration: source and the device's edges when it reported them
+    peak_opacity: np.ndarray | None = field(default=None, repr=False)   # float32 over the crop, contrast runs
 
     @property
     def pulses(self) -> int:
@@ -39,6 +47,40 @@ class Run:
     def duration_s(self, now_ns: int | None = None) -> float:
         end = self.end_ns if self.end_ns is not None else (now_ns if now_ns is not None else self.pulse_ns[-1])
         return (end - self.start_ns) / NS
+
+    def summary(self) -> dict:
+        """Everything the event log and /api/status record about a finished run (JSON-ready)."""
+        rate = self.pulse_rate
+        out = {"run": self.index, "start_ns": self.start_ns, "end_ns": self.end_ns,
+               "duration_s": round(self.duration_s(), 3), "frames": self.frames, "pulses": self.pulses,
+               "pulse_rate": None if rate is None else round(rate, 2), "contrast": self.contrast,
+               "xray_source": "image"}
+        if self.xray:
+            out["xray_source"] = self.xray.get("source", "image")
+            for key in ("device_start_ns", "device_end_ns"):
+                if self.xray.get(key) is not None:
+                    out[key] = self.xray[key]
+            if self.xray.get("device_duration_s") is not None:
+                out["duration_s"] = round(self.xray["device_duration_s"], 3)
+        inj = self.injection or {}
+        summary = inj.get("summary") or {}
+        start = inj.get("start_ns")
+        out.update({
+            "injection_start_ns": start,
+            "injection_stop_ns": inj.get("stop_ns"),
+            "injection_delay_s": None if start is None else round((start - self.start_ns) / NS, 3),
+            "delivered_volume_ml": summary.get("delivered_volume_ml"),
+            "peak_flow_ml_s": summary.get("peak_flow_ml_s"),
+            "peak_pressure_kpa": summary.get("peak_pressure_kpa"),
+            "injection_duration_ms": summary.get("duration_ms"),
+            "injector_xray_delay_ms": summary.get("xray_delay_ms"),
+        })
+        timing = self.timing or {}
+        out["mask_frames"] = timing.get("mask_frames")
+        out["mask"] = timing.get("mask")
+        out["rois"] = timing.get("rois", [])
+        out["timing_truncated"] = timing.get("truncated", False)
+        return out
 
 
 @dataclass(frozen=True)
