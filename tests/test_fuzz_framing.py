@@ -1,0 +1,110 @@
+"""Fuzzing the framing decoder: damaged streams never raise, never grow the buffer, never cost an intact
+frame after the damage, and the compiled decoder always equals the reference.
+
+The default run is a smoke-sized version. The fuzz run at scale:
+    CATHLAB_FUZZ=1 .venv/bin/python -m pytest tests/test_fuzz_framing.py -q
+(CATHLAB_FUZZ_EXAMPLES sets the hypothesis examples, CATHLAB_FUZZ_STREAMS the seeded random streams.)
+"""
+import os
+import random
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from firmware_bridge.framing import MAX_FRAME, Decoder, RefDecoder, encode_frame
+
+AT_SCALE = os.environ.get("CATHLAB_FUZZ") == "1"
+EXAMPLES = int(os.environ.get("CATHLAB_FUZZ_EXAMPLES", "20000")) if AT_SCALE else 150
+STREAMS = int(os.environ.get("CATHLAB_FUZZ_STREAMS", "200000")) if AT_SCALE else 300
+COUNTERS = ("frames", "crc_errors", "framing_errors", "oversized", "bytes_discarded")
+
+
+def build_stream(rnd: random.Random, n_segments: int):
+    """A stream of valid frames and damage; returns (bytes, packets of frames that must survive)."""
+    out = bytearray()
+    must = []
+    for _ in range(n_segments):
+        op = rnd.random()
+        if op < 0.55:  # an intact frame
+            packet = rnd.randbytes(rnd.randint(8, 252))
+            # It must survive only if it starts right after a delimiter (or at the stream start).
+            if not out or out[-1] == 0:
+                must.append(packet)
+            out += encode_frame(packet)
+        elif op < 0.65:  # garbage
+            out += rnd.randbytes(rnd.randint(1, 400))
+        elif op < 0.75:  # a frame with bit flips
+            f = bytearray(encode_frame(rnd.randbytes(rnd.randint(8, 252))))
+            for _ in range(rnd.randint(1, 4)):
+                f[rnd.randrange(len(f))] ^= 1 << rnd.randrange(8)
+            out += f
+        elif op < 0.85:  # a truncated frame (delimiter lost with it)
+            f = encode_frame(rnd.randbytes(rnd.randint(8, 252)))
+            out += f[: rnd.randrange(len(f) - 1)]
+        elif op < 0.92:  # an oversized run without delimiter
+            out += bytes(b or 1 for b in rnd.randbytes(rnd.randint(256, 2000)))
+        else:  # a missing delimiter: two frames glued
+            a = encode_frame(rnd.randbytes(rnd.randint(8, 120)))[:-1]
+            out += a + encode_frame(rnd.randbytes(rnd.randint(8, 120)))
+    return bytes(out), must
+
+
+def chunks(data: bytes, rnd: random.Random):
+    mode = rnd.randrange(3)
+    if mode == 0:
+        return [data]
+    if mode == 1:
+        return [data[i:i + 1] for i in range(len(data))]
+    out, i = [], 0
+    while i < len(data):
+        n = rnd.randint(1, 300)
+        out.append(data[i:i + n])
+        i += n
+    return out
+
+
+def is_subsequence(needles, haystack):
+    it = iter(haystack)
+    return all(any(n == h for h in it) for n in needles)
+
+
+def run_one(rnd: random.Random, with_reference: bool):
+    data, must = build_stream(rnd, rnd.randint(1, 12))
+    pieces = chunks(data, rnd)
+    d = Decoder()
+    got = []
+    for p in pieces:
+        got += d.feed(p)  # must never raise
+        assert d.pending <= MAX_FRAME
+    assert is_subsequence(must, got), "an intact frame after the damage was lost"
+    if with_reference:
+        r = RefDecoder()
+        ref = [x for p in pieces for x in r.feed(p)]
+        assert ref == got
+        assert all(getattr(d, k) == getattr(r, k) for k in COUNTERS)
+    return len(data)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.randoms(use_true_random=False))
+def test_damaged_streams_hypothesis(rnd):
+    run_one(rnd, with_reference=True)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=3000), st.integers(1, 64))
+def test_raw_bytes_hypothesis(data, step):
+    d, r = Decoder(), RefDecoder()
+    for i in range(0, len(data), step):
+        assert d.feed(data[i:i + step]) == r.feed(data[i:i + step])
+        assert d.pending <= MAX_FRAME
+    assert all(getattr(d, k) == getattr(r, k) for k in COUNTERS)
+
+
+def test_seeded_random_streams():
+    rnd = random.Random(20261126)
+    total = 0
+    for k in range(STREAMS):
+        total += run_one(rnd, with_reference=(k % 20 == 0))
+    if AT_SCALE:
+        print(f"\nfuzz: {STREAMS} random damaged streams ({total / 1e6:.1f} MB), "
+              f"{EXAMPLES} x 2 hypothesis examples")
