@@ -7,7 +7,6 @@ the histogram, the LUT and the running peak see realistic value and update patte
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 N_FRAMES = 24  # distinct frames per sequence, cycled as one run each
 
@@ -39,8 +38,3 @@ def synthetic_run(shape, dtype, n_frames=N_FRAMES, seed=0):
             clean = mask - 70.0 * iodine[k] * vessel
             frames[k] = np.clip(clean + rng.standard_normal((h, w), dtype=np.float32) * 3.0, 0, 255)
     return mask, frames
-
-
-@pytest.fixture(scope="session")
-def run_cache():
-    return {}
