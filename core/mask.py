@@ -7,8 +7,10 @@ Real runs break the textbook "first frame is the mask":
 - automatic brightness control (ABC) is still settling over the first pulses: every pixel's log value moves
   by the same amount, so each pulse's median shift over the field is measured and removed, and pulses
   whose exposure is still moving are not used as mask;
-- the patient or the table moves: a pulse that differs from its predecessor over most of the field (far
-  beyond quantum noise) starts a new still segment, and the mask comes from the segment the bolus is seen in;
+- the patient or the table moves: each pulse's global shift against the still segment's first pulse is
+  estimated by least squares on the image gradient (bone edges carry it; a smooth field barely changes
+  when it moves, and then it does not matter); a significant shift starts a new still segment, and the
+  mask comes from the segment the bolus is seen in;
 - contrast already in frame 0 (a previous injection washing out): onset is a *rise* of opacity against the
   segment's first pulses, which washout (a fall) never triggers; the mask is the last still, settled pulses
   before the rise, where the residual is lowest.
@@ -28,7 +30,8 @@ VALID_PULSES = 8            # pulses that decide which pixels carry image (text 
 CELL = 3                    # noise is judged on CELL x CELL blocks of the coarse sample
 ONSET_SIGMA = 6.0           # contrast onset: the top cells rise this many noise sd above the reference
 ONSET_TOP_FRACTION = 0.003  # ... where "top cells" is this fraction of the field (at least 3 cells)
-MOTION_FACTOR = 4.0         # a pulse-to-pulse change this many times the typical one is motion
+MOTION_SIGMA = 6.0          # motion: a global shift this many standard errors from zero ...
+MOTION_MIN_CELLS = 0.15     # ... and at least this large (in cells), against the segment's first pulse
 SETTLE_FRACTION = 0.05      # ABC settled once the exposure step is < 5% of the first step
 MEDIAN_SUBSET = 8192        # the exposure shift is a median over this many field pixels at most
 
@@ -139,9 +142,8 @@ class OnsetWatcher:
             return
         step = float(np.median(np.abs(c - self._prev)))
         self._prev = c
-        typical = float(np.median(self._steps)) if len(self._steps) >= 2 else None
         self._steps.append(step)
-        moved = typical is not None and step > MOTION_FACTOR * max(typical, 1e-12)
+        moved = self.settled is not None and self._moved(c)
         if moved:
             self.motion.append(k)
         if self.settled is None:
@@ -176,6 +178,32 @@ class OnsetWatcher:
         self.segment = k
         self._seg_cells = [c]
         self._pending = None
+        # Gradient of the segment's first pulse over the cell grid, for the shift estimate.
+        grid = np.zeros((self._ch, self._cw), dtype=np.float64)
+        grid[self._usable] = c
+        gy, gx = np.gradient(grid)
+        ok = self._usable.copy()
+        ok[1:, :] &= self._usable[:-1, :]
+        ok[:-1, :] &= self._usable[1:, :]
+        ok[:, 1:] &= self._usable[:, :-1]
+        ok[:, :-1] &= self._usable[:, 1:]
+        sel = ok[self._usable]                     # cells whose gradient uses usable neighbours only
+        G = np.column_stack([gx[self._usable][sel], gy[self._usable][sel]])
+        GtG = G.T @ G
+        self._shift = None
+        if sel.sum() >= 8 and np.linalg.det(GtG) > 0:
+            self._shift = (sel, G, np.linalg.inv(GtG), c.astype(np.float64))
+
+    def _moved(self, c: np.ndarray) -> bool:
+        """Least-squares global shift (cells) of ``c`` against the segment's first pulse: c - ref = -G d."""
+        if getattr(self, "_shift", None) is None or len(self._steps) < 2:
+            return False
+        sel, G, inv, ref = self._shift
+        diff = (c.astype(np.float64) - ref)[sel]
+        d = -inv @ (G.T @ diff)
+        se = self._sd() * np.sqrt(2.0) * np.sqrt(np.diag(inv))    # the difference holds two noises
+        z = np.abs(d) / np.maximum(se, 1e-12)
+        return bool(np.max(z) > MOTION_SIGMA and np.hypot(*d) > MOTION_MIN_CELLS)
 
     def _sd(self) -> float:
         # Cell noise sd: a pulse-to-pulse step holds two noises; the median of |N(0, 2 sd^2)| is 0.954 sd.
