@@ -7,15 +7,20 @@
 Values are decimal integers; text is a literal token (printable ASCII, no space or '=') or ``x:`` plus the
 hex of its UTF-8 bytes. ``expect`` is the complete wire frame (COBS, delimiter included). The file is
 generated from ``EXAMPLES`` (``python -m firmware_bridge.vectors > firmware_bridge/c/vectors.txt``) and a
-test keeps it equal; the C test then has to reproduce every frame byte for byte.
+test keeps it equal; the C test then has to reproduce every frame byte for byte. The annotated hex dumps
+in docs/serial-protocol.md come from the same examples (``python -m firmware_bridge.vectors --doc
+docs/serial-protocol.md`` refreshes them; a test fails when they are stale).
 """
 from __future__ import annotations
 
+import re
+import struct
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .messages import (MESSAGE_CLASSES, Ack, Fault, Heartbeat, Hello, Message, MsgType, Sample, State,
+from .framing import crc16
+from .messages import (_FORMATS, MESSAGE_CLASSES, Ack, Fault, Heartbeat, Hello, Message, MsgType, Sample, State,
                        Summary, TimeReq, TimeResp, Xray)
 
 VECTORS_PATH = Path(__file__).parent / "c" / "vectors.txt"
@@ -104,5 +109,66 @@ def load(path: Path = VECTORS_PATH) -> list[tuple[str, Message, bytes]]:
     return out
 
 
+
+
+def doc_block(msg: Message) -> str:
+    """Annotated hex dump of one message for docs/serial-protocol.md (a test keeps the doc equal to it)."""
+    packet = msg.pack()
+    rows = [(0, packet[0:1], "version = 1"), (1, packet[1:2], f"type = 0x{msg.TYPE:02X} {msg.TYPE.name}"),
+            (2, packet[2:4], f"seq = {msg.seq}"), (4, packet[4:8], f"device_ms = {msg.device_ms}")]
+    pos = 8
+    for name, kind in msg.KINDS.items():
+        value = getattr(msg, name)
+        if kind in _FORMATS:
+            size = struct.calcsize("<" + _FORMATS[kind][0])
+            note = f"{name} = {value}"
+        elif kind.startswith("char["):
+            size = int(kind[5:-1])
+            note = f"{name} = {value!r} (NUL-padded)"
+        else:
+            size = len(value.encode("utf-8"))
+            note = f"{name} = {value!r} ({size} bytes UTF-8, no terminator)"
+        rows.append((pos, packet[pos:pos + size], note))
+        pos += size
+    crc = crc16(packet)
+    rows.append((pos, crc.to_bytes(2, "little"), f"crc = 0x{crc:04X} (little-endian)"))
+    lines = [f"{msg.TYPE.name} 0x{msg.TYPE:02X}: {len(packet) + 2} bytes before COBS"]
+    for off, raw, note in rows:
+        hexes = raw.hex(" ")
+        chunks = [hexes[i:i + 48].strip() for i in range(0, len(hexes), 48)] or [""]
+        lines.append(f"  {off:>3}  {chunks[0]:<47}  {note}")
+        lines += [f"       {c}" for c in chunks[1:]]
+    wire = msg.encode()
+    lines.append(f"wire: {len(wire)} bytes (COBS, then the 0x00 delimiter)")
+    lines += ["  " + wire[i:i + 16].hex(" ") for i in range(0, len(wire), 16)]
+    return "\n".join(lines)
+
+
+_DOC_BLOCK = re.compile(r"<!-- vector: (\S+) -->\n```\n(.*?)\n```", re.S)
+
+
+def doc_blocks(text: str) -> dict[str, str]:
+    """The hex dumps of a protocol document, by vector name."""
+    return {m.group(1): m.group(2) for m in _DOC_BLOCK.finditer(text)}
+
+
+def update_doc(text: str) -> str:
+    """The document with every ``<!-- vector: NAME -->`` block regenerated from EXAMPLES."""
+    examples = dict(EXAMPLES)
+
+    def repl(m: re.Match) -> str:
+        if m.group(1) not in examples:
+            raise ValueError(f"the document names an unknown vector {m.group(1)!r}")
+        return f"<!-- vector: {m.group(1)} -->\n```\n{doc_block(examples[m.group(1)])}\n```"
+
+    return _DOC_BLOCK.sub(repl, text)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(format_file())
+    # python -m firmware_bridge.vectors                 -> vectors.txt on stdout
+    # python -m firmware_bridge.vectors --doc PATH      -> refresh the hex dumps in the document
+    if sys.argv[1:2] == ["--doc"]:
+        path = Path(sys.argv[2])
+        path.write_text(update_doc(path.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        sys.stdout.write(format_file())

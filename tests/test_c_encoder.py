@@ -80,3 +80,25 @@ def test_encoder_compiles_freestanding(tmp_path):
                           "-o", str(tmp_path / "enc.o"), str(C_DIR / "cathlab_encoder.c")],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+DOC = Path(vectors.__file__).resolve().parents[1] / "docs" / "serial-protocol.md"
+
+
+def test_protocol_document_hex_dumps_match_the_encoder():
+    text = DOC.read_text(encoding="utf-8")
+    blocks = vectors.doc_blocks(text)
+    assert set(blocks) == {n for n, _ in vectors.EXAMPLES}, "every example appears in the document once"
+    for name, msg in vectors.EXAMPLES:
+        assert blocks[name] == vectors.doc_block(msg), \
+            f"{name}: stale hex dump; run python -m firmware_bridge.vectors --doc docs/serial-protocol.md"
+        wire = bytes.fromhex("".join(blocks[name].split("COBS, then the 0x00 delimiter)")[1].split()))
+        assert wire == msg.encode()
+
+
+def test_protocol_document_covers_every_message_type():
+    from firmware_bridge.messages import MsgType
+    text = DOC.read_text(encoding="utf-8")
+    for t in MsgType:
+        assert f"0x{t:02X} {t.name}" in text or f"| 0x{t:02X} | {t.name} |" in text, t.name
+    assert "0x29B1" in text and "little-endian" in text
