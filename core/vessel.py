@@ -26,6 +26,7 @@ __all__ = [
 
 VESSEL_THRESHOLD = 0.3       # fraction of the bright-end opacity that counts as vessel (coarse mask)
 GRID_TARGET = 160            # coarse grid side for the path search
+MIN_SNR = 8.0                # bright end of the coarse opacity vs its noise, for "there is a vessel"
 MIN_VESSEL_PX = 30           # a path shorter than this is not a vessel
 
 
@@ -267,6 +268,12 @@ def _coarse_path(fg: np.ndarray) -> tuple[np.ndarray, int]:
     top = float(np.percentile(g, 99.5))
     if top <= 0:
         raise ValueError("no opacified vessel found in the peak-opacity image")
+    # A vessel stands out of the noise; the bright end of pure noise does not (robust sd on the coarse grid).
+    sample = g.ravel()[:: max(1, g.size // 65536)]
+    med = float(np.median(sample))
+    sd = 1.4826 * float(np.median(np.abs(sample - med)))
+    if top - med < MIN_SNR * max(sd, 1e-12):
+        raise ValueError(f"no opacified vessel found (bright end {top - med:.3g} is within {MIN_SNR:g} noise sd)")
     mask = g > VESSEL_THRESHOLD * top
     start = np.unravel_index(int(np.argmax(np.where(mask, g, -np.inf))), g.shape)
     ones = np.ones_like(g)
