@@ -159,6 +159,12 @@ cdef inline void _peak_row(const float* o, float* pk, int32_t* ix, float* sm, Py
     _peak_chunk(s, pk, ix, w, index)
 
 
+cdef int _same_shape(Py_ssize_t* shape, Py_ssize_t h, Py_ssize_t w, str name) except -1:
+    if shape[0] != h or shape[1] != w:
+        raise ValueError(f"{name} shape ({shape[0]}, {shape[1]}) does not match the frame's ({h}, {w})")
+    return 0
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.initializedcheck(False)
@@ -193,6 +199,28 @@ def frame_pass(const pix_t[:, :] frame, pix_t[:, ::1] prev, bint has_prev,
     cdef int64_t mad = 0, clipped = 0
     cdef double total = 0.0
     cdef const pix_t* f
+
+    # Last line of defence for direct callers (core.kernels validates first): a wrong buffer here
+    # would be an out-of-bounds write, so the cheap checks stay even with boundscheck off.
+    if h < 1 or w < 1:
+        raise ValueError(f"empty frame ({h}, {w})")
+    _same_shape(prev.shape, h, w, "prev")
+    _same_shape(peak.shape, h, w, "peak")
+    _same_shape(peak_index.shape, h, w, "peak_index")
+    if has_mask:
+        _same_shape(mask_term.shape, h, w, "mask_term")
+    if smooth is not None:
+        _same_shape(smooth.shape, h, w, "smooth")
+    if opacity is not None:
+        _same_shape(opacity.shape, h, w, "opacity")
+    if lut.shape[0] != 1 << (8 * sizeof(pix_t)) or bins.shape[0] != lut.shape[0]:
+        raise ValueError(f"lut and bins must cover every pixel value ({1 << (8 * sizeof(pix_t))}), "
+                         f"got {lut.shape[0]} and {bins.shape[0]}")
+    if hist.shape[0] != 256 or roi_sums.shape[0] != nroi or (nroi > 0 and rois.shape[1] != 4):
+        raise ValueError("hist must have 256 bins, rois shape (n, 4) and roi_sums n entries")
+    for r in range(nroi):
+        if not (0 <= rois[r, 0] < rois[r, 2] <= w and 0 <= rois[r, 1] < rois[r, 3] <= h):
+            raise ValueError(f"roi {r} {tuple(rois[r])} is not a non-empty rectangle inside ({h}, {w})")
 
     if has_mask:
         m = &mask_term[0, 0]
@@ -251,8 +279,12 @@ def mask_mean(const pix_t[:, :, :] frames, float[:, ::1] out):
     (core.kernels_ref.mask_mean).
     """
     cdef Py_ssize_t n = frames.shape[0], h = frames.shape[1], w = frames.shape[2], i, y, x
-    cdef uint64_t* acc = <uint64_t*>calloc(h * w, sizeof(uint64_t))
+    cdef uint64_t* acc
     cdef double dn = <double>n
+    if n < 1 or h < 1 or w < 1 or out.shape[0] != h or out.shape[1] != w:
+        raise ValueError(f"need at least one non-empty frame and out of shape ({h}, {w}), "
+                         f"got frames ({n}, {h}, {w}) and out ({out.shape[0]}, {out.shape[1]})")
+    acc = <uint64_t*>calloc(h * w, sizeof(uint64_t))
     if acc == NULL:
         raise MemoryError()
     try:

@@ -476,3 +476,51 @@ def test_set_mask_rejects_bad_masks(mask, match):
     with pytest.raises(ValueError, match=match):
         k.set_mask(mask)
     assert not k.has_mask
+
+
+def _raw_args(h=4, w=5):
+    k = FrameKernel((h, w), np.uint8, "log", rois=[(0, 0, 2, 2)])
+    k.set_mask(np.zeros((h, w), np.float32))
+    return dict(frame=np.zeros((h, w), np.uint8), prev=k._prev, has_prev=True, mask_term=k._mask_term,
+                lut=k._lut, bins=k._bins, vmax=k._vmax, rois=k._rois, roi_sums=k._roi_sums,
+                hist=k.hist, peak=k.peak, peak_index=k.peak_index, smooth=None, opacity=None,
+                index=0, alpha=1.0, peak_first=True, skip_repeat=False)
+
+
+@pytest.mark.parametrize("change", [
+    dict(prev=np.zeros((4, 6), np.uint8)),
+    dict(peak=np.zeros((3, 5), np.float32)),
+    dict(peak_index=np.zeros((4, 4), np.int32)),
+    dict(mask_term=np.zeros((5, 5), np.float32)),
+    dict(opacity=np.zeros((1, 1), np.float32)),
+    dict(smooth=np.zeros((4, 1), np.float32)),
+    dict(lut=np.zeros(255, np.float32)),
+    dict(bins=np.zeros(65536, np.uint8)),
+    dict(hist=np.zeros(255, np.int64)),
+    dict(roi_sums=np.zeros(2)),
+    dict(rois=np.array([[0, 0, 6, 2]], np.int32)),
+    dict(rois=np.array([[1, 0, 1, 2]], np.int32)),
+    dict(rois=np.array([[0, -1, 2, 2]], np.int32)),
+])
+def test_compiled_pass_guards_its_buffers(change):
+    """The kernel is private (FrameKernel validates first) but must never write out of bounds."""
+    args = _raw_args()
+    args.update(change)
+    with pytest.raises(ValueError):
+        ext._frames.frame_pass(**args)
+
+
+def test_compiled_pass_raw_call_matches_reference():
+    a, b = _raw_args(), _raw_args()
+    frame = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    a["frame"] = b["frame"] = frame
+    assert ext._frames.frame_pass(**a) == kernels_ref.frame_pass(**b)
+    for key in ("prev", "hist", "peak", "peak_index", "roi_sums"):
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_compiled_mask_mean_guards_its_buffers():
+    with pytest.raises(ValueError):
+        ext._frames.mask_mean(np.zeros((2, 3, 4), np.uint8), np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError):
+        ext._frames.mask_mean(np.zeros((0, 3, 4), np.uint8), np.zeros((3, 4), np.float32))
