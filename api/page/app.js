@@ -60,12 +60,12 @@ function renderContrast(t) {
       (num(t.weight_kg) ? ` · ${fmt(t.weight_kg, 0)} kg, creatinine ${fmt(t.creatinine_mg_dl, 2)} mg/dl` : ""));
 }
 
-// A curve is a list of [t, value] pairs; the run may carry one ("tdc") or several ("curves", "rois[].tdc").
+// A curve is a list of [t, value] pairs. The live run carries its first ROI's growing curve as
+// tdc = {roi, auto, curve}; a finished run's rois[] each carry theirs.
 function curvesOf(run) {
   if (!run) return [];
-  if (Array.isArray(run.curves)) return run.curves.filter(Array.isArray);
-  if (Array.isArray(run.tdc)) return [run.tdc];
-  if (Array.isArray(run.rois)) return run.rois.map((r) => r && (r.tdc || r.curve)).filter(Array.isArray);
+  if (run.tdc && Array.isArray(run.tdc.curve)) return [run.tdc.curve];
+  if (Array.isArray(run.rois)) return run.rois.map((r) => r && (r.curve || r.tdc)).filter(Array.isArray);
   return [];
 }
 

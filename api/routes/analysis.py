@@ -7,19 +7,20 @@ from fastapi.responses import Response
 
 from api.auth import UNAUTHORIZED, TokenDep
 from api.routes.deps import ApplianceDep
-from api.routes.models import Centerline, Message, Rois
+from api.routes.models import Centerline, Message, Rois, UNPARSABLE
 
 router = APIRouter(prefix="/api", tags=["analysis"])
 
 
-@router.put("/rois", response_model=Rois, dependencies=[TokenDep], responses=UNAUTHORIZED,
+@router.put("/rois", response_model=Rois, dependencies=[TokenDep], responses={**UNAUTHORIZED, **UNPARSABLE},
             summary="Set the regions of interest for time-density curves (null: placed automatically)")
 def set_rois(appliance: ApplianceDep, body: Annotated[Rois, Body()]) -> Rois:
     appliance.set_rois(None if body.rois is None else [tuple(r) for r in body.rois])
     return body
 
 
-@router.put("/centerline", response_model=Centerline, dependencies=[TokenDep], responses=UNAUTHORIZED,
+@router.put("/centerline", response_model=Centerline, dependencies=[TokenDep],
+            responses={**UNAUTHORIZED, **UNPARSABLE},
             summary="Set the vessel centreline and reference diameter for clearance (null: found automatically)")
 def set_centerline(appliance: ApplianceDep, body: Annotated[Centerline, Body()]) -> Centerline:
     points = None if body.points is None else [tuple(p) for p in body.points]

@@ -28,6 +28,10 @@ class Message(BaseModel):
     detail: str = Field(description="What went wrong, for a person")
 
 
+# FastAPI reads a body before any dependency runs: one that is not even text is a 400, token or not.
+UNPARSABLE = {400: {"model": Message, "description": "The body could not be read (not UTF-8 text)"}}
+
+
 # -- status ----------------------------------------------------------------------------------------------
 class Injector(_Open):
     link: Literal["up", "silent", "down"] = Field(description="Serial link: up, silent (no packet for 3 s) or down")

@@ -6,7 +6,8 @@ from fastapi.exceptions import HTTPException
 
 from api.auth import UNAUTHORIZED, TokenDep
 from api.routes.deps import ApplianceDep
-from api.routes.models import ID_PATTERN, Message, Patient, Procedure, ProcedureList, ProcedureStart
+from api.routes.models import (ID_PATTERN, Message, Patient,
+                               Procedure, ProcedureList, ProcedureStart, UNPARSABLE)
 
 router = APIRouter(prefix="/api/procedures", tags=["procedures"])
 ProcedureIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="Procedure id")]
@@ -29,7 +30,7 @@ def get_procedure(appliance: ApplianceDep, procedure_id: ProcedureIdPath) -> dic
 
 
 @router.post("", response_model=Procedure, status_code=201, dependencies=[TokenDep],
-             responses={**UNAUTHORIZED, 409: {"model": Message, "description": "A procedure is already open"}},
+             responses={**UNAUTHORIZED, **UNPARSABLE, 409: {"model": Message, "description": "A procedure is already open"}},
              summary="Start a procedure")
 def start_procedure(appliance: ApplianceDep, body: Annotated[ProcedureStart, Body()] = ProcedureStart()) -> dict:
     current = appliance.status()["procedure"]
@@ -47,7 +48,7 @@ def end_procedure(appliance: ApplianceDep) -> dict:
     return proc
 
 
-@router.put("/current/patient", dependencies=[TokenDep], responses={**UNAUTHORIZED, **NO_OPEN},
+@router.put("/current/patient", dependencies=[TokenDep], responses={**UNAUTHORIZED, **NO_OPEN, **UNPARSABLE},
             summary="Set weight and creatinine of the open procedure (they set its contrast limit)")
 def set_patient(appliance: ApplianceDep, body: Annotated[Patient, Body()]) -> dict:
     if appliance.status()["procedure"] is None:

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from api.auth import UNAUTHORIZED, TokenDep
 from api.routes.deps import ApplianceDep
-from api.routes.models import ID_PATTERN, Message, Run, RunLabel, RunLabelled, RunList
+from api.routes.models import ID_PATTERN, Message, Run, RunLabel, RunLabelled, RunList, UNPARSABLE
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 RunIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="Run id, as listed by `GET /api/runs`")]
@@ -40,7 +40,7 @@ def run_image(appliance: ApplianceDep, run_id: RunIdPath) -> Response:
 
 
 @router.put("/{run_id}/label", response_model=RunLabelled, dependencies=[TokenDep],
-            responses={**UNAUTHORIZED, **NOT_FOUND}, summary="Label a run baseline, intraprocedural or completion")
+            responses={**UNAUTHORIZED, **NOT_FOUND, **UNPARSABLE}, summary="Label a run baseline, intraprocedural or completion")
 def label_run(appliance: ApplianceDep, run_id: RunIdPath, body: Annotated[RunLabel, Body()]) -> dict:
     appliance.label_run(run_id, body.label)
     return {"run_id": run_id, "label": body.label}

@@ -1,0 +1,111 @@
+"""The status page in real headless Chromium (Debian's chromium via Playwright), against `cathlab-edge run` on
+its simulators: it loads, live values follow the simulators within 1 s, STALE appears when the server stops.
+Screenshots are kept in test-artifacts/ (gitignored) for people to look at.
+
+Chromium is a requirement of this test, not an option: without it the test fails with what to install.
+"""
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_api_stream import ROOT, start_server, stop_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+
+# Records, in the page, the wall-clock time at which an element's text first satisfied a condition.
+WATCH = """([id, pattern]) => {
+  const el = document.getElementById(id), re = new RegExp(pattern);
+  window.__seen = window.__seen || {};
+  const check = () => { if (!(id in window.__seen) && re.test(el.textContent)) window.__seen[id] = Date.now(); };
+  new MutationObserver(check).observe(el, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the browser test needs Playwright's Python API: .venv/bin/pip install playwright "
+                    "(no browser download: it drives Debian's chromium)")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: the browser test needs Debian's chromium "
+                    "(apt-get update && apt-get install -y chromium)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def mono_to_wall_ms(t_mono_ns: int) -> float:
+    """CLOCK_MONOTONIC is system-wide: the appliance's event times map to this process's wall clock."""
+    return (time.time_ns() - time.monotonic_ns() + t_mono_ns) / 1e6
+
+
+def first_event(url: str, kind: str, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        events = httpx.get(url + "/api/events", params={"limit": 1000}).json()["events"]
+        for e in events:
+            if e["kind"] == kind:
+                return e
+        time.sleep(0.1)
+    raise AssertionError(f"no {kind} event in {seconds} s")
+
+
+def test_status_page_live_and_stale(browser, tmp_path):
+    proc, url = start_server(tmp_path / "data")
+    try:
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(url + "/")
+        assert page.title() == "cathlab-edge status"
+        page.wait_for_function("document.getElementById('conn').textContent === 'LIVE'", timeout=3000)
+        assert page.text_content("#link") == "UP"
+        assert "SIM-INJECTOR" in page.text_content("#device")
+
+        # The scripted procedure: X-ray on at 8 s, injection (5 ml/s) from 9 s; the page must follow within 1 s
+        # of the moment the simulators changed it (first frame of the run, first sample with flow).
+        page.wait_for_function("document.getElementById('xray').textContent === 'OFF'", timeout=10000)
+        page.evaluate(WATCH, ["xray", "^X-RAY ON$"])
+        page.evaluate(WATCH, ["flow", "^[1-9]"])
+        page.wait_for_function("window.__seen && 'xray' in window.__seen", timeout=15000)
+        page.wait_for_function("'flow' in window.__seen", timeout=15000)
+        seen = page.evaluate("window.__seen")
+
+        # The run the page saw begin: the last one that began before the page showed it.
+        starts = [mono_to_wall_ms(e["t_mono_ns"]) for e in
+                  httpx.get(url + "/api/events", params={"limit": 1000}).json()["events"] if e["kind"] == "xray_on"]
+        xray_on = max(t for t in starts if t <= seen["xray"])
+        injection = mono_to_wall_ms(first_event(url, "injection_start", 3)["t_mono_ns"])
+        assert 0 <= seen["xray"] - xray_on < 1000, f"X-ray ON shown {seen['xray'] - xray_on:.0f} ms after the run began"
+        assert 0 <= seen["flow"] - injection < 1000, f"flow shown {seen['flow'] - injection:.0f} ms after injection began"
+
+        # The run timer counts while X-ray is on.
+        t1 = float(page.text_content("#run-timer"))
+        time.sleep(0.6)
+        assert float(page.text_content("#run-timer")) > t1
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "status-page.png"))
+
+        assert not errors, errors  # before the stop: afterwards reconnect attempts log refused connections
+        # Stop the server: STALE must cover the page within 5 s.
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        page.wait_for_selector("#stale", state="visible", timeout=5000)
+        shown = time.monotonic() - stopped
+        assert shown < 5.0
+        assert page.text_content("#conn") == "STALE"
+        page.screenshot(path=str(ARTIFACTS / "status-page-stale.png"))
+        proc.wait(timeout=5)
+    finally:
+        stop_server(proc)
+
