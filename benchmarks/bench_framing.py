@@ -5,9 +5,8 @@ should take well under 1% of one core at line rate, the whole chain (decode, par
 """
 import random
 
-import pytest
 
-from firmware_bridge.framing import Decoder, RefDecoder, encode_frame
+from firmware_bridge.framing import Decoder, RefDecoder
 from firmware_bridge.link import Link
 from firmware_bridge.messages import Sample
 from firmware_bridge.simulator import InjectorDevice

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import serial
 
-import firmware_bridge  # noqa: F401  registers injsim://
 from .link import Link, PacketInfo
 from .messages import (CAP_SAMPLES, CAP_TIME_SYNC, CAP_XRAY, PROTOCOL_VERSION, RELIABLE_TYPES, Hello,
                        Heartbeat, InjectorState, Sample, State, TimeResp, Xray)

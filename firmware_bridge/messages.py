@@ -8,7 +8,7 @@ version-1 receiver must not accept.
 from __future__ import annotations
 
 import struct
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from enum import IntEnum
 from typing import ClassVar
 

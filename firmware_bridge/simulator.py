@@ -11,7 +11,6 @@ URL; ``protocol_injsim`` plays it as a pyserial URL handler.
 """
 from __future__ import annotations
 
-import heapq
 import math
 import os
 import random
@@ -20,7 +19,7 @@ import socket
 import sys
 import time
 import tty
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import count
 from typing import Iterator
 from urllib.parse import urlsplit

@@ -14,7 +14,6 @@ from typing import Callable
 
 import serial
 
-import firmware_bridge  # noqa: F401  registers the injsim:// handler
 
 log = logging.getLogger(__name__)
 

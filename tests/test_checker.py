@@ -7,7 +7,7 @@ import pytest
 
 from firmware_bridge.checker import StreamCheck, check_main
 from firmware_bridge.framing import encode_frame
-from firmware_bridge.messages import (Ack, Fault, Heartbeat, Hello, Sample, State, Summary, TimeReq, TimeResp,
+from firmware_bridge.messages import (Ack, Heartbeat, Hello, Sample, State, Summary, TimeReq, TimeResp,
                                       Xray, parse)
 from firmware_bridge.framing import Decoder
 

@@ -7,7 +7,6 @@ import time
 import pytest
 import serial
 
-import firmware_bridge  # noqa: F401  (registers injsim://)
 from firmware_bridge.checker import check_main
 from firmware_bridge.link import Link
 from firmware_bridge.messages import (Fault, Hello, InjectorState, Sample, State, Summary, TimeReq, TimeResp,
