@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import serial
 
@@ -18,6 +18,14 @@ import serial
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 0.05  # also the tick period of the caller's on_idle
+
+
+def backoff(d_min: float, d_max: float) -> Iterator[float]:
+    """Reconnect delays: d_min, then d = min(2 d, d_max) forever."""
+    d = d_min
+    while True:
+        yield d
+        d = min(2 * d, d_max)
 
 
 class SerialTransport:
@@ -76,17 +84,16 @@ class SerialTransport:
                 return False
 
     def _run(self) -> None:
-        delay = self._dmin
+        delays = backoff(self._dmin, self._dmax)
         while not self._stop.is_set():
             port = self._open()
             if port is None:
                 self._on_idle(time.monotonic_ns())
-                self._stop.wait(delay)
-                delay = min(2 * delay, self._dmax)
+                self._stop.wait(next(delays))
                 continue
             got_data, reason = self._pump(port)
             if got_data:
-                delay = self._dmin
+                delays = backoff(self._dmin, self._dmax)  # a working connection resets the backoff
             with self._write_lock:
                 self._port = None
             try:
@@ -95,8 +102,7 @@ class SerialTransport:
                 pass
             self._on_lost(time.monotonic_ns(), reason)
             if not self._stop.is_set():
-                self._stop.wait(delay)
-                delay = min(2 * delay, self._dmax)
+                self._stop.wait(next(delays))
 
     def _open(self) -> serial.SerialBase | None:
         try:
@@ -126,4 +132,8 @@ class SerialTransport:
             self.last_error = f"read failed: {exc}"
             log.warning("serial port %s lost: %s", self.url, exc)
             return got_data, f"port lost: {exc}"
+        except Exception as exc:  # our bug: a dead reader would leave the link silently stuck; reopen
+            self.last_error = f"internal error: {exc!r}"
+            log.exception("serial reader for %s failed; reopening the port", self.url)
+            return got_data, f"internal error: {exc!r}"
         return got_data, "stopped"
