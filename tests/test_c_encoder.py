@@ -102,3 +102,16 @@ def test_protocol_document_covers_every_message_type():
     for t in MsgType:
         assert f"0x{t:02X} {t.name}" in text or f"| 0x{t:02X} | {t.name} |" in text, t.name
     assert "0x29B1" in text and "little-endian" in text
+
+
+def test_protocol_document_cobs_walkthrough_matches_the_encoder():
+    from firmware_bridge.messages import Heartbeat
+    text = " ".join(DOC.read_text(encoding="utf-8").split())
+    hb = Heartbeat(1, 124000, state=1)
+    assert f"`{hb.pack().hex(' ')} {crc_le(hb.pack())}`" in text
+    assert f"`{hb.encode().hex(' ')}`" in text
+
+
+def crc_le(packet):
+    from firmware_bridge.framing import crc16
+    return crc16(packet).to_bytes(2, "little").hex(" ")
