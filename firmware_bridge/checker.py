@@ -147,6 +147,12 @@ class Judge:
         run_s = (end_ns - self.start_ns) / 1e9
         if self.hello is None and run_s >= HELLO_PERIOD_S + 1:
             self._flag("no-hello", f"no HELLO in {run_s:.0f} s (on connect and every 10 s)")
+        if self._last_hello_ns is not None and end_ns - self._last_hello_ns > (HELLO_PERIOD_S + 1) * 1e9:
+            self._flag("hello-period", f"no HELLO in the last {(end_ns - self._last_hello_ns) / 1e9:.1f} s "
+                       "(every 10 s)")
+        if self._last_hb_ns is not None and end_ns - self._last_hb_ns > (HEARTBEAT_MAX_S + TOLERANCE_S) * 1e9:
+            self._flag("heartbeat-period", f"no HEARTBEAT in the last {(end_ns - self._last_hb_ns) / 1e9:.2f} s "
+                       "(at least once a second)")
         if total and self._last_hb_ns is None and run_s >= HEARTBEAT_MAX_S + 0.5:
             self._flag("no-heartbeat", f"no HEARTBEAT in {run_s:.1f} s (at least once a second)")
         if self._last_ns is not None and end_ns - self._last_ns > SILENT_S * 1e9:

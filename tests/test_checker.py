@@ -103,6 +103,14 @@ def test_each_rule_flags_its_violation(name, stream, phrase):
     assert any(phrase in v for v in summary["violations"]), summary["violations"]
 
 
+def test_hello_and_heartbeat_that_stop_are_flagged():
+    stream = good_stream(seconds=13)  # heartbeats until 12 s, one HELLO at 0 s
+    summary, _, _ = judge(stream, end_ns=int(12.5 * S))
+    assert any("no HELLO in the last 12.5 s" in v for v in summary["violations"])
+    summary, _, _ = judge(stream[:-3], end_ns=int(12.5 * S))
+    assert any("no HEARTBEAT in the last" in v for v in summary["violations"])
+
+
 def test_silence_and_empty_streams():
     summary, _, _ = judge([], end_ns=2 * S)
     assert summary["violations"] == ["no valid packet decoded in 2.0 s"]
