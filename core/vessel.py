@@ -27,6 +27,7 @@ __all__ = [
 VESSEL_THRESHOLD = 0.3       # fraction of the bright-end opacity that counts as vessel (coarse mask)
 GRID_TARGET = 160            # coarse grid side for the path search
 MIN_SNR = 8.0                # bright end of the coarse opacity vs its noise, for "there is a vessel"
+DIAMETER_STATIONS = 120      # stations sampled for the diameter fit
 MIN_VESSEL_PX = 30           # a path shorter than this is not a vessel
 
 
@@ -332,8 +333,8 @@ def find_vessel(peak: np.ndarray, diameter_px: float | None = None) -> Vessel:
         # so the correction is smoothed over a few diameters.
         off = _smooth_1d(np.clip(off, -half / 2, half / 2), max(2, int(round(1.5 * d_est))))
         line = st.xy + off[:, None] * st.normal
-        if not diameter_px:
-            d_est = _measure_diameter(fg, make_stations(line, 1.0), d_est)
+        if not diameter_px and it != 1:
+            d_est = _measure_diameter(fg, make_stations(line, 2.0), d_est)
     # Ends: the vessel leaves the field there; a diameter in, the cross-sections are whole.
     dense, s = resample_polyline(line, 1.0)
     trim = int(math.ceil(d_est))
@@ -349,6 +350,9 @@ def _measure_diameter(fg: np.ndarray, st: Stations, d_guess: float) -> float:
     # A window generous for a vessel up to twice the guess, but never narrower than 8 px.
     half = max(profile_window(2.0 * d_guess)[1], 8.0)
     across = np.arange(-half, half + 0.25, 0.5)
+    if len(st.s) > DIAMETER_STATIONS:     # a median needs no more; keeps big images cheap
+        pick = np.linspace(0, len(st.s) - 1, DIAMETER_STATIONS).astype(int)
+        st = Stations(st.xy[pick], st.normal[pick], st.tangent[pick], st.s[pick], st.length)
     prof = sample_profiles(fg, st, across, np.array([-0.5, 0.0, 0.5]))
     ok = np.all(np.isfinite(prof), axis=1)
     if ok.sum() < 3:
