@@ -11,9 +11,10 @@ frame is discarded and counted, and the next 0x00 starts a fresh frame (resync).
 cimport cython
 from libc.string cimport memchr, memcpy
 
-DEF _MAX_FRAME = 255   # COBS of a 254-byte packet: one overhead byte
-DEF _MAX_PACKET = 254  # header + payload + crc, before COBS
-DEF _MIN_PACKET = 10   # 8-byte header + 2-byte crc, empty payload
+cdef enum:
+    _MAX_FRAME = 255   # COBS of a 254-byte packet: one overhead byte
+    _MAX_PACKET = 254  # header + payload + crc, before COBS
+    _MIN_PACKET = 10   # 8-byte header + 2-byte crc, empty payload
 
 MAX_FRAME = _MAX_FRAME
 MAX_PACKET = _MAX_PACKET
