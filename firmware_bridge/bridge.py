@@ -19,10 +19,15 @@ log = logging.getLogger(__name__)
 class InjectorBridge:
     def __init__(self, url: str, *, on_message: Callable[[object, int], None],
                  on_link: Callable[[str, str, str], None], baudrate: int = 115200, silent_s: float = 3.0,
-                 reconnect_min_s: float = 0.2, reconnect_max_s: float = 5.0) -> None:
+                 reconnect_min_s: float = 0.2, reconnect_max_s: float = 5.0,
+                 on_bytes: Callable[[bytes, int], None] | None = None) -> None:
+        """``on_bytes(data, arrival_ns)``, optional, sees every received byte before decoding (a recorder's
+        tap: replaying those bytes through ``Link`` reproduces what was delivered)."""
         if not callable(on_message) or not callable(on_link):
             raise ValueError("on_message and on_link must be callables")
-        self._on_message, self._on_link = on_message, on_link
+        if on_bytes is not None and not callable(on_bytes):
+            raise ValueError("on_bytes must be a callable or None")
+        self._on_message, self._on_link, self._on_bytes = on_message, on_link, on_bytes
         self._lock = threading.Lock()
         self._link = Link(silent_s)
         self._transport = SerialTransport(
@@ -65,6 +70,8 @@ class InjectorBridge:
         self._dispatch(out)
 
     def _data(self, data: bytes, now_ns: int) -> None:
+        if self._on_bytes is not None:
+            self._call(self._on_bytes, data, now_ns)
         with self._lock:
             out = self._link.feed(data, now_ns)
         self._dispatch(out)

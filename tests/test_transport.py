@@ -279,3 +279,20 @@ def test_reader_survives_an_internal_error():
     finally:
         t.stop()
     assert "internal error: KeyError('bug in the chain')" in events and "KeyError" in t.last_error
+
+
+def test_raw_byte_tap_replays_to_the_same_messages():
+    from firmware_bridge.link import Link
+    taps, rec = [], Recorder()
+    t0 = time.monotonic_ns() - int(1.9 * S)
+    bridge = InjectorBridge(f"injsim://?scenario=nominal&seed=51&t0_ns={t0}", on_message=rec.on_message,
+                            on_link=rec.on_link, on_bytes=lambda d, t: taps.append((t, d)))
+    bridge.start()
+    try:
+        assert wait_for(lambda: len(rec.messages) > 20, 3)
+    finally:
+        bridge.stop()
+    link = Link()
+    link.port_opened(taps[0][0])
+    replayed = [m for t, d in taps for m, _ in link.feed(d, t).messages]
+    assert replayed == [m for m, _ in rec.messages]
