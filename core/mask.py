@@ -33,6 +33,7 @@ ONSET_TOP_FRACTION = 0.003  # ... where "top cells" is this fraction of the fiel
 MOTION_SIGMA = 6.0          # motion: a global shift this many standard errors from zero ...
 MOTION_MIN_CELLS = 0.15     # ... and at least this large (in cells), against the segment's first pulse
 SETTLE_FRACTION = 0.05      # ABC settled once the exposure step is < 5% of the first step
+REF_ALPHA = 0.5            # smoothing of the onset reference (an exponential mean over ~3 pulses)
 MEDIAN_SUBSET = 8192        # the exposure shift is a median over this many field pixels at most
 
 
@@ -157,11 +158,16 @@ class OnsetWatcher:
             return
         if len(self._seg_cells) < 2:
             self._seg_cells.append(c)
+            if len(self._seg_cells) == 2:
+                self._ema = 0.5 * (self._seg_cells[0] + self._seg_cells[1])
+                self._ref = self._ema.copy()
             return
-        ref = 0.5 * (self._seg_cells[0] + self._seg_cells[1])
-        rise = ref - c
+        rise = self._ref - c
         top = -np.partition(-rise, self._top - 1)[self._top - 1]
-        # A pulse against the mean of two pulses: 1.5 noise variances.
+        # The reference is the brightest (least opacified) smoothed state of the segment so far, so contrast
+        # washing out of the first pulses lowers the bar instead of hiding the new bolus behind it.
+        # Against it a pulse holds about 1.5 noise variances plus the upward bias of a running maximum.
+        self._ema = REF_ALPHA * c + (1.0 - REF_ALPHA) * self._ema
         if top > ONSET_SIGMA * self._sd() * np.sqrt(1.5):
             if self._pending is None:
                 self._pending = k
@@ -173,6 +179,7 @@ class OnsetWatcher:
                 self.onset_cell = (int(rows[pos]) * CELL + CELL // 2, int(cols[pos]) * CELL + CELL // 2)
         else:
             self._pending = None
+            np.maximum(self._ref, self._ema, out=self._ref)
 
     def _start_segment(self, k: int, c: np.ndarray) -> None:
         self.segment = k

@@ -1,0 +1,158 @@
+"""Time-density curve timing (DOMAIN.md definitions) and the gamma-variate fit."""
+import math
+
+import numpy as np
+import pytest
+
+from core.tdc import (
+    RunTimer,
+    _solve_fraction,
+    check_roi,
+    downsample,
+    fit_gamma,
+    gamma_variate,
+    noise_sd,
+    tdc_metrics,
+)
+
+T0, A, B = 1.2, 2.5, 0.35
+RATE = 15.0
+
+
+def truth_timing(t0=T0, a=A, b=B):
+    """arrival / peak / washout of the continuous gamma variate, by brute force on a 0.1 ms grid."""
+    tt = np.arange(0.0, 8.0, 1e-4)
+    y = gamma_variate(tt, t0, a, b, 1.0)
+    k = int(np.argmax(y))
+    arrival = tt[np.argmax(y >= 0.1 * y[k])]
+    washout = tt[k + np.argmax(y[k:] <= 0.5 * y[k])]
+    return arrival, tt[k], washout
+
+
+def sampled(noise=0.0, seed=0, duration=6.0, rate=RATE):
+    t = np.arange(0.0, duration, 1.0 / rate)
+    y = gamma_variate(t, T0, A, B, 1.0)
+    y = y / y.max()
+    return t, y + noise * np.random.default_rng(seed).standard_normal(len(t))
+
+
+def test_gamma_variate_shape():
+    t = np.array([0.0, T0, T0 + A * B, 10.0])
+    y = gamma_variate(t, T0, A, B, 2.0)
+    assert y[0] == 0 and y[1] == 0 and y[2] > y[3] > 0
+
+
+@pytest.mark.parametrize("f,rising", [(0.1, True), (0.5, False), (0.9, True), (0.01, False)])
+def test_fraction_solver_hits_the_level(f, rising):
+    x = _solve_fraction(A, f, rising)
+    assert (x < 1) == rising
+    assert x ** A * math.exp(A * (1 - x)) == pytest.approx(f, rel=1e-9)
+
+
+def test_noise_free_metrics_match_the_definitions():
+    t, y = sampled()
+    m = tdc_metrics(t, y)
+    arrival, peak, washout = truth_timing()
+    assert m.method == "gamma" and m.fit.r2 > 0.9999
+    assert m.arrival_s == pytest.approx(arrival, abs=2e-3)
+    assert m.peak_s == pytest.approx(peak, abs=2e-3)
+    assert m.washout_s == pytest.approx(washout, abs=2e-3)
+    assert m.mtt_s == pytest.approx(T0 + (A + 1) * B, abs=2e-3)
+    assert m.fit.a == pytest.approx(A, rel=1e-3) and m.fit.b == pytest.approx(B, rel=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_noisy_curve_within_a_pulse_interval(seed):
+    t, y = sampled(noise=0.04, seed=seed)
+    m = tdc_metrics(t, y)
+    arrival, peak, _ = truth_timing()
+    assert abs(m.arrival_s - arrival) < 1 / RATE
+    assert abs(m.peak_s - peak) < 1 / RATE
+    assert m.noise_sd == pytest.approx(0.04, rel=0.35)
+
+
+def test_pure_noise_is_no_contrast():
+    y = 0.01 * np.random.default_rng(3).standard_normal(90)
+    m = tdc_metrics(np.arange(90) / RATE, y)
+    assert m.method == "none" and not m.contrast
+    assert m.arrival_s is None and m.peak_s is None and m.washout_s is None and m.mtt_s is None
+
+
+def test_curve_that_has_not_washed_out_has_no_washout():
+    t, y = sampled(duration=2.4)            # ends just after the peak (2.075 s)
+    m = tdc_metrics(t, y)
+    assert m.peak_s is not None and m.washout_s is None
+
+
+def test_non_gamma_shape_falls_back_to_the_samples():
+    t = np.arange(0, 6, 1 / RATE)
+    y = np.clip((t - 1.0) / 0.2, 0, 1) * (t < 3.0)            # a plateau with a cliff: no gamma variate
+    m = tdc_metrics(t, y + 0.001 * np.sin(37 * t))
+    assert m.method == "samples"
+    assert m.arrival_s == pytest.approx(1.02, abs=1 / RATE)
+    assert m.washout_s == pytest.approx(3.0, abs=1 / RATE)
+
+
+def test_fit_gamma_returns_none_without_a_rise():
+    assert fit_gamma(np.arange(10.0), -np.ones(10)) is None
+
+
+@pytest.mark.parametrize("t,y", [
+    ([0, 1], [0, 1]),                                  # too short
+    ([0, 1, 2], [0, 1]),                               # length mismatch
+    ([0, 1, 1], [0, 1, 2]),                            # times not increasing
+    ([0, 1, 2], [0, np.nan, 2]),                       # not finite
+    ([[0, 1, 2]], [[0, 1, 2]]),                        # not 1-D
+])
+def test_bad_curves(t, y):
+    with pytest.raises(ValueError):
+        tdc_metrics(t, y)
+
+
+def test_noise_sd_ignores_the_smooth_curve():
+    t, y = sampled()
+    assert noise_sd(y) < 0.01
+    assert noise_sd(np.random.default_rng(0).standard_normal(2000)) == pytest.approx(1.0, rel=0.1)
+
+
+def test_downsample_keeps_at_most_200_points_and_the_ends():
+    t = np.arange(1000) / 30
+    pts = downsample(t, np.sin(t))
+    assert len(pts) <= 200 and pts[0][0] == 0.0 and pts[-1][0] == pytest.approx(t[-1], abs=1e-4)
+    assert len(downsample(t[:50], t[:50])) == 50
+    with pytest.raises(ValueError):
+        downsample(t, t, max_points=1)
+
+
+@pytest.mark.parametrize("roi", [(0, 0, 0, 5), (-1, 0, 4, 4), (60, 0, 8, 8), (1.5, 0, 4, 4), "abcd", (1, 2, 3)])
+def test_check_roi_rejects(roi):
+    with pytest.raises(ValueError):
+        check_roi(roi, (64, 64))
+
+
+def test_run_timer_on_a_synthetic_run():
+    """A blob that fills with a gamma bolus on a noisy textured field; configured ROI on it."""
+    rng = np.random.default_rng(0)
+    h = w = 96
+    yy, xx = np.mgrid[0:h, 0:w]
+    field = 1500 + 400 * np.sin(xx / 7.0) * np.cos(yy / 9.0)
+    blob = ((xx - 48) ** 2 + (yy - 40) ** 2) < 10 ** 2
+    t = np.arange(90) / RATE
+    c = gamma_variate(t, T0, A, B, 1.0)
+    c /= c.max()
+    timer = RunTimer((h, w), np.uint16, "lin", rois=[(40, 32, 16, 16)])
+    for k in range(len(t)):
+        quanta = field * np.exp(-0.5 * c[k] * blob)
+        frame = np.clip(rng.poisson(quanta), 0, 4095).astype(np.uint16)
+        timer.add(frame, int(round(t[k] * 1e9)), k)
+    assert timer.mask_ready
+    live = timer.live_curve()
+    assert live["roi"] == [40, 32, 16, 16] and not live["auto"] and len(live["curve"]) == len(t)
+    res = timer.finish(0, RATE)
+    roi = res["rois"][0]
+    arrival, peak, washout = truth_timing()
+    assert res["mask"]["reason"] == "pre-contrast" and res["mask"]["last"] < res["mask"]["onset"]
+    assert t[res["mask"]["onset"]] < arrival + 0.5
+    assert abs(roi["arrival_s"] - arrival) < 1 / RATE and abs(roi["peak_s"] - peak) < 1 / RATE
+    assert abs(roi["washout_s"] - washout) < 2 / RATE
+    assert res["contrast_rise"]
