@@ -1,0 +1,438 @@
+"""Record a procedure so it can be replayed through the same pipeline later: how a field problem becomes a test.
+
+What is kept, in one directory:
+- ``run-<seq>-<run_id>.npy`` + ``.json``: the pulses (each X-ray pulse once, not its repeated video frames) of
+  every contrast run, with up to ``preroll_s`` of pulses before the run so the replay sees the run start the
+  way the live pipeline did; the sidecar holds each pulse's monotonic time and frame index, the frame rate,
+  intensity and the run summary. Runs without contrast are discarded when they end.
+- ``serial-<seq>.bin``: every byte from the injector line with its host arrival time (monotonic ns), as
+  records ``<int64 t_ns><uint32 length><bytes>`` after an 8-byte magic, in chunks of ``serial_chunk_bytes``.
+  A record cut short by a power loss is the file's end (counted as ``truncated`` on reading).
+Retention: after every run and chunk, the oldest files (by sequence number) go until the directory fits
+``retention_bytes``; the chunk being written is never removed.
+
+Disk writes happen on the recorder's own thread behind a bounded queue, so a slow disk costs recorded pulses
+(counted in ``stats()["dropped"]``), never frames of the live pipeline.
+
+Replay: ``load_runs``, ``read_serial``, ``RecordingSource`` (a FrameSource of the recorded pulses) and
+``replay(directory)``, which feeds the bytes through ``firmware_bridge.link.Link`` and the pulses through
+``core.pipeline.FramePipeline`` in arrival order, as the appliance does live.
+"""
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import heapq
+import json
+import logging
+import os
+import queue
+import re
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from core.sources import NS, Frame, FrameSource
+
+log = logging.getLogger("cathlab.recorder")
+
+SERIAL_MAGIC = b"CLSER\x001\n"
+_RECORD = struct.Struct("<qI")
+_NPY_HEADER_LEN = 128                 # fixed, so the shape can be written once the pulse count is known
+_NAME = re.compile(r"^(run|serial)-(\d{6})")
+QUEUE_DEPTH = 64                      # ~4 s of 15 p/s pulses at 1024x1024: about 64 MB in flight at most
+
+
+class ProcedureRecorder:
+    def __init__(self, directory: Path | str, retention_bytes: int, *, preroll_s: float = 1.0,
+                 serial_chunk_bytes: int = 64 * 2**20) -> None:
+        if retention_bytes <= 0:
+            raise ValueError(f"retention_bytes must be positive, got {retention_bytes}")
+        if preroll_s < 0:
+            raise ValueError(f"preroll_s must not be negative, got {preroll_s}")
+        if serial_chunk_bytes <= len(SERIAL_MAGIC) + _RECORD.size:
+            raise ValueError(f"serial_chunk_bytes too small: {serial_chunk_bytes}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.retention_bytes = int(retention_bytes)
+        self.preroll_ns = int(preroll_s * NS)
+        self.serial_chunk_bytes = int(serial_chunk_bytes)
+        self._seq = max((int(m.group(2)) for p in self.directory.iterdir() if (m := _NAME.match(p.name))),
+                        default=0)
+        for stale in self.directory.glob("*.part"):   # a crash mid-run leaves an unusable partial run
+            stale.unlink()
+        self._preroll: collections.deque[tuple[np.ndarray, int, int]] = collections.deque()
+        self._run: dict | None = None             # frame thread's view of the run being recorded
+        self._serial_lock = threading.Lock()
+        self._serial_fh = None
+        self._serial_path: Path | None = None
+        self._serial_size = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._counts = collections.Counter()
+        self._thread = threading.Thread(target=self._writer, name="recorder", daemon=True)
+        self._thread.start()
+
+    # -- serial (bridge reader thread) -----------------------------------------------------------------
+    def serial(self, data: bytes, t_ns: int) -> None:
+        """Append the bytes as they arrived; small and sequential, so written directly (buffered)."""
+        if not data:
+            return
+        with self._serial_lock:
+            try:
+                if self._serial_fh is None or self._serial_size + _RECORD.size + len(data) > self.serial_chunk_bytes:
+                    self._rotate_serial()
+                self._serial_fh.write(_RECORD.pack(t_ns, len(data)) + data)
+                self._serial_size += _RECORD.size + len(data)
+                self._counts["serial_bytes"] += len(data)
+            except OSError as exc:
+                self._counts["errors"] += 1
+                log.error("serial recording failed: %s", exc)
+
+    def _rotate_serial(self) -> None:
+        if self._serial_fh is not None:
+            self._serial_fh.close()
+        self._seq += 1
+        self._serial_path = self.directory / f"serial-{self._seq:06d}.bin"
+        self._serial_fh = open(self._serial_path, "wb")
+        self._serial_fh.write(SERIAL_MAGIC)
+        self._serial_size = len(SERIAL_MAGIC)
+        self._queue_put(("retain", None))
+
+    def flush_serial(self) -> None:
+        with self._serial_lock:
+            if self._serial_fh is not None:
+                self._serial_fh.flush()
+
+    # -- frames (frame thread) -------------------------------------------------------------------------
+    def frame(self, frame: Frame, new_pulse: bool) -> None:
+        """Every frame of the stream; only new pulses are kept (repeats of a pulse carry nothing new)."""
+        if not new_pulse:
+            return
+        pixels = frame.pixels.copy()             # a grabber may reuse its buffer for the next frame
+        if self._run is not None:
+            self._run["pulses"].append((frame.t_ns, frame.index))
+            self._queue_put(("pulse", (self._run["part"], pixels)))
+            return
+        self._preroll.append((pixels, frame.t_ns, frame.index))
+        while self._preroll and frame.t_ns - self._preroll[0][1] > self.preroll_ns:
+            self._preroll.popleft()
+
+    def run_started(self, run_id: str, start_ns: int, fps: float, intensity: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", run_id):
+            raise ValueError(f"run id must be 1-64 letters, digits, '_', '.', '-', got {run_id!r}")
+        if self._run is not None:
+            self.run_ended(self._run["run_id"], start_ns, contrast=False)
+        self._seq += 1
+        part = self.directory / f"run-{self._seq:06d}-{run_id}.part"
+        pre = [p for p in self._preroll if p[1] >= start_ns - self.preroll_ns]
+        self._preroll.clear()
+        if not pre:
+            log.warning("run %s started with no pulse in the pre-roll", run_id)
+        self._run = {"run_id": run_id, "part": part, "start_ns": start_ns, "fps": fps, "intensity": intensity,
+                     "pulses": [(t, i) for _, t, i in pre],
+                     "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        self._queue_put(("open", part))
+        for pixels, _, _ in pre:
+            self._queue_put(("pulse", (part, pixels)))
+
+    def run_ended(self, run_id: str, end_ns: int, contrast: bool, summary: dict | None = None) -> None:
+        """Keep the run (contrast) or throw it away; the files appear once the writer has caught up."""
+        run, self._run = self._run, None
+        if run is None or run["run_id"] != run_id:
+            raise ValueError(f"run {run_id!r} is not being recorded")
+        meta = {k: run[k] for k in ("run_id", "start_ns", "fps", "intensity", "recorded_at")}
+        meta.update(end_ns=end_ns, pulse_t_ns=[t for t, _ in run["pulses"]],
+                    pulse_index=[i for _, i in run["pulses"]], summary=summary or {})
+        self._queue_put(("close", (run["part"], meta, contrast)), block=True)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued is on disk (tests, shutdown)."""
+        self.flush_serial()
+        done = threading.Event()
+        self._queue_put(("mark", done), block=True)
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._run is not None:
+            self.run_ended(self._run["run_id"], 0, contrast=False)
+        self._queue.put(("stop", None))
+        self._thread.join(timeout)
+        with self._serial_lock:
+            if self._serial_fh is not None:
+                self._serial_fh.close()
+                self._serial_fh = None
+
+    def stats(self) -> dict:
+        return {"runs_recorded": self._counts["runs_recorded"], "runs_discarded": self._counts["runs_discarded"],
+                "pulses": self._counts["pulses"], "dropped": self._counts["dropped"],
+                "serial_bytes": self._counts["serial_bytes"], "files_deleted": self._counts["files_deleted"],
+                "errors": self._counts["errors"], "bytes_on_disk": _dir_size(self.directory)}
+
+    def _queue_put(self, item, block: bool = False) -> None:
+        try:
+            self._queue.put(item, block=block, timeout=5.0 if block else None)
+        except queue.Full:
+            self._counts["dropped"] += 1
+            if item[0] == "pulse":
+                # A pulse missing from the file would shift every later one: abandon this run's recording.
+                self._queue_put(("spoil", item[1][0]), block=True)
+
+    # -- writer thread ---------------------------------------------------------------------------------
+    def _writer(self) -> None:
+        files: dict[Path, Any] = {}
+        spoiled: set[Path] = set()
+        shapes: dict[Path, tuple] = {}
+        while True:
+            op, arg = self._queue.get()
+            try:
+                if op == "stop":
+                    break
+                if op == "mark":
+                    arg.set()
+                elif op == "open":
+                    files[arg] = open(arg, "wb")
+                    files[arg].write(b"\0" * _NPY_HEADER_LEN)
+                elif op == "pulse":
+                    part, pixels = arg
+                    if part in spoiled or part not in files:
+                        continue
+                    if shapes.setdefault(part, (pixels.shape, pixels.dtype.str)) != (pixels.shape, pixels.dtype.str):
+                        spoiled.add(part)             # the grabber changed mode mid-run: cannot be one stack
+                        log.warning("recording of %s abandoned: frame geometry changed", part.name)
+                        continue
+                    files[part].write(np.ascontiguousarray(pixels).tobytes())
+                    self._counts["pulses"] += 1
+                elif op == "spoil":
+                    spoiled.add(arg)
+                elif op == "close":
+                    part, meta, contrast = arg
+                    fh = files.pop(part, None)
+                    keep = contrast and fh is not None and part not in spoiled and part in shapes
+                    if keep:
+                        shape, dtype = shapes[part]
+                        fh.seek(0)
+                        fh.write(_npy_header(dtype, (len(meta["pulse_t_ns"]), *shape)))
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    if fh is not None:
+                        fh.close()
+                    spoiled.discard(part)
+                    shapes.pop(part, None)
+                    if keep:
+                        final = part.with_suffix(".npy")
+                        meta.update(shape=list(shape), dtype=np.dtype(dtype).name)
+                        _write_json(part.with_suffix(".json"), meta)
+                        os.replace(part, final)
+                        self._counts["runs_recorded"] += 1
+                        self._retain()
+                    else:
+                        part.unlink(missing_ok=True)
+                        self._counts["runs_discarded"] += 1
+                elif op == "retain":
+                    self._retain()
+            except Exception:  # boundary: a full disk must not kill the recorder thread; count, log, go on
+                self._counts["errors"] += 1
+                log.exception("recorder %s failed", op)
+        for fh in files.values():
+            fh.close()
+
+    def _retain(self) -> None:
+        """Delete the oldest recordings until the directory fits the retention size."""
+        with self._serial_lock:
+            active = self._serial_path
+        groups: dict[int, list[Path]] = collections.defaultdict(list)
+        for p in self.directory.iterdir():
+            m = _NAME.match(p.name)
+            if m and p.suffix in (".npy", ".json", ".bin"):
+                groups[int(m.group(2))].append(p)
+        total = _dir_size(self.directory)
+        for seq in sorted(groups):
+            if total <= self.retention_bytes:
+                break
+            if active in groups[seq]:
+                continue
+            for p in groups[seq]:
+                try:
+                    size = p.stat().st_size
+                    p.unlink()
+                    total -= size
+                    self._counts["files_deleted"] += 1
+                except FileNotFoundError:
+                    pass
+
+
+def _npy_header(dtype_str: str, shape: tuple[int, ...]) -> bytes:
+    """A version 1.0 .npy header padded to a fixed length (the format allows trailing spaces)."""
+    text = repr({"descr": dtype_str, "fortran_order": False, "shape": tuple(int(s) for s in shape)})
+    body_len = _NPY_HEADER_LEN - 10
+    if len(text) + 1 > body_len:
+        raise ValueError(f"shape {shape} does not fit the .npy header")
+    body = text.ljust(body_len - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", body_len) + body.encode("latin1")
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _dir_size(directory: Path) -> int:
+    total = 0
+    for p in directory.iterdir():
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
+# -- replay ------------------------------------------------------------------------------------------------
+@dataclass
+class RecordedRun:
+    meta: dict
+    frames: np.ndarray         # (P, H, W), memory-mapped
+
+    @property
+    def pulses(self) -> Iterator[Frame]:
+        for pixels, t_ns, index in zip(self.frames, self.meta["pulse_t_ns"], self.meta["pulse_index"]):
+            yield Frame(pixels, int(t_ns), int(index))
+
+
+@dataclass
+class SerialRecording:
+    records: list[tuple[int, bytes]] = field(default_factory=list)   # (arrival t_ns, bytes)
+    truncated: int = 0                                               # files whose last record was cut short
+
+
+def load_runs(directory: Path | str) -> list[RecordedRun]:
+    """Every recorded run, oldest first. A run whose files disagree raises ValueError naming the file."""
+    runs = []
+    for npy in sorted(Path(directory).glob("run-*.npy")):
+        sidecar = npy.with_suffix(".json")
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{sidecar}: unreadable sidecar ({exc})") from None
+        frames = np.load(npy, mmap_mode="r")
+        times, indices = meta.get("pulse_t_ns", []), meta.get("pulse_index", [])
+        if frames.ndim != 3 or not len(frames) == len(times) == len(indices):
+            raise ValueError(f"{npy}: {frames.shape} frames but {len(times)} pulse times, {len(indices)} indices")
+        runs.append(RecordedRun(meta, frames))
+    return runs
+
+
+def read_serial(directory: Path | str) -> SerialRecording:
+    """All serial chunks of a recording, in order."""
+    rec = SerialRecording()
+    for path in sorted(Path(directory).glob("serial-*.bin")):
+        data = path.read_bytes()
+        if not data.startswith(SERIAL_MAGIC):
+            raise ValueError(f"{path}: not a cathlab-edge serial recording (bad magic)")
+        pos = len(SERIAL_MAGIC)
+        while pos < len(data):
+            if pos + _RECORD.size > len(data):
+                rec.truncated += 1
+                break
+            t_ns, length = _RECORD.unpack_from(data, pos)
+            pos += _RECORD.size
+            if pos + length > len(data):
+                rec.truncated += 1
+                break
+            rec.records.append((t_ns, data[pos:pos + length]))
+            pos += length
+    return rec
+
+
+class RecordingSource(FrameSource):
+    """The recorded pulses of a procedure, run after run, as a frame source.
+
+    ``speed=None`` hands them out at once with their recorded times (replay for tests, same results);
+    a number paces them at that multiple of real time, on the current monotonic clock.
+    """
+
+    name = "recording"
+
+    def __init__(self, directory: Path | str, speed: float | None = None) -> None:
+        super().__init__()
+        if speed is not None and speed <= 0:
+            raise ValueError(f"replay speed must be positive, got {speed}")
+        self.runs = load_runs(directory)
+        if not self.runs:
+            raise ValueError(f"{directory}: no recorded runs")
+        first = self.runs[0]
+        self.intensity = first.meta["intensity"]
+        self.fps = float(first.meta["fps"])
+        self.shape = tuple(first.frames.shape[1:])
+        self.dtype = first.frames.dtype
+        self._speed = speed
+        self._iter = (f for run in self.runs for f in run.pulses)
+        self._origin: tuple[int, int] | None = None
+
+    def read(self) -> Frame | None:
+        frame = next(self._iter, None)
+        if frame is None or self._closed.is_set():
+            return None
+        if self._speed is None:
+            return Frame(np.asarray(frame.pixels), frame.t_ns, frame.index)
+        if self._origin is None:
+            self._origin = (frame.t_ns, time.monotonic_ns())
+        rec0, now0 = self._origin
+        due = now0 + int((frame.t_ns - rec0) / self._speed)
+        if not self._wait_until(due):
+            return None
+        return Frame(np.asarray(frame.pixels), due, frame.index)
+
+
+@dataclass
+class ReplayResult:
+    messages: list[tuple[object, int]]     # (decoded message, host ns), as the link delivered them live
+    run_events: list                       # core.runs.RunEvent from the pipeline
+    frames: int
+    link_events: list[tuple[str, str, str]]
+
+
+def replay(directory: Path | str, *, on_frame: Callable[[Frame], None] | None = None,
+           silent_s: float = 3.0) -> ReplayResult:
+    """Feed a recording through the same link and frame pipeline as the live appliance, in arrival order."""
+    from core.pipeline import FramePipeline
+    from firmware_bridge.link import Link
+
+    serial = read_serial(directory)
+    runs = load_runs(directory)
+    if not serial.records and not runs:
+        raise ValueError(f"{directory}: nothing recorded")
+    link = Link(silent_s)
+    pipeline = FramePipeline(runs[0].meta["intensity"]) if runs else None
+    result = ReplayResult([], [], 0, [])
+    stream_frames = ((f.t_ns, 1, f) for run in runs for f in run.pulses)
+    stream_bytes = ((t, 0, b) for t, b in serial.records)
+    opened = False
+    for t_ns, kind, item in heapq.merge(stream_bytes, stream_frames, key=lambda e: (e[0], e[1])):
+        if kind == 0:
+            out = link.port_opened(t_ns) if not opened else None
+            opened = True
+            if out is not None:
+                result.link_events += out.events
+            out = link.feed(item, t_ns)
+            result.messages += out.messages
+            result.link_events += out.events
+        else:
+            frame = Frame(np.array(item.pixels), item.t_ns, item.index)
+            result.frames += 1
+            last_t = frame.t_ns
+            if on_frame is not None:
+                on_frame(frame)
+            result.run_events += pipeline.process(frame)
+    if pipeline is not None and result.frames:
+        result.run_events += pipeline.close(last_t + NS)
+    return result

@@ -1,0 +1,226 @@
+"""Record a procedure (contrast-run pulses + raw serial bytes) and replay it: same messages, same frames."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from core.phantom import PhantomConfig, render_run
+from core.pipeline import FramePipeline
+from core.recorder import (SERIAL_MAGIC, ProcedureRecorder, RecordingSource, load_runs, read_serial,
+                           replay)
+from core.sources import NS, Frame
+from firmware_bridge.link import Link
+from firmware_bridge.simulator import InjectorDevice
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return render_run(PhantomConfig(size=(96, 96), intensity="log", xray_s=2.0, lih_before_s=0.3,
+                                    lih_after_s=0.3, inject_at_s=0.3))
+
+
+def device_bytes(seconds: float, step_ms: int = 10) -> list[tuple[int, bytes]]:
+    """What the simulated injector puts on the wire, chunked as a reader would receive it."""
+    dev = InjectorDevice("procedure", t0_ns=0, seed=3)
+    out = []
+    for ms in range(0, int(seconds * 1000), step_ms):
+        t = ms * 1_000_000 + 12345
+        data = dev.poll(t)
+        if data:
+            out.append((t, data))
+    return out
+
+
+def live(rec: ProcedureRecorder | None, run, chunks, t0_ns=10 * NS):
+    """The live path: link over the chunks, pipeline over every video frame, recorder taps on both."""
+    link = Link(3.0)
+    messages = []
+    opened = False
+    for t, data in chunks:
+        if rec is not None:
+            rec.serial(data, t)
+        if not opened:
+            link.port_opened(t)
+            opened = True
+        messages += link.feed(data, t).messages
+    pipeline = FramePipeline("log")
+    events, pulses = [], []
+    period = NS / run.fps
+    for i, pixels in enumerate(run.frames):
+        frame = Frame(pixels, t0_ns + int(i * period), i)
+        new_events = pipeline.process(frame)
+        new_pulse = pipeline.pulses > len(pulses)       # the pipeline counted this frame as a new pulse
+        if new_pulse:
+            pulses.append(frame)
+        if rec is not None:
+            rec.frame(frame, new_pulse)
+        for ev in new_events:
+            events.append(ev)
+            if rec is not None:
+                if ev.kind == "run_start":
+                    rec.run_started(f"s1-{ev.run.index}", ev.run.start_ns, run.fps, "log")
+                else:
+                    rec.run_ended(f"s1-{ev.run.index}", ev.run.end_ns, contrast=True,
+                                  summary={"pulses": ev.run.pulses})
+    end = t0_ns + int(len(run.frames) * period)
+    for ev in pipeline.close(end):
+        events.append(ev)
+        if rec is not None and ev.kind == "run_end":
+            rec.run_ended(f"s1-{ev.run.index}", ev.run.end_ns, contrast=True)
+    return messages, events, pulses
+
+
+def test_record_then_replay_gives_the_same_messages_and_frames(tmp_path, phantom):
+    chunks = device_bytes(25.0)
+    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9, preroll_s=1.0)
+    messages, events, pulses = live(rec, phantom, chunks)
+    assert rec.drain()
+    rec.close()
+    assert len(messages) > 100 and {m.to_dict()["type"] for m, _ in messages} >= {"XRAY", "SAMPLE", "SUMMARY"}
+    assert [e.kind for e in events] == ["run_start", "run_end"]
+
+    runs = load_runs(tmp_path)
+    assert len(runs) == 1
+    meta = runs[0].meta
+    assert meta["run_id"] == "s1-0" and meta["intensity"] == "log" and meta["fps"] == phantom.fps
+    assert meta["shape"] == [96, 96] and meta["dtype"] == "uint8" and meta["summary"] == {"pulses": events[1].run.pulses}
+    # Pulses only: every recorded frame is one live pulse, in order, bit for bit, with its time and index.
+    recorded = list(runs[0].pulses)
+    live_by_index = {f.index: f for f in pulses}
+    assert len(recorded) >= events[1].run.pulses
+    for f in recorded:
+        assert np.array_equal(f.pixels, live_by_index[f.index].pixels) and f.t_ns == live_by_index[f.index].t_ns
+
+    got = []
+    result = replay(tmp_path, on_frame=got.append)
+    assert [(m.to_dict(), t) for m, t in result.messages] == [(m.to_dict(), t) for m, t in messages]
+    assert result.frames == len(recorded) == len(got)
+    assert all(np.array_equal(a.pixels, b.pixels) and a.t_ns == b.t_ns for a, b in zip(got, recorded))
+    # The same pipeline finds the same run: same first pulse, same number of pulses.
+    replay_runs = [e.run for e in result.run_events if e.kind == "run_end"]
+    assert len(replay_runs) == 1
+    assert replay_runs[0].start_ns == events[1].run.start_ns
+    assert replay_runs[0].pulses == events[1].run.pulses
+
+
+def test_serial_file_format_and_truncation(tmp_path):
+    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9)
+    rec.serial(b"abc", 5)
+    rec.serial(b"", 6)                        # nothing arrived: nothing recorded
+    rec.serial(bytes(range(256)), 7)
+    rec.close()
+    (path,) = tmp_path.glob("serial-*.bin")
+    raw = path.read_bytes()
+    assert raw.startswith(SERIAL_MAGIC)
+    assert read_serial(tmp_path).records == [(5, b"abc"), (7, bytes(range(256)))]
+    path.write_bytes(raw[:-10])               # power cut mid-record
+    cut = read_serial(tmp_path)
+    assert cut.records == [(5, b"abc")] and cut.truncated == 1
+    path.write_bytes(b"garbage!" + raw[8:])
+    with pytest.raises(ValueError, match="bad magic"):
+        read_serial(tmp_path)
+
+
+def test_runs_without_contrast_are_discarded_and_stale_parts_removed(tmp_path):
+    (tmp_path / "run-000007-x.part").write_bytes(b"half")
+    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9)
+    assert not list(tmp_path.glob("*.part"))
+    pixels = np.full((16, 16), 7, np.uint8)
+    rec.run_started("r1", 0, 15.0, "log")
+    for i in range(5):
+        rec.frame(Frame(pixels + i, i * NS // 15, i), new_pulse=True)
+    rec.run_ended("r1", NS, contrast=False)
+    assert rec.drain()
+    assert not list(tmp_path.glob("run-*")) and rec.stats()["runs_discarded"] == 1
+    # Sequence numbers continue after the highest one found (7), so retention order survives restarts.
+    rec.run_started("r2", 0, 15.0, "log")
+    rec.frame(Frame(pixels, 0, 0), new_pulse=True)
+    rec.frame(Frame(pixels, 1, 1), new_pulse=False)     # a repeat of the pulse: not kept
+    rec.run_ended("r2", NS, contrast=True)
+    rec.close()
+    (npy,) = tmp_path.glob("run-*.npy")
+    assert npy.name == "run-000009-r2.npy"
+    assert np.load(npy).shape == (1, 16, 16)
+
+
+def test_retention_deletes_the_oldest_runs_first(tmp_path):
+    frame_bytes = 64 * 64
+    rec = ProcedureRecorder(tmp_path, retention_bytes=int(3.5 * 10 * frame_bytes), serial_chunk_bytes=4096)
+    for r in range(8):
+        rec.serial(b"x" * 100, r)
+        rec.run_started(f"r{r}", r * NS, 15.0, "log")
+        for i in range(10):
+            rec.frame(Frame(np.full((64, 64), r, np.uint8), r * NS + i, i), new_pulse=True)
+        rec.run_ended(f"r{r}", r * NS + 10, contrast=True)
+        assert rec.drain()
+    stats = rec.stats()
+    rec.close()
+    kept = [run.meta["run_id"] for run in load_runs(tmp_path)]
+    assert kept == ["r5", "r6", "r7"]
+    assert stats["bytes_on_disk"] <= 3.5 * 10 * frame_bytes and stats["files_deleted"] > 0
+    assert list(tmp_path.glob("serial-*.bin"))          # the chunk being written is never deleted
+    assert all(int(run.frames[0, 0, 0]) == int(run.meta["run_id"][1:]) for run in load_runs(tmp_path))
+
+
+def test_geometry_change_mid_run_abandons_that_run(tmp_path):
+    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9)
+    rec.run_started("r1", 0, 15.0, "log")
+    rec.frame(Frame(np.zeros((16, 16), np.uint8), 0, 0), True)
+    rec.frame(Frame(np.zeros((32, 16), np.uint8), 1, 1), True)
+    rec.run_ended("r1", 2, contrast=True)
+    rec.close()
+    assert not list(tmp_path.glob("run-*"))
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="retention"):
+        ProcedureRecorder(tmp_path, 0)
+    rec = ProcedureRecorder(tmp_path, 10**6)
+    with pytest.raises(ValueError, match="run id"):
+        rec.run_started("../etc", 0, 15.0, "log")
+    with pytest.raises(ValueError, match="not being recorded"):
+        rec.run_ended("nope", 0, contrast=True)
+    rec.close()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="nothing recorded"):
+        replay(empty)
+    with pytest.raises(ValueError, match="no recorded runs"):
+        RecordingSource(tmp_path)
+
+
+def test_sidecar_mismatch_is_reported(tmp_path):
+    rec = ProcedureRecorder(tmp_path, 10**9)
+    rec.run_started("r1", 0, 15.0, "log")
+    rec.frame(Frame(np.zeros((16, 16), np.uint8), 0, 0), True)
+    rec.run_ended("r1", 1, contrast=True)
+    rec.close()
+    (sidecar,) = tmp_path.glob("run-*.json")
+    meta = json.loads(sidecar.read_text())
+    meta["pulse_t_ns"].append(5)
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="pulse times"):
+        load_runs(tmp_path)
+
+
+def test_recording_source_fast_and_paced(tmp_path):
+    rec = ProcedureRecorder(tmp_path, 10**9)
+    rec.run_started("r1", 0, 10.0, "lin")
+    for i in range(5):
+        rec.frame(Frame(np.full((16, 16), i, np.uint16), i * NS // 10, 2 * i), True)
+    rec.run_ended("r1", NS, contrast=True)
+    rec.close()
+    fast = RecordingSource(tmp_path)
+    frames = iter(fast.read, None)
+    got = list(frames)
+    assert [f.index for f in got] == [0, 2, 4, 6, 8] and [int(f.pixels[0, 0]) for f in got] == [0, 1, 2, 3, 4]
+    assert [f.t_ns for f in got] == [i * NS // 10 for i in range(5)]
+    assert fast.intensity == "lin" and fast.shape == (16, 16) and fast.dtype == np.uint16
+    paced = RecordingSource(tmp_path, speed=4.0)       # 0.4 s of recording in 0.1 s
+    start = time.monotonic()
+    times = [f.t_ns for f in iter(paced.read, None)]
+    assert 0.08 <= time.monotonic() - start < 1.0
+    assert times == sorted(times)
