@@ -24,7 +24,8 @@ def frame_pass(frame, prev, has_prev, mask_term, lut, bins, vmax, rois, roi_sums
     rois       (n, 4) int32 rows x0, y0, x1, y1 (half-open, crop coordinates); ``roi_sums`` (n,) float64
                receives the sum of opacity in each.
     peak, peak_index, smooth (h, w) float32 / int32 / float32-or-None: the running peak of the smoothed
-               opacity s = alpha * o + (1 - alpha) * s_prev (s = o when ``peak_first`` or smooth is None)
+               opacity s = alpha * o + (1 - alpha) * s_prev (alpha and 1 - alpha as float32, the sum
+               in float64) (s = o when ``peak_first`` or smooth is None)
                and the ``index`` of the frame where it was reached. Not updated on a repeated frame.
     opacity    (h, w) float32 or None: receives the opacity of this frame.
     skip_repeat when the frame equals prev, return at once with every output left as it was (they
@@ -57,8 +58,10 @@ def frame_pass(frame, prev, has_prev, mask_term, lut, bins, vmax, rois, roi_sums
                 s = o
                 smooth[...] = s
             else:
-                a = np.float32(alpha)
-                s = a * o + (np.float32(1.0) - a) * smooth
+                # In float64 like the compiled pass (exact products, one rounding to float32).
+                a = np.float64(np.float32(alpha))
+                b = np.float64(np.float32(1.0) - np.float32(alpha))
+                s = (a * o + b * smooth).astype(np.float32)
                 smooth[...] = s
             gt = s > peak
             peak[gt] = s[gt]
