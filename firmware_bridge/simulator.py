@@ -503,6 +503,7 @@ def simulate_main(port: str, scenario: str = "procedure", *, seconds: float | No
     is_socket = isinstance(line, _SocketLine)
     if not is_socket:
         dev.connected(start)
+    was_unplugged = False
     try:
         while end is None or time.monotonic_ns() < end:
             now = time.monotonic_ns()
@@ -512,14 +513,16 @@ def simulate_main(port: str, scenario: str = "procedure", *, seconds: float | No
                     line.drop()
                 elif line.accept():
                     dev.connected(now)
+            elif was_unplugged and not unplugged:
+                dev.poll(now)       # what was due while unplugged is lost on the floor
+                dev.connected(now)  # a pty or cable line back: HELLO again
+            was_unplugged = unplugged
             data = dev.poll(now)
             if not unplugged:
                 line.write(data)
                 incoming = line.read()
                 if incoming:
                     dev.receive(incoming, time.monotonic_ns())
-            elif not is_socket and data:
-                pass  # an unplugged pty: the bytes are lost on the floor
             wait = min(max(dev.next_due_ns() - time.monotonic_ns(), 0) / 1e9, 0.05)
             fd = line.fileno()
             if fd is not None and not unplugged:

@@ -156,9 +156,9 @@ def test_url_handler_reads_and_answers():
         port.read(1)
 
 
-def _run_sim(port, scenario, seconds):
+def _run_sim(port, scenario, seconds, **kw):
     out = io.StringIO()
-    th = threading.Thread(target=simulate_main, args=(port, scenario), kwargs={"seconds": seconds, "out": out})
+    th = threading.Thread(target=simulate_main, args=(port, scenario), kwargs={"seconds": seconds, "out": out, **kw})
     th.start()
     for _ in range(200):
         m = re.search(r" on (\S+)$", out.getvalue().strip())
@@ -183,3 +183,23 @@ def test_simulate_main_rejects_bad_arguments(capsys):
     assert simulate_main("/nonexistent/tty", "nominal", seconds=1) == 2
     assert simulate_main("pty", "nominal", seconds=-1) == 2
     assert "unknown scenario" in capsys.readouterr().err
+
+
+def test_simulate_main_disconnects_on_a_socket():
+    from firmware_bridge.bridge import InjectorBridge
+    t0 = time.monotonic_ns() - int(3.7 * S)  # the line drops 0.4 s from now, as the SUMMARY is due
+    th, url = _run_sim("socket://127.0.0.1:0", "disconnects", 4.0, t0_ns=t0)
+    links, msgs = [], []
+    bridge = InjectorBridge(url, on_message=lambda m, t: msgs.append(m), on_link=lambda *a: links.append(a[1]),
+                            reconnect_min_s=0.05, reconnect_max_s=0.25)
+    bridge.start()
+    try:
+        end = time.monotonic() + 4.5
+        while time.monotonic() < end and not (links[-1:] == ["up"] and "down" in links
+                                              and any(isinstance(m, Summary) for m in msgs)):
+            time.sleep(0.05)
+    finally:
+        bridge.stop()
+        th.join(3)
+    assert links[:5] == ["silent", "up", "down", "silent", "up"]
+    assert [m.delivered_volume for m in msgs if isinstance(m, Summary)] == [1000]
