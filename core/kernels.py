@@ -136,6 +136,9 @@ class FrameKernel:
     Public arrays, overwritten in place (copy what you keep): ``peak`` float32 (crop h, w), -inf before
     any frame; ``peak_index`` int32, -1 before any; ``hist`` int64 (256,) of the last frame;
     ``opacity`` float32 of the last frame (NaN while no mask) or None unless want_opacity.
+
+    One instance per frame stream and thread (it keeps the previous frame); the compiled pass itself
+    releases the GIL, so other threads run while a frame is processed.
     """
 
     def __init__(self, shape, dtype, intensity: str, crop=None, rois: Sequence = (),

@@ -297,6 +297,20 @@ def test_all_zero_and_saturated_frames(impl, bits):
     assert s.mad == 65535.0 and np.isfinite(k.peak).all()
 
 
+def test_wide_rows_do_not_overflow_the_change_accumulators(impl):
+    # The compiled pass sums |frame - prev| in 32-bit blocks of 32768 pixels.
+    shape = (2, 70001)
+    k = FrameKernel(shape, np.uint16, "lin", impl=impl)
+    k.process(np.zeros(shape, np.uint16), 0)
+    s = k.process(np.full(shape, 65535, np.uint16), 1)
+    assert s.mad == 65535.0 and not s.repeat
+    assert k.process(np.full(shape, 65535, np.uint16), 2).repeat
+    last = np.full(shape, 65535, np.uint16)
+    last[1, -1] = 0  # differs only in the very last pixel
+    s = k.process(last, 3)
+    assert not s.repeat and s.mad == pytest.approx(65535 / last.size)
+
+
 def test_uint8_zero_and_saturated(impl):
     k = FrameKernel((3, 4), np.uint8, "log", impl=impl)
     k.set_mask(np.full((3, 4), 100, np.float32))
