@@ -232,6 +232,8 @@ def check_main(port: str, seconds: float = 10.0, as_json: bool = False, out=sys.
             except (serial.SerialException, OSError) as exc:
                 lost = str(exc)
                 break
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends the check early; judge what was seen
     finally:
         ser.close()
     summary = check.summary(min(time.monotonic_ns(), end), lost)
