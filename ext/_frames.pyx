@@ -2,8 +2,8 @@
 """Fused per-frame pass and mask builder over raw pixel buffers.
 
 Pure functions: no I/O, no state beyond their arguments. core/kernels.py validates every argument before
-the call (so bounds checks are off here) and core/kernels_ref.py is the NumPy reference with the same
-signatures and the full argument documentation.
+the call, so per-pixel bounds checks are off here (a few O(1) guards remain for direct callers), and
+core/kernels_ref.py is the NumPy reference with the same signatures and the full argument documentation.
 """
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -205,6 +205,8 @@ def frame_pass(const pix_t[:, :] frame, pix_t[:, ::1] prev, bint has_prev,
     # would be an out-of-bounds write, so the cheap checks stay even with boundscheck off.
     if h < 1 or w < 1:
         raise ValueError(f"empty frame ({h}, {w})")
+    if frame.strides[0] % <Py_ssize_t>sizeof(pix_t) or frame.strides[1] % <Py_ssize_t>sizeof(pix_t):
+        raise ValueError(f"frame strides ({frame.strides[0]}, {frame.strides[1]}) are not whole pixels")
     _same_shape(prev.shape, h, w, "prev")
     _same_shape(peak.shape, h, w, "peak")
     _same_shape(peak_index.shape, h, w, "peak_index")

@@ -524,6 +524,19 @@ def test_compiled_pass_guards_its_buffers(change):
         ext._frames.frame_pass(**args)
 
 
+def test_compiled_pass_rejects_strides_that_split_pixels():
+    raw = np.zeros(41, np.uint8)
+    frame = np.lib.stride_tricks.as_strided(raw[1:].view(np.uint16), (4, 5), (9, 2))
+    args = _raw_args()
+    k = FrameKernel((4, 5), np.uint16, "lin")
+    args.update(frame=frame, prev=k._prev, lut=k._lut, bins=k._bins, vmax=k._vmax,
+                mask_term=None)
+    with pytest.raises(ValueError, match="strides"):
+        ext._frames.frame_pass(**args)
+    with pytest.raises(ValueError, match="strides"):
+        k.process(frame, 0)
+
+
 def test_compiled_pass_raw_call_matches_reference():
     a, b = _raw_args(), _raw_args()
     frame = np.arange(20, dtype=np.uint8).reshape(4, 5)
