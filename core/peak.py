@@ -19,6 +19,8 @@ Three things real runs do that a naive pass gets wrong, handled here:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from core.stacks import FrameStack
@@ -28,8 +30,9 @@ __all__ = ["peak_opacity", "distinct_frames", "DEFAULT_WINDOW_S"]
 DEFAULT_WINDOW_S = 0.25      # averaging window around the peak; a venous bolus lasts seconds
 MASK_ARRIVAL_FRACTION = 0.1  # contrast "arrives" at 10% of its peak rise (the DOMAIN.md TDC arrival)
 SIGNAL_QUANTILE = 99.5       # the vessel is a few % of the field: its opacity shows in this quantile
+CHANGE_PROBES = 8            # frames compared with the first to find pixels that never change
 PEAK_BLOCK_PX = 4            # the peak time is chosen per block of b x b pixels (see below)
-MAX_SAMPLE_PIXELS = 65536    # per-frame statistics on a regular subsample: same answer, 1/16 the cost
+MAX_SAMPLE_PIXELS = 16384    # per-frame statistics on a regular subsample: same answer, far cheaper
 
 
 def distinct_frames(frames: np.ndarray) -> np.ndarray:
@@ -40,7 +43,8 @@ def distinct_frames(frames: np.ndarray) -> np.ndarray:
     """
     keep = [0]
     for i in range(1, frames.shape[0]):
-        if not np.array_equal(frames[i], frames[i - 1]):
+        # A noisy new pulse differs within its first rows: check those before the whole frame.
+        if not np.array_equal(frames[i, :8], frames[i - 1, :8]) or not np.array_equal(frames[i], frames[i - 1]):
             keep.append(i)
     return np.asarray(keep, dtype=np.intp)
 
@@ -58,6 +62,21 @@ def _to_log(frame: np.ndarray, intensity: str, lut: np.ndarray | None) -> np.nda
     if intensity == "lin":
         return lut[frame]
     return frame.astype(np.float32)
+
+
+def _block_sum(frame: np.ndarray, b: int, hb: int, wb: int) -> np.ndarray:
+    """Sums over b x b blocks (the last partial row/column of blocks dropped), by strided adds: four
+    times faster than a reshape-sum, whose inner reduction is only b long."""
+    if b == 1:
+        return frame.astype(np.float64)
+    f = frame[:hb * b, :wb * b]
+    cols = f[:, 0::b].astype(np.uint32)
+    for o in range(1, b):
+        cols += f[:, o::b]
+    out = cols[0::b].copy()
+    for o in range(1, b):
+        out += cols[o::b]
+    return out
 
 
 def _box3(a: np.ndarray) -> np.ndarray:
@@ -113,23 +132,27 @@ def peak_opacity(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> np.nd
     # One frame of margin: the frame just before the threshold already holds a little contrast.
     n_mask = max(1, arrival - 1)
 
-    # Pass 2, full frames: the mask, the changing pixels, and each frame's block means (the peak finder).
-    gains = gains.astype(np.float32)
+    # Pass 2, full frames: the mask, the changing pixels, and each frame's block sums (the peak finder).
     b = PEAK_BLOCK_PX if min(h, w) >= 4 * PEAK_BLOCK_PX else 1
     hb, wb = h // b, w // b
     mask = np.zeros((h, w), dtype=np.float32)
-    blocks = np.empty((idx.size, hb, wb), dtype=np.float32)
+    blocks = np.empty((idx.size, hb, wb), dtype=np.float64)
     first = frames[idx[0]]
     changed = np.zeros((h, w), dtype=bool)
+    # A few frames spread over the run tell a noisy pixel from a static one; all of them would cost more.
+    probes = set(np.linspace(1, idx.size - 1, min(CHANGE_PROBES, idx.size - 1)).astype(int).tolist())
     for j, i in enumerate(idx):
         raw = frames[i]
-        if j > 0:
-            changed |= raw != first
-        lg = _to_log(raw, stack.intensity, lut)
-        lg -= gains[j]
+        if j in probes:
+            np.logical_or(changed, raw != first, out=changed)
         if j < n_mask:
+            lg = _to_log(raw, stack.intensity, lut)
+            lg -= np.float32(gains[j])
             mask += lg
-        blocks[j] = lg[:hb * b, :wb * b].reshape(hb, b, wb, b).mean(axis=(1, 3))
+        # Light per block, exposure removed: in raw units (a monotone stand-in for opacity is all the
+        # choice of the peak window needs, and it spares a full-frame log per frame).
+        light = _block_sum(raw, b, hb, wb)
+        blocks[j] = light * math.exp(-gains[j]) if stack.intensity == "lin" else light - gains[j] * b * b
     mask /= np.float32(n_mask)
 
     # The peak time of each block: the window (k distinct pulses) with the least light, i.e. the most
@@ -144,14 +167,19 @@ def peak_opacity(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> np.nd
     end = np.repeat(np.repeat(end, b, axis=0), b, axis=1)
     if end.shape != (h, w):
         end = np.pad(end, ((0, h - end.shape[0]), (0, w - end.shape[1])), mode="edge")
-    rows = np.arange(h)[:, None]
-    cols = np.arange(w)[None, :]
+    gains32 = gains.astype(np.float32)
+    # Each pixel's k frames ending at its block's peak, gathered from the stack by flat index.
+    flat = frames.reshape(frames.shape[0], -1) if frames.flags.c_contiguous else None
+    pix = np.arange(h * w, dtype=np.intp).reshape(h, w)
     total = np.zeros((h, w), dtype=np.float32)
     for back in range(k):
         j = end - back
-        raw = frames[idx[j], rows, cols]
+        if flat is not None:
+            raw = flat.reshape(-1).take(idx[j] * (h * w) + pix)
+        else:
+            raw = frames[idx[j], pix // w, pix % w]
         lg = _to_log(raw, stack.intensity, lut)
-        lg -= gains[j]
+        lg -= gains32[j]
         total += lg
     peak = mask - total / np.float32(k)
     # A pixel that never changes carries no opacity: overlay text, black surround, saturation.

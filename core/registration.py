@@ -18,6 +18,7 @@ import numpy as np
 __all__ = ["Registration", "register", "DEFAULT_MAX_SHIFT_PX"]
 
 DEFAULT_MAX_SHIFT_PX = 64       # the issue asks for >= 48
+COARSE_ABOVE_PX = 640           # images larger than this register at half resolution
 EDGE_TAPER_PX = 12              # fade width at the edge of the measured field
 SUBPIXEL_STEPS = 10             # sub-pixel grid: 1/10 px
 WHITENING = 0.8                 # 1 = pure phase correlation (noisy), 0 = plain correlation (broad peak)
@@ -69,6 +70,13 @@ def box_mean(img: np.ndarray, radius: int) -> np.ndarray:
         lo = np.take(c, np.arange(0, n), axis=axis)
         out = (hi - lo) / (2 * radius + 1)
     return out.astype(np.float32)
+
+
+def _half(img: np.ndarray) -> np.ndarray:
+    """2x2 block mean (NaN if any of the four is NaN: not measured stays not measured)."""
+    h, w = img.shape
+    a = np.asarray(img, dtype=np.float32)[: h // 2 * 2, : w // 2 * 2]
+    return 0.25 * (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2])
 
 
 def _fast_len(n: int) -> int:
@@ -134,6 +142,10 @@ def register(fixed: np.ndarray, moving: np.ndarray, max_shift: float = DEFAULT_M
         raise ValueError(f"images of shape {fixed.shape} are too small to register")
     if not (np.isfinite(max_shift) and max_shift >= 0):
         raise ValueError(f"max_shift must be a finite number >= 0, got {max_shift!r}")
+    if min(fixed.shape) > COARSE_ABOVE_PX:
+        # Big images: register at half resolution (4x cheaper); the 1/10 px grid there is 1/5 px here.
+        half = register(_half(fixed), _half(moving), max_shift / 2.0)
+        return Registration(round(2.0 * half.dx, 3), round(2.0 * half.dy, 3), half.score)
     h, w = fixed.shape
     ms = int(min(np.ceil(max_shift), h - 2, w - 2))
     a = _features(fixed)
