@@ -17,7 +17,7 @@ from core.mask import MAX_MASK_PULSES, VALID_PULSES, MaskChoice, OnsetWatcher, l
 
 ARRIVAL_FRACTION = 0.1      # arrival: first time the TDC reaches 10% of its peak
 WASHOUT_FRACTION = 0.5      # washout: first time after the peak it is back at 50%
-MIN_FIT_R2 = 0.9            # below this the fit does not describe the curve; use the samples
+MIN_FIT_R2 = 0.98           # below this the fit does not describe the curve (drift, odd shape): use the samples
 MIN_PEAK_SNR = 5.0          # peak / noise sd below this: no contrast seen in the ROI
 FIT_TAIL_FRACTION = 0.3     # fit up to where the curve falls to 30% after the peak (recirculation beyond)
 
@@ -153,11 +153,17 @@ def _peak_interp(t: np.ndarray, y: np.ndarray, k: int) -> float:
 
 
 def _fit_window(t: np.ndarray, ys: np.ndarray) -> tuple[int, int, int]:
-    """(start, stop, peak) indices of the samples to fit: up to the tail cut-off after the peak."""
+    """(start, stop, peak) indices of the samples to fit: from as long before the 10% rise as the rise takes
+    to the peak (a drifting baseline far from the bolus would pull the fit), to the 30% fall after it."""
     k = int(np.argmax(ys))
     after = np.nonzero(ys[k:] <= FIT_TAIL_FRACTION * ys[k])[0]
     stop = k + int(after[0]) if after.size else len(ys) - 1
-    return 0, stop, k
+    rise = _crossing_up(t, ys, ARRIVAL_FRACTION * ys[k], k)
+    start = 0
+    if rise is not None:
+        lead = max(t[k] - rise, 3 * (t[1] - t[0]))
+        start = int(np.searchsorted(t, rise - lead))
+    return start, stop, k
 
 
 def _linear_start(t: np.ndarray, y: np.ndarray, t0: float, peak: float) -> tuple[float, float, float] | None:
