@@ -1,7 +1,7 @@
 """Server-Sent Events for ``/api/stream``: one hub samples the appliance, every stream gets the same bytes.
 
 Two kinds of message go out:
-- ``status``: the body of ``GET /api/status``. The hub samples ``appliance.status()`` every ``tick_s`` and sends
+- ``status``: the body of ``GET /api/status``. The hub samples ``appliance.status()`` every ``tick_s`` (10 ms) and sends
   it as soon as its live part changes (a serial packet, a frame that moves the run timer), and at least every
   ``heartbeat_s`` regardless, so a client knows the appliance is alive. Status coalesces: a slow client gets the
   latest one, never a backlog.
@@ -52,7 +52,7 @@ class _Client:
 
 class StreamHub:
     def __init__(self, status: Callable[[], dict], events: Callable[[int, int], list[dict]],
-                 *, tick_s: float = 0.02, heartbeat_s: float = 0.4, queue_max: int = 2000) -> None:
+                 *, tick_s: float = 0.01, heartbeat_s: float = 0.4, queue_max: int = 2000) -> None:
         if not (0 < tick_s <= heartbeat_s <= 0.5):
             raise ValueError("need 0 < tick_s <= heartbeat_s <= 0.5 (a status at least twice a second)")
         self._status, self._events = status, events
