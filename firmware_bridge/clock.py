@@ -3,7 +3,7 @@
 Two estimates of ``offset = host_ns - device_ns``:
 - TIME_REQ / TIME_RESP round trips (devices with capability bit2): the device read its clock between our
   send and our receive, so ``offset ~ midpoint - device``; the round trip with the smallest RTT in the
-  window wins (its error is at most RTT/2).
+  last minute wins (its error is at most RTT/2; a minute of 50 ppm crystal drift adds 3 ms).
 - otherwise the lower envelope of ``arrival - device`` over a sliding window: every packet arrives after
   its event, so the minimum is the offset plus the smallest transmission delay seen.
 No I/O; the caller passes host times.
@@ -17,7 +17,7 @@ REBOOT_BACKSTEP_MS = 60_000  # device time jumping back more than this (not a wr
 
 
 class DeviceClock:
-    def __init__(self, window_s: float = 30.0, sync_window_s: float = 120.0) -> None:
+    def __init__(self, window_s: float = 30.0, sync_window_s: float = 60.0) -> None:
         if window_s <= 0 or sync_window_s <= 0:
             raise ValueError("clock windows must be positive")
         self._window_ns = int(window_s * 1e9)
