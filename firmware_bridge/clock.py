@@ -70,7 +70,7 @@ class DeviceClock:
 
     @property
     def offset_ns(self) -> int | None:
-        if self._syncs:
+        if self.synced:
             return min(self._syncs, key=lambda s: s[1])[2]
         if self._envelope:
             return self._envelope[0][1]
@@ -78,7 +78,11 @@ class DeviceClock:
 
     @property
     def synced(self) -> bool:
-        return bool(self._syncs)
+        """A recent round trip exists (a device that stopped answering falls back to the envelope)."""
+        if not self._syncs:
+            return False
+        newest = self._envelope[-1][0] if self._envelope else self._syncs[-1][0]
+        return newest - self._syncs[-1][0] <= self._sync_window_ns
 
     def to_host_ns(self, device_ms: int, fallback_ns: int) -> int:
         """Host monotonic ns of a device event; ``fallback_ns`` (its arrival) before any estimate exists."""

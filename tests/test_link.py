@@ -187,3 +187,11 @@ def test_a_resent_copy_seen_first_sets_no_seq_baseline():
     link = opened()
     link.feed(Hello(0, 0).encode() + Sample(5, 500).encode() + Sample(6, 520).encode(), S)
     assert link.seq_gaps == 0
+
+
+def test_stale_time_sync_falls_back_to_the_envelope():
+    clock = DeviceClock(sync_window_s=60.0)
+    clock.time_sync(1000, 10 * S, 10 * S + 2 * MS)           # offset ~ 9 s
+    assert clock.synced and abs(clock.offset_ns - 9 * S) <= 1 * MS
+    clock.observe(200_000, 205 * S + 5 * MS)                 # 195 s later, no more round trips
+    assert not clock.synced and clock.offset_ns == 5 * S + 5 * MS
