@@ -5,6 +5,7 @@ must never wait on a disk), and the writer drains the queue into one transaction
 ``synchronous=FULL`` makes each committed batch durable; an event counts as recorded, is visible to readers
 and is handed to subscribers only after its COMMIT returned. Every row carries a UNIQUE idempotency key and is
 written with INSERT OR IGNORE, so a device retransmission or a replay after a restart is recorded once.
+Event ids only grow (AUTOINCREMENT) but have gaps: an ignored duplicate or retention leaves holes.
 
 Disk faults never raise into callers: they become alarms, the batch stays in memory (bounded; overflow is
 counted as dropped) and the writer retries with backoff until the disk takes it again.
@@ -102,6 +103,11 @@ class EventLog:
                  batch_max: int = 5_000, retry_max_s: float = 0.5,
                  wall_clock_ns: Callable[[], int] = time.time_ns) -> None:
         """
+        queue_max: events held in memory while the database cannot take them; beyond it they are dropped
+            (counted in stats()["dropped"], alarm ``queue_overflow``).
+        max_age_days, max_bytes: retention. Oldest closed procedures (with their events, runs, injections,
+            clearance results) and events outside any procedure go first; the open procedure never does.
+            max_bytes counts database pages in use; the WAL is bounded separately.
         max_page_count: hard cap on the database size in pages (SQLite ``PRAGMA max_page_count``); beyond it
             writes fail exactly as on a full disk. Changeable at run time with ``set_max_page_count``.
         retention_interval_s: how often the writer enforces max_age_days / max_bytes (also once at open).
