@@ -22,6 +22,7 @@ log = logging.getLogger("cathlab.pipeline")
 PEAK_ALPHA = 0.4            # peak map over an exponential mean of ~4 pulses: noise-robust peak opacity
 DEVICE_EDGE_WINDOW_NS = 2 * NS   # a device XRAY edge this close to the image edge belongs to the same run
 INJECTION_MEMORY = 32       # injections remembered for matching to runs
+SMALL_CHANGE = 0.25         # a change under this fraction of the run's typical pulse change is no pulse
 
 
 class FramePipeline:
@@ -52,6 +53,8 @@ class FramePipeline:
         self._injections: deque = deque(maxlen=INJECTION_MEMORY)
         self._device_edges: deque = deque(maxlen=16)              # (on, t_ns)
         self._recent: deque = deque(maxlen=64)                    # (t_ns, index) of the last frames
+        self._pulse_mads: deque = deque(maxlen=15)               # change of the current run's last pulses
+        self.small_changes = 0                                   # frames that changed too little to be a pulse
         # Offline only: ``crop_source(frame_indices, roi) -> (P, h, w)`` gives full-resolution crops for
         # the automatic ROI, which live runs measure on the coarse sample.
         self.crop_source = None
@@ -126,6 +129,14 @@ class FramePipeline:
         self.last_stats = stats
         self._recent.append((frame.t_ns, frame.index))
         new_pulse = self.frames == 1 or not stats.repeat
+        if new_pulse and self.runs.current is not None and len(self._pulse_mads) >= 3:
+            # A fresh pulse changes the whole field (quantum noise); a burnt-in counter ticking on
+            # last-image-hold changes a few hundred pixels. Only the former is X-ray.
+            if stats.mad < SMALL_CHANGE * float(np.median(self._pulse_mads)):
+                new_pulse = False
+                self.small_changes += 1
+        if new_pulse and self.runs.current is not None:
+            self._pulse_mads.append(stats.mad)
         if new_pulse:
             self.pulses += 1
             if self.timer is not None:
@@ -167,6 +178,7 @@ class FramePipeline:
         run = event.run
         if event.kind == "run_start":
             self.arbiter.image(True, event.t_ns)
+            self._pulse_mads.clear()
             shape, dtype = self._geometry
             rois = self._rois
             if rois is not None and any(x + w > shape[1] or y + h > shape[0] for x, y, w, h in rois):
