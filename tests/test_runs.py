@@ -62,3 +62,135 @@ def test_close_ends_an_open_run():
 def test_bad_parameters():
     with pytest.raises(ValueError):
         RunDetector(confirm_pulses=0)
+
+
+# --------------------------------------------------------------------------------------------- the pipeline
+
+import numpy as np  # noqa: E402
+
+from core.phantom import PhantomConfig, render_run  # noqa: E402
+from core.pipeline import FramePipeline  # noqa: E402
+from core.sources import Frame  # noqa: E402
+
+
+def play(pipeline, frames, fps, t0_ns=0, hook=None):
+    """Feed frames at the video line rate; returns the runs that ended (closing the stream)."""
+    ended = []
+    for i, f in enumerate(frames):
+        t = t0_ns + int(round(i * NS / fps))
+        if hook is not None:
+            hook(i, t)
+        ended += [e.run for e in pipeline.process(Frame(f, t, i)) if e.kind == "run_end"]
+    ended += [e.run for e in pipeline.close(t0_ns + int(round(len(frames) * NS / fps)))]
+    return ended
+
+
+@pytest.fixture(scope="module")
+def contrast_run():
+    return render_run(PhantomConfig(size=(128, 128), intensity="log", seed=9, i0=800.0, diameter_px=12.0))
+
+
+def test_pipeline_run_summary_with_injection_and_device_xray(contrast_run):
+    run = contrast_run
+    fps = run.fps
+    on_ns = int(round(run.truth.run_start_s * NS))
+    off_ns = int(round(run.truth.run_end_s * NS))
+    inj_ns = int(round(run.truth.inject_start_s * NS))
+    p = FramePipeline("log")
+    summary = {"delivered_volume_ml": 10.0, "peak_flow_ml_s": 5.0, "peak_pressure_kpa": 650.0,
+               "duration_ms": 2000, "xray_delay_ms": -1000}
+
+    def hook(i, t):
+        if t == on_ns:
+            p.xray_signal(True, t)
+        if t == inj_ns:
+            p.injection(inj_ns)
+        if t == inj_ns + 2 * NS:
+            p.injection(inj_ns, inj_ns + 2 * NS, summary)
+        if t == off_ns:
+            p.xray_signal(False, t)
+
+    ended = play(p, run.frames, fps, hook=hook)
+    assert len(ended) == 1 and ended[0].contrast
+    s = ended[0].summary()
+    assert s["frames"] == run.truth.xray_off_frame - run.truth.xray_on_frame
+    assert s["pulses"] == int(run.truth.is_new_pulse.sum()) and s["pulse_rate"] == 15.0
+    assert s["xray_source"] == "device" and s["device_start_ns"] == on_ns and s["device_end_ns"] == off_ns
+    assert s["duration_s"] == pytest.approx(6.0, abs=1e-6)
+    assert s["injection_delay_s"] == pytest.approx(1.0, abs=1e-6)
+    assert s["delivered_volume_ml"] == 10.0 and s["peak_flow_ml_s"] == 5.0 and s["peak_pressure_kpa"] == 650.0
+    assert s["injection_stop_ns"] == inj_ns + 2 * NS
+    assert s["mask"]["reason"] == "pre-contrast" and len(s["mask_frames"]) == 2
+    roi = s["rois"][0]
+    assert roi["auto"] and roi["arrival_s"] < roi["peak_s"] and roi["mtt_s"] is not None
+    assert roi["arrival_after_injection_s"] == pytest.approx(roi["arrival_s"] - 1.0, abs=1e-3)
+    assert 0 < len(roi["curve"]) <= 200
+    assert ended[0].peak_opacity.shape == (128, 128)
+    assert p.alarms(off_ns + 10 * NS) == []
+
+
+def test_pipeline_configured_roi_and_live_curve(contrast_run):
+    run = contrast_run
+    p = FramePipeline("log")
+    x, y = (int(v) for v in run.truth.centreline_xy[len(run.truth.centreline_xy) // 2])
+    p.set_rois([(x - 8, y - 8, 16, 16)])
+    seen = []
+
+    def hook(i, t):
+        cur = p.current_run(t)
+        if cur is not None:
+            seen.append(cur)
+
+    ended = play(p, run.frames, run.fps, hook=hook)
+    assert not seen[0]["contrast"] and seen[0]["tdc"] is None            # before the bolus: nothing yet
+    last = seen[-1]
+    assert last["contrast"] and last["tdc"]["roi"] == [x - 8, y - 8, 16, 16] and not last["tdc"]["auto"]
+    assert 30 < len(last["tdc"]["curve"]) <= 200
+    roi = ended[0].summary()["rois"][0]
+    assert roi["roi"] == [x - 8, y - 8, 16, 16] and not roi["auto"]
+    t = run.truth.truth_timing((y - 8, y + 8, x - 8, x + 8))
+    assert abs(roi["peak_s"] - t.peak_s) < 1 / 15
+
+
+def test_fluoroscopy_only_run_is_not_a_contrast_run():
+    run = render_run(PhantomConfig(size=(96, 96), intensity="lin", seed=4, inject_at_s=None, xray_s=2.0,
+                                   diameter_px=10.0))
+    ended = play(FramePipeline("lin"), run.frames, run.fps)
+    assert len(ended) == 1
+    assert not ended[0].contrast and ended[0].peak_opacity is None
+    s = ended[0].summary()
+    assert s["injection_start_ns"] is None and s["injection_delay_s"] is None and s["rois"][0]["arrival_s"] is None
+
+
+def test_device_and_image_disagree_raises_an_alarm():
+    p = FramePipeline("log")
+    frame = np.full((32, 32), 100, np.uint8)
+    p.xray_signal(True, 0)                                   # the device says on, the image never changes
+    for i in range(90):
+        p.process(Frame(frame, int(i * NS / 30), i))
+    alarms = p.alarms(3 * NS)
+    assert [a["kind"] for a in alarms] == ["xray_disagreement"]
+    p.xray_signal_lost(3 * NS)
+    assert p.alarms(10 * NS) == []
+
+
+def test_pipeline_rejects_bad_frames_and_inputs():
+    p = FramePipeline("lin")
+    with pytest.raises(ValueError):
+        p.process(Frame(np.zeros((4, 4), np.float32), 0, 0))
+    with pytest.raises(ValueError):
+        p.process(Frame(np.zeros((2, 4, 4), np.uint16), 0, 0))
+    p.process(Frame(np.zeros((4, 4), np.uint16), 10, 0))
+    with pytest.raises(ValueError):
+        p.process(Frame(np.zeros((4, 4), np.uint16), 5, 1))   # time went backwards
+    assert p.rejected == 3 and p.frames == 1
+    with pytest.raises(ValueError):
+        p.set_rois([(0, 0, 8, 8)])                           # does not fit 4x4 frames
+    with pytest.raises(ValueError):
+        p.injection(1.5)
+    with pytest.raises(ValueError):
+        p.injection(10, 5)
+    with pytest.raises(ValueError):
+        p.injection(10, None, "summary")
+    with pytest.raises(ValueError):
+        FramePipeline("linear")
