@@ -87,7 +87,8 @@ def test_status_page_live_and_stale(browser, tmp_path):
         xray_on = max(t for t in starts if t <= seen["xray"])
         injection = mono_to_wall_ms(first_event(url, "injection_start", 3)["t_mono_ns"])
         assert 0 <= seen["xray"] - xray_on < 1000, f"X-ray ON shown {seen['xray'] - xray_on:.0f} ms after the run began"
-        assert 0 <= seen["flow"] - injection < 1000, f"flow shown {seen['flow'] - injection:.0f} ms after injection began"
+        assert 0 <= seen["flow"] - injection < 1000, \
+            f"flow shown {seen['flow'] - injection:.0f} ms after the injection began"
 
         # The run timer counts while X-ray is on.
         t1 = float(page.text_content("#run-timer"))

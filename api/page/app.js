@@ -38,6 +38,14 @@ function renderXray(s, t) {
   setText("run-timer", s.run ? fmt(s.run.duration_s) : "—");
   setText("pulse-rate", fmt(s.xray.pulse_rate));
   setText("fluoro", mmss(t.fluoro_time_s));
+  setText("run-note", runNote(s.run));
+}
+
+function runNote(run) {
+  if (!run) return "no run in progress";
+  const parts = [`run ${run.run_id ?? run.index}`, run.contrast ? "contrast run" : "fluoroscopy"];
+  if (num(run.injection_delay_s)) parts.push(`injection ${run.injection_delay_s >= 0 ? "+" : ""}${fmt(run.injection_delay_s)} s after X-ray on`);
+  return parts.join(" · ");
 }
 
 function renderProcedure(proc, t) {

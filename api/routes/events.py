@@ -13,7 +13,8 @@ MAX_ID = 2**63 - 1  # SQLite INTEGER PRIMARY KEY range
 
 @router.get("/events", response_model=EventPage, summary="Committed events with id > after, in id order")
 def list_events(appliance: ApplianceDep,
-                after: Annotated[int, Query(ge=0, le=MAX_ID, description="Last id already seen (0: from the start)")] = 0,
+                after: Annotated[int, Query(ge=0, le=MAX_ID,
+                                            description="Last id already seen (0: from the start)")] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
     events = appliance.events(after=after, limit=limit)
     return {"events": events, "next": events[-1]["id"] if events else after}
@@ -28,6 +29,8 @@ async def stream(hub: HubDep,
                  last_event_id: Annotated[str | None, Header(description="Replay events after this id "
                                                                          "(sent by browsers on reconnect)")] = None,
                  ) -> StreamingResponse:
-    after = int(last_event_id) if last_event_id and last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) < 19 else None
+    # Browsers echo the last id they saw; anything else (or an id beyond SQLite's range) means "no replay".
+    text = last_event_id or ""
+    after = int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
     return StreamingResponse(hub.stream(after), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

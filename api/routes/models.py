@@ -37,7 +37,8 @@ class Injector(_Open):
     link: Literal["up", "silent", "down"] = Field(description="Serial link: up, silent (no packet for 3 s) or down")
     state: str | None = Field(description="Injector state as the device reports it (idle, armed, injecting, ...)")
     flow_ml_s: float | None = Field(description="Live flow; 0 without a recent sample")
-    volume_ml: float | None = Field(description="Volume delivered in the current injection; null without a recent sample")
+    volume_ml: float | None = Field(description="Volume delivered in the current injection; "
+                                                "null without a recent sample")
     pressure_kpa: float | None = Field(description="Live pressure; 0 without a recent sample")
     device: dict[str, Any] | None = Field(description="Model, serial number, firmware, from the device's HELLO")
 

@@ -47,8 +47,8 @@ def render(status: dict) -> str:
     clearance = status.get("clearance") or {}
     counters = status.get("counters") or {}
     values = {
-        "procedure": ("no procedure open" if proc is None else
-                      f"procedure {proc.get('label') + ' · ' if proc.get('label') else ''}{str(proc.get('id', ''))[:8]}"),
+        "procedure": "no procedure open" if proc is None else
+                     " · ".join(str(v) for v in ("procedure", proc.get("label"), str(proc.get("id", ""))[:8]) if v),
         "clock": datetime.now(timezone.utc).strftime("%H:%M:%S UTC"),
         "alarms_hidden": "" if alarms else "hidden",
         "alarms": "".join(f"<div>⚠ {html.escape(str(a.get('message', '')))}</div>" for a in alarms),
@@ -56,10 +56,12 @@ def render(status: dict) -> str:
         "state": inj.get("state") or "—",
         "flow": _num(inj.get("flow_ml_s")), "pressure": _num(inj.get("pressure_kpa"), 0),
         "volume": _num(inj.get("volume_ml")),
-        "device": " · ".join(str(v) for v in (device.get("model"), device.get("serial_no")) if v) or "no injector identified",
+        "device": " · ".join(str(v) for v in (device.get("model"), device.get("serial_no")) if v)
+                  or "no injector identified",
         "xray_class": "on" if xray.get("on") else "off", "xray_text": "X-RAY ON" if xray.get("on") else "OFF",
         "run_timer": _num(run.get("duration_s")) if run else "—", "pulse_rate": _num(xray.get("pulse_rate")),
         "fluoro": _mmss(totals.get("fluoro_time_s")),
+        "run_note": "no run in progress" if run is None else f"run {run.get('run_id', run.get('index'))}",
         "contrast_ml": _num(totals.get("contrast_ml"), 0), "contrast_limit": _num(totals.get("max_contrast_ml"), 0),
         "contrast_note": "",
         "clearance_pct": f"{_num(clearance.get('clearance_pct'), 0)}%" if clearance else "—",

@@ -30,7 +30,8 @@ def get_procedure(appliance: ApplianceDep, procedure_id: ProcedureIdPath) -> dic
 
 
 @router.post("", response_model=Procedure, status_code=201, dependencies=[TokenDep],
-             responses={**UNAUTHORIZED, **UNPARSABLE, 409: {"model": Message, "description": "A procedure is already open"}},
+             responses={**UNAUTHORIZED, **UNPARSABLE,
+                        409: {"model": Message, "description": "A procedure is already open"}},
              summary="Start a procedure")
 def start_procedure(appliance: ApplianceDep, body: Annotated[ProcedureStart, Body()] = ProcedureStart()) -> dict:
     current = appliance.status()["procedure"]

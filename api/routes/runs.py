@@ -40,7 +40,8 @@ def run_image(appliance: ApplianceDep, run_id: RunIdPath) -> Response:
 
 
 @router.put("/{run_id}/label", response_model=RunLabelled, dependencies=[TokenDep],
-            responses={**UNAUTHORIZED, **NOT_FOUND, **UNPARSABLE}, summary="Label a run baseline, intraprocedural or completion")
+            responses={**UNAUTHORIZED, **NOT_FOUND, **UNPARSABLE},
+            summary="Label a run baseline, intraprocedural or completion")
 def label_run(appliance: ApplianceDep, run_id: RunIdPath, body: Annotated[RunLabel, Body()]) -> dict:
     appliance.label_run(run_id, body.label)
     return {"run_id": run_id, "label": body.label}
