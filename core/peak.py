@@ -30,7 +30,8 @@ __all__ = ["peak_opacity", "distinct_frames", "DEFAULT_WINDOW_S"]
 DEFAULT_WINDOW_S = 0.25      # averaging window around the peak; a venous bolus lasts seconds
 MASK_ARRIVAL_FRACTION = 0.1  # contrast "arrives" at 10% of its peak rise (the DOMAIN.md TDC arrival)
 SIGNAL_QUANTILE = 99.5       # the vessel is a few % of the field: its opacity shows in this quantile
-CHANGE_PROBES = 8            # frames compared with the first to find pixels that never change
+STATIC_PROBES = 16           # consecutive distinct-frame pairs compared to find overlay pixels
+STATIC_SHARE = 0.85          # a pixel equal to its previous frame this often is overlay, not anatomy
 PEAK_BLOCK_PX = 4            # the peak time is chosen per block of b x b pixels (see below)
 MAX_SAMPLE_PIXELS = 16384    # per-frame statistics on a regular subsample: same answer, far cheaper
 
@@ -79,6 +80,33 @@ def _block_sum(frame: np.ndarray, b: int, hb: int, wb: int) -> np.ndarray:
     return out
 
 
+def _level(d: np.ndarray) -> np.ndarray:
+    """Per-row location of ``d``: the mean after clipping at median +- 4 robust sd.
+
+    Not the median itself: on 8-bit video the differences are whole display levels, and a median of
+    integers is an integer (up to half a level off, the same for every pixel of the frame).
+    """
+    med = np.median(d, axis=1, keepdims=True)
+    sd = 1.4826 * np.median(np.abs(d - med), axis=1, keepdims=True)
+    sd = np.maximum(sd, 0.5)   # at least half a quantisation step: never clip to a single level
+    return np.clip(d, med - 4 * sd, med + 4 * sd).mean(axis=1)
+
+
+def _overlay(same: np.ndarray, n_probes: int) -> np.ndarray:
+    """Pixels that carry no opacity: unchanged between (almost) every probed pair of pulses, in a
+    neighbourhood of such pixels.
+
+    Quantum noise changes a pixel between pulses; the black surround, saturation and burnt-in text do not,
+    and a fluoro-time counter changes once a second: unchanged in most pairs. A heavily filtered display
+    can leave a noisy pixel unchanged by chance a few times, never in most pairs in a whole neighbourhood.
+    """
+    static = same >= max(1, math.ceil(STATIC_SHARE * n_probes))
+    if n_probes < 4 or min(static.shape) < 3:
+        return static
+    near = _box3(static[None].astype(np.uint8))[0]
+    return static & (near >= 4)
+
+
 def _box3(a: np.ndarray) -> np.ndarray:
     """Sum over 3x3 neighbourhoods of the last two axes (edges replicated)."""
     p = np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge")
@@ -117,13 +145,22 @@ def peak_opacity(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> np.nd
     lit = frames[idx[0], ::step, ::step] > 0
     if not lit.any():
         lit = np.ones_like(lit)
-    gains = np.empty(idx.size)
-    signal = np.empty(idx.size)
+    D = np.empty((idx.size, int(lit.sum())), dtype=np.float32)
     for j, i in enumerate(idx):
-        d = _to_log(np.ascontiguousarray(frames[i, ::step, ::step]), stack.intensity, lut)[lit] - ref[lit]
-        gains[j] = np.median(d)
-        # Opacity vs the first frame, exposure removed: its upper quantile rises when the vessel fills.
-        signal[j] = np.percentile(gains[j] - d, SIGNAL_QUANTILE)
+        D[j] = _to_log(np.ascontiguousarray(frames[i, ::step, ::step]), stack.intensity, lut)[lit] - ref[lit]
+    # The exposure shift of a frame is the median change of the pixels that hold no contrast. A first
+    # median over all of them finds the contrast; pixels that ever hold some (and pixels that never change:
+    # overlay) then leave the estimate, or a large vessel would drag the median and bias every opacity.
+    first_gain = np.median(D, axis=1)
+    o = first_gain[:, None] - D
+    span = min(3, idx.size)
+    c = np.cumsum(np.vstack([np.zeros((1, o.shape[1]), np.float32), o]), axis=0)
+    held = ((c[span:] - c[:-span]) / span).max(axis=0)
+    spread = 1.4826 * float(np.median(np.abs(held - np.median(held))))
+    keep = (held <= np.median(held) + 5.0 * spread) & (np.ptp(D, axis=0) > 0)
+    gains = _level(D[:, keep]) if keep.sum() >= 64 else first_gain
+    # Opacity vs the first frame, exposure removed: its upper quantile rises when the vessel fills.
+    signal = np.percentile(gains[:, None] - D, SIGNAL_QUANTILE, axis=1)
     rise = signal - signal.min()
     if rise.max() > 0:
         arrival = int(np.argmax(rise >= MASK_ARRIVAL_FRACTION * rise.max()))
@@ -137,14 +174,17 @@ def peak_opacity(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> np.nd
     hb, wb = h // b, w // b
     mask = np.zeros((h, w), dtype=np.float32)
     blocks = np.empty((idx.size, hb, wb), dtype=np.float64)
-    first = frames[idx[0]]
-    changed = np.zeros((h, w), dtype=bool)
-    # A few frames spread over the run tell a noisy pixel from a static one; all of them would cost more.
-    probes = set(np.linspace(1, idx.size - 1, min(CHANGE_PROBES, idx.size - 1)).astype(int).tolist())
+    # Pairs of consecutive distinct frames spread over the run: how often is a pixel unchanged?
+    n_probes = min(STATIC_PROBES, idx.size - 1)
+    probes = set(np.linspace(1, idx.size - 1, n_probes).astype(int).tolist())
+    n_probes = len(probes)
+    same = np.zeros((h, w), dtype=np.uint8)
+    prev = None
     for j, i in enumerate(idx):
         raw = frames[i]
         if j in probes:
-            np.logical_or(changed, raw != first, out=changed)
+            same += raw == prev
+        prev = raw
         if j < n_mask:
             lg = _to_log(raw, stack.intensity, lut)
             lg -= np.float32(gains[j])
@@ -183,5 +223,5 @@ def peak_opacity(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> np.nd
         total += lg
     peak = mask - total / np.float32(k)
     # A pixel that never changes carries no opacity: overlay text, black surround, saturation.
-    peak[~changed] = np.nan
+    peak[_overlay(same, n_probes)] = np.nan
     return peak

@@ -4,7 +4,7 @@ automatic centreline + reference diameter when the operator gives none.
 Stations are points every ``spacing`` px of arc length with their unit normal. A profile is the image
 sampled along the normal (bilinear), averaged over a short strip along the tangent so each station sees
 the whole stretch of vessel it stands for, not one noisy line. A sample that falls outside the image or
-on a NaN pixel (not measured: overlay, collimator surround) makes the whole profile NaN.
+on a NaN pixel (not measured: overlay, collimator surround) is NaN, and its station is not measured.
 
 Automatic finding (no learned model, no tuned geometry): the opacity above the noise floor is thresholded
 at a fraction of its bright end, the longest geodesic path through it (double sweep on a coarse grid) is
@@ -101,7 +101,7 @@ def make_stations(centerline: np.ndarray, spacing: float, smooth_px: float = 4.0
 def sample_profiles(image: np.ndarray, stations: Stations, across: np.ndarray, along: np.ndarray) -> np.ndarray:
     """(M, K) profiles: ``image`` at xy + a * normal + b * tangent, bilinear, averaged over ``along`` b.
 
-    NaN for a profile with any sample outside the image or on a NaN pixel.
+    NaN for samples outside the image or touching a NaN pixel; callers drop any profile holding one.
     """
     img = np.asarray(image, dtype=np.float32)
     h, w = img.shape
