@@ -436,3 +436,21 @@ def replay(directory: Path | str, *, on_frame: Callable[[Frame], None] | None = 
     if pipeline is not None and result.frames:
         result.run_events += pipeline.close(last_t + NS)
     return result
+
+
+def replay_main(directory: str | Path, out) -> int:
+    """``cathlab-edge replay DIR``: run a recorded procedure through the pipeline and print what it finds."""
+    import collections as _c
+
+    try:
+        result = replay(directory)
+    except (ValueError, OSError) as exc:
+        print(f"cathlab-edge: cannot replay {directory}: {exc}", file=out)
+        return 2
+    by_type = _c.Counter(m.to_dict()["type"] for m, _ in result.messages)
+    runs = [{"run": e.run.index, "start_ns": e.run.start_ns, "end_ns": e.run.end_ns, "pulses": e.run.pulses,
+             "pulse_rate": None if e.run.pulse_rate is None else round(e.run.pulse_rate, 2)}
+            for e in result.run_events if e.kind == "run_end"]
+    print(json.dumps({"frames": result.frames, "messages": dict(sorted(by_type.items())),
+                      "link_events": [list(e) for e in result.link_events], "runs": runs}, indent=1), file=out)
+    return 0

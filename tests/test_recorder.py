@@ -224,3 +224,19 @@ def test_recording_source_fast_and_paced(tmp_path):
     times = [f.t_ns for f in iter(paced.read, None)]
     assert 0.08 <= time.monotonic() - start < 1.0
     assert times == sorted(times)
+
+
+def test_replay_command_prints_runs_and_messages(tmp_path, phantom):
+    import io
+
+    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9)
+    live(rec, phantom, device_bytes(6.0))
+    rec.close()
+    out = io.StringIO()
+    from core.recorder import replay_main
+
+    assert replay_main(tmp_path, out) == 0
+    report = json.loads(out.getvalue())
+    assert len(report["runs"]) == 1 and report["frames"] > 0 and sum(report["messages"].values()) >= 5
+    bad = io.StringIO()
+    assert replay_main(tmp_path / "missing", bad) == 2 and "cannot replay" in bad.getvalue()
