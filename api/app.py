@@ -25,6 +25,9 @@ from core.settings import Settings
 
 log = logging.getLogger("cathlab.api")
 
+# The largest legitimate body (a 4096-point centreline) is ~100 kB; anything far beyond is refused unread.
+MAX_BODY_BYTES = 1 << 20
+
 
 def create_app(settings: Settings, *, appliance: Appliance | None = None) -> FastAPI:
     """The app for ``settings``; pass ``appliance`` to serve one built elsewhere (tests, other sources).
@@ -57,6 +60,7 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None) -> Fas
                               "contrast-run timing, venographic clearance, event log. Reads need no token; "
                               "writes need `Authorization: Bearer <token>` (the token is in `<data_dir>/api-token`).")
     app.state.token = token
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_exception_handler(ValueError, _value_error)
     app.add_exception_handler(LookupError, _lookup_error)
     for module in (status, runs, procedures, analysis, events, page):
@@ -104,3 +108,46 @@ def _close_streams_on_exit_signals(close: Callable[[], None]) -> Callable[[], No
             if signal.getsignal(sig) is handler:
                 signal.signal(sig, previous)
     return restore
+
+
+class _TooLarge(BaseException):
+    """Not an Exception: FastAPI turns any Exception raised while reading a body into a 400."""
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes, declared or streamed, before it is held in
+    memory (FastAPI would read any body whole)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send) -> None:
+        body = f'{{"detail":"request body larger than {self.limit} bytes"}}'.encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})

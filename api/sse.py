@@ -151,7 +151,8 @@ class StreamHub:
                 yield self._latest
             seen = last_event_id or 0
             if last_event_id is not None:
-                for event in self._events(last_event_id, REPLAY_MAX):
+                # A SQLite read: off the event loop, so a long replay never stalls the other streams.
+                for event in await asyncio.to_thread(self._events, last_event_id, REPLAY_MAX):
                     seen = event["id"]
                     yield encode("event", dumps(event), event["id"])
             while True:
