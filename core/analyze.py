@@ -51,8 +51,9 @@ def analyze_stack(stack: FrameStack, rois=None, injection_start_s: float | None 
 
     pipeline = FramePipeline(stack.intensity, rois=checked, keep_frames=False)
     frames = stack.frames
-    pipeline.crop_source = lambda index, roi: frames[np.asarray(index)][:, roi[1]:roi[1] + roi[3],
-                                                                        roi[0]:roi[0] + roi[2]]
+    # Crop first, then pick the pulses: indexing whole frames first would copy every frame.
+    pipeline.crop_source = lambda index, roi: frames[:, roi[1]:roi[1] + roi[3],
+                                                     roi[0]:roi[0] + roi[2]][np.asarray(index)]
     if injection_start_s is not None:
         pipeline.injection(int(round(injection_start_s * NS)))
     runs = []

@@ -132,7 +132,7 @@ class FramePipeline:
         if new_pulse and self.runs.current is not None and len(self._pulse_mads) >= 3:
             # A fresh pulse changes the whole field (quantum noise); a burnt-in counter ticking on
             # last-image-hold changes a few hundred pixels. Only the former is X-ray.
-            if stats.mad < SMALL_CHANGE * float(np.median(self._pulse_mads)):
+            if stats.mad < SMALL_CHANGE * sorted(self._pulse_mads)[len(self._pulse_mads) // 2]:
                 new_pulse = False
                 self.small_changes += 1
         if new_pulse and self.runs.current is not None:

@@ -402,7 +402,7 @@ class RunTimer:
         self.coarse.append(np.array(frame[::s, ::s]))
         for crops, (x, y, w, h) in zip(self.crops, self.rois):
             crops.append(np.array(frame[y:y + h, x:x + w]))
-        if self.keep_frames:
+        if self.keep_frames and not self.mask_ready:       # the live mask is built once, at the onset
             self.ring.append((self.pulses - 1, np.array(frame)))
             if len(self.ring) > RING_PULSES:
                 self.ring.pop(0)
