@@ -90,10 +90,13 @@ def test_status_page_live_and_stale(browser, tmp_path):
         assert 0 <= seen["flow"] - injection < 1000, \
             f"flow shown {seen['flow'] - injection:.0f} ms after the injection began"
 
-        # The run timer counts while X-ray is on.
-        t1 = float(page.text_content("#run-timer"))
+        # The run timer counts while X-ray is on, and the run's time-density curve grows as it is drawn.
+        points = "(document.querySelector('#tdc-lines polyline')?.getAttribute('points') || '').split(' ').length"
+        page.wait_for_function(f"{points} > 3", timeout=5000)
+        t1, n1 = float(page.text_content("#run-timer")), page.evaluate(points)
         time.sleep(0.6)
         assert float(page.text_content("#run-timer")) > t1
+        assert page.evaluate(points) > n1, "the curve did not grow"
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "status-page.png"))
 
