@@ -13,7 +13,7 @@ from typing import TextIO
 
 import numpy as np
 
-from core.runs import NS
+from core.runs import MIN_PULSE_RATE, NS
 from core.sources import Frame
 from core.stacks import FrameStack, load_stack
 from core.tdc import check_roi, gamma_variate
@@ -49,7 +49,10 @@ def analyze_stack(stack: FrameStack, rois=None, injection_start_s: float | None 
         raise ValueError(f"{stack.source}: frame times must increase, one per frame")
     t_ns = np.round(times * NS).astype(np.int64)
 
-    pipeline = FramePipeline(stack.intensity, rois=checked, keep_frames=False)
+    # A recorded acquisition may be slower than live fluoroscopy (DSA-style runs at 1-3 frames/s): offline,
+    # any rate down to half the file's frame rate counts as X-ray on.
+    pipeline = FramePipeline(stack.intensity, rois=checked, keep_frames=False,
+                             min_pulse_rate=min(MIN_PULSE_RATE, 0.5 * stack.fps))
     frames = stack.frames
     # Crop first, then pick the pulses: indexing whole frames first would copy every frame.
     pipeline.crop_source = lambda index, roi: frames[:, roi[1]:roi[1] + roi[3],

@@ -12,7 +12,7 @@ from collections import deque
 import numpy as np
 
 from core.kernels import FrameKernel, build_mask
-from core.runs import NS, Run, RunDetector, RunEvent
+from core.runs import MIN_PULSE_RATE, NS, Run, RunDetector, RunEvent
 from core.sources import Frame
 from core.tdc import RunTimer, check_roi
 from core.xray import XrayArbiter
@@ -32,14 +32,17 @@ class FramePipeline:
     """
 
     def __init__(self, intensity: str, crop: tuple[int, int, int, int] | None = None,
-                 rois: list | None = None, keep_frames: bool = True) -> None:
+                 rois: list | None = None, keep_frames: bool = True,
+                 min_pulse_rate: float = MIN_PULSE_RATE) -> None:
         if intensity not in ("lin", "log"):
             raise ValueError(f"intensity must be 'lin' or 'log', got {intensity!r}")
+        if not 0 < min_pulse_rate <= MIN_PULSE_RATE:
+            raise ValueError(f"min_pulse_rate must be in (0, {MIN_PULSE_RATE}], got {min_pulse_rate}")
         self.intensity = intensity
         self.crop = crop
         self.kernel: FrameKernel | None = None
         self._geometry: tuple | None = None
-        self.runs = RunDetector()
+        self.runs = RunDetector(min_pulse_rate=min_pulse_rate)
         self.arbiter = XrayArbiter()
         self.frames = 0
         self.pulses = 0

@@ -136,3 +136,16 @@ def test_bad_input_exits_2_with_one_line(tmp_path, case):
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cathlab-edge analyze: ") and "Traceback" not in err
+
+
+def test_slow_acquisition_is_one_run(tmp_path):
+    """A DSA-style recording at 3 frames/s, every frame a new exposure, is analysed as one run."""
+    cfg = PhantomConfig(size=(96, 96), intensity="lin", seed=6, fps=3.0, pulse_rate=3.0, xray_s=8.0,
+                        lih_before_s=0.0, lih_after_s=0.0, i0=2000.0, diameter_px=10.0, bolus_b_s=0.8)
+    run = render_run(cfg)
+    np.save(tmp_path / "dsa.npy", run.frames)
+    code, out, err = call(tmp_path / "dsa.npy", fps=3.0)
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["run"]["first_frame"] == 0 and d["pulse_rate"] == pytest.approx(3.0)
+    assert d["run"]["contrast"] and d["rois"][0]["peak_s"] is not None
