@@ -52,7 +52,7 @@ def analyze_stack(stack: FrameStack, rois=None, injection_start_s: float | None 
     # A recorded acquisition may be slower than live fluoroscopy (DSA-style runs at 1-3 frames/s): offline,
     # any rate down to half the file's frame rate counts as X-ray on.
     pipeline = FramePipeline(stack.intensity, rois=checked, keep_frames=False,
-                             min_pulse_rate=min(MIN_PULSE_RATE, 0.5 * stack.fps))
+                             min_pulse_rate=min(MIN_PULSE_RATE, 0.5 * stack.fps), contain_errors=False)
     frames = stack.frames
     # Crop first, then pick the pulses: indexing whole frames first would copy every frame.
     pipeline.crop_source = lambda index, roi: frames[:, roi[1]:roi[1] + roi[3],

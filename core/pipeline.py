@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from functools import partial
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class FramePipeline:
 
     def __init__(self, intensity: str, crop: tuple[int, int, int, int] | None = None,
                  rois: list | None = None, keep_frames: bool = True,
-                 min_pulse_rate: float = MIN_PULSE_RATE) -> None:
+                 min_pulse_rate: float = MIN_PULSE_RATE, contain_errors: bool = True) -> None:
         if intensity not in ("lin", "log"):
             raise ValueError(f"intensity must be 'lin' or 'log', got {intensity!r}")
         if not 0 < min_pulse_rate <= MIN_PULSE_RATE:
@@ -51,6 +52,7 @@ class FramePipeline:
         self.last_stats = None
         self.timer: RunTimer | None = None
         self.keep_frames = keep_frames        # False (offline): no live mask, no peak-opacity image
+        self.contain_errors = contain_errors  # live: a failing run analysis is logged, not raised
         self._rois: list[tuple[int, int, int, int]] | None = None
         self._pending: deque = deque(maxlen=self.runs._confirm)   # new pulses not yet confirmed as a run
         self._injections: deque = deque(maxlen=INJECTION_MEMORY)
@@ -207,14 +209,14 @@ class FramePipeline:
         run.injection = injection
         run.xray = self._device_xray(run)
         if timer is not None:
+            crops = None if self.crop_source is None else partial(self.crop_source, list(timer.index))
             try:
-                crops = None
-                if self.crop_source is not None:
-                    def crops(roi, index=list(timer.index)):
-                        return self.crop_source(index, roi)
                 run.timing = timer.finish(run.start_ns, run.pulse_rate,
                                           None if injection is None else injection["start_ns"], crops)
-            except Exception:  # a timing bug must not take down run logging: log it, keep the run
+            except Exception:
+                if not self.contain_errors:
+                    raise
+                # Live: a timing bug must not take down run logging. Log it, keep the run.
                 log.exception("run %d: timing analysis failed", run.index)
                 run.timing = None
         run.timing = run.timing or {}
