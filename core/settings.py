@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     video_fps: float | None = Field(None, gt=0, le=240)
     # The collimated field (x, y, w, h) in frame pixels; None: found automatically (core.collimator).
     video_crop: Annotated[tuple[int, int, int, int] | None, NoDecode] = None
-    # Replayed files: times real time (None: as fast as possible), and start over at the end.
-    replay_speed: float | None = Field(1.0, gt=0, le=100)
+    # Replayed files: times real time, 0 for as fast as possible (TOML has no None); start over at the end.
+    replay_speed: float = Field(1.0, ge=0, le=100)
     replay_loop: bool = True
     # Phantom only: "log" is 8-bit display video, "lin" 16-bit linear detector frames.
     phantom_intensity: str = Field("log", pattern="^(lin|log)$")

@@ -120,3 +120,9 @@ def test_config_reports_errors_with_status_2(tmp_path):
 def test_render_escapes_strings():
     s = Settings(host='a"b\\c')
     assert tomllib.loads(render_toml(s))["host"] == 'a"b\\c'
+
+
+def test_replay_speed_zero_means_as_fast_as_possible(tmp_path):
+    assert Settings.from_sources(write(tmp_path, "replay_speed = 0\n")).replay_speed == 0
+    with pytest.raises(SettingsError, match="replay_speed"):
+        Settings.from_sources(write(tmp_path, "replay_speed = -1\n"))
