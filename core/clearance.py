@@ -7,9 +7,11 @@ Method (DOMAIN.md, issue 6):
   the contrast-filled cross-section area, whatever the profile's shape: a side-wall thrombus (a notch)
   and an anterior-wall one (only shorter chords, no hole) both count by their volume.
 - Reference: each run is calibrated on its own patent stations (the bolus differs between runs): the
-  reference integral is an upper quantile of the station integrals smoothed over one diameter, i.e.
-  k * pi/4 * D^2 with k (opacity per unit path) measured, never assumed. Burden per station is then
-  ``1 - integral / reference``; per segment and overall, the mean over stations (volume fraction).
+  patent level is found as an upper quantile of the station integrals (smoothed over one diameter), the
+  stations within measurement noise of it are the patent ones, and the reference is fitted to them: a
+  straight line along the vessel, since contrast dilutes downstream. That is k * pi/4 * D^2 with k
+  (opacity per unit path) measured, never assumed. Burden per station is ``1 - integral / reference``;
+  per segment and overall, the mean over stations (the volume fraction).
 - The later run is registered to the baseline (core/registration.py) and sampled at the same anatomical
   stations; only stations measured in both runs count.
 - Clearance ``(b_base - b_post) / b_base * 100``; undefined (null, with the reason) when the baseline has
@@ -46,6 +48,7 @@ ACROSS_STEP_PX = 0.5              # sample step across the vessel
 CALIBRATION_QUANTILE = 0.8        # patent reference: this quantile of the smoothed station integrals
 PATENT_NOISE_SD = 3.0             # stations within this many noise sd below the patent level are patent
 PATENT_TOLERANCE = 0.1            # ... but never more than 10% below it
+MIN_TREND_SPAN = 0.5              # patent stations must span half the vessel to fit a drifting reference
 MIN_BASELINE_BURDEN_PCT = 5.0     # below this the baseline has too little thrombus for a clearance ratio
 REMOVAL_FLAG_PCT = 75.0           # CLOUT end point
 DEFECT_BURDEN = 0.25              # a station this occluded (smoothed) is drawn as a defect
@@ -128,7 +131,7 @@ def grade(clearance_pct: float | None, thresholds=DEFAULT_GRADES) -> str | None:
 class RunDensity:
     """Per-station densitometry of one run."""
     integral: np.ndarray      # (M,) background-subtracted integrated opacity (nan: not measured)
-    reference: float          # patent-lumen integral of this run
+    reference: float          # patent-lumen integral of this run (at the middle of the vessel)
     burden: np.ndarray        # (M,) 1 - integral / reference (nan: not measured)
     patent_fraction: float    # share of measured stations counted as patent
 
@@ -165,29 +168,77 @@ def _smooth_valid(v: np.ndarray, half: int) -> np.ndarray:
         return np.where(cnt > 0, (c[hi] - c[lo]) / cnt, np.nan)
 
 
-def densitometry(integral: np.ndarray, diameter_px: float, use: np.ndarray) -> RunDensity:
-    """Calibrate one run on its own patent stations (among ``use``) and turn integrals into burden."""
+def densitometry(integral: np.ndarray, diameter_px: float, use: np.ndarray, s: np.ndarray | None = None) -> RunDensity:
+    """Calibrate one run on its own patent stations (among ``use``) and turn integrals into burden.
+
+    The patent reference may drift linearly along the vessel (contrast dilutes downstream, the field is
+    not uniform): it is a straight line in arc length ``s`` through the patent stations, found robustly
+    (upper quantile per quarter of the vessel, Theil-Sen through the four), then refitted by least squares
+    on every station near it. Without ``s``, or when the patent stations do not span the vessel, a constant.
+    """
     half = max(1, int(round(diameter_px / (2 * STATION_SPACING_PX))))
     smooth = _smooth_valid(np.where(use, integral, np.nan), half)
-    vals = smooth[use & np.isfinite(smooth)]
+    good = use & np.isfinite(smooth)
+    vals = smooth[good]
     if vals.size < MIN_STATIONS:
         raise ValueError(f"only {vals.size} stations measured in both runs (need {MIN_STATIONS}): "
                          "the centreline is outside the field or under an overlay")
-    # The upper quantile finds the patent level; the reference is then the mean of every station near it,
+    pos = np.asarray(s, dtype=float)[good] if s is not None else np.zeros(vals.size)
+    # The upper quantile finds the patent level; the reference is then fitted to every station near it,
     # so a clean vessel (all stations patent) measures zero on average instead of the quantile's offset.
     level = float(np.quantile(vals, CALIBRATION_QUANTILE))
     if not level > 0:
         raise ValueError("no contrast along the centreline (the reference lumen integral is not positive)")
+    centre = float(np.mean(pos))
+    line_level, slope = _envelope(pos, vals, centre) if s is not None else (level, 0.0)
+    line = line_level + slope * (pos - centre)
     # "Near" is set by the measurement noise: the station-to-station scatter of the raw integrals (a mild
     # diffuse thrombus a few % deep must not count as patent, noise must).
-    raw = integral[use & np.isfinite(integral)]
+    raw = integral[good]
     noise = 1.4826 * float(np.median(np.abs(np.diff(raw)))) / math.sqrt(2.0) if raw.size > 2 else 0.0
     tol = min(max(PATENT_NOISE_SD * noise / math.sqrt(2 * half + 1), 0.005 * level), PATENT_TOLERANCE * level)
-    patent_vals = vals[vals >= level - tol]
-    reference = float(np.mean(patent_vals))
+    patent = vals >= line - tol
+    if not patent.any():           # cannot happen with a sane envelope; keep the constant reference then
+        slope, patent = 0.0, vals >= level - tol
+    p_pos, p_vals = pos[patent], vals[patent]
+    span = np.ptp(p_pos) / max(np.ptp(pos), 1e-9) if p_pos.size > 1 else 0.0
+    if s is not None and span >= MIN_TREND_SPAN and abs(slope) > 0:
+        A = np.column_stack([np.ones(p_pos.size), p_pos - centre])
+        (c0, c1), *_ = np.linalg.lstsq(A, p_vals, rcond=None)
+    else:
+        c0, c1 = float(np.mean(p_vals)), 0.0
+    at = np.asarray(s, dtype=float) if s is not None else np.zeros(integral.shape)
+    reference = c0 + c1 * (at - centre)
+    if not np.all(reference[good] > 0):
+        raise ValueError("the patent reference falls to zero along the vessel: no usable contrast")
     burden = 1.0 - integral / reference
-    patent = patent_vals.size / vals.size
-    return RunDensity(integral, reference, burden, patent)
+    return RunDensity(integral, float(c0), burden, patent.sum() / vals.size)
+
+
+def _envelope(pos: np.ndarray, vals: np.ndarray, centre: float) -> tuple[float, float]:
+    """(level at ``centre``, slope) of the patent level along the vessel: the upper quantile of each
+    quarter, Theil-Sen through them (medians of pairwise slopes and of intercepts shrug off a quarter that
+    is mostly thrombus). Twice: the second time on values with the first slope removed, since a trend
+    within a quarter inflates its quantile. Flat (the global quantile) when the vessel is too short."""
+    flat = (float(np.quantile(vals, CALIBRATION_QUANTILE)), 0.0)
+    if np.ptp(pos) <= 0 or vals.size < 4 * MIN_STATIONS:
+        return flat
+    edges = np.quantile(pos, [0.0, 0.25, 0.5, 0.75, 1.0])
+    quarters = [(pos >= lo) & (pos <= hi) for lo, hi in zip(edges[:-1], edges[1:])]
+    quarters = [q for q in quarters if q.sum() >= MIN_STATIONS]
+    xs = np.array([float(np.mean(pos[q])) for q in quarters])
+    slope, level = 0.0, flat[0]
+    for _ in range(2):
+        resid = vals - slope * (pos - centre)
+        ys = np.array([float(np.quantile(resid[q], CALIBRATION_QUANTILE)) for q in quarters])
+        pairs = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs))
+                 if xs[j] > xs[i]]
+        if not pairs:
+            return flat
+        extra = float(np.median(pairs))
+        level = float(np.median(ys - extra * (xs - centre)))
+        slope += extra
+    return level, slope
 
 
 def _pct(v: float | None, nd: int = 1) -> float | None:
@@ -256,8 +307,8 @@ def measure_clearance(baseline_peak: np.ndarray, post_peak: np.ndarray, *, cente
     i0 = station_integrals(base, stations, diameter_px)
     i1 = station_integrals(post, stations.moved(reg.dx, reg.dy), diameter_px)
     use = np.isfinite(i0) & np.isfinite(i1)
-    d0 = densitometry(i0, diameter_px, use)
-    d1 = densitometry(i1, diameter_px, use)
+    d0 = densitometry(i0, diameter_px, use, stations.s)
+    d1 = densitometry(i1, diameter_px, use, stations.s)
     for name, d in (("baseline", d0), ("post", d1)):
         if d.patent_fraction < 1.0 - CALIBRATION_QUANTILE:
             notes.append(f"few patent stations on the {name} run ({d.patent_fraction * 100:.0f}%): "

@@ -35,7 +35,7 @@ def _cap_offset(burden: np.ndarray, R: float) -> np.ndarray:
 
 
 def synthetic_vessel(size=(256, 256), diameter=12.0, k=0.05, thrombi=(), shift=(0.0, 0.0), noise=0.0, seed=0,
-                     background=0.0, points=None):
+                     background=0.0, points=None, dilution=0.0):
     """(image float32, truth) for a projected vessel. ``thrombi``: (start, end, burden, "depth" | "side") in
     arc fractions of the centreline. ``shift`` moves the whole scene (post = baseline moved by +dx, +dy)."""
     h, w = size
@@ -90,7 +90,9 @@ def synthetic_vessel(size=(256, 256), diameter=12.0, k=0.05, thrombi=(), shift=(
     L_depth = np.clip(c + hh, 0, 2 * hh)
     L_side = np.where(d > c, 0.0, 2 * hh)
     L = np.where(b_px > 0, np.where(side, L_side, L_depth), L)
-    img = (k * L).reshape(h, ss, w, ss).mean(axis=(1, 3))
+    # dilution: the contrast thins linearly along the vessel, by this fraction from end to end
+    kk = k * (1.0 + dilution * (0.5 - S / length))
+    img = (kk * L).reshape(h, ss, w, ss).mean(axis=(1, 3))
     if background:
         yv, xv = np.mgrid[0:h, 0:w]
         img = img + background * (0.5 + 0.3 * xv / w - 0.2 * yv / h)
@@ -132,6 +134,18 @@ def test_partial_thrombus_counts_by_volume(kind):
     assert a["clearance_pct"] == pytest.approx(80.0, abs=8.0) and a["grade"] == "II"
     assert b["burden_baseline_pct"] == pytest.approx(30.0, abs=5.0) and b["burden_post_pct"] < 5.0
     assert clean["burden_baseline_pct"] < 3.0 and clean["clearance_pct"] is None
+
+
+@pytest.mark.parametrize("dilution", [0.3, -0.3])
+def test_contrast_diluting_along_the_vessel_is_not_thrombus(dilution):
+    clean, truth = synthetic_vessel(noise=0.005, seed=17, dilution=dilution)
+    res = measure_clearance(clean, clean, centerline=truth["centerline"], diameter_px=12.0)
+    assert res["burden_baseline_pct"] < 2.0
+    thrombi = [(0.1, 0.3, 0.5, "side"), (0.7, 0.8, 0.4, "depth")]
+    base, truth = synthetic_vessel(thrombi=thrombi, noise=0.005, seed=18, dilution=dilution)
+    res = measure_clearance(base, clean, centerline=truth["centerline"], diameter_px=12.0)
+    assert res["burden_baseline_pct"] == pytest.approx(100 * truth["burden"], abs=3.0)
+    assert res["burden_post_pct"] < 2.0
 
 
 def test_calibration_is_per_run_and_ignores_bolus_strength():

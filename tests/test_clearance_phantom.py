@@ -68,6 +68,7 @@ CASES = [
     ("log", (512, 512), 20.0, (1.0, 0.5), (33.0, 33.0), 4),
     ("log", (256, 256), 10.0, (1.0, 0.2), (-20.0, -15.5), 5),
 ]
+COUNTER = ("log", (512, 512), 14.0, (1.0, 0.25), (-12.0, 36.0), 6)   # + a ticking fluoro-time counter
 
 
 @pytest.mark.parametrize("intensity, size, diameter, fractions, shift, seed", CASES)
@@ -107,6 +108,18 @@ def test_clearance_with_automatic_vessel(case):
     b0, b1 = t0.scene.burden_between(a0, a1), t1.scene.burden_between(a0, a1)
     assert res["clearance_pct"] == pytest.approx(100 * (b0 - b1) / b0, abs=8.0)
     assert res["diameter_px"] == pytest.approx(diameter, rel=0.15)
+
+
+@pytest.mark.parametrize("auto", [False, True])
+def test_display_video_with_a_ticking_counter(auto):
+    intensity, size, diameter, fractions, shift, seed = COUNTER
+    base, post, t0, t1 = _pair(intensity, size, diameter, fractions, shift, seed, counter=True)
+    line, _ = _analysed(t0)
+    res = measure_clearance(base, post, centerline=None if auto else line, diameter_px=None if auto else diameter)
+    a0, a1 = t0.scene.analysed_s
+    b0, b1 = t0.scene.burden_between(a0, a1), t1.scene.burden_between(a0, a1)
+    assert res["clearance_pct"] == pytest.approx(100 * (b0 - b1) / b0, abs=8.0 if auto else 5.0)
+    assert res["shift_px"] == pytest.approx(list(shift), abs=1.5)
 
 
 def test_same_run_twice_is_zero_clearance_and_zero_shift():
