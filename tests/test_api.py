@@ -171,6 +171,8 @@ def test_page_is_server_rendered_and_self_contained(live):
     assert 'id="link" class="badge up">UP<' in html          # current values are in the HTML itself
     assert "$" not in html.split("<script")[0]              # every template slot was filled
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "no external resources"
+    assert "default-src 'none'" in r.headers["content-security-policy"]  # and the browser is told so
+    assert " style=" not in html                                        # nothing inline for the CSP to block
     for asset in ("style.css", "app.js"):
         a = client.get(f"/static/{asset}")
         assert a.status_code == 200 and len(a.text) > 500

@@ -43,6 +43,16 @@ def browser():
         b.close()
 
 
+def wait_js(page, expression: str, timeout_ms: float) -> None:
+    """Poll a JS expression until true. Playwright's wait_for_function evaluates through `new Function`, which the
+    page's Content-Security-Policy (rightly) forbids; page.evaluate goes through the debugger and is not affected."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_ms / 1000:.1f} s: {expression}")
+        time.sleep(0.02)
+
+
 def mono_to_wall_ms(t_mono_ns: int) -> float:
     """CLOCK_MONOTONIC is system-wide: the appliance's event times map to this process's wall clock."""
     return (time.time_ns() - time.monotonic_ns() + t_mono_ns) / 1e6
@@ -63,22 +73,22 @@ def test_status_page_live_and_stale(browser, tmp_path):
     proc, url = start_server(tmp_path / "data")
     try:
         page = browser.new_page(viewport={"width": 1920, "height": 1080})
-        errors = []
+        errors = []  # page errors, console errors and CSP violations all land here
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto(url + "/")
         assert page.title() == "cathlab-edge status"
-        page.wait_for_function("document.getElementById('conn').textContent === 'LIVE'", timeout=3000)
+        wait_js(page, "document.getElementById('conn').textContent === 'LIVE'", timeout_ms=3000)
         assert page.text_content("#link") == "UP"
         assert "SIM-INJECTOR" in page.text_content("#device")
 
         # The scripted procedure: X-ray on at 8 s, injection (5 ml/s) from 9 s; the page must follow within 1 s
         # of the moment the simulators changed it (first frame of the run, first sample with flow).
-        page.wait_for_function("document.getElementById('xray').textContent === 'OFF'", timeout=10000)
+        wait_js(page, "document.getElementById('xray').textContent === 'OFF'", timeout_ms=10000)
         page.evaluate(WATCH, ["xray", "^X-RAY ON$"])
         page.evaluate(WATCH, ["flow", "^[1-9]"])
-        page.wait_for_function("window.__seen && 'xray' in window.__seen", timeout=15000)
-        page.wait_for_function("'flow' in window.__seen", timeout=15000)
+        wait_js(page, "window.__seen && 'xray' in window.__seen", timeout_ms=15000)
+        wait_js(page, "'flow' in window.__seen", timeout_ms=15000)
         seen = page.evaluate("window.__seen")
 
         # The run the page saw begin: the last one that began before the page showed it.
@@ -92,7 +102,7 @@ def test_status_page_live_and_stale(browser, tmp_path):
 
         # The run timer counts while X-ray is on, and the run's time-density curve grows as it is drawn.
         points = "(document.querySelector('#tdc-lines polyline')?.getAttribute('points') || '').split(' ').length"
-        page.wait_for_function(f"{points} > 3", timeout=5000)
+        wait_js(page, f"{points} > 3", timeout_ms=5000)
         t1, n1 = float(page.text_content("#run-timer")), page.evaluate(points)
         time.sleep(0.6)
         assert float(page.text_content("#run-timer")) > t1

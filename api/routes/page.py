@@ -17,6 +17,10 @@ from api.routes.models import Message, Status
 router = APIRouter(tags=["page"])
 _PAGE = files("api") / "page"
 _ASSETS = {"style.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
+# The room has no internet: the browser itself is told to load nothing from anywhere but here.
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff"}
 
 
 def _num(value, digits: int = 1) -> str:
@@ -77,7 +81,7 @@ def render(status: dict) -> str:
 @router.get("/", response_class=HTMLResponse, summary="Status page")
 def index(appliance: ApplianceDep) -> HTMLResponse:
     status = Status.model_validate(appliance.status()).model_dump(mode="json")
-    return HTMLResponse(render(status), headers={"Cache-Control": "no-store"})
+    return HTMLResponse(render(status), headers=_HEADERS)
 
 
 @router.get("/static/{name}", summary="Status page assets (style.css, app.js)",
@@ -87,4 +91,4 @@ def asset(name: str) -> Response:
     if name not in _ASSETS:
         return Response('{"detail":"no such asset"}', status_code=404, media_type="application/json")
     return Response(_PAGE.joinpath(name).read_text(encoding="utf-8"), media_type=_ASSETS[name],
-                    headers={"Cache-Control": "no-cache"})
+                    headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
