@@ -224,7 +224,9 @@ class FramePipeline:
         run.contrast = injection is not None or bool(run.timing.get("contrast_rise"))
         if run.contrast and self.kernel is not None and self.kernel.has_mask:
             peak = self.kernel.peak.copy()
-            peak[~np.isfinite(peak)] = np.nan
+            # A pixel that never changed (collimator surround, burnt-in text) has an exact 0 peak of its
+            # smoothed noise-free opacity: it was not measured, which is not the same as no contrast.
+            peak[~np.isfinite(peak) | (peak == 0)] = np.nan
             run.peak_opacity = peak
         if self.kernel is not None:
             self.kernel.clear_mask()

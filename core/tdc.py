@@ -4,6 +4,10 @@ A TDC is the mean opacity of an ROI per X-ray pulse (repeated video frames colla
 single pulse is a sizeable fraction of the peak, so the timing comes from a gamma variate
 ``K (t - t0)^a exp(-(t - t0) / b)`` fitted to the curve (sub-pulse estimates, as parametric DSA does) when
 the fit explains the curve, and from the lightly smoothed samples otherwise.
+
+``RunTimer`` collects what the curves of one run need, pulse by pulse (a coarse sample of the frame and the
+configured ROI crops), decides the mask as the contrast arrives (core.mask) and, at the end of the run,
+places the automatic ROI (core.autoroi) and times every curve. The live pipeline and ``analyze`` share it.
 """
 from __future__ import annotations
 

@@ -125,7 +125,11 @@ def test_pipeline_run_summary_with_injection_and_device_xray(contrast_run):
     assert roi["auto"] and roi["arrival_s"] < roi["peak_s"] and roi["mtt_s"] is not None
     assert roi["arrival_after_injection_s"] == pytest.approx(roi["arrival_s"] - 1.0, abs=1e-3)
     assert 0 < len(roi["curve"]) <= 200
-    assert ended[0].peak_opacity.shape == (128, 128)
+    peak = ended[0].peak_opacity
+    assert peak.shape == (128, 128) and peak.dtype == np.float32
+    assert np.isnan(peak[0, 0]) and np.isnan(peak[-1, -1])            # outside the collimated field
+    vessel = run.truth.scene.path_length_map() > 0.8 * run.truth.scene.path_length_map().max()
+    assert np.nanmean(peak[vessel]) > 5 * np.nanmedian(peak)
     assert p.alarms(off_ns + 10 * NS) == []
 
 
