@@ -1,4 +1,6 @@
-"""The per-frame path: frame kernel, run detection, run timing. No threads, no I/O: returns what happened.
+"""The per-frame path: frame kernel, run detection, run timing. No I/O, no threads of its own: returns what
+happened. The appliance calls it from three threads (frames, the injector bridge, the API); the side inputs
+(injections, XRAY) and the arbitration sit behind one small lock, the frame path only takes it briefly.
 
 Per frame: the fused kernel (repeat test; once a run's mask is known also opacity and the peak map) and
 O(ROIs) Python on new pulses only (a coarse sample and the ROI crops, see core.tdc.RunTimer). Fits and the
@@ -7,6 +9,7 @@ automatic ROI run once, at the end of a run.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from functools import partial
 
@@ -45,6 +48,7 @@ class FramePipeline:
         self._geometry: tuple | None = None
         self.runs = RunDetector(min_pulse_rate=min_pulse_rate)
         self.arbiter = XrayArbiter()
+        self._lock = threading.Lock()         # injections, device edges and the arbiter (several threads)
         self.frames = 0
         self.pulses = 0
         self.rejected = 0
@@ -85,12 +89,14 @@ class FramePipeline:
 
     def xray_signal(self, on: bool, t_ns: int) -> None:
         """The device's XRAY message: it wins over the image heuristic."""
-        self.arbiter.device(on, int(t_ns))
-        self._device_edges.append((bool(on), int(t_ns)))
+        with self._lock:
+            self.arbiter.device(on, int(t_ns))
+            self._device_edges.append((bool(on), int(t_ns)))
 
     def xray_signal_lost(self, t_ns: int) -> None:
         """The injector link dropped: its last XRAY state is no longer trusted."""
-        self.arbiter.device_lost(int(t_ns))
+        with self._lock:
+            self.arbiter.device_lost(int(t_ns))
 
     def injection(self, start_ns: int, stop_ns: int | None = None, summary: dict | None = None) -> None:
         """An injection from the injector: start (STATE injecting / first SAMPLE with flow), later its stop
@@ -101,19 +107,27 @@ class FramePipeline:
             raise ValueError(f"stop_ns must be an integer time after start_ns, got {stop_ns!r}")
         if summary is not None and not isinstance(summary, dict):
             raise ValueError(f"summary must be a dict, got {type(summary).__name__}")
-        for inj in self._injections:
-            if inj["start_ns"] == start_ns:
-                if stop_ns is not None:
-                    inj["stop_ns"] = stop_ns
-                if summary is not None:
-                    inj["summary"] = dict(summary)
-                return
-        self._injections.append({"start_ns": start_ns, "stop_ns": stop_ns,
-                                 "summary": None if summary is None else dict(summary)})
+        with self._lock:
+            for inj in self._injections:
+                if inj["start_ns"] == start_ns:
+                    if stop_ns is not None:
+                        inj["stop_ns"] = stop_ns
+                    if summary is not None:
+                        inj["summary"] = dict(summary)
+                    return
+            self._injections.append({"start_ns": start_ns, "stop_ns": stop_ns,
+                                     "summary": None if summary is None else dict(summary)})
 
     def alarms(self, now_ns: int | None = None) -> list[dict]:
         now = now_ns if now_ns is not None else (self.last_frame_ns or 0)
-        return self.arbiter.alarms(now)
+        with self._lock:
+            return self.arbiter.alarms(now)
+
+    def xray_state(self) -> dict:
+        """The arbitrated X-ray state for the status page: the device's word when it gives one."""
+        with self._lock:
+            a = self.arbiter
+            return {"on": a.on, "source": a.source, "image_on": a.image_on, "device_on": a.device_on}
 
     # -- per frame -----------------------------------------------------------------------------------
     def process(self, frame: Frame) -> list[RunEvent]:
@@ -182,7 +196,8 @@ class FramePipeline:
     def _on_event(self, event: RunEvent) -> None:
         run = event.run
         if event.kind == "run_start":
-            self.arbiter.image(True, event.t_ns)
+            with self._lock:
+                self.arbiter.image(True, event.t_ns)
             self._pulse_mads.clear()
             shape, dtype = self._geometry
             rois = self._rois
@@ -196,7 +211,8 @@ class FramePipeline:
                     self._add_pulse(pixels, t_ns, index)
             self._pending.clear()
             return
-        self.arbiter.image(False, event.t_ns)
+        with self._lock:
+            self.arbiter.image(False, event.t_ns)
         # The last pulse stays on screen until the exposure's end: those frames belong to the run.
         inside = [i for t, i in self._recent if run.start_ns <= t < run.end_ns]
         if inside:
@@ -233,7 +249,9 @@ class FramePipeline:
 
     def _overlapping_injection(self, run: Run) -> dict | None:
         end = run.end_ns if run.end_ns is not None else run.pulse_ns[-1]
-        for inj in self._injections:
+        with self._lock:
+            injections = list(self._injections)
+        for inj in injections:
             stop = inj["stop_ns"] if inj["stop_ns"] is not None else end
             if inj["start_ns"] <= end and stop >= run.start_ns:
                 return dict(inj)
@@ -241,8 +259,10 @@ class FramePipeline:
 
     def _device_xray(self, run: Run) -> dict:
         out = {"source": "image"}
-        on = [t for o, t in self._device_edges if o and abs(t - run.start_ns) <= DEVICE_EDGE_WINDOW_NS]
-        off = [t for o, t in self._device_edges if not o and run.end_ns is not None
+        with self._lock:
+            edges = list(self._device_edges)
+        on = [t for o, t in edges if o and abs(t - run.start_ns) <= DEVICE_EDGE_WINDOW_NS]
+        off = [t for o, t in edges if not o and run.end_ns is not None
                and abs(t - run.end_ns) <= DEVICE_EDGE_WINDOW_NS]
         if on:
             out.update(source="device", device_start_ns=on[0])

@@ -174,6 +174,7 @@ def test_device_and_image_disagree_raises_an_alarm():
         p.process(Frame(frame, int(i * NS / 30), i))
     alarms = p.alarms(3 * NS)
     assert [a["kind"] for a in alarms] == ["xray_disagreement"]
+    assert p.xray_state() == {"on": True, "source": "device", "image_on": False, "device_on": True}
     p.xray_signal_lost(3 * NS)
     assert p.alarms(10 * NS) == []
 
