@@ -19,7 +19,8 @@ import sys
 from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName",
+                                                                               "color_message"}  # uvicorn's ANSI copy
 _SYSLOG = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 _PATIENT_WORDS = ("patient", "birth", "ssn", "mrn", "accession", "physician", "operator_name", "referring")
 REDACTED = "[redacted]"
@@ -89,7 +90,10 @@ def setup_logging(level: str = "info", fmt: str = "json", stream: TextIO | None 
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+    # Ours from an earlier call, and a plain stderr handler (logging.basicConfig) that would print every
+    # record a second time; handlers writing elsewhere (files, test capture) stay.
+    for old in [h for h in root.handlers if isinstance(h, _Handler)
+                or (type(h) is logging.StreamHandler and h.stream in (sys.stderr, sys.__stderr__))]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)

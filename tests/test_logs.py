@@ -97,3 +97,16 @@ def test_text_format_and_bad_arguments():
         setup_logging("info", "xml")
     with pytest.raises(ValueError, match="level"):
         setup_logging("loud", "json")
+
+
+def test_replaces_a_plain_stderr_handler_and_drops_uvicorns_colour_copy(capture, monkeypatch):
+    import sys
+
+    root = logging.getLogger()
+    plain = logging.StreamHandler(sys.stderr)
+    root.addHandler(plain)
+    setup_logging("info", "json", stream=capture, journald=False)
+    assert plain not in root.handlers
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 7, extra={"color_message": "\x1b[36m"})
+    (obj,) = lines(capture)
+    assert obj["msg"] == "Started server process [7]" and "color_message" not in obj
