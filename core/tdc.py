@@ -371,7 +371,11 @@ class RunTimer:
     """
 
     def __init__(self, shape: tuple[int, int], dtype, intensity: str,
-                 rois: list[tuple[int, int, int, int]] | None = None, keep_frames: bool = True) -> None:
+                 rois: list[tuple[int, int, int, int]] | None = None, keep_frames: bool = True,
+                 max_pulses: int = MAX_PULSES) -> None:
+        if not isinstance(max_pulses, int) or max_pulses < 3:
+            raise ValueError(f"max_pulses must be an integer >= 3, got {max_pulses!r}")
+        self.max_pulses = max_pulses
         self.shape = (int(shape[0]), int(shape[1]))
         self.lut = log_lut(dtype, intensity)
         self.stride = sample_stride(self.shape)
@@ -397,7 +401,7 @@ class RunTimer:
 
     def add(self, frame: np.ndarray, t_ns: int, index: int) -> bool:
         """Record one pulse; returns True when this pulse confirmed the contrast onset (mask now known)."""
-        if self.pulses >= MAX_PULSES:
+        if self.pulses >= self.max_pulses:
             self.truncated = True
             return False
         s = self.stride

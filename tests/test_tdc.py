@@ -21,7 +21,7 @@ RATE = 15.0
 
 def truth_timing(t0=T0, a=A, b=B):
     """arrival / peak / washout of the continuous gamma variate, by brute force on a 0.1 ms grid."""
-    tt = np.arange(0.0, 8.0, 1e-4)
+    tt = np.arange(0.0, t0 + (a + 12) * b, 1e-4)
     y = gamma_variate(tt, t0, a, b, 1.0)
     k = int(np.argmax(y))
     arrival = tt[np.argmax(y >= 0.1 * y[k])]
@@ -156,3 +156,30 @@ def test_run_timer_on_a_synthetic_run():
     assert abs(roi["arrival_s"] - arrival) < 1 / RATE and abs(roi["peak_s"] - peak) < 1 / RATE
     assert abs(roi["washout_s"] - washout) < 2 / RATE
     assert res["contrast_rise"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(t0=st.floats(0.2, 2.0), a=st.floats(1.5, 5.0), b=st.floats(0.2, 0.8), rate=st.sampled_from([7.5, 15.0, 30.0]))
+def test_any_noise_free_bolus_is_timed_within_a_pulse(t0, a, b, rate):
+    t = np.arange(0.0, t0 + a * b + 6 * b + 1.0, 1.0 / rate)
+    y = gamma_variate(t, t0, a, b, 1.0)
+    m = tdc_metrics(t, y / y.max())
+    arrival, peak, washout = truth_timing(t0, a, b)
+    assert abs(m.arrival_s - arrival) < 1 / rate and abs(m.peak_s - peak) < 1 / rate
+    assert m.arrival_s <= m.peak_s <= m.washout_s
+    assert abs(m.washout_s - washout) < 1 / rate
+
+
+def test_run_timer_caps_its_memory():
+    timer = RunTimer((32, 32), np.uint8, "log", max_pulses=10)
+    rng = np.random.default_rng(1)
+    for k in range(15):
+        timer.add(rng.integers(50, 200, (32, 32), dtype=np.uint8), k * 10**8, k)
+    assert timer.pulses == 10 and timer.truncated
+    assert timer.finish(0, 10.0)["truncated"]
+    with pytest.raises(ValueError):
+        RunTimer((32, 32), np.uint8, "log", max_pulses=2)
