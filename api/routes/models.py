@@ -53,11 +53,45 @@ class Alarm(_Open):
     message: str = Field(description="What is wrong, for the people in the room")
 
 
+class LiveCurve(_Open):
+    roi: list[int] | None = Field(None, description="[x, y, w, h] of the ROI in frame pixels")
+    auto: bool | None = Field(None, description="The ROI was placed automatically")
+    curve: list[tuple[float, float | None]] = Field(default_factory=list,
+                                                    description="[seconds from run start, mean opacity] so far")
+
+
+class LiveRun(_Open):
+    index: int | None = None
+    run_id: str | None = None
+    duration_s: float | None = Field(None, description="The run timer")
+    frames: int | None = None
+    pulses: int | None = None
+    pulse_rate: float | None = None
+    contrast: bool | None = Field(None, description="An injection overlaps the run or opacity rose in it")
+    injection_delay_s: float | None = Field(None, description="Injection start - X-ray start")
+    tdc: LiveCurve | None = Field(None, description="The first ROI's time-density curve as it grows")
+
+
+class RunBrief(_Open):
+    run_id: str | None = None
+    label: str | None = None
+    contrast: bool | None = None
+    duration_s: float | None = None
+    frames: int | None = None
+    pulses: int | None = None
+    pulse_rate: float | None = None
+    injection_delay_s: float | None = None
+    delivered_volume_ml: float | None = None
+    arrival_s: float | None = None
+    peak_s: float | None = None
+    washout_s: float | None = None
+
+
 class Status(_Open):
     injector: Injector
     xray: XRay
-    run: dict[str, Any] | None = Field(description="The current X-ray run (timer, frames, pulses, live curve), or null")
-    last_runs: list[dict[str, Any]] = Field(default_factory=list, description="Most recent runs first, with timing")
+    run: LiveRun | None = Field(description="The current X-ray run (timer, frames, pulses, live curve), or null")
+    last_runs: list[RunBrief] = Field(default_factory=list, description="Most recent runs first, with timing")
     procedure: dict[str, Any] | None = Field(description="The open procedure with its totals, or null")
     counters: dict[str, Any] = Field(description="Frames, drops, serial packets, CRC errors, event log ...")
     alarms: list[Alarm]
