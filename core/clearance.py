@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import numbers
 import sys
 from dataclasses import dataclass, field
 
@@ -286,7 +287,7 @@ def measure_clearance(baseline_peak: np.ndarray, post_peak: np.ndarray, *, cente
     segs = _check_segments(segments)
     notes: list[str] = []
     if diameter_px is not None:
-        if not (isinstance(diameter_px, (int, float)) and math.isfinite(diameter_px)
+        if not (isinstance(diameter_px, numbers.Real) and math.isfinite(diameter_px)
                 and 1.0 <= diameter_px <= min(base.shape) / 2):
             raise ValueError(f"diameter must be a number of pixels between 1 and {min(base.shape) / 2:g}, "
                              f"got {diameter_px!r}")
@@ -295,8 +296,6 @@ def measure_clearance(baseline_peak: np.ndarray, post_peak: np.ndarray, *, cente
         vessel = find_vessel(base, diameter_px)
         line, diameter_px = vessel.centerline, vessel.diameter_px
         notes.append("centreline found automatically (from the bottom end)")
-        if diameter_px is not None:
-            pass
     else:
         line = check_centerline(centerline, base.shape)
         if diameter_px is None:
@@ -313,14 +312,15 @@ def measure_clearance(baseline_peak: np.ndarray, post_peak: np.ndarray, *, cente
         if d.patent_fraction < 1.0 - CALIBRATION_QUANTILE:
             notes.append(f"few patent stations on the {name} run ({d.patent_fraction * 100:.0f}%): "
                          "its burden may read low")
-    b0 = float(np.mean(d0.burden[use]))
-    b1 = float(np.mean(d1.burden[use]))
+    # A volume fraction lies in [0, 1]; noise can push a clean vessel's mean a little below 0.
+    b0 = float(np.clip(np.mean(d0.burden[use]), 0.0, 1.0))
+    b1 = float(np.clip(np.mean(d1.burden[use]), 0.0, 1.0))
     clear, why = _clearance(b0, b1)
     if why:
         notes.append(why)
     result = {
-        "burden_baseline_pct": _pct(max(b0, 0.0)),
-        "burden_post_pct": _pct(max(b1, 0.0)),
+        "burden_baseline_pct": _pct(b0),
+        "burden_post_pct": _pct(b1),
         "clearance_pct": None if clear is None else round(clear, 1),
         "grade": grade(clear, thresholds),
         "removal_ge_75": None if clear is None else bool(clear >= REMOVAL_FLAG_PCT),
@@ -346,10 +346,10 @@ def measure_clearance(baseline_peak: np.ndarray, post_peak: np.ndarray, *, cente
             entry.update(burden_baseline_pct=None, burden_post_pct=None, clearance_pct=None, grade=None,
                          removal_ge_75=None, note="no station measured in this segment")
         else:
-            sb0 = float(np.mean(d0.burden[inside]))
-            sb1 = float(np.mean(d1.burden[inside]))
+            sb0 = float(np.clip(np.mean(d0.burden[inside]), 0.0, 1.0))
+            sb1 = float(np.clip(np.mean(d1.burden[inside]), 0.0, 1.0))
             sc, swhy = _clearance(sb0, sb1)
-            entry.update(burden_baseline_pct=_pct(max(sb0, 0.0)), burden_post_pct=_pct(max(sb1, 0.0)),
+            entry.update(burden_baseline_pct=_pct(sb0), burden_post_pct=_pct(sb1),
                          clearance_pct=None if sc is None else round(sc, 1), grade=grade(sc, thresholds),
                          removal_ge_75=None if sc is None else bool(sc >= REMOVAL_FLAG_PCT))
             if swhy:
@@ -590,14 +590,14 @@ class ClearanceTracker:
     min_score: float = 0.35
     grade_thresholds: tuple[float, float] = DEFAULT_GRADES
     max_runs: int = 32
-    _runs: dict[str, _Run] = field(default_factory=dict)
-    _order: list[str] = field(default_factory=list)
-    _baseline: str | None = None
-    _centerline: np.ndarray | None = None
-    _diameter: float | None = None
-    _vessel_cache: dict = field(default_factory=dict)
-    _latest: dict | None = None
-    unpaired: int = 0
+    unpaired: int = field(default=0, init=False)     # runs that did not register to the baseline
+    _runs: dict[str, _Run] = field(default_factory=dict, init=False, repr=False)
+    _order: list[str] = field(default_factory=list, init=False, repr=False)
+    _baseline: str | None = field(default=None, init=False)
+    _centerline: np.ndarray | None = field(default=None, init=False, repr=False)
+    _diameter: float | None = field(default=None, init=False)
+    _vessel_cache: dict = field(default_factory=dict, init=False, repr=False)
+    _latest: dict | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.grade_thresholds = _check_thresholds(self.grade_thresholds)
@@ -631,7 +631,7 @@ class ClearanceTracker:
         else:
             shape = self._runs[self._baseline].peak.shape if self._baseline else None
             self._centerline = check_centerline(points, shape).copy()
-            if diameter_px is not None and not (isinstance(diameter_px, (int, float)) and
+            if diameter_px is not None and not (isinstance(diameter_px, numbers.Real) and
                                                 math.isfinite(diameter_px) and diameter_px >= 1):
                 raise ValueError(f"diameter_px must be a number >= 1, got {diameter_px!r}")
             self._diameter = None if diameter_px is None else float(diameter_px)
