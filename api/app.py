@@ -55,7 +55,8 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None) -> Fas
             await hub.stop()
             device.stop()
 
-    app = FastAPI(title="cathlab-edge", version="0.1.0", lifespan=lifespan,
+    # No /docs or /redoc: FastAPI serves them from a CDN, and the room has no internet. /openapi.json stays.
+    app = FastAPI(title="cathlab-edge", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Status of the passive cath-lab edge appliance: injector telemetry, X-ray runs, "
                               "contrast-run timing, venographic clearance, event log. Reads need no token; "
                               "writes need `Authorization: Bearer <token>` (the token is in `<data_dir>/api-token`).")

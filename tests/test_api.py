@@ -178,6 +178,8 @@ def test_page_is_server_rendered_and_self_contained(live):
         assert a.status_code == 200 and len(a.text) > 500
         assert "http://" not in a.text and "https://" not in a.text
     assert client.get("/static/secret.txt").status_code == 404
+    assert client.get("/docs").status_code == 404  # FastAPI's docs page would load from a CDN
+    assert client.get("/openapi.json").json()["info"]["title"] == "cathlab-edge"
     assert client.get("/static/..%2fapp.py").status_code == 404
 
 
