@@ -45,6 +45,8 @@ SERIAL_MAGIC = b"CLSER\x001\n"
 _RECORD = struct.Struct("<qI")
 _NPY_HEADER_LEN = 128                 # fixed, so the shape can be written once the pulse count is known
 _NAME = re.compile(r"^(run|serial)-(\d{6})")
+HOLD_S = 1.0                          # last-image-hold replayed after each run: longer than any end-of-run gap
+MAX_HOLD_S = 10.0                     # repeats rebuilt between two pulses at most (a gap in the index is a drop)
 QUEUE_DEPTH = 64                      # ~4 s of 15 p/s pulses at 1024x1024: about 64 MB in flight at most
 
 
@@ -307,6 +309,29 @@ class RecordedRun:
         for pixels, t_ns, index in zip(self.frames, self.meta["pulse_t_ns"], self.meta["pulse_index"]):
             yield Frame(pixels, int(t_ns), int(index))
 
+    def video_line(self, hold_s: float = HOLD_S, until_ns: int | None = None) -> Iterator[Frame]:
+        """The video as the pipeline saw it live: each pulse, then its repeats at the frame rate up to the next
+        pulse's frame index, and last-image-hold for ``hold_s`` after the run (stopping before ``until_ns``).
+
+        Only pulses are stored; the repeats carry no information but are what tells the run detector that
+        X-ray stopped, so a replay without them would merge consecutive runs.
+        """
+        period = NS / float(self.meta["fps"])
+        times, indices = self.meta["pulse_t_ns"], self.meta["pulse_index"]
+        cap = int(MAX_HOLD_S * float(self.meta["fps"]))
+        for k, pixels in enumerate(self.frames):
+            t_k, i_k = int(times[k]), int(indices[k])
+            yield Frame(pixels, t_k, i_k)
+            if k + 1 < len(times):
+                repeats = min(int(indices[k + 1]) - i_k - 1, cap)
+            else:
+                repeats = int(round(hold_s * float(self.meta["fps"])))
+            for r in range(1, repeats + 1):
+                t = t_k + int(round(r * period))
+                if until_ns is not None and t >= until_ns:
+                    break
+                yield Frame(pixels, t, i_k + r)
+
 
 @dataclass
 class SerialRecording:
@@ -375,7 +400,7 @@ class RecordingSource(FrameSource):
         self.shape = tuple(first.frames.shape[1:])
         self.dtype = first.frames.dtype
         self._speed = speed
-        self._iter = (f for run in self.runs for f in run.pulses)
+        self._iter = _video_line(self.runs)
         self._origin: tuple[int, int] | None = None
 
     def read(self) -> Frame | None:
@@ -391,6 +416,13 @@ class RecordingSource(FrameSource):
         if not self._wait_until(due):
             return None
         return Frame(np.asarray(frame.pixels), due, frame.index)
+
+
+def _video_line(runs: list[RecordedRun]) -> Iterator[Frame]:
+    for n, run in enumerate(runs):
+        until = int(runs[n + 1].meta["pulse_t_ns"][0]) if n + 1 < len(runs) and runs[n + 1].meta["pulse_t_ns"] \
+            else None
+        yield from run.video_line(until_ns=until)
 
 
 @dataclass
@@ -414,7 +446,7 @@ def replay(directory: Path | str, *, on_frame: Callable[[Frame], None] | None = 
     link = Link(silent_s)
     pipeline = FramePipeline(runs[0].meta["intensity"]) if runs else None
     result = ReplayResult([], [], 0, [])
-    stream_frames = ((f.t_ns, 1, f) for run in runs for f in run.pulses)
+    stream_frames = ((f.t_ns, 1, f) for f in _video_line(runs))
     stream_bytes = ((t, 0, b) for t, b in serial.records)
     opened = False
     for t_ns, kind, item in heapq.merge(stream_bytes, stream_frames, key=lambda e: (e[0], e[1])):
