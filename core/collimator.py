@@ -104,22 +104,33 @@ class FieldDetector:
 
     def feed(self, pixels: np.ndarray) -> FieldGeometry | None:
         """The geometry once found (then always the same), else None. Repeated frames are not counted."""
+        if self.geometry is None and self.add(pixels):
+            self.detect()
+        return self.geometry
+
+    def add(self, pixels: np.ndarray) -> bool:
+        """Cheap (frame thread): keep a distinct, non-blank frame; True once ``detect()`` is worth calling.
+
+        The live appliance calls ``detect()`` (about a second at 1024x1024) on a worker thread and does not
+        ``add`` meanwhile.
+        """
         if self.geometry is not None:
-            return self.geometry
+            return False
         if self._frames and (self._frames[-1].shape != pixels.shape or self._frames[-1].dtype != pixels.dtype):
             self._frames.clear()                  # the grabber changed mode: start over
         if self._frames and np.array_equal(self._frames[-1], pixels):
-            return None
+            return False
         sample = pixels[::8, ::8]
         if int(sample.max()) - int(sample.min()) <= (4 if pixels.dtype == np.uint8 else 16):
-            return None                           # a blank screen (X-ray never on yet) shows no field
+            return False                          # a blank screen (X-ray never on yet) shows no field
         self._frames.append(pixels.copy())
-        if len(self._frames) < self.frames_needed:
-            return None
+        return len(self._frames) >= self.frames_needed
+
+    def detect(self) -> FieldGeometry | None:
         try:
             self.geometry = detect_field(np.stack(self._frames), crop=self.crop)
         except ValueError:
-            self._frames.pop(0)                   # not yet (X-ray off, black screen): keep sliding
+            self._frames.pop(0)                   # not yet (black screen, text only): keep sliding
             return None
         self._frames.clear()
         return self.geometry

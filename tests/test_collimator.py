@@ -172,3 +172,15 @@ def test_detector_waits_for_xray_and_ignores_repeats():
     assert det.feed(black) is geo
     with pytest.raises(ValueError):
         FieldDetector(frames_needed=0)
+
+
+def test_detector_split_for_a_worker_thread():
+    text_only = np.zeros((240, 320), np.uint8)
+    text_only[5:17, 250:310] = 245                             # overlay on a black screen: not a field
+    det = FieldDetector(frames_needed=1)
+    assert det.add(text_only) and det.detect() is None         # tried, not found, slides on
+    frames = synthetic(n=3)
+    assert det.add(frames[0])
+    geo = det.detect()
+    assert geo is not None and geo.shape == "rect" and det.geometry is geo
+    assert not det.add(frames[1])                              # found: nothing more to collect
