@@ -320,7 +320,7 @@ class LinuxpyGrabber:
             return None
         buff = frame.buff
         ts = buff.timestamp.secs * NS + buff.timestamp.usecs * 1000
-        return RawBuffer(bytes(frame.data), int(buff.sequence), ts if ts else None, int(buff.flags))
+        return RawBuffer(frame.data, int(buff.sequence), ts if ts else None, int(buff.flags))
 
     def close(self) -> None:
         capture, device, self._capture, self._device = self._capture, self._device, None, None
