@@ -133,3 +133,49 @@ def test_progress_check_needs_new_frames_and_new_packets_while_the_link_is_up():
     assert not check() and "no packets" in check.reason
     assert check()                       # link down: the reader reconnects, frames still flow
     assert check() and "frames 120" in check.status_text()
+
+
+def unit_sections():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "packaging" / "cathlab-edge.service").read_text()
+    sections: dict[str, dict[str, list[str]]] = {}
+    current = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key, []).append(value)
+    return text, sections
+
+
+def test_unit_is_a_notify_service_with_watchdog_restart_and_its_own_user():
+    _, s = unit_sections()
+    svc = s["Service"]
+    assert svc["Type"] == ["notify"] and svc["Restart"] == ["on-failure"]
+    assert svc["WatchdogSec"] and int(svc["WatchdogSec"][0].rstrip("s")) >= 10
+    assert svc["User"] == ["cathlab-edge"] and svc["StateDirectory"] == ["cathlab-edge"]
+    assert svc["NoNewPrivileges"] == ["yes"] and svc["ProtectSystem"] == ["strict"]
+    assert any("run" in cmd.split() for cmd in svc["ExecStart"])
+    assert "StartLimitBurst" in s["Unit"] and s["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_unit_passes_systemd_analyze_where_available(tmp_path):
+    import shutil
+    import subprocess
+
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze not installed")
+    text, _ = unit_sections()
+    unit = tmp_path / "cathlab-edge.service"
+    unit.write_text(text)
+    proc = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True, timeout=30)
+    # The install path of the program does not exist on a development machine; anything else is a finding.
+    findings = [line for line in (proc.stderr + proc.stdout).splitlines()
+                if line.strip() and "is not executable" not in line and "No such file" not in line]
+    assert not findings, findings
