@@ -61,6 +61,7 @@ class StreamHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._latest: bytes | None = None
+        self._joined = False
         self._closed = False
         self.dropped_clients = 0
         self.status_messages = 0
@@ -118,6 +119,9 @@ class StreamHub:
         last_key: str | None = None
         last_sent = 0.0
         while not self._closed:
+            if not self._clients:  # nobody listening: no sampling (a newcomer is served within one tick)
+                await asyncio.sleep(self.tick_s)
+                continue
             try:
                 status = self._status()
                 key = dumps({k: v for k, v in status.items() if k not in _NOISE})
@@ -128,8 +132,8 @@ class StreamHub:
                 await asyncio.sleep(self.heartbeat_s)
                 continue
             now = time.monotonic()
-            if key != last_key or now - last_sent >= self.heartbeat_s:
-                last_key, last_sent = key, now
+            if key != last_key or now - last_sent >= self.heartbeat_s or self._joined:
+                last_key, last_sent, self._joined = key, now, False
                 self._latest = encode("status", body)
                 for client in self._clients:
                     client.status = self._latest
@@ -145,31 +149,31 @@ class StreamHub:
             return
         # Join before reading the replay, so nothing committed in between is lost; duplicates are skipped.
         self._clients.add(client)
+        self._joined = True  # the next tick sends a fresh status to everyone, the newcomer included
         try:
             yield b"retry: 1000\n\n"
-            if self._latest is not None:
-                yield self._latest
             seen = last_event_id or 0
             if last_event_id is not None:
                 # A SQLite read: off the event loop, so a long replay never stalls the other streams.
                 for event in await asyncio.to_thread(self._events, last_event_id, REPLAY_MAX):
                     seen = event["id"]
                     yield encode("event", dumps(event), event["id"])
-            while True:
-                await client.wake.wait()
-                client.wake.clear()
-                while client.events:
-                    event_id, message = client.events.popleft()
-                    if event_id > seen:
-                        seen = event_id
-                        yield message
-                if client.status is not None:
-                    message, client.status = client.status, None
-                    yield message
-                if client.closed:
+            while True:  # one message per pass, so a close is seen between any two
+                if not (client.closed or client.events or client.status):
+                    await client.wake.wait()
+                    client.wake.clear()
+                if client.closed:  # shutdown, or too far behind: end now, the replay covers what is queued
                     if client.overflowed:
                         self.dropped_clients += 1
                         log.warning("stream client fell %d events behind; disconnected", self.queue_max)
                     return
+                if client.events:
+                    event_id, message = client.events.popleft()
+                    if event_id > seen:
+                        seen = event_id
+                        yield message
+                elif client.status is not None:
+                    message, client.status = client.status, None
+                    yield message
         finally:
             self._clients.discard(client)
