@@ -216,7 +216,20 @@ class OnsetWatcher:
         sel, G, inv, ref = self._shift
         diff = (c.astype(np.float64) - ref)[sel]
         d = -inv @ (G.T @ diff)
-        se = self._sd() * np.sqrt(2.0) * np.sqrt(np.diag(inv))    # the difference holds two noises
+        # Contrast filling a vessel is a local change a global shift cannot explain: drop the cells the
+        # shift leaves far off (beyond 4 noise sd of a difference) and solve again.
+        sd2 = self._sd() * np.sqrt(2.0)
+        keep = np.abs(diff + G @ d) <= 4.0 * sd2
+        if keep.sum() < 8:
+            return False
+        if not keep.all():
+            Gk = G[keep]
+            GtG = Gk.T @ Gk
+            if np.linalg.det(GtG) <= 0:
+                return False
+            inv = np.linalg.inv(GtG)
+            d = -inv @ (Gk.T @ diff[keep])
+        se = sd2 * np.sqrt(np.diag(inv))                            # the difference holds two noises
         z = np.abs(d) / np.maximum(se, 1e-12)
         return bool(np.max(z) > MOTION_SIGMA and np.hypot(*d) > MOTION_MIN_CELLS)
 
