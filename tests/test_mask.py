@@ -161,3 +161,11 @@ def test_box_means_and_peak_map():
     logs = [np.full((2, 2), v, np.float32) for v in (0.0, -1.0, -3.0, -1.0)]
     pk = peak_map(lambda k: logs[k], 4, np.zeros((2, 2)), np.zeros(4), window=2)
     assert pk[0, 0] == pytest.approx(2.0)                   # mean of opacities 1 and 3
+
+
+@pytest.mark.parametrize("bolus_at", [5, 8, 12])
+def test_early_bolus_is_neither_motion_nor_in_the_mask(bolus_at):
+    choice, _ = run_mask(scene(bolus_at=bolus_at))
+    assert choice.motion == ()
+    assert choice.onset == bolus_at + 1                     # the first pulse with contrast (the rise starts at 0)
+    assert choice.last <= bolus_at
