@@ -24,6 +24,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"m
 _SYSLOG = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 _PATIENT_WORDS = ("patient", "birth", "ssn", "mrn", "accession", "physician", "operator_name", "referring")
 REDACTED = "[redacted]"
+_CHATTY = ("linuxpy",)
 
 
 def _is_patient_key(key: str) -> bool:
@@ -97,4 +98,7 @@ def setup_logging(level: str = "info", fmt: str = "json", stream: TextIO | None 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # linuxpy logs every open/close at INFO: with a grabber unplugged that is a line per reconnect attempt.
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING)
     return handler

@@ -110,3 +110,13 @@ def test_replaces_a_plain_stderr_handler_and_drops_uvicorns_colour_copy(capture,
     logging.getLogger("uvicorn.error").info("Started server process [%d]", 7, extra={"color_message": "\x1b[36m"})
     (obj,) = lines(capture)
     assert obj["msg"] == "Started server process [7]" and "color_message" not in obj
+
+
+def test_library_chatter_is_quiet_unless_debugging(capture):
+    setup_logging("info", "json", stream=capture, journald=False)
+    logging.getLogger("linuxpy.device.video0").info("opening /dev/video0")
+    logging.getLogger("linuxpy.device.video0").warning("real trouble")
+    assert [o["msg"] for o in lines(capture)] == ["real trouble"]
+    setup_logging("debug", "json", stream=capture, journald=False)
+    logging.getLogger("linuxpy.device.video0").info("opening /dev/video0")
+    assert lines(capture)[-1]["msg"] == "opening /dev/video0"
