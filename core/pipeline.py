@@ -58,7 +58,7 @@ class FramePipeline:
         self.keep_frames = keep_frames        # False (offline): no live mask, no peak-opacity image
         self.contain_errors = contain_errors  # live: a failing run analysis is logged, not raised
         self._rois: list[tuple[int, int, int, int]] | None = None
-        self._pending: deque = deque(maxlen=self.runs._confirm)   # new pulses not yet confirmed as a run
+        self._pending: deque = deque(maxlen=self.runs.confirm_pulses)   # new pulses not yet confirmed as a run
         self._injections: deque = deque(maxlen=INJECTION_MEMORY)
         self._device_edges: deque = deque(maxlen=16)              # (on, t_ns)
         self._recent: deque = deque(maxlen=64)                    # (t_ns, index) of the last frames

@@ -110,6 +110,10 @@ class RunDetector:
         self.current: Run | None = None
 
     @property
+    def confirm_pulses(self) -> int:
+        return self._confirm
+
+    @property
     def xray_on(self) -> bool:
         return self.current is not None
 
