@@ -251,11 +251,13 @@ class FramePipeline:
         end = run.end_ns if run.end_ns is not None else run.pulse_ns[-1]
         with self._lock:
             injections = list(self._injections)
-        for inj in injections:
-            stop = inj["stop_ns"] if inj["stop_ns"] is not None else end
-            if inj["start_ns"] <= end and stop >= run.start_ns:
-                return dict(inj)
-        return None
+        overlapping = [inj for inj in injections
+                       if inj["start_ns"] <= end and (inj["stop_ns"] if inj["stop_ns"] is not None else end)
+                       >= run.start_ns]
+        if not overlapping:
+            return None
+        # The first one times the run (injection delay); a second one in the same run is counted.
+        return dict(overlapping[0], count=len(overlapping))
 
     def _device_xray(self, run: Run) -> dict:
         out = {"source": "image"}

@@ -66,6 +66,7 @@ class Run:
         summary = inj.get("summary") or {}
         start = inj.get("start_ns")
         out.update({
+            "injections": inj.get("count", 0),
             "injection_start_ns": start,
             "injection_stop_ns": inj.get("stop_ns"),
             "injection_delay_s": None if start is None else round((start - self.start_ns) / NS, 3),

@@ -119,7 +119,7 @@ def test_pipeline_run_summary_with_injection_and_device_xray(contrast_run):
     assert s["duration_s"] == pytest.approx(6.0, abs=1e-6)
     assert s["injection_delay_s"] == pytest.approx(1.0, abs=1e-6)
     assert s["delivered_volume_ml"] == 10.0 and s["peak_flow_ml_s"] == 5.0 and s["peak_pressure_kpa"] == 650.0
-    assert s["injection_stop_ns"] == inj_ns + 2 * NS
+    assert s["injection_stop_ns"] == inj_ns + 2 * NS and s["injections"] == 1
     assert s["mask"]["reason"] == "pre-contrast" and len(s["mask_frames"]) == 2
     roi = s["rois"][0]
     assert roi["auto"] and roi["arrival_s"] < roi["peak_s"] and roi["mtt_s"] is not None
@@ -164,6 +164,7 @@ def test_fluoroscopy_only_run_is_not_a_contrast_run():
     assert not ended[0].contrast and ended[0].peak_opacity is None
     s = ended[0].summary()
     assert s["injection_start_ns"] is None and s["injection_delay_s"] is None and s["rois"][0]["arrival_s"] is None
+    assert s["injections"] == 0
 
 
 def test_device_and_image_disagree_raises_an_alarm():
