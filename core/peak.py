@@ -25,7 +25,7 @@ import numpy as np
 
 from core.stacks import FrameStack
 
-__all__ = ["peak_opacity", "distinct_frames", "DEFAULT_WINDOW_S"]
+__all__ = ["peak_opacity", "peak_and_mask", "distinct_frames", "DEFAULT_WINDOW_S"]
 
 DEFAULT_WINDOW_S = 0.25      # averaging window around the peak; a venous bolus lasts seconds
 MASK_ARRIVAL_FRACTION = 0.1  # contrast "arrives" at 10% of its peak rise (the DOMAIN.md TDC arrival)
@@ -116,6 +116,15 @@ def _box3(a: np.ndarray) -> np.ndarray:
 
 def peak_opacity(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> np.ndarray:
     """(H, W) float32 peak opacity of one run; NaN where a pixel never changes (overlay, surround, saturation).
+
+    See ``peak_and_mask``, which also returns the contrast-free mask image.
+    """
+    return peak_and_mask(stack, window_s)[0]
+
+
+def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> tuple[np.ndarray, np.ndarray]:
+    """(peak opacity, mask): the mask is the contrast-free image the opacity is measured against, in log
+    units (NaN like the peak).
 
     The mask is the mean of the distinct frames before contrast arrives (at least the first frame). Raises
     ValueError when the stack has fewer than two distinct frames (a held image is not a run).
@@ -223,5 +232,7 @@ def peak_opacity(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> np.nd
         total += lg
     peak = mask - total / np.float32(k)
     # A pixel that never changes carries no opacity: overlay text, black surround, saturation.
-    peak[_overlay(same, n_probes)] = np.nan
-    return peak
+    overlay = _overlay(same, n_probes)
+    peak[overlay] = np.nan
+    mask[overlay] = np.nan
+    return peak, mask

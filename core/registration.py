@@ -1,11 +1,16 @@
 """Translation of a later run against the baseline, from their peak-opacity images.
 
 The table and C-arm move between runs, the anatomy does not change shape (at this level of detail), and
-the contrast-filled vessel is the only thing a peak-opacity image shows. So: phase correlation of the
-two opacity images (pixel-exact over any shift up to ``max_shift``), a parabolic sub-pixel peak, and a
-match score (normalised cross-correlation of the overlap) that tells a run of the same vein from a run of
-another one. Static things (collimator, burnt-in text) have no opacity, so they cannot pull the answer to
-zero shift; they are NaN or 0 in the inputs and are blanked before the transform.
+the contrast-filled vessel is the only thing a peak-opacity image shows. So: the normalised cross-
+correlation of the two vessel images at every shift up to ``max_shift``, computed with FFTs over only the
+pixels both runs measure at that shift (Padfield's masked FFT registration), its maximum, and a sub-pixel
+quadratic fit. The value of the maximum is the match score that tells a run of the same vein from a run of
+another one.
+
+Why masked: the collimated field, the black surround and burnt-in text do not move with the patient.
+A vessel cut by the field edge therefore has "static" ends; a plain or phase correlation sees them and,
+along a straight vessel, locks onto zero shift. With the mask, pixels outside the common field do not
+count at all. (Tried first: whitened phase correlation with a tapered field edge; it failed that way.)
 
 Convention: ``moving`` is ``fixed`` moved by (+dx, +dy), i.e. moving[y + dy, x + dx] == fixed[y, x].
 """
@@ -19,16 +24,14 @@ __all__ = ["Registration", "register", "DEFAULT_MAX_SHIFT_PX"]
 
 DEFAULT_MAX_SHIFT_PX = 64       # the issue asks for >= 48
 COARSE_ABOVE_PX = 640           # images larger than this register at half resolution
-EDGE_TAPER_PX = 12              # fade width at the edge of the measured field
-SUBPIXEL_STEPS = 10             # sub-pixel grid: 1/10 px
-WHITENING = 0.8                 # 1 = pure phase correlation (noisy), 0 = plain correlation (broad peak)
+MIN_OVERLAP = 0.3               # shifts whose common field is smaller than this share are not considered
 
 
 @dataclass(frozen=True)
 class Registration:
     dx: float        # moving = fixed moved by +dx (columns) and +dy (rows)
     dy: float
-    score: float     # normalised cross-correlation of the overlapping vessel images, -1..1
+    score: float     # normalised cross-correlation of the vessel images over their common field, -1..1
 
     @property
     def shift(self) -> tuple[float, float]:
@@ -36,40 +39,20 @@ class Registration:
 
 
 def _features(img: np.ndarray) -> np.ndarray:
-    """Opacity above the noise floor, 0 elsewhere (and where the image is not measured)."""
+    """Opacity above the noise floor (0 elsewhere), NaN where the image is not measured."""
     out = np.asarray(img, dtype=np.float32)
     valid = np.isfinite(out)
     vals = out[valid]
     if vals.size == 0:
-        return np.zeros(out.shape, dtype=np.float32)
+        return np.full(out.shape, np.nan, dtype=np.float32)
     if vals.size > 65536:
         vals = vals[:: vals.size // 65536]
     med = float(np.median(vals))
     sd = 1.4826 * float(np.median(np.abs(vals - med)))
-    # Soft threshold at 2 noise sd: the background becomes (almost) exactly 0, so the edge of the
-    # measured field carries no step for the correlation to lock onto.
-    feat = np.where(valid, out - np.float32(med + 2.0 * sd), np.float32(0.0))
-    np.maximum(feat, 0.0, out=feat)
-    if not valid.all():
-        # Fade out towards the edge of the field: the field does not move with the patient, and a vessel
-        # cut sharply at its edge would pull the answer towards zero shift along the vessel.
-        inner = box_mean(valid.astype(np.float32), EDGE_TAPER_PX)
-        feat *= np.clip(2.0 * inner - 1.0, 0.0, 1.0)
+    # Soft threshold at 2 noise sd: the vessel, not the noise of the background, carries the correlation.
+    feat = np.maximum(out - np.float32(med + 2.0 * sd), np.float32(0.0))
+    feat[~valid] = np.nan
     return feat
-
-
-def box_mean(img: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over a (2r+1)^2 box (edges replicate), by cumulative sums: O(1) per pixel for any radius."""
-    out = np.asarray(img, dtype=np.float64)
-    for axis in (0, 1):
-        n = out.shape[axis]
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (radius + 1, radius)
-        c = np.cumsum(np.pad(out, pad, mode="edge"), axis=axis)
-        hi = np.take(c, np.arange(2 * radius + 1, 2 * radius + 1 + n), axis=axis)
-        lo = np.take(c, np.arange(0, n), axis=axis)
-        out = (hi - lo) / (2 * radius + 1)
-    return out.astype(np.float32)
 
 
 def _half(img: np.ndarray) -> np.ndarray:
@@ -95,45 +78,60 @@ def _fast_len(n: int) -> int:
     return best
 
 
-def _refine(cross: np.ndarray, ix: int, iy: int, ph: int, pw: int) -> tuple[float, float]:
-    """Sub-pixel peak: the correlation evaluated on a fine grid within one pixel of the integer peak.
+def _quadratic_peak(patch: np.ndarray) -> tuple[float, float]:
+    """Offset (fx, fy) from the centre of a (2r+1)^2 patch of the maximum of a fitted 2-D quadratic.
 
-    The whitened peak is too sharp for a parabola, and on the oblique ridge a vessel makes, separate 1-D
-    fits are off by up to a pixel. So the band-limited correlation is evaluated exactly at the fine grid
-    points by a matrix DFT of the cross-power spectrum (Guizar-Sicairos' upsampled cross-correlation).
+    The xy term matters: a vessel's correlation peak is an oblique ridge, and on it separate 1-D parabolas
+    are off by up to a pixel.
     """
-    off = np.arange(-SUBPIXEL_STEPS, SUBPIXEL_STEPS + 1) / SUBPIXEL_STEPS
-    ky = np.fft.fftfreq(ph) * ph
-    kx = np.arange(cross.shape[1])
-    ey = np.exp(2j * np.pi * np.outer(iy + off, ky) / ph).astype(np.complex64)
-    ex = np.exp(2j * np.pi * np.outer(kx, ix + off) / pw).astype(np.complex64)
-    # rfft half spectrum: every column but 0 (and Nyquist) stands for itself and its conjugate twin.
-    wts = np.full(cross.shape[1], 2.0, dtype=np.float32)
-    wts[0] = 1.0
-    if pw % 2 == 0:
-        wts[-1] = 1.0
-    fine = (ey @ (cross.astype(np.complex64) * wts) @ ex).real
-    r, c = np.unravel_index(int(np.argmax(fine)), fine.shape)
-    return float(off[c]), float(off[r])
+    r = patch.shape[0] // 2
+    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    x, y = x.ravel().astype(float), y.ravel().astype(float)
+    A = np.column_stack([np.ones(x.size), x, y, x * x, x * y, y * y])
+    c = np.linalg.lstsq(A, patch.ravel().astype(float), rcond=None)[0]
+    H = np.array([[2 * c[3], c[4]], [c[4], 2 * c[5]]])
+    if np.linalg.det(H) <= 0 or H[0, 0] >= 0:    # not a maximum: keep the integer peak
+        return 0.0, 0.0
+    fx, fy = np.linalg.solve(H, [-c[1], -c[2]])
+    return float(np.clip(fx, -1.0, 1.0)), float(np.clip(fy, -1.0, 1.0))
 
 
-def overlap_ncc(fixed: np.ndarray, moving: np.ndarray, dx: int, dy: int) -> float:
-    """Pearson correlation of fixed[y, x] and moving[y + dy, x + dx] over their overlap (features)."""
-    h, w = fixed.shape
-    x0, x1 = max(0, -dx), min(w, w - dx)
-    y0, y1 = max(0, -dy), min(h, h - dy)
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return 0.0
-    a = fixed[y0:y1, x0:x1].astype(np.float64).ravel()
-    b = moving[y0 + dy:y1 + dy, x0 + dx:x1 + dx].astype(np.float64).ravel()
-    a = a - a.mean()
-    b = b - b.mean()
-    den = np.sqrt((a @ a) * (b @ b))
-    return float(a @ b / den) if den > 0 else 0.0
+def masked_ncc(a: np.ndarray, b: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    """(ph, pw) NCC of ``a`` (fixed) and ``b`` (moving) at every cyclic shift (row dy, column dx), over the
+    pixels measured (not NaN) in both; -1 where that overlap is under MIN_OVERLAP of the smaller field.
+
+    Padfield (2012), "Masked object registration in the Fourier domain": every sum over the overlap is a
+    correlation of the masked images and masks, so all shifts cost six transforms and six inverses.
+    """
+    ma = np.isfinite(a)
+    mb = np.isfinite(b)
+    a = np.where(ma, a, 0.0).astype(np.float64)
+    b = np.where(mb, b, 0.0).astype(np.float64)
+
+    def spec(x):
+        return np.fft.rfft2(x, s=(ph, pw))
+
+    def corr(sx, sy):   # sum_x X(x) Y(x + shift)
+        return np.fft.irfft2(np.conj(sx) * sy, s=(ph, pw))
+
+    A, B, FA, FB = spec(ma.astype(np.float64)), spec(mb.astype(np.float64)), spec(a), spec(b)
+    n = np.maximum(corr(A, B), 0.0)
+    sa, sb = corr(FA, B), corr(A, FB)
+    saa, sbb = corr(spec(a * a), B), corr(A, spec(b * b))
+    sab = corr(FA, FB)
+    enough = n >= MIN_OVERLAP * min(ma.sum(), mb.sum())
+    n = np.where(enough, n, 1.0)
+    num = sab - sa * sb / n
+    den = (saa - sa * sa / n) * (sbb - sb * sb / n)
+    ok = enough & (den > 1e-12 * max(float(den.max()), 1e-300))
+    out = np.full(n.shape, -1.0)
+    out[ok] = num[ok] / np.sqrt(den[ok])
+    return out
 
 
 def register(fixed: np.ndarray, moving: np.ndarray, max_shift: float = DEFAULT_MAX_SHIFT_PX) -> Registration:
-    """Translation of ``moving`` relative to ``fixed`` (two peak-opacity images of the same shape)."""
+    """Translation of ``moving`` relative to ``fixed`` (two peak-opacity images of the same shape, NaN where
+    not measured). Score 0 when either image has nothing to match."""
     fixed = np.asarray(fixed)
     moving = np.asarray(moving)
     if fixed.ndim != 2 or fixed.shape != moving.shape:
@@ -143,23 +141,18 @@ def register(fixed: np.ndarray, moving: np.ndarray, max_shift: float = DEFAULT_M
     if not (np.isfinite(max_shift) and max_shift >= 0):
         raise ValueError(f"max_shift must be a finite number >= 0, got {max_shift!r}")
     if min(fixed.shape) > COARSE_ABOVE_PX:
-        # Big images: register at half resolution (4x cheaper); the 1/10 px grid there is 1/5 px here.
+        # Big images: register at half resolution (4x cheaper); sub-pixel there is half a pixel here at worst.
         half = register(_half(fixed), _half(moving), max_shift / 2.0)
         return Registration(round(2.0 * half.dx, 3), round(2.0 * half.dy, 3), half.score)
     h, w = fixed.shape
     ms = int(min(np.ceil(max_shift), h - 2, w - 2))
     a = _features(fixed)
     b = _features(moving)
-    if not a.any() or not b.any():
+    if not (np.nan_to_num(a) > 0).any() or not (np.nan_to_num(b) > 0).any():
         return Registration(0.0, 0.0, 0.0)
     # Zero padding by the search range: a shift within it never wraps onto another one.
     ph, pw = _fast_len(h + ms + 1), _fast_len(w + ms + 1)
-    fa = np.fft.rfft2(a, s=(ph, pw))
-    fb = np.fft.rfft2(b, s=(ph, pw))
-    cross = fb * np.conj(fa)
-    mag = np.abs(cross)
-    cross /= np.power(mag + np.float32(1e-6 * mag.max()), WHITENING)
-    corr = np.fft.irfft2(cross, s=(ph, pw))
+    corr = masked_ncc(a, b, ph, pw)
     # Only shifts inside the search range: rows 0..ms and ph-ms..ph-1 (negative), same for columns.
     rows = np.r_[0:ms + 1, ph - ms:ph] if ms > 0 else np.r_[0:1]
     cols = np.r_[0:ms + 1, pw - ms:pw] if ms > 0 else np.r_[0:1]
@@ -168,6 +161,7 @@ def register(fixed: np.ndarray, moving: np.ndarray, max_shift: float = DEFAULT_M
     iy, ix = int(rows[r]), int(cols[c])
     dy_i = iy if iy <= ms else iy - ph
     dx_i = ix if ix <= ms else ix - pw
-    fx, fy = _refine(cross, ix, iy, ph, pw)
-    score = overlap_ncc(a, b, dx_i, dy_i)
+    patch = corr[np.ix_([(iy + k) % ph for k in range(-2, 3)], [(ix + k) % pw for k in range(-2, 3)])]
+    fx, fy = _quadratic_peak(patch)
+    score = max(float(corr[iy, ix]), 0.0)
     return Registration(round(float(dx_i + fx), 3), round(float(dy_i + fy), 3), score)

@@ -52,6 +52,21 @@ def test_static_field_edge_does_not_pull_to_zero():
     assert reg.dx == pytest.approx(20.0, abs=0.6) and reg.dy == pytest.approx(-30.0, abs=1.0)
 
 
+def test_straight_vessel_cut_by_the_field_moves_along_itself():
+    """A straight vessel, cut by a static circular field: only its thrombus pattern and the anatomy inside
+    the common field say how far it moved along itself. The static cut ends must not win."""
+    line = np.array([[128.0, 300.0], [128.0, -40.0]])
+    yy, xx = np.mgrid[0:256, 0:256]
+    outside = (xx - 127.5) ** 2 + (yy - 127.5) ** 2 > 115 ** 2
+    thrombi = [(0.35, 0.45, 0.6, "side"), (0.6, 0.65, 0.4, "depth")]
+    base, _ = synthetic_vessel(thrombi=thrombi, noise=0.005, seed=9, points=line)
+    post, _ = synthetic_vessel(thrombi=thrombi, shift=(6.0, -35.0), noise=0.005, seed=10, points=line)
+    base[outside] = np.nan
+    post[outside] = np.nan
+    reg = register(base, post)
+    assert reg.dx == pytest.approx(6.0, abs=0.5) and reg.dy == pytest.approx(-35.0, abs=1.5)
+
+
 def test_bad_input():
     a, _ = synthetic_vessel()
     with pytest.raises(ValueError, match="same shape"):
