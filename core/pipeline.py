@@ -140,7 +140,13 @@ class FramePipeline:
         if self.last_frame_ns is not None and frame.t_ns < self.last_frame_ns:
             self.rejected += 1
             raise ValueError(f"frame {frame.index}: time went backwards ({frame.t_ns} < {self.last_frame_ns})")
+        closed: list[RunEvent] = []
         if self._geometry != (pixels.shape, pixels.dtype):
+            # A new geometry (grabber mode change): an open run ends at its last pulse, and the kernel,
+            # its mask and peak maps start afresh.
+            closed = self.runs.close(self.last_frame_ns or frame.t_ns)
+            for event in closed:
+                self._on_event(event)
             self._start_kernel(pixels)
         stats = self.kernel.process(pixels, frame.index)
         self.frames += 1
@@ -165,7 +171,7 @@ class FramePipeline:
         events = self.runs.feed(frame.t_ns, frame.index, new_pulse)
         for event in events:
             self._on_event(event)
-        return events
+        return closed + events
 
     def close(self, t_ns: int) -> list[RunEvent]:
         events = self.runs.close(t_ns)
@@ -174,18 +180,16 @@ class FramePipeline:
         return events
 
     def _start_kernel(self, pixels: np.ndarray) -> None:
-        # A new geometry (grabber mode change) starts afresh: the old mask and peak maps mean nothing now.
-        if self.timer is not None:
-            self.runs.current = None           # the open run cannot continue on another geometry
-            self.timer = None
-        crop = self.crop if self.crop is not None else (0, 0, pixels.shape[1], pixels.shape[0])
-        self.kernel = FrameKernel(pixels.shape, pixels.dtype, self.intensity, crop=crop, log_scale=1.0,
+        h, w = pixels.shape
+        crop = self.crop
+        if crop is not None and (crop[0] + crop[2] > w or crop[1] + crop[3] > h):
+            log.warning("crop %s does not fit %dx%d frames; using the whole frame", crop, w, h)
+            crop = None
+        self.kernel = FrameKernel(pixels.shape, pixels.dtype, self.intensity,
+                                  crop=crop if crop is not None else (0, 0, w, h), log_scale=1.0,
                                   peak_alpha=PEAK_ALPHA)
         self._geometry = (pixels.shape, pixels.dtype)
         self._pending.clear()
-        if self._rois is not None:
-            for roi in self._rois:
-                check_roi(roi, pixels.shape)
 
     def _add_pulse(self, pixels: np.ndarray, t_ns: int, index: int) -> None:
         if self.timer.add(pixels, t_ns, index) and self.keep_frames:

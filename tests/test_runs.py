@@ -200,3 +200,16 @@ def test_pipeline_rejects_bad_frames_and_inputs():
         p.injection(10, None, "summary")
     with pytest.raises(ValueError):
         FramePipeline("linear")
+
+
+def test_geometry_change_ends_the_open_run():
+    rng = np.random.default_rng(0)
+    p = FramePipeline("log", crop=(0, 0, 48, 48))
+    events = []
+    for i in range(20):                                       # a run at 30 p/s on 48x48 frames
+        events += p.process(Frame(rng.integers(0, 255, (48, 48), dtype=np.uint8), i * NS // 30, i))
+    assert [e.kind for e in events] == ["run_start"]
+    ended = p.process(Frame(rng.integers(0, 255, (32, 40), dtype=np.uint8), 20 * NS // 30, 20))
+    assert [e.kind for e in ended] == ["run_end"] and ended[0].run.pulses == 20
+    assert p.kernel.shape == (32, 40) and p.kernel.crop == (0, 0, 40, 32)   # the crop no longer fits
+    assert p.rejected == 0
