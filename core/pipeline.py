@@ -194,7 +194,9 @@ class FramePipeline:
     def _add_pulse(self, pixels: np.ndarray, t_ns: int, index: int) -> None:
         if self.timer.add(pixels, t_ns, index) and self.keep_frames:
             choice, frames = self.timer.mask_frames()
-            if frames:
+            # Only a clean pre-contrast mask makes a peak-opacity image; contrast rising from the first
+            # pulse leaves none while the run lasts (the run's curves still get a late mask at its end).
+            if frames and choice.reason == "pre-contrast":
                 self.kernel.set_mask(build_mask(np.stack(frames)))
 
     def _on_event(self, event: RunEvent) -> None:
