@@ -88,6 +88,7 @@ def _report(stack: FrameStack, run, runs, injection_start_s: float | None) -> di
             "washout_s": shift(r["washout_s"]), "mtt_s": shift(r["mtt_s"]),
             "arrival_after_injection_s": (None if injection_start_s is None or arrival is None
                                           else round(arrival - injection_start_s, 4)),
+            "width_s": r["width_s"], "wash_in_slope": r["wash_in_slope"], "wash_out_slope": r["wash_out_slope"],
             "peak_opacity": r["peak_value"], "method": r["method"], "fit_r2": r["fit_r2"],
             "fit": None if r["fit"] is None else dict(r["fit"], t0_s=shift(r["fit"]["t0_s"])),
             "curve": [[round(t + start_s, 4), v] for t, v in r["curve"]],

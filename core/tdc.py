@@ -12,7 +12,7 @@ places the automatic ROI (core.autoroi) and times every curve. The live pipeline
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -62,18 +62,15 @@ class TdcMetrics:
     fit: GammaFit | None
     method: str                 # "gamma" | "samples" | "none" (no contrast seen)
     noise_sd: float
+    # What parametric DSA reports besides the times: full width at half maximum and the steepest
+    # wash-in / wash-out slopes (opacity per second; wash-out is negative). None when not in the run.
+    width_s: float | None = None
+    wash_in_slope: float | None = None
+    wash_out_slope: float | None = None
 
     @property
     def contrast(self) -> bool:
         return self.method != "none"
-
-    def to_dict(self) -> dict:
-        out = {"arrival_s": self.arrival_s, "peak_s": self.peak_s, "washout_s": self.washout_s,
-               "peak_value": self.peak_value, "mtt_s": self.mtt_s, "method": self.method,
-               "noise_sd": self.noise_sd, "fit": None}
-        if self.fit is not None:
-            out["fit"] = {k: float(v) if isinstance(v, float) else v for k, v in asdict(self.fit).items()}
-        return out
 
 
 def gamma_variate(t: np.ndarray, t0: float, a: float, b: float, K: float) -> np.ndarray:
@@ -284,9 +281,14 @@ def tdc_metrics(t, y) -> TdcMetrics:
         return _from_fit(t, fit, sd)
     arrival = _crossing_up(t, ys, ARRIVAL_FRACTION * peak, k)
     washout = _crossing_down(t, ys, WASHOUT_FRACTION * peak, k)
+    half_up = _crossing_up(t, ys, 0.5 * peak, k)
+    slope = np.gradient(ys, t)
     return TdcMetrics(arrival, _peak_interp(t, ys, k), washout, peak,
                       fit.mtt_s if fit is not None and fit.r2 >= MIN_FIT_R2 else None,
-                      fit, "samples", sd)
+                      fit, "samples", sd,
+                      width_s=None if washout is None or half_up is None else washout - half_up,
+                      wash_in_slope=float(slope[:k + 1].max()),
+                      wash_out_slope=float(slope[k:].min()) if washout is not None else None)
 
 
 def _from_fit(t: np.ndarray, fit: GammaFit, sd: float) -> TdcMetrics:
@@ -296,9 +298,17 @@ def _from_fit(t: np.ndarray, fit: GammaFit, sd: float) -> TdcMetrics:
     arrival = fit.t0 + fit.a * fit.b * _solve_fraction(fit.a, ARRIVAL_FRACTION, rising=True)
     washout = fit.t0 + fit.a * fit.b * _solve_fraction(fit.a, WASHOUT_FRACTION, rising=False)
     arrival = max(arrival, float(t[0]))
+    half_up = fit.t0 + fit.a * fit.b * _solve_fraction(fit.a, WASHOUT_FRACTION, rising=True)
+    width = washout - half_up
+    # Steepest slopes at the inflection points tau = b (a -+ sqrt(a)); y' = y (a / tau - 1 / b).
+    slopes = []
+    for tau in (fit.b * (fit.a - math.sqrt(fit.a)), fit.b * (fit.a + math.sqrt(fit.a))):
+        tau = max(tau, 1e-9)
+        slopes.append(float(fit(np.array([fit.t0 + tau]))[0]) * (fit.a / tau - 1.0 / fit.b))
     if washout > t[-1]:
-        washout = None
-    return TdcMetrics(arrival, peak_s, washout, pv, fit.mtt_s, fit, "gamma", sd)
+        washout = width = None
+    return TdcMetrics(arrival, peak_s, washout, pv, fit.mtt_s, fit, "gamma", sd, width_s=width,
+                      wash_in_slope=slopes[0], wash_out_slope=slopes[1] if washout is not None else None)
 
 
 def _solve_fraction(a: float, f: float, rising: bool) -> float:
@@ -347,6 +357,8 @@ class RoiCurve:
         m = self.metrics
         d = {"roi": list(self.roi), "auto": self.auto, "arrival_s": _r(m.arrival_s), "peak_s": _r(m.peak_s),
              "washout_s": _r(m.washout_s), "mtt_s": _r(m.mtt_s), "peak_value": _r(m.peak_value, 5),
+             "width_s": _r(m.width_s), "wash_in_slope": _r(m.wash_in_slope, 5),
+             "wash_out_slope": _r(m.wash_out_slope, 5),
              "method": m.method, "fit_r2": None if m.fit is None else _r(m.fit.r2, 4),
              "fit": None if m.fit is None else {"t0_s": _r(m.fit.t0), "a": _r(m.fit.a), "b_s": _r(m.fit.b),
                                                  "K": float(m.fit.K), "r2": _r(m.fit.r2, 4)},

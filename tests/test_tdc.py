@@ -183,3 +183,20 @@ def test_run_timer_caps_its_memory():
     assert timer.finish(0, 10.0)["truncated"]
     with pytest.raises(ValueError):
         RunTimer((32, 32), np.uint8, "log", max_pulses=2)
+
+
+def test_width_and_slopes_match_the_curve():
+    t, y = sampled()
+    tt = np.arange(0.0, 8.0, 1e-4)
+    yt = gamma_variate(tt, T0, A, B, 1.0)
+    yt /= yt.max()
+    above = tt[yt >= 0.5]
+    slope = np.gradient(yt, tt)
+    for m in (tdc_metrics(t, y), tdc_metrics(t, y + 1e-3 * np.sin(50 * t))):
+        assert m.width_s == pytest.approx(above[-1] - above[0], abs=2 / RATE)
+        assert m.wash_in_slope == pytest.approx(slope.max(), rel=0.1)
+        assert m.wash_out_slope == pytest.approx(slope.min(), rel=0.1)
+    samples = tdc_metrics(np.arange(0, 6, 1 / RATE), np.clip((np.arange(0, 6, 1 / RATE) - 1) / 0.2, 0, 1)
+                          * (np.arange(0, 6, 1 / RATE) < 3))
+    assert samples.method == "samples" and samples.width_s == pytest.approx(2.0, abs=2 / RATE)
+    assert samples.wash_in_slope > 0 > samples.wash_out_slope
