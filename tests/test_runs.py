@@ -66,6 +66,8 @@ def test_bad_parameters():
 
 # --------------------------------------------------------------------------------------------- the pipeline
 
+import json  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 from core.phantom import PhantomConfig, render_run  # noqa: E402
@@ -113,6 +115,7 @@ def test_pipeline_run_summary_with_injection_and_device_xray(contrast_run):
     ended = play(p, run.frames, fps, hook=hook)
     assert len(ended) == 1 and ended[0].contrast
     s = ended[0].summary()
+    assert json.loads(json.dumps(s)) == s                   # JSON-ready for the event log and the API
     assert s["frames"] == run.truth.xray_off_frame - run.truth.xray_on_frame
     assert s["pulses"] == int(run.truth.is_new_pulse.sum()) and s["pulse_rate"] == 15.0
     assert s["xray_source"] == "device" and s["device_start_ns"] == on_ns and s["device_end_ns"] == off_ns
@@ -148,6 +151,7 @@ def test_pipeline_configured_roi_and_live_curve(contrast_run):
     ended = play(p, run.frames, run.fps, hook=hook)
     assert not seen[0]["contrast"] and seen[0]["tdc"] is None            # before the bolus: nothing yet
     last = seen[-1]
+    assert json.loads(json.dumps(last)) == last
     assert last["contrast"] and last["tdc"]["roi"] == [x - 8, y - 8, 16, 16] and not last["tdc"]["auto"]
     assert 30 < len(last["tdc"]["curve"]) <= 200
     roi = ended[0].summary()["rois"][0]
