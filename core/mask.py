@@ -12,8 +12,10 @@ Real runs break the textbook "first frame is the mask":
   when it moves, and then it does not matter); a significant shift starts a new still segment, and the
   mask comes from the segment the bolus is seen in;
 - contrast already in frame 0 (a previous injection washing out): onset is a *rise* of opacity against the
-  segment's first pulses, which washout (a fall) never triggers; the mask is the last still, settled pulses
-  before the rise, where the residual is lowest.
+  least-opacified (brightest) smoothed state the segment has shown so far, which washout (a fall) never
+  triggers and only lowers; the mask is the last still, settled pulses before the rise, where the residual
+  is lowest. A vessel filling is a local change, so it is not mistaken for motion (the shift fit drops
+  cells it cannot explain).
 
 ``OnsetWatcher`` is causal (one pulse at a time), so the live pipeline and the offline analysis, which both
 use it, pick the same mask from the same pulses.
@@ -33,7 +35,7 @@ ONSET_TOP_FRACTION = 0.003  # ... where "top cells" is this fraction of the fiel
 MOTION_SIGMA = 6.0          # motion: a global shift this many standard errors from zero ...
 MOTION_MIN_CELLS = 0.15     # ... and at least this large (in cells), against the segment's first pulse
 SETTLE_FRACTION = 0.05      # ABC settled once the exposure step is < 5% of the first step
-REF_ALPHA = 0.5            # smoothing of the onset reference (an exponential mean over ~3 pulses)
+REF_ALPHA = 0.5             # smoothing of the onset reference (an exponential mean over ~3 pulses)
 MEDIAN_SUBSET = 4096        # the exposure shift is a median over this many field pixels at most
 
 
