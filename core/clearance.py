@@ -49,6 +49,7 @@ ACROSS_STEP_PX = 0.5              # sample step across the vessel
 CALIBRATION_QUANTILE = 0.8        # patent reference: this quantile of the smoothed station integrals
 PATENT_NOISE_SD = 3.0             # stations within this many noise sd below the patent level are patent
 PATENT_TOLERANCE = 0.1            # ... but never more than 10% below it
+QUARTER_OUTLIER = 0.05            # a quarter this far below the patent line is thrombus, not dilution
 MIN_TREND_SPAN = 0.5              # patent stations must span half the vessel to fit a drifting reference
 MIN_BASELINE_BURDEN_PCT = 5.0     # below this the baseline has too little thrombus for a clearance ratio
 REMOVAL_FLAG_PCT = 75.0           # CLOUT end point
@@ -217,28 +218,38 @@ def densitometry(integral: np.ndarray, diameter_px: float, use: np.ndarray, s: n
 
 
 def _envelope(pos: np.ndarray, vals: np.ndarray, centre: float) -> tuple[float, float]:
-    """(level at ``centre``, slope) of the patent level along the vessel: the upper quantile of each
-    quarter, Theil-Sen through them (medians of pairwise slopes and of intercepts shrug off a quarter that
-    is mostly thrombus). Twice: the second time on values with the first slope removed, since a trend
-    within a quarter inflates its quantile. Flat (the global quantile) when the vessel is too short."""
+    """(level at ``centre``, slope) of the patent level along the vessel.
+
+    The upper quantile of each quarter of the vessel is its patent level unless the quarter is mostly
+    thrombus. A straight line through the four; a quarter far below it (thrombus) is dropped and the
+    line refitted, as long as three quarters agree; otherwise the level is flat (the global quantile).
+    Twice, the second time on values with the first slope removed (a trend inside a quarter inflates its
+    quantile).
+    """
     flat = (float(np.quantile(vals, CALIBRATION_QUANTILE)), 0.0)
     if np.ptp(pos) <= 0 or vals.size < 4 * MIN_STATIONS:
         return flat
     edges = np.quantile(pos, [0.0, 0.25, 0.5, 0.75, 1.0])
     quarters = [(pos >= lo) & (pos <= hi) for lo, hi in zip(edges[:-1], edges[1:])]
     quarters = [q for q in quarters if q.sum() >= MIN_STATIONS]
-    xs = np.array([float(np.mean(pos[q])) for q in quarters])
+    if len(quarters) < 3:
+        return flat
+    xs = np.array([float(np.mean(pos[q])) for q in quarters]) - centre
     slope, level = 0.0, flat[0]
     for _ in range(2):
         resid = vals - slope * (pos - centre)
-        ys = np.array([float(np.quantile(resid[q], CALIBRATION_QUANTILE)) for q in quarters])
-        pairs = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs))
-                 if xs[j] > xs[i]]
-        if not pairs:
+        ys = np.array([float(np.quantile(resid[q], CALIBRATION_QUANTILE)) for q in quarters]) + slope * xs
+        keep = np.ones(len(ys), dtype=bool)
+        while True:
+            c1, c0 = np.polyfit(xs[keep], ys[keep], 1)
+            r = ys - (c0 + c1 * xs)
+            worst = int(np.argmin(np.where(keep, r, np.inf)))
+            if r[worst] >= -QUARTER_OUTLIER * abs(c0) or keep.sum() <= 3:
+                break
+            keep[worst] = False
+        if keep.sum() < 3 or r[keep].min() < -QUARTER_OUTLIER * abs(c0):
             return flat
-        extra = float(np.median(pairs))
-        level = float(np.median(ys - extra * (xs - centre)))
-        slope += extra
+        slope, level = float(c1), float(c0)
     return level, slope
 
 
