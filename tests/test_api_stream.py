@@ -263,3 +263,25 @@ def test_hub_close_ends_streams_and_refuses_new_ones():
 def test_hub_needs_a_status_at_least_twice_a_second():
     with pytest.raises(ValueError, match="twice a second"):
         StreamHub(dict, lambda a, b: [], tick_s=0.1, heartbeat_s=0.6)
+
+
+def _outward_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None without a network."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_binds_loopback_only_by_default(server):
+    url, _ = server
+    address = _outward_address()
+    if address is None:
+        pytest.skip("no non-loopback address on this machine to try")
+    port = int(url.rsplit(":", 1)[1])
+    with pytest.raises(OSError):
+        socket.create_connection((address, port), timeout=1).close()
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()
