@@ -28,9 +28,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, **env_overrides: str) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, port: int | None = None, **env_overrides: str) -> tuple[subprocess.Popen, str]:
     """`python -m api.cli run` on the simulators; returns once /api/status answers with frames and a link."""
-    port = free_port()
+    port = port or free_port()
     env = dict(os.environ, CATHLAB_PHANTOM_SIZE="256", PYTHONUNBUFFERED="1", **env_overrides)
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "run", "--port", str(port), "--data-dir",
                              str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

@@ -120,6 +120,11 @@ def test_status_page_live_and_stale(browser, tmp_path):
         assert page.text_content("#conn") == "STALE"
         page.screenshot(path=str(ARTIFACTS / "status-page-stale.png"))
         proc.wait(timeout=5)
+
+        # The appliance comes back (same port, same data): the page recovers by itself, no reload.
+        proc, _ = start_server(tmp_path / "data", port=int(url.rsplit(":", 1)[1]))
+        wait_js(page, "document.getElementById('conn').textContent === 'LIVE'", timeout_ms=10000)
+        assert page.is_hidden("#stale")
     finally:
         stop_server(proc)
 

@@ -169,6 +169,7 @@ function alive() {
   lastMessage = Date.now();
   setText("conn", "LIVE");
   $("conn").className = "badge live";
+  $("stale").hidden = true;
 }
 
 function connect() {
