@@ -14,6 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import pydantic
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -45,21 +46,23 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None) -> Fas
         # gets it back sooner (the frame kernel runs without the GIL, so it loses nothing).
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(switch_interval, 0.001))
-        device = appliance if appliance is not None else Appliance(settings)
-        device.start()
-        hub = StreamHub(lambda: Status.model_validate(device.status()).model_dump(mode="json"),
-                        lambda after, limit: device.events(after=after, limit=limit))
-        hub.start()
-        unsubscribe = device.subscribe(hub.on_event)
-        restore_signals = _close_streams_on_exit_signals(hub.close_threadsafe)
-        app.state.appliance, app.state.hub = device, hub
         try:
-            yield
+            device = appliance if appliance is not None else Appliance(settings)
+            device.start()
+            hub = StreamHub(lambda: Status.model_validate(device.status()).model_dump(mode="json"),
+                            lambda after, limit: device.events(after=after, limit=limit))
+            hub.start()
+            unsubscribe = device.subscribe(hub.on_event)
+            restore_signals = _close_streams_on_exit_signals(hub.close_threadsafe)
+            app.state.appliance, app.state.hub = device, hub
+            try:
+                yield
+            finally:
+                restore_signals()
+                unsubscribe()
+                await hub.stop()
+                device.stop()
         finally:
-            restore_signals()
-            unsubscribe()
-            await hub.stop()
-            device.stop()
             sys.setswitchinterval(switch_interval)
 
     # No /docs or /redoc: FastAPI serves them from a CDN, and the room has no internet. /openapi.json stays.
@@ -77,6 +80,8 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None) -> Fas
 
 
 async def _value_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, pydantic.ValidationError):
+        raise exc  # our own model refusing the appliance's data is a bug (requests are validated by FastAPI)
     # Same body as FastAPI's RequestValidationError, so clients parse one 422 shape.
     return JSONResponse({"detail": [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]}, status_code=422)
 
