@@ -49,7 +49,7 @@ ACROSS_STEP_PX = 0.5              # sample step across the vessel
 CALIBRATION_QUANTILE = 0.8        # patent reference: this quantile of the smoothed station integrals
 PATENT_NOISE_SD = 3.0             # stations within this many noise sd below the patent level are patent
 PATENT_TOLERANCE = 0.1            # ... but never more than 10% below it
-QUARTER_OUTLIER = 0.05            # a quarter this far below the patent line is thrombus, not dilution
+QUARTER_OUTLIER = 0.03            # a quarter this far below the others' patent line is thrombus, not dilution
 MIN_TREND_SPAN = 0.5              # patent stations must span half the vessel to fit a drifting reference
 MIN_BASELINE_BURDEN_PCT = 5.0     # below this the baseline has too little thrombus for a clearance ratio
 REMOVAL_FLAG_PCT = 75.0           # CLOUT end point
@@ -240,15 +240,22 @@ def _envelope(pos: np.ndarray, vals: np.ndarray, centre: float) -> tuple[float, 
         resid = vals - slope * (pos - centre)
         ys = np.array([float(np.quantile(resid[q], CALIBRATION_QUANTILE)) for q in quarters]) + slope * xs
         keep = np.ones(len(ys), dtype=bool)
-        while True:
-            c1, c0 = np.polyfit(xs[keep], ys[keep], 1)
-            r = ys - (c0 + c1 * xs)
-            worst = int(np.argmin(np.where(keep, r, np.inf)))
-            if r[worst] >= -QUARTER_OUTLIER * abs(c0) or keep.sum() <= 3:
+        while keep.sum() >= 3:
+            # Each quarter against the line through the others (a thrombosed quarter would pull a line
+            # through all of them towards itself and hide).
+            loo = np.full(len(ys), np.inf)
+            for i in np.flatnonzero(keep):
+                others = keep.copy()
+                others[i] = False
+                b1, b0 = np.polyfit(xs[others], ys[others], 1)
+                loo[i] = (ys[i] - (b0 + b1 * xs[i])) / max(abs(b0), 1e-12)
+            worst = int(np.argmin(loo))
+            if loo[worst] >= -QUARTER_OUTLIER:
                 break
             keep[worst] = False
-        if keep.sum() < 3 or r[keep].min() < -QUARTER_OUTLIER * abs(c0):
+        if keep.sum() < 3:
             return flat
+        c1, c0 = np.polyfit(xs[keep], ys[keep], 1)
         slope, level = float(c1), float(c0)
     return level, slope
 

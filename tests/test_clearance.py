@@ -148,6 +148,19 @@ def test_contrast_diluting_along_the_vessel_is_not_thrombus(dilution):
     assert res["burden_post_pct"] < 2.0
 
 
+@pytest.mark.parametrize("thrombi", [
+    [(0.72, 1.0, 0.15, "depth")],                                  # mild thrombus over the whole last quarter
+    [(0.5, 1.0, 0.3, "side"), (0.0, 0.1, 0.2, "depth")],           # half the vessel, both ends
+])
+def test_thrombus_filling_a_quarter_is_not_taken_for_dilution(thrombi):
+    base, truth = synthetic_vessel(thrombi=thrombi, noise=0.005, seed=19)
+    clean, _ = synthetic_vessel(noise=0.005, seed=20)
+    res = measure_clearance(base, clean, centerline=truth["centerline"], diameter_px=12.0)
+    assert res["burden_baseline_pct"] == pytest.approx(100 * truth["burden"], abs=3.0)
+    first = [st["burden_baseline_pct"] for st in res["stations"] if 0.2 < st["frac"] < 0.45]
+    assert abs(float(np.mean(first))) < 2.0          # patent stations read patent, no tilted reference
+
+
 def test_calibration_is_per_run_and_ignores_bolus_strength():
     """The post run's bolus is half as dense: burden must not change (each run calibrates itself)."""
     thrombi = [(0.3, 0.5, 0.6, "side")]
