@@ -35,8 +35,8 @@ import numpy as np
 
 from core.registration import Registration, register
 from core.vessel import (
-    Stations, check_centerline, find_vessel, make_stations, parse_centerline, profile_window, sample_profiles,
-    subtract_background,
+    Stations, check_centerline, diameter_along, find_vessel, make_stations, parse_centerline, profile_window,
+    sample_profiles, subtract_background,
 )
 
 __all__ = [
@@ -317,7 +317,7 @@ def measure_clearance(baseline_peak: np.ndarray, post_peak: np.ndarray, *, cente
     else:
         line = check_centerline(centerline, base.shape)
         if diameter_px is None:
-            diameter_px = find_vessel_diameter(base, line)
+            diameter_px = diameter_along(base, line)
             notes.append("reference diameter measured automatically")
     reg = registration if registration is not None else register(base, post)
     stations = make_stations(line, STATION_SPACING_PX)
@@ -374,16 +374,6 @@ def measure_clearance(baseline_peak: np.ndarray, post_peak: np.ndarray, *, cente
                 entry["note"] = swhy
         result["segments"].append(entry)
     return result
-
-
-def find_vessel_diameter(peak: np.ndarray, centerline: np.ndarray) -> float:
-    """Reference diameter along a given centreline (cylinder fit of the patent stations)."""
-    from core.vessel import _foreground, _measure_diameter
-
-    fg = _foreground(peak)
-    st = make_stations(centerline, 1.0)
-    # Start from a guess that any venous lumen fits in; the fit window is twice the guess.
-    return _measure_diameter(fg, st, max(8.0, min(peak.shape) / 16))
 
 
 def _check_image(img, name: str) -> np.ndarray:
@@ -448,8 +438,8 @@ def render_clearance_png(baseline_peak: np.ndarray, post_peak: np.ndarray, resul
                     _mark_span(ax, p, normal, frac, d["start_frac"], d["end_frac"], off + max(6.0, 0.5 * off),
                                _fmt_pct(d["mean_burden_pct"]), "#d62728", w)
             for seg in result.get("segments", []):
-                _mark_span(ax, p, normal, frac, seg["start"], seg["end"], -off, f"{seg['name']} {_fmt_pct(seg.get(key))}",
-                           "#1f77b4", w)
+                _mark_span(ax, p, normal, frac, seg["start"], seg["end"], -off,
+                           f"{seg['name']} {_fmt_pct(seg.get(key))}", "#1f77b4", w)
         title = f"{titles[k]}: burden {_fmt_pct(result.get(key))}"
         if k == 1:
             title += f"   (moved {dx:+.1f}, {dy:+.1f} px)"
@@ -485,13 +475,15 @@ def _fmt_pct(v) -> str:
 
 
 def _mark_span(ax, p, normal, frac, a, b, off, text, color, width):
+    """A bracket beside the stations with arc fraction in [a, b], ``off`` px along the normal, and its label
+    further out on the same side (a few % of the image width, so it stays readable at any size)."""
     sel = (frac >= a) & (frac <= b)
     if sel.sum() < 2:
         return
     q = p[sel] + off * normal[sel]
     ax.plot(q[:, 0], q[:, 1], color=color, lw=2.5, alpha=0.8, solid_capstyle="butt")
     mid = len(q) // 2
-    label = q[mid] + np.sign(off) * 6.0 * abs(off) / max(abs(off), 1.0) * normal[sel][mid] * 3
+    label = q[mid] + np.sign(off) * 0.035 * width * normal[sel][mid]
     ax.annotate(text, xy=q[mid], xytext=label, color=color, fontsize=8, fontweight="bold",
                 ha="left" if label[0] >= q[mid][0] else "right", va="center",
                 arrowprops=dict(arrowstyle="-", color=color, lw=0.8),

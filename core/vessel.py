@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "Stations", "Vessel", "find_vessel", "make_stations", "sample_profiles", "parse_centerline",
+    "Stations", "Vessel", "diameter_along", "find_vessel", "make_stations", "sample_profiles", "parse_centerline",
     "profile_window", "fit_diameter", "resample_polyline",
 ]
 
@@ -343,6 +343,14 @@ def find_vessel(peak: np.ndarray, diameter_px: float | None = None) -> Vessel:
     if dense[0, 1] < dense[-1, 1]:        # from the bottom (caudal, inflow) end
         dense = dense[::-1]
     return Vessel(dense, float(d_est))
+
+
+def diameter_along(peak: np.ndarray, centerline: np.ndarray) -> float:
+    """Reference diameter along a given centreline: the cylinder fit of its most opacified stations."""
+    fg = _foreground(peak)
+    st = make_stations(np.asarray(centerline, dtype=float), 2.0)
+    # Start from a guess any venous lumen of the image fits in; the fit window is twice the guess.
+    return _measure_diameter(fg, st, max(8.0, min(fg.shape) / 16))
 
 
 def _measure_diameter(fg: np.ndarray, st: Stations, d_guess: float) -> float:

@@ -94,3 +94,11 @@ def test_parse_centerline():
             parse_centerline(bad)
     with pytest.raises(ValueError, match="outside"):
         parse_centerline("1,2;300,4", (100, 100))
+
+
+@pytest.mark.parametrize("diameter", [8.0, 16.0, 30.0])
+def test_diameter_along_a_given_centreline(diameter):
+    from core.vessel import diameter_along
+
+    img, truth = synthetic_vessel(diameter=diameter, thrombi=[(0.4, 0.6, 0.6, "side")], noise=0.01, seed=4)
+    assert diameter_along(img, truth["centerline"][2:-2]) == pytest.approx(diameter, rel=0.1)
