@@ -1,9 +1,12 @@
 """Automatic ROI: a box on the most-opacified vessel region of a run. Pure NumPy, no I/O.
 
-Works on the coarse pulse samples (core.mask) once the run has ended: each pixel's opacity is averaged over
-a short window of pulses (a single pulse's maximum is mostly the maximum of noise), the peak of that window
-mean is the pixel's peak opacity, and the ROI is the box with the largest mean peak opacity that lies wholly
-on image (no burnt-in text, no collimator surround).
+Works on the coarse pulse samples (core.mask) once the run has ended. Each candidate box's mean opacity is
+followed pulse by pulse, averaged over a short window of pulses, and the box whose window mean peaks
+highest wins, provided it lies wholly on image (no burnt-in text, no collimator surround).
+
+The order matters: averaging over the box *before* taking the maximum over time keeps noise out of the
+choice. A per-pixel maximum first would carry each pixel's noise peak into the box mean, and noise is
+largest where the patient is thickest, so a faint vessel would lose to dense bone.
 """
 from __future__ import annotations
 
@@ -16,28 +19,6 @@ MIN_ROI_PX = 8
 
 def roi_side(shape: tuple[int, int]) -> int:
     return max(MIN_ROI_PX, int(round(min(shape) * ROI_FRACTION)))
-
-
-def peak_map(logs_of, pulses: int, mask: np.ndarray, offsets: np.ndarray, window: int) -> np.ndarray:
-    """Per-pixel peak of the ``window``-pulse running mean of opacity ``mask - logs - offset``.
-
-    ``logs_of(k)`` returns pulse k's coarse log sample; one running sum keeps memory at two images.
-    """
-    if pulses < 1:
-        raise ValueError("peak map needs at least one pulse")
-    window = max(1, min(int(window), pulses))
-    acc = np.zeros(mask.shape, dtype=np.float64)
-    hist: list[np.ndarray] = []
-    best = np.full(mask.shape, -np.inf, dtype=np.float64)
-    for k in range(pulses):
-        o = mask - logs_of(k) - offsets[k]
-        acc += o
-        hist.append(o)
-        if len(hist) > window:
-            acc -= hist.pop(0)
-        if len(hist) == window:
-            np.maximum(best, acc / window, out=best)
-    return best
 
 
 def box_means(img: np.ndarray, valid: np.ndarray, side: int) -> np.ndarray:
@@ -60,16 +41,41 @@ def box_means(img: np.ndarray, valid: np.ndarray, side: int) -> np.ndarray:
     return out
 
 
-def choose_roi(peak: np.ndarray, valid: np.ndarray, stride: int,
-               shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """Full-resolution ROI (x, y, w, h) on the coarse peak map's most-opacified box, or None."""
-    if peak.shape != valid.shape:
-        raise ValueError(f"peak map {peak.shape} and valid map {valid.shape} differ")
-    side = max(1, int(round(roi_side(shape) / stride)))
-    means = box_means(peak, valid & np.isfinite(peak), side)
-    if not np.isfinite(means).any():
+def box_peak_map(logs_of, pulses: int, mask: np.ndarray, offsets: np.ndarray, valid: np.ndarray,
+                 side: int, window: int) -> np.ndarray:
+    """Peak over time of the ``window``-pulse running mean of each box's mean opacity.
+
+    Opacity of pulse k is ``mask - logs_of(k) + offsets[k]`` (offsets: the exposure shift to add back);
+    boxes are side x side on the coarse grid, NaN where they leave ``valid``. One running sum keeps memory
+    at a few images.
+    """
+    if pulses < 1:
+        raise ValueError("a box peak map needs at least one pulse")
+    window = max(1, min(int(window), pulses))
+    hist: list[np.ndarray] = []
+    acc = None
+    best = None
+    for k in range(pulses):
+        b = box_means(mask - logs_of(k) + offsets[k], valid, side)
+        acc = b.copy() if acc is None else acc + b
+        hist.append(b)
+        if len(hist) > window:
+            acc -= hist.pop(0)
+        if len(hist) == window:
+            best = acc / window if best is None else np.fmax(best, acc / window)
+    return best
+
+
+def choose_roi(box_peak: np.ndarray, stride: int, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Full-resolution ROI (x, y, w, h) of the best box in a ``box_peak_map``, or None when no box is on image."""
+    if box_peak is None or not np.isfinite(box_peak).any():
         return None
-    i, j = np.unravel_index(int(np.nanargmax(means)), means.shape)
+    i, j = np.unravel_index(int(np.nanargmax(box_peak)), box_peak.shape)
     H, W = shape
-    x, y, s = int(j * stride), int(i * stride), side * stride
+    x, y, s = int(j * stride), int(i * stride), coarse_side(shape, stride) * stride
     return x, y, min(s, W - x), min(s, H - y)
+
+
+def coarse_side(shape: tuple[int, int], stride: int) -> int:
+    """The automatic ROI's side on the coarse grid."""
+    return max(1, int(round(roi_side(shape) / stride)))

@@ -88,7 +88,8 @@ class MaskChoice:
     onset: int | None           # first pulse of the contrast rise, None: no rise seen
     settled: int                # first pulse after ABC settling
     motion: tuple[int, ...]     # pulses that moved against their predecessor
-    reason: str                 # "pre-contrast" | "no-contrast" | "late" (no clean pulse before the rise)
+    reason: str                 # "pre-contrast" | "no-onset" (first settled pulses) | "late" (no clean
+                                #  pulse before the rise, or contrast washing out from the start: the last)
 
     def to_dict(self) -> dict:
         return {"first": self.first, "last": self.last, "onset": self.onset, "settled": self.settled,
@@ -240,6 +241,30 @@ class OnsetWatcher:
         # The last 31 steps are plenty and keep the cost per pulse constant on long runs.
         return float(np.median(self._steps[-31:])) / 0.9539 if self._steps else 0.0
 
+    def final_choice(self, pulses: int, mean_log) -> MaskChoice:
+        """The mask of a finished run. ``mean_log(choice)`` gives the exposure-corrected mean log sample of
+        a choice's pulses.
+
+        Without a seen onset the mask is early or late in the run: contrast present from the first pulse
+        and washing out makes the late pulses the cleaner ones, a faint bolus (too faint for the cells, not
+        for an ROI's mean) the early ones. Iodine only darkens, so the strongest brightening over the top
+        cells, one way against the other, decides.
+        """
+        choice = self.choice(pulses)
+        if choice.reason != "no-onset" or pulses < choice.last + 1 + MAX_MASK_PULSES or not self._ncells:
+            return choice
+        late = MaskChoice(pulses - MAX_MASK_PULSES, pulses - 1, None, choice.settled, choice.motion, "late")
+        d = self._cells(mean_log(late)) - self._cells(mean_log(choice))
+        k = self._top - 1
+        brighter_late = -np.partition(-d, k)[k]
+        brighter_early = -np.partition(d, k)[k]
+        # Each side is a mean of MAX_MASK_PULSES pulses; the late pulses must be clearly brighter, not by
+        # the luck of the noise, to move the mask away from the likelier clean start.
+        sd_diff = self._sd() * np.sqrt(2.0 / MAX_MASK_PULSES)
+        if brighter_late > max(brighter_early, 0.0) + ONSET_SIGMA * sd_diff:
+            return late
+        return choice
+
     def _cells(self, logs: np.ndarray) -> np.ndarray:
         x = logs[:self._ch * CELL, :self._cw * CELL].reshape(self._ch, CELL, self._cw, CELL)
         means = (x * self._cell_w).sum(axis=(1, 3)) / self._cell_n
@@ -250,9 +275,12 @@ class OnsetWatcher:
         settled = self.settled if self.settled is not None else 0
         motion = tuple(self.motion)
         if self.onset is None:
-            seg = max([settled] + list(motion))
-            first = max(seg, pulses - MAX_MASK_PULSES)
-            return MaskChoice(min(first, pulses - 1), pulses - 1, None, settled, motion, "no-contrast")
+            # No rise the cells could see. A faint bolus may still show in an ROI's mean, and X-ray usually
+            # starts before the injection: the first settled, still pulses are the likeliest clean mask.
+            first = min(settled, pulses - 1)
+            later = [m for m in motion if m > first]
+            last = min(first + MAX_MASK_PULSES, later[0] if later else pulses, pulses) - 1
+            return MaskChoice(first, max(first, last), None, settled, motion, "no-onset")
         last = self.onset - 2                  # the pulse before the rise may hold its foot
         if last >= self.segment:
             return MaskChoice(max(self.segment, last - MAX_MASK_PULSES + 1), last, self.onset, settled,
@@ -271,4 +299,9 @@ def choose_mask(raw: np.ndarray, lut: np.ndarray) -> tuple[MaskChoice, np.ndarra
     watcher = OnsetWatcher(valid)
     for k in range(raw.shape[0]):
         watcher.feed(lut[raw[k]])
-    return watcher.choice(raw.shape[0]), valid
+    g = watcher.offsets
+
+    def mean_log(c: MaskChoice) -> np.ndarray:
+        return np.mean([lut[raw[k]] - np.float32(g[k]) for k in range(c.first, c.last + 1)], axis=0)
+
+    return watcher.final_choice(raw.shape[0], mean_log), valid

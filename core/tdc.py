@@ -12,16 +12,19 @@ places the automatic ROI (core.autoroi) and times every curve. The live pipeline
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.autoroi import PEAK_WINDOW_S, choose_roi, peak_map, roi_side
+from core.autoroi import PEAK_WINDOW_S, box_peak_map, choose_roi, coarse_side
 from core.mask import MAX_MASK_PULSES, VALID_PULSES, MaskChoice, OnsetWatcher, log_lut, sample_stride, valid_pixels
 
 ARRIVAL_FRACTION = 0.1      # arrival: first time the TDC reaches 10% of its peak
 WASHOUT_FRACTION = 0.5      # washout: first time after the peak it is back at 50%
 MIN_FIT_R2 = 0.98           # below this the fit does not describe the curve (drift, odd shape): use the samples
+MIN_NOISY_FIT_R2 = 0.8      # ... unless its residual is no more than the curve's own noise
+FIT_NOISE_RATIO = 1.3
+SIGNIFICANT_EXCESS = 4.0    # an earlier stretch above the arrival level counts when its excess is > 4 sd
 MIN_PEAK_SNR = 5.0          # peak / noise sd below this: no contrast seen in the ROI
 FIT_TAIL_FRACTION = 0.3     # fit up to where the curve falls to 30% after the peak (recirculation beyond)
 
@@ -277,18 +280,61 @@ def tdc_metrics(t, y) -> TdcMetrics:
     if not peak > 0 or peak < MIN_PEAK_SNR * sd:
         return TdcMetrics(None, None, None, max(peak, 0.0), None, None, "none", sd)
     fit = fit_gamma(t, y)
-    if fit is not None and fit.r2 >= MIN_FIT_R2 and t[0] - 1.0 <= fit.peak_s <= t[-1]:
-        return _from_fit(t, fit, sd)
-    arrival = _crossing_up(t, ys, ARRIVAL_FRACTION * peak, k)
+    if _fit_explains(fit, sd) and t[0] - 1.0 <= fit.peak_s <= t[-1]:
+        m = _from_fit(t, fit, sd)
+        arrival = _first_reach(t, y, ys, ARRIVAL_FRACTION * m.peak_value, m.arrival_s, sd)
+        return m if arrival == m.arrival_s else replace(m, arrival_s=arrival)
+    arrival = _rise_crossing(t, ys, ARRIVAL_FRACTION * peak, k)
+    arrival = _first_reach(t, y, ys, ARRIVAL_FRACTION * peak, arrival, sd)
     washout = _crossing_down(t, ys, WASHOUT_FRACTION * peak, k)
-    half_up = _crossing_up(t, ys, 0.5 * peak, k)
+    half_up = _rise_crossing(t, ys, 0.5 * peak, k)
     slope = np.gradient(ys, t)
-    return TdcMetrics(arrival, _peak_interp(t, ys, k), washout, peak,
-                      fit.mtt_s if fit is not None and fit.r2 >= MIN_FIT_R2 else None,
+    return TdcMetrics(arrival, _peak_interp(t, ys, k), washout, peak, None,
                       fit, "samples", sd,
                       width_s=None if washout is None or half_up is None else washout - half_up,
                       wash_in_slope=float(slope[:k + 1].max()),
                       wash_out_slope=float(slope[k:].min()) if washout is not None else None)
+
+
+def _fit_explains(fit: GammaFit | None, sd: float) -> bool:
+    """The fit describes the curve: it explains nearly all of it, or all but the noise (a faint bolus)."""
+    if fit is None:
+        return False
+    return fit.r2 >= MIN_FIT_R2 or (fit.r2 >= MIN_NOISY_FIT_R2 and fit.rmse <= FIT_NOISE_RATIO * sd)
+
+
+def _rise_crossing(t: np.ndarray, ys: np.ndarray, level: float, k: int) -> float:
+    """Where the rise that leads to the peak at ``k`` crosses ``level`` (noise before it can cross
+    earlier; for a clean curve this is the first crossing)."""
+    below = np.nonzero(ys[:k + 1] < level)[0]
+    if below.size == 0:
+        return float(t[0])
+    i = int(below[-1])
+    y0, y1 = ys[i], ys[i + 1]
+    return float(t[i] + (level - y0) / (y1 - y0) * (t[i + 1] - t[i]))
+
+
+def _first_reach(t: np.ndarray, y: np.ndarray, ys: np.ndarray, level: float, before: float,
+                 sd: float) -> float:
+    """DOMAIN.md's "first time the TDC reaches the level", robust to noise: the start of the first stretch
+    above ``level`` (before ``before``) whose excess over it is significant (contrast already there at the
+    start of the run counts; a noise wiggle does not). ``before`` when there is none."""
+    above = ys >= level
+    i, n = 0, len(ys)
+    while i < n and t[i] < before:
+        if not above[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and above[j] and t[j] < before:
+            j += 1
+        excess = float(np.sum(y[i:j] - level))
+        if excess > SIGNIFICANT_EXCESS * sd * math.sqrt(j - i):
+            if i == 0:
+                return float(t[0])
+            return float(t[i - 1] + (level - ys[i - 1]) / (ys[i] - ys[i - 1]) * (t[i] - t[i - 1]))
+        i = j
+    return before
 
 
 def _from_fit(t: np.ndarray, fit: GammaFit, sd: float) -> TdcMetrics:
@@ -458,7 +504,7 @@ class RunTimer:
         else:
             # Provisional auto ROI around where the contrast rose first; the final one is chosen at the end.
             cy, cx = self.watcher.onset_cell
-            side = max(1, int(round(roi_side(self.shape) / self.stride)))
+            side = coarse_side(self.shape, self.stride)
             h, w = self.watcher.shape
             y0 = min(max(0, cy - side // 2), max(0, h - side))
             x0 = min(max(0, cx - side // 2), max(0, w - side))
@@ -507,9 +553,9 @@ class RunTimer:
             self.watcher = OnsetWatcher(self.valid)
             for j in range(P):
                 self._feed(j)
-        choice = self.watcher.choice(P)
-        t = (np.asarray(self.t_ns, dtype=np.int64) - start_ns) / 1e9
         g = np.asarray(self.watcher.offsets)
+        choice = self.watcher.final_choice(P, lambda c: self._mean_log(c, g))
+        t = (np.asarray(self.t_ns, dtype=np.int64) - start_ns) / 1e9
         offsets = g - g[choice.first:choice.last + 1].mean()          # exposure shift against the mask
         sel = slice(choice.first, choice.last + 1)
         curves: list[RoiCurve] = []
@@ -528,6 +574,11 @@ class RunTimer:
                 "contrast_rise": choice.onset is not None and any(c.metrics.contrast for c in curves),
                 "rois": [c.to_dict(inj) for c in curves], "curves": curves, "truncated": self.truncated}
 
+    def _mean_log(self, choice: MaskChoice, g: np.ndarray) -> np.ndarray:
+        """Exposure-corrected mean coarse log sample over a mask choice's pulses."""
+        ks = range(choice.first, choice.last + 1)
+        return np.mean([self.lut[self.coarse[k]] - np.float32(g[k]) for k in ks], axis=0)
+
     def _crop_curve(self, crops: np.ndarray, sel: slice, offsets: np.ndarray) -> np.ndarray:
         logs = self.lut[crops]
         mask = logs[sel].mean(axis=0)
@@ -537,8 +588,9 @@ class RunTimer:
         lut, coarse = self.lut, self.coarse
         mask = np.mean([lut[c] for c in coarse[sel]], axis=0)
         window = max(1, int(round(PEAK_WINDOW_S * (pulse_rate or 15.0))))
-        peak = peak_map(lambda k: lut[coarse[k]], self.pulses, mask, -offsets, window)
-        roi = choose_roi(peak, self.valid, self.stride, self.shape)
+        side = coarse_side(self.shape, self.stride)
+        peak = box_peak_map(lambda k: lut[coarse[k]], self.pulses, mask, offsets, self.valid, side, window)
+        roi = choose_roi(peak, self.stride, self.shape)
         if roi is None:
             return None
         s = self.stride

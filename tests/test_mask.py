@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from core.autoroi import box_means, choose_roi, peak_map, roi_side
+from core.autoroi import box_means, box_peak_map, choose_roi, coarse_side, roi_side
 from core.kernels import make_tables
 from core.mask import (
     MAX_MASK_PULSES,
@@ -102,7 +102,8 @@ def test_contrast_in_frame_zero_is_not_an_onset():
 
 def test_no_contrast():
     choice, _ = run_mask(scene(bolus_at=None))
-    assert choice.onset is None and choice.reason == "no-contrast" and choice.last == P - 1
+    assert choice.onset is None and choice.reason == "no-onset"
+    assert (choice.first, choice.last) == (choice.settled, choice.settled + MAX_MASK_PULSES - 1)
 
 
 def test_contrast_rising_from_the_first_pulse_uses_late_pulses():
@@ -139,28 +140,40 @@ def test_bad_inputs():
 
 
 def test_auto_roi_on_the_most_opacified_box():
-    peak = np.zeros((80, 80))
-    peak[30:50, 20:24] = 1.0                                # a narrow, weaker vessel
-    peak[10:40, 60:70] = 2.0                                # the strongest filling
-    valid = np.ones_like(peak, dtype=bool)
-    valid[:5] = False
-    roi = choose_roi(peak, valid, stride=2, shape=(160, 160))
-    x, y, w, h = roi
-    assert (w, h) == (roi_side((160, 160)),) * 2
-    assert 120 <= x and x + w <= 140 and 20 <= y and y + h <= 80
-    valid[:] = False
-    assert choose_roi(peak, valid, 2, (160, 160)) is None
+    """A strong vessel, a weaker one, and a dense noisy region: the strong vessel wins."""
+    rng = np.random.default_rng(0)
+    h = w = 80
+    vessel = np.zeros((h, w))
+    vessel[10:40, 60:70] = 2.0                              # the strongest filling
+    vessel[30:50, 20:24] = 1.0                              # a narrow, weaker one
+    noise_sd = np.full((h, w), 0.05)
+    noise_sd[50:75, 35:60] = 1.5                            # thick anatomy: 30x the noise, no contrast
+    bolus = np.exp(-0.5 * ((np.arange(40) - 20) / 4.0) ** 2)
+    logs = [-(bolus[k] * vessel) + noise_sd * rng.standard_normal((h, w)) for k in range(40)]
+    valid = np.ones((h, w), dtype=bool)
+    valid[:5] = False                                       # a text box
+    side = coarse_side((160, 160), 2)
+    peak = box_peak_map(lambda k: logs[k], 40, np.zeros((h, w)), np.zeros(40), valid, side, window=4)
+    x, y, rw, rh = choose_roi(peak, 2, (160, 160))
+    assert (rw, rh) == (roi_side((160, 160)),) * 2
+    assert 100 <= x and x + rw <= 160 and 10 <= y and y + rh <= 90   # on the strong vessel (coarse x 60-70)
+    assert choose_roi(np.full((4, 4), np.nan), 2, (160, 160)) is None
 
 
-def test_box_means_and_peak_map():
+def test_box_means():
     img = np.arange(16, dtype=float).reshape(4, 4)
     valid = np.ones((4, 4), bool)
     valid[0, 0] = False
     m = box_means(img, valid, 2)
     assert np.isnan(m[0, 0]) and m[1, 1] == pytest.approx(img[1:3, 1:3].mean())
+
+
+def test_box_peak_map_takes_the_window_mean_peak():
     logs = [np.full((2, 2), v, np.float32) for v in (0.0, -1.0, -3.0, -1.0)]
-    pk = peak_map(lambda k: logs[k], 4, np.zeros((2, 2)), np.zeros(4), window=2)
+    pk = box_peak_map(lambda k: logs[k], 4, np.zeros((2, 2)), np.zeros(4), np.ones((2, 2), bool), 1, window=2)
     assert pk[0, 0] == pytest.approx(2.0)                   # mean of opacities 1 and 3
+    with pytest.raises(ValueError):
+        box_peak_map(lambda k: logs[k], 0, np.zeros((2, 2)), np.zeros(0), np.ones((2, 2), bool), 1, 2)
 
 
 @pytest.mark.parametrize("bolus_at", [5, 8, 12])

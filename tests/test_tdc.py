@@ -200,3 +200,14 @@ def test_width_and_slopes_match_the_curve():
                           * (np.arange(0, 6, 1 / RATE) < 3))
     assert samples.method == "samples" and samples.width_s == pytest.approx(2.0, abs=2 / RATE)
     assert samples.wash_in_slope > 0 > samples.wash_out_slope
+
+
+def test_contrast_already_there_is_an_arrival_at_the_start():
+    """Residual contrast above 10% of the peak at t = 0 is "reaching" the level (DOMAIN.md), noise is not."""
+    t, y = sampled(noise=0.02, seed=2)
+    arrival, _, _ = truth_timing()
+    residual = 0.3 * np.exp(-t / 0.5)
+    m = tdc_metrics(t, y + residual - residual[15])          # baseline taken just before the bolus
+    assert m.arrival_s == t[0]
+    m = tdc_metrics(t, y)                                   # noise wiggles before the bolus do not count
+    assert abs(m.arrival_s - arrival) < 1 / RATE
