@@ -592,85 +592,95 @@ class _Run:
 class ClearanceTracker:
     """Live clearance over a procedure: pure state, no I/O, no threads (the appliance serialises calls).
 
-    Labels: "baseline" starts a new baseline; "intraprocedural" / "completion" / None are measured against
-    the current baseline. With no label, the first run with an opacified vessel becomes the baseline. A run
-    that does not register to the baseline's anatomy (match score below ``min_score``) is kept but not
-    paired. Results are the ``measure_clearance`` dict plus run ids and labels.
+    Every baseline stands for one anatomy (one vein segment under the C-arm). A new run is registered to
+    each baseline and belongs to the best match if its score reaches ``min_score``.
+    Labels: "baseline" makes the run the baseline of its anatomy (replacing the one it matches, if any);
+    "intraprocedural" / "completion" are measured against the matching baseline, or not paired if none
+    matches; None (automatic) is measured like them, except that a run with an opacified vessel that
+    matches no baseline is the first run of a new anatomy, so it becomes that anatomy's baseline.
+    ``add_run`` returns the result against the baseline (the ``measure_clearance`` dict plus ``run_id``,
+    ``baseline_run_id``, ``label``), or None for a baseline or an unpaired run. Relabelling replays the
+    runs in order with their labels, so the state is always what those labels imply.
     """
     min_score: float = 0.35
     grade_thresholds: tuple[float, float] = DEFAULT_GRADES
     max_runs: int = 32
-    unpaired: int = field(default=0, init=False)     # runs that did not register to the baseline
+    unpaired: int = field(default=0, init=False)     # runs that matched no baseline
     _runs: dict[str, _Run] = field(default_factory=dict, init=False, repr=False)
     _order: list[str] = field(default_factory=list, init=False, repr=False)
-    _baseline: str | None = field(default=None, init=False)
+    _baselines: list[str] = field(default_factory=list, init=False)
+    _results: dict[str, dict] = field(default_factory=dict, init=False, repr=False)
+    _registrations: dict[tuple[str, str], Registration] = field(default_factory=dict, init=False, repr=False)
+    _vessels: dict[str, tuple[np.ndarray, float] | None] = field(default_factory=dict, init=False, repr=False)
     _centerline: np.ndarray | None = field(default=None, init=False, repr=False)
     _diameter: float | None = field(default=None, init=False)
-    _vessel_cache: dict = field(default_factory=dict, init=False, repr=False)
     _latest: dict | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.grade_thresholds = _check_thresholds(self.grade_thresholds)
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+        if not (isinstance(self.max_runs, int) and self.max_runs >= 2):
+            raise ValueError(f"max_runs must be an integer >= 2, got {self.max_runs!r}")
 
     # -- inputs
     def add_run(self, run_id: str, peak_opacity: np.ndarray, label: str | None = None) -> dict | None:
-        """Register a finished contrast run; returns its clearance vs the baseline, or None."""
+        """A finished contrast run: its clearance against its anatomy's baseline, or None."""
         run_id = self._check_id(run_id)
         if run_id in self._runs:
             raise ValueError(f"run {run_id!r} was already added")
         _check_label(label)
         peak = _check_image(peak_opacity, f"run {run_id}").copy()
-        run = _Run(run_id, peak, label)
-        self._runs[run_id] = run
+        self._runs[run_id] = _Run(run_id, peak, label)
         self._order.append(run_id)
         self._forget_old()
-        if label == "baseline" or (self._baseline is None and label is None and self._has_vessel(peak)):
-            self._baseline = run_id
-            self._latest = None
-            return None
-        if self._baseline is None:
-            return None
-        return self._pair(run_id)
+        return self._place(run_id)
 
     def set_centerline(self, points, diameter_px: float | None) -> None:
-        """Operator's centreline (baseline image coordinates) and reference diameter; None clears them."""
+        """Operator's centreline (in the image coordinates of the latest result's baseline) and reference
+        diameter, used for every anatomy; None clears them (automatic again)."""
         if points is None:
             self._centerline, self._diameter = None, None
         else:
-            shape = self._runs[self._baseline].peak.shape if self._baseline else None
-            self._centerline = check_centerline(points, shape).copy()
+            ref = self._latest["baseline_run_id"] if self._latest else (self._baselines[-1] if self._baselines
+                                                                          else None)
+            shape = self._runs[ref].peak.shape if ref else None
+            line = check_centerline(points, shape).copy()
             if diameter_px is not None and not (isinstance(diameter_px, numbers.Real) and
                                                 math.isfinite(diameter_px) and diameter_px >= 1):
                 raise ValueError(f"diameter_px must be a number >= 1, got {diameter_px!r}")
+            self._centerline = line
             self._diameter = None if diameter_px is None else float(diameter_px)
-        self._recompute()
+        self._replay()
 
     def relabel(self, run_id: str, label: str | None) -> dict | None:
-        """Change a run's label; the baseline follows the labels. Returns the new latest result."""
+        """Change a run's label and replay the procedure; returns the new latest result."""
         run_id = self._check_id(run_id)
         if run_id not in self._runs:
             raise ValueError(f"unknown run {run_id!r}")
         _check_label(label)
         self._runs[run_id].label = label
-        if label == "baseline":
-            self._baseline = run_id
-        elif self._baseline == run_id:
-            # The latest run still labelled baseline takes over; else the first run with a vessel.
-            labelled = [r for r in self._order if self._runs[r].label == "baseline"]
-            auto = [r for r in self._order if self._has_vessel(self._runs[r].peak)]
-            self._baseline = labelled[-1] if labelled else (auto[0] if auto else None)
-        self._recompute()
+        self._replay()
         return self._latest
 
     # -- outputs
     def latest(self) -> dict | None:
         return self._latest
 
+    def result(self, run_id: str) -> dict | None:
+        """The result of a run against its baseline (None for a baseline or an unpaired run)."""
+        return self._results.get(run_id)
+
     @property
     def baseline_id(self) -> str | None:
-        return self._baseline
+        """The baseline of the latest result, else the most recent baseline."""
+        if self._latest is not None:
+            return self._latest["baseline_run_id"]
+        return self._baselines[-1] if self._baselines else None
+
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        return tuple(self._baselines)
 
     def render_png(self, result: dict | None = None) -> bytes:
         """Side-by-side PNG of a result's two runs (default: the latest result)."""
@@ -682,9 +692,9 @@ class ClearanceTracker:
             p = self._runs[result["run_id"]].peak
         except KeyError:
             raise ValueError("the runs of this result are no longer kept") from None
+        label = (result.get("label") or "run").capitalize()
         return render_clearance_png(b, p, result, titles=(f"Baseline {result['baseline_run_id']}",
-                                                          f"{(result.get('label') or 'run').capitalize()} "
-                                                          f"{result['run_id']}"))
+                                                          f"{label} {result['run_id']}"))
 
     # -- internals
     @staticmethod
@@ -693,61 +703,79 @@ class ClearanceTracker:
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
         return run_id
 
-    def _has_vessel(self, peak: np.ndarray) -> bool:
-        try:
-            self._vessel(peak, id(peak))
-            return True
-        except ValueError:
-            return False
+    def _vessel(self, run_id: str) -> tuple[np.ndarray, float] | None:
+        if run_id not in self._vessels:
+            try:
+                v = find_vessel(self._runs[run_id].peak)
+                self._vessels[run_id] = (v.centerline, v.diameter_px)
+            except ValueError:
+                self._vessels[run_id] = None
+        return self._vessels[run_id]
 
-    def _vessel(self, peak: np.ndarray, key) -> tuple[np.ndarray, float]:
-        if key not in self._vessel_cache:
-            v = find_vessel(peak)
-            self._vessel_cache[key] = (v.centerline, v.diameter_px)
-        return self._vessel_cache[key]
+    def _registration(self, base_id: str, run_id: str) -> Registration | None:
+        key = (base_id, run_id)
+        if key not in self._registrations:
+            a, b = self._runs[base_id].peak, self._runs[run_id].peak
+            self._registrations[key] = register(a, b) if a.shape == b.shape else None
+        return self._registrations[key]
 
-    def _pair(self, run_id: str) -> dict | None:
-        base = self._runs[self._baseline]
+    def _best_baseline(self, run_id: str) -> tuple[str, Registration] | None:
+        best = None
+        for base_id in self._baselines:
+            reg = self._registration(base_id, run_id)
+            if reg is not None and reg.score >= self.min_score and (best is None or reg.score > best[1].score):
+                best = (base_id, reg)
+        return best
+
+    def _place(self, run_id: str) -> dict | None:
         run = self._runs[run_id]
-        if base.peak.shape != run.peak.shape:
-            self.unpaired += 1
+        match = self._best_baseline(run_id)
+        if run.label == "baseline":
+            if match is not None:
+                self._baselines.remove(match[0])      # the operator restarts this anatomy's reference
+            self._baselines.append(run_id)
             return None
-        reg = register(base.peak, run.peak)
-        if reg.score < self.min_score:
-            self.unpaired += 1
+        if match is None:
+            if run.label is None and self._vessel(run_id) is not None:
+                self._baselines.append(run_id)          # first contrast run of a new anatomy
+            else:
+                self.unpaired += 1
             return None
+        base_id, reg = match
         if self._centerline is not None:
             line, diameter = self._centerline, self._diameter
         else:
-            try:
-                line, diameter = self._vessel(base.peak, id(base.peak))
-            except ValueError:
+            found = self._vessel(base_id)
+            if found is None:
                 return None
+            line, diameter = found
         try:
-            result = measure_clearance(base.peak, run.peak, centerline=line, diameter_px=diameter,
+            result = measure_clearance(self._runs[base_id].peak, run.peak, centerline=line, diameter_px=diameter,
                                        grade_thresholds=self.grade_thresholds, registration=reg)
         except ValueError:
+            self.unpaired += 1
             return None
-        result.update(run_id=run_id, baseline_run_id=base.run_id, label=run.label)
+        result.update(run_id=run_id, baseline_run_id=base_id, label=run.label)
+        self._results[run_id] = result
         self._latest = result
         return result
 
-    def _recompute(self) -> None:
-        self._latest = None
-        if self._baseline is None:
-            return
-        after = self._order[self._order.index(self._baseline) + 1:]
-        for rid in reversed(after):
-            if self._runs[rid].label != "baseline" and self._pair(rid) is not None:
-                return
+    def _replay(self) -> None:
+        self._baselines, self._results, self._latest, self.unpaired = [], {}, None, 0
+        for run_id in self._order:
+            self._place(run_id)
 
     def _forget_old(self) -> None:
-        # Bounded memory over a long procedure: drop the oldest runs that are not the baseline.
+        # Bounded memory over a long procedure: drop the oldest runs that are not a baseline.
         while len(self._order) > self.max_runs:
-            victim = next(r for r in self._order if r != self._baseline)
+            victim = next((r for r in self._order if r not in self._baselines), self._order[0])
             self._order.remove(victim)
-            run = self._runs.pop(victim)
-            self._vessel_cache.pop(id(run.peak), None)
+            del self._runs[victim]
+            self._results.pop(victim, None)
+            self._vessels.pop(victim, None)
+            if victim in self._baselines:
+                self._baselines.remove(victim)
+            self._registrations = {k: v for k, v in self._registrations.items() if victim not in k}
 
 
 def _check_label(label) -> None:

@@ -408,30 +408,55 @@ def test_tracker_first_run_is_baseline_and_later_runs_are_measured(runs):
     assert png[:4] == b"\x89PNG"
 
 
-def test_tracker_does_not_pair_other_anatomy(runs):
+def test_tracker_keeps_one_baseline_per_anatomy(runs):
     tr = ClearanceTracker()
     tr.add_run("r1", runs["base"], None)
-    assert tr.add_run("x", runs["other"], None) is None
-    assert tr.unpaired == 1 and tr.latest() is None
+    # Another vein under the C-arm: its first contrast run is its own baseline, not a pairing.
+    assert tr.add_run("x1", runs["other"], None) is None
+    assert tr.baselines == ("r1", "x1") and tr.latest() is None
+    x2 = runs["other"] + np.random.default_rng(1).normal(0, 0.005, runs["other"].shape).astype(np.float32)
+    res = tr.add_run("x2", x2, None)
+    assert res["baseline_run_id"] == "x1" and abs(res["clearance_pct"] or 0.0) < 10
+    res = tr.add_run("r2", runs["done"], "completion")
+    assert res["baseline_run_id"] == "r1" and res["clearance_pct"] > 85
+    assert tr.result("x2")["baseline_run_id"] == "x1" and tr.result("r1") is None
+
+
+def test_tracker_labelled_run_of_unknown_anatomy_is_not_paired(runs):
+    tr = ClearanceTracker()
+    tr.add_run("r1", runs["base"], None)
+    assert tr.add_run("x", runs["other"], "intraprocedural") is None
+    assert tr.unpaired == 1 and tr.baselines == ("r1",) and tr.latest() is None
 
 
 def test_tracker_labels_and_relabel(runs):
     tr = ClearanceTracker()
-    tr.add_run("r1", runs["mid"], None)
-    tr.add_run("r2", runs["base"], "baseline")           # operator: this is the real baseline
-    assert tr.baseline_id == "r2"
+    tr.add_run("r1", runs["mid"], None)                   # automatic: the first run is the baseline
+    assert tr.baseline_id == "r1"
+    tr.add_run("r2", runs["base"], "baseline")           # operator: this is the real baseline (same vein)
+    assert tr.baselines == ("r2",)
     res = tr.add_run("r3", runs["done"], None)
-    assert res["baseline_run_id"] == "r2"
-    res = tr.relabel("r1", "baseline")                    # back to r1 as baseline: r3 is re-measured
-    assert tr.baseline_id == "r1" and res["run_id"] == "r3" and res["baseline_run_id"] == "r1"
-    res = tr.relabel("r1", "intraprocedural")             # r2 is still labelled baseline: it takes over
-    assert tr.baseline_id == "r2" and res["baseline_run_id"] == "r2"
+    assert res["baseline_run_id"] == "r2" and res["clearance_pct"] > 85
+    res = tr.relabel("r2", "intraprocedural")            # undo: r1 is the baseline again, all re-measured
+    assert tr.baselines == ("r1",) and res["run_id"] == "r3" and res["baseline_run_id"] == "r1"
+    assert tr.result("r2")["baseline_run_id"] == "r1" and tr.result("r2")["clearance_pct"] < 0  # more clot
+    res = tr.relabel("r1", "completion")                 # no baseline left before r3: r3 is the first auto run
+    assert res is None and tr.baselines == ("r3",) and tr.unpaired == 2
     with pytest.raises(ValueError, match="label"):
         tr.relabel("r1", "final")
     with pytest.raises(ValueError, match="unknown"):
         tr.relabel("nope", None)
     with pytest.raises(ValueError, match="already"):
         tr.add_run("r3", runs["done"], None)
+
+
+def test_tracker_memory_is_bounded(runs):
+    tr = ClearanceTracker(max_runs=3)
+    tr.add_run("b", runs["base"], None)
+    for i in range(5):
+        tr.add_run(f"r{i}", runs["done"], None)
+    assert tr.baselines == ("b",) and len(tr._order) == 3 and tr.latest()["run_id"] == "r4"
+    assert tr.render_png()[:4] == b"\x89PNG"
 
 
 def test_tracker_contrast_free_first_run_is_not_the_baseline(runs):
