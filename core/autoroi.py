@@ -47,22 +47,33 @@ def box_peak_map(logs_of, pulses: int, mask: np.ndarray, offsets: np.ndarray, va
 
     Opacity of pulse k is ``mask - logs_of(k) + offsets[k]`` (offsets: the exposure shift to add back);
     boxes are side x side on the coarse grid, NaN where they leave ``valid``. One running sum keeps memory
-    at a few images.
+    at a few images; the boxes of a pulse cost one summed-area table.
     """
     if pulses < 1:
         raise ValueError("a box peak map needs at least one pulse")
+    h, w = mask.shape
+    side = max(1, min(side, h, w))
     window = max(1, min(int(window), pulses))
+    full = box_means(np.ones((h, w)), valid, side) == 1.0          # boxes wholly on image
+    area = float(side * side)
+    sat = np.zeros((h + 1, w + 1))
+
+    def boxes(o: np.ndarray) -> np.ndarray:
+        np.cumsum(np.cumsum(np.where(valid, o, 0.0), 0), 1, out=sat[1:, 1:])
+        return (sat[side:, side:] - sat[:-side, side:] - sat[side:, :-side] + sat[:-side, :-side]) / area
+
     hist: list[np.ndarray] = []
-    acc = None
-    best = None
+    acc = np.zeros(full.shape)
+    best = np.full(full.shape, -np.inf)
     for k in range(pulses):
-        b = box_means(mask - logs_of(k) + offsets[k], valid, side)
-        acc = b.copy() if acc is None else acc + b
+        b = boxes(mask - logs_of(k) + offsets[k])
+        acc += b
         hist.append(b)
         if len(hist) > window:
             acc -= hist.pop(0)
         if len(hist) == window:
-            best = acc / window if best is None else np.fmax(best, acc / window)
+            np.maximum(best, acc / window, out=best)
+    best[~full] = np.nan
     return best
 
 
