@@ -28,6 +28,8 @@ VESSEL_THRESHOLD = 0.3       # fraction of the bright-end opacity that counts as
 GRID_TARGET = 160            # coarse grid side for the path search
 MIN_SNR = 8.0                # bright end of the coarse opacity vs its noise, for "there is a vessel"
 DIAMETER_STATIONS = 120      # stations sampled for the diameter fit
+GAP_BRIDGE_PX = 96           # an occlusion up to this long still joins the vessel pieces either side
+GAP_COST = 5.0               # per-step price of crossing a gap (vs 1 inside the vessel) in the sweeps
 MIN_VESSEL_PX = 30           # a path shorter than this is not a vessel
 
 
@@ -275,17 +277,24 @@ def _coarse_path(fg: np.ndarray) -> tuple[np.ndarray, int]:
     sd = 1.4826 * float(np.median(np.abs(sample - med)))
     if top - med < MIN_SNR * max(sd, 1e-12):
         raise ValueError(f"no opacified vessel found (bright end {top - med:.3g} is within {MIN_SNR:g} noise sd)")
-    mask = g > VESSEL_THRESHOLD * top
+    mask = _drop_specks(g > VESSEL_THRESHOLD * top, max(4, int(2 * MIN_VESSEL_PX / f)))
+    if not mask.any():
+        raise ValueError("no opacified vessel found in the peak-opacity image")
+    # An occluded stretch (no contrast gets through) splits the vessel: the search may cross gaps up to
+    # GAP_BRIDGE_PX, at a price per step, so the pieces join into one vessel instead of losing the one
+    # stretch that matters most.
+    region = _dilate(mask, int(math.ceil(GAP_BRIDGE_PX / 2 / f)))
     start = np.unravel_index(int(np.argmax(np.where(mask, g, -np.inf))), g.shape)
-    ones = np.ones_like(g)
-    # Double sweep: the farthest point from anywhere in the vessel is an end; the farthest from it, the other.
-    d0, _ = _dijkstra(mask, ones, start)
-    a = np.unravel_index(int(np.argmax(np.where(np.isfinite(d0), d0, -1))), g.shape)
-    d1, _ = _dijkstra(mask, ones, a)
-    b = np.unravel_index(int(np.argmax(np.where(np.isfinite(d1), d1, -1))), g.shape)
+    steps = np.where(mask, 1.0, GAP_COST)
+    # Double sweep: the farthest vessel point from anywhere in the vessel is an end; the farthest from it,
+    # the other.
+    d0, _ = _dijkstra(region, steps, start)
+    a = np.unravel_index(int(np.argmax(np.where(mask & np.isfinite(d0), d0, -1))), g.shape)
+    d1, _ = _dijkstra(region, steps, a)
+    b = np.unravel_index(int(np.argmax(np.where(mask & np.isfinite(d1), d1, -1))), g.shape)
     # The path itself prefers the bright core of the vessel: cost falls with opacity.
     cost = 1.0 / (np.clip(g / top, 0.0, 1.0) + 0.1) ** 2
-    _, prev = _dijkstra(mask, cost, a)
+    _, prev = _dijkstra(region, cost, a)
     node = b[0] * g.shape[1] + b[1]
     path = []
     while node >= 0:
@@ -294,6 +303,45 @@ def _coarse_path(fg: np.ndarray) -> tuple[np.ndarray, int]:
     yx = np.asarray(path[::-1], dtype=float)
     xy = np.column_stack([yx[:, 1], yx[:, 0]]) * f + (f - 1) / 2.0
     return xy, f
+
+
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """Binary dilation by a (2r+1)^2 square, by cumulative sums."""
+    if r <= 0:
+        return mask.copy()
+    out = mask.astype(np.int32)
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (r + 1, r)
+        c = np.cumsum(np.pad(out, pad), axis=axis)
+        n = out.shape[axis]
+        out = np.take(c, np.arange(2 * r + 1, 2 * r + 1 + n), axis=axis) - np.take(c, np.arange(n), axis=axis)
+    return out > 0
+
+
+def _drop_specks(mask: np.ndarray, min_nodes: int) -> np.ndarray:
+    """``mask`` without its 8-connected pieces smaller than ``min_nodes`` (noise, not vessel)."""
+    h, w = mask.shape
+    seen = np.zeros_like(mask)
+    keep = np.zeros_like(mask)
+    for y0, x0 in zip(*np.nonzero(mask)):
+        if seen[y0, x0]:
+            continue
+        piece = [(y0, x0)]
+        seen[y0, x0] = True
+        k = 0
+        while k < len(piece):
+            y, x = piece[k]
+            k += 1
+            for dy, dx in _STEPS:
+                v, u = y + dy, x + dx
+                if 0 <= v < h and 0 <= u < w and mask[v, u] and not seen[v, u]:
+                    seen[v, u] = True
+                    piece.append((v, u))
+        if len(piece) >= min_nodes:
+            ys, xs = zip(*piece)
+            keep[list(ys), list(xs)] = True
+    return keep
 
 
 def _centroid_offsets(fg: np.ndarray, st: Stations, half: float) -> np.ndarray:

@@ -16,7 +16,7 @@ import pytest
 
 from core.clearance import measure_clearance
 from core.peak import peak_opacity
-from core.phantom import PhantomConfig, render_run
+from core.phantom import PhantomConfig, ThrombusSegment, render_run
 from core.stacks import FrameStack
 
 # Short runs keep the default test time down; the bolus still crosses the whole field at its peak.
@@ -120,6 +120,21 @@ def test_display_video_with_a_ticking_counter(auto):
     b0, b1 = t0.scene.burden_between(a0, a1), t1.scene.burden_between(a0, a1)
     assert res["clearance_pct"] == pytest.approx(100 * (b0 - b1) / b0, abs=8.0 if auto else 5.0)
     assert res["shift_px"] == pytest.approx(list(shift), abs=1.5)
+
+
+@pytest.mark.parametrize("auto", [False, True])
+def test_total_occlusion(auto):
+    """A stretch no contrast gets through: the automatic vessel must bridge it, not stop at it."""
+    occlusion = (ThrombusSegment(0.45, 0.55, 1.0, angle_deg=0.0, taper_px=10.0, name="occlusion"),)
+    base, post, t0, t1 = _pair("lin", (512, 512), 16.0, (1.0, 0.3), (10.0, -20.0), 7, segments=occlusion)
+    line, _ = _analysed(t0)
+    res = measure_clearance(base, post, centerline=None if auto else line, diameter_px=None if auto else 16.0)
+    a0, a1 = t0.scene.analysed_s
+    b0, b1 = t0.scene.burden_between(a0, a1), t1.scene.burden_between(a0, a1)
+    assert res["clearance_pct"] == pytest.approx(100 * (b0 - b1) / b0, abs=8.0 if auto else 5.0)
+    if not auto:
+        assert res["burden_baseline_pct"] == pytest.approx(100 * b0, abs=3.0)
+    assert max(st["burden_baseline_pct"] or 0 for st in res["stations"]) > 90
 
 
 def test_same_run_twice_is_zero_clearance_and_zero_shift():
