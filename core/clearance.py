@@ -612,8 +612,7 @@ class ClearanceTracker:
     _results: dict[str, dict] = field(default_factory=dict, init=False, repr=False)
     _registrations: dict[tuple[str, str], Registration] = field(default_factory=dict, init=False, repr=False)
     _vessels: dict[str, tuple[np.ndarray, float] | None] = field(default_factory=dict, init=False, repr=False)
-    _centerline: np.ndarray | None = field(default=None, init=False, repr=False)
-    _diameter: float | None = field(default=None, init=False)
+    _centerlines: dict[str, tuple[np.ndarray, float | None]] = field(default_factory=dict, init=False, repr=False)
     _latest: dict | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -636,22 +635,23 @@ class ClearanceTracker:
         self._forget_old()
         return self._place(run_id)
 
-    def set_centerline(self, points, diameter_px: float | None) -> None:
-        """Operator's centreline (in the image coordinates of the latest result's baseline) and reference
-        diameter, used for every anatomy; None clears them (automatic again)."""
+    def set_centerline(self, points, diameter_px: float | None) -> dict | None:
+        """Operator's centreline and reference diameter for the current anatomy, in the image coordinates of
+        its baseline (``baseline_id``); None clears them (automatic again). Other anatomies are unaffected;
+        a new baseline for this anatomy starts automatic again. Returns the new latest result."""
+        base = self.baseline_id
+        if base is None:
+            raise ValueError("no baseline yet: a centreline is drawn on the baseline image")
         if points is None:
-            self._centerline, self._diameter = None, None
+            self._centerlines.pop(base, None)
         else:
-            ref = self._latest["baseline_run_id"] if self._latest else (self._baselines[-1] if self._baselines
-                                                                          else None)
-            shape = self._runs[ref].peak.shape if ref else None
-            line = check_centerline(points, shape).copy()
+            line = check_centerline(points, self._runs[base].peak.shape).copy()
             if diameter_px is not None and not (isinstance(diameter_px, numbers.Real) and
                                                 math.isfinite(diameter_px) and diameter_px >= 1):
                 raise ValueError(f"diameter_px must be a number >= 1, got {diameter_px!r}")
-            self._centerline = line
-            self._diameter = None if diameter_px is None else float(diameter_px)
+            self._centerlines[base] = (line, None if diameter_px is None else float(diameter_px))
         self._replay()
+        return self._latest
 
     def relabel(self, run_id: str, label: str | None) -> dict | None:
         """Change a run's label and replay the procedure; returns the new latest result."""
@@ -742,8 +742,8 @@ class ClearanceTracker:
                 self.unpaired += 1
             return None
         base_id, reg = match
-        if self._centerline is not None:
-            line, diameter = self._centerline, self._diameter
+        if base_id in self._centerlines:
+            line, diameter = self._centerlines[base_id]
         else:
             found = self._vessel(base_id)
             if found is None:
@@ -773,6 +773,7 @@ class ClearanceTracker:
             del self._runs[victim]
             self._results.pop(victim, None)
             self._vessels.pop(victim, None)
+            self._centerlines.pop(victim, None)
             if victim in self._baselines:
                 self._baselines.remove(victim)
             self._registrations = {k: v for k, v in self._registrations.items() if victim not in k}

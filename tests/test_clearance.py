@@ -470,31 +470,17 @@ def test_tracker_contrast_free_first_run_is_not_the_baseline(runs):
 
 def test_tracker_operator_centerline(runs):
     tr = ClearanceTracker()
+    with pytest.raises(ValueError, match="no baseline"):
+        tr.set_centerline([[1, 2], [3, 40]], 12.0)
     tr.add_run("r1", runs["base"], None)
     tr.add_run("r2", runs["done"], None)
+    auto = tr.latest()
     line = runs["truth"]["centerline"]
-    tr.set_centerline(line[(line[:, 1] > 40) & (line[:, 1] < 220)], 12.0)
-    res = tr.latest()
-    assert res["diameter_px"] == 12.0 and res["clearance_pct"] > 85
+    res = tr.set_centerline(line[(line[:, 1] > 40) & (line[:, 1] < 220)], 12.0)
+    assert res is tr.latest() and res["diameter_px"] == 12.0 and res["clearance_pct"] > 85
+    assert res["centerline"] != auto["centerline"]
+    assert tr.set_centerline(None, None)["centerline"] == auto["centerline"]    # automatic again
     with pytest.raises(ValueError):
         tr.set_centerline([[1, 2]], 12.0)
-
-
-def test_cli_reads_dicom_runs(npy_runs, tmp_path):
-    """BASELINE and POST as in ``analyze``: DICOM XA (frame rate and LIN from the file) works like .npy."""
-    from tests.dicom_files import write_multiframe
-
-    paths = []
-    for name in ("base", "post"):
-        frames = np.load(npy_runs[name][0])
-        path = tmp_path / f"{name}.dcm"
-        write_multiframe(path, frames, modality="XA", frame_time_ms=100.0, relationship="LIN", bits_stored=12)
-        paths.append(str(path))
-    rc, out, err = _cli(*paths, fps=None)
-    assert rc == 0, err
-    via_dicom = json.loads(out)
-    rc, out, err = _cli(npy_runs["base"][0], npy_runs["post"][0])
-    assert rc == 0, err
-    via_npy = json.loads(out)
-    assert via_dicom["clearance_pct"] == via_npy["clearance_pct"]
-    assert via_dicom["shift_px"] == via_npy["shift_px"]
+    with pytest.raises(ValueError, match="outside"):
+        tr.set_centerline([[1, 2], [3000, 2]], 12.0)
