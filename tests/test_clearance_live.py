@@ -1,0 +1,56 @@
+"""The live path end to end: the phantom's scripted procedure (baseline, intraprocedural and completion
+venograms between fluoroscopy runs, the table moved between them) as display video through the frame
+pipeline, each contrast run's peak-opacity map into the ClearanceTracker with no labels: the first contrast
+run must become the baseline, the others must be registered to it and measured against the truth."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.clearance import ClearanceTracker
+from core.phantom import PhantomConfig, PhantomVideo
+from core.pipeline import FramePipeline
+from core.sources import Frame
+from firmware_bridge.scenarios import PROCEDURE
+
+FPS = 30.0
+SHIFTS = ((0.0, 0.0), (0.0, 0.0), (12.0, -9.0), (12.0, -9.0), (-20.0, 15.0), (-20.0, 15.0))
+
+
+@pytest.fixture(scope="module")
+def procedure():
+    video = PhantomVideo(PhantomConfig(size=(384, 384), intensity="log", seed=2, diameter_px=14.0), shifts=SHIFTS)
+    pipe = FramePipeline("log")
+    tracker = ClearanceTracker()
+    runs = []
+    # From just before the baseline venogram to just after the completion venogram.
+    for k in range(int(7 * FPS), int(46 * FPS)):
+        t = k / FPS
+        pixels, _ = video.frame_at(t)
+        for event in pipe.process(Frame(pixels, int(t * 1e9), k)):
+            run = getattr(event, "run", None)
+            if event.kind == "run_end" and run is not None and run.peak_opacity is not None:
+                scripted = next(i for i, r in enumerate(PROCEDURE) if r.xray_on_s <= t <= r.xray_off_s + 1.0)
+                runs.append((scripted, f"run{run.index}", tracker.add_run(f"run{run.index}", run.peak_opacity, None)))
+    return video, tracker, runs
+
+
+def test_contrast_runs_reach_the_tracker_and_the_first_is_the_baseline(procedure):
+    _, tracker, runs = procedure
+    assert [PROCEDURE[i].label for i, _, _ in runs] == ["baseline", "intraprocedural", "completion"]
+    assert runs[0][2] is None and tracker.baselines == (runs[0][1],)
+
+
+def test_live_clearance_against_truth(procedure):
+    video, tracker, runs = procedure
+    b0 = video.scene_truth(runs[0][0]).burden
+    for scripted, run_id, res in runs[1:]:
+        assert res["baseline_run_id"] == runs[0][1] and res["run_id"] == run_id
+        assert res["shift_px"] == pytest.approx(list(SHIFTS[scripted]), abs=1.5)
+        b1 = video.scene_truth(scripted).burden
+        # Automatic vessel (the tracker has no operator centreline): the issue's +-8 points.
+        assert res["clearance_pct"] == pytest.approx(100 * (b0 - b1) / b0, abs=8.0)
+    assert tracker.latest() is runs[-1][2]
+    png = tracker.render_png()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert np.isfinite(runs[-1][2]["burden_post_pct"])
