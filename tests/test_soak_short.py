@@ -34,4 +34,4 @@ def test_two_minute_soak(tmp_path):
     pts = result.measured()
     assert max(s.fds for s in pts) <= pts[0].fds + 5, report          # no file or socket leak
     # A leak of one frame per frame would be ~1.8 GB/min at 1024x1024; allocator noise is a few MB.
-    assert pts[-1].rss_mb - pts[0].rss_mb < 40, report
+    assert pts[-1].anon_mb - pts[0].anon_mb < 40, report
