@@ -29,6 +29,7 @@ import numpy as np
 MAX_MASK_PULSES = 6         # enough to average noise down, few enough to stay close to the bolus
 TARGET_SAMPLE = 160         # coarse sample: about this many points across the frame
 VALID_PULSES = 8            # pulses that decide which pixels carry image (text and surround do not change)
+DARK_FRACTION = 0.05        # pixels darker than this fraction of the bright field are collimator surround
 CELL = 3                    # noise is judged on CELL x CELL blocks of the coarse sample
 ONSET_SIGMA = 6.0           # contrast onset: the top cells rise this many noise sd above the reference
 ONSET_TOP_FRACTION = 0.003  # ... where "top cells" is this fraction of the field (at least 3 cells)
@@ -69,7 +70,8 @@ def valid_pixels(raw: np.ndarray) -> np.ndarray:
     """(h, w) bool: pixels that carry image, judged on the first VALID_PULSES raw coarse samples (P, h, w).
 
     Burnt-in text and the black collimator surround do not change from pulse to pulse (a counter ticks once
-    a second at most); saturated or empty pixels carry no opacity.
+    a second at most); saturated or empty pixels carry no opacity; a surround with dark noise is far darker
+    than the field.
     """
     if raw.ndim != 3:
         raise ValueError(f"expected (pulses, h, w) samples, got shape {raw.shape}")
@@ -78,7 +80,10 @@ def valid_pixels(raw: np.ndarray) -> np.ndarray:
         return np.ones(raw.shape[1:], dtype=bool)
     changes = (raw[1:] != raw[:-1]).mean(axis=0)
     top = np.iinfo(raw.dtype).max
-    return (changes >= 0.5) & (raw.min(axis=0) > 0) & (raw.max(axis=0) < top)
+    level = raw.mean(axis=0)
+    # A real detector's collimator surround is dark but not constant (dark noise): judge it by its level.
+    dark = level < DARK_FRACTION * np.percentile(level, 90)
+    return (changes >= 0.5) & (raw.min(axis=0) > 0) & (raw.max(axis=0) < top) & ~dark
 
 
 @dataclass(frozen=True)

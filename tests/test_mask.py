@@ -73,6 +73,14 @@ def test_valid_pixels_drop_text_surround_and_saturation():
     assert valid[40:100, 10:120].mean() > 0.95
 
 
+def test_dark_noisy_surround_is_not_image():
+    frames = scene().astype(np.uint16) * 16                 # as 12-bit detector counts
+    rng = np.random.default_rng(1)
+    frames[:, :, :6] = rng.integers(1, 12, frames[:, :, :6].shape)   # dark noise, changing every pulse
+    valid = valid_pixels(frames)
+    assert not valid[:, :6].any() and valid[40:100, 10:120].mean() > 0.95
+
+
 def test_clean_run_mask_just_before_the_rise():
     choice, _ = run_mask(scene())
     assert ONSET - 1 <= choice.onset <= ONSET + 1
