@@ -281,10 +281,12 @@ class OnsetWatcher:
         motion = tuple(self.motion)
         if self.onset is None:
             # No rise the cells could see. A faint bolus may still show in an ROI's mean, and X-ray usually
-            # starts before the injection: the first settled, still pulses are the likeliest clean mask.
-            first = min(settled, pulses - 1)
-            later = [m for m in motion if m > first]
-            last = min(first + MAX_MASK_PULSES, later[0] if later else pulses, pulses) - 1
+            # starts before the injection: the first settled pulses of the longest still segment (most
+            # of the run seen in the mask's geometry) are the likeliest clean mask.
+            bounds = [min(settled, pulses - 1)] + [m for m in motion if settled < m < pulses] + [pulses]
+            k = int(np.argmax(np.diff(bounds)))
+            first, end = bounds[k], bounds[k + 1]
+            last = min(first + MAX_MASK_PULSES, end) - 1
             return MaskChoice(first, max(first, last), None, settled, motion, "no-onset")
         last = self.onset - 2                  # the pulse before the rise may hold its foot
         if last >= self.segment:

@@ -415,6 +415,10 @@ class RoiCurve:
         return d
 
 
+def _no_contrast(m: TdcMetrics) -> TdcMetrics:
+    return TdcMetrics(None, None, None, m.peak_value, None, None, "none", m.noise_sd)
+
+
 def _r(v: float | None, nd: int = 4) -> float | None:
     return None if v is None else round(float(v), nd)
 
@@ -569,6 +573,10 @@ class RunTimer:
                 if full_res_crops is not None:
                     y = self._crop_curve(full_res_crops(roi), sel, offsets)
                 curves.append(RoiCurve(roi, True, t, y, tdc_metrics(t, y)))
+        if choice.onset is None and injection_start_ns is None:
+            # Neither a rise the field showed nor an injection: whatever an ROI's curve does (a table move
+            # steps it, too) is not a bolus to time. The curve stays for display.
+            curves = [replace(c, metrics=_no_contrast(c.metrics)) for c in curves]
         inj = None if injection_start_ns is None else (injection_start_ns - start_ns) / 1e9
         return {"mask": choice.to_dict(), "mask_frames": [self.index[choice.first], self.index[choice.last]],
                 "contrast_rise": choice.onset is not None and any(c.metrics.contrast for c in curves),

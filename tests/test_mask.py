@@ -190,3 +190,9 @@ def test_early_bolus_is_neither_motion_nor_in_the_mask(bolus_at):
     assert choice.motion == ()
     assert choice.onset == bolus_at + 1                     # the first pulse with contrast (the rise starts at 0)
     assert choice.last <= bolus_at
+
+
+def test_no_onset_mask_from_the_longest_still_stretch():
+    choice, _ = run_mask(scene(bolus_at=None, motion_at=20))
+    assert choice.motion == (20,) and choice.onset is None
+    assert (choice.first, choice.last) == (20, 20 + MAX_MASK_PULSES - 1)

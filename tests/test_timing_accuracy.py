@@ -133,3 +133,18 @@ def test_live_pipeline_matches_truth(intensity):
     # The peak-opacity image is brightest on the vessel: compare with the truth path-length map.
     path = run.truth.scene.path_length_map()
     assert np.nanmean(peak[path > 0.8 * path.max()]) > 5 * abs(np.nanmedian(peak[path == 0]))
+
+
+@pytest.mark.parametrize("intensity", ["lin", "log"])
+def test_fluoroscopy_with_a_table_move_is_not_a_bolus(intensity):
+    """No injection, no contrast, the table moves 1 s in: the step in every curve is not timed."""
+    cfg = config(intensity, 31, inject_at_s=None, xray_s=4.0)
+    before = render_run(cfg)
+    after = render_run(replace(cfg, shift_px=(4.0, -3.0), seed=32))
+    cut = before.truth.xray_on_frame + int(round(1.0 * cfg.fps))
+    result = analyze_stack(stack_of(np.concatenate([before.frames[:cut], after.frames[cut:]]), cfg))
+    assert not result["run"]["contrast"]
+    assert result["run"]["mask"]["motion"] == [int(round(1.0 * cfg.pulse_rate))]
+    assert result["mask_frames"][0] >= cut                   # the longer still stretch, after the move
+    roi = result["rois"][0]
+    assert roi["arrival_s"] is None and roi["peak_s"] is None and roi["method"] == "none"
