@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core.clearance import ClearanceTracker
 from core.eventlog import EventLog
 from core.images import opacity_png
 from core.pipeline import FramePipeline
+from core.procedure import ProcedureTotals
 from core.runs import NS, RunEvent
 from core.settings import Settings
 from core.sources import FrameSource, PhantomSource, replay
@@ -68,6 +70,8 @@ class Appliance:
                                      baudrate=settings.baudrate, silent_s=settings.link_silent_s,
                                      reconnect_min_s=settings.reconnect_min_s,
                                      reconnect_max_s=settings.reconnect_max_s)
+        self.totals = ProcedureTotals()
+        self.clearance = ClearanceTracker()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Lock()
@@ -79,6 +83,8 @@ class Appliance:
         self._runs_total = 0
         self._contrast_runs_total = 0
         self._run_view: dict | None = None
+        self._xray_view: dict = {"on": False, "pulse_rate": None}
+        self._pipeline_alarms: list[dict] = []
         self._run_view_ns = 0
         self._last_runs: collections.deque[dict] = collections.deque(maxlen=10)
         self._peaks: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
@@ -114,7 +120,12 @@ class Appliance:
         proc = self.log.current_procedure()
         if proc is None:
             return
-        log.info("resuming open procedure %s", proc["id"])
+        fields = proc.get("fields", {})
+        self.totals.set_patient(fields.get("weight_kg"), fields.get("creatinine_mg_dl"))
+        for run in self.log.runs(proc["id"], limit=10_000):
+            self.totals.add_run(run)
+        for injection in self.log.injections(proc["id"], limit=10_000):
+            self.totals.add_injection(injection)
 
     # -- frame thread ----------------------------------------------------------------------------------
     def _frame_loop(self) -> None:
@@ -146,9 +157,13 @@ class Appliance:
                 log.exception("pipeline update failed")
 
     def _publish_run_view(self, now_ns: int) -> None:
+        # The pipeline belongs to the frame thread; the API reads these copies.
         view = self.pipeline.current_run(now_ns)
+        xray = self.pipeline.xray_state()
+        alarms = self.pipeline.alarms(now_ns)
         with self._lock:
             self._run_view, self._run_view_ns = view, now_ns
+            self._xray_view, self._pipeline_alarms = xray, alarms
 
     def _on_run_event(self, event: RunEvent) -> None:
         run = event.run
@@ -157,21 +172,46 @@ class Appliance:
             self._ensure_procedure()
             self.log.record("xray_on", {"run_id": run_id}, t_mono_ns=event.t_ns)
             return
-        summary = {"run_id": run_id, "start_ns": run.start_ns, "end_ns": run.end_ns,
-                   "duration_s": round(run.duration_s(), 3), "frames": run.frames, "pulses": run.pulses,
-                   "pulse_rate": None if run.pulse_rate is None else round(run.pulse_rate, 2)}
+        summary = dict(run.summary(), run_id=run_id)
         label = self._labels.get(run_id)
         summary["label"] = label
         self.log.record("xray_off", {"run_id": run_id}, t_mono_ns=event.t_ns)
         self.log.record_run(summary, key=f"run:{run_id}")
         with self._lock:
+            self.totals.add_run(summary)
             self._runs_total += 1
+            self._contrast_runs_total += bool(run.contrast)
             self._last_runs.appendleft(_brief(summary))
+            if run.contrast and run.peak_opacity is not None:
+                self._peaks[run_id] = run.peak_opacity
+                while len(self._peaks) > KEEP_PEAK_IMAGES:
+                    self._peaks.popitem(last=False)
+        if run.contrast and run.peak_opacity is not None:
+            self._worker.submit(self._measure_clearance, run_id, run.peak_opacity, label)
 
     def _ensure_procedure(self) -> None:
         # Headless and unattended: every run belongs to a procedure, opened automatically if nobody did.
         if self.settings.auto_procedure and self.log.current_procedure() is None:
             self.start_procedure("auto")
+
+    # -- analysis worker -------------------------------------------------------------------------------
+    def _measure_clearance(self, run_id: str, peak: np.ndarray, label: str | None) -> None:
+        try:
+            result = self.clearance.add_run(run_id, peak, label)
+        except Exception:  # boundary: one unmeasurable run must not stop later ones
+            log.exception("clearance of run %s failed", run_id)
+            return
+        self._publish_clearance(result)
+
+    def _publish_clearance(self, result: dict | None) -> None:
+        if result is None:
+            return
+        with self._lock:
+            self._latest_clearance = result
+        self.log.record_clearance(result, key=f"clearance:{result['run_id']}:{result.get('baseline_run_id')}")
+
+    def _reset_clearance(self) -> None:
+        self.clearance = ClearanceTracker()   # a new procedure is new anatomy: no baseline yet
 
     # -- bridge callbacks (reader thread) --------------------------------------------------------------
     def _on_message(self, msg, host_ns: int) -> None:
@@ -191,6 +231,7 @@ class Appliance:
                 if data["state"] == "injecting" and self._injecting_since is None:
                     self._injection_started(host_ns)
         elif kind == "XRAY":
+            self._inbox.append(lambda: self.pipeline.xray_signal(data["on"], host_ns))
             self.log.record("xray_signal", {"on": data["on"]}, t_mono_ns=host_ns)
         elif kind == "SUMMARY":
             self._injection_finished(data, host_ns)
@@ -201,25 +242,34 @@ class Appliance:
 
     def _injection_started(self, host_ns: int) -> None:
         self._injecting_since = host_ns
+        self._inbox.append(lambda: self.pipeline.injection(host_ns, None, None))
         self.log.record("injection_start", {}, t_mono_ns=host_ns)
 
     def _injection_finished(self, summary: dict, host_ns: int) -> None:
         # SUMMARY arrives after the injection; its duration dates the start when no sample did.
         start = self._injecting_since or host_ns - summary["duration_ms"] * 1_000_000
         self._injecting_since = None
+        self._inbox.append(lambda: self.pipeline.injection(start, host_ns, summary))
         injection = dict(summary, start_ns=start, stop_ns=host_ns)
         device = self.bridge.device or {}
         key = f"injection:{device.get('serial_no', 'unknown')}:{summary['seq']}:{summary['duration_ms']}"
         self.log.record_injection(injection, key=key)
+        with self._lock:
+            self.totals.add_injection(injection)
 
     def _on_link(self, old: str, new: str, reason: str) -> None:
+        if new != "up":
+            now = time.monotonic_ns()
+            self._inbox.append(lambda: self.pipeline.xray_signal_lost(now))
         self.log.record("serial_link", {"from": old, "to": new, "reason": reason})
 
     # -- writes (from the API) -------------------------------------------------------------------------
     def start_procedure(self, label: str | None = None) -> dict:
         proc = self.log.start_procedure(label)
         with self._lock:
+            self.totals = ProcedureTotals()
             self._latest_clearance = None
+        self._worker.submit(self._reset_clearance)
         return proc
 
     def end_procedure(self) -> dict | None:
@@ -231,7 +281,27 @@ class Appliance:
         if self.log.run(run_id) is None and run_id not in self._peaks:
             raise LookupError(f"no run {run_id!r}")
         self._labels[run_id] = label
+        self._worker.submit(lambda: self._publish_clearance(self.clearance.relabel(run_id, label)))
         self.log.record("run_label", {"run_id": run_id, "label": label})
+
+    def set_patient(self, weight_kg: float | None, creatinine_mg_dl: float | None) -> dict:
+        if self.log.current_procedure() is None:
+            raise ValueError("no open procedure: start one first")
+        with self._lock:
+            self.totals.set_patient(weight_kg, creatinine_mg_dl)   # validates
+            totals = self.totals.to_dict()
+        self.log.set_procedure_fields(weight_kg=weight_kg, creatinine_mg_dl=creatinine_mg_dl)
+        return totals
+
+    def set_rois(self, rois: list[tuple[int, int, int, int]] | None) -> None:
+        self._inbox.append(lambda: self.pipeline.set_rois(rois))
+        self.log.record("rois_set", {"rois": rois})
+
+    def set_centerline(self, points: list[tuple[float, float]] | None, diameter_px: float | None) -> None:
+        # Validated and applied on the worker that owns the tracker; a bad centreline raises here.
+        result = self._worker.submit(self.clearance.set_centerline, points, diameter_px).result(timeout=10)
+        self.log.record("centerline_set", {"points": points, "diameter_px": diameter_px})
+        self._publish_clearance(result)
 
     # -- read side -------------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -247,16 +317,17 @@ class Appliance:
                 "device": self.bridge.device,
             }
             run = self._run_view
-            # The pipeline's runs already follow the device's X-ray signal where there is one.
-            xray = {"on": run is not None, "pulse_rate": run["pulse_rate"] if run else None}
+            xray = dict(self._xray_view, pulse_rate=run["pulse_rate"] if run else None)
             procedure = self.log.current_procedure()
+            if procedure is not None:
+                procedure = dict(procedure, totals=self.totals.to_dict())
             return {
                 "injector": injector,
                 "xray": xray,
                 "run": run,
                 "last_runs": list(self._last_runs),
                 "procedure": procedure,
-                "clearance": self._latest_clearance,
+                "clearance": _headline(self._latest_clearance),
                 "counters": self._counters(now),
                 "alarms": self._alarms(now),
                 "uptime_s": (now - self.started_ns) / NS if self.started_ns else 0.0,
@@ -284,6 +355,8 @@ class Appliance:
         last = self.pipeline.last_frame_ns
         if last is None or now_ns - last > FRAME_STALL_NS:
             alarms.append({"kind": "video", "message": "no frames from the video source"})
+        alarms += self._pipeline_alarms
+        alarms += self.totals.alarms()
         return alarms
 
     def metrics(self) -> dict[str, float]:
@@ -312,6 +385,13 @@ class Appliance:
             peak = self._peaks.get(run_id)
         return None if peak is None else opacity_png(peak)
 
+    def clearance_png(self) -> bytes | None:
+        with self._lock:
+            result = self._latest_clearance
+        if result is None:
+            return None
+        return self._worker.submit(self.clearance.render_png, result).result(timeout=10)
+
     def procedures(self, limit: int = 50) -> list[dict]:
         return self.log.procedures(limit)
 
@@ -319,13 +399,29 @@ class Appliance:
         proc = self.log.procedure(pid)
         if proc is None:
             return None
-        return dict(proc, clearance=self.log.clearance_results(pid))
+        totals = ProcedureTotals()
+        fields = proc.get("fields", {})
+        totals.set_patient(fields.get("weight_kg"), fields.get("creatinine_mg_dl"))
+        for run in self.log.runs(pid, limit=10_000):
+            totals.add_run(run)
+        for injection in self.log.injections(pid, limit=10_000):
+            totals.add_injection(injection)
+        return dict(proc, totals=totals.to_dict(), clearance=self.log.clearance_results(pid))
 
     def events(self, after: int = 0, limit: int = 100) -> list[dict]:
         return self.log.events(after=after, limit=limit)
 
     def subscribe(self, callback: Callable[[dict], None]) -> Callable[[], None]:
         return self.log.subscribe(callback)
+
+
+def _headline(result: dict | None) -> dict | None:
+    """The numbers a room display shows; stations and centreline stay in the event log and the API."""
+    if result is None:
+        return None
+    keys = ("run_id", "baseline_run_id", "label", "burden_baseline_pct", "burden_post_pct", "clearance_pct",
+            "grade", "removal_ge_75", "shift_px", "registration_score", "notes")
+    return {k: result.get(k) for k in keys}
 
 
 def _brief(summary: dict) -> dict:

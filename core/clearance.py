@@ -641,6 +641,8 @@ class ClearanceTracker:
         a new baseline for this anatomy starts automatic again. Returns the new latest result."""
         base = self.baseline_id
         if base is None:
+            if points is None:
+                return self._latest     # nothing drawn, nothing to clear
             raise ValueError("no baseline yet: a centreline is drawn on the baseline image")
         if points is None:
             self._centerlines.pop(base, None)
