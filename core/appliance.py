@@ -76,6 +76,7 @@ class Appliance:
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Lock()
         self._injector_state: str | None = None
+        self._device_identity: dict | None = None
         self._injecting_since: int | None = None
         self._sample: dict | None = None
         self._sample_ns = 0
@@ -238,7 +239,11 @@ class Appliance:
         elif kind == "FAULT":
             self.log.record("injector_fault", data, t_mono_ns=host_ns)
         elif kind == "HELLO":
-            self.log.record("injector_hello", data, t_mono_ns=host_ns)
+            # Devices repeat HELLO every 10 s; the log wants the device's identity when it changes.
+            identity = {k: v for k, v in data.items() if k not in ("seq", "device_ms")}
+            if identity != self._device_identity:
+                self._device_identity = identity
+                self.log.record("injector_hello", data, t_mono_ns=host_ns)
 
     def _injection_started(self, host_ns: int) -> None:
         self._injecting_since = host_ns
