@@ -78,3 +78,32 @@ def test_runs_on_simulators_and_stops_cleanly(appliance):
         db.close()
     assert kinds[0] == "appliance_start" and kinds[-1] == "appliance_stop"
     assert "serial_link" in kinds and "injector_hello" in kinds
+
+
+def test_one_simulated_procedure_end_to_end(appliance):
+    """One pass of the scripted procedure (baseline, two thrombectomy passes, completion) through the live
+    appliance: runs timed, injections matched, clearance measured against the phantom's truth."""
+    from firmware_bridge.scenarios import PROCEDURE
+
+    proc, url, data_dir = appliance
+    contrast = [run for run in PROCEDURE if run.inject_start_s is not None]
+    status = wait_for(lambda s: (s.get("clearance") or {}).get("run_id", "").endswith("-5"), url, 75)
+    runs = {r["run_id"].rsplit("-", 1)[1]: r for r in status["last_runs"]}
+    assert len(runs) == len(PROCEDURE)
+    for index, scripted in enumerate(PROCEDURE):
+        run = runs[str(index)]
+        assert run["contrast"] == (scripted.inject_start_s is not None)
+        assert abs(run["duration_s"] - (scripted.xray_off_s - scripted.xray_on_s)) < 0.1
+        assert abs(run["pulse_rate"] - 15.0) < 0.1
+        if run["contrast"]:
+            assert abs(run["injection_delay_s"] - (scripted.inject_start_s - scripted.xray_on_s)) < 1 / 30 + 0.01
+            assert run["delivered_volume_ml"] == scripted.volume_ml
+    totals = status["procedure"]["totals"]
+    assert totals["contrast_ml"] >= sum(r.volume_ml for r in contrast[:2])
+
+    clearance = status["clearance"]
+    truth = (1 - PROCEDURE[-1].thrombus_fraction) * 100
+    assert clearance["baseline_run_id"].endswith("-1")
+    assert abs(clearance["clearance_pct"] - truth) < 8, clearance
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
