@@ -74,6 +74,7 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None) -> Fas
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_exception_handler(ValueError, _value_error)
     app.add_exception_handler(LookupError, _lookup_error)
+    app.add_exception_handler(TimeoutError, _busy)
     for module in (status, runs, procedures, analysis, events, page):
         app.include_router(module.router)
     return app
@@ -91,6 +92,12 @@ async def _lookup_error(request: Request, exc: Exception) -> JSONResponse:
         raise exc  # a missing key or index in our own code is a bug: let it be a 500 and a traceback
     message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
     return JSONResponse({"detail": message or "not found"}, status_code=404)
+
+
+async def _busy(request: Request, exc: Exception) -> JSONResponse:
+    # The appliance's analysis worker did not answer in time (a long clearance analysis ahead in its queue).
+    return JSONResponse({"detail": "the appliance is busy with an analysis; try again shortly"}, status_code=503,
+                        headers={"Retry-After": "2"})
 
 
 def _close_streams_on_exit_signals(close: Callable[[], None]) -> Callable[[], None]:

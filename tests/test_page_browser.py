@@ -107,6 +107,12 @@ def test_status_page_live_and_stale(browser, tmp_path):
         time.sleep(0.6)
         assert float(page.text_content("#run-timer")) > t1
         assert page.evaluate(points) > n1, "the curve did not grow"
+        # Weight and creatinine set through the API give the Cigarroa limit on the contrast bar (70 kg, 2.0 -> 175).
+        token = (tmp_path / "data" / "api-token").read_text().strip()
+        r = httpx.put(url + "/api/procedures/current/patient", json={"weight_kg": 70, "creatinine_mg_dl": 2.0},
+                      headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        wait_js(page, "document.getElementById('contrast-limit').textContent === '175'", timeout_ms=1000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "status-page.png"))
 

@@ -12,7 +12,9 @@ import warnings
 import hypothesis
 import pytest
 import schemathesis
+from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from core.appliance import Appliance
 
@@ -24,6 +26,8 @@ EXAMPLES = int(os.environ.get("CATHLAB_SCHEMATHESIS_EXAMPLES", "10"))
 NEEDS = {"/api/rois": "set_rois", "/api/centerline": "set_centerline",
          "/api/procedures/current/patient": "set_patient", "/api/clearance/latest.png": "clearance_png"}
 PENDING = {path for path, name in NEEDS.items() if not hasattr(Appliance, name)}
+# /healthz answers 503 by design when the appliance is unhealthy (documented; status codes are still checked).
+EXCLUDED = {"/healthz": [not_a_server_error]}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,10 @@ def test_api_conforms_to_its_schema(server, mode, with_token):
         @hypothesis.settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                              suppress_health_check=list(hypothesis.HealthCheck))
         def check(case):
-            case.call_and_validate(base_url=url, headers=headers)
+            case.call_and_validate(base_url=url, headers=headers, excluded_checks=EXCLUDED.get(op.path, []) + [
+                # The appliance judges what a schema cannot say (a centreline folding onto itself, an ROI
+                # outside the frame) and answers 422 with the reason: valid-looking data may be refused.
+                positive_data_acceptance])
 
         try:
             check()

@@ -4,6 +4,7 @@
 "use strict";
 const STALE_MS = 2500;
 const REOPEN_MS = 8000;
+const MAX_RUN_ROWS = 5;  // what fits a 1080p screen with everything else
 let lastMessage = 0;
 let source = null;
 let lastClearanceKey = null;
@@ -52,7 +53,7 @@ function renderProcedure(proc, t) {
   if (!proc) { setText("procedure", "no procedure open"); return; }
   const started = proc.started_wall ? new Date(proc.started_wall).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "";
   setText("procedure", `procedure ${proc.label ? proc.label + " · " : ""}${proc.id.slice(0, 8)}` +
-    (started ? ` · since ${started}` : "") + (num(t.runs) ? ` · ${t.runs} runs` : ""));
+    (started ? ` · since ${started}` : "") + (num(t.runs) ? ` · ${t.runs} run${t.runs === 1 ? "" : "s"}` : ""));
 }
 
 function renderContrast(t) {
@@ -79,20 +80,17 @@ function curvesOf(run) {
 
 const COLOURS = ["#5dade2", "#f5b041", "#af7ac5", "#58d68d"];
 function renderCurve(s) {
+  // The last run that had a curve stays on screen (a fluoroscopy-only run has none) until another one has.
   const run = s.run;
-  if (run) {
-    const key = run.run_id ?? run.index;
-    const curves = curvesOf(run);
-    if (key !== curve.runKey || curves.length) curve = { runKey: key, points: curves, live: true };
-  } else if (curve.live) {
-    curve.live = false;
-  }
-  setText("tdc-title", curve.runKey === null ? "no run yet"
+  const curves = curvesOf(run).filter((c) => c.length > 0);
+  if (run && curves.length) curve = { runKey: run.run_id ?? run.index, points: curves, live: true };
+  else if (curve.live && (!run || (run.run_id ?? run.index) !== curve.runKey)) curve.live = false;
+  setText("tdc-title", curve.runKey === null ? "no contrast run yet"
     : `run ${curve.runKey}${curve.live ? " · live" : " · ended"}`);
   let tMax = 10, yMax = 0;
   for (const c of curve.points) for (const [t, y] of c) { if (t > tMax) tMax = t; if (y > yMax) yMax = y; }
   yMax = yMax > 0 ? yMax * 1.1 : 1;
-  const W = 800, H = 260, x = (t) => (t / tMax) * W, y = (v) => H - (Math.max(0, v) / yMax) * (H - 10);
+  const W = 800, H = 170, x = (t) => (t / tMax) * W, y = (v) => H - (Math.max(0, v) / yMax) * (H - 10);
   let grid = "";
   const step = tMax > 30 ? 10 : tMax > 12 ? 5 : 2;
   for (let t = step; t < tMax; t += step) {
@@ -116,9 +114,12 @@ function renderClearance(c) {
   setText("clearance-grade", grade ? `grade ${grade}` : "");
   const g = String(grade).toUpperCase();
   $("clearance-grade").className = "grade " + (g === "III" || g === "3" ? "g3" : g === "II" || g === "2" ? "g2" : g ? "g1" : "");
-  setText("clearance-note", [c.baseline_run_id && `baseline ${c.baseline_run_id}`, c.post_run_id && `post ${c.post_run_id}`]
-    .filter(Boolean).join(" → "));
-  const key = JSON.stringify([c.id, c.baseline_run_id, c.post_run_id, pct]);
+  const burden = num(c.burden_baseline_pct) && num(c.burden_post_pct)
+    ? `thrombus burden ${fmt(c.burden_baseline_pct, 0)}% → ${fmt(c.burden_post_pct, 0)}%` : "";
+  const removal = c.removal_ge_75 === true ? "≥ 75% removed" : c.removal_ge_75 === false ? "< 75% removed" : "";
+  setText("clearance-note", [c.baseline_run_id && `baseline ${c.baseline_run_id}`, c.run_id && `${c.label || "post"} ${c.run_id}`,
+    burden, removal].filter(Boolean).join(" · "));
+  const key = JSON.stringify([c.baseline_run_id, c.run_id, pct, c.grade]);
   if (key !== lastClearanceKey) {
     lastClearanceKey = key;
     const img = $("clearance-img");
@@ -129,7 +130,7 @@ function renderClearance(c) {
 }
 
 function renderRuns(runs) {
-  const rows = runs.map((r) => `<tr><td>${esc(r.run_id ?? r.index)}</td><td>${esc(r.label ?? (r.contrast ? "contrast" : ""))}</td>` +
+  const rows = runs.slice(0, MAX_RUN_ROWS).map((r) => `<tr><td>${esc(r.run_id ?? r.index)}</td><td>${esc(r.label ?? (r.contrast ? "contrast" : ""))}</td>` +
     `<td>${fmt(r.duration_s)}</td><td>${fmt(r.pulse_rate)}</td><td>${fmt(r.injection_delay_s)}</td>` +
     `<td>${fmt(r.delivered_volume_ml)}</td><td>${fmt(r.arrival_s)}</td><td>${fmt(r.peak_s)}</td><td>${fmt(r.washout_s)}</td></tr>`);
   const html = rows.length ? rows.join("") : '<tr><td colspan="9">no runs yet</td></tr>';

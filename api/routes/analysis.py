@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from api.auth import UNAUTHORIZED, TokenDep
 from api.routes.deps import ApplianceDep
-from api.routes.models import Centerline, Message, Rois, UNPARSABLE
+from api.routes.models import BUSY, UNPARSABLE, Centerline, Message, Rois
 
 router = APIRouter(prefix="/api", tags=["analysis"])
 
@@ -20,7 +20,7 @@ def set_rois(appliance: ApplianceDep, body: Annotated[Rois, Body()]) -> Rois:
 
 
 @router.put("/centerline", response_model=Centerline, dependencies=[TokenDep],
-            responses={**UNAUTHORIZED, **UNPARSABLE},
+            responses={**UNAUTHORIZED, **UNPARSABLE, **BUSY},
             summary="Set the vessel centreline and reference diameter for clearance (null: found automatically)")
 def set_centerline(appliance: ApplianceDep, body: Annotated[Centerline, Body()]) -> Centerline:
     points = None if body.points is None else [tuple(p) for p in body.points]
@@ -32,7 +32,7 @@ def set_centerline(appliance: ApplianceDep, body: Annotated[Centerline, Body()])
             summary="Latest clearance: baseline and post images side by side with the grade (PNG)",
             responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
                              "description": "Baseline left, post right"},
-                       404: {"model": Message, "description": "No clearance measured yet"}})
+                       404: {"model": Message, "description": "No clearance measured yet"}, **BUSY})
 def clearance_image(appliance: ApplianceDep) -> Response:
     png = appliance.clearance_png()
     if png is None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.procedure import CREATININE_RANGE_MG_DL, WEIGHT_RANGE_KG
 
 # Ids the appliance hands out are short tokens (run "1a2b3c4d-7", procedure uuid hex); anything else is malformed.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -30,6 +32,8 @@ class Message(BaseModel):
 
 # FastAPI reads a body before any dependency runs: one that is not even text is a 400, token or not.
 UNPARSABLE = {400: {"model": Message, "description": "The body could not be read (not UTF-8 text)"}}
+# Routes that wait for the appliance's analysis worker (bounded): 503 with Retry-After when it is busy.
+BUSY = {503: {"model": Message, "description": "The analysis worker is busy; retry after the Retry-After seconds"}}
 
 
 # -- status ----------------------------------------------------------------------------------------------
@@ -161,21 +165,33 @@ class RunLabelled(BaseModel):
 
 
 class Patient(_Closed):
-    weight_kg: float | None = Field(..., gt=0, le=500, description="Body weight; null clears it")
-    creatinine_mg_dl: float | None = Field(..., gt=0, le=30, description="Serum creatinine; null clears it")
+    # The appliance's plausible ranges (core.procedure), so the schema tells clients what it will accept.
+    weight_kg: float | None = Field(..., ge=WEIGHT_RANGE_KG[0], le=WEIGHT_RANGE_KG[1],
+                                    description="Body weight; null clears it")
+    creatinine_mg_dl: float | None = Field(..., ge=CREATININE_RANGE_MG_DL[0], le=CREATININE_RANGE_MG_DL[1],
+                                           description="Serum creatinine; null clears it")
 
 
-Coordinate = Annotated[int, Field(ge=0, le=100_000)]
-Extent = Annotated[int, Field(ge=1, le=100_000)]
-Roi = tuple[Coordinate, Coordinate, Extent, Extent]
+# Fixed-length arrays rather than tuples: a tuple becomes prefixItems, which OpenAPI tooling reads unevenly.
+Pixel = Annotated[int, Field(ge=0, le=100_000)]
+Roi = Annotated[list[Pixel], Field(min_length=4, max_length=4, description="[x, y, w, h]; w and h at least 1")]
 
 
 class Rois(_Closed):
     rois: list[Roi] | None = Field(..., max_length=16,
                                    description="Regions of interest as [x, y, w, h] in frame pixels; null: automatic")
 
+    @field_validator("rois")
+    @classmethod
+    def _extent(cls, rois):
+        for roi in rois or ():
+            if roi[2] < 1 or roi[3] < 1:
+                raise ValueError(f"ROI {roi}: width and height must be at least 1 pixel")
+        return rois
 
-Point = tuple[Annotated[float, Field(ge=0, le=100_000)], Annotated[float, Field(ge=0, le=100_000)]]
+
+Point = Annotated[list[Annotated[float, Field(ge=0, le=100_000)]], Field(min_length=2, max_length=2,
+                                                                          description="[x, y]")]
 
 
 class Centerline(_Closed):

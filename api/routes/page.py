@@ -46,7 +46,7 @@ def render(status: dict) -> str:
         f"<td>{_num(r.get('duration_s'))}</td><td>{_num(r.get('pulse_rate'))}</td>"
         f"<td>{_num(r.get('injection_delay_s'))}</td><td>{_num(r.get('delivered_volume_ml'))}</td>"
         f"<td>{_num(r.get('arrival_s'))}</td><td>{_num(r.get('peak_s'))}</td><td>{_num(r.get('washout_s'))}</td></tr>"
-        for r in runs) or '<tr><td colspan="9">no runs yet</td></tr>'
+        for r in runs[:5]) or '<tr><td colspan="9">no runs yet</td></tr>'
     alarms = status.get("alarms") or []
     clearance = status.get("clearance") or {}
     counters = status.get("counters") or {}
