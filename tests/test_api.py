@@ -76,21 +76,6 @@ def test_runs_list_and_one_run(live):
     assert client.get("/api/runs", params={"limit": 1}).json()["runs"] == [runs[-1]]
 
 
-def test_run_image_is_a_png_or_a_documented_404(live):
-    client, _, _ = live
-    run_id = client.get("/api/runs").json()["runs"][-1]["run_id"]
-    r = client.get(f"/api/runs/{run_id}/image.png")
-    if r.status_code == 200:
-        assert r.headers["content-type"] == "image/png"
-        assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
-        width, height = struct.unpack(">II", r.content[16:24])
-        assert width == height == 256
-    else:
-        # The appliance keeps peak images only for contrast runs it analysed; a plain run has none.
-        assert r.status_code == 404 and "no image" in r.json()["detail"]
-    assert client.get("/api/runs/nope-0/image.png").status_code == 404
-
-
 def test_unknown_and_malformed_ids(live):
     client, _, _ = live
     r = client.get("/api/runs/zz-999")
@@ -360,3 +345,27 @@ def test_an_roi_outside_the_frame_is_422(live):
     client, token, _ = live
     r = client.put("/api/rois", json={"rois": [[300, 300, 5, 5]]}, headers=auth(token))  # the frame is 256x256
     assert r.status_code == 422 and "inside" in r.json()["detail"][0]["msg"]
+
+
+# Last in the module: it waits for the scripted baseline venogram (X-ray 8-14 s after start) to be recorded.
+def test_a_contrast_run_has_its_curves_and_a_peak_opacity_png(live):
+    client, _, _ = live
+    deadline = time.monotonic() + 25
+    while True:
+        contrast = [r for r in client.get("/api/runs").json()["runs"] if r.get("contrast")]
+        if contrast:
+            break
+        assert time.monotonic() < deadline, "no contrast run recorded in 25 s"
+        time.sleep(0.2)
+    run = client.get(f"/api/runs/{contrast[-1]['run_id']}").json()
+    assert run["injection_delay_s"] == pytest.approx(1.0, abs=0.15)   # injection 1 s after X-ray on
+    roi = run["rois"][0]
+    assert roi["curve"] and roi["arrival_s"] < roi["peak_s"] < roi["washout_s"]
+    r = client.get(f"/api/runs/{run['run_id']}/image.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", r.content[16:24]) == (256, 256)
+    plain = [x for x in client.get("/api/runs").json()["runs"] if not x.get("contrast")]
+    if plain:  # a fluoroscopy-only run keeps no peak image
+        assert client.get(f"/api/runs/{plain[0]['run_id']}/image.png").status_code == 404
+    assert client.get("/api/runs/nope-0/image.png").status_code == 404
