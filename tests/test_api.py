@@ -9,13 +9,7 @@ from fastapi.testclient import TestClient
 from api import metrics
 from api.app import create_app
 from api.auth import TOKEN_FILE
-from core.appliance import Appliance
 from core.settings import Settings
-
-# Appliance methods the lead is still adding; their tests run as soon as they exist.
-def needs(*names):
-    missing = [n for n in names if not hasattr(Appliance, n)]
-    return pytest.mark.skipif(bool(missing), reason=f"Appliance has no {', '.join(missing)} yet")
 
 
 def wait_until(client: TestClient, predicate, seconds: float, path: str = "/api/status"):
@@ -217,7 +211,6 @@ def test_procedure_lifecycle_with_the_token(live):
     assert client.get(f"/api/procedures/{proc['id']}").json()["label"] == "room 2"
 
 
-@needs("set_patient")
 def test_patient_parameters(live):
     client, token, _ = live
     h = auth(token)
@@ -229,7 +222,6 @@ def test_patient_parameters(live):
     assert proc["fields"]["weight_kg"] == 70 and proc["fields"]["creatinine_mg_dl"] == 2.0
 
 
-@needs("set_patient")
 @pytest.mark.parametrize("body,where", [
     ({"weight_kg": -1, "creatinine_mg_dl": 1.0}, "weight_kg"),
     ({"weight_kg": 70, "creatinine_mg_dl": 0}, "creatinine_mg_dl"),
@@ -277,7 +269,6 @@ def test_bad_centerlines_are_422(live, body):
     assert client.put("/api/centerline", json=body, headers=auth(token)).status_code == 422
 
 
-@needs("set_rois", "set_centerline")
 def test_rois_and_centerline_accepted(live):
     client, token, _ = live
     h = auth(token)
@@ -289,7 +280,6 @@ def test_rois_and_centerline_accepted(live):
     assert client.put("/api/centerline", json={"points": None}, headers=h).status_code == 200
 
 
-@needs("clearance_png")
 def test_clearance_image_is_png_or_404(live):
     client, _, _ = live
     r = client.get("/api/clearance/latest.png")
@@ -338,7 +328,6 @@ def test_oversized_bodies_are_413_before_auth_or_parsing(live):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "x"]
 
 
-@needs("set_rois")
 @pytest.mark.xfail(strict=True, reason="Appliance.set_rois queues the ROIs for the frame thread, which refuses an "
                                        "out-of-frame one after the API has answered 200 (asked of the lead)")
 def test_an_roi_outside_the_frame_is_422(live):

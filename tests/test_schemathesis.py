@@ -7,7 +7,6 @@ Operations are driven through schemathesis' Hypothesis strategies directly: its 
 not work with pytest 9 (request.node._nodeid), and the server has to be up before the schema can be loaded.
 """
 import os
-import warnings
 
 import hypothesis
 import pytest
@@ -16,16 +15,11 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from core.appliance import Appliance
 
 from tests.test_api_stream import start_server, stop_server
 
 # Per operation, mode and token case; CATHLAB_SCHEMATHESIS_EXAMPLES=500 for a deep run.
 EXAMPLES = int(os.environ.get("CATHLAB_SCHEMATHESIS_EXAMPLES", "10"))
-# Routes whose appliance method the lead is still adding: left out until it exists (they would answer 500).
-NEEDS = {"/api/rois": "set_rois", "/api/centerline": "set_centerline",
-         "/api/procedures/current/patient": "set_patient", "/api/clearance/latest.png": "clearance_png"}
-PENDING = {path for path, name in NEEDS.items() if not hasattr(Appliance, name)}
 # /healthz answers 503 by design when the appliance is unhealthy (documented; status codes are still checked).
 EXCLUDED = {"/healthz": [not_a_server_error]}
 
@@ -41,9 +35,7 @@ def server(tmp_path_factory):
 def operations(url: str):
     schema = schemathesis.openapi.from_url(url + "/openapi.json")
     ops = [result.ok() for result in schema.get_all_operations()]
-    if PENDING:
-        warnings.warn(f"not fuzzed until the appliance has their methods: {sorted(PENDING)}")
-    return [op for op in ops if op.path != "/api/stream" and op.path not in PENDING]
+    return [op for op in ops if op.path != "/api/stream"]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
@@ -52,7 +44,7 @@ def test_api_conforms_to_its_schema(server, mode, with_token):
     url, token = server
     headers = {"Authorization": f"Bearer {token}"} if with_token else {}
     ops = operations(url)
-    assert {f"{op.method.upper()} {op.path}" for op in ops} | {f"PUT {p}" for p in PENDING} >= {
+    assert {f"{op.method.upper()} {op.path}" for op in ops} >= {
         "GET /api/status", "GET /api/runs", "GET /api/runs/{run_id}", "GET /api/runs/{run_id}/image.png",
         "GET /api/procedures", "GET /api/procedures/{procedure_id}", "GET /api/events", "GET /healthz",
         "GET /metrics", "POST /api/procedures", "POST /api/procedures/current/end",
