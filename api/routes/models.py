@@ -122,6 +122,19 @@ class RunList(BaseModel):
     runs: list[Run] = Field(description="Oldest first")
 
 
+class Totals(_Open):
+    fluoro_time_s: float | None = Field(None, description="Fluoroscopy time: the runs' summed duration")
+    runs: int | None = None
+    contrast_runs: int | None = None
+    contrast_ml: float | None = Field(None, description="Contrast delivered, from the injector's summaries")
+    injections: int | None = None
+    weight_kg: float | None = None
+    creatinine_mg_dl: float | None = None
+    max_contrast_ml: float | None = Field(None, description="Cigarroa: 5 ml x kg / (mg/dl), at most 300 ml; "
+                                                            "null until weight and creatinine are set")
+    contrast_pct: float | None = Field(None, description="contrast_ml against max_contrast_ml, %")
+
+
 class Procedure(_Open):
     id: str
     label: str | None = None
@@ -129,6 +142,8 @@ class Procedure(_Open):
     ended_wall: str | None = None
     open: bool | None = None
     fields: dict[str, Any] = Field(default_factory=dict, description="Clinical parameters (weight, creatinine)")
+    totals: Totals | None = Field(None, description="Totals and the contrast limit (status and single procedure)")
+    clearance: list[dict[str, Any]] | None = Field(None, description="Clearance results (single procedure)")
 
 
 class ProcedureList(BaseModel):

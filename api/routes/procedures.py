@@ -6,8 +6,8 @@ from fastapi.exceptions import HTTPException
 
 from api.auth import UNAUTHORIZED, TokenDep
 from api.routes.deps import ApplianceDep
-from api.routes.models import (ID_PATTERN, Message, Patient,
-                               Procedure, ProcedureList, ProcedureStart, UNPARSABLE)
+from api.routes.models import (ID_PATTERN, UNPARSABLE, Message, Patient, Procedure, ProcedureList, ProcedureStart,
+                               Totals)
 
 router = APIRouter(prefix="/api/procedures", tags=["procedures"])
 ProcedureIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="Procedure id")]
@@ -49,8 +49,9 @@ def end_procedure(appliance: ApplianceDep) -> dict:
     return proc
 
 
-@router.put("/current/patient", dependencies=[TokenDep], responses={**UNAUTHORIZED, **NO_OPEN, **UNPARSABLE},
-            summary="Set weight and creatinine of the open procedure (they set its contrast limit)")
+@router.put("/current/patient", response_model=Totals, dependencies=[TokenDep],
+            responses={**UNAUTHORIZED, **NO_OPEN, **UNPARSABLE},
+            summary="Set weight and creatinine of the open procedure; answers its totals with the new limit")
 def set_patient(appliance: ApplianceDep, body: Annotated[Patient, Body()]) -> dict:
     if appliance.status()["procedure"] is None:
         raise HTTPException(404, "no procedure is open")

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from api.auth import UNAUTHORIZED, TokenDep
 from api.routes.deps import ApplianceDep
-from api.routes.models import ID_PATTERN, Message, Run, RunLabel, RunLabelled, RunList, UNPARSABLE
+from api.routes.models import ID_PATTERN, UNPARSABLE, Message, Run, RunLabel, RunLabelled, RunList
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 RunIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="Run id, as listed by `GET /api/runs`")]
