@@ -36,6 +36,7 @@ function renderInjector(inj) {
 function renderXray(s, t) {
   setText("xray", s.xray.on ? "X-RAY ON" : "OFF");
   $("xray").className = "xray " + (s.xray.on ? "on" : "off");
+  setText("xray-source", s.xray.source ? `from the ${s.xray.source === "device" ? "injector's signal" : "image"}` : "");
   setText("run-timer", s.run ? fmt(s.run.duration_s) : "—");
   setText("pulse-rate", fmt(s.xray.pulse_rate));
   setText("fluoro", mmss(t.fluoro_time_s));

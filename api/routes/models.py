@@ -48,8 +48,11 @@ class Injector(_Open):
 
 
 class XRay(_Open):
-    on: bool = Field(description="X-ray on (frames changing, or the device's X-ray signal)")
+    on: bool = Field(description="X-ray on, arbitrated: the injector's X-ray signal when it gives one, else the image")
     pulse_rate: float | None = Field(description="Pulses per second recovered from repeated frames")
+    source: str | None = Field(None, description="What decided `on`: device or image")
+    image_on: bool | None = Field(None, description="The video says X-ray is on (frames changing)")
+    device_on: bool | None = Field(None, description="The injector's X-ray signal; null without one")
 
 
 class Alarm(_Open):
