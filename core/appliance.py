@@ -22,11 +22,13 @@ import numpy as np
 from core.clearance import ClearanceTracker
 from core.eventlog import EventLog
 from core.images import opacity_png
+from core.kernels import MAX_ROIS
 from core.pipeline import FramePipeline
 from core.procedure import ProcedureTotals
 from core.runs import NS, RunEvent
 from core.settings import Settings
 from core.sources import FrameSource, PhantomSource, replay
+from core.tdc import check_roi
 from firmware_bridge.bridge import InjectorBridge
 
 log = logging.getLogger("cathlab.appliance")
@@ -299,6 +301,12 @@ class Appliance:
         return totals
 
     def set_rois(self, rois: list[tuple[int, int, int, int]] | None) -> None:
+        # Checked here against the video geometry, so the caller hears of a bad ROI, not the frame thread.
+        shape = getattr(self.source, "shape", None)
+        if rois is not None and shape is not None:
+            if len(rois) > MAX_ROIS:
+                raise ValueError(f"at most {MAX_ROIS} ROIs, got {len(rois)}")
+            rois = [check_roi(roi, shape) for roi in rois]
         self._inbox.append(lambda: self.pipeline.set_rois(rois))
         self.log.record("rois_set", {"rois": rois})
 

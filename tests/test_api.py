@@ -329,8 +329,6 @@ def test_oversized_bodies_are_413_before_auth_or_parsing(live):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "x"]
 
 
-@pytest.mark.xfail(strict=True, reason="Appliance.set_rois queues the ROIs for the frame thread, which refuses an "
-                                       "out-of-frame one after the API has answered 200 (asked of the lead)")
 def test_an_roi_outside_the_frame_is_422(live):
     client, token, _ = live
     r = client.put("/api/rois", json={"rois": [[300, 300, 5, 5]]}, headers=auth(token))  # the frame is 256x256
