@@ -229,6 +229,8 @@ def test_patient_parameters(live):
     ({"weight_kg": -1, "creatinine_mg_dl": 1.0}, "weight_kg"),
     ({"weight_kg": 70, "creatinine_mg_dl": 0}, "creatinine_mg_dl"),
     ({"weight_kg": "heavy", "creatinine_mg_dl": 1.0}, "weight_kg"),
+    ({"weight_kg": "70", "creatinine_mg_dl": 1.0}, "weight_kg"),
+    ({"weight_kg": 70, "creatinine_mg_dl": True}, "creatinine_mg_dl"),
     ({"weight_kg": 70}, "creatinine_mg_dl"),
     ({"weight_kg": 70, "creatinine_mg_dl": 1.0, "name": "Doe"}, "name"),
 ])

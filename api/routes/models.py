@@ -22,7 +22,8 @@ class _Open(BaseModel):
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # Strict: JSON true is not the number 1 and "70" is not 70 (an int still passes for a float, as in JSON).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 # -- errors ----------------------------------------------------------------------------------------------
