@@ -28,6 +28,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"cathlab-edge: cannot use data directory {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
+    from api.auth import ensure_token
+
+    token, created = ensure_token(settings.data_dir)
+    if created:
+        print(f"cathlab-edge: API write token (shown once; kept in {settings.data_dir / 'api-token'}): {token}",
+              flush=True)
     app = create_app(settings)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"cathlab-edge: status page at http://{host}:{settings.port}/  (data in {settings.data_dir})",

@@ -283,13 +283,27 @@ class Appliance:
         return self.log.end_procedure()
 
     def label_run(self, run_id: str, label: str) -> None:
+        """Label a recorded run, or the current one (applied when it ends)."""
         if label not in RUN_LABELS:
             raise ValueError(f"label must be one of {', '.join(RUN_LABELS)}, got {label!r}")
-        if self.log.run(run_id) is None and run_id not in self._peaks:
-            raise LookupError(f"no run {run_id!r}")
-        self._labels[run_id] = label
-        self._worker.submit(lambda: self._publish_clearance(self.clearance.relabel(run_id, label)))
+        record = self.log.run(run_id)
+        with self._lock:
+            current = self._run_view
+            is_current = current is not None and f"{self.session}-{current['index']}" == run_id
+            if record is None and not is_current:
+                raise LookupError(f"no run {run_id!r}")
+            self._labels[run_id] = label
+            for brief in self._last_runs:
+                if brief["run_id"] == run_id:
+                    brief["label"] = label
+            measured = run_id in self._peaks
         self.log.record("run_label", {"run_id": run_id, "label": label})
+        if record is not None:
+            # The newest record of a run is the one that counts (EventLog.run), so a relabel is durable.
+            updated = {k: v for k, v in record.items() if k not in ("procedure_id", "recorded_wall")}
+            self.log.record_run(dict(updated, label=label), key=f"run:{run_id}:label:{time.monotonic_ns()}")
+        if measured:
+            self._worker.submit(lambda: self._publish_clearance(self.clearance.relabel(run_id, label)))
 
     def set_patient(self, weight_kg: float | None, creatinine_mg_dl: float | None) -> dict:
         if self.log.current_procedure() is None:
@@ -388,7 +402,11 @@ class Appliance:
         return flat
 
     def runs(self, limit: int = 50) -> list[dict]:
-        return self.log.runs(limit=limit)
+        """Oldest first; a relabelled run appears once, as its newest record."""
+        newest: dict[str, dict] = {}
+        for record in self.log.runs(limit=limit):
+            newest[record["run_id"]] = record
+        return list(newest.values())
 
     def run(self, run_id: str) -> dict | None:
         return self.log.run(run_id)
