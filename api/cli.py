@@ -6,15 +6,14 @@ import logging
 import signal
 import sys
 
-from pydantic import ValidationError
-
 
 def _settings(args: argparse.Namespace):
+    """Flags > environment (CATHLAB_*) > the --config TOML file > defaults; SettingsError names the culprit."""
     from core.settings import Settings
 
     overrides = {name: value for name, value in vars(args).items()
                  if name in Settings.model_fields and value is not None}
-    return Settings(**overrides)
+    return Settings.from_sources(args.config, **overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -22,7 +21,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
+    from core.logs import setup_logging
+
     settings = _settings(args)
+    setup_logging(args.log_level or settings.log_level, settings.log_format)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -39,7 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"cathlab-edge: status page at http://{host}:{settings.port}/  (data in {settings.data_dir})",
           flush=True)
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown; the lifespan then stops the appliance.
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+    # log_config=None: uvicorn's records go through our handler (JSON lines for journald).
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             timeout_graceful_shutdown=1, access_log=False)
     server = uvicorn.Server(config)
     # uvicorn re-raises the stop signal after its graceful shutdown; with these handlers restored in its
@@ -65,8 +68,25 @@ def cmd_serial_check(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from core.export import export_main
 
-    data_dir = args.data_dir if args.data_dir is not None else _settings(argparse.Namespace()).data_dir
-    return export_main(data_dir, args.procedure, args.format, sys.stdout)
+    return export_main(_settings(args).data_dir, args.procedure, args.format, sys.stdout)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from core.config_cmd import config_main
+
+    return config_main(args.config, args.show, sys.stdout)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from core.doctor import doctor_main
+
+    return doctor_main(_settings(args), sys.stdout)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from core.recorder import replay_main
+
+    return replay_main(args.directory, sys.stdout)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -85,8 +105,9 @@ def cmd_clearance(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cathlab-edge", description="Passive cath-lab edge appliance for DVT venography.")
-    parser.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"], help="log verbosity (default warning)")
+    parser.add_argument("--config", metavar="FILE.toml", help="settings file (flags and CATHLAB_* variables win)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="log verbosity (default: the log_level setting, info)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the appliance (built-in simulators unless --serial / --video)")
@@ -98,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fps", dest="video_fps", type=float, help="frame rate of a replayed file (required for .npy; DICOM says its own)")
     run.add_argument("--phantom-intensity", choices=["lin", "log"],
                      help="phantom output: log = 8-bit display video (default), lin = 16-bit linear")
+    run.add_argument("--replay-speed", type=float, help="replayed files: times real time, 0 = as fast as possible")
+    run.add_argument("--crop", dest="video_crop", metavar="X,Y,W,H",
+                     help="the collimated field in frame pixels (default: found automatically)")
+    run.add_argument("--record", action="store_true", default=None,
+                     help="record contrast runs and the raw serial bytes for replay (data-dir/recordings)")
     run.set_defaults(func=cmd_run)
 
     sim = sub.add_parser("simulate-injector", help="play scripted injections on a serial port, pty or socket")
@@ -144,20 +170,31 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--procedure", help="only this procedure's events")
     export.add_argument("--format", required=True, choices=["jsonl", "csv"])
     export.set_defaults(func=cmd_export)
+
+    config = sub.add_parser("config", help="validate the configuration; --show prints what is in force")
+    config.add_argument("--show", action="store_true", help="print every setting as TOML, with its source")
+    config.set_defaults(func=cmd_config)
+
+    doctor = sub.add_parser("doctor", help="check serial port, grabber, data directory, clock and token")
+    doctor.add_argument("--data-dir", help="data directory (default: from the configuration)")
+    doctor.add_argument("--serial", help="injector serial port or URL (default: from the configuration)")
+    doctor.add_argument("--video", help="video source (default: from the configuration)")
+    doctor.set_defaults(func=cmd_doctor)
+
+    replay = sub.add_parser("replay", help="run a recorded procedure (data-dir/recordings) through the pipeline")
+    replay.add_argument("directory", help="a recordings directory")
+    replay.set_defaults(func=cmd_replay)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    # Offline commands log plain text; `run` switches to the configured format (JSON lines by default).
+    logging.basicConfig(level=(args.log_level or "warning").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        print(f"cathlab-edge: invalid settings: {problems}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+    except ValueError as exc:   # SettingsError included: it names the setting and where it came from
         print(f"cathlab-edge: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

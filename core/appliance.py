@@ -20,15 +20,19 @@ from pathlib import Path
 import numpy as np
 
 from core.clearance import ClearanceTracker
+from core.collimator import FieldDetector
 from core.eventlog import EventLog
 from core.images import opacity_png
 from core.kernels import MAX_ROIS
 from core.pipeline import FramePipeline
 from core.procedure import ProcedureTotals
+from core.recorder import ProcedureRecorder
+from core.replay_dir import DirectorySource
 from core.runs import NS, RunEvent
 from core.settings import Settings
 from core.sources import FrameSource, PhantomSource, replay
 from core.tdc import check_roi
+from core.watchdog import ProgressCheck, Watchdog
 from firmware_bridge.bridge import InjectorBridge
 
 log = logging.getLogger("cathlab.appliance")
@@ -44,8 +48,9 @@ KEEP_PEAK_IMAGES = 50
 DEMO_SHIFTS = ((0.0, 0.0), (0.0, 0.0), (14.0, -9.0), (14.0, -9.0), (-22.0, 11.0), (-22.0, 11.0))
 
 
-def open_video(settings: Settings, t0_ns: int) -> FrameSource:
-    """The frame source named by ``settings.video``; None means the built-in phantom on the shared timeline."""
+def open_video(settings: Settings, t0_ns: int, on_event=None) -> FrameSource:
+    """The frame source named by ``settings.video``: None is the built-in phantom on the shared timeline,
+    /dev/videoN a V4L2 grabber, a folder or file a replay."""
     if settings.video is None:
         from core.phantom import PhantomConfig, PhantomVideo
 
@@ -54,7 +59,16 @@ def open_video(settings: Settings, t0_ns: int) -> FrameSource:
                                intensity=settings.phantom_intensity, fps=fps, pulse_rate=min(15.0, fps))
         # The table moves between thrombectomy passes, so the demo exercises registration too.
         return PhantomSource(PhantomVideo(config, shifts=DEMO_SHIFTS), t0_ns=t0_ns)
-    return replay(Path(settings.video), settings.video_fps, loop=True)
+    if settings.video.startswith("/dev/"):
+        from core.v4l2 import open_grabber   # linuxpy is only needed with a grabber
+
+        return open_grabber(settings.video, fps=settings.video_fps, on_event=on_event,
+                            reconnect_min_s=settings.reconnect_min_s, reconnect_max_s=settings.reconnect_max_s)
+    speed = settings.replay_speed or None    # 0: as fast as possible
+    path = Path(settings.video)
+    if path.is_dir():
+        return DirectorySource(path, settings.video_fps, speed=speed, loop=settings.replay_loop)
+    return replay(path, settings.video_fps, speed=speed, loop=settings.replay_loop)
 
 
 class Appliance:
@@ -65,10 +79,18 @@ class Appliance:
         # One origin for both simulators, a moment ahead so neither starts late.
         self.t0_ns = time.monotonic_ns() + NS // 5
         self.log = EventLog(self.data_dir)
-        self.source = source if source is not None else open_video(settings, self.t0_ns)
-        self.pipeline = FramePipeline(self.source.intensity)
+        self.source = source if source is not None else open_video(settings, self.t0_ns, self._on_grabber)
+        self.pipeline = FramePipeline(self.source.intensity, crop=settings.video_crop)
+        # Without a configured crop the collimated field is found from the first distinct frames.
+        self._field = FieldDetector() if settings.video_crop is None else None
+        self._field_busy = False
+        self.recorder = None
+        if settings.record:
+            self.recorder = ProcedureRecorder(self.data_dir / "recordings",
+                                              int(settings.record_retention_mb * 2**20))
         url = settings.serial or f"injsim://?scenario=procedure&t0_ns={self.t0_ns}"
         self.bridge = InjectorBridge(url, on_message=self._on_message, on_link=self._on_link,
+                                     on_bytes=self.recorder.serial if self.recorder else None,
                                      baudrate=settings.baudrate, silent_s=settings.link_silent_s,
                                      reconnect_min_s=settings.reconnect_min_s,
                                      reconnect_max_s=settings.reconnect_max_s)
@@ -95,6 +117,9 @@ class Appliance:
         self._latest_clearance: dict | None = None
         self._stop = threading.Event()
         self._frame_thread = threading.Thread(target=self._frame_loop, name="frames", daemon=True)
+        # systemd's watchdog is petted only while frames and telemetry really progress.
+        self._progress = ProgressCheck(self.status)
+        self.watchdog = Watchdog(self._progress, status=self._progress.status_text)
         self.started_ns: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -106,15 +131,21 @@ class Appliance:
                                             "serial": self.settings.serial or "simulator"})
         self.bridge.start()
         self._frame_thread.start()
+        self.watchdog.start()
+        self.watchdog.ready()
 
     def stop(self, timeout: float = 1.5) -> None:
         """Stop threads and flush the log; bounded so SIGTERM finishes within 2 s."""
         deadline = time.monotonic() + timeout
+        self.watchdog.stopping()
+        self.watchdog.stop()
         self._stop.set()
         self.source.close()
         self._frame_thread.join(max(0.1, deadline - time.monotonic()))
         self.bridge.stop()
         self._worker.shutdown(wait=False, cancel_futures=True)
+        if self.recorder is not None:
+            self.recorder.close(timeout=max(0.1, deadline - time.monotonic()))
         self.log.record("appliance_stop", {"session": self.session, "frames": self.pipeline.frames})
         self.log.close(timeout=max(0.2, deadline - time.monotonic()))
 
@@ -144,12 +175,39 @@ class Appliance:
                     self._frame_errors += 1
                 log.warning("frame rejected: %s", exc)
                 continue
+            new_pulse = not self.pipeline.last_stats.repeat
+            if self.recorder is not None:
+                self.recorder.frame(frame, new_pulse)
             for event in events:
                 self._on_run_event(event)
+            if new_pulse:
+                self._find_field(frame.pixels)
             if events or frame.t_ns - self._run_view_ns >= SNAPSHOT_PERIOD_NS:
                 self._publish_run_view(frame.t_ns)
         for event in self.pipeline.close(time.monotonic_ns()):
             self._on_run_event(event)
+
+    def _find_field(self, pixels: np.ndarray) -> None:
+        field = self._field
+        if field is not None and not self._field_busy and field.add(pixels):
+            self._field_busy = True
+            self._worker.submit(self._detect_field, field)   # about a second at 1024x1024: off the frame path
+
+    def _detect_field(self, field: FieldDetector) -> None:
+        try:
+            geometry = field.detect()
+        except Exception:  # boundary: a field we cannot find leaves the whole frame measured
+            log.exception("collimated field detection failed")
+            geometry = None
+        finally:
+            self._field_busy = False
+        if geometry is not None:
+            self._inbox.append(lambda: self.pipeline.set_crop(geometry.crop))
+            self.log.record("video_field", {"shape": geometry.shape, "crop": list(geometry.crop),
+                                            "text_boxes": [list(b) for b in geometry.text_boxes]})
+
+    def _on_grabber(self, kind: str, data: dict) -> None:
+        self.log.record(kind, data)
 
     def _drain_inbox(self) -> None:
         while self._inbox:
@@ -174,12 +232,16 @@ class Appliance:
         if event.kind == "run_start":
             self._ensure_procedure()
             self.log.record("xray_on", {"run_id": run_id}, t_mono_ns=event.t_ns)
+            if self.recorder is not None:
+                self.recorder.run_started(run_id, event.t_ns, self.source.fps, self.source.intensity)
             return
         summary = dict(run.summary(), run_id=run_id)
         label = self._labels.get(run_id)
         summary["label"] = label
         self.log.record("xray_off", {"run_id": run_id}, t_mono_ns=event.t_ns)
         self.log.record_run(summary, key=f"run:{run_id}")
+        if self.recorder is not None:
+            self.recorder.run_ended(run_id, run.end_ns, bool(run.contrast), summary)
         with self._lock:
             self.totals.add_run(summary)
             self._runs_total += 1
@@ -379,6 +441,9 @@ class Appliance:
         alarms = list(self.log.alarms)
         if self.bridge.link_state != "up":
             alarms.append({"kind": "serial_link", "message": f"injector link {self.bridge.link_state}"})
+        grabber_alarm = getattr(self.source, "alarm", None)
+        if grabber_alarm:
+            alarms.append({"kind": "video", "message": grabber_alarm})
         last = self.pipeline.last_frame_ns
         if last is None or now_ns - last > FRAME_STALL_NS:
             alarms.append({"kind": "video", "message": "no frames from the video source"})
