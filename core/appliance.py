@@ -41,7 +41,8 @@ SAMPLE_STALE_NS = 1 * NS          # live injector values go stale without a SAMP
 SNAPSHOT_PERIOD_NS = NS // 10     # the current run's view for the API, refreshed at most 10 times a second
 FRAME_STALL_NS = 1 * NS           # no frame for this long: the video source is stalled
 RUN_LABELS = ("baseline", "intraprocedural", "completion")
-KEEP_PEAK_IMAGES = 50
+KEEP_RUN_IMAGES = 50              # peak-opacity PNGs served by the API (a few hundred kB each)
+TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a procedure has a handful)
 
 
 # One (dx, dy) per run of firmware_bridge.scenarios.PROCEDURE.
@@ -84,6 +85,7 @@ class Appliance:
         # Without a configured crop the collimated field is found from the first distinct frames.
         self._field = FieldDetector() if settings.video_crop is None else None
         self._field_busy = False
+        self._field_mask: np.ndarray | None = None   # bool, frame shape: where measurements may look
         self.recorder = None
         if settings.record:
             self.recorder = ProcedureRecorder(self.data_dir / "recordings",
@@ -95,7 +97,7 @@ class Appliance:
                                      reconnect_min_s=settings.reconnect_min_s,
                                      reconnect_max_s=settings.reconnect_max_s)
         self.totals = ProcedureTotals()
-        self.clearance = ClearanceTracker()
+        self.clearance = ClearanceTracker(max_runs=TRACKED_RUNS)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Lock()
@@ -112,7 +114,7 @@ class Appliance:
         self._pipeline_alarms: list[dict] = []
         self._run_view_ns = 0
         self._last_runs: collections.deque[dict] = collections.deque(maxlen=10)
-        self._peaks: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+        self._run_pngs: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._labels: dict[str, str] = {}
         self._latest_clearance: dict | None = None
         self._stop = threading.Event()
@@ -202,7 +204,9 @@ class Appliance:
         finally:
             self._field_busy = False
         if geometry is not None:
-            self._inbox.append(lambda: self.pipeline.set_crop(geometry.crop))
+            # A mask, not a new crop: every run keeps one image geometry, so runs before and after the
+            # detection still register against each other.
+            self._field_mask = geometry.mask
             self.log.record("video_field", {"shape": geometry.shape, "crop": list(geometry.crop),
                                             "text_boxes": [list(b) for b in geometry.text_boxes]})
 
@@ -247,12 +251,15 @@ class Appliance:
             self._runs_total += 1
             self._contrast_runs_total += bool(run.contrast)
             self._last_runs.appendleft(_brief(summary))
-            if run.contrast and run.peak_opacity is not None:
-                self._peaks[run_id] = run.peak_opacity
-                while len(self._peaks) > KEEP_PEAK_IMAGES:
-                    self._peaks.popitem(last=False)
         if run.contrast and run.peak_opacity is not None:
-            self._worker.submit(self._measure_clearance, run_id, run.peak_opacity, label)
+            self._worker.submit(self._measure_clearance, run_id, self._masked(run.peak_opacity), label)
+
+    def _masked(self, peak: np.ndarray) -> np.ndarray:
+        """Burnt-in text and the black surround are not measured: NaN there."""
+        mask = self._field_mask
+        if mask is None or mask.shape != peak.shape:
+            return peak
+        return np.where(mask, peak, np.float32(np.nan))
 
     def _ensure_procedure(self) -> None:
         # Headless and unattended: every run belongs to a procedure, opened automatically if nobody did.
@@ -261,6 +268,11 @@ class Appliance:
 
     # -- analysis worker -------------------------------------------------------------------------------
     def _measure_clearance(self, run_id: str, peak: np.ndarray, label: str | None) -> None:
+        png = opacity_png(peak)
+        with self._lock:
+            self._run_pngs[run_id] = png
+            while len(self._run_pngs) > KEEP_RUN_IMAGES:
+                self._run_pngs.popitem(last=False)
         try:
             result = self.clearance.add_run(run_id, peak, label)
         except Exception:  # boundary: one unmeasurable run must not stop later ones
@@ -275,8 +287,16 @@ class Appliance:
             self._latest_clearance = result
         self.log.record_clearance(result, key=f"clearance:{result['run_id']}:{result.get('baseline_run_id')}")
 
+    def _relabel_clearance(self, run_id: str, label: str) -> None:
+        if run_id not in self._run_pngs:
+            return                                # not a measured contrast run: nothing to re-pair
+        try:
+            self._publish_clearance(self.clearance.relabel(run_id, label))
+        except Exception:  # boundary: a relabel the tracker refuses must not stop the worker
+            log.exception("relabelling run %s for clearance failed", run_id)
+
     def _reset_clearance(self) -> None:
-        self.clearance = ClearanceTracker()   # a new procedure is new anatomy: no baseline yet
+        self.clearance = ClearanceTracker(max_runs=TRACKED_RUNS)   # a new procedure is new anatomy: no baseline yet
 
     # -- bridge callbacks (reader thread) --------------------------------------------------------------
     def _on_message(self, msg, host_ns: int) -> None:
@@ -358,14 +378,12 @@ class Appliance:
             for brief in self._last_runs:
                 if brief["run_id"] == run_id:
                     brief["label"] = label
-            measured = run_id in self._peaks
         self.log.record("run_label", {"run_id": run_id, "label": label})
         if record is not None:
             # The newest record of a run is the one that counts (EventLog.run), so a relabel is durable.
             updated = {k: v for k, v in record.items() if k not in ("procedure_id", "recorded_wall")}
             self.log.record_run(dict(updated, label=label), key=f"run:{run_id}:label:{time.monotonic_ns()}")
-        if measured:
-            self._worker.submit(lambda: self._publish_clearance(self.clearance.relabel(run_id, label)))
+        self._worker.submit(self._relabel_clearance, run_id, label)
 
     def set_patient(self, weight_kg: float | None, creatinine_mg_dl: float | None) -> dict:
         if self.log.current_procedure() is None:
@@ -478,8 +496,7 @@ class Appliance:
 
     def run_image_png(self, run_id: str) -> bytes | None:
         with self._lock:
-            peak = self._peaks.get(run_id)
-        return None if peak is None else opacity_png(peak)
+            return self._run_pngs.get(run_id)
 
     def clearance_png(self) -> bytes | None:
         with self._lock:

@@ -44,7 +44,6 @@ class FramePipeline:
             raise ValueError(f"min_pulse_rate must be in (0, {MIN_PULSE_RATE}], got {min_pulse_rate}")
         self.intensity = intensity
         self.crop = crop
-        self._next_crop: tuple | None = None     # (crop,) waiting for the end of the current run
         self.kernel: FrameKernel | None = None
         self._geometry: tuple | None = None
         self.runs = RunDetector(min_pulse_rate=min_pulse_rate)
@@ -87,11 +86,6 @@ class FramePipeline:
             else:
                 checked.append(check_roi(roi, (1 << 30, 1 << 30)))   # shape checked at the first frame
         self._rois = checked or None
-
-    def set_crop(self, crop: tuple[int, int, int, int] | None) -> None:
-        """A new measuring field (the collimator found, or configured; None = whole frame). Applied at the
-        next frame outside a run, so one run is measured on one geometry."""
-        self._next_crop = (crop,)
 
     def xray_signal(self, on: bool, t_ns: int) -> None:
         """The device's XRAY message: it wins over the image heuristic."""
@@ -147,9 +141,6 @@ class FramePipeline:
             self.rejected += 1
             raise ValueError(f"frame {frame.index}: time went backwards ({frame.t_ns} < {self.last_frame_ns})")
         closed: list[RunEvent] = []
-        if self._next_crop is not None and self.runs.current is None:
-            (self.crop,), self._next_crop = self._next_crop, None
-            self._geometry = None                 # restart the kernel on the new field
         if self._geometry != (pixels.shape, pixels.dtype):
             # A new geometry (grabber mode change): an open run ends at its last pulse, and the kernel,
             # its mask and peak maps start afresh.

@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 
 NS = 1_000_000_000
+# Frames a paced source holds for a consumer that stalls briefly (run-end analysis), like a V4L2 driver's
+# buffer queue; late frames keep their capture times, so the pipeline catches up without losing any.
+QUEUE_FRAMES = 8
 
 
 @dataclass(slots=True)
@@ -71,7 +74,7 @@ class _PacedSource(FrameSource):
             period_ns = NS / (self.fps * self._speed)
             due = self._t0_ns + int(index * period_ns)
             late = time.monotonic_ns() - due
-            if late > period_ns:                 # fell behind: skip to the frame that is due now
+            if late > QUEUE_FRAMES * period_ns:  # fell further behind than a grabber's queue holds
                 skipped = int(late // period_ns)
                 self.dropped += skipped
                 index += skipped

@@ -1,0 +1,58 @@
+"""Paced sources: frames at their capture times; a brief consumer stall is absorbed like a grabber's queue."""
+import time
+
+import numpy as np
+import pytest
+
+from core.sources import NS, QUEUE_FRAMES, ArraySource
+
+FPS = 100.0
+
+
+def stack(n=400):
+    return np.arange(n, dtype=np.uint16)[:, None, None] * np.ones((1, 4, 4), np.uint16)
+
+
+def test_frames_carry_their_capture_times():
+    source = ArraySource(stack(5), FPS, "lin", speed=1.0)
+    frames = [source.read() for _ in range(5)]
+    steps = np.diff([f.t_ns for f in frames])
+    assert np.all(steps == pytest.approx(NS / FPS, abs=1))
+    assert [f.index for f in frames] == list(range(5)) and source.read() is None
+
+
+def test_a_short_stall_loses_nothing():
+    source = ArraySource(stack(), FPS, "lin", speed=1.0)
+    source.read()
+    time.sleep((QUEUE_FRAMES - 3) / FPS)            # shorter than the queue
+    indices = [source.read().index for _ in range(QUEUE_FRAMES)]
+    assert indices == list(range(1, QUEUE_FRAMES + 1)) and source.dropped == 0
+
+
+def test_a_long_stall_drops_and_counts():
+    source = ArraySource(stack(), FPS, "lin", speed=1.0)
+    source.read()
+    time.sleep((QUEUE_FRAMES + 20) / FPS)           # far longer than the queue
+    frame = source.read()
+    assert source.dropped >= 20 and frame.index == 1 + source.dropped
+
+
+def test_as_fast_as_possible_and_loop():
+    source = ArraySource(stack(3), FPS, "lin", speed=None, loop=True)
+    assert [source.read().index for _ in range(7)] == list(range(7))
+    assert source.dropped == 0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(frames=np.zeros((0, 2, 2), np.uint8)), "frame stack"),
+    (dict(frames=np.zeros((2, 2, 2), np.float32)), "uint8 or uint16"),
+    (dict(intensity="linear"), "intensity"),
+    (dict(fps=0), "frame rate"),
+    (dict(speed=-1), "replay speed"),
+])
+def test_bad_arguments(kwargs, match):
+    args = dict(frames=stack(2), fps=FPS, intensity="lin")
+    speed = kwargs.pop("speed", 1.0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        ArraySource(args.pop("frames"), args.pop("fps"), args.pop("intensity"), speed=speed)
