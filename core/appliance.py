@@ -2,8 +2,9 @@
 and owns their threads.
 
 Data flows one way. The frame thread alone drives the pipeline; the bridge's reader thread and the API hand it
-work through an inbox it drains between frames, so the pipeline needs no locks. Slow analyses (clearance) run
-on one worker thread, and the event log's writer thread keeps disk I/O off the frame path. The API reads
+work through an inbox it drains between frames, so the pipeline needs no locks. Slow analyses (the timing fits
+of an ended run, clearance, field detection) run in order on one worker thread, and the event log's writer
+thread keeps disk I/O off the frame path. The API reads
 snapshots published under one lock and calls the write methods below; it never computes state itself.
 """
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Appliance:
         self.t0_ns = time.monotonic_ns() + NS // 5
         self.log = EventLog(self.data_dir)
         self.source = source if source is not None else open_video(settings, self.t0_ns, self._on_grabber)
-        self.pipeline = FramePipeline(self.source.intensity, crop=settings.video_crop)
+        self.pipeline = FramePipeline(self.source.intensity, crop=settings.video_crop, defer_finish=True)
         # Without a configured crop the collimated field is found from the first distinct frames.
         self._field = FieldDetector() if settings.video_crop is None else None
         self._field_busy = False
@@ -114,6 +115,8 @@ class Appliance:
         self._pipeline_alarms: list[dict] = []
         self._run_view_ns = 0
         self._last_runs: collections.deque[dict] = collections.deque(maxlen=10)
+        self._finishing: set[str] = set()      # ended runs whose analysis is still on the worker
+        self._recent_summaries: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self._run_pngs: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._labels: dict[str, str] = {}
         self._latest_clearance: dict | None = None
@@ -145,6 +148,11 @@ class Appliance:
         self.source.close()
         self._frame_thread.join(max(0.1, deadline - time.monotonic()))
         self.bridge.stop()
+        # Ended runs still being analysed are finished and logged; what queued after them may be dropped.
+        try:
+            self._worker.submit(lambda: None).result(timeout=max(0.1, deadline - 0.3 - time.monotonic()))
+        except Exception:  # boundary: a timeout or a worker already shut down; the log still closes
+            log.warning("stopping with analyses still running")
         self._worker.shutdown(wait=False, cancel_futures=True)
         if self.recorder is not None:
             self.recorder.close(timeout=max(0.1, deadline - time.monotonic()))
@@ -239,20 +247,39 @@ class Appliance:
             if self.recorder is not None:
                 self.recorder.run_started(run_id, event.t_ns, self.source.fps, self.source.intensity)
             return
-        summary = dict(run.summary(), run_id=run_id)
-        label = self._labels.get(run_id)
-        summary["label"] = label
         self.log.record("xray_off", {"run_id": run_id}, t_mono_ns=event.t_ns)
-        self.log.record_run(summary, key=f"run:{run_id}")
-        if self.recorder is not None:
-            self.recorder.run_ended(run_id, run.end_ns, bool(run.contrast), summary)
+        keep_recording = self.recorder.end_run(run_id, run.end_ns) if self.recorder is not None else None
         with self._lock:
+            self._finishing.add(run_id)
+            if self._run_view is not None and self._run_view["index"] == run.index:
+                self._run_view = None
+        self._worker.submit(self._finish_run, event, run_id, keep_recording)
+
+    # -- analysis worker -------------------------------------------------------------------------------
+    def _finish_run(self, event: RunEvent, run_id: str, keep_recording) -> None:
+        run = event.run
+        if event.finish is not None:
+            try:
+                event.finish()
+            except Exception:  # boundary: an analysis bug must not lose the run; it is logged as detected
+                log.exception("run %s: analysis failed", run_id)
+        summary = dict(run.summary(), run_id=run_id)
+        with self._lock:
+            # Under the lock with label_run: a label given while the run was analysed is in this record.
+            label = summary["label"] = self._labels.get(run_id)
+            self.log.record_run(summary, key=f"run:{run_id}")
+            self._finishing.discard(run_id)
+            self._recent_summaries[run_id] = summary
+            while len(self._recent_summaries) > len(RUN_LABELS) * 4:
+                self._recent_summaries.popitem(last=False)
             self.totals.add_run(summary)
             self._runs_total += 1
             self._contrast_runs_total += bool(run.contrast)
             self._last_runs.appendleft(_brief(summary))
+        if keep_recording is not None:
+            keep_recording(bool(run.contrast), summary)
         if run.contrast and run.peak_opacity is not None:
-            self._worker.submit(self._measure_clearance, run_id, self._masked(run.peak_opacity), label)
+            self._measure_clearance(run_id, self._masked(run.peak_opacity), label)
 
     def _masked(self, peak: np.ndarray) -> np.ndarray:
         """Burnt-in text and the black surround are not measured: NaN there."""
@@ -266,7 +293,6 @@ class Appliance:
         if self.settings.auto_procedure and self.log.current_procedure() is None:
             self.start_procedure("auto")
 
-    # -- analysis worker -------------------------------------------------------------------------------
     def _measure_clearance(self, run_id: str, peak: np.ndarray, label: str | None) -> None:
         png = opacity_png(peak)
         with self._lock:
@@ -372,14 +398,17 @@ class Appliance:
         with self._lock:
             current = self._run_view
             is_current = current is not None and f"{self.session}-{current['index']}" == run_id
-            if record is None and not is_current:
+            analysing = run_id in self._finishing       # its record takes the label when it is written
+            if record is None and not analysing:
+                record = self._recent_summaries.get(run_id)   # queued for the log, not yet readable
+            if record is None and not is_current and not analysing:
                 raise LookupError(f"no run {run_id!r}")
             self._labels[run_id] = label
             for brief in self._last_runs:
                 if brief["run_id"] == run_id:
                     brief["label"] = label
         self.log.record("run_label", {"run_id": run_id, "label": label})
-        if record is not None:
+        if record is not None and not analysing:
             # The newest record of a run is the one that counts (EventLog.run), so a relabel is durable.
             updated = {k: v for k, v in record.items() if k not in ("procedure_id", "recorded_wall")}
             self.log.record_run(dict(updated, label=label), key=f"run:{run_id}:label:{time.monotonic_ns()}")

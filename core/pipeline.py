@@ -4,13 +4,15 @@ happened. The appliance calls it from three threads (frames, the injector bridge
 
 Per frame: the fused kernel (repeat test; once a run's mask is known also opacity and the peak map) and
 O(ROIs) Python on new pulses only (a coarse sample and the ROI crops, see core.tdc.RunTimer). Fits and the
-automatic ROI run once, at the end of a run.
+automatic ROI run once, at the end of a run: inline, or (``defer_finish``, live) in ``RunEvent.finish`` for
+another thread to call, because they take tens of milliseconds and the frame thread has 33.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from collections import deque
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -32,12 +34,14 @@ SMALL_CHANGE = 0.25         # a change under this fraction of the run's typical 
 class FramePipeline:
     """One instance per frame stream. ``process(frame)`` returns the run events the frame completed.
 
-    On each ``run_end`` event the Run carries ``summary()``, ``contrast`` and ``peak_opacity``.
+    On each ``run_end`` event the Run carries ``summary()``, ``contrast`` and ``peak_opacity``; with
+    ``defer_finish`` only once the event's ``finish()`` has run (the side inputs it needs are taken at once).
     """
 
     def __init__(self, intensity: str, crop: tuple[int, int, int, int] | None = None,
                  rois: list | None = None, keep_frames: bool = True,
-                 min_pulse_rate: float = MIN_PULSE_RATE, contain_errors: bool = True) -> None:
+                 min_pulse_rate: float = MIN_PULSE_RATE, contain_errors: bool = True,
+                 defer_finish: bool = False) -> None:
         if intensity not in ("lin", "log"):
             raise ValueError(f"intensity must be 'lin' or 'log', got {intensity!r}")
         if not 0 < min_pulse_rate <= MIN_PULSE_RATE:
@@ -57,6 +61,7 @@ class FramePipeline:
         self.timer: RunTimer | None = None
         self.keep_frames = keep_frames        # False (offline): no live mask, no peak-opacity image
         self.contain_errors = contain_errors  # live: a failing run analysis is logged, not raised
+        self.defer_finish = defer_finish
         self._rois: list[tuple[int, int, int, int]] | None = None
         self._pending: deque = deque(maxlen=self.runs.confirm_pulses)   # new pulses not yet confirmed as a run
         self._injections: deque = deque(maxlen=INJECTION_MEMORY)
@@ -144,9 +149,7 @@ class FramePipeline:
         if self._geometry != (pixels.shape, pixels.dtype):
             # A new geometry (grabber mode change): an open run ends at its last pulse, and the kernel,
             # its mask and peak maps start afresh.
-            closed = self.runs.close(self.last_frame_ns or frame.t_ns)
-            for event in closed:
-                self._on_event(event)
+            closed = [self._on_event(e) for e in self.runs.close(self.last_frame_ns or frame.t_ns)]
             self._start_kernel(pixels)
         stats = self.kernel.process(pixels, frame.index)
         self.frames += 1
@@ -168,16 +171,11 @@ class FramePipeline:
                 self._add_pulse(pixels, frame.t_ns, frame.index)
             else:
                 self._pending.append((np.array(pixels), frame.t_ns, frame.index))
-        events = self.runs.feed(frame.t_ns, frame.index, new_pulse)
-        for event in events:
-            self._on_event(event)
+        events = [self._on_event(e) for e in self.runs.feed(frame.t_ns, frame.index, new_pulse)]
         return closed + events
 
     def close(self, t_ns: int) -> list[RunEvent]:
-        events = self.runs.close(t_ns)
-        for event in events:
-            self._on_event(event)
-        return events
+        return [self._on_event(e) for e in self.runs.close(t_ns)]
 
     def _start_kernel(self, pixels: np.ndarray) -> None:
         h, w = pixels.shape
@@ -199,7 +197,7 @@ class FramePipeline:
             if frames and choice.reason == "pre-contrast":
                 self.kernel.set_mask(build_mask(np.stack(frames)))
 
-    def _on_event(self, event: RunEvent) -> None:
+    def _on_event(self, event: RunEvent) -> RunEvent:
         run = event.run
         if event.kind == "run_start":
             with self._lock:
@@ -216,22 +214,38 @@ class FramePipeline:
                 if t_ns >= run.start_ns:
                     self._add_pulse(pixels, t_ns, index)
             self._pending.clear()
-            return
+            return event
         with self._lock:
             self.arbiter.image(False, event.t_ns)
         # The last pulse stays on screen until the exposure's end: those frames belong to the run.
         inside = [i for t, i in self._recent if run.start_ns <= t < run.end_ns]
         if inside:
             run.last_frame = max(run.last_frame, max(inside))
-        self._finish(run)
+        finish = self._end_run(run)
+        if self.defer_finish:
+            return replace(event, finish=finish)
+        finish()
+        return event
 
-    def _finish(self, run: Run) -> None:
+    def _end_run(self, run: Run):
+        """What must be taken now, before the next run changes it; returns the slow rest as a callable."""
         timer, self.timer = self.timer, None
-        injection = self._overlapping_injection(run)
-        run.injection = injection
+        run.injection = self._overlapping_injection(run)
         run.xray = self._device_xray(run)
+        peak = None
+        if self.kernel is not None:
+            if self.kernel.has_mask:
+                peak = self.kernel.peak.copy()
+            self.kernel.clear_mask()
+        crops = None
+        if timer is not None and self.crop_source is not None:
+            crops = partial(self.crop_source, list(timer.index))
+        return partial(self._analyse_run, run, timer, peak, crops)
+
+    def _analyse_run(self, run: Run, timer: RunTimer | None, peak: np.ndarray | None, crops) -> None:
+        """Timing fits, automatic ROI and the peak image of an ended run. Touches only what it is given."""
+        injection = run.injection
         if timer is not None:
-            crops = None if self.crop_source is None else partial(self.crop_source, list(timer.index))
             try:
                 run.timing = timer.finish(run.start_ns, run.pulse_rate,
                                           None if injection is None else injection["start_ns"], crops)
@@ -244,14 +258,11 @@ class FramePipeline:
         run.timing = run.timing or {}
         run.timing.pop("curves", None)
         run.contrast = injection is not None or bool(run.timing.get("contrast_rise"))
-        if run.contrast and self.kernel is not None and self.kernel.has_mask:
-            peak = self.kernel.peak.copy()
+        if run.contrast and peak is not None:
             # A pixel that never changed (collimator surround, burnt-in text) has an exact 0 peak of its
             # smoothed noise-free opacity: it was not measured, which is not the same as no contrast.
             peak[~np.isfinite(peak) | (peak == 0)] = np.nan
             run.peak_opacity = peak
-        if self.kernel is not None:
-            self.kernel.clear_mask()
 
     def _overlapping_injection(self, run: Run) -> dict | None:
         end = run.end_ns if run.end_ns is not None else run.pulse_ns[-1]

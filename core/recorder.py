@@ -144,13 +144,21 @@ class ProcedureRecorder:
 
     def run_ended(self, run_id: str, end_ns: int, contrast: bool, summary: dict | None = None) -> None:
         """Keep the run (contrast) or throw it away; the files appear once the writer has caught up."""
+        self.end_run(run_id, end_ns)(contrast, summary)
+
+    def end_run(self, run_id: str, end_ns: int) -> Callable[[bool, dict | None], None]:
+        """Stop adding pulses to the run now (frame thread); the returned ``keep(contrast, summary)`` decides
+        later, from any thread, once the run's analysis says whether it showed contrast."""
         run, self._run = self._run, None
         if run is None or run["run_id"] != run_id:
             raise ValueError(f"run {run_id!r} is not being recorded")
         meta = {k: run[k] for k in ("run_id", "start_ns", "fps", "intensity", "recorded_at")}
         meta.update(end_ns=end_ns, pulse_t_ns=[t for t, _ in run["pulses"]],
-                    pulse_index=[i for _, i in run["pulses"]], summary=summary or {})
-        self._queue_put(("close", (run["part"], meta, contrast)), block=True)
+                    pulse_index=[i for _, i in run["pulses"]])
+
+        def keep(contrast: bool, summary: dict | None = None) -> None:
+            self._queue_put(("close", (run["part"], dict(meta, summary=summary or {}), contrast)), block=True)
+        return keep
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def drain(self, timeout: float = 10.0) -> bool:

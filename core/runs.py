@@ -6,6 +6,7 @@ coming at a pulse rate between 3.75 and 30 p/s.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +90,9 @@ class RunEvent:
     kind: str        # "run_start" | "run_end"
     run: Run
     t_ns: int
+    # run_end of a pipeline that defers analysis: call once (on any thread) before reading the Run's
+    # timing, contrast and peak_opacity. None when the Run is already complete.
+    finish: Callable[[], None] | None = None
 
 
 class RunDetector:

@@ -93,9 +93,15 @@ class _PacedSource(FrameSource):
 
 
 class PhantomSource(_PacedSource):
-    """The built-in fluoroscopy simulator: the phantom playing the shared procedure timeline in real time."""
+    """The built-in fluoroscopy simulator: the phantom playing the shared procedure timeline in real time.
+
+    A grabber delivers a frame at no cost to its reader; rendering a 1024x1024 pulse with quantum noise
+    takes tens of milliseconds. So frames are rendered ahead, on their own thread, up to ``RENDER_AHEAD``
+    frames before they are due, and ``read()`` only waits for the frame's time.
+    """
 
     name = "phantom"
+    RENDER_AHEAD = 4
 
     def __init__(self, video, t0_ns: int | None = None) -> None:
         super().__init__(video.config.fps, t0_ns, speed=1.0)
@@ -104,13 +110,57 @@ class PhantomSource(_PacedSource):
         self.shape = video.shape
         self.dtype = video.dtype
         self.xray_on = False   # ground truth of the last frame, for tests and the demo
+        self._ready: dict[int, tuple[np.ndarray, bool]] = {}
+        self._wanted = 0                       # the index read() waits for: the renderer never falls behind it
+        self._rendered = 0                     # the renderer's next index
+        self._cond = threading.Condition()
+        self._error: BaseException | None = None
+        self._renderer = threading.Thread(target=self._render_ahead, name="phantom", daemon=True)
+        self._renderer.start()
+
+    def _render_ahead(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._closed.is_set() and self._rendered - self._wanted >= self.RENDER_AHEAD:
+                        self._cond.wait()
+                    if self._closed.is_set():
+                        return
+                    index = self._rendered = max(self._rendered, self._wanted)
+                frame = self.video.frame_at(index / self.fps)
+                with self._cond:
+                    self._ready[index] = frame
+                    self._rendered = index + 1
+                    self._cond.notify_all()
+        except BaseException as exc:  # boundary: the reader re-raises it instead of waiting forever
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
 
     def read(self) -> Frame | None:
         index = self._next_index()
         if index is None:
             return None
-        pixels, self.xray_on = self.video.frame_at(index / self.fps)
+        with self._cond:
+            self._wanted = index
+            for stale in [i for i in self._ready if i < index]:   # frames the reader was too late for
+                del self._ready[stale]
+            self._cond.notify_all()
+            while index not in self._ready:
+                if self._error is not None:
+                    raise RuntimeError("phantom rendering failed") from self._error
+                if self._closed.is_set():
+                    return None
+                self._cond.wait(0.1)
+            pixels, self.xray_on = self._ready.pop(index)
+            self._wanted = index + 1
+            self._cond.notify_all()
         return Frame(pixels, self._frame_time_ns(index), index)
+
+    def close(self) -> None:
+        super().close()
+        with self._cond:
+            self._cond.notify_all()
 
 
 class ArraySource(_PacedSource):

@@ -54,3 +54,23 @@ def test_a_label_survives_a_restart(tmp_path):
         assert second.run(run_id)["label"] == "baseline"
     finally:
         second.stop()
+
+
+def test_a_label_given_while_the_run_is_analysed_is_in_its_record(appliance):
+    import threading
+
+    gate = threading.Event()
+    appliance._worker.submit(gate.wait, 20)            # hold the analysis worker: the run ends, unanalysed
+    deadline = time.monotonic() + 15
+    while not appliance._finishing and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (run_id,) = appliance._finishing
+    assert appliance.runs() == []
+    appliance.label_run(run_id, "baseline")
+    gate.set()
+    deadline = time.monotonic() + 10
+    while not appliance.runs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert appliance.log.flush(5)
+    (record,) = appliance.runs()
+    assert record["run_id"] == run_id and record["label"] == "baseline"

@@ -217,3 +217,26 @@ def test_geometry_change_ends_the_open_run():
     assert [e.kind for e in ended] == ["run_end"] and ended[0].run.pulses == 20
     assert p.kernel.shape == (32, 40) and p.kernel.crop == (0, 0, 40, 32)   # the crop no longer fits
     assert p.rejected == 0
+
+
+def test_deferred_finish_on_another_thread_gives_the_inline_result(contrast_run):
+    """Live, the slow end-of-run analysis runs on a worker while the frame thread goes on: same result."""
+    import threading
+
+    run = contrast_run
+    inline = play(FramePipeline("log"), run.frames, run.fps)
+    p = FramePipeline("log", defer_finish=True)
+    ended = []
+    for i, f in enumerate(run.frames):
+        ended += [e for e in p.process(Frame(f, int(round(i * NS / run.fps)), i)) if e.kind == "run_end"]
+    assert len(ended) == 1 and ended[0].finish is not None
+    assert ended[0].run.timing is None and ended[0].run.peak_opacity is None   # nothing slow done yet
+    # The next run's pulses arrive meanwhile: they must not disturb what the ended run took with it.
+    for i, f in enumerate(run.frames[:40]):
+        p.process(Frame(f, int(round((len(run.frames) + 30 + i) * NS / run.fps)), len(run.frames) + 30 + i))
+    worker = threading.Thread(target=ended[0].finish)
+    worker.start()
+    worker.join()
+    deferred = ended[0].run
+    assert deferred.summary() == inline[0].summary()
+    np.testing.assert_array_equal(deferred.peak_opacity, inline[0].peak_opacity)

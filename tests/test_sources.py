@@ -56,3 +56,63 @@ def test_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ArraySource(args.pop("frames"), args.pop("fps"), args.pop("intensity"), speed=speed)
+
+
+# -- the phantom renders ahead of the reader ------------------------------------------------------------------
+from core.phantom import PhantomConfig, PhantomVideo  # noqa: E402
+from core.sources import PhantomSource  # noqa: E402
+
+
+def small_phantom():
+    return PhantomVideo(PhantomConfig(size=(64, 64), intensity="lin", fps=FPS, pulse_rate=25.0))
+
+
+def test_phantom_frames_are_the_phantom_at_their_times():
+    source = PhantomSource(small_phantom())
+    reference = small_phantom()
+    try:
+        for _ in range(12):
+            frame = source.read()
+            expected, on = reference.frame_at(frame.index / FPS)
+            np.testing.assert_array_equal(frame.pixels, expected)
+            assert source.xray_on == on
+        assert source.dropped == 0
+    finally:
+        source.close()
+
+
+def test_phantom_reader_too_late_skips_like_a_grabber():
+    source = PhantomSource(small_phantom())
+    reference = small_phantom()
+    try:
+        source.read()
+        time.sleep((QUEUE_FRAMES + 20) / FPS)
+        frame = source.read()
+        assert source.dropped >= 20 and frame.index == 1 + source.dropped
+        np.testing.assert_array_equal(frame.pixels, reference.frame_at(frame.index / FPS)[0])
+        assert len(source._ready) <= PhantomSource.RENDER_AHEAD     # nothing piles up for skipped frames
+    finally:
+        source.close()
+
+
+def test_closing_the_phantom_ends_reads_and_its_renderer():
+    source = PhantomSource(small_phantom())
+    source.read()
+    source.close()
+    assert source.read() is None
+    source._renderer.join(2)
+    assert not source._renderer.is_alive()
+
+
+def test_a_failing_phantom_is_an_error_not_a_hang():
+    class Broken:
+        config = PhantomConfig(size=(64, 64), fps=FPS, pulse_rate=25.0)
+        shape, dtype = (64, 64), np.uint16
+
+        def frame_at(self, t_s):
+            raise ZeroDivisionError("bad scene")
+
+    source = PhantomSource(Broken())
+    with pytest.raises(RuntimeError, match="phantom rendering failed"):
+        source.read()
+    source.close()
