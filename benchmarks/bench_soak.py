@@ -67,20 +67,17 @@ def proc_fds(pid: int) -> int:
 
 # -- continuous 50 Hz telemetry on a pty --------------------------------------------------------------------
 class TelemetryPump:
-    """The simulated injector on a pty, injecting back to back so SAMPLE streams at 50 Hz throughout."""
+    """The simulator's ``continuous`` scenario on a pty: back-to-back injections, SAMPLE at 50 Hz throughout."""
 
     def __init__(self) -> None:
-        from firmware_bridge.simulator import InjectorDevice, Scenario, SimInjection
+        from firmware_bridge.simulator import InjectorDevice
 
-        # 57 s at 5 ml/s in every 60 s cycle: the line never rests for more than a second.
-        scenario = Scenario("soak", "continuous injections for the soak", 60.0, xray=((0.2, 59.9),),
-                            injections=(SimInjection(0.5, 285.0, 5.0),))
         self.master, slave = os.openpty()
         tty.setraw(slave)
         self.path = os.ttyname(slave)
         self._slave = slave
         os.set_blocking(self.master, False)
-        self.device = InjectorDevice(scenario, t0_ns=time.monotonic_ns())
+        self.device = InjectorDevice("continuous", t0_ns=time.monotonic_ns())
         self.bytes_sent = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="telemetry", daemon=True)

@@ -20,7 +20,7 @@ import sys
 import time
 import tty
 from dataclasses import dataclass
-from itertools import count
+from itertools import count, pairwise
 from typing import Iterator
 from urllib.parse import urlsplit
 
@@ -33,6 +33,8 @@ SAMPLE_PERIOD_S = 0.02    # 50 Hz while injecting
 HEARTBEAT_PERIOD_S = 1.0
 HELLO_PERIOD_S = 10.0
 RETRANSMIT_S = 0.5
+ARM_LEAD_S = 0.5          # STATE armed this long before an injection starts
+SUMMARY_AFTER_S = 0.05    # SUMMARY this long after the injection ends
 MAX_RETRANSMITS = 10
 FAULT_PRESSURE_LIMIT = 0x0101
 
@@ -47,10 +49,13 @@ class SimInjection:
     hold_at_s: float | None = None   # seconds after start: the operator holds ...
     hold_s: float = 0.0              # ... for this long, then resumes
     abort_at_s: float | None = None  # seconds after start: pressure limit exceeded, injection aborted
+    idle_after_s: float = 1.0        # seconds after the end: STATE idle (after the SUMMARY)
 
     def __post_init__(self) -> None:
         if self.volume_ml <= 0 or self.flow_ml_s <= 0:
             raise ValueError("injection volume and flow must be positive")
+        if self.idle_after_s <= SUMMARY_AFTER_S:
+            raise ValueError(f"idle_after_s must be over {SUMMARY_AFTER_S} s: the SUMMARY comes before idle")
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,9 @@ def _pressure(flow_ml_s: float) -> int:
 
 
 def _injection_events(inj: SimInjection, xray: tuple[tuple[float, float], ...]) -> list[tuple[float, str, dict]]:
-    ev: list[tuple[float, str, dict]] = [(inj.start_s - 0.5, "state", {"state": InjectorState.ARMED, "phase": 0}),
-                                         (inj.start_s, "state", {"state": InjectorState.INJECTING, "phase": 1})]
+    ev: list[tuple[float, str, dict]] = [
+        (inj.start_s - ARM_LEAD_S, "state", {"state": InjectorState.ARMED, "phase": 0}),
+        (inj.start_s, "state", {"state": InjectorState.INJECTING, "phase": 1})]
     rise_s = inj.rise_ms / 1000
     vol = peak_flow = peak_p = 0.0
     t = 0.0          # injection clock, holds included
@@ -119,22 +125,28 @@ def _injection_events(inj: SimInjection, xray: tuple[tuple[float, float], ...]) 
         ev.append((end, "state", {"state": InjectorState.COMPLETE, "phase": 0}))
     # The X-ray exposure overlapping this injection (the one starting nearest to it).
     on = sorted((a for a, b in xray if a <= end and b >= inj.start_s), key=lambda a: abs(a - inj.start_s))
-    ev.append((end + 0.05, "summary", {
+    ev.append((end + SUMMARY_AFTER_S, "summary", {
         "programmed_volume": int(round(inj.volume_ml * 100)), "delivered_volume": int(round(vol * 100)),
         "programmed_flow": int(round(inj.flow_ml_s * 100)), "peak_flow": int(round(peak_flow * 100)),
         "peak_pressure": int(peak_p), "pressure_limit": inj.pressure_limit_kpa,
         "duration_ms": int(round(t * 1000)), "rise_ms": inj.rise_ms,
         "xray_delay_ms": int(round((on[0] - inj.start_s) * 1000)) if on else 0}))
-    ev.append((end + 1.0, "state", {"state": InjectorState.IDLE, "phase": 0}))
-    return ev
+    ev.append((end + inj.idle_after_s, "state", {"state": InjectorState.IDLE, "phase": 0}))
+    return ev  # first ARMED, last IDLE: _cycle_events relies on it
 
 
 def _cycle_events(sc: Scenario) -> list[tuple[float, str, dict]]:
     ev: list[tuple[float, str, dict]] = []
     for on, off in sc.xray:
         ev += [(on, "xray", {"on": 1}), (off, "xray", {"on": 0})]
-    for inj in sc.injections:
-        ev += _injection_events(inj, sc.xray)
+    spans = sorted((_injection_events(inj, sc.xray) for inj in sc.injections), key=lambda e: e[0][0])
+    for before, after in pairwise(spans):
+        # Interleaved states would put SAMPLEs under STATE idle; back to back is the closest allowed.
+        if after[0][0] <= before[-1][0]:
+            raise ValueError(f"scenario {sc.name}: an injection arms at {after[0][0]:.2f} s, before the one "
+                             f"before it is back to idle at {before[-1][0]:.2f} s")
+    for span in spans:
+        ev += span
     for t, code, sev, text in sc.faults:
         ev.append((t, "fault", {"code": code, "severity": sev, "text": text}))
     ev.sort(key=lambda e: e[0])
@@ -169,6 +181,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("disconnects", "the nominal venogram; the line is unplugged 4.1-6.5 s of every 15 s, as the "
              "injection ends, so its SUMMARY is only delivered by retransmission", 15.0, xray=((1.0, 7.0),),
              injections=(SimInjection(2.0, 10.0, 5.0),), disconnects=((4.1, 6.5),)),
+    # The busiest the line ever is, for soak and load tests (volumes are not clinical). 296 ml ends the
+    # injection at 59.86 s; idle 0.1 s later lets the next one arm at 60 s: 0.66 s without SAMPLE a minute.
+    Scenario("continuous", "back-to-back 296 ml injections at 5 ml/s under X-ray, one a minute: SAMPLE at "
+             "50 Hz all the time but for a 0.66 s changeover; for soak and load tests", 60.0, xray=((0.2, 59.9),),
+             injections=(SimInjection(0.5, 296.0, 5.0, idle_after_s=0.1),)),
 )}
 
 DEFAULT_HELLO = dict(vendor_id=0xCA7E, product_id=0x0001, model="SIM-INJECTOR", serial_no="SIM-0001",

@@ -3,14 +3,16 @@ import io
 import re
 import threading
 import time
+from itertools import pairwise
 
 import pytest
 import serial
 
 from firmware_bridge.checker import check_main
+from firmware_bridge.framing import Decoder
 from firmware_bridge.link import Link
-from firmware_bridge.messages import (Fault, Hello, InjectorState, Sample, State, Summary, TimeReq, TimeResp,
-                                      Xray)
+from firmware_bridge.messages import (Fault, Hello, InjectorState, MsgType, Sample, State, Summary, TimeReq,
+                                      TimeResp, Xray, parse)
 from firmware_bridge.scenarios import PROCEDURE, PROCEDURE_PERIOD_S
 from firmware_bridge.simulator import (SCENARIOS, InjectorDevice, Scenario, SimInjection, parse_sim_url,
                                        simulate_main)
@@ -19,8 +21,9 @@ MS = 1_000_000
 S = 1_000_000_000
 
 
-def play(device, seconds, *, ack=True, step_ms=10, link=None):
-    """Drive device and link together in simulated time; returns (link, [(msg, host_ns)])."""
+def play(device, seconds, *, ack=True, step_ms=10, link=None, sent=None):
+    """Drive device and link together in simulated time; returns (link, [(msg, host_ns)]). ``sent``
+    collects the frames the link sends back (delivered to the device only with ``ack``)."""
     link = link or Link()
     link.port_opened(0)
     device.connected(0)
@@ -29,6 +32,8 @@ def play(device, seconds, *, ack=True, step_ms=10, link=None):
         now = k * MS
         out = link.feed(device.poll(now), now)
         out.extend(link.tick(now))
+        if sent is not None:
+            sent += out.send
         if ack:
             for frame in out.send:
                 device.receive(frame, now)
@@ -41,7 +46,8 @@ def of(got, cls):
 
 
 def test_scenario_names_match_the_cli():
-    assert set(SCENARIOS) == {"procedure", "nominal", "repeated", "hold-resume", "faults", "noisy", "disconnects"}
+    assert set(SCENARIOS) == {"procedure", "nominal", "repeated", "hold-resume", "faults", "noisy", "disconnects",
+                              "continuous"}
 
 
 @pytest.mark.parametrize("name", sorted(set(SCENARIOS) - {"noisy"}))
@@ -88,6 +94,76 @@ def test_hold_resume_and_faults():
     assert InjectorState.ABORTED in [m.state for m, _ in of(got, State)]
 
 
+@pytest.fixture(scope="module")
+def continuous():
+    """Two minutes and a bit of the continuous scenario: two changeovers, at 59.86 s and 119.86 s."""
+    return play(InjectorDevice("continuous", t0_ns=0, seed=5), 125)
+
+
+def test_continuous_samples_at_50_hz(continuous):
+    _, got = continuous
+    samples = of(got, Sample)
+    first = samples[0][1]
+    assert first < 1 * S                                        # streaming within a second of power-up
+    in_10_s = [t for _, t in samples if first <= t < first + 10 * S]
+    assert 490 <= len(in_10_s) <= 510                           # 50 Hz +-1 over 10 simulated seconds
+    over_2_min = [t for _, t in samples if first <= t < first + 120 * S]
+    assert 49 * 120 <= len(over_2_min) <= 51 * 120              # changeovers included
+    ms = [m.device_ms for m, _ in samples]
+    steps = [b - a for a, b in pairwise(ms)]
+    assert {d for d in steps if d < 100} == {20}                # steady while injecting ...
+    assert max(steps) <= 1000 and sum(d > 20 for d in steps) == 2   # ... and one short changeover a minute
+    hosts = [t for _, t in samples]
+    assert max(b - a for a, b in pairwise(hosts)) <= 1 * S  # the same on the host clock
+    sums = [m for m, _ in of(got, Summary)]
+    assert [s.delivered_volume for s in sums] == [29600, 29600] and all(s.xray_delay_ms < 0 for s in sums)
+
+
+def test_continuous_keeps_xray_on_through_the_injections(continuous):
+    _, got = continuous
+    xray = [(m.on, t) for m, t in of(got, Xray)]
+    assert [on for on, _ in xray] == [1, 0, 1, 0, 1]
+    on_spans = [(a, b) for (_, a), (_, b) in zip(xray[0::2], xray[1::2])]
+    samples = [t for _, t in of(got, Sample)]
+    assert all(any(a < t < b for a, b in on_spans) for t in samples if t < xray[-1][1])
+    states = [InjectorState(m.state).name for m, _ in of(got, State)]
+    assert states == ["ARMED", "INJECTING", "COMPLETE", "IDLE"] * 2 + ["ARMED", "INJECTING"]
+
+
+def test_continuous_decodes_with_our_decoder():
+    dev = InjectorDevice("continuous", t0_ns=0, seed=6, retransmit=False)  # nobody acknowledges here
+    dev.connected(0)
+    decoder, msgs = Decoder(), []
+    for k in range(0, 65_000, 10):
+        msgs += [parse(p) for p in decoder.feed(dev.poll(k * MS))]  # a ProtocolError fails the test
+    c = decoder.counters()
+    assert c["crc_errors"] == c["framing_errors"] == c["bytes_discarded"] == 0
+    assert [m.seq for m in msgs] == list(range(len(msgs)))     # every packet the device made came through
+    assert sum(isinstance(m, Sample) for m in msgs) > 60 * 49
+
+
+def test_continuous_never_waits_for_the_appliance():
+    """The appliance only acknowledges and asks the time; the injections run the same if it is silent."""
+    def script(got):  # seq left out: an answered TIME_REQ takes one
+        return [(m.TYPE, m.device_ms, {k: v for k, v in m.to_dict().items() if k != "seq"}) for m, _ in got
+                if isinstance(m, (State, Sample, Xray, Summary))]
+
+    sent = []
+    _, answered = play(InjectorDevice("continuous", t0_ns=0, seed=7, boot_ms=0), 65, sent=sent)
+    assert {parse(p).TYPE for f in sent for p in Decoder().feed(f)} == {MsgType.ACK, MsgType.TIME_REQ}
+    assert all(m.TYPE < MsgType.ACK for m, _ in answered)       # device-to-appliance types only
+    _, silent = play(InjectorDevice("continuous", t0_ns=0, seed=7, boot_ms=0), 65, ack=False)
+    assert script(answered) == script(silent) and len(of(silent, Sample)) > 60 * 49
+
+
+def test_injections_must_not_interleave():
+    with pytest.raises(ValueError, match="before the one before it is back to idle"):
+        next(Scenario("overlap", "the second arms before the first is idle", 20.0,
+                      injections=(SimInjection(1.0, 5.0, 5.0), SimInjection(3.0, 5.0, 5.0))).events())
+    with pytest.raises(ValueError, match="idle_after_s"):
+        SimInjection(1.0, 5.0, 5.0, idle_after_s=0.05)
+
+
 def test_unacked_packets_resent_every_500_ms_at_most_10_times():
     sc = Scenario("one", "one summary", 100.0, injections=(SimInjection(1.0, 1.0, 5.0),))
     dev = InjectorDevice(sc, t0_ns=0)
@@ -127,6 +203,7 @@ def test_sim_url_options():
     assert parse_sim_url("injsim://?scenario=faults&t0_ns=5&ber=0.001&seed=3") == {
         "scenario": "faults", "t0_ns": 5, "ber": 0.001, "seed": 3}
     assert parse_sim_url("injsim://")["scenario"] == "procedure"
+    assert parse_sim_url("injsim://?scenario=continuous")["scenario"] == "continuous"
     for url, match in [("injsim://?scenario=x", "unknown scenario"), ("injsim://?colour=1", "unknown"),
                        ("injsim://?t0_ns=soon", "not valid"), ("injsim://?ber=2", "ber")]:
         with pytest.raises(ValueError, match=match):
@@ -176,6 +253,27 @@ def test_simulate_main_passes_serial_check(where):
     finally:
         th.join(5)
     assert not th.is_alive()
+
+
+def _samples_checked(port, seconds):
+    out = io.StringIO()
+    rc = check_main(port, seconds=seconds, as_json=True, out=out)
+    return rc, out.getvalue().count('"type": "SAMPLE"')
+
+
+def test_continuous_passes_serial_check_as_injsim_url():
+    t0 = time.monotonic_ns() - int(0.45 * S)  # the first injection starts 50 ms from now
+    rc, samples = _samples_checked(f"injsim://?scenario=continuous&t0_ns={t0}", 1.2)
+    assert rc == 0 and 45 <= samples <= 62
+
+
+def test_continuous_passes_serial_check_from_simulate_injector():
+    th, path = _run_sim("pty", "continuous", 2.0)
+    try:
+        rc, samples = _samples_checked(path, 1.6)
+    finally:
+        th.join(5)
+    assert rc == 0 and samples >= 40  # injecting from 0.5 s after the simulator started
 
 
 def test_simulate_main_rejects_bad_arguments(capsys):
