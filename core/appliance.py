@@ -22,7 +22,7 @@ import numpy as np
 
 from core.clearance import ClearanceTracker
 from core.collimator import FieldDetector
-from core.eventlog import EventLog
+from core.eventlog import OPEN_PROCEDURE, EventLog
 from core.images import opacity_png
 from core.kernels import MAX_ROIS
 from core.pipeline import FramePipeline
@@ -44,6 +44,7 @@ FRAME_STALL_NS = 1 * NS           # no frame for this long: the video source is 
 RUN_LABELS = ("baseline", "intraprocedural", "completion")
 KEEP_RUN_IMAGES = 50              # peak-opacity PNGs served by the API (a few hundred kB each)
 TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a procedure has a handful)
+RECENT_RUNS = 12                  # newest records of this session's last runs, kept for relabels
 
 
 # One (dx, dy) per run of firmware_bridge.scenarios.PROCEDURE.
@@ -116,10 +117,13 @@ class Appliance:
         self._run_view_ns = 0
         self._last_runs: collections.deque[dict] = collections.deque(maxlen=10)
         self._finishing: set[str] = set()      # ended runs whose analysis is still on the worker
+        # run id -> the newest record written for it, with its procedure_id: it may not be committed yet.
         self._recent_summaries: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self._run_pngs: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._labels: dict[str, str] = {}
         self._latest_clearance: dict | None = None
+        # Runs measured by the tracker, that is of this procedure (worker thread; bounded like the images).
+        self._clearance_runs: collections.deque[str] = collections.deque(maxlen=KEEP_RUN_IMAGES)
         self._stop = threading.Event()
         self._frame_thread = threading.Thread(target=self._frame_loop, name="frames", daemon=True)
         # systemd's watchdog is petted only while frames and telemetry really progress.
@@ -166,7 +170,7 @@ class Appliance:
             return
         fields = proc.get("fields", {})
         self.totals.set_patient(fields.get("weight_kg"), fields.get("creatinine_mg_dl"))
-        for run in self.log.runs(proc["id"], limit=10_000):
+        for run in self.log.latest_runs(proc["id"], limit=10_000):   # a relabelled run counts once
             self.totals.add_run(run)
         for injection in self.log.injections(proc["id"], limit=10_000):
             self.totals.add_injection(injection)
@@ -267,11 +271,11 @@ class Appliance:
         with self._lock:
             # Under the lock with label_run: a label given while the run was analysed is in this record.
             label = summary["label"] = self._labels.get(run_id)
-            self.log.record_run(summary, key=f"run:{run_id}")
+            procedure = self.log.current_procedure()
+            pid = None if procedure is None else procedure["id"]
+            self.log.record_run(summary, key=f"run:{run_id}", procedure_id=pid)
             self._finishing.discard(run_id)
-            self._recent_summaries[run_id] = summary
-            while len(self._recent_summaries) > len(RUN_LABELS) * 4:
-                self._recent_summaries.popitem(last=False)
+            self._remember_run(run_id, summary, pid)
             self.totals.add_run(summary)
             self._runs_total += 1
             self._contrast_runs_total += bool(run.contrast)
@@ -280,6 +284,13 @@ class Appliance:
             keep_recording(bool(run.contrast), summary)
         if run.contrast and run.peak_opacity is not None:
             self._measure_clearance(run_id, self._masked(run.peak_opacity), label)
+
+    def _remember_run(self, run_id: str, record: dict, procedure_id: str | None) -> None:
+        """Keep the newest record of a recent run (under self._lock): it is what a relabel re-records."""
+        self._recent_summaries[run_id] = dict(record, procedure_id=procedure_id)
+        self._recent_summaries.move_to_end(run_id)
+        while len(self._recent_summaries) > RECENT_RUNS:
+            self._recent_summaries.popitem(last=False)
 
     def _masked(self, peak: np.ndarray) -> np.ndarray:
         """Burnt-in text and the black surround are not measured: NaN there."""
@@ -304,25 +315,32 @@ class Appliance:
         except Exception:  # boundary: one unmeasurable run must not stop later ones
             log.exception("clearance of run %s failed", run_id)
             return
+        self._clearance_runs.append(run_id)
         self._publish_clearance(result)
 
-    def _publish_clearance(self, result: dict | None) -> None:
+    def _publish_clearance(self, result: dict | None, procedure_id: str | None = OPEN_PROCEDURE) -> None:
         if result is None:
             return
         with self._lock:
-            self._latest_clearance = result
-        self.log.record_clearance(result, key=f"clearance:{result['run_id']}:{result.get('baseline_run_id')}")
+            procedure = self.log.current_procedure()
+            if procedure_id is OPEN_PROCEDURE or procedure is None or procedure["id"] == procedure_id:
+                self._latest_clearance = result   # the page shows the open procedure's clearance
+        self.log.record_clearance(result, key=f"clearance:{result['run_id']}:{result.get('baseline_run_id')}",
+                                  procedure_id=procedure_id)
 
-    def _relabel_clearance(self, run_id: str, label: str) -> None:
-        if run_id not in self._run_pngs:
-            return                                # not a measured contrast run: nothing to re-pair
+    def _relabel_clearance(self, run_id: str, label: str, procedure_id: str | None) -> None:
+        if run_id not in self._clearance_runs:
+            # Not a measured contrast run of this procedure: nothing to re-pair. The tracker is new for each
+            # procedure, so a run of an earlier one is never paired with this one's baseline.
+            return
         try:
-            self._publish_clearance(self.clearance.relabel(run_id, label))
+            self._publish_clearance(self.clearance.relabel(run_id, label), procedure_id)
         except Exception:  # boundary: a relabel the tracker refuses must not stop the worker
             log.exception("relabelling run %s for clearance failed", run_id)
 
     def _reset_clearance(self) -> None:
         self.clearance = ClearanceTracker(max_runs=TRACKED_RUNS)   # a new procedure is new anatomy: no baseline yet
+        self._clearance_runs.clear()
 
     # -- bridge callbacks (reader thread) --------------------------------------------------------------
     def _on_message(self, msg, host_ns: int) -> None:
@@ -391,28 +409,38 @@ class Appliance:
         return self.log.end_procedure()
 
     def label_run(self, run_id: str, label: str) -> None:
-        """Label a recorded run, or the current one (applied when it ends)."""
+        """Label a recorded run, or the current one (applied when it ends). The label is recorded in the
+        run's own procedure, even when a later one is open now."""
         if label not in RUN_LABELS:
             raise ValueError(f"label must be one of {', '.join(RUN_LABELS)}, got {label!r}")
-        record = self.log.run(run_id)
+        committed = self.log.run(run_id)
         with self._lock:
             current = self._run_view
             is_current = current is not None and f"{self.session}-{current['index']}" == run_id
             analysing = run_id in self._finishing       # its record takes the label when it is written
-            if record is None and not analysing:
-                record = self._recent_summaries.get(run_id)   # queued for the log, not yet readable
+            # The newest record of a recent run may still be queued for the log: this one wins.
+            record = None if analysing else self._recent_summaries.get(run_id, committed)
             if record is None and not is_current and not analysing:
                 raise LookupError(f"no run {run_id!r}")
+            if record is None:
+                procedure = self.log.current_procedure()   # its record is written in the open procedure
+                pid = None if procedure is None else procedure["id"]
+            else:
+                pid = record["procedure_id"]
             self._labels[run_id] = label
             for brief in self._last_runs:
                 if brief["run_id"] == run_id:
                     brief["label"] = label
-        self.log.record("run_label", {"run_id": run_id, "label": label})
-        if record is not None and not analysing:
-            # The newest record of a run is the one that counts (EventLog.run), so a relabel is durable.
-            updated = {k: v for k, v in record.items() if k not in ("procedure_id", "recorded_wall")}
-            self.log.record_run(dict(updated, label=label), key=f"run:{run_id}:label:{time.monotonic_ns()}")
-        self._worker.submit(self._relabel_clearance, run_id, label)
+            self.log.record("run_label", {"run_id": run_id, "label": label}, procedure_id=pid)
+            if record is not None:
+                # The newest record of a run is the one that counts (EventLog.run), so a relabel is durable.
+                # Written under the lock, so no other re-record of this run can slip in between.
+                updated = {k: v for k, v in record.items() if k not in ("procedure_id", "recorded_wall")}
+                updated["label"] = label
+                self.log.record_run(updated, key=f"run:{run_id}:label:{time.monotonic_ns()}", procedure_id=pid)
+                if run_id in self._recent_summaries:
+                    self._remember_run(run_id, updated, pid)
+        self._worker.submit(self._relabel_clearance, run_id, label, pid)
 
     def set_patient(self, weight_kg: float | None, creatinine_mg_dl: float | None) -> dict:
         if self.log.current_procedure() is None:
@@ -515,10 +543,7 @@ class Appliance:
 
     def runs(self, limit: int = 50) -> list[dict]:
         """Oldest first; a relabelled run appears once, as its newest record."""
-        newest: dict[str, dict] = {}
-        for record in self.log.runs(limit=limit):
-            newest[record["run_id"]] = record
-        return list(newest.values())
+        return self.log.latest_runs(limit=limit)
 
     def run(self, run_id: str) -> dict | None:
         return self.log.run(run_id)
@@ -544,7 +569,7 @@ class Appliance:
         totals = ProcedureTotals()
         fields = proc.get("fields", {})
         totals.set_patient(fields.get("weight_kg"), fields.get("creatinine_mg_dl"))
-        for run in self.log.runs(pid, limit=10_000):
+        for run in self.log.latest_runs(pid, limit=10_000):
             totals.add_run(run)
         for injection in self.log.injections(pid, limit=10_000):
             totals.add_injection(injection)

@@ -49,6 +49,16 @@ _IDENTITY_WORDS = ("name", "patient", "birth", "dob", "mrn", "ssn", "address", "
 # would orphan or mis-attach everything after it); data ops count against queue_max.
 _EVENT, _TYPED, _PROC_START, _PROC_END, _PROC_FIELDS = "event", "typed", "proc_start", "proc_end", "proc_fields"
 _TYPED_TABLES = {"run": "runs", "injection": "injections", "clearance": "clearance"}
+_MAX_PROCEDURE_ID = 64
+
+
+class _OpenProcedure:
+    def __repr__(self) -> str:
+        return "OPEN_PROCEDURE"
+
+
+# Default ``procedure_id`` of every record: the procedure open when it is queued (None if none is).
+OPEN_PROCEDURE = _OpenProcedure()
 
 
 class _Poison(Exception):
@@ -209,47 +219,58 @@ class EventLog:
             log.error("event writer did not stop within %.1f s", timeout + 5.0)
 
     # ------------------------------------------------------------------ recording (any thread, never blocks)
-    def record(self, kind: str, data: dict, *, key: str | None = None, t_mono_ns: int | None = None) -> None:
+    def record(self, kind: str, data: dict, *, key: str | None = None, t_mono_ns: int | None = None,
+               procedure_id: str | None = OPEN_PROCEDURE) -> None:
         """Queue one event for the open procedure (if any). Cheap and non-blocking; disk trouble never raises
-        here. ``key`` is the idempotency key: a second event with the same key is ignored."""
+        here. ``key`` is the idempotency key: a second event with the same key is ignored. ``procedure_id``
+        attributes the event to another procedure (None: to none), for a change to something recorded
+        earlier, such as a run relabelled after its procedure ended."""
         _check_kind(kind)
         blob = _check_data(data)
         _check_key(key)
+        _check_procedure_id(procedure_id)
         if t_mono_ns is None:
             t_mono_ns = time.monotonic_ns()
         elif type(t_mono_ns) is not int or not 0 <= t_mono_ns < 2**63:
             raise ValueError(f"t_mono_ns must be a non-negative int below 2**63, got {t_mono_ns!r}")
-        self._enqueue(_EVENT, (kind, blob, key, t_mono_ns, self._wall_ns()))
+        self._enqueue(_EVENT, (kind, blob, key, t_mono_ns, self._wall_ns()), procedure_id=procedure_id)
 
-    def record_run(self, run: dict, *, key: str) -> None:
-        """One contrast/fluoro run (its timing dict). Also appears as a ``run`` event."""
+    def record_run(self, run: dict, *, key: str, procedure_id: str | None = OPEN_PROCEDURE) -> None:
+        """One contrast/fluoro run (its timing dict). Also appears as a ``run`` event. A run recorded again
+        (relabelled, completed by a late injector summary) keeps all its records; the newest one counts
+        (``run``, ``latest_runs``). Pass the run's own ``procedure_id`` when re-recording it: by default a
+        record belongs to the procedure open now."""
         run_id = run.get("run_id", run.get("id")) if isinstance(run, dict) else None
-        self._record_typed("run", run, key, run_id if run_id is not None else key)
+        self._record_typed("run", run, key, run_id if run_id is not None else key, procedure_id)
 
-    def record_injection(self, injection: dict, *, key: str) -> None:
+    def record_injection(self, injection: dict, *, key: str,
+                         procedure_id: str | None = OPEN_PROCEDURE) -> None:
         """One injection summary. Also appears as an ``injection`` event."""
         run_id = injection.get("run_id") if isinstance(injection, dict) else None
-        self._record_typed("injection", injection, key, run_id)
+        self._record_typed("injection", injection, key, run_id, procedure_id)
 
-    def record_clearance(self, result: dict, *, key: str) -> None:
+    def record_clearance(self, result: dict, *, key: str,
+                         procedure_id: str | None = OPEN_PROCEDURE) -> None:
         """One clearance result (its ``run_id`` is the post run). Also appears as a ``clearance`` event."""
         run_id = result.get("run_id", result.get("post_run_id")) if isinstance(result, dict) else None
-        self._record_typed("clearance", result, key, run_id)
+        self._record_typed("clearance", result, key, run_id, procedure_id)
 
-    def _record_typed(self, kind: str, data: dict, key: str, run_id) -> None:
+    def _record_typed(self, kind: str, data: dict, key: str, run_id, procedure_id) -> None:
         blob = _check_data(data)
         if key is None:
             raise ValueError(f"record_{kind} needs an idempotency key")
         _check_key(key)
+        _check_procedure_id(procedure_id)
         self._enqueue(_TYPED, (kind, blob, key, None if run_id is None else str(run_id),
-                               time.monotonic_ns(), self._wall_ns()))
+                               time.monotonic_ns(), self._wall_ns()), procedure_id=procedure_id)
 
-    def _enqueue(self, op: str, payload: tuple, *, bounded: bool = True) -> None:
+    def _enqueue(self, op: str, payload: tuple, *, bounded: bool = True,
+                 procedure_id: str | None = OPEN_PROCEDURE) -> None:
         with self._qlock:
-            self._enqueue_locked(op, payload, bounded=bounded)
+            self._enqueue_locked(op, payload, bounded=bounded, procedure_id=procedure_id)
 
     def _enqueue_locked(self, op: str, payload: tuple, *, bounded: bool = True,
-                        procedure_id: str | None | bool = True) -> None:
+                        procedure_id: str | None = OPEN_PROCEDURE) -> None:
         if bounded and self._n_bounded >= self._queue_max:
             self._dropped += 1
             dropped = self._dropped
@@ -257,7 +278,9 @@ class EventLog:
         else:
             overflow = False
             self._seq += 1
-            pid = (self._current["id"] if self._current else None) if procedure_id is True else procedure_id
+            pid = procedure_id
+            if pid is OPEN_PROCEDURE:
+                pid = self._current["id"] if self._current else None
             self._queue.append((self._seq, op, pid, payload, bounded))
             if bounded:
                 self._n_bounded += 1
@@ -408,9 +431,20 @@ class EventLog:
         return self._typed_rows("runs", procedure_id, limit)
 
     def run(self, run_id) -> dict | None:
+        """A run's newest record (with ``procedure_id``), or None."""
         rows = self._read("SELECT run_id, procedure_id, t_wall, data FROM runs WHERE run_id = ? "
                           "ORDER BY n DESC LIMIT 1", (str(run_id),))
         return _typed_row(rows[0]) if rows else None
+
+    def latest_runs(self, procedure_id: str | None = None, limit: int = 50) -> list[dict]:
+        """The last ``limit`` runs (of one procedure, or all), each once, as its newest record; in the order
+        they were first recorded, oldest first. A run belongs to the procedure of its newest record."""
+        limit = _check_limit(limit)
+        where, args = ("WHERE r.procedure_id = ?", (procedure_id, limit)) if procedure_id else ("", (limit,))
+        rows = self._read("SELECT r.run_id, r.procedure_id, r.t_wall, r.data FROM runs r JOIN "
+                          "(SELECT MIN(n) AS first, MAX(n) AS last FROM runs GROUP BY run_id) g ON r.n = g.last "
+                          f"{where} ORDER BY g.first DESC LIMIT ?", args)
+        return [_typed_row(r) for r in reversed(rows)]
 
     def injections(self, procedure_id: str | None = None, limit: int = 50) -> list[dict]:
         return self._typed_rows("injections", procedure_id, limit)
@@ -983,6 +1017,13 @@ def _check_key(key) -> None:
     if key is not None and (not isinstance(key, str) or not key or len(key) > _MAX_KEY):
         raise ValueError(f"idempotency key must be a non-empty string of at most {_MAX_KEY} characters, "
                          f"got {key!r}")
+
+
+def _check_procedure_id(procedure_id) -> None:
+    if procedure_id is OPEN_PROCEDURE or procedure_id is None:
+        return
+    if not isinstance(procedure_id, str) or not procedure_id or len(procedure_id) > _MAX_PROCEDURE_ID:
+        raise ValueError(f"procedure_id must be a procedure's id, None or OPEN_PROCEDURE, got {procedure_id!r}")
 
 
 def _check_limit(limit) -> int:

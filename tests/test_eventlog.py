@@ -200,7 +200,38 @@ def test_typed_records_and_their_events(make_log):
         log.record_run({"run_id": "r3"}, key=None)
 
 
+def test_a_run_recorded_again_stays_with_its_own_procedure(make_log):
+    log = make_log()
+    first = log.start_procedure("first")
+    log.record_run({"run_id": "r1", "duration_s": 3.0, "label": None}, key="run:r1")
+    log.record_run({"run_id": "r2", "duration_s": 2.0, "label": None}, key="run:r2")
+    log.end_procedure()
+    second = log.start_procedure("second")
+    log.record_run({"run_id": "r3", "duration_s": 4.0, "label": None}, key="run:r3")
+    # Relabelled now, while the second procedure is open: explicitly in the first.
+    log.record("run_label", {"run_id": "r1", "label": "baseline"}, procedure_id=first["id"])
+    log.record_run({"run_id": "r1", "duration_s": 3.0, "label": "baseline"}, key="run:r1:label:1",
+                   procedure_id=first["id"])
+    log.record("note", {}, procedure_id=None)     # explicitly outside any procedure
+    log.record("note", {})                        # by default: the open one
+    assert log.flush(5)
+    assert log.run("r1")["label"] == "baseline" and log.run("r1")["procedure_id"] == first["id"]
+    # Every record is kept; latest_runs gives each run once, as its newest record, in first-recorded order.
+    assert [r["run_id"] for r in log.runs(first["id"])] == ["r1", "r2", "r1"]
+    assert [(r["run_id"], r["label"]) for r in log.latest_runs(first["id"])] == [("r1", "baseline"),
+                                                                                 ("r2", None)]
+    assert [r["run_id"] for r in log.latest_runs(second["id"])] == ["r3"]
+    assert [r["run_id"] for r in log.latest_runs()] == ["r1", "r2", "r3"]
+    assert [r["run_id"] for r in log.latest_runs(limit=2)] == ["r2", "r3"]
+    events = [(e["kind"], e["procedure_id"]) for e in log.events() if e["kind"] in ("run_label", "note")]
+    assert events == [("run_label", first["id"]), ("note", None), ("note", second["id"])]
+
+
 @pytest.mark.parametrize("call, match", [
+    (lambda log: log.record("x", {}, procedure_id=""), "procedure_id"),
+    (lambda log: log.record("x", {}, procedure_id=7), "procedure_id"),
+    (lambda log: log.record_run({"run_id": "r"}, key="k", procedure_id="p" * 65), "procedure_id"),
+    (lambda log: log.latest_runs(limit=0), "limit"),
     (lambda log: log.record("", {}), "kind"),
     (lambda log: log.record("Bad Kind", {}), "kind"),
     (lambda log: log.record(3, {}), "kind"),

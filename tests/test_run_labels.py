@@ -1,10 +1,15 @@
-"""Operator labels on runs: durable, shown once, and refused for unknown runs or labels."""
+"""Operator labels on runs: durable, shown once, kept in the run's own procedure, and refused for unknown runs
+or labels."""
+import logging
 import time
 
 import pytest
 
 from core.appliance import Appliance
+from core.phantom import PhantomConfig, PhantomVideo
 from core.settings import Settings
+from core.sources import PhantomSource
+from firmware_bridge.scenarios import ScriptedRun
 
 
 @pytest.fixture
@@ -52,6 +57,8 @@ def test_a_label_survives_a_restart(tmp_path):
     second.start()
     try:
         assert second.run(run_id)["label"] == "baseline"
+        # The resumed procedure counts the relabelled run once, though it has two records.
+        assert second.status()["procedure"]["totals"]["runs"] == len(second.runs())
     finally:
         second.stop()
 
@@ -74,3 +81,63 @@ def test_a_label_given_while_the_run_is_analysed_is_in_its_record(appliance):
     assert appliance.log.flush(5)
     (record,) = appliance.runs()
     assert record["run_id"] == run_id and record["label"] == "baseline"
+
+
+def wait_for(predicate, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not within {seconds} s")
+
+
+def test_a_relabel_after_the_next_procedure_opened_stays_with_its_own_procedure(appliance):
+    (first_run,) = wait_for(appliance.runs, 15)
+    run_id = first_run["run_id"]
+    first = first_run["procedure_id"]
+    appliance.end_procedure()
+    second = appliance.start_procedure("next")["id"]
+    appliance.label_run(run_id, "intraprocedural")
+    assert appliance.log.flush(5)
+
+    record = appliance.run(run_id)
+    assert record["label"] == "intraprocedural" and record["procedure_id"] == first
+    assert [r["run_id"] for r in appliance.runs()] == [run_id]
+    assert appliance.procedure(first)["totals"]["runs"] == 1       # recorded twice, counted once
+    assert appliance.procedure(second)["totals"]["runs"] == 0
+    assert appliance.status()["procedure"]["totals"]["runs"] == 0
+    in_second = [e["kind"] for e in appliance.log.events(limit=1000, procedure_id=second)]
+    assert "run" not in in_second and "run_label" not in in_second
+    labels = [e["data"] for e in appliance.log.events(limit=1000, procedure_id=first) if e["kind"] == "run_label"]
+    assert labels == [{"run_id": run_id, "label": "intraprocedural"}]
+
+
+def test_an_earlier_procedures_run_is_never_paired_with_this_procedures_baseline(tmp_path, caplog):
+    """Two venograms, one per procedure. Relabelling the first after the second procedure opened re-records
+    its label, and clearance leaves it alone: it is not paired with the second procedure's baseline."""
+    t0 = time.monotonic_ns() + 300_000_000
+    timeline = (ScriptedRun("baseline", 0.5, 2.5, 0.8, volume_ml=10.0, flow_ml_s=5.0),
+                ScriptedRun("completion", 5.5, 7.5, 5.8, volume_ml=10.0, flow_ml_s=5.0, thrombus_fraction=0.2))
+    video = PhantomVideo(PhantomConfig(size=(128, 128), intensity="log"), timeline=timeline, period_s=60.0)
+    device = Appliance(Settings(data_dir=tmp_path, phantom_size=128), source=PhantomSource(video, t0_ns=t0))
+    device.start()
+    try:
+        caplog.set_level(logging.INFO, logger="cathlab.appliance")
+        (old,) = wait_for(lambda: [r for r in device.runs() if device.run_image_png(r["run_id"])], 10)
+        assert old["contrast"]
+        device.end_procedure()
+        second = device.start_procedure("next")["id"]
+        new = wait_for(lambda: [r for r in device.runs() if r["procedure_id"] == second
+                                and device.run_image_png(r["run_id"])], 15)[0]
+        device.label_run(old["run_id"], "completion")
+        device._worker.submit(lambda: None).result(timeout=10)    # the relabel has been through the tracker
+        assert device.log.flush(5)
+        assert device.run(old["run_id"])["label"] == "completion"
+        assert device.run(old["run_id"])["procedure_id"] == old["procedure_id"]
+        assert device.status()["clearance"] is None      # the new run is this procedure's baseline, unpaired
+        assert device.log.clearance_results() == []
+        assert new["contrast"] and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        device.stop()
