@@ -10,7 +10,8 @@ Two users: ``render_run`` makes one acquisition with every frame and its truth (
 ``PhantomVideo`` renders the shared procedure timeline on demand for the live appliance.
 
 Conventions: sizes are (rows, cols); points and shifts are (x, y) = (col, row), pixel centres at integers;
-an ROI is ``(y0, y1, x0, x1)``, i.e. ``frame[y0:y1, x0:x1]``; arc length s runs along the centreline from
+ROIs and boxes are ``(x, y, w, h)`` like everywhere else in the project (core.tdc.check_roi), i.e.
+``frame[y:y + h, x:x + w]``; arc length s runs along the centreline from
 the scripted inflow end (s = 0, bottom, femoral) upward, fixed to the anatomy, with straight run-ons past
 both ends (negative s below) so no vessel end is ever in the frame; the bolus leaves s = 0 at t0;
 timing truth is in seconds from the run's first frame (its first pulse), everything else in video seconds
@@ -212,15 +213,15 @@ class SceneTruth:
         return self._xs.radius, float(dc[0]), float(zc[0]), float(rt[0])
 
     def roi_at(self, s: float, half: int = 8) -> tuple[int, int, int, int]:
-        """A (y0, y1, x0, x1) box of side 2 * half centred on the centreline at arc length s, clipped to the frame."""
+        """An (x, y, w, h) box of side 2 * half centred on the centreline at arc length s, clipped to the frame."""
         lo, hi = self.stations_s[0], self.stations_s[-1]
         if not (_is_number(s) and lo <= s <= hi) or not (isinstance(half, numbers.Integral) and half > 0):
             raise ValueError(f"need {lo:.1f} <= s <= {hi:.1f} and an integer half > 0, got {s!r}, {half!r}")
         x = float(np.interp(s, self.stations_s, self.stations_xy[:, 0]))
         y = float(np.interp(s, self.stations_s, self.stations_xy[:, 1]))
-        h, w = self.size
-        y0, x0 = min(max(int(round(y)) - half, 0), h - 1), min(max(int(round(x)) - half, 0), w - 1)
-        return y0, min(y0 + 2 * half, h), x0, min(x0 + 2 * half, w)
+        rows, cols = self.size
+        x0, y0 = min(max(int(round(x)) - half, 0), cols - 1), min(max(int(round(y)) - half, 0), rows - 1)
+        return x0, y0, min(2 * half, cols - x0), min(2 * half, rows - y0)
 
     def path_length_map(self, clean: bool = False) -> np.ndarray:
         """Contrast-filled path length (px) per pixel; ``clean`` without thrombus (the reference lumen)."""
@@ -291,24 +292,24 @@ class _TdcModel:
         self.run_start_s, self.run_end_s, self.mu = run_start_s, run_end_s, mu_iodine
 
     def tdc(self, roi: tuple[int, int, int, int], times: np.ndarray) -> np.ndarray:
-        y0, y1, x0, x1 = _check_roi(roi, self.scene.size)
+        x, y, w, h = _check_roi(roi, self.scene.size)
         times = np.asarray(times, dtype=float)
         if times.ndim != 1 or not np.all(np.isfinite(times)):
             raise ValueError("times must be a 1-D array of finite seconds")
-        L = self.scene.path[y0:y1, x0:x1]
-        s = self.scene.s_map[y0:y1, x0:x1]
-        active = self.scene.active_mask[y0:y1, x0:x1]
+        L = self.scene.path[y:y + h, x:x + w]
+        s = self.scene.s_map[y:y + h, x:x + w]
+        active = self.scene.active_mask[y:y + h, x:x + w]
         sel = (L > 0) & active
-        w = self.mu * L[sel] / L.size
+        weight = self.mu * L[sel] / L.size
         s_sel = s[sel]
         out = np.zeros(len(times))
-        if w.size == 0:
+        if weight.size == 0:
             return out
         t_abs = times + self.run_start_s
-        chunk = max(1, 4_000_000 // w.size)
+        chunk = max(1, 4_000_000 // weight.size)
         for i in range(0, len(times), chunk):
             c = self.bolus.concentration(s_sel[None, :], t_abs[i:i + chunk, None])
-            out[i:i + chunk] = c @ w
+            out[i:i + chunk] = c @ weight
         return out
 
     def timing(self, roi: tuple[int, int, int, int], step_s: float = TDC_STEP_S) -> TimingTruth:
@@ -348,8 +349,8 @@ class RunTruth:
     inject_start_s: float | None     # video time
     bolus: BolusTruth
     scene: SceneTruth
-    text_boxes: tuple[tuple[int, int, int, int], ...]   # (y0, y1, x0, x1), counter box included
-    counter_box: tuple[int, int, int, int] | None
+    text_boxes: tuple[tuple[int, int, int, int], ...]   # (x, y, w, h), counter box included
+    counter_box: tuple[int, int, int, int] | None       # (x, y, w, h)
     counter_values: np.ndarray | None                   # (T,) whole fluoro seconds shown
     mu_iodine: float
     i0: float
@@ -388,14 +389,14 @@ class RunTruth:
         return None if self.inject_start_s is None else self.inject_start_s - self.run_start_s
 
     def truth_tdc(self, roi: tuple[int, int, int, int], times: np.ndarray) -> np.ndarray:
-        """Noise-free mean opacity (ln units) of ROI ``frame[y0:y1, x0:x1]`` at ``times`` s from the run start.
+        """Noise-free mean opacity (ln units) of ROI (x, y, w, h) at ``times`` s from the run start.
 
         With ``drift_px_s`` the ROI stays on the anatomy where the first pulse saw it (motion-compensated).
         """
         return self._model.tdc(roi, times)
 
     def truth_timing(self, roi: tuple[int, int, int, int], step_s: float = TDC_STEP_S) -> TimingTruth:
-        """arrival / peak / washout of the ROI's truth TDC over the run, on a ``step_s`` grid."""
+        """arrival / peak / washout of the (x, y, w, h) ROI's truth TDC over the run, on a ``step_s`` grid."""
         return self._model.timing(roi, step_s)
 
     def opacity(self, t_s: float) -> np.ndarray:
@@ -412,12 +413,13 @@ class PhantomRun:
 
 def _check_roi(roi, size) -> tuple[int, int, int, int]:
     try:
-        y0, y1, x0, x1 = (int(v) for v in roi)
+        x, y, w, h = (int(v) for v in roi)
     except (TypeError, ValueError):
-        raise ValueError(f"roi must be (y0, y1, x0, x1) integers, got {roi!r}") from None
-    if tuple(roi) != (y0, y1, x0, x1) or not (0 <= y0 < y1 <= size[0] and 0 <= x0 < x1 <= size[1]):
-        raise ValueError(f"roi {roi!r} is not a non-empty (y0, y1, x0, x1) box inside a {size} frame")
-    return y0, y1, x0, x1
+        raise ValueError(f"roi must be (x, y, w, h) integers, got {roi!r}") from None
+    rows, cols = size
+    if tuple(roi) != (x, y, w, h) or not (w > 0 and h > 0 and 0 <= x <= cols - w and 0 <= y <= rows - h):
+        raise ValueError(f"roi {roi!r} is not a non-empty (x, y, w, h) box inside a {size} frame")
+    return x, y, w, h
 
 
 # --------------------------------------------------------------------------------------------- the scene
@@ -615,11 +617,11 @@ _DIGITS = {
 
 
 def _box_outside_circle(box, circle) -> bool:
-    y0, y1, x0, x1 = box
+    x, y, w, h = box
     cx, cy, r = circle
     # nearest point of the (pixel-centre) box to the circle centre
-    nx = min(max(cx, x0), x1 - 1)
-    ny = min(max(cy, y0), y1 - 1)
+    nx = min(max(cx, x), x + w - 1)
+    ny = min(max(cy, y), y + h - 1)
     return (nx - cx) ** 2 + (ny - cy) ** 2 > r * r
 
 
@@ -641,18 +643,18 @@ class _Overlay:
             box = self._fit(corner, lines, chars, g, h, w, (cx, cy, r) if cfg.collimator else None, is_counter)
             if box is None:
                 continue
-            (y0, y1, x0, x1), lines, chars = box
+            (x, y, bw, bh), lines, chars = box
             if is_counter:
-                self.counter_box = (y0, y1, x0, x1)
+                self.counter_box = (x, y, bw, bh)
                 continue
-            patch = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+            patch = np.zeros((bh, bw), dtype=np.uint8)
             for li in range(lines):
                 for ci in range(chars):
                     glyph = rng.random((5, 3)) < 0.55
                     blk = np.kron(glyph, np.ones((g, g), dtype=bool))
                     yy, xx = 2 * g + li * 7 * g, g + ci * 4 * g
                     patch[yy:yy + 5 * g, xx:xx + 3 * g][blk] = self.LEVEL
-            boxes.append((y0, y1, x0, x1))
+            boxes.append((x, y, bw, bh))
             patches.append(patch)
         self.boxes = tuple(boxes)
         self.patches = patches
@@ -664,7 +666,7 @@ class _Overlay:
             bh, bw = lines * 7 * g + 2 * g, chars * 4 * g + 2 * g
             y0 = 2 * g if corner < 2 else h - 2 * g - bh
             x0 = 2 * g if corner % 2 == 0 else w - 2 * g - bw
-            box = (y0, y0 + bh, x0, x0 + bw)
+            box = (x0, y0, bw, bh)
             if circle is None or _box_outside_circle(box, circle):
                 return box, lines, chars
             if not fixed and chars > 3:
@@ -677,23 +679,24 @@ class _Overlay:
 
     @property
     def all_boxes(self) -> tuple[tuple[int, int, int, int], ...]:
+        """Every (x, y, w, h) box, the counter's included."""
         return self.boxes + ((self.counter_box,) if self.counter_box else ())
 
     def draw(self, frame: np.ndarray, seconds: int | None = None) -> None:
-        for (y0, y1, x0, x1), patch in zip(self.boxes, self.patches):
-            frame[y0:y1, x0:x1] = patch
+        for (x, y, w, h), patch in zip(self.boxes, self.patches):
+            frame[y:y + h, x:x + w] = patch
         if self.counter_box is not None and seconds is not None:
             self.draw_counter(frame, seconds)
 
     def draw_counter(self, frame: np.ndarray, seconds: int) -> None:
-        y0, y1, x0, x1 = self.counter_box
+        x, y, w, h = self.counter_box
         g = self.g
-        frame[y0:y1, x0:x1] = 0
+        frame[y:y + h, x:x + w] = 0
         text = f"{(seconds // 60) % 100:02d}:{seconds % 60:02d}"
         for ci, ch in enumerate(text):
             glyph = np.array([c == "1" for c in _DIGITS[ch]]).reshape(5, 3)
             blk = np.kron(glyph, np.ones((g, g), dtype=bool))
-            yy, xx = y0 + 2 * g, x0 + g + ci * 4 * g
+            yy, xx = y + 2 * g, x + g + ci * 4 * g
             frame[yy:yy + 5 * g, xx:xx + 3 * g][blk] = self.LEVEL
 
 
@@ -850,7 +853,7 @@ class PhantomVideo:
         return self._scene(self._index(i)).truth
 
     def timing_truth(self, i: int, roi: tuple[int, int, int, int]) -> TimingTruth:
-        """Truth TDC timing of run i for ``roi``, seconds from the run's first pulse."""
+        """Truth TDC timing of run i for ``roi`` (x, y, w, h), seconds from the run's first pulse."""
         i = self._index(i)
         run = self.timeline[i]
         return _TdcModel(self._scene(i), self.bolus(i), run.xray_on_s, run.xray_off_s,

@@ -44,8 +44,7 @@ def test_json_object(phantom):
     assert roi["arrival_s"] < roi["peak_s"] < roi["washout_s"] and roi["mtt_s"] > roi["arrival_s"]
     assert roi["arrival_after_injection_s"] == pytest.approx(roi["arrival_s"] - run.truth.inject_start_s, abs=1e-3)
     # times from the first frame of the file: the X-ray run starts 0.5 s in
-    x, y, w, h = roi["roi"]
-    truth = run.truth.truth_timing((y, y + h, x, x + w))
+    truth = run.truth.truth_timing(roi["roi"])
     assert abs(roi["peak_s"] - (truth.peak_s + run.truth.run_start_s)) < 1 / 15
 
 

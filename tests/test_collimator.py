@@ -33,8 +33,8 @@ def test_phantom_round_field_and_corner_text(phantom_log):
     assert geo.mask.sum() > 0.9 * disc.sum()                 # and nearly all of the field
     # Every glyph pixel of every text box is excluded and lies inside a reported box.
     text_px = np.zeros(frames.shape[1:], dtype=bool)
-    for y0, y1, x0, x1 in phantom_log.truth.text_boxes:
-        text_px[y0:y1, x0:x1] = frames[first, y0:y1, x0:x1] > 0
+    for x, y, w, h in phantom_log.truth.text_boxes:
+        text_px[y:y + h, x:x + w] = frames[first, y:y + h, x:x + w] > 0
     assert text_px.sum() > 100
     assert not (geo.mask & text_px).any()
     covered = np.zeros_like(text_px)

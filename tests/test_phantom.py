@@ -28,7 +28,7 @@ def log_clean():
 
 
 def _vessel_roi(truth, frac=0.5, half=6):
-    """A box around the centreline station at ``frac`` of the analysed range."""
+    """An (x, y, w, h) box around the centreline station at ``frac`` of the analysed range."""
     s0, s1 = truth.scene.analysed_s
     return truth.scene.roi_at(s0 + frac * (s1 - s0), half)
 
@@ -56,7 +56,8 @@ def test_bad_segment_is_rejected(args):
 
 
 def test_bad_roi_is_rejected(lin_clean):
-    for roi in [(10, 5, 0, 10), (0, 10, 0, 500), (-1, 5, 0, 5), (0, 5, 0), "roi", (0.5, 5, 0, 5)]:
+    for roi in [(0, 10, 10, -5), (0, 10, 0, 5), (0, 0, 500, 10), (0, -1, 5, 6), (120, 0, 10, 5), (0, 5, 0), "roi",
+                (0.5, 0, 5, 5)]:
         with pytest.raises(ValueError):
             lin_clean.truth.truth_tdc(roi, np.array([0.0]))
 
@@ -101,8 +102,8 @@ def test_contrast_makes_display_darker_and_linear_counts_lower(lin_clean, log_cl
         roi = _vessel_roi(t)
         curve = t.truth_tdc(roi, t.frame_times_s - t.run_start_s)
         j = int(np.argmax(curve))
-        y0, y1, x0, x1 = roi
-        assert run.frames[j, y0:y1, x0:x1].mean() < run.frames[0, y0:y1, x0:x1].mean() - 2
+        x, y, w, h = roi
+        assert run.frames[j, y:y + h, x:x + w].mean() < run.frames[0, y:y + h, x:x + w].mean() - 2
 
 
 # ------------------------------------------------------------------------------------------ timing truth
@@ -111,18 +112,18 @@ def test_truth_tdc_is_the_mean_of_the_opacity_image(lin_clean):
     t = lin_clean.truth
     roi = _vessel_roi(t, 0.3)
     times = np.array([0.0, 0.7, 1.1, 1.6, 2.4])
-    y0, y1, x0, x1 = roi
-    direct = [t.opacity(x)[y0:y1, x0:x1].mean() for x in times]
+    x, y, w, h = roi
+    direct = [t.opacity(s)[y:y + h, x:x + w].mean() for s in times]
     np.testing.assert_allclose(t.truth_tdc(roi, times), direct, rtol=1e-9, atol=1e-12)
 
 
 def test_truth_tdc_matches_the_rendered_noise_free_frames(lin_clean):
     run, t = lin_clean, lin_clean.truth
     roi = _vessel_roi(t, 0.6)
-    y0, y1, x0, x1 = roi
-    mask = np.log(run.frames[0, y0:y1, x0:x1].astype(float))
+    x, y, w, h = roi
+    mask = np.log(run.frames[0, y:y + h, x:x + w].astype(float))
     js = np.flatnonzero(t.is_new_pulse)
-    measured = [(mask - np.log(run.frames[j, y0:y1, x0:x1].astype(float))).mean() for j in js]
+    measured = [(mask - np.log(run.frames[j, y:y + h, x:x + w].astype(float))).mean() for j in js]
     expected = t.truth_tdc(roi, t.pulse_times_s - t.run_start_s)
     np.testing.assert_allclose(measured, expected, atol=1e-3)
     assert max(expected) > 0.05
@@ -147,7 +148,7 @@ def test_timing_truth_follows_the_domain_definitions_on_one_pixel():
     t = run.truth
     s_map = t.scene.arc_length_map()
     y, x = np.argwhere(t.scene.path_length_map(clean=True) > 0)[len(np.argwhere(s_map > 0)) // 2]
-    timing = t.truth_timing((y, y + 1, x, x + 1))
+    timing = t.truth_timing((x, y, 1, 1))
     b = t.bolus
     shift = b.t0_s + s_map[y, x] / b.speed_px_s - t.run_start_s   # tau = 0, from the run's first frame
     ab = b.a * b.b_s
@@ -280,9 +281,9 @@ def test_station_normals_point_to_the_positive_d_side(lin_clean):
 
 def test_roi_at_centres_a_box_on_the_vessel(lin_clean):
     scene = lin_clean.truth.scene
-    y0, y1, x0, x1 = scene.roi_at(80.0, half=4)
-    assert (y1 - y0, x1 - x0) == (8, 8)
-    assert scene.path_length_map(clean=True)[y0:y1, x0:x1].max() > 0.9 * scene.diameter_px
+    x, y, w, h = scene.roi_at(80.0, half=4)
+    assert (w, h) == (8, 8)
+    assert scene.path_length_map(clean=True)[y:y + h, x:x + w].max() > 0.9 * scene.diameter_px
     for bad in [(-1e6, 4), (1e6, 4), (80.0, 0), (80.0, 2.5), ("80", 4)]:
         with pytest.raises(ValueError):
             scene.roi_at(*bad)
@@ -334,9 +335,9 @@ def test_collimator_outside_is_black_and_text_sits_outside_the_field(intensity):
     yy, xx = np.mgrid[0:128, 0:128]
     outside = (xx - cx) ** 2 + (yy - cy) ** 2 > r * r
     text = np.zeros((128, 128), dtype=bool)
-    for y0, y1, x0, x1 in t.text_boxes:
-        text[y0:y1, x0:x1] = True
-        assert outside[y0:y1, x0:x1].all()
+    for x, y, w, h in t.text_boxes:
+        text[y:y + h, x:x + w] = True
+        assert outside[y:y + h, x:x + w].all()
     assert np.all(run.frames[:, outside & ~text] == 0)
     assert np.all(run.frames[:, ~outside] > 0)
     if intensity == "log":
@@ -360,11 +361,11 @@ def test_counter_changes_once_a_second_and_only_in_its_box():
     run = render_run(replace(SMALL, intensity="log", counter=True, xray_s=2.5, noise="none", abc_start=1.0,
                              inject_at_s=None))
     t = run.truth
-    y0, y1, x0, x1 = t.counter_box
+    x, y, w, h = t.counter_box
     changes = np.flatnonzero(np.diff(t.counter_values)) + 1
     np.testing.assert_allclose(t.frame_times_s[changes] - t.run_start_s, [1.0, 2.0])
     masked = run.frames.copy()
-    masked[:, y0:y1, x0:x1] = 0
+    masked[:, y:y + h, x:x + w] = 0
     assert np.all(masked[t.xray_on_frame:] == masked[t.xray_on_frame])
     assert not np.array_equal(run.frames[changes[0]], run.frames[changes[0] - 1])
 
@@ -466,10 +467,10 @@ def test_video_is_dark_before_the_first_run_and_holds_the_last_image_after_each(
 def test_video_contrast_rises_only_in_contrast_runs(video):
     truth = video.scene_truth(1)
     roi = _vessel_roi(type("T", (), {"scene": truth})())
-    y0, y1, x0, x1 = roi
+    x, y, w, h = roi
 
     def level(t):
-        return video.frame_at(t)[0][y0:y1, x0:x1].astype(float).mean()
+        return video.frame_at(t)[0][y:y + h, x:x + w].astype(float).mean()
 
     for i, run in enumerate(PROCEDURE):
         start = level(run.xray_on_s + 0.01)

@@ -156,7 +156,7 @@ def test_pipeline_configured_roi_and_live_curve(contrast_run):
     assert 30 < len(last["tdc"]["curve"]) <= 200
     roi = ended[0].summary()["rois"][0]
     assert roi["roi"] == [x - 8, y - 8, 16, 16] and not roi["auto"]
-    t = run.truth.truth_timing((y - 8, y + 8, x - 8, x + 8))
+    t = run.truth.truth_timing(roi["roi"])
     assert abs(roi["peak_s"] - t.peak_s) < 1 / 15
 
 

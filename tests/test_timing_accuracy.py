@@ -52,8 +52,7 @@ def check(result, truth, cfg):
     assert abs(run["end_s"] - truth.run_end_s) <= frame + 1e-6              # X-ray off edge
     assert run["contrast"]
     roi = result["rois"][0]
-    x, y, w, h = roi["roi"]
-    t = truth.truth_timing((y, y + h, x, x + w))
+    t = truth.truth_timing(roi["roi"])
     start = truth.run_start_s
     assert abs(roi["arrival_s"] - (t.arrival_s + start)) < interval, (roi, t)
     assert abs(roi["peak_s"] - (t.peak_s + start)) < interval, (roi, t)
@@ -124,8 +123,7 @@ def test_live_pipeline_matches_truth(intensity):
     assert s["contrast"] and s["injection_delay_s"] == pytest.approx(1.0, abs=1e-6)
     assert live["contrast"] and len(live["tdc"]["curve"]) > 30
     roi = s["rois"][0]
-    x, y, w, h = roi["roi"]
-    t = run.truth.truth_timing((y, y + h, x, x + w))
+    t = run.truth.truth_timing(roi["roi"])
     assert abs(roi["arrival_s"] - t.arrival_s) < 1 / cfg.pulse_rate
     assert abs(roi["peak_s"] - t.peak_s) < 1 / cfg.pulse_rate
     peak = ended[0].peak_opacity
