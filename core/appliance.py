@@ -45,6 +45,11 @@ RUN_LABELS = ("baseline", "intraprocedural", "completion")
 KEEP_RUN_IMAGES = 50              # peak-opacity PNGs served by the API (a few hundred kB each)
 TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a procedure has a handful)
 RECENT_RUNS = 12                  # newest records of this session's last runs, kept for relabels
+INJECTION_MEMORY = 32             # injector summaries kept to complete runs that ended before them
+# Run summary key -> injector SUMMARY key, as Run.summary() maps them.
+INJECTOR_FIGURES = (("delivered_volume_ml", "delivered_volume_ml"), ("peak_flow_ml_s", "peak_flow_ml_s"),
+                    ("peak_pressure_kpa", "peak_pressure_kpa"), ("injection_duration_ms", "duration_ms"),
+                    ("injector_xray_delay_ms", "xray_delay_ms"))
 
 
 # One (dx, dy) per run of firmware_bridge.scenarios.PROCEDURE.
@@ -121,6 +126,9 @@ class Appliance:
         self._recent_summaries: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self._run_pngs: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._labels: dict[str, str] = {}
+        # Injections whose SUMMARY came (start_ns, stop_ns, summary, key): a run that ended before its
+        # SUMMARY was matched takes the injector's figures from here (see _late_injection).
+        self._summaries: collections.deque[dict] = collections.deque(maxlen=INJECTION_MEMORY)
         self._latest_clearance: dict | None = None
         # Runs measured by the tracker, that is of this procedure (worker thread; bounded like the images).
         self._clearance_runs: collections.deque[str] = collections.deque(maxlen=KEEP_RUN_IMAGES)
@@ -262,6 +270,7 @@ class Appliance:
     # -- analysis worker -------------------------------------------------------------------------------
     def _finish_run(self, event: RunEvent, run_id: str, keep_recording) -> None:
         run = event.run
+        self._complete_injection(run)
         if event.finish is not None:
             try:
                 event.finish()
@@ -284,6 +293,47 @@ class Appliance:
             keep_recording(bool(run.contrast), summary)
         if run.contrast and run.peak_opacity is not None:
             self._measure_clearance(run_id, self._masked(run.peak_opacity), label)
+
+    def _complete_injection(self, run) -> None:
+        """The pipeline matched the run's injection when the run ended; a SUMMARY that came since (the
+        operator stopped X-ray before the injection ended, or during this run's wait for the worker) is
+        taken from here, before the analysis, which then times and classifies the run with it."""
+        injection = run.injection
+        if injection is not None and injection.get("summary") is not None:
+            return
+        with self._lock:
+            known = [s for s in self._summaries if _overlaps(s, run.start_ns, run.end_ns)
+                     and (injection is None or s["start_ns"] == injection["start_ns"])]
+        if known:
+            first = known[0]
+            run.injection = dict(injection or {"count": len(known)}, start_ns=first["start_ns"],
+                                 stop_ns=first["stop_ns"], summary=dict(first["summary"]))
+
+    def _late_injection(self, injection: dict) -> None:
+        """An injection SUMMARY that came after the run it overlapped was recorded: the run is recorded again
+        with the injector's figures, as a contrast run. A run still queued for the worker when the SUMMARY
+        came takes it in _complete_injection; one being analysed then is recorded before this task runs
+        (one worker, in order), so it is found here."""
+        with self._lock:
+            procedure = self.log.current_procedure()
+            open_id = None if procedure is None else procedure["id"]
+            for run_id, record in list(self._recent_summaries.items()):
+                if not _takes_injection(record, injection):
+                    continue
+                pid = record["procedure_id"]
+                merged = merge_injection(record, injection)
+                merged["label"] = self._labels.get(run_id, record.get("label"))
+                updated = {k: v for k, v in merged.items() if k != "procedure_id"}
+                self.log.record_run(updated, key=f"run:{run_id}:{injection['key']}", procedure_id=pid)
+                self._remember_run(run_id, updated, pid)
+                if pid == open_id:
+                    self.totals.replace_run(record, merged)   # contrast volume came with the injection
+                self._contrast_runs_total += not record["contrast"]
+                for i, brief in enumerate(self._last_runs):
+                    if brief["run_id"] == run_id:
+                        self._last_runs[i] = _brief(updated)
+                log.info("run %s completed by a late injector summary (%s ml)", run_id,
+                         updated["delivered_volume_ml"])
 
     def _remember_run(self, run_id: str, record: dict, procedure_id: str | None) -> None:
         """Keep the newest record of a recent run (under self._lock): it is what a relabel re-records."""
@@ -388,7 +438,14 @@ class Appliance:
         key = f"injection:{device.get('serial_no', 'unknown')}:{summary['seq']}:{summary['duration_ms']}"
         self.log.record_injection(injection, key=key)
         with self._lock:
-            self.totals.add_injection(injection)
+            counted = self.totals.add_injection(injection)
+            if counted:   # a resent SUMMARY is not matched twice
+                late = {"start_ns": start, "stop_ns": host_ns, "summary": summary, "key": key}
+                self._summaries.append(late)
+        if counted:
+            # The run it overlapped may have ended and been recorded already: the worker looks, after the
+            # analyses queued before it.
+            self._worker.submit(self._late_injection, late)
 
     def _on_link(self, old: str, new: str, reason: str) -> None:
         if new != "up":
@@ -589,6 +646,36 @@ def _headline(result: dict | None) -> dict | None:
     keys = ("run_id", "baseline_run_id", "label", "burden_baseline_pct", "burden_post_pct", "clearance_pct",
             "grade", "removal_ge_75", "shift_px", "registration_score", "notes")
     return {k: result.get(k) for k in keys}
+
+
+def _overlaps(injection: dict, start_ns: int, end_ns: int | None) -> bool:
+    """The pipeline's rule (FramePipeline._overlapping_injection): the injection overlaps the exposure."""
+    return end_ns is not None and injection["start_ns"] <= end_ns and injection["stop_ns"] >= start_ns
+
+
+def _takes_injection(record: dict, injection: dict) -> bool:
+    """A recorded run without the injector's figures that this injection overlaps and, if the run already
+    knows its injection (the first that overlapped it), is that one."""
+    if record.get("delivered_volume_ml") is not None or record.get("start_ns") is None:
+        return False
+    if not _overlaps(injection, record["start_ns"], record.get("end_ns")):
+        return False
+    return record.get("injection_start_ns") in (None, injection["start_ns"])
+
+
+def merge_injection(record: dict, injection: dict) -> dict:
+    """A run record with an injection's SUMMARY merged in, as Run.summary() would have put it had the
+    SUMMARY come before the run ended. ``injection``: start_ns, stop_ns and the SUMMARY's dict."""
+    summary = injection["summary"]
+    out = dict(record, contrast=True)
+    out.update({key: summary.get(src) for key, src in INJECTOR_FIGURES})
+    if out.get("injection_start_ns") is None:
+        start = injection["start_ns"]
+        out.update(injection_start_ns=start, injection_delay_s=round((start - record["start_ns"]) / NS, 3),
+                   injections=max(1, out.get("injections") or 0))
+    if out.get("injection_stop_ns") is None:
+        out["injection_stop_ns"] = injection["stop_ns"]
+    return out
 
 
 def _brief(summary: dict) -> dict:

@@ -52,15 +52,29 @@ class ProcedureTotals:
 
     def add_run(self, summary: dict) -> None:
         """A finished run's summary (``Run.summary()``): needs ``duration_s`` and ``contrast``."""
+        duration, contrast = self._run_values(summary)
+        self.fluoro_time_s += duration
+        self.runs += 1
+        self.contrast_runs += int(contrast)
+
+    def replace_run(self, old: dict, new: dict) -> None:
+        """A run already added, recorded again with new values (an injector SUMMARY that came after the run
+        ended makes it a contrast run): its share of fluoroscopy time and contrast runs is swapped. Contrast
+        volume is left alone: it is counted from the injection summaries, never from runs."""
+        old_duration, old_contrast = self._run_values(old)
+        new_duration, new_contrast = self._run_values(new)
+        self.fluoro_time_s += new_duration - old_duration
+        self.contrast_runs += int(new_contrast) - int(old_contrast)
+
+    @staticmethod
+    def _run_values(summary: dict) -> tuple[float, bool]:
         if not isinstance(summary, dict):
             raise ValueError(f"run summary must be a dict, got {type(summary).__name__}")
         duration = _number(summary, "duration_s")
         contrast = summary.get("contrast", False)
         if not isinstance(contrast, bool):
             raise ValueError(f"contrast must be true or false, got {contrast!r}")
-        self.fluoro_time_s += duration
-        self.runs += 1
-        self.contrast_runs += int(contrast)
+        return duration, contrast
 
     def add_injection(self, summary: dict) -> bool:
         """An injector SUMMARY (``delivered_volume_ml``). A repeat of one already counted (same ``seq``,

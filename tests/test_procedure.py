@@ -32,6 +32,21 @@ def test_resent_summary_is_counted_once():
     assert p.contrast_ml == 10.0
 
 
+def test_a_run_completed_by_a_late_summary_is_replaced_not_added():
+    p = ProcedureTotals()
+    before = {"duration_s": 1.5, "contrast": False, "delivered_volume_ml": None}
+    p.add_run(before)
+    assert p.add_injection({"delivered_volume_ml": 10.0, "seq": 3, "duration_ms": 2650})
+    p.replace_run(before, dict(before, contrast=True, delivered_volume_ml=10.0))
+    d = p.to_dict()
+    assert (d["runs"], d["contrast_runs"], d["contrast_ml"], d["fluoro_time_s"]) == (1, 1, 10.0, 1.5)
+    p.replace_run(dict(before, contrast=True), dict(before, contrast=True))   # already contrast: no change
+    assert p.to_dict()["contrast_runs"] == 1
+    with pytest.raises(ValueError):
+        p.replace_run(before, {"duration_s": 1.5, "contrast": 1})
+    assert p.to_dict() == d
+
+
 def test_percentage_and_alarms_at_80_and_100():
     p = ProcedureTotals()
     p.set_patient(70, 2.0)                                  # 175 ml
