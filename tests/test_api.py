@@ -1,7 +1,9 @@
 """The status API in-process (TestClient) against the real appliance on its simulators."""
+import json
 import re
 import struct
 import time
+from html import escape
 
 import pytest
 from fastapi.testclient import TestClient
@@ -9,6 +11,7 @@ from fastapi.testclient import TestClient
 from api import metrics
 from api.app import create_app
 from api.auth import TOKEN_FILE
+from api.routes.page import CLEARANCE_WAITING, render
 from core.settings import Settings
 
 
@@ -160,6 +163,15 @@ def test_page_is_server_rendered_and_self_contained(live):
     assert client.get("/docs").status_code == 404  # FastAPI's docs page would load from a CDN
     assert client.get("/openapi.json").json()["info"]["title"] == "cathlab-edge"
     assert client.get("/static/..%2fapp.py").status_code == 404
+
+
+def test_the_empty_clearance_panel_says_the_baseline_is_chosen_automatically(live):
+    client, _, _ = live
+    script = client.get("/static/app.js").text
+    assert json.dumps(CLEARANCE_WAITING) in script                      # the live page says the same
+    page = render(dict(client.get("/api/status").json(), clearance=None))
+    assert f'id="clearance-note">{escape(CLEARANCE_WAITING)}<' in page
+    assert "label a baseline" not in page + script
 
 
 # -- writes ---------------------------------------------------------------------------------------------------

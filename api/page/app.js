@@ -5,6 +5,8 @@
 const STALE_MS = 2500;
 const REOPEN_MS = 8000;
 const MAX_RUN_ROWS = 5;  // what fits a 1080p screen with everything else
+// Before the first clearance result (as api/routes/page.py renders it): the baseline is chosen automatically.
+const CLEARANCE_WAITING = "No clearance yet. Baseline: the first contrast run, unless a run is labelled baseline.";
 let lastMessage = 0;
 let source = null;
 let lastClearanceKey = null;
@@ -106,7 +108,7 @@ function renderClearance(c) {
   if (!c) {
     setText("clearance-pct", "—"); setText("clearance-grade", "");
     $("clearance-grade").className = "grade"; $("clearance-img").hidden = true;
-    setText("clearance-note", "no clearance measured yet: label a baseline and a later run");
+    setText("clearance-note", CLEARANCE_WAITING);
     return;
   }
   const pct = c.clearance_pct ?? c.pct;

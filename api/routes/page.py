@@ -21,6 +21,9 @@ _ASSETS = {"style.css": "text/css; charset=utf-8", "app.js": "text/javascript; c
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff"}
+# The clearance panel before the first result; app.js says the same. The baseline is chosen automatically
+# (core.clearance.ClearanceTracker): the operator only has to act to choose another one.
+CLEARANCE_WAITING = "No clearance yet. Baseline: the first contrast run, unless a run is labelled baseline."
 
 
 def _num(value, digits: int = 1) -> str:
@@ -70,7 +73,7 @@ def render(status: dict) -> str:
         "contrast_note": "",
         "clearance_pct": f"{_num(clearance.get('clearance_pct'), 0)}%" if clearance else "—",
         "clearance_grade": f"grade {clearance['grade']}" if clearance.get("grade") else "",
-        "clearance_note": "" if clearance else "no clearance measured yet",
+        "clearance_note": "" if clearance else CLEARANCE_WAITING,
         "runs": run_rows,
         "counters": f"frames {counters.get('frames', '—')} · dropped {counters.get('frames_dropped', '—')}",
     }
