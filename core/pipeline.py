@@ -19,8 +19,9 @@ import numpy as np
 
 from core.kernels import FrameKernel, build_mask
 from core.runs import MIN_PULSE_RATE, NS, Run, RunDetector, RunEvent
+from core.runtimer import RunTimer
 from core.sources import Frame
-from core.tdc import RunTimer, check_roi
+from core.tdc import check_roi
 from core.xray import XrayArbiter
 
 log = logging.getLogger("cathlab.pipeline")
