@@ -3,7 +3,7 @@ happened. The appliance calls it from three threads (frames, the injector bridge
 (injections, XRAY) and the arbitration sit behind one small lock, the frame path only takes it briefly.
 
 Per frame: the fused kernel (repeat test; once a run's mask is known also opacity and the peak map) and
-O(ROIs) Python on new pulses only (a coarse sample and the ROI crops, see core.tdc.RunTimer). Fits and the
+O(ROIs) Python on new pulses only (a coarse sample and the ROI crops, see core.runtimer.RunTimer). Fits and the
 automatic ROI run once, at the end of a run: inline, or (``defer_finish``, live) in ``RunEvent.finish`` for
 another thread to call, because they take tens of milliseconds and the frame thread has 33.
 """
