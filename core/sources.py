@@ -64,25 +64,32 @@ class _PacedSource(FrameSource):
             raise ValueError(f"replay speed must be positive, got {speed}")
         self.fps = float(fps)
         self._speed = speed                      # None: as fast as possible
-        self._t0_ns = time.monotonic_ns() if t0_ns is None else t0_ns
+        self._t0_ns = t0_ns                      # None: the first read starts the stream
         self._next = 0
+        self._reading = False
 
     def _next_index(self) -> int | None:
         """Index of the frame to deliver now (waiting for it when paced), or None once closed."""
         index = self._next
+        if self._t0_ns is None:
+            self._t0_ns = time.monotonic_ns()
         if self._speed is not None:
             period_ns = NS / (self.fps * self._speed)
             due = self._t0_ns + int(index * period_ns)
             late = time.monotonic_ns() - due
             if late > QUEUE_FRAMES * period_ns:  # fell further behind than a grabber's queue holds
                 skipped = int(late // period_ns)
-                self.dropped += skipped
+                # A live stream joined late starts at its current frame: only frames missed while
+                # reading are lost.
+                if self._reading:
+                    self.dropped += skipped
                 index += skipped
                 due = self._t0_ns + int(index * period_ns)
             if not self._wait_until(due):
                 return None
         elif self._closed.is_set():
             return None
+        self._reading = True
         self._next = index + 1
         return index
 

@@ -116,3 +116,19 @@ def test_a_failing_phantom_is_an_error_not_a_hang():
     with pytest.raises(RuntimeError, match="phantom rendering failed"):
         source.read()
     source.close()
+
+
+def test_a_replay_starts_at_its_first_read():
+    source = ArraySource(stack(), FPS, "lin", speed=1.0)
+    time.sleep((QUEUE_FRAMES + 20) / FPS)           # opened long before anyone reads: nothing is missed
+    assert [source.read().index for _ in range(3)] == [0, 1, 2] and source.dropped == 0
+
+
+def test_joining_a_live_stream_late_is_not_a_drop():
+    source = PhantomSource(small_phantom(), t0_ns=time.monotonic_ns() - int(2 * NS))
+    try:
+        first = source.read()
+        assert first.index >= 2 * FPS - 2 and source.dropped == 0   # starts at the frame now on the line
+        assert source.read().index == first.index + 1
+    finally:
+        source.close()
