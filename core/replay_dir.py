@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.sources import NS, Frame, FrameSource
+from core.sources import NS, QUEUE_FRAMES, Frame, FrameSource
 from core.stacks import FrameStack, load_stack
 
 log = logging.getLogger("cathlab.replay")
@@ -92,8 +92,8 @@ class DirectorySource(FrameSource):
             if self._t0_ns is None:
                 self._t0_ns = time.monotonic_ns()
             due = self._t0_ns + int((self._offset_s + float(stack.frame_times_s[k])) / self._speed * NS)
-            if time.monotonic_ns() - due > NS / (stack.fps * self._speed):
-                self.dropped += 1          # a whole frame behind: skip it, as a grabber would
+            if time.monotonic_ns() - due > QUEUE_FRAMES * NS / (stack.fps * self._speed):
+                self.dropped += 1          # further behind than a grabber's queue holds: skip it
                 continue
             if not self._wait_until(due):
                 return None

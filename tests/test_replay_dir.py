@@ -81,3 +81,19 @@ def test_unusable_folders(tmp_path):
     np.save(tmp_path / "y.npy", stack(1))
     with pytest.raises(ValueError, match="speed"):
         DirectorySource(tmp_path, 10.0, speed=0)
+
+
+def test_a_short_stall_loses_nothing_a_long_one_drops(tmp_path):
+    from core.sources import QUEUE_FRAMES
+
+    fps = 100.0
+    np.save(tmp_path / "run.npy", stack(0, 60))
+    src = DirectorySource(tmp_path, fps, speed=1.0)
+    src.read()
+    time.sleep((QUEUE_FRAMES - 3) / fps)            # shorter than a grabber's queue
+    assert [int(src.read().pixels[0, 0]) for _ in range(QUEUE_FRAMES)] == list(range(1, QUEUE_FRAMES + 1))
+    assert src.dropped == 0
+    time.sleep((QUEUE_FRAMES + 20) / fps)
+    src.read()
+    assert src.dropped >= 20
+    src.close()
