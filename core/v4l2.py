@@ -287,6 +287,7 @@ class LinuxpyGrabber:
         from linuxpy.video.device import BufferType, Device, VideoCapture
 
         device = Device(self.path, blocking=False)
+        capture = None
         try:
             device.open()
             capture = VideoCapture(device, size=self.buffers)
@@ -302,7 +303,11 @@ class LinuxpyGrabber:
                 driver_fps = None
             capture.open()
         except Exception:
-            device.close()
+            self._capture, self._device = capture, device
+            try:
+                self.close()                 # a late failure (STREAMON: ENOSPC) leaves buffers mapped
+            except OSError:
+                pass
             raise
         self._device, self._capture = device, capture
         self._fmt = CaptureFormat(fmt.width, fmt.height, fourcc_text(int(fmt.pixel_format)),
@@ -330,6 +335,12 @@ class LinuxpyGrabber:
         except OSError as exc:
             if exc.errno not in (errno.ENODEV, errno.EBADF):
                 raise
+            # STREAMOFF failed, so linuxpy skipped unmapping: do it now, or the gone device's buffers stay
+            # mapped until the cyclic GC happens to collect them (MBs per unplug).
+            try:
+                capture.disarm()
+            except OSError:
+                pass                         # freeing them (REQBUFS) fails too, after the unmapping
         finally:
             if device is not None:
                 device.close()
@@ -353,7 +364,13 @@ def probe_device(path: str) -> str:
     try:
         with Device(path) as device:
             info = device.info
-            if Capability.VIDEO_CAPTURE not in info.device_capabilities:
+            try:
+                caps = info.device_capabilities
+            except OSError as exc:       # the kernel answers ENOTTY for a node of another kind (or a file)
+                if exc.errno != errno.ENOTTY:
+                    raise
+                raise ValueError(f"not a V4L2 device: it rejects VIDIOC_QUERYCAP ({exc.strerror})") from None
+            if Capability.VIDEO_CAPTURE not in caps:
                 raise ValueError(f"{info.card} ({info.driver}) cannot capture video")
             fmt = device.get_format(BufferType.VIDEO_CAPTURE)
             fourcc = fourcc_text(int(fmt.pixel_format))
@@ -362,5 +379,5 @@ def probe_device(path: str) -> str:
             return f"{info.card} ({info.driver}), {fmt.width}x{fmt.height} {fourcc}"
     except (OSError, ValueError):
         raise
-    except Exception as exc:  # linuxpy raises its own errors for ioctls a non-V4L2 device rejects
+    except Exception as exc:  # boundary: whatever else linuxpy raises on answers it cannot parse
         raise ValueError(f"not a V4L2 capture device ({exc})") from None

@@ -1,8 +1,9 @@
 """V4L2 source: pixel formats, driver timestamps, sequence gaps, unplug/replug -- with a fake device at the
 library boundary (GrabberDevice), so V4L2Source runs exactly as it does over linuxpy.
 
-No real-device test: this machine has no /dev/video* and no way to load v4l2loopback (no modprobe, no
-kernel modules in the container); docs/video-capture.md says how to run one on the appliance.
+The layer below, LinuxpyGrabber and probe_device through linuxpy itself, runs in test_v4l2_linuxpy.py against a
+fake V4L2 driver at the ioctl boundary. Still only on real hardware (no /dev/video*, no v4l2loopback or vivid in
+the container): the kernel driver itself and real timing; docs/video-capture.md says how to run that test.
 """
 from __future__ import annotations
 
