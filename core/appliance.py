@@ -265,7 +265,10 @@ class Appliance:
             self._finishing.add(run_id)
             if self._run_view is not None and self._run_view["index"] == run.index:
                 self._run_view = None
-        self._worker.submit(self._finish_run, event, run_id, keep_recording)
+        try:
+            self._worker.submit(self._finish_run, event, run_id, keep_recording)
+        except RuntimeError:  # the worker already stopped (a slow shutdown): finish here, lose nothing
+            self._finish_run(event, run_id, keep_recording)
 
     # -- analysis worker -------------------------------------------------------------------------------
     def _finish_run(self, event: RunEvent, run_id: str, keep_recording) -> None:
