@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 import pytest
 
 from firmware_bridge.messages import CAP_SAMPLES, Heartbeat, Hello, InjectorState, Sample

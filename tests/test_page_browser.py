@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 import pytest
 
 from tests.test_api_stream import ROOT, start_server, stop_server
