@@ -10,7 +10,8 @@ Targets (issue 9): RSS growth under 10 MB/h, zero dropped frames, under half a c
     CATHLAB_SOAK_S=3600 .venv/bin/python -m pytest benchmarks/bench_soak.py --benchmark-only -s
 
 Default duration 600 s. ``CATHLAB_SOAK_SOURCE=replay`` replays a rendered 1024x1024 run instead of the live
-phantom, whose rendering runs on the appliance's frame thread. ``tests/test_soak_short.py`` runs the same harness for 2 minutes with the tests.
+phantom, whose rendering (its own thread, in the appliance's process) is counted in the CPU figure.
+``tests/test_soak_short.py`` runs the same harness for 2 minutes with the tests. Results: docs/performance.md.
 """
 from __future__ import annotations
 
@@ -255,7 +256,7 @@ def _status(port: int) -> dict | None:
 def render_replay_stack(path: Path, size: int = 1024) -> Path:
     """One 8 s contrast run of the phantom as a .npy stack, so the appliance can replay it in a loop.
 
-    The live phantom renders every pulse on the appliance's frame thread (up to ~50 ms at 1024x1024 here),
+    The live phantom renders every pulse in the appliance's process (up to ~40 ms of CPU at 1024x1024 here),
     which a real grabber does not cost; replaying a rendered run measures the appliance alone.
     """
     import numpy as np
