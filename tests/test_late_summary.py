@@ -17,6 +17,7 @@ from core.sources import PhantomSource
 from firmware_bridge.messages import Summary
 from firmware_bridge.scenarios import ScriptedRun
 from firmware_bridge.simulator import SCENARIOS, Scenario, SimInjection
+from tests.waiting import wait_for
 
 XRAY_ON_S, XRAY_OFF_S, INJECT_S, VOLUME_ML, FLOW_ML_S = 1.0, 2.5, 1.5, 10.0, 4.0
 SCRIPT = Scenario("late-summary", "X-ray stopped before the injection ends, so its SUMMARY comes after the run",
@@ -35,16 +36,6 @@ def appliance(tmp_path, monkeypatch):
     device.start()
     yield device
     device.stop()
-
-
-def wait_for(predicate, seconds: float):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {seconds} s")
 
 
 def injections_counted(device: Appliance) -> int:

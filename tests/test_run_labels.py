@@ -10,6 +10,7 @@ from core.phantom import PhantomConfig, PhantomVideo
 from core.settings import Settings
 from core.sources import PhantomSource
 from firmware_bridge.scenarios import ScriptedRun
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -68,29 +69,14 @@ def test_a_label_given_while_the_run_is_analysed_is_in_its_record(appliance):
 
     gate = threading.Event()
     appliance._worker.submit(gate.wait, 20)            # hold the analysis worker: the run ends, unanalysed
-    deadline = time.monotonic() + 15
-    while not appliance._finishing and time.monotonic() < deadline:
-        time.sleep(0.05)
-    (run_id,) = appliance._finishing
+    (run_id,) = wait_for(lambda: set(appliance._finishing), 15)
     assert appliance.runs() == []
     appliance.label_run(run_id, "baseline")
     gate.set()
-    deadline = time.monotonic() + 10
-    while not appliance.runs() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(appliance.runs, 10)
     assert appliance.log.flush(5)
     (record,) = appliance.runs()
     assert record["run_id"] == run_id and record["label"] == "baseline"
-
-
-def wait_for(predicate, seconds: float):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {seconds} s")
 
 
 def test_a_relabel_after_the_next_procedure_opened_stays_with_its_own_procedure(appliance):

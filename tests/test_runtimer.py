@@ -4,19 +4,7 @@ import pytest
 
 from core.runtimer import RunTimer
 from core.tdc import gamma_variate
-
-T0, A, B = 1.2, 2.5, 0.35
-RATE = 15.0
-
-
-def truth_timing(t0=T0, a=A, b=B):
-    """arrival / peak / washout of the continuous gamma variate, by brute force on a 0.1 ms grid."""
-    tt = np.arange(0.0, t0 + (a + 12) * b, 1e-4)
-    y = gamma_variate(tt, t0, a, b, 1.0)
-    k = int(np.argmax(y))
-    arrival = tt[np.argmax(y >= 0.1 * y[k])]
-    washout = tt[k + np.argmax(y[k:] <= 0.5 * y[k])]
-    return arrival, tt[k], washout
+from tests.test_tdc import A, B, RATE, T0, truth_timing
 
 
 def test_run_timer_on_a_synthetic_run():

@@ -1,0 +1,15 @@
+"""Waiting on a running appliance in tests: poll, never sleep a fixed time."""
+from __future__ import annotations
+
+import time
+
+
+def wait_for(predicate, seconds: float, interval: float = 0.05):
+    """The first truthy value of ``predicate()`` within ``seconds``; AssertionError if none came."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"not within {seconds} s")
