@@ -29,7 +29,7 @@ from core.pipeline import FramePipeline
 from core.procedure import ProcedureTotals
 from core.recorder import ProcedureRecorder
 from core.replay_dir import DirectorySource
-from core.runs import NS, RunEvent
+from core.runs import NS, RunEvent, injection_overlaps, merge_injection, run_takes_injection
 from core.settings import Settings
 from core.sources import FrameSource, PhantomSource, replay
 from core.tdc import check_roi
@@ -46,10 +46,6 @@ KEEP_RUN_IMAGES = 50              # peak-opacity PNGs served by the API (a few h
 TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a procedure has a handful)
 RECENT_RUNS = 12                  # newest records of this session's last runs, kept for relabels
 INJECTION_MEMORY = 32             # injector summaries kept to complete runs that ended before them
-# Run summary key -> injector SUMMARY key, as Run.summary() maps them.
-INJECTOR_FIGURES = (("delivered_volume_ml", "delivered_volume_ml"), ("peak_flow_ml_s", "peak_flow_ml_s"),
-                    ("peak_pressure_kpa", "peak_pressure_kpa"), ("injection_duration_ms", "duration_ms"),
-                    ("injector_xray_delay_ms", "xray_delay_ms"))
 
 
 # One (dx, dy) per run of firmware_bridge.scenarios.PROCEDURE.
@@ -305,7 +301,7 @@ class Appliance:
         if injection is not None and injection.get("summary") is not None:
             return
         with self._lock:
-            known = [s for s in self._summaries if _overlaps(s, run.start_ns, run.end_ns)
+            known = [s for s in self._summaries if injection_overlaps(s, run.start_ns, run.end_ns)
                      and (injection is None or s["start_ns"] == injection["start_ns"])]
         if known:
             first = known[0]
@@ -321,7 +317,7 @@ class Appliance:
             procedure = self.log.current_procedure()
             open_id = None if procedure is None else procedure["id"]
             for run_id, record in list(self._recent_summaries.items()):
-                if not _takes_injection(record, injection):
+                if not run_takes_injection(record, injection):
                     continue
                 pid = record["procedure_id"]
                 merged = merge_injection(record, injection)
@@ -649,36 +645,6 @@ def _headline(result: dict | None) -> dict | None:
     keys = ("run_id", "baseline_run_id", "label", "burden_baseline_pct", "burden_post_pct", "clearance_pct",
             "grade", "removal_ge_75", "shift_px", "registration_score", "notes")
     return {k: result.get(k) for k in keys}
-
-
-def _overlaps(injection: dict, start_ns: int, end_ns: int | None) -> bool:
-    """The pipeline's rule (FramePipeline._overlapping_injection): the injection overlaps the exposure."""
-    return end_ns is not None and injection["start_ns"] <= end_ns and injection["stop_ns"] >= start_ns
-
-
-def _takes_injection(record: dict, injection: dict) -> bool:
-    """A recorded run without the injector's figures that this injection overlaps and, if the run already
-    knows its injection (the first that overlapped it), is that one."""
-    if record.get("delivered_volume_ml") is not None or record.get("start_ns") is None:
-        return False
-    if not _overlaps(injection, record["start_ns"], record.get("end_ns")):
-        return False
-    return record.get("injection_start_ns") in (None, injection["start_ns"])
-
-
-def merge_injection(record: dict, injection: dict) -> dict:
-    """A run record with an injection's SUMMARY merged in, as Run.summary() would have put it had the
-    SUMMARY come before the run ended. ``injection``: start_ns, stop_ns and the SUMMARY's dict."""
-    summary = injection["summary"]
-    out = dict(record, contrast=True)
-    out.update({key: summary.get(src) for key, src in INJECTOR_FIGURES})
-    if out.get("injection_start_ns") is None:
-        start = injection["start_ns"]
-        out.update(injection_start_ns=start, injection_delay_s=round((start - record["start_ns"]) / NS, 3),
-                   injections=max(1, out.get("injections") or 0))
-    if out.get("injection_stop_ns") is None:
-        out["injection_stop_ns"] = injection["stop_ns"]
-    return out
 
 
 def _brief(summary: dict) -> dict:

@@ -3,6 +3,8 @@
 Pulsed fluoroscopy shows each pulse on one or more identical video frames; last-image-hold repeats the last
 pulse. So a *new pulse* is a frame that differs from the one before it, and X-ray is on while new pulses keep
 coming at a pulse rate between 3.75 and 30 p/s.
+
+Also the run's record (``Run.summary()``) and how an injector SUMMARY that came late completes it.
 """
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ import numpy as np
 
 MIN_PULSE_RATE = 3.75
 NS = 1_000_000_000
+# Run summary key <- injector SUMMARY key: the injector's own figures for a run's injection.
+INJECTOR_FIGURES = (("delivered_volume_ml", "delivered_volume_ml"), ("peak_flow_ml_s", "peak_flow_ml_s"),
+                    ("peak_pressure_kpa", "peak_pressure_kpa"), ("injection_duration_ms", "duration_ms"),
+                    ("injector_xray_delay_ms", "xray_delay_ms"))
 
 
 @dataclass
@@ -71,18 +77,44 @@ class Run:
             "injection_start_ns": start,
             "injection_stop_ns": inj.get("stop_ns"),
             "injection_delay_s": None if start is None else round((start - self.start_ns) / NS, 3),
-            "delivered_volume_ml": summary.get("delivered_volume_ml"),
-            "peak_flow_ml_s": summary.get("peak_flow_ml_s"),
-            "peak_pressure_kpa": summary.get("peak_pressure_kpa"),
-            "injection_duration_ms": summary.get("duration_ms"),
-            "injector_xray_delay_ms": summary.get("xray_delay_ms"),
         })
+        out.update({key: summary.get(src) for key, src in INJECTOR_FIGURES})
         timing = self.timing or {}
         out["mask_frames"] = timing.get("mask_frames")
         out["mask"] = timing.get("mask")
         out["rois"] = timing.get("rois", [])
         out["timing_truncated"] = timing.get("truncated", False)
         return out
+
+
+def injection_overlaps(injection: dict, start_ns: int, end_ns: int | None) -> bool:
+    """The injection (start_ns, stop_ns) overlaps the exposure, the rule FramePipeline matches runs by."""
+    return end_ns is not None and injection["start_ns"] <= end_ns and injection["stop_ns"] >= start_ns
+
+
+def run_takes_injection(record: dict, injection: dict) -> bool:
+    """A recorded run without the injector's figures that this injection overlaps and, if the run already
+    knows its injection (the first that overlapped it), is that one."""
+    if record.get("delivered_volume_ml") is not None or record.get("start_ns") is None:
+        return False
+    if not injection_overlaps(injection, record["start_ns"], record.get("end_ns")):
+        return False
+    return record.get("injection_start_ns") in (None, injection["start_ns"])
+
+
+def merge_injection(record: dict, injection: dict) -> dict:
+    """A run record with an injection's SUMMARY merged in, as Run.summary() would have put it had the
+    SUMMARY come before the run ended. ``injection``: start_ns, stop_ns and the SUMMARY's dict."""
+    summary = injection["summary"]
+    out = dict(record, contrast=True)
+    out.update({key: summary.get(src) for key, src in INJECTOR_FIGURES})
+    if out.get("injection_start_ns") is None:
+        start = injection["start_ns"]
+        out.update(injection_start_ns=start, injection_delay_s=round((start - record["start_ns"]) / NS, 3),
+                   injections=max(1, out.get("injections") or 0))
+    if out.get("injection_stop_ns") is None:
+        out["injection_stop_ns"] = injection["stop_ns"]
+    return out
 
 
 @dataclass(frozen=True)

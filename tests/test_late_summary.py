@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from core.appliance import INJECTOR_FIGURES, Appliance, merge_injection
+from core.appliance import Appliance
 from core.phantom import PhantomConfig, PhantomVideo
-from core.runs import NS, Run
+from core.runs import INJECTOR_FIGURES, NS, Run, merge_injection
 from core.settings import Settings
 from core.sources import PhantomSource
 from firmware_bridge.messages import Summary
