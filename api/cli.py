@@ -104,6 +104,8 @@ def cmd_clearance(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from firmware_bridge.simulator import SCENARIOS
+
     parser = argparse.ArgumentParser(prog="cathlab-edge", description="Passive cath-lab edge appliance for DVT venography.")
     parser.add_argument("--config", metavar="FILE.toml", help="settings file (flags and CATHLAB_* variables win)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
@@ -128,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate-injector", help="play scripted injections on a serial port, pty or socket")
     sim.add_argument("--port", required=True, help="pty path, socket://host:port, or 'pty' to create one")
-    sim.add_argument("--scenario", default="procedure", help="scenario name (default procedure)")
+    sim.add_argument("--scenario", default="procedure", choices=sorted(SCENARIOS), metavar="NAME",
+                     help=f"one of {', '.join(sorted(SCENARIOS))} (default procedure)")
     sim.add_argument("--seconds", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     sim.add_argument("--ber", type=float, default=0.0, help="bit-error rate injected on the line (default 0)")
     sim.set_defaults(func=cmd_simulate_injector)

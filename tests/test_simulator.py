@@ -301,3 +301,14 @@ def test_simulate_main_disconnects_on_a_socket():
         th.join(3)
     assert links[:5] == ["silent", "up", "down", "silent", "up"]
     assert [m.delivered_volume for m in msgs if isinstance(m, Summary)] == [1000]
+
+
+def test_the_cli_offers_every_scenario_and_refuses_others(capsys):
+    from api.cli import build_parser
+
+    parser = build_parser()
+    for name in SCENARIOS:
+        assert parser.parse_args(["simulate-injector", "--port", "pty", "--scenario", name]).scenario == name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["simulate-injector", "--port", "pty", "--scenario", "nope"])
+    assert "continuous" in capsys.readouterr().err
