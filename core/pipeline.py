@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 
 from core.kernels import FrameKernel, build_mask
-from core.runs import MIN_PULSE_RATE, NS, Run, RunDetector, RunEvent
+from core.runs import MIN_PULSE_RATE, NS, Run, RunDetector, RunEvent, injection_overlaps
 from core.runtimer import RunTimer
 from core.sources import Frame
 from core.tdc import check_roi
@@ -269,9 +269,7 @@ class FramePipeline:
         end = run.end_ns if run.end_ns is not None else run.pulse_ns[-1]
         with self._lock:
             injections = list(self._injections)
-        overlapping = [inj for inj in injections
-                       if inj["start_ns"] <= end and (inj["stop_ns"] if inj["stop_ns"] is not None else end)
-                       >= run.start_ns]
+        overlapping = [inj for inj in injections if injection_overlaps(inj, run.start_ns, end)]
         if not overlapping:
             return None
         # The first one times the run (injection delay); a second one in the same run is counted.

@@ -88,8 +88,11 @@ class Run:
 
 
 def injection_overlaps(injection: dict, start_ns: int, end_ns: int | None) -> bool:
-    """The injection (start_ns, stop_ns) overlaps the exposure, the rule FramePipeline matches runs by."""
-    return end_ns is not None and injection["start_ns"] <= end_ns and injection["stop_ns"] >= start_ns
+    """The injection (start_ns, stop_ns; no stop yet: still going) overlaps the exposure: how runs and
+    injections are matched, at the run's end and for a late SUMMARY alike."""
+    if end_ns is None or injection["start_ns"] > end_ns:
+        return False
+    return injection["stop_ns"] is None or injection["stop_ns"] >= start_ns
 
 
 def run_takes_injection(record: dict, injection: dict) -> bool:
