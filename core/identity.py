@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 
 MAX_TEXT = 40
-ALLOWED = "letters, digits, space and . , _ - + ( ) /"
+ALLOWED = "ASCII letters, digits, space and . , _ - + ( ) /"
 _ALLOWED_RE = re.compile(r"^[A-Za-z0-9 .,_+()/-]*$")
 # Digit groups joined by one or two separators count as one number (an MRN typed as "004 123 45").
 _DIGIT_RUN_RE = re.compile(r"\d(?:[ ._/-]{0,2}\d){5,}")

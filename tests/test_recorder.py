@@ -323,9 +323,10 @@ def test_privacy_mask_blanks_whole_text_boxes():
     assert keep.sum() == field.sum() - (5 * 3 - 1)
 
 
-def test_the_appliance_records_the_phantom_with_its_burnt_in_text_blanked(tmp_path):
+@pytest.mark.parametrize("crop", [None, (64, 48, 128, 160)])
+def test_the_appliance_records_the_phantom_with_its_burnt_in_text_blanked(tmp_path, crop):
     """--record on the phantom with corner text (where C-arms print the patient): the recorded pulses keep the
-    collimated field and are 0 in every text box and outside the field."""
+    collimated field (or the configured crop) and are 0 in every text box and outside it."""
     from core.appliance import Appliance
     from core.phantom import PhantomVideo, collimator_circle
     from core.settings import Settings
@@ -343,7 +344,7 @@ def test_the_appliance_records_the_phantom_with_its_burnt_in_text_blanked(tmp_pa
     shown, _ = video.frame_at(2.0)
     assert all(shown[y:y + h, x:x + w].max() >= 200 for x, y, w, h in boxes)   # text pixels are on screen
     t0 = time.monotonic_ns() + 300_000_000
-    device = Appliance(Settings(data_dir=tmp_path, phantom_size=256, record=True),
+    device = Appliance(Settings(data_dir=tmp_path, phantom_size=256, record=True, video_crop=crop),
                        source=PhantomSource(video, t0_ns=t0))
     device.start()
     try:
@@ -357,7 +358,11 @@ def test_the_appliance_records_the_phantom_with_its_burnt_in_text_blanked(tmp_pa
     cx, cy, r = collimator_circle(size)
     yy, xx = np.mgrid[:size[0], :size[1]]
     outside = (xx - cx) ** 2 + (yy - cy) ** 2 > r * r
-    assert not run.frames[:, outside].any()
     inside = (xx - cx) ** 2 + (yy - cy) ** 2 < (0.8 * r) ** 2
+    if crop is not None:
+        x, y, w, h = crop
+        in_crop = (xx >= x) & (xx < x + w) & (yy >= y) & (yy < y + h)
+        outside, inside = ~in_crop, in_crop
+    assert not run.frames[:, outside].any()
     lit = [f for f in run.frames if f.any()]                  # the pre-roll may hold the dark screen before X-ray
     assert len(lit) > 20 and all((f[inside] > 0).mean() > 0.99 for f in lit)    # the anatomy is kept
