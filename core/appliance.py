@@ -27,7 +27,7 @@ from core.images import opacity_png
 from core.kernels import MAX_ROIS
 from core.pipeline import FramePipeline
 from core.procedure import ProcedureTotals
-from core.recorder import ProcedureRecorder
+from core.recorder import ProcedureRecorder, privacy_mask
 from core.replay_dir import DirectorySource
 from core.runs import NS, RunEvent, injection_overlaps, merge_injection, run_takes_injection
 from core.settings import Settings
@@ -85,14 +85,18 @@ class Appliance:
         self.log = EventLog(self.data_dir)
         self.source = source if source is not None else open_video(settings, self.t0_ns, self._on_grabber)
         self.pipeline = FramePipeline(self.source.intensity, crop=settings.video_crop, defer_finish=True)
-        # Without a configured crop the collimated field is found from the first distinct frames.
-        self._field = FieldDetector() if settings.video_crop is None else None
+        # Without a configured crop the collimated field is found from the first distinct frames; with one,
+        # recordings still need the burnt-in text found, to blank it.
+        blank_recordings = settings.record and not settings.record_raw
+        self._field = (FieldDetector(crop=settings.video_crop)
+                       if settings.video_crop is None or blank_recordings else None)
         self._field_busy = False
         self._field_mask: np.ndarray | None = None   # bool, frame shape: where measurements may look
         self.recorder = None
         if settings.record:
             self.recorder = ProcedureRecorder(self.data_dir / "recordings",
-                                              int(settings.record_retention_mb * 2**20))
+                                              int(settings.record_retention_mb * 2**20),
+                                              keep_raw=settings.record_raw)
         url = settings.serial or f"injsim://?scenario=procedure&t0_ns={self.t0_ns}"
         self.bridge = InjectorBridge(url, on_message=self._on_message, on_link=self._on_link,
                                      on_bytes=self.recorder.serial if self.recorder else None,
@@ -220,9 +224,12 @@ class Appliance:
         finally:
             self._field_busy = False
         if geometry is not None:
+            if self.recorder is not None:
+                self.recorder.set_mask(privacy_mask(geometry))   # outside the field and text: blanked
             # A mask, not a new crop: every run keeps one image geometry, so runs before and after the
-            # detection still register against each other.
-            self._field_mask = geometry.mask
+            # detection still register against each other. A configured crop is measured as configured.
+            if self.settings.video_crop is None:
+                self._field_mask = geometry.mask
             self.log.record("video_field", {"shape": geometry.shape, "crop": list(geometry.crop),
                                             "text_boxes": [list(b) for b in geometry.text_boxes]})
 
@@ -468,7 +475,7 @@ class Appliance:
         """Label a recorded run, or the current one (applied when it ends). The label is recorded in the
         run's own procedure, even when a later one is open now."""
         if label not in RUN_LABELS:
-            raise ValueError(f"label must be one of {', '.join(RUN_LABELS)}, got {label!r}")
+            raise ValueError(f"label must be one of {', '.join(RUN_LABELS)}")   # the refused text is not echoed
         committed = self.log.run(run_id)
         with self._lock:
             current = self._run_view

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.identity import check_text
 from core.registration import Registration, register
 from core.vessel import (
     Stations, check_centerline, diameter_along, find_vessel, make_stations, parse_centerline, profile_window,
@@ -81,6 +82,7 @@ def parse_segments(text: str | None) -> list[tuple[str, float, float]]:
             raise ValueError(f"--segments item {item!r}: {rng!r} is not two numbers a-b") from None
         if not (0.0 <= a < b <= 1.0):
             raise ValueError(f"--segments item {item!r}: need 0 <= a < b <= 1 (arc fractions)")
+        check_text(name, "--segments name")     # names land in the output and the image: no identity
         if any(name == n for n, _, _ in out):
             raise ValueError(f"--segments names segment {name!r} twice")
         out.append((name, a, b))

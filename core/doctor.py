@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from core.identity import content_label
 from core.settings import Settings
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -98,13 +99,17 @@ def check_video(video: str | None) -> Check:
         return Check(name, OK, "none configured: the built-in fluoroscopy phantom is used")
     path = Path(video)
     if not path.exists():
-        fix = ("plug in the frame grabber and check `ls -l /dev/v4l/by-id/`" if video.startswith("/dev/")
-               else "check the video setting: the file or folder to replay does not exist")
-        return Check(name, FAIL, f"{video} does not exist", fix)
+        if video.startswith("/dev/"):
+            return Check(name, FAIL, f"{video} does not exist",
+                         "plug in the frame grabber and check `ls -l /dev/v4l/by-id/`")
+        return Check(name, FAIL, "the video file or folder to replay does not exist",
+                     "check the video setting (its value is not shown: file names may carry patient identity)")
     if path.is_dir() or path.is_file():
         if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
-            return Check(name, FAIL, f"{video} is not readable", "give the service user read access")
-        return Check(name, OK, f"{video} is a {'folder' if path.is_dir() else 'file'} to replay")
+            return Check(name, FAIL, "the video file or folder to replay is not readable",
+                         "give the service user read access")
+        # Named by content hash, as the appliance logs it: study exports are named after the patient.
+        return Check(name, OK, f"{content_label(path)} is a {'folder' if path.is_dir() else 'file'} to replay")
     if not stat.S_ISCHR(path.stat().st_mode):
         return Check(name, FAIL, f"{video} is neither a video device nor a file", "check the video setting")
     try:

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core import schema
+from core.identity import check_text
 
 log = logging.getLogger("cathlab.eventlog")
 
@@ -38,12 +39,9 @@ _WRITE_ALARMS = ("disk_full", "db_readonly", "db_corrupt", "db_locked", "db_io_e
 
 _MAX_KIND = 64
 _MAX_KEY = 256
-_MAX_LABEL = 200
 _MAX_LIMIT = 10_000
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_.]*$")
 _FIELD_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-# Procedure fields are clinical parameters (weight, creatinine), never identity: refuse the obvious ones.
-_IDENTITY_WORDS = ("name", "patient", "birth", "dob", "mrn", "ssn", "address", "phone", "email", "insurance")
 
 # Queue entries: (seq, op, procedure_id, payload, bounded). Procedure ops are never dropped (rare, and losing one
 # would orphan or mis-attach everything after it); data ops count against queue_max.
@@ -325,10 +323,10 @@ class EventLog:
 
     # ------------------------------------------------------------------ procedures
     def start_procedure(self, label: str | None = None) -> dict:
-        """Open a procedure with an opaque id. ``label`` is free text for the operator: never patient data."""
+        """Open a procedure with an opaque id. ``label`` is a short operator note that passes
+        core.identity.check_text (IdentityRefused otherwise): never patient data."""
         if label is not None:
-            if not isinstance(label, str) or len(label) > _MAX_LABEL or any(ord(c) < 32 for c in label):
-                raise ValueError(f"label must be a single-line string of at most {_MAX_LABEL} characters")
+            check_text(label, "procedure label")
         mono, wall = time.monotonic_ns(), utc_iso(self._wall_ns())
         with self._qlock:
             if self._current is not None:
@@ -364,14 +362,13 @@ class EventLog:
         for name, value in fields.items():
             if not _FIELD_RE.match(name) or len(name) > _MAX_KIND:
                 raise ValueError(f"field name {name!r} must be lower_snake_case")
-            if any(word in name for word in _IDENTITY_WORDS):
-                raise ValueError(f"field {name!r} looks like patient identity; the appliance stores none")
+            check_text(name, "field name")
             if value is not None and not isinstance(value, (bool, int, float, str)):
                 raise ValueError(f"field {name!r} must be a number, string, bool or None")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"field {name!r} must be finite, got {value!r}")
-            if isinstance(value, str) and len(value) > _MAX_LABEL:
-                raise ValueError(f"field {name!r} is longer than {_MAX_LABEL} characters")
+            if isinstance(value, str):
+                check_text(value, f"field {name}")
         with self._qlock:
             if self._current is None:
                 raise ValueError("no open procedure to set fields on")
@@ -1010,6 +1007,9 @@ def _check_kind(kind) -> None:
 def _check_data(data) -> str:
     if not isinstance(data, dict):
         raise ValueError(f"event data must be a dict, got {type(data).__name__}")
+    # Operator labels travel in events and run records: whoever writes them, they pass the identity check.
+    if data.get("label") is not None:
+        check_text(data["label"], "label")
     return dumps(data)
 
 

@@ -8,6 +8,11 @@ What is kept, in one directory:
 - ``serial-<seq>.bin``: every byte from the injector line with its host arrival time (monotonic ns), as
   records ``<int64 t_ns><uint32 length><bytes>`` after an 8-byte magic, in chunks of ``serial_chunk_bytes``.
   A record cut short by a power loss is the file's end (counted as ``truncated`` on reading).
+Privacy: by default every recorded pulse is blanked (set to 0) outside the collimated field and inside the
+burnt-in text boxes, where C-arms print the patient's name and birth date (``set_mask``, fed by the appliance's
+field detection, see ``privacy_mask``). Pulses queued before the field is known are blanked when their run is
+closed; a run that ends before the field is ever found is discarded, not kept raw. ``keep_raw=True`` (setting
+``record_raw``) keeps the frames as captured, for a device whose overlay carries no identity.
 Retention: after every run and chunk, the oldest files (by sequence number) go until the directory fits
 ``retention_bytes``; the chunk being written is never removed.
 
@@ -50,9 +55,18 @@ MAX_HOLD_S = 10.0                     # repeats rebuilt between two pulses at mo
 QUEUE_DEPTH = 64                      # ~4 s of 15 p/s pulses at 1024x1024: about 64 MB in flight at most
 
 
+def privacy_mask(geometry) -> np.ndarray:
+    """What a recording keeps of a frame (bool, True = keep) from a ``core.collimator.FieldGeometry``: the
+    measured field (its mask already leaves out the surround and the text pixels) less every whole text box."""
+    keep = np.array(geometry.mask, dtype=bool, copy=True)
+    for x, y, w, h in geometry.text_boxes:
+        keep[y:y + h, x:x + w] = False
+    return keep
+
+
 class ProcedureRecorder:
     def __init__(self, directory: Path | str, retention_bytes: int, *, preroll_s: float = 1.0,
-                 serial_chunk_bytes: int = 64 * 2**20) -> None:
+                 serial_chunk_bytes: int = 64 * 2**20, keep_raw: bool = False) -> None:
         if retention_bytes <= 0:
             raise ValueError(f"retention_bytes must be positive, got {retention_bytes}")
         if preroll_s < 0:
@@ -64,6 +78,8 @@ class ProcedureRecorder:
         self.retention_bytes = int(retention_bytes)
         self.preroll_ns = int(preroll_s * NS)
         self.serial_chunk_bytes = int(serial_chunk_bytes)
+        self.keep_raw = bool(keep_raw)
+        self._mask: np.ndarray | None = None      # bool (H, W), True = keep; replaced whole, never mutated
         self._seq = max((int(m.group(2)) for p in self.directory.iterdir() if (m := _NAME.match(p.name))),
                         default=0)
         for stale in self.directory.glob("*.part"):   # a crash mid-run leaves an unusable partial run
@@ -109,6 +125,14 @@ class ProcedureRecorder:
         with self._serial_lock:
             if self._serial_fh is not None:
                 self._serial_fh.flush()
+
+    def set_mask(self, keep: np.ndarray | None) -> None:
+        """The pixels recordings keep (bool, frame shape, True = keep), e.g. ``privacy_mask(geometry)``."""
+        if keep is not None:
+            keep = np.array(keep, dtype=bool, copy=True)
+            if keep.ndim != 2:
+                raise ValueError(f"mask must be 2-D (rows, columns), got shape {keep.shape}")
+        self._mask = keep
 
     # -- frames (frame thread) -------------------------------------------------------------------------
     def frame(self, frame: Frame, new_pulse: bool) -> None:
@@ -180,6 +204,7 @@ class ProcedureRecorder:
 
     def stats(self) -> dict:
         return {"runs_recorded": self._counts["runs_recorded"], "runs_discarded": self._counts["runs_discarded"],
+                "runs_unblankable": self._counts["runs_unblankable"],
                 "pulses": self._counts["pulses"], "dropped": self._counts["dropped"],
                 "serial_bytes": self._counts["serial_bytes"], "files_deleted": self._counts["files_deleted"],
                 "errors": self._counts["errors"], "bytes_on_disk": _dir_size(self.directory)}
@@ -198,6 +223,7 @@ class ProcedureRecorder:
         files: dict[Path, Any] = {}
         spoiled: set[Path] = set()
         shapes: dict[Path, tuple] = {}
+        unblanked: collections.Counter = collections.Counter()   # leading pulses written before the mask
         while True:
             op, arg = self._queue.get()
             try:
@@ -216,6 +242,12 @@ class ProcedureRecorder:
                         spoiled.add(part)             # the grabber changed mode mid-run: cannot be one stack
                         log.warning("recording of %s abandoned: frame geometry changed", part.name)
                         continue
+                    if not self.keep_raw:
+                        mask = self._mask
+                        if mask is not None and mask.shape == pixels.shape:
+                            pixels = np.where(mask, pixels, 0).astype(pixels.dtype, copy=False)
+                        else:
+                            unblanked[part] += 1          # blanked at close, once the field is known
                     files[part].write(np.ascontiguousarray(pixels).tobytes())
                     self._counts["pulses"] += 1
                 elif op == "spoil":
@@ -224,11 +256,19 @@ class ProcedureRecorder:
                     part, meta, contrast = arg
                     fh = files.pop(part, None)
                     keep = contrast and fh is not None and part not in spoiled and part in shapes
+                    raw_pulses = unblanked.pop(part, 0)
+                    if keep and raw_pulses and (self._mask is None or self._mask.shape != shapes[part][0]):
+                        keep = False                   # never keep frames that could not be blanked
+                        self._counts["runs_unblankable"] += 1
+                        log.warning("recording of run %s discarded: the collimated field was not found, so "
+                                    "its frames could not be blanked", meta["run_id"])
                     if keep:
                         shape, dtype = shapes[part]
                         fh.seek(0)
                         fh.write(_npy_header(dtype, (len(meta["pulse_t_ns"]), *shape)))
                         fh.flush()
+                        if raw_pulses:
+                            _blank_leading(part, dtype, shape, raw_pulses, self._mask)
                         os.fsync(fh.fileno())
                     if fh is not None:
                         fh.close()
@@ -236,7 +276,7 @@ class ProcedureRecorder:
                     shapes.pop(part, None)
                     if keep:
                         final = part.with_suffix(".npy")
-                        meta.update(shape=list(shape), dtype=np.dtype(dtype).name)
+                        meta.update(shape=list(shape), dtype=np.dtype(dtype).name, blanked=not self.keep_raw)
                         _write_json(part.with_suffix(".json"), meta)
                         os.replace(part, final)
                         self._counts["runs_recorded"] += 1
@@ -275,6 +315,16 @@ class ProcedureRecorder:
                     self._counts["files_deleted"] += 1
                 except FileNotFoundError:
                     pass
+
+
+def _blank_leading(part: Path, dtype: str, shape: tuple, count: int, keep: np.ndarray) -> None:
+    """Blank the first ``count`` pulses of a run file in place (those written before the field was known)."""
+    frames = np.memmap(part, dtype=np.dtype(dtype), mode="r+", offset=_NPY_HEADER_LEN, shape=(count, *shape))
+    try:
+        frames[:, ~keep] = 0
+        frames.flush()
+    finally:
+        del frames
 
 
 def _npy_header(dtype_str: str, shape: tuple[int, ...]) -> bytes:

@@ -4,6 +4,8 @@ Files play in name order, each at its own frame rate (DICOM Frame Time / Frame T
 ``speed`` times real time (None: as fast as possible), from the first file again when ``loop`` is set.
 Only one file is in memory at a time. Files that ``core.stacks.load_stack`` cannot use, or whose intensity
 encoding differs from the first usable file's, are skipped with the reason (``rejected``, and the log).
+The folder and its files are named by content hash in messages, logs and ``name``, never by file name (exported
+studies are often named after the patient); ``rejected`` stays keyed by file name, for the caller only.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.identity import content_label
 from core.sources import NS, QUEUE_FRAMES, Frame, FrameSource
 from core.stacks import FrameStack, load_stack
 
@@ -25,20 +28,21 @@ class DirectorySource(FrameSource):
         super().__init__()
         self.directory = Path(directory)
         if not self.directory.is_dir():
-            raise ValueError(f"{self.directory}: not a directory")
+            raise ValueError("the video folder is not a directory (its name is not repeated: it may carry "
+                             "patient identity)")
         if speed is not None and not speed > 0:
             raise ValueError(f"replay speed must be positive, got {speed}")
         self._fps_override, self._intensity_override = fps, intensity
         self._speed, self.loop = speed, loop
         self.files = sorted(p for p in self.directory.iterdir() if p.is_file() and not p.name.startswith("."))
         self.rejected: dict[str, str] = {}
-        self.name = str(self.directory)
+        self.name = content_label(self.directory)
         # The first usable file fixes intensity and geometry for status; it is also the first to play.
         self._pos = 0
         self._stack = self._next_stack()
         if self._stack is None:
-            reasons = "; ".join(f"{k}: {v}" for k, v in self.rejected.items()) or "the folder is empty"
-            raise ValueError(f"{self.directory}: no usable recording ({reasons})")
+            reasons = "; ".join(self.rejected.values()) or "the folder is empty"
+            raise ValueError(f"{self.name}: no usable recording ({reasons})")
         self.intensity = self._stack.intensity
         self.fps = self._stack.fps
         self.shape = self._stack.frames.shape[1:]
@@ -68,14 +72,14 @@ class DirectorySource(FrameSource):
                 continue
             first = getattr(self, "intensity", None)
             if first is not None and stack.intensity != first:
-                self._reject(path, f"intensity {stack.intensity} differs from the stream's {first}")
+                self._reject(path, f"{stack.source}: intensity {stack.intensity} differs from the stream's {first}")
                 continue
             return stack
         return None
 
     def _reject(self, path: Path, reason: str) -> None:
         self.rejected[path.name] = reason
-        log.warning("replay: skipping %s: %s", path.name, reason)
+        log.warning("replay: skipping a file: %s", reason)   # the reason names it by content hash
 
     def read(self) -> Frame | None:
         while not self._closed.is_set() and self._stack is not None:

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # Procedure recording (core.recorder): contrast-run frames and raw serial bytes, oldest dropped first.
     record: bool = False
     record_retention_mb: float = Field(2048.0, gt=0)
+    # Recordings are blanked outside the collimated field and in the burnt-in text boxes (where C-arms print
+    # the patient's name); true keeps the frames as captured, for a device whose overlay shows no identity.
+    record_raw: bool = False
 
     # Logs: one JSON object per line on stderr (journald), or plain text for a terminal.
     log_format: str = Field("json", pattern="^(json|text)$")

@@ -2,6 +2,8 @@
 
 Everything that reads a recorded run goes through ``load_stack``, so the CLI, replay and tests agree on frame
 rate, intensity encoding and what counts as a usable file. Unusable files raise ``ValueError`` with a reason.
+A file is named by its content hash (core.identity.content_label), never its name: names of exported studies
+carry the patient (``DOE^JOHN_MRN00412345_XA.dcm``), and messages and ``source`` end up in logs and events.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from core.identity import content_label
 
 
 @dataclass
@@ -18,7 +22,7 @@ class FrameStack:
     intensity: str                  # "lin" (linear in photons) | "log" (log-encoded display video)
     bits_stored: int
     frame_times_s: np.ndarray       # (T,) seconds from the first frame
-    source: str
+    source: str                     # the file's content hash, never its name
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 3:
@@ -39,10 +43,17 @@ def load_stack(path: str | Path, fps: float | None = None, intensity: str | None
     """Load a run. ``fps`` and ``intensity`` override what the file says (``fps`` is required for ``.npy``)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise ValueError("no such file (its name is not repeated: file names may carry patient identity)")
     if path.suffix.lower() == ".npy":
         return _load_npy(path, fps, intensity)
     return _load_dicom(path, fps, intensity)
+
+
+def _reason(exc: BaseException, path: Path) -> str:
+    """A library's message without the file's path or name (an OSError quotes it)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).replace(str(path), "<file>").replace(path.name, "<file>")
 
 
 def _default_intensity(dtype: np.dtype) -> str:
@@ -50,35 +61,36 @@ def _default_intensity(dtype: np.dtype) -> str:
 
 
 def _load_npy(path: Path, fps: float | None, intensity: str | None) -> FrameStack:
+    name = content_label(path)
     if fps is None:
-        raise ValueError(f"{path}: a .npy stack carries no frame rate; give --fps")
+        raise ValueError(f"{name}: a .npy stack carries no frame rate; give --fps")
     try:
         frames = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+        raise ValueError(f"{name}: not a readable .npy array ({_reason(exc, path)})") from None
     bits = 16 if frames.dtype == np.uint16 else 8
     intensity = intensity or _default_intensity(frames.dtype)
     times = np.arange(frames.shape[0]) / fps if frames.ndim == 3 else np.zeros(0)
-    return FrameStack(frames, float(fps), intensity, bits, times, path.name)
+    return FrameStack(frames, float(fps), intensity, bits, times, name)
 
 
 def _load_dicom(path: Path, fps: float | None, intensity: str | None) -> FrameStack:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    name = path.name
+    name = content_label(path)
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:
         raise ValueError(f"{name}: not a DICOM file (and not .npy)") from None
     except Exception as exc:  # pydicom raises many types on damaged files
-        raise ValueError(f"{name}: unreadable DICOM ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{name}: unreadable DICOM ({type(exc).__name__}: {_reason(exc, path)})") from None
     if "PixelData" not in ds:
         raise ValueError(f"{name}: DICOM file without pixel data")
     try:
         pixels = ds.pixel_array
     except Exception as exc:
-        raise ValueError(f"{name}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{name}: cannot decode pixel data ({type(exc).__name__}: {_reason(exc, path)})") from None
     frames_n = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples == 3:

@@ -76,7 +76,7 @@ def live(rec: ProcedureRecorder | None, run, chunks, t0_ns=10 * NS):
 
 def test_record_then_replay_gives_the_same_messages_and_frames(tmp_path, phantom):
     chunks = device_bytes(25.0)
-    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9, preroll_s=1.0)
+    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9, preroll_s=1.0, keep_raw=True)
     messages, events, pulses, video = live(rec, phantom, chunks)
     assert rec.drain()
     rec.close()
@@ -113,7 +113,7 @@ def test_record_then_replay_gives_the_same_messages_and_frames(tmp_path, phantom
 
 
 def test_serial_file_format_and_truncation(tmp_path):
-    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9)
+    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9, keep_raw=True)
     rec.serial(b"abc", 5)
     rec.serial(b"", 6)                        # nothing arrived: nothing recorded
     rec.serial(bytes(range(256)), 7)
@@ -132,7 +132,7 @@ def test_serial_file_format_and_truncation(tmp_path):
 
 def test_runs_without_contrast_are_discarded_and_stale_parts_removed(tmp_path):
     (tmp_path / "run-000007-x.part").write_bytes(b"half")
-    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9)
+    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9, keep_raw=True)
     assert not list(tmp_path.glob("*.part"))
     pixels = np.full((16, 16), 7, np.uint8)
     rec.run_started("r1", 0, 15.0, "log")
@@ -154,7 +154,7 @@ def test_runs_without_contrast_are_discarded_and_stale_parts_removed(tmp_path):
 
 def test_retention_deletes_the_oldest_runs_first(tmp_path):
     frame_bytes = 64 * 64
-    rec = ProcedureRecorder(tmp_path, retention_bytes=int(3.5 * 10 * frame_bytes), serial_chunk_bytes=4096)
+    rec = ProcedureRecorder(tmp_path, retention_bytes=int(3.5 * 10 * frame_bytes), serial_chunk_bytes=4096, keep_raw=True)
     for r in range(8):
         rec.serial(b"x" * 100, r)
         rec.run_started(f"r{r}", r * NS, 15.0, "log")
@@ -172,7 +172,7 @@ def test_retention_deletes_the_oldest_runs_first(tmp_path):
 
 
 def test_geometry_change_mid_run_abandons_that_run(tmp_path):
-    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9)
+    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9, keep_raw=True)
     rec.run_started("r1", 0, 15.0, "log")
     rec.frame(Frame(np.zeros((16, 16), np.uint8), 0, 0), True)
     rec.frame(Frame(np.zeros((32, 16), np.uint8), 1, 1), True)
@@ -199,7 +199,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_sidecar_mismatch_is_reported(tmp_path):
-    rec = ProcedureRecorder(tmp_path, 10**9)
+    rec = ProcedureRecorder(tmp_path, 10**9, keep_raw=True)
     rec.run_started("r1", 0, 15.0, "log")
     rec.frame(Frame(np.zeros((16, 16), np.uint8), 0, 0), True)
     rec.run_ended("r1", 1, contrast=True)
@@ -213,7 +213,7 @@ def test_sidecar_mismatch_is_reported(tmp_path):
 
 
 def test_recording_source_fast_and_paced(tmp_path):
-    rec = ProcedureRecorder(tmp_path, 10**9)
+    rec = ProcedureRecorder(tmp_path, 10**9, keep_raw=True)
     rec.run_started("r1", 0, 20.0, "lin")           # a 20 fps line, a pulse on every second frame
     for i in range(5):
         rec.frame(Frame(np.full((16, 16), i, np.uint16), i * NS // 10, 2 * i), True)
@@ -237,7 +237,7 @@ def test_recording_source_fast_and_paced(tmp_path):
 def test_replay_command_prints_runs_and_messages(tmp_path, phantom):
     import io
 
-    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9)
+    rec = ProcedureRecorder(tmp_path, retention_bytes=10**9, keep_raw=True)
     live(rec, phantom, device_bytes(6.0))
     rec.close()
     out = io.StringIO()
@@ -248,3 +248,121 @@ def test_replay_command_prints_runs_and_messages(tmp_path, phantom):
     assert len(report["runs"]) == 1 and report["frames"] > 0 and report["messages"]["XRAY"] == 2
     bad = io.StringIO()
     assert replay_main(tmp_path / "missing", bad) == 2 and "cannot replay" in bad.getvalue()
+
+
+# -- privacy: recordings are blanked outside the field and in the text boxes -------------------------------------
+def _keep_mask(shape=(16, 16)) -> np.ndarray:
+    keep = np.zeros(shape, dtype=bool)
+    keep[4:12, 4:12] = True
+    return keep
+
+
+def test_recordings_are_blanked_outside_the_mask_by_default(tmp_path):
+    rec = ProcedureRecorder(tmp_path, 10**9)
+    rec.set_mask(_keep_mask())
+    rec.run_started("r1", 0, 15.0, "log")
+    for i in range(3):
+        rec.frame(Frame(np.full((16, 16), 200 + i, np.uint8), i, i), True)
+    rec.run_ended("r1", 10, contrast=True)
+    rec.close()
+    (run,) = load_runs(tmp_path)
+    assert run.meta["blanked"] is True
+    assert not run.frames[:, ~_keep_mask()].any()
+    assert [int(v) for v in run.frames[:, 8, 8]] == [200, 201, 202]      # the field is kept as captured
+
+
+def test_pulses_queued_before_the_field_was_found_are_blanked_when_the_run_closes(tmp_path):
+    rec = ProcedureRecorder(tmp_path, 10**9)
+    rec.frame(Frame(np.full((16, 16), 90, np.uint8), 0, 0), True)          # pre-roll, no field known yet
+    rec.run_started("r1", 0, 15.0, "log")
+    rec.frame(Frame(np.full((16, 16), 91, np.uint8), 1, 1), True)
+    assert rec.drain()                                                      # written raw, for now
+    rec.set_mask(_keep_mask())
+    rec.frame(Frame(np.full((16, 16), 92, np.uint8), 2, 2), True)
+    rec.run_ended("r1", 10, contrast=True)
+    rec.close()
+    (run,) = load_runs(tmp_path)
+    assert len(run.frames) == 3 and not run.frames[:, ~_keep_mask()].any()
+    assert [int(v) for v in run.frames[:, 8, 8]] == [90, 91, 92]
+
+
+def test_a_run_that_could_not_be_blanked_is_discarded_not_kept_raw(tmp_path, caplog):
+    rec = ProcedureRecorder(tmp_path, 10**9)
+    rec.run_started("r1", 0, 15.0, "log")
+    rec.frame(Frame(np.full((16, 16), 7, np.uint8), 0, 0), True)
+    rec.run_ended("r1", 10, contrast=True)
+    assert rec.drain()
+    stats = rec.stats()
+    rec.close()
+    assert not list(tmp_path.glob("run-*"))
+    assert stats["runs_unblankable"] == 1 and stats["runs_recorded"] == 0
+    assert "could not be blanked" in caplog.text
+
+
+def test_keep_raw_is_explicit_and_marked(tmp_path):
+    rec = ProcedureRecorder(tmp_path, 10**9, keep_raw=True)
+    rec.set_mask(_keep_mask())
+    rec.run_started("r1", 0, 15.0, "log")
+    rec.frame(Frame(np.full((16, 16), 7, np.uint8), 0, 0), True)
+    rec.run_ended("r1", 10, contrast=True)
+    rec.close()
+    (run,) = load_runs(tmp_path)
+    assert run.meta["blanked"] is False and (run.frames == 7).all()
+
+
+def test_privacy_mask_blanks_whole_text_boxes():
+    from core.collimator import FieldGeometry
+    from core.recorder import privacy_mask
+
+    field = np.zeros((20, 20), dtype=bool)
+    field[2:18, 2:18] = True
+    field[3, 3] = False                                     # a glyph pixel the field mask already leaves out
+    geometry = FieldGeometry("rect", (2, 2, 16, 16), field, None, ((2, 2, 5, 3),))
+    keep = privacy_mask(geometry)
+    assert not keep[2:5, 2:7].any() and keep[10, 10] and not keep[0, 0]
+    assert keep.sum() == field.sum() - (5 * 3 - 1)
+
+
+@pytest.mark.parametrize("crop", [None, (64, 48, 128, 160)])
+def test_the_appliance_records_the_phantom_with_its_burnt_in_text_blanked(tmp_path, crop):
+    """--record on the phantom with corner text (where C-arms print the patient): the recorded pulses keep the
+    collimated field (or the configured crop) and are 0 in every text box and outside it."""
+    from core.appliance import Appliance
+    from core.phantom import PhantomVideo, collimator_circle
+    from core.settings import Settings
+    from core.sources import PhantomSource
+    from firmware_bridge.scenarios import ScriptedRun
+    from tests.waiting import wait_for
+
+    size = (256, 256)
+    config = PhantomConfig(size=size, intensity="log")
+    boxes = render_run(PhantomConfig(size=size, intensity="log", xray_s=0.5, lih_before_s=0.1,
+                                     lih_after_s=0.1)).truth.text_boxes
+    assert boxes                                             # the phantom does burn text in
+    timeline = (ScriptedRun("baseline", 0.5, 3.0, 0.8, volume_ml=10.0, flow_ml_s=5.0),)
+    video = PhantomVideo(config, timeline=timeline, period_s=60.0)
+    shown, _ = video.frame_at(2.0)
+    assert all(shown[y:y + h, x:x + w].max() >= 200 for x, y, w, h in boxes)   # text pixels are on screen
+    t0 = time.monotonic_ns() + 300_000_000
+    device = Appliance(Settings(data_dir=tmp_path, phantom_size=256, record=True, video_crop=crop),
+                       source=PhantomSource(video, t0_ns=t0))
+    device.start()
+    try:
+        wait_for(lambda: device.recorder.stats()["runs_recorded"], 15)
+    finally:
+        device.stop()
+    (run,) = load_runs(tmp_path / "recordings")
+    assert run.meta["blanked"] is True and len(run.frames) > 20
+    for x, y, w, h in boxes:
+        assert not run.frames[:, y:y + h, x:x + w].any(), (x, y, w, h)
+    cx, cy, r = collimator_circle(size)
+    yy, xx = np.mgrid[:size[0], :size[1]]
+    outside = (xx - cx) ** 2 + (yy - cy) ** 2 > r * r
+    inside = (xx - cx) ** 2 + (yy - cy) ** 2 < (0.8 * r) ** 2
+    if crop is not None:
+        x, y, w, h = crop
+        in_crop = (xx >= x) & (xx < x + w) & (yy >= y) & (yy < y + h)
+        outside, inside = ~in_crop, in_crop
+    assert not run.frames[:, outside].any()
+    lit = [f for f in run.frames if f.any()]                  # the pre-roll may hold the dark screen before X-ray
+    assert len(lit) > 20 and all((f[inside] > 0).mean() > 0.99 for f in lit)    # the anatomy is kept

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.identity import ALLOWED, MAX_TEXT, check_optional
 from core.procedure import CREATININE_RANGE_MG_DL, WEIGHT_RANGE_KG
 
 # Ids the appliance hands out are short tokens (run "1a2b3c4d-7", procedure uuid hex); anything else is malformed.
@@ -169,13 +170,28 @@ class EventPage(BaseModel):
 
 
 # -- writes ----------------------------------------------------------------------------------------------
+# What core.identity.check_text accepts, so the schema shows clients the rule before the check refuses.
+LABEL_PATTERN = r"^[A-Za-z0-9 .,_+()/-]+$"
+
+
 class ProcedureStart(_Closed):
-    label: str | None = Field(None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
-                              description="Free text for the operator (room, case number): never patient identity")
+    label: str | None = Field(None, min_length=1, max_length=MAX_TEXT, pattern=LABEL_PATTERN,
+                              description=f"Short operator note such as a room or a series (\"room 2\", "
+                                          f"\"L iliac\"): at most {MAX_TEXT} characters of {ALLOWED}. Refused "
+                                          "(422) when it looks like patient identity: a '^' (DICOM names), 6 or "
+                                          "more digits (record or accession numbers), a date or an identity "
+                                          "word (MRN, DOB, patient, name ...). The procedure id is generated.")
+
+    # Before the schema's own constraints, so a refusal says which rule (a '^', digits, a date), not "pattern".
+    @field_validator("label", mode="before")
+    @classmethod
+    def _no_identity(cls, label):
+        return check_optional(label, "procedure label")
 
 
 class RunLabel(_Closed):
-    label: Literal["baseline", "intraprocedural", "completion"]
+    label: Literal["baseline", "intraprocedural", "completion"] = Field(
+        description="The run's role in the procedure; one of three words, never free text")
 
 
 class RunLabelled(BaseModel):
