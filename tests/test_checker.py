@@ -1,7 +1,10 @@
 """serial-check: the judge's rules on crafted streams (no I/O) and the command body on injsim://."""
 import io
 import json
+import socket
 import struct
+import threading
+import time
 
 import pytest
 
@@ -305,3 +308,52 @@ def test_check_main_unusable_port(capsys):
     assert check_main("/nonexistent/ttyUSB9", seconds=0.5) == 2
     assert check_main("injsim://", seconds=0) == 2
     assert "cannot open" in capsys.readouterr().err
+
+
+def _booting_device(server, before: bytes, hello: bool, boot_after_s: float, received: list):
+    """A device on a TCP serial server that powers up ``boot_after_s`` after the check connects."""
+    conn, _ = server.accept()
+    with conn:
+        time.sleep(boot_after_s)
+        frames = [Hello(0, 0, protocol_version=1, capabilities=0b011).encode()] if hello else []
+        frames += [Heartbeat(len(frames) + k, 300 * k, state=0).encode() for k in range(4)]
+        conn.sendall(before + frames[0])
+        for f in frames[1:]:
+            time.sleep(0.3)
+            conn.sendall(f)
+        conn.settimeout(1.0)
+        try:
+            while chunk := conn.recv(4096):
+                received.append(chunk)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("before, hello, rules", [
+    (BANNER, True, {"banner": 1}),
+    (b"", False, {"first-hello": 1}),
+], ids=["banner-then-hello", "hello-lost"])
+def test_check_main_hears_a_device_start_on_a_socket(before, hello, rules):
+    server = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+    th = threading.Thread(target=_booting_device, args=(server, before, hello, 1.6, received))
+    th.start()
+    out = io.StringIO()
+    try:
+        rc = check_main(f"socket://127.0.0.1:{server.getsockname()[1]}", seconds=3.0, as_json=True, out=out)
+    finally:
+        th.join(10)
+        server.close()
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    s = lines[-1]["summary"]
+    assert rc == 1 and s["listened_from_start"]
+    assert s["violation_counts"] == rules, s["violations"]
+    assert s["banner_bytes"] == len(before)
+    first = next(x for x in lines if "type" in x)
+    assert first["type"] == ("HELLO" if hello else "HEARTBEAT")
+    if hello:
+        assert "ACME injector boot" in s["banner"] and s["recovered"] == 1
+        # The ACK went out on the line and was printed with its time.
+        acks = [x for x in lines if x.get("sent", {}).get("type") == "ACK"]
+        assert acks and acks[0]["sent"]["acked_seq"] == 0 and acks[0]["t_s"] > 1.5
+        assert [parse(p).acked_seq for p in Decoder().feed(b"".join(received))] == [0]

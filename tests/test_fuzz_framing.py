@@ -9,10 +9,12 @@ The default run is a smoke-sized version. The fuzz run at scale:
 import os
 import random
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from firmware_bridge.framing import MAX_FRAME, Decoder, RefDecoder, encode_frame
-from tests.v1_packets import random_packet
+from tests.v1_packets import packets as v1_packets, random_packet
 
 AT_SCALE = os.environ.get("CATHLAB_FUZZ") == "1"
 EXAMPLES = int(os.environ.get("CATHLAB_FUZZ_EXAMPLES", "20000")) if AT_SCALE else 150
@@ -75,7 +77,17 @@ def chunks(data: bytes, rnd: random.Random):
     return out
 
 
-RESULTS = dict.fromkeys(("streams", "intact", "decoded", "recovered"), 0)
+RESULTS = dict.fromkeys(("streams", "intact", "decoded", "recovered", "garbage_examples", "seeded_bytes"), 0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    if AT_SCALE:
+        r = RESULTS
+        print(f"\nfuzz: {r['streams']} damaged streams ({r['seeded_bytes'] / 1e6:.1f} MB seeded), {r['intact']} intact "
+              f"frames in them, every one decoded ({r['recovered']} recovered from the tail of a bad frame); "
+              f"{r['garbage_examples']} garbage-before-packet examples, the packet decoded in each")
 
 
 def is_subsequence(needles, haystack):
@@ -125,7 +137,22 @@ def test_seeded_random_streams():
     total = 0
     for k in range(STREAMS):
         total += run_one(rnd, with_reference=(k % 20 == 0))
-    if AT_SCALE:
-        print(f"\nfuzz: {RESULTS['streams']} damaged streams run in all ({total / 1e6:.1f} MB seeded), "
-              f"{RESULTS['intact']} intact frames, every one decoded ({RESULTS['recovered']} recovered from the "
-              f"tail of a bad frame), {EXAMPLES} x 2 hypothesis examples")
+    RESULTS["seeded_bytes"] += total
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=1024), v1_packets, st.integers(0, 2048), st.booleans())
+def test_garbage_before_an_intact_packet_hypothesis(garbage, packet, split, zero_free):
+    """Any garbage up to 1 KB (with or without 0x00) before an intact packet: the packet is decoded by both
+    decoders, fed whole, split and byte by byte."""
+    if zero_free:
+        garbage = garbage.replace(b"\x00", b"")
+    wire = garbage + encode_frame(packet)
+    k = split % (len(wire) + 1)
+    for make in (Decoder, RefDecoder):
+        for chunks in ([wire], [wire[:k], wire[k:]], [wire[i:i + 1] for i in range(len(wire))]):
+            d = make()
+            got = [p for c in chunks for p in d.feed(c)]
+            assert got[-1:] == [packet]
+            assert d.pending == 0
+    RESULTS["garbage_examples"] += 1
