@@ -81,8 +81,9 @@ cdef class CobsDecoder:
 
     ``recover_lengths``: 512 bytes, the smallest then the largest acceptable packet length (header +
     payload, crc excluded) for each type code 0-255 of version ``recover_version`` (0, 0: never
-    recovered). ``None`` turns recovery off. Only recovered tails are held to the table; a whole frame
-    is returned whatever its type (the link counts unknown types and versions).
+    recovered; version and type must be non-zero, as in v1). ``None`` turns recovery off. Only
+    recovered tails are held to the table; a whole frame is returned whatever its type (the link counts
+    unknown types and versions).
 
     Counters: ``frames`` (packets returned, recovered ones included), ``recovered`` (packets taken from
     the tail of a failed frame), ``crc_errors``, ``framing_errors`` (bad COBS, shorter than a header +
