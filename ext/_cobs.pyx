@@ -5,11 +5,15 @@ Pure-Python reference with the same behaviour: ``firmware_bridge.framing.RefDeco
 ``firmware_bridge.framing.crc16_ref``); tests run both on the same inputs.
 
 Wire rules (docs/serial-protocol.md): a frame is the COBS encoding of ``header | payload | crc16-LE``
-followed by one 0x00. The decoder never holds more than MAX_FRAME bytes: the tail of an oversized
-frame is discarded and counted, and the next 0x00 starts a fresh frame (resync).
+followed by one 0x00. The decoder never holds more than MAX_FRAME bytes: of an oversized frame it keeps
+the last MAX_FRAME (the older bytes are discarded and counted). A frame that fails (bad COBS, too short,
+crc, oversized) may still end with an intact packet whose start was glued to line noise (a boot banner,
+a lost delimiter, a frame cut short): the decoder then recovers the longest tail of the frame that is a
+complete COBS encoding ending at the delimiter, of a version-1 packet whose type and length agree with the
+``recover_lengths`` table, with a valid crc.
 """
 cimport cython
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcpy, memmove
 
 cdef enum:
     _MAX_FRAME = 255   # COBS of a 254-byte packet: one overhead byte
@@ -75,20 +79,50 @@ cdef Py_ssize_t _cobs_decode(const unsigned char* f, Py_ssize_t n, unsigned char
 cdef class CobsDecoder:
     """Streaming decoder: ``feed(bytes) -> list[bytes]`` of CRC-verified packets (header + payload).
 
-    Counters: ``frames`` (packets returned), ``crc_errors``, ``framing_errors`` (bad COBS, shorter than
-    a header + crc, or oversized), ``oversized`` (subset of framing errors), ``bytes_discarded`` (wire
-    bytes of every rejected frame, delimiter excluded). Empty frames (0x00 0x00) are padding: ignored.
+    ``recover_lengths``: 512 bytes, the smallest then the largest acceptable packet length (header +
+    payload, crc excluded) for each type code 0-255 of version ``recover_version`` (0, 0: never
+    recovered; version and type must be non-zero, as in v1). ``None`` turns recovery off. Only
+    recovered tails are held to the table; a whole frame is returned whatever its type (the link counts
+    unknown types and versions).
+
+    Counters: ``frames`` (packets returned, recovered ones included), ``recovered`` (packets taken from
+    the tail of a failed frame), ``crc_errors``, ``framing_errors`` (bad COBS, shorter than a header +
+    crc, or oversized), ``oversized`` (subset of framing errors), ``bytes_discarded`` (wire bytes of every
+    rejected frame, delimiter excluded; of a frame with a recovered tail, the bytes before the tail).
+    Each failed frame counts once as a crc or framing error, whether or not a tail was recovered.
+    Empty frames (0x00 0x00) are padding: ignored.
     """
     cdef unsigned char buf[_MAX_FRAME]
     cdef unsigned char out[_MAX_FRAME]
-    cdef Py_ssize_t n          # bytes held for the current frame
-    cdef Py_ssize_t dropped    # bytes of the current frame beyond MAX_FRAME (not held)
-    cdef public unsigned long long frames, crc_errors, framing_errors, oversized, bytes_discarded
+    cdef unsigned char reach[_MAX_FRAME + 1]
+    cdef unsigned char min_len[256]
+    cdef unsigned char max_len[256]
+    cdef bint recover
+    cdef int recover_version
+    cdef Py_ssize_t n          # bytes held for the current frame: its last MAX_FRAME
+    cdef Py_ssize_t dropped    # older bytes of the current frame pushed out of buf
+    cdef Py_ssize_t _tail_start  # where the last recovered tail began in buf
+    cdef public unsigned long long frames, crc_errors, framing_errors, oversized, bytes_discarded, recovered
 
-    def __cinit__(self):
+    def __cinit__(self, recover_lengths=None, int recover_version=1):
+        cdef const unsigned char[::1] table
+        cdef int t
         self.n = 0
         self.dropped = 0
         self.frames = self.crc_errors = self.framing_errors = self.oversized = self.bytes_discarded = 0
+        self.recovered = 0
+        self.recover = recover_lengths is not None
+        self.recover_version = recover_version
+        for t in range(256):
+            self.min_len[t] = 255
+            self.max_len[t] = 0
+        if self.recover:
+            table = recover_lengths
+            if table.shape[0] != 512:
+                raise ValueError("recover_lengths must be 512 bytes: 256 minimum then 256 maximum lengths")
+            for t in range(256):
+                self.min_len[t] = table[t]
+                self.max_len[t] = table[256 + t]
 
     @property
     def pending(self) -> int:
@@ -105,14 +139,14 @@ cdef class CobsDecoder:
     @cython.wraparound(False)
     def feed(self, const unsigned char[::1] data not None) -> list:
         cdef list packets = []
-        cdef Py_ssize_t total = data.shape[0], pos = 0, run, room, m
+        cdef Py_ssize_t total = data.shape[0], pos = 0, run, room, shift, m
         cdef const unsigned char* base
         cdef const unsigned char* z
         if total == 0:
             return packets
         base = &data[0]
         while pos < total:
-            # Copy up to the next delimiter without the GIL; keep at most MAX_FRAME bytes.
+            # Copy up to the next delimiter without the GIL; keep the last MAX_FRAME bytes of the frame.
             with nogil:
                 z = <const unsigned char*>memchr(base + pos, 0, total - pos)
                 run = (z - (base + pos)) if z != NULL else (total - pos)
@@ -120,10 +154,16 @@ cdef class CobsDecoder:
                 if run <= room:
                     memcpy(self.buf + self.n, base + pos, run)
                     self.n += run
-                else:
-                    memcpy(self.buf + self.n, base + pos, room)
+                elif run >= _MAX_FRAME:
+                    memcpy(self.buf, base + pos + run - _MAX_FRAME, _MAX_FRAME)
+                    self.dropped += self.n + run - _MAX_FRAME
                     self.n = _MAX_FRAME
-                    self.dropped += run - room
+                else:
+                    shift = self.n + run - _MAX_FRAME
+                    memmove(self.buf, self.buf + shift, self.n - shift)
+                    memcpy(self.buf + self.n - shift, base + pos, run)
+                    self.dropped += shift
+                    self.n = _MAX_FRAME
                 pos += run
             if z == NULL:
                 break
@@ -133,10 +173,11 @@ cdef class CobsDecoder:
                 packets.append(self.out[:m])
         return packets
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     cdef Py_ssize_t _end_frame(self) noexcept:
         """Judge the frame held in buf; returns the packet length in out (crc stripped) or 0."""
-        cdef Py_ssize_t n = self.n, dropped = self.dropped, m
-        cdef unsigned short crc
+        cdef Py_ssize_t n = self.n, dropped = self.dropped, m, start
         self.n = 0
         self.dropped = 0
         if n == 0:
@@ -144,17 +185,50 @@ cdef class CobsDecoder:
         if dropped > 0:
             self.framing_errors += 1
             self.oversized += 1
+            start = 0  # buf holds only the frame's tail: every start is a candidate
+        else:
+            m = _cobs_decode(self.buf, n, self.out)
+            if m < _MIN_PACKET:
+                self.framing_errors += 1
+            elif _crc16(self.out, m - 2) != (self.out[m - 2] | (self.out[m - 1] << 8)):
+                self.crc_errors += 1
+            else:
+                self.frames += 1
+                return m - 2
+            start = 1
+        m = self._recover(n, start) if self.recover else -1
+        if m < 0:
             self.bytes_discarded += n + dropped
             return 0
-        m = _cobs_decode(self.buf, n, self.out)
-        if m < _MIN_PACKET:
-            self.framing_errors += 1
-            self.bytes_discarded += n
-            return 0
-        crc = _crc16(self.out, m - 2)
-        if crc != (self.out[m - 2] | (self.out[m - 1] << 8)):
-            self.crc_errors += 1
-            self.bytes_discarded += n
-            return 0
+        self.bytes_discarded += self._tail_start + dropped
+        self.recovered += 1
         self.frames += 1
         return m - 2
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef Py_ssize_t _recover(self, Py_ssize_t n, Py_ssize_t first) noexcept:
+        """Decode into out the longest acceptable tail buf[s:n], s >= first; its decoded length or -1."""
+        cdef Py_ssize_t i, s, m, code
+        # reach[i]: the COBS code chain starting at i ends exactly at the delimiter.
+        self.reach[n] = 1
+        i = n - 1
+        while i >= first:
+            code = self.buf[i]
+            self.reach[i] = 1 if (i + code <= n and self.reach[i + code]) else 0
+            i -= 1
+        for s in range(first, n - _MIN_PACKET):  # a packet of MIN_PACKET bytes encodes to MIN_PACKET + 1
+            # Version and a known type are non-zero bytes: they sit in the first COBS block (code >= 3).
+            if not self.reach[s] or self.buf[s] < 3 or self.buf[s + 1] != self.recover_version \
+                    or self.max_len[self.buf[s + 2]] == 0:
+                continue
+            m = _cobs_decode(self.buf + s, n - s, self.out)
+            if m < _MIN_PACKET or m > _MAX_PACKET or self.out[0] != self.recover_version:
+                continue
+            if not (self.min_len[self.out[1]] <= m - 2 <= self.max_len[self.out[1]]):
+                continue
+            if _crc16(self.out, m - 2) != (self.out[m - 2] | (self.out[m - 1] << 8)):
+                continue
+            self._tail_start = s
+            return m
+        return -1

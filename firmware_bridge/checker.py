@@ -6,15 +6,17 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
 
 import serial
 
+from .framing import Decoder
 from .link import Link, PacketInfo
 from .messages import (CAP_SAMPLES, CAP_TIME_SYNC, CAP_XRAY, PROTOCOL_VERSION, RELIABLE_TYPES, Hello,
-                       Heartbeat, InjectorState, Sample, State, TimeResp, Xray)
+                       Heartbeat, InjectorState, Sample, State, TimeResp, Xray, parse)
 
 HELLO_PERIOD_S = 10.0
 HEARTBEAT_MAX_S = 1.0
@@ -24,13 +26,19 @@ MAX_RETRANSMITS = 10
 SAMPLE_MIN_MS, SAMPLE_MAX_MS = 10, 100   # 10-100 Hz while injecting
 TOLERANCE_S = 0.25                        # arrival jitter allowed on host-timed rules
 MAX_LISTED = 20                           # violations listed; the rest are counted
+DEVICE_MS_BACK_MS = 50                    # device_ms is event time: new packets may be up to 50 ms out of order
+QUIET_START_S = HEARTBEAT_MAX_S + TOLERANCE_S  # nothing this long after opening: the device was not running
+BANNER_KEEP = 4096                        # bytes kept from before the first packet, to show
+BANNER_SHOWN = 60                         # of which shown in the report
+_HELLO_START = re.compile(rb"[\x03-\xff]\x01\x01")  # a COBS block starting version 1, type HELLO
 
 
 @dataclass
 class Judge:
-    """Protocol rules over (packet verdict, arrival ns). ``violations`` are human-readable sentences."""
+    """Protocol rules over (packet verdict, arrival ns). Each rule broken is listed once, with its own count,
+    its first occurrence and (when it differs) its last."""
     start_ns: int
-    _rules: dict[str, list] = field(default_factory=dict)  # rule -> [first sentence, occurrences]
+    _rules: dict[str, list] = field(default_factory=dict)  # rule -> [occurrences, first sentence, last sentence]
     _first_ns: int | None = None
     _last_ns: int | None = None
     _last_hello_ns: int | None = None
@@ -38,18 +46,37 @@ class Judge:
     _last_sample_ms: int | None = None
     _injecting: bool = False
     _xray: int | None = None
-    _last_device_ms: int | None = None
+    _latest_device_ms: int | None = None
+    _last_seq: int | None = None
     _copies: dict = field(default_factory=dict)   # (type, seq) -> [payload, arrivals]
+    by_type: dict[str, int] = field(default_factory=dict)  # new packets by type; copies as "TYPE retransmitted"
     hello: Hello | None = None
+    first_message: object = None
     time_resps: int = 0
 
     def _flag(self, rule: str, text: str) -> None:
-        rec = self._rules.setdefault(rule, [text, 0])
-        rec[1] += 1
+        rec = self._rules.get(rule)
+        if rec is None:
+            self._rules[rule] = [1, text, text]
+        else:
+            rec[0] += 1
+            rec[2] = text
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Occurrences by rule id."""
+        return {rule: rec[0] for rule, rec in self._rules.items()}
 
     @property
     def violations(self) -> list[str]:
-        out = [t if n == 1 else f"{t} (x{n})" for t, n in self._rules.values()]
+        out = []
+        for n, first, last in self._rules.values():
+            if n == 1:
+                out.append(first)
+            elif last == first:
+                out.append(f"{first} [{n} times]")
+            else:
+                out.append(f"{first} [{n} times; the last: {last}]")
         return out if len(out) <= MAX_LISTED else out[:MAX_LISTED] + [f"... and {len(out) - MAX_LISTED} more rules"]
 
     def observe(self, info: PacketInfo, packet_payload: bytes | None, now_ns: int) -> None:
@@ -59,16 +86,20 @@ class Judge:
             self._first_ns = now_ns
         self._last_ns = now_ns
         if info.message is None:
-            self._flag("rejected:" + (info.error or "")[:20], f"packet rejected: {info.error}")
+            self._flag("rejected:" + (info.error or ""), f"packet rejected: {info.error}")
             return
         msg = info.message
+        if self.first_message is None:
+            self.first_message = msg
+        name = msg.TYPE.name + (" retransmitted" if info.duplicate else "")
+        self.by_type[name] = self.by_type.get(name, 0) + 1
         key = (msg.TYPE, msg.seq)
         if msg.TYPE in RELIABLE_TYPES:
             self._check_copies(key, msg, packet_payload, now_ns, info.duplicate)
         if info.duplicate:
             return
-        if msg.TYPE not in RELIABLE_TYPES:
-            self._check_device_time(msg.device_ms)
+        if not self._late_copy(msg):
+            self._check_device_time(msg)
         if isinstance(msg, Hello):
             if msg.protocol_version != PROTOCOL_VERSION:
                 self._flag("hello-version", f"HELLO announces protocol_version {msg.protocol_version}, this is v1")
@@ -106,13 +137,26 @@ class Judge:
         if self.hello is not None and not self.hello.capabilities & bit:
             self._flag(f"cap-{what}", f"{what} sent but HELLO capabilities lack {cap}")
 
-    def _check_device_time(self, device_ms: int) -> None:
-        if self._last_device_ms is not None:
-            back = (self._last_device_ms - device_ms) % (1 << 32)
+    def _late_copy(self, msg) -> bool:
+        """A first-seen copy of a HELLO / SUMMARY / FAULT whose seq is behind the latest: a resend of a packet
+        whose earlier copies were lost, legitimately carrying its old device_ms. Other packets move the seq on."""
+        if self._last_seq is not None and (msg.seq - self._last_seq) % 65536 >= 32768:
+            return msg.TYPE in RELIABLE_TYPES
+        self._last_seq = msg.seq
+        return False
+
+    def _check_device_time(self, msg) -> None:
+        """device_ms of a new packet is never more than DEVICE_MS_BACK_MS before the latest of those before it."""
+        latest = self._latest_device_ms
+        if latest is not None:
+            back = (latest - msg.device_ms) % (1 << 32)
             if 0 < back < (1 << 31):
-                self._flag("device-time", f"device_ms went back by {back} ms between new packets")
+                if back <= DEVICE_MS_BACK_MS:
+                    return  # event order, not send order: allowed, and the latest stays the latest
+                self._flag("device-time", f"device_ms went back by {back} ms between new packets ({msg.TYPE.name} seq "
+                           f"{msg.seq}: {msg.device_ms} after {latest}; at most {DEVICE_MS_BACK_MS} ms allowed)")
                 # a reboot restarts the clock: judge from the new value on
-        self._last_device_ms = device_ms
+        self._latest_device_ms = msg.device_ms
 
     def _check_copies(self, key, msg, payload: bytes | None, now_ns: int, duplicate: bool) -> None:
         rec = self._copies.get(key)
@@ -126,20 +170,22 @@ class Judge:
         rec[1].append(now_ns)
         if gap < (RETRANSMIT_S - TOLERANCE_S) * 1e9:
             self._flag("retx-fast", f"{msg.TYPE.name} seq {msg.seq} resent after {gap / 1e6:.0f} ms (every 500 ms)")
-        if len(rec[1]) > 1 + MAX_RETRANSMITS:
-            self._flag("retx-many", f"{msg.TYPE.name} seq {msg.seq} sent {len(rec[1])} times (at most 1 + 10)")
-        elif len(rec[1]) >= 3:
-            self._flag("retx-after-ack", f"{msg.TYPE.name} seq {msg.seq} resent {len(rec[1]) - 1} times although "
-                       "acknowledged within milliseconds (stop when the ACK arrives)")
+        if len(rec[1]) == 2 + MAX_RETRANSMITS:  # once per packet, at the first copy too many
+            self._flag("retx-many", f"{msg.TYPE.name} seq {msg.seq} resent more than {MAX_RETRANSMITS} times (at most "
+                       f"{MAX_RETRANSMITS} resends: {1 + MAX_RETRANSMITS} sends in all)")
 
-    def finish(self, link: Link, end_ns: int, forgiven_framing: int, time_reqs: int) -> list[str]:
+    def finish(self, link: Link, end_ns: int, errors_judged: int, time_reqs: int) -> list[str]:
+        """``errors_judged``: crc and framing errors already judged (as a boot banner or a mid-stream join)."""
         c = link.counters()
         total = sum(c["packets_by_type"].values())
         if total == 0:
             self._flag("none", f"no valid packet decoded in {(end_ns - self.start_ns) / 1e9:.1f} s")
-        if c["crc_errors"]:
-            self._flag("crc", f"{c['crc_errors']} frames failed the CRC-16/CCITT-FALSE check")
-        framing = c["framing_errors"] - forgiven_framing
+        crc, framing = c["crc_errors"], c["framing_errors"]
+        judged_framing = min(framing, errors_judged)
+        framing -= judged_framing
+        crc -= min(crc, errors_judged - judged_framing)
+        if crc:
+            self._flag("crc", f"{crc} frames failed the CRC-16/CCITT-FALSE check")
         if framing > 0:
             self._flag("framing", f"{framing} frames were not valid COBS, too short or longer than 255 bytes")
         if c["seq_gaps"]:
@@ -148,15 +194,15 @@ class Judge:
         if self.hello is None and run_s >= HELLO_PERIOD_S + 1:
             self._flag("no-hello", f"no HELLO in {run_s:.0f} s (on connect and every 10 s)")
         if self._last_hello_ns is not None and end_ns - self._last_hello_ns > (HELLO_PERIOD_S + 1) * 1e9:
-            self._flag("hello-period", f"no HELLO in the last {(end_ns - self._last_hello_ns) / 1e9:.1f} s "
+            self._flag("hello-period-end", f"no HELLO in the last {(end_ns - self._last_hello_ns) / 1e9:.1f} s "
                        "(every 10 s)")
         if self._last_hb_ns is not None and end_ns - self._last_hb_ns > (HEARTBEAT_MAX_S + TOLERANCE_S) * 1e9:
-            self._flag("heartbeat-period", f"no HEARTBEAT in the last {(end_ns - self._last_hb_ns) / 1e9:.2f} s "
+            self._flag("heartbeat-period-end", f"no HEARTBEAT in the last {(end_ns - self._last_hb_ns) / 1e9:.2f} s "
                        "(at least once a second)")
         if total and self._last_hb_ns is None and run_s >= HEARTBEAT_MAX_S + 0.5:
             self._flag("no-heartbeat", f"no HEARTBEAT in {run_s:.1f} s (at least once a second)")
         if self._last_ns is not None and end_ns - self._last_ns > SILENT_S * 1e9:
-            self._flag("silence", f"no packet for the last {(end_ns - self._last_ns) / 1e9:.1f} s")
+            self._flag("silence-end", f"no packet for the last {(end_ns - self._last_ns) / 1e9:.1f} s")
         if self.hello is not None and self.hello.capabilities & CAP_TIME_SYNC and time_reqs >= 2 \
                 and self.time_resps == 0:
             self._flag("time-sync", f"capability bit2 set but none of {time_reqs} TIME_REQs was answered")
@@ -164,42 +210,124 @@ class Judge:
 
 
 class StreamCheck:
-    """The checker's core without I/O: feed received bytes, write back what it returns, ask for the summary."""
+    """The checker's core without I/O: feed received bytes, write back what it returns, ask for the summary.
+
+    It tells a device that starts during the check from one it joins mid-stream by the silence at the start:
+    nothing in the first QUIET_START_S (a running device sends a HEARTBEAT at least once a second) means the
+    check was listening before the device's first byte. Then everything before the first packet is the
+    device's (a boot banner: counted, shown and flagged) and the first packet must be a HELLO. Joining
+    mid-stream, one damaged frame before the first packet is forgiven.
+    """
 
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
         self.link = Link(SILENT_S)
         self.judge = Judge(start_ns)
         self.link.port_opened(start_ns)
-        self._forgiven: int | None = None
+        self.from_start: bool | None = None  # listening before the device's first byte?
+        self._before = bytearray()            # bytes received before the first packet (the first BANNER_KEEP)
+        self._before_total = 0
+        self.banner: bytes | None = None      # non-frame bytes before the first packet, once it arrived
+        self.banner_bytes = 0
+        self._errors_before_first = 0
+        self._decode_sent = Decoder()
 
     def feed(self, data: bytes, now_ns: int) -> tuple[list[dict], list[bytes]]:
         """(one JSON-ready dict per decoded packet, bytes to send back: ACKs)."""
-        res = self.link.feed(data, now_ns)
-        records = []
-        for info in self.link.last_packets:
-            if self._forgiven is None and info.message is not None:
-                # Joining a stream mid-frame costs exactly one frame; anything more is the device's.
-                self._forgiven = min(self.link.decoder.framing_errors, 1)
-            self.judge.observe(info, _payload_of(info), now_ns)
-            records.append(_json_of(info))
-        return records, res.send
+        if data and self.from_start is None:
+            self.from_start = now_ns - self.start_ns >= QUIET_START_S * 1e9
+        records, send = [], []
+        if self.banner is None:
+            # Until the first packet, feed frame by frame to know exactly which bytes came before it.
+            pieces = [data[i:j + 1] for i, j in _frames_of(data)]
+        else:
+            pieces = [data]
+        for piece in pieces:
+            if self.banner is None:
+                self._before_total += len(piece)
+                room = BANNER_KEEP - len(self._before)
+                if room > 0:
+                    self._before += piece[:room]
+            res = self.link.feed(piece, now_ns)
+            send += res.send
+            if self.link.last_packets and self.banner is None:
+                self._first_packet()
+            for info in self.link.last_packets:
+                self.judge.observe(info, _payload_of(info), now_ns)
+                records.append(_json_of(info))
+        return records, send
+
+    def _first_packet(self) -> None:
+        d = self.link.decoder
+        self.banner_bytes = d.bytes_discarded
+        self._errors_before_first = d.crc_errors + d.framing_errors
+        # The decoder discarded exactly the first bytes_discarded non-zero bytes received (oversized excess too).
+        self.banner = bytes(b for b in self._before if b)[:self.banner_bytes]
+
+    def sent_records(self, frames: list[bytes], now_ns: int) -> list[dict]:
+        """One JSON-ready line per ACK / TIME_REQ sent: {"sent": {...}, "t_s": seconds since the start}."""
+        out = []
+        for frame in frames:
+            for packet in self._decode_sent.feed(frame):
+                out.append({"sent": parse(packet).to_dict(), "t_s": round((now_ns - self.start_ns) / 1e9, 6)})
+        return out
 
     def tick(self, now_ns: int) -> list[bytes]:
         """Bytes to send now (TIME_REQ to devices with capability bit2)."""
         return self.link.tick(now_ns).send
 
+    def _judge_start(self) -> int:
+        """Flag what came before the first packet; returns how many crc / framing errors that accounts for."""
+        if self.banner is None:
+            return 0
+        first = self.judge.first_message
+        if self.from_start:
+            if self.banner_bytes:
+                self.judge._flag("banner", f"{self.banner_bytes} bytes before the first frame that are not frames "
+                                 f"(a boot banner?): {_shown(self.banner, self.banner_bytes)} (send frames only, "
+                                 "each after a 0x00)")
+            if first is not None and not isinstance(first, Hello):
+                self.judge._flag("first-hello", f"the device's first packet was {first.TYPE.name} seq {first.seq}, "
+                                 "not HELLO: its first HELLO was lost or never sent (HELLO first on power-up)")
+            elif _HELLO_START.search(self.banner):
+                self.judge._flag("first-hello", "the bytes before the first frame hold the start of a HELLO that "
+                                 "did not arrive intact: the first HELLO was lost")
+            return self._errors_before_first
+        return min(self._errors_before_first, 1)  # joined mid-frame: costs one frame, no more
+
     def summary(self, end_ns: int, lost: str | None = None) -> dict:
-        violations = self.judge.finish(self.link, end_ns, self._forgiven or 0, self.link.time_requests_sent)
+        judged = self._judge_start()
+        violations = self.judge.finish(self.link, end_ns, judged, self.link.time_requests_sent)
         if lost:
             violations.append(f"port lost during the check: {lost}")
         c = self.link.counters()
-        return {"packets": sum(c["packets_by_type"].values()), "by_type": c["packets_by_type"],
+        return {"packets": sum(c["packets_by_type"].values()), "by_type": dict(self.judge.by_type),
                 "crc_errors": c["crc_errors"], "framing_errors": c["framing_errors"],
+                "recovered": self.link.decoder.recovered,
                 "unknown_types": c["unknown_types"] + c["unsupported_versions"], "seq_gaps": c["seq_gaps"],
                 "malformed": c["malformed"], "duplicates": c["duplicates"],
                 "bytes_discarded": c["bytes_discarded"], "seconds": round((end_ns - self.start_ns) / 1e9, 3),
-                "violations": violations}
+                "listened_from_start": bool(self.from_start),
+                "banner_bytes": self.banner_bytes,
+                "banner": _shown(self.banner, self.banner_bytes) if self.banner else "",
+                "violation_counts": self.judge.counts, "violations": violations}
+
+
+def _frames_of(data: bytes):
+    """(start, end) of each piece of ``data`` that ends at a 0x00 (inclusive), and of the rest."""
+    start = 0
+    while start < len(data):
+        z = data.find(0, start)
+        end = len(data) - 1 if z < 0 else z
+        yield start, end
+        start = end + 1
+
+
+def _shown(raw: bytes, total: int) -> str:
+    """Printable ASCII as is, the rest escaped, truncated: what a person recognises of a boot banner."""
+    text = raw[:BANNER_SHOWN].decode("latin-1").encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    more = f" ... ({total} bytes)" if total > BANNER_SHOWN else ""
+    return f'"{text}"{more}'
 
 
 def check_main(port: str, seconds: float = 10.0, as_json: bool = False, out=sys.stdout) -> int:
@@ -227,8 +355,12 @@ def check_main(port: str, seconds: float = 10.0, as_json: bool = False, out=sys.
                     if as_json:
                         for rec in records:
                             print(json.dumps(rec), file=out)
-                for frame in send + check.tick(now):
+                send += check.tick(now)
+                for frame in send:
                     ser.write(frame)
+                if as_json and send:
+                    for rec in check.sent_records(send, time.monotonic_ns()):
+                        print(json.dumps(rec), file=out)
             except (serial.SerialException, OSError) as exc:
                 lost = str(exc)
                 break
@@ -264,9 +396,11 @@ def _print_report(port: str, s: dict, hello: Hello | None, out) -> None:
         print(f"  device: vendor 0x{h['vendor_id']:04X} product 0x{h['product_id']:04X} {h['model']!r} "
               f"serial {h['serial_no']!r} firmware {h['fw_version']} capabilities 0b{h['capabilities']:03b}", file=out)
     for name, n in sorted(s["by_type"].items()):
-        print(f"  {name:<10} {n}", file=out)
-    for key in ("crc_errors", "framing_errors", "unknown_types", "malformed", "seq_gaps", "duplicates"):
-        print(f"  {key:<15} {s[key]}", file=out)
+        print(f"  {name:<22} {n}", file=out)
+    for key in ("crc_errors", "framing_errors", "recovered", "unknown_types", "malformed", "seq_gaps", "duplicates"):
+        print(f"  {key:<22} {s[key]}", file=out)
+    if s["banner_bytes"]:
+        print(f"  before the first packet: {s['banner_bytes']} bytes {s['banner']}", file=out)
     if s["violations"]:
         print("DOES NOT CONFORM:", file=out)
         for v in s["violations"]:

@@ -86,13 +86,43 @@ def encode_frame(packet: bytes) -> bytes:
     return cobs_encode(body) + DELIMITER
 
 
+def v1_packet_lengths() -> bytes:
+    """The decoders' ``recover_lengths`` table: for each type code, the smallest then the largest packet
+    length (header + payload, crc excluded) a version-1 packet of that type has (docs/serial-protocol.md
+    section 4); unknown types get (255, 0) and are never recovered from the tail of a failed frame."""
+    global _V1_LENGTHS
+    if _V1_LENGTHS is None:
+        import struct
+
+        from .messages import _FORMATS, FAULT_TEXT_MAX, HEADER, MESSAGE_CLASSES  # they import this module
+        lo, hi = bytearray([255] * 256), bytearray(256)
+        for type_code, cls in MESSAGE_CLASSES.items():
+            fixed = variable = 0
+            for kind in cls.KINDS.values():
+                if kind in _FORMATS:
+                    fixed += struct.calcsize("<" + _FORMATS[kind][0])
+                elif kind.startswith("char["):
+                    fixed += int(kind[5:-1])
+                else:  # "text": the rest of the packet
+                    variable += FAULT_TEXT_MAX
+            lo[type_code], hi[type_code] = HEADER.size + fixed, HEADER.size + fixed + variable
+        _V1_LENGTHS = bytes(lo + hi)
+    return _V1_LENGTHS
+
+
+_V1_LENGTHS: bytes | None = None
+
+
 class RefDecoder:
     """Pure-Python reference of ``ext._cobs.CobsDecoder``: same packets, same counters."""
 
-    def __init__(self) -> None:
+    def __init__(self, recover: bool = True) -> None:
+        self._lengths = v1_packet_lengths() if recover else None
+        self._version = 1
         self._buf = bytearray()
         self._dropped = 0
         self.frames = self.crc_errors = self.framing_errors = self.oversized = self.bytes_discarded = 0
+        self.recovered = 0
 
     @property
     def pending(self) -> int:
@@ -107,44 +137,76 @@ class RefDecoder:
         packets = []
         for b in bytes(data):
             if b != 0:
-                if len(self._buf) < MAX_FRAME:
-                    self._buf.append(b)
-                else:
+                self._buf.append(b)
+                if len(self._buf) > MAX_FRAME:  # keep the frame's last MAX_FRAME bytes
+                    del self._buf[0]
                     self._dropped += 1
                 continue
             frame, dropped = bytes(self._buf), self._dropped
             self._buf.clear()
             self._dropped = 0
-            if not frame:
-                continue
-            if dropped:
-                self.framing_errors += 1
-                self.oversized += 1
-                self.bytes_discarded += len(frame) + dropped
-                continue
+            if frame:
+                packet = self._end_frame(frame, dropped)
+                if packet is not None:
+                    packets.append(packet)
+        return packets
+
+    def _end_frame(self, frame: bytes, dropped: int) -> bytes | None:
+        if dropped:
+            self.framing_errors += 1
+            self.oversized += 1
+            first = 0  # only the frame's tail is held: every start is a candidate
+        else:
             try:
                 body = cobs_decode(frame)
             except ValueError:
                 body = b""
             if len(body) < MIN_PACKET:
                 self.framing_errors += 1
-                self.bytes_discarded += len(frame)
-                continue
-            if crc16_ref(body[:-2]) != int.from_bytes(body[-2:], "little"):
+            elif crc16_ref(body[:-2]) != int.from_bytes(body[-2:], "little"):
                 self.crc_errors += 1
-                self.bytes_discarded += len(frame)
+            else:
+                self.frames += 1
+                return body[:-2]
+            first = 1
+        found = self._recover(frame, first) if self._lengths is not None else None
+        if found is None:
+            self.bytes_discarded += len(frame) + dropped
+            return None
+        start, body = found
+        self.bytes_discarded += start + dropped
+        self.recovered += 1
+        self.frames += 1
+        return body[:-2]
+
+    def _recover(self, frame: bytes, first: int) -> tuple[int, bytes] | None:
+        """(start, decoded body) of the longest tail ``frame[start:]`` that is a complete COBS encoding of a
+        version-1 packet whose length fits its type and whose crc is right; None if there is none."""
+        n = len(frame)
+        for start in range(first, n - MIN_PACKET):
+            # Version and a known type are non-zero bytes: they sit in the first COBS block (code >= 3).
+            if frame[start] < 3 or frame[start + 1] != self._version or self._lengths[256 + frame[start + 2]] == 0:
                 continue
-            self.frames += 1
-            packets.append(body[:-2])
-        return packets
+            try:
+                body = cobs_decode(frame[start:])
+            except ValueError:
+                continue
+            if not MIN_PACKET <= len(body) <= MAX_PACKET or body[0] != self._version:
+                continue
+            if not self._lengths[body[1]] <= len(body) - 2 <= self._lengths[256 + body[1]]:
+                continue
+            if crc16_ref(body[:-2]) == int.from_bytes(body[-2:], "little"):
+                return start, body
+        return None
 
 
 class Decoder:
     """Bytes in, CRC-verified packets out (compiled kernel). Never raises on any input, holds at most
-    MAX_FRAME bytes, and resyncs at the next 0x00 after damage."""
+    MAX_FRAME bytes, resyncs at the next 0x00 after damage, and recovers an intact version-1 packet from
+    the tail of a failed frame (``recover=False``: the plain decoder, which loses it)."""
 
-    def __init__(self) -> None:
-        self._k = _cobs.CobsDecoder()
+    def __init__(self, recover: bool = True) -> None:
+        self._k = _cobs.CobsDecoder(v1_packet_lengths() if recover else None)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -180,6 +242,10 @@ class Decoder:
     def bytes_discarded(self) -> int:
         return self._k.bytes_discarded
 
+    @property
+    def recovered(self) -> int:
+        return self._k.recovered
+
     def counters(self) -> dict[str, int]:
         return {"frames": self.frames, "crc_errors": self.crc_errors, "framing_errors": self.framing_errors,
-                "oversized": self.oversized, "bytes_discarded": self.bytes_discarded}
+                "oversized": self.oversized, "bytes_discarded": self.bytes_discarded, "recovered": self.recovered}

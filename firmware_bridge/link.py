@@ -202,7 +202,7 @@ class Link:
     def _host_packet(self, cls, now_ns: int, **fields) -> bytes:
         msg = cls(seq=self._tx_seq, device_ms=(now_ns // 1_000_000) & 0xFFFFFFFF, **fields)
         self._tx_seq = (self._tx_seq + 1) & 0xFFFF
-        return msg.encode()
+        return b"\x00" + msg.encode()  # a 0x00 before the frame too: noise before it cannot cost it
 
     def counters(self) -> dict:
         d = self.decoder

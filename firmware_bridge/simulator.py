@@ -230,7 +230,6 @@ class InjectorDevice:
         self._state = InjectorState.IDLE
         self._next_hb_ns: int | None = None
         self._next_hello_ns: int | None = None
-        self._lead_delimiter = False
         self.sent_by_type: dict[str, int] = {}
         self.acks_received = 0
         self.retransmissions = 0
@@ -253,7 +252,6 @@ class InjectorDevice:
         """The line came (back) up: HELLO now, heartbeats from now on."""
         self._next_hello_ns = now_ns
         self._next_hb_ns = now_ns
-        self._lead_delimiter = True  # ends any half frame the other side still holds
 
     def next_due_ns(self) -> int:
         due = [self._t_ns(self._pending_event[0])] if self._pending_event else []
@@ -293,9 +291,9 @@ class InjectorDevice:
                 self.retransmissions += 1
                 u.next_ns += int(RETRANSMIT_S * 1e9)
         out.sort()
-        lead = b"\x00" if self._lead_delimiter else b""
-        self._lead_delimiter = False
-        return self._noise(lead + b"".join(f for _, _, f in out))
+        # A 0x00 before every frame as well as after (docs/serial-protocol.md section 2): noise before a
+        # frame then ends at that 0x00 instead of gluing onto the frame.
+        return self._noise(b"".join(b"\x00" + f for _, _, f in out))
 
     def _event_frame(self, kind: str, f: dict, t_ns: int) -> bytes:
         if kind == "state":

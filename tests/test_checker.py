@@ -1,7 +1,10 @@
 """serial-check: the judge's rules on crafted streams (no I/O) and the command body on injsim://."""
 import io
 import json
+import socket
 import struct
+import threading
+import time
 
 import pytest
 
@@ -132,12 +135,145 @@ def test_time_sync_capable_device_must_answer():
     assert not any("TIME_REQ" in v for v in summary2["violations"])
 
 
-def test_one_partial_frame_at_the_start_is_forgiven():
+def test_one_partial_frame_at_the_start_is_forgiven_when_joining_mid_stream():
     stream = good_stream()
     stream[0] = (0, b"\x17\x42\x99" + stream[0][1][5:])  # joined mid-frame: HELLO lost
     summary, _, _ = judge(stream)
     assert summary["framing_errors"] + summary["crc_errors"] == 1
-    assert summary["violations"] in ([], ["1 frames failed the CRC-16/CCITT-FALSE check"])
+    assert summary["violations"] == [] and not summary["listened_from_start"]
+    # Two damaged frames are more than a join costs.
+    stream.insert(1, (1, b"\x05\x01\x02\x00"))
+    summary, _, _ = judge(stream)
+    counts = summary["violation_counts"]
+    assert len(summary["violations"]) == 1 and counts.get("crc", 0) + counts.get("framing", 0) == 1
+
+
+BOOT_S = 2 * S  # the device powers up 2 s into the check: the check was listening before its first byte
+BANNER = b"\r\nACME injector boot v2.1\r\nself test ok\r\n"
+
+
+def booted(stream, before=b""):
+    """The stream of a device powering up at BOOT_S, ``before`` its first frame (a banner, say)."""
+    out = [(t + BOOT_S, b) for t, b in stream]
+    if before:
+        out[0] = (BOOT_S, before + out[0][1])
+    return out
+
+
+def test_boot_banner_is_counted_shown_and_the_hello_after_it_kept():
+    summary, records, _ = judge(booted(good_stream(), BANNER), end_ns=BOOT_S + 3 * S)
+    assert records[0]["type"] == "HELLO"  # recovered from the tail of the banner's frame
+    assert summary["listened_from_start"] and summary["banner_bytes"] == len(BANNER)
+    assert summary["banner"] == '"\\r\\nACME injector boot v2.1\\r\\nself test ok\\r\\n"'
+    assert summary["violation_counts"] == {"banner": 1}
+    (v,) = summary["violations"]
+    assert f"{len(BANNER)} bytes before the first frame" in v and "ACME injector boot" in v
+    assert summary["recovered"] == 1
+
+
+def test_long_banner_is_truncated_in_the_report():
+    banner = bytes(range(1, 256)) * 2
+    summary, _, _ = judge(booted(good_stream(), banner), end_ns=BOOT_S + 3 * S)
+    assert summary["banner_bytes"] == len(banner)
+    assert summary["banner"].startswith('"\\x01\\x02') and summary["banner"].endswith("... (510 bytes)")
+
+
+def test_a_banner_followed_by_a_zero_is_still_reported():
+    summary, records, _ = judge(booted(good_stream(), BANNER + b"\x00"), end_ns=BOOT_S + 3 * S)
+    assert records[0]["type"] == "HELLO" and summary["recovered"] == 0
+    assert summary["violation_counts"] == {"banner": 1}
+
+
+def test_first_packet_not_hello_after_boot_is_a_lost_hello():
+    stream = booted(good_stream())[1:]  # HELLO never arrived
+    summary, _, _ = judge(stream, end_ns=BOOT_S + 3 * S)
+    assert "first-hello" in summary["violation_counts"]
+    assert any("first packet was HEARTBEAT" in v and "not HELLO" in v for v in summary["violations"])
+    # Joining a running device mid-stream, a first packet other than HELLO is normal.
+    summary, _, _ = judge(good_stream()[1:])
+    assert "first-hello" not in summary["violation_counts"]
+
+
+def test_damaged_first_hello_then_its_resend_is_a_lost_hello():
+    stream = booted(good_stream())
+    t, frame = stream[0]
+    damaged = frame[:20] + bytes([frame[20] ^ 0x10]) + frame[21:]
+    stream[0] = (t, damaged)
+    stream.insert(1, (t, frame))  # the resend arrives
+    stream.sort(key=lambda e: e[0])
+    summary, records, _ = judge(stream, end_ns=BOOT_S + 3 * S)
+    assert records[0]["type"] == "HELLO"
+    assert summary["violation_counts"].get("first-hello") == 1 and summary["crc_errors"] == 1
+    assert any("start of a HELLO" in v for v in summary["violations"])
+
+
+def test_a_partial_frame_is_not_forgiven_when_listening_from_before_boot():
+    stream = booted(good_stream())
+    stream.insert(1, (BOOT_S + 1, b"\x05\x01\x02\x00"))  # a damaged frame right after the HELLO
+    summary, _, _ = judge(stream, end_ns=BOOT_S + 3 * S)
+    assert summary["violation_counts"] == {"framing": 1}
+
+
+def test_device_ms_may_go_back_at_most_50_ms():
+    base = good_stream()
+    seq = len(base)
+
+    def with_packets(*pkts):
+        return sorted(base + [(2 * S + k, p.encode()) for k, p in enumerate(pkts)], key=lambda e: e[0])
+
+    # A SAMPLE stamped 1 ms (and 50 ms) before the HEARTBEAT sent just ahead of it is fine.
+    ok = with_packets(Heartbeat(seq, 2000, state=0), Sample(seq + 1, 1999, flow=1, volume=1, pressure=1, phase=0),
+                      Sample(seq + 2, 1950, flow=1, volume=1, pressure=1, phase=0))
+    summary, _, _ = judge(ok)
+    assert "device-time" not in summary["violation_counts"]
+    bad = with_packets(Heartbeat(seq, 2000, state=0), Sample(seq + 1, 1949, flow=1, volume=1, pressure=1, phase=0))
+    summary, _, _ = judge(bad)
+    assert summary["violation_counts"]["device-time"] == 1
+    assert any("went back by 51 ms" in v for v in summary["violations"])
+    # Small steps back add up: judged against the latest device_ms, not the previous packet's.
+    creep = with_packets(Heartbeat(seq, 2000, state=0),
+                         *[Xray(seq + 1 + k, 1970 - 30 * k, on=k % 2) for k in range(3)])
+    summary, _, _ = judge(creep)
+    assert summary["violation_counts"]["device-time"] == 1  # 1940 is 60 ms behind 2000
+    assert any("went back by 60 ms" in v and "1940 after 2000" in v for v in summary["violations"])
+
+
+def _resent(copies, gap_ms=500):
+    base = good_stream()
+    t, frame, _ = find(base, Summary)
+    return sorted(base + [(t + k * gap_ms * MS, frame) for k in range(1, copies)], key=lambda e: e[0])
+
+
+def test_resends_after_an_ack_are_legal_up_to_ten():
+    summary, _, _ = judge(_resent(11), end_ns=int(6.5 * S))
+    assert not any(k.startswith("retx") for k in summary["violation_counts"])
+    assert summary["by_type"]["SUMMARY"] == 1 and summary["by_type"]["SUMMARY retransmitted"] == 10
+    assert summary["duplicates"] == 10
+    summary, _, _ = judge(_resent(12), end_ns=int(7 * S))
+    assert summary["violation_counts"]["retx-many"] == 1
+    assert any("resent more than 10 times (at most 10 resends: 11 sends in all)" in v
+               for v in summary["violations"])
+
+
+def test_every_rule_is_listed_with_its_own_count_and_message():
+    base = good_stream()
+    stream = base + [(1600 * MS, Xray(len(base), 1600, on=0).encode()),
+                     (1700 * MS, Xray(len(base) + 1, 1700, on=0).encode()),
+                     (2 * S, encode_frame(struct.pack("<BBHI", 1, 0x42, len(base) + 2, 2000))),
+                     (2 * S + 1, encode_frame(struct.pack("<BBHI", 1, 0x43, len(base) + 3, 2000)))]
+    summary, _, _ = judge(stream)
+    v = summary["violations"]
+    assert sum("repeated without a change" in x for x in v) == 1
+    assert any(x.endswith("[2 times]") and "XRAY on=False repeated" in x for x in v)
+    assert any("unknown message type 0x42" in x for x in v) and any("unknown message type 0x43" in x for x in v)
+    # The HELLO rule judged twice, differently: mid-stream and at the end, each with its own line.
+    hellos = [(0, Hello(0, 0, protocol_version=1, capabilities=3).encode()),
+              (12 * S, Hello(1, 12000, protocol_version=1, capabilities=3).encode())]
+    summary, _, _ = judge(hellos, end_ns=24 * S)
+    assert summary["violation_counts"]["hello-period"] == 1 and summary["violation_counts"]["hello-period-end"] == 1
+    seqs = [(k * 100 * MS, Heartbeat(k * 2, k * 100, state=0).encode()) for k in range(5)]
+    summary, _, _ = judge(seqs, end_ns=S // 2)
+    assert summary["violations"] == ["4 seq gaps (4 packets missing; +1 per new packet)"]
 
 
 def test_check_main_json_on_the_simulator():
@@ -146,10 +282,19 @@ def test_check_main_json_on_the_simulator():
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
     assert set(lines[-1]) == {"summary"}
     s = lines[-1]["summary"]
-    assert s["violations"] == [] and s["packets"] == len(lines) - 1
+    received = [x for x in lines[:-1] if "type" in x]
+    sent = [x for x in lines[:-1] if "sent" in x]
+    assert s["violations"] == [] and s["packets"] == len(received) == len(lines) - 1 - len(sent)
     assert {"packets", "by_type", "crc_errors", "framing_errors", "unknown_types", "seq_gaps", "violations"} <= set(s)
-    hello = next(x for x in lines if x["type"] == "HELLO")
+    hello = next(x for x in received if x["type"] == "HELLO")
     assert hello["fw_version"] == "1.0.0" and hello["capabilities"] == 7
+    # What the check sent, with its time: the ACK of that HELLO, then the TIME_REQ burst 250 ms apart.
+    assert all(set(x) == {"sent", "t_s"} for x in sent)
+    acks = [x for x in sent if x["sent"]["type"] == "ACK"]
+    reqs = [x for x in sent if x["sent"]["type"] == "TIME_REQ"]
+    assert acks[0]["sent"]["acked_seq"] == hello["seq"]
+    assert len(reqs) >= 4 and all(0.2 < b["t_s"] - a["t_s"] < 0.4 for a, b in zip(reqs, reqs[1:]))
+    assert [x["t_s"] for x in sent] == sorted(x["t_s"] for x in sent)
 
 
 def test_check_main_fails_a_noisy_line_and_reports_text():
@@ -163,3 +308,52 @@ def test_check_main_unusable_port(capsys):
     assert check_main("/nonexistent/ttyUSB9", seconds=0.5) == 2
     assert check_main("injsim://", seconds=0) == 2
     assert "cannot open" in capsys.readouterr().err
+
+
+def _booting_device(server, before: bytes, hello: bool, boot_after_s: float, received: list):
+    """A device on a TCP serial server that powers up ``boot_after_s`` after the check connects."""
+    conn, _ = server.accept()
+    with conn:
+        time.sleep(boot_after_s)
+        frames = [Hello(0, 0, protocol_version=1, capabilities=0b011).encode()] if hello else []
+        frames += [Heartbeat(len(frames) + k, 300 * k, state=0).encode() for k in range(4)]
+        conn.sendall(before + frames[0])
+        for f in frames[1:]:
+            time.sleep(0.3)
+            conn.sendall(f)
+        conn.settimeout(1.0)
+        try:
+            while chunk := conn.recv(4096):
+                received.append(chunk)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("before, hello, rules", [
+    (BANNER, True, {"banner": 1}),
+    (b"", False, {"first-hello": 1}),
+], ids=["banner-then-hello", "hello-lost"])
+def test_check_main_hears_a_device_start_on_a_socket(before, hello, rules):
+    server = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+    th = threading.Thread(target=_booting_device, args=(server, before, hello, 1.6, received))
+    th.start()
+    out = io.StringIO()
+    try:
+        rc = check_main(f"socket://127.0.0.1:{server.getsockname()[1]}", seconds=3.0, as_json=True, out=out)
+    finally:
+        th.join(10)
+        server.close()
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    s = lines[-1]["summary"]
+    assert rc == 1 and s["listened_from_start"]
+    assert s["violation_counts"] == rules, s["violations"]
+    assert s["banner_bytes"] == len(before)
+    first = next(x for x in lines if "type" in x)
+    assert first["type"] == ("HELLO" if hello else "HEARTBEAT")
+    if hello:
+        assert "ACME injector boot" in s["banner"] and s["recovered"] == 1
+        # The ACK went out on the line and was printed with its time.
+        acks = [x for x in lines if x.get("sent", {}).get("type") == "ACK"]
+        assert acks and acks[0]["sent"]["acked_seq"] == 0 and acks[0]["t_s"] > 1.5
+        assert [parse(p).acked_seq for p in Decoder().feed(b"".join(received))] == [0]

@@ -1,5 +1,6 @@
 """Fuzzing the framing decoder: damaged streams never raise, never grow the buffer, never cost an intact
-frame after the damage, and the compiled decoder always equals the reference.
+frame (an intact v1 packet's complete encoding and its delimiter), whatever came before it, and the
+compiled decoder always equals the reference.
 
 The default run is a smoke-sized version. The fuzz run at scale:
     CATHLAB_FUZZ=1 .venv/bin/python -m pytest tests/test_fuzz_framing.py -q
@@ -8,14 +9,17 @@ The default run is a smoke-sized version. The fuzz run at scale:
 import os
 import random
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from firmware_bridge.framing import MAX_FRAME, Decoder, RefDecoder, encode_frame
+from tests.v1_packets import packets as v1_packets, random_packet
 
 AT_SCALE = os.environ.get("CATHLAB_FUZZ") == "1"
 EXAMPLES = int(os.environ.get("CATHLAB_FUZZ_EXAMPLES", "20000")) if AT_SCALE else 150
 STREAMS = int(os.environ.get("CATHLAB_FUZZ_STREAMS", "200000")) if AT_SCALE else 300
-COUNTERS = ("frames", "crc_errors", "framing_errors", "oversized", "bytes_discarded")
+COUNTERS = ("frames", "crc_errors", "framing_errors", "oversized", "bytes_discarded", "recovered")
 
 
 def build_stream(rnd: random.Random, n_segments: int):
@@ -24,14 +28,18 @@ def build_stream(rnd: random.Random, n_segments: int):
     must = []
     for _ in range(n_segments):
         op = rnd.random()
-        if op < 0.55:  # an intact frame
-            packet = rnd.randbytes(rnd.randint(8, 252))
-            # It must survive only if it starts right after a delimiter (or at the stream start).
-            if not out or out[-1] == 0:
-                must.append(packet)
-            out += encode_frame(packet)
-        elif op < 0.65:  # garbage
-            out += rnd.randbytes(rnd.randint(1, 400))
+        if op < 0.55:  # an intact frame: it must survive whatever came before it
+            packet = random_packet(rnd)
+            must.append(packet)
+            out += rnd.choice((b"", b"", b"\x00")) + encode_frame(packet)
+        elif op < 0.65:  # garbage, with or without zeros, or a printable boot banner
+            kind = rnd.randrange(3)
+            junk = rnd.randbytes(rnd.randint(1, 1024))
+            if kind == 1:
+                junk = junk.replace(b"\x00", b"")
+            elif kind == 2:
+                junk = bytes(32 + b % 95 for b in junk)
+            out += junk
         elif op < 0.75:  # a frame with bit flips
             f = bytearray(encode_frame(rnd.randbytes(rnd.randint(8, 252))))
             for _ in range(rnd.randint(1, 4)):
@@ -42,9 +50,16 @@ def build_stream(rnd: random.Random, n_segments: int):
             out += f[: rnd.randrange(len(f) - 1)]
         elif op < 0.92:  # an oversized run without delimiter
             out += bytes(b or 1 for b in rnd.randbytes(rnd.randint(256, 2000)))
-        else:  # a missing delimiter: two frames glued
-            a = encode_frame(rnd.randbytes(rnd.randint(8, 120)))[:-1]
-            out += a + encode_frame(rnd.randbytes(rnd.randint(8, 120)))
+        elif op < 0.96:  # a missing delimiter: two frames glued; the second must survive
+            a = encode_frame(random_packet(rnd))[:-1]
+            packet = random_packet(rnd)
+            must.append(packet)
+            out += a + encode_frame(packet)
+        else:  # bytes dropped inside a frame
+            f = bytearray(encode_frame(rnd.randbytes(rnd.randint(8, 252))))
+            for _ in range(rnd.randint(1, 3)):
+                del f[rnd.randrange(len(f) - 1)]
+            out += f
     return bytes(out), must
 
 
@@ -62,6 +77,19 @@ def chunks(data: bytes, rnd: random.Random):
     return out
 
 
+RESULTS = dict.fromkeys(("streams", "intact", "decoded", "recovered", "garbage_examples", "seeded_bytes"), 0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    if AT_SCALE:
+        r = RESULTS
+        print(f"\nfuzz: {r['streams']} damaged streams ({r['seeded_bytes'] / 1e6:.1f} MB seeded), {r['intact']} intact "
+              f"frames in them, every one decoded ({r['recovered']} recovered from the tail of a bad frame); "
+              f"{r['garbage_examples']} garbage-before-packet examples, the packet decoded in each")
+
+
 def is_subsequence(needles, haystack):
     it = iter(haystack)
     return all(any(n == h for h in it) for n in needles)
@@ -76,6 +104,10 @@ def run_one(rnd: random.Random, with_reference: bool):
         got += d.feed(p)  # must never raise
         assert d.pending <= MAX_FRAME
     assert is_subsequence(must, got), "an intact frame after the damage was lost"
+    RESULTS["streams"] += 1
+    RESULTS["intact"] += len(must)
+    RESULTS["decoded"] += len(got)
+    RESULTS["recovered"] += d.recovered
     if with_reference:
         r = RefDecoder()
         ref = [x for p in pieces for x in r.feed(p)]
@@ -105,6 +137,22 @@ def test_seeded_random_streams():
     total = 0
     for k in range(STREAMS):
         total += run_one(rnd, with_reference=(k % 20 == 0))
-    if AT_SCALE:
-        print(f"\nfuzz: {STREAMS} random damaged streams ({total / 1e6:.1f} MB), "
-              f"{EXAMPLES} x 2 hypothesis examples")
+    RESULTS["seeded_bytes"] += total
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=1024), v1_packets, st.integers(0, 2048), st.booleans())
+def test_garbage_before_an_intact_packet_hypothesis(garbage, packet, split, zero_free):
+    """Any garbage up to 1 KB (with or without 0x00) before an intact packet: the packet is decoded by both
+    decoders, fed whole, split and byte by byte."""
+    if zero_free:
+        garbage = garbage.replace(b"\x00", b"")
+    wire = garbage + encode_frame(packet)
+    k = split % (len(wire) + 1)
+    for make in (Decoder, RefDecoder):
+        for chunks in ([wire], [wire[:k], wire[k:]], [wire[i:i + 1] for i in range(len(wire))]):
+            d = make()
+            got = [p for c in chunks for p in d.feed(c)]
+            assert got[-1:] == [packet]
+            assert d.pending == 0
+    RESULTS["garbage_examples"] += 1

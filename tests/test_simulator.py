@@ -312,3 +312,15 @@ def test_the_cli_offers_every_scenario_and_refuses_others(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["simulate-injector", "--port", "pty", "--scenario", "nope"])
     assert "continuous" in capsys.readouterr().err
+
+
+def test_every_frame_has_a_zero_before_it_as_well_as_after():
+    dev = InjectorDevice("nominal", t0_ns=0, seed=3)
+    dev.connected(0)
+    wire = b"".join(dev.poll(k * 10 * MS) for k in range(300))  # 3 s: HELLO, heartbeats, an injection
+    pieces = wire.split(b"\x00")
+    assert wire.startswith(b"\x00") and wire.endswith(b"\x00")
+    # 0x00 frame 0x00 0x00 frame 0x00 ...: every frame sits between an empty piece before and after.
+    assert pieces[0] == b"" and all(p == b"" for p in pieces[::2]) and all(pieces[1::2])
+    packets = Decoder().feed(wire)
+    assert len(packets) == len(pieces[1::2]) > 10

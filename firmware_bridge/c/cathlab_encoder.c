@@ -58,7 +58,7 @@ size_t ce_frame(uint8_t *out, size_t out_size, uint8_t type, uint16_t seq, uint3
     uint8_t pkt[CE_MAX_PACKET];
     size_t n = CE_HEADER_LEN + payload_len + 2u, len;
     uint16_t crc;
-    if (out == NULL || n > CE_MAX_PACKET || out_size < n + 2u || (payload_len && payload == NULL))
+    if (out == NULL || n > CE_MAX_PACKET || out_size < n + 3u || (payload_len && payload == NULL))
         return 0;
     pkt[0] = CE_PROTOCOL_VERSION;
     pkt[1] = type;
@@ -68,7 +68,8 @@ size_t ce_frame(uint8_t *out, size_t out_size, uint8_t type, uint16_t seq, uint3
         memcpy(pkt + CE_HEADER_LEN, payload, payload_len);
     crc = ce_crc16(pkt, n - 2u);
     put16(pkt + n - 2u, crc);
-    len = cobs_encode(pkt, n, out);
+    out[0] = 0x00; /* ends any noise before the frame */
+    len = 1u + cobs_encode(pkt, n, out + 1);
     out[len++] = 0x00;
     return len;
 }

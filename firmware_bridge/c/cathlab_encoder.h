@@ -1,8 +1,8 @@
 /*
  * cathlab-edge serial protocol v1: encoder for device firmware (C99).
  *
- * Builds every device-to-appliance message as a complete wire frame
- * (COBS(header | payload | crc16-LE) followed by 0x00) into a caller's buffer,
+ * Builds every device-to-appliance message as complete wire bytes
+ * (0x00, COBS(header | payload | crc16-LE), 0x00) into a caller's buffer,
  * and decodes the appliance's ACK and TIME_REQ byte by byte.
  * No malloc, no libc beyond <stdint.h> and <string.h>; no global state.
  * The protocol document is docs/serial-protocol.md; vectors.txt holds test vectors.
@@ -20,7 +20,8 @@ extern "C" {
 #define CE_PROTOCOL_VERSION 1u
 #define CE_HEADER_LEN 8u
 #define CE_MAX_PACKET 254u      /* header + payload + crc, before COBS */
-#define CE_MAX_FRAME 256u       /* COBS adds one byte, plus the 0x00 delimiter */
+#define CE_MAX_ENCODED 255u     /* COBS of the largest packet: one byte more */
+#define CE_MAX_FRAME 257u       /* a leading 0x00, the COBS bytes, the 0x00 delimiter */
 #define CE_TEXT_FIELD_LEN 16u   /* model, serial_no */
 #define CE_FAULT_TEXT_MAX 64u
 
@@ -63,8 +64,9 @@ typedef struct {
 } ce_summary;
 
 /*
- * Frame builders. Each writes one complete frame (delimiter included) to out and
- * returns its length, or 0 when out_size is too small or an argument is invalid
+ * Frame builders. Each writes one complete frame to out, a 0x00 before and the
+ * 0x00 delimiter after it (a leading 0x00 ends any line noise before the frame, so
+ * the noise cannot cost the frame: docs/serial-protocol.md section 2), and returns its length, or 0 when out_size is too small or an argument is invalid
  * (text too long, state/severity/on out of range). CE_MAX_FRAME bytes always suffice.
  * seq: +1 (mod 65536) for every new packet; a retransmission reuses the frame as is.
  */
@@ -86,7 +88,7 @@ uint16_t ce_crc16(const uint8_t *data, size_t len);
 
 /* Decoder for the appliance's packets (ACK, TIME_REQ); feed every received byte. */
 typedef struct {
-    uint8_t buf[CE_MAX_FRAME - 1];
+    uint8_t buf[CE_MAX_ENCODED];
     uint16_t n;
     uint8_t overflow;
 } ce_decoder;

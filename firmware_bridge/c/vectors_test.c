@@ -200,7 +200,7 @@ int main(int argc, char **argv)
         if (ce_hello_frame(out, sizeof out, 0, 0, &h) || ce_fault_frame(out, sizeof out, 0, 0, 1, 0, long_text)
             || ce_state_frame(out, sizeof out, 0, 0, 7, 0) || ce_xray_frame(out, sizeof out, 0, 0, 2)
             || ce_fault_frame(out, sizeof out, 0, 0, 1, 3, "") || ce_sample_frame(out, 10, 0, 0, 1, 1, 1, 1)
-            || ce_xray_frame(out, 12, 0, 0, 1) != 0 || ce_xray_frame(out, 13, 0, 0, 1) != 13) {
+            || ce_xray_frame(out, 13, 0, 0, 1) != 0 || ce_xray_frame(out, 14, 0, 0, 1) != 14) {
             printf("FAIL argument checks\n");
             failures++;
         } else {
