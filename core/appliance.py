@@ -472,8 +472,11 @@ class Appliance:
             self.log.record("injector_fault_cleared", {"reason": reason}, t_mono_ns=host_ns)
 
     def _injection_started(self, host_ns: int) -> None:
-        if self.source is None:
-            self._ensure_procedure()   # no X-ray runs to open one: the injection belongs to a procedure
+        if self.source is None:   # no X-ray runs to open one: the injection belongs to a procedure
+            try:
+                self._ensure_procedure()
+            except ValueError:    # the operator opened one in the same instant: the injection is in it
+                pass
         self._injecting_since = host_ns
         self._inbox.append(lambda: self.pipeline.injection(host_ns, None, None))
         self.log.record("injection_start", {}, t_mono_ns=host_ns)
