@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -43,21 +44,39 @@ def get(url: str) -> tuple[int, dict]:
 
 @pytest.fixture
 def injector_only(tmp_path):
-    """`cathlab-edge run --serial injsim://?scenario=faults` as a user starts it: no --video anywhere."""
+    """`cathlab-edge run --serial injsim://?scenario=faults` as a user starts it: no --video anywhere, under a
+    stand-in for systemd's notify socket with a 4 s watchdog (petted every 2 s; HEARTBEAT comes every 1 s)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CATHLAB_")}
-    env["PYTHONUNBUFFERED"] = "1"
+    sock_dir = tempfile.mkdtemp(prefix="cathlab-notify-")   # AF_UNIX paths are short; tmp_path may not be
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(os.path.join(sock_dir, "notify"))
+    notify.settimeout(0.05)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CATHLAB_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    env.update(PYTHONUNBUFFERED="1", NOTIFY_SOCKET=os.path.join(sock_dir, "notify"), WATCHDOG_USEC="4000000")
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "run", "--port", str(port), "--data-dir",
                              str(tmp_path / "data"), "--serial", "injsim://?scenario=faults"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    yield proc, f"http://127.0.0.1:{port}"
+
+    def notifications() -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(notify.recv(4096).decode())
+            except socket.timeout:
+                return out
+
+    yield proc, f"http://127.0.0.1:{port}", notifications
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+    notify.close()
+    os.unlink(os.path.join(sock_dir, "notify"))
+    os.rmdir(sock_dir)
 
 
 def test_serial_without_video_runs_no_phantom_and_alarms_an_injector_fault(injector_only):
-    proc, url = injector_only
+    proc, url, notifications = injector_only
     seen: list[dict] = []
 
     def status(predicate):
@@ -103,6 +122,13 @@ def test_serial_without_video_runs_no_phantom_and_alarms_an_injector_fault(injec
     assert {"reason": "injector state idle"} in [e["data"] for e in events if e["kind"] == "injector_fault_cleared"]
     injection = next(e for e in events if e["kind"] == "injection")
     assert injection["procedure_id"] is not None        # without runs the injection opened the procedure
+
+    # Many seconds without a single frame, and systemd's watchdog was petted all along: telemetry is judged.
+    sent = notifications()
+    assert sent[0].startswith("READY=1")
+    pets = [m for m in sent if m.startswith("WATCHDOG=1")]
+    assert len(pets) >= 3 and [m for m in sent if "stalled" in m] == []
+    assert "STATUS=no video (by configuration), injector link up, packets" in pets[-1]
 
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=10)
