@@ -102,7 +102,7 @@ def test_config_show_is_valid_toml_with_sources(tmp_path, monkeypatch):
     assert parsed["port"] == 8100 and parsed["phantom_size"] == 256
     assert parsed["video_crop"] == [1, 2, 30, 40] and parsed["serial"] == "/dev/ttyUSB0"
     assert "video" not in parsed                       # None has no TOML value: shown commented out
-    assert "# video = (not set)  # default" in text
+    assert '# video = (not set)  # default; in force: "none"' in text    # beside the serial injector
     assert f"port = 8100  # {path}" in text
     assert "phantom_size = 256  # environment CATHLAB_PHANTOM_SIZE" in text
     # What --show prints loads back to the same settings.
