@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="HTTP port (default 8000)")
     run.add_argument("--data-dir", help="where the event log lives (default: per-user data directory)")
     run.add_argument("--serial", help="injector serial port or pyserial URL (default: built-in simulator)")
-    run.add_argument("--video", help="video source: a .npy stack or DICOM multi-frame file (default: built-in fluoroscopy phantom)")
+    run.add_argument("--video", help="none, phantom (the built-in fluoroscopy phantom), a grabber /dev/videoN, or "
+                     "a .npy / DICOM file or folder to replay (default: phantom, but none when --serial is given)")
     run.add_argument("--fps", dest="video_fps", type=float, help="frame rate of a replayed file (required for .npy; DICOM says its own)")
     run.add_argument("--phantom-intensity", choices=["lin", "log"],
                      help="phantom output: log = 8-bit display video (default), lin = 16-bit linear")

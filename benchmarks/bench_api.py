@@ -199,7 +199,8 @@ def server(tmp_path):
     port.close()
     env = dict(os.environ, CATHLAB_PHANTOM_SIZE="256")
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "run", "--port", str(http_port), "--data-dir",
-                             str(tmp_path / "data"), "--serial", f"socket://127.0.0.1:{injector.port}"],
+                             str(tmp_path / "data"), "--serial", f"socket://127.0.0.1:{injector.port}",
+                             "--video", "phantom"],   # a serial port alone means no video: the phantom is asked for
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         injector.accept()

@@ -283,6 +283,8 @@ def run_soak(duration_s: float, data_dir: Path, *, size: int = 1024, clients: in
     cmd = [sys.executable, "-m", "api.cli", "run", "--port", str(port), "--data-dir", str(data_dir)]
     if video is not None:
         cmd += ["--video", str(video), "--fps", "30"]
+    else:
+        cmd += ["--video", "phantom"]   # with --serial and no --video the appliance would run without video
     if pump is not None:
         cmd += ["--serial", pump.path]
         pump.start()

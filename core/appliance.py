@@ -24,23 +24,25 @@ from core.clearance import ClearanceTracker
 from core.collimator import FieldDetector
 from core.eventlog import OPEN_PROCEDURE, EventLog
 from core.images import opacity_png
+from core.injector import InjectorCondition
 from core.kernels import MAX_ROIS
 from core.pipeline import FramePipeline
 from core.procedure import ProcedureTotals
 from core.recorder import ProcedureRecorder, privacy_mask
 from core.replay_dir import DirectorySource
 from core.runs import NS, RunEvent, injection_overlaps, merge_injection, run_takes_injection
-from core.settings import Settings
+from core.settings import VIDEO_NONE, VIDEO_PHANTOM, Settings
 from core.sources import FrameSource, PhantomSource, replay
 from core.tdc import check_roi
 from core.watchdog import ProgressCheck, Watchdog
 from firmware_bridge.bridge import InjectorBridge
+from firmware_bridge.plausibility import ReportLimiter, Violation
 
 log = logging.getLogger("cathlab.appliance")
 
-SAMPLE_STALE_NS = 1 * NS          # live injector values go stale without a SAMPLE (they stream at 10-100 Hz)
 SNAPSHOT_PERIOD_NS = NS // 10     # the current run's view for the API, refreshed at most 10 times a second
 FRAME_STALL_NS = 1 * NS           # no frame for this long: the video source is stalled
+NO_VIDEO_PERIOD_S = 0.05          # without video, the injector's side inputs are applied this often
 RUN_LABELS = ("baseline", "intraprocedural", "completion")
 KEEP_RUN_IMAGES = 50              # peak-opacity PNGs served by the API (a few hundred kB each)
 TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a procedure has a handful)
@@ -52,10 +54,13 @@ INJECTION_MEMORY = 32             # injector summaries kept to complete runs tha
 DEMO_SHIFTS = ((0.0, 0.0), (0.0, 0.0), (14.0, -9.0), (14.0, -9.0), (-22.0, 11.0), (-22.0, 11.0))
 
 
-def open_video(settings: Settings, t0_ns: int, on_event=None) -> FrameSource:
-    """The frame source named by ``settings.video``: None is the built-in phantom on the shared timeline,
-    /dev/videoN a V4L2 grabber, a folder or file a replay."""
-    if settings.video is None:
+def open_video(settings: Settings, t0_ns: int, on_event=None) -> FrameSource | None:
+    """The frame source named by ``settings.video_source``: None for "none" (no video), the built-in phantom on
+    the shared timeline for "phantom", /dev/videoN a V4L2 grabber, a folder or file a replay."""
+    video = settings.video_source
+    if video == VIDEO_NONE:
+        return None
+    if video == VIDEO_PHANTOM:
         from core.phantom import PhantomConfig, PhantomVideo
 
         fps = settings.video_fps or 30.0
@@ -63,13 +68,13 @@ def open_video(settings: Settings, t0_ns: int, on_event=None) -> FrameSource:
                                intensity=settings.phantom_intensity, fps=fps, pulse_rate=min(15.0, fps))
         # The table moves between thrombectomy passes, so the demo exercises registration too.
         return PhantomSource(PhantomVideo(config, shifts=DEMO_SHIFTS), t0_ns=t0_ns)
-    if settings.video.startswith("/dev/"):
+    if video.startswith("/dev/"):
         from core.v4l2 import open_grabber   # linuxpy is only needed with a grabber
 
-        return open_grabber(settings.video, fps=settings.video_fps, on_event=on_event,
+        return open_grabber(video, fps=settings.video_fps, on_event=on_event,
                             reconnect_min_s=settings.reconnect_min_s, reconnect_max_s=settings.reconnect_max_s)
     speed = settings.replay_speed or None    # 0: as fast as possible
-    path = Path(settings.video)
+    path = Path(video)
     if path.is_dir():
         return DirectorySource(path, settings.video_fps, speed=speed, loop=settings.replay_loop)
     return replay(path, settings.video_fps, speed=speed, loop=settings.replay_loop)
@@ -83,8 +88,10 @@ class Appliance:
         # One origin for both simulators, a moment ahead so neither starts late.
         self.t0_ns = time.monotonic_ns() + NS // 5
         self.log = EventLog(self.data_dir)
+        # None: no video by configuration; the injector alone is watched (no runs, no X-ray from images).
         self.source = source if source is not None else open_video(settings, self.t0_ns, self._on_grabber)
-        self.pipeline = FramePipeline(self.source.intensity, crop=settings.video_crop, defer_finish=True)
+        intensity = self.source.intensity if self.source is not None else "log"
+        self.pipeline = FramePipeline(intensity, crop=settings.video_crop, defer_finish=True)
         # Without a configured crop the collimated field is found from the first distinct frames; with one,
         # recordings still need the burnt-in text found, to blank it.
         blank_recordings = settings.record and not settings.record_raw
@@ -102,17 +109,17 @@ class Appliance:
                                      on_bytes=self.recorder.serial if self.recorder else None,
                                      baudrate=settings.baudrate, silent_s=settings.link_silent_s,
                                      reconnect_min_s=settings.reconnect_min_s,
-                                     reconnect_max_s=settings.reconnect_max_s)
+                                     reconnect_max_s=settings.reconnect_max_s,
+                                     on_violation=self._on_violation)
         self.totals = ProcedureTotals()
         self.clearance = ClearanceTracker(max_runs=TRACKED_RUNS)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Lock()
-        self._injector_state: str | None = None
-        self._device_identity: dict | None = None
+        self._injector = InjectorCondition()     # state, live values and fault alarm, under self._lock
         self._injecting_since: int | None = None
-        self._sample: dict | None = None
-        self._sample_ns = 0
+        self._doubted: tuple[object, set[str]] | None = None   # (message, fields not to take), reader thread
+        self._violation_log = ReportLimiter(60.0)
         self._frame_errors = 0
         self._runs_total = 0
         self._contrast_runs_total = 0
@@ -133,9 +140,11 @@ class Appliance:
         # Runs measured by the tracker, that is of this procedure (worker thread; bounded like the images).
         self._clearance_runs: collections.deque[str] = collections.deque(maxlen=KEEP_RUN_IMAGES)
         self._stop = threading.Event()
-        self._frame_thread = threading.Thread(target=self._frame_loop, name="frames", daemon=True)
-        # systemd's watchdog is petted only while frames and telemetry really progress.
-        self._progress = ProgressCheck(self.status)
+        loop = self._frame_loop if self.source is not None else self._no_video_loop
+        self._frame_thread = threading.Thread(target=loop, name="frames", daemon=True)
+        # systemd's watchdog is petted only while frames and telemetry really progress (telemetry alone
+        # without video: a box without video by design must not be restarted for it).
+        self._progress = ProgressCheck(self.status, video=self.source is not None)
         self.watchdog = Watchdog(self._progress, status=self._progress.status_text)
         self.started_ns: int | None = None
 
@@ -144,7 +153,7 @@ class Appliance:
         self.log.start()
         self.started_ns = time.monotonic_ns()
         self._resume_procedure()
-        self.log.record("appliance_start", {"session": self.session, "video": self.source.name,
+        self.log.record("appliance_start", {"session": self.session, "video": self._video_name(),
                                             "serial": self.settings.serial or "simulator"})
         self.bridge.start()
         self._frame_thread.start()
@@ -157,7 +166,8 @@ class Appliance:
         self.watchdog.stopping()
         self.watchdog.stop()
         self._stop.set()
-        self.source.close()
+        if self.source is not None:
+            self.source.close()
         self._frame_thread.join(max(0.1, deadline - time.monotonic()))
         self.bridge.stop()
         # Ended runs still being analysed are finished and logged; what queued after them may be dropped.
@@ -208,6 +218,21 @@ class Appliance:
                 self._publish_run_view(frame.t_ns)
         for event in self.pipeline.close(time.monotonic_ns()):
             self._on_run_event(event)
+
+    def _no_video_loop(self) -> None:
+        # Nothing drives the pipeline: its side inputs (the injector's XRAY, injections, ROIs) are applied
+        # here, so the X-ray state stays the injector's word and the inbox stays bounded.
+        while not self._stop.wait(NO_VIDEO_PERIOD_S):
+            self._drain_inbox()
+            xray = self.pipeline.xray_state()
+            device_on = xray["device_on"]
+            view = {"on": bool(device_on), "source": None if device_on is None else "device",
+                    "image_on": None, "device_on": device_on}
+            with self._lock:
+                self._xray_view = view   # no pipeline alarms: nothing to disagree with, no frames to miss
+
+    def _video_name(self) -> str:
+        return VIDEO_NONE if self.source is None else self.source.name
 
     def _find_field(self, pixels: np.ndarray) -> None:
         field = self._field
@@ -399,37 +424,66 @@ class Appliance:
         self._clearance_runs.clear()
 
     # -- bridge callbacks (reader thread) --------------------------------------------------------------
+    def _on_violation(self, violation: Violation, host_ns: int) -> None:
+        # The bridge calls this just before it delivers the message: _on_message leaves the field out.
+        if self._doubted is None or self._doubted[0] is not violation.message:
+            self._doubted = (violation.message, set())
+        self._doubted[1].add(violation.field)
+        held = self._violation_log.admit(violation.kind, host_ns)
+        if held is not None:   # one entry per kind a minute, with how many were held back; counters have all
+            self.log.record("protocol_violation", {"kind": violation.kind, "text": violation.text,
+                                                   "field": violation.field, "held_back": held},
+                            t_mono_ns=host_ns)
+
     def _on_message(self, msg, host_ns: int) -> None:
         data = msg.to_dict()
         kind = data["type"]
+        doubted = self._doubted[1] if self._doubted is not None and self._doubted[0] is msg else set()
+        self._doubted = None
         if kind == "SAMPLE":
             with self._lock:
-                self._sample, self._sample_ns = data, host_ns
+                self._injector.on_sample(data, host_ns, volume_doubted="volume" in doubted)
             if data["flow_ml_s"] > 0 and self._injecting_since is None:
                 self._injection_started(host_ns)
             return  # telemetry is summarised per injection, not logged per sample
         if kind in ("STATE", "HEARTBEAT"):
             with self._lock:
-                old, self._injector_state = self._injector_state, data["state"]
+                old, cleared = self._injector.on_state(data["state"])
             if old != data["state"]:
                 self.log.record("injector_state", {"from": old, "to": data["state"]}, t_mono_ns=host_ns)
                 if data["state"] == "injecting" and self._injecting_since is None:
                     self._injection_started(host_ns)
+            self._fault_cleared(cleared, host_ns)
         elif kind == "XRAY":
             self._inbox.append(lambda: self.pipeline.xray_signal(data["on"], host_ns))
             self.log.record("xray_signal", {"on": data["on"]}, t_mono_ns=host_ns)
         elif kind == "SUMMARY":
+            if "xray_delay_ms" in doubted:
+                data = dict(data, xray_delay_ms=None, implausible=sorted(doubted))
             self._injection_finished(data, host_ns)
         elif kind == "FAULT":
-            self.log.record("injector_fault", data, t_mono_ns=host_ns)
+            with self._lock:
+                alarm = self._injector.on_fault(data, host_ns)
+            self.log.record("injector_fault", dict(data, alarm=alarm), t_mono_ns=host_ns)
         elif kind == "HELLO":
             # Devices repeat HELLO every 10 s; the log wants the device's identity when it changes.
             identity = {k: v for k, v in data.items() if k not in ("seq", "device_ms")}
-            if identity != self._device_identity:
-                self._device_identity = identity
+            with self._lock:
+                new_identity, cleared = self._injector.on_hello(identity, data["device_ms"])
+            if new_identity:
                 self.log.record("injector_hello", data, t_mono_ns=host_ns)
+            self._fault_cleared(cleared, host_ns)
+
+    def _fault_cleared(self, reason: str | None, host_ns: int) -> None:
+        if reason is not None:
+            self.log.record("injector_fault_cleared", {"reason": reason}, t_mono_ns=host_ns)
 
     def _injection_started(self, host_ns: int) -> None:
+        if self.source is None:   # no X-ray runs to open one: the injection belongs to a procedure
+            try:
+                self._ensure_procedure()
+            except ValueError:    # the operator opened one in the same instant: the injection is in it
+                pass
         self._injecting_since = host_ns
         self._inbox.append(lambda: self.pipeline.injection(host_ns, None, None))
         self.log.record("injection_start", {}, t_mono_ns=host_ns)
@@ -454,6 +508,8 @@ class Appliance:
             self._worker.submit(self._late_injection, late)
 
     def _on_link(self, old: str, new: str, reason: str) -> None:
+        with self._lock:
+            self._injector.on_link(new)
         if new != "up":
             now = time.monotonic_ns()
             self._inbox.append(lambda: self.pipeline.xray_signal_lost(now))
@@ -534,14 +590,12 @@ class Appliance:
     def status(self) -> dict:
         now = time.monotonic_ns()
         with self._lock:
-            sample = self._sample if self._sample and now - self._sample_ns < SAMPLE_STALE_NS else None
             injector = {
                 "link": self.bridge.link_state,
-                "state": self._injector_state,
-                "flow_ml_s": sample["flow_ml_s"] if sample else 0.0,
-                "volume_ml": sample["volume_ml"] if sample else None,
-                "pressure_kpa": sample["pressure_kpa"] if sample else 0.0,
+                "state": self._injector.state,
+                **self._injector.live(now),
                 "device": self.bridge.device,
+                "fault": self._injector.active_fault(),
             }
             run = self._run_view
             xray = dict(self._xray_view, pulse_rate=run["pulse_rate"] if run else None)
@@ -550,6 +604,7 @@ class Appliance:
                 procedure = dict(procedure, totals=self.totals.to_dict())
             return {
                 "injector": injector,
+                "video": {"enabled": self.source is not None, "source": self._video_name()},
                 "xray": xray,
                 "run": run,
                 "last_runs": list(self._last_runs),
@@ -565,7 +620,7 @@ class Appliance:
         return {
             "frames": self.pipeline.frames,
             "pulses": self.pipeline.pulses,
-            "frames_dropped": self.source.dropped,
+            "frames_dropped": self.source.dropped if self.source is not None else 0,
             "frames_rejected": self.pipeline.rejected,
             "frame_errors": self._frame_errors,
             "runs": self._runs_total,
@@ -579,12 +634,14 @@ class Appliance:
         alarms = list(self.log.alarms)
         if self.bridge.link_state != "up":
             alarms.append({"kind": "serial_link", "message": f"injector link {self.bridge.link_state}"})
-        grabber_alarm = getattr(self.source, "alarm", None)
-        if grabber_alarm:
-            alarms.append({"kind": "video", "message": grabber_alarm})
-        last = self.pipeline.last_frame_ns
-        if last is None or now_ns - last > FRAME_STALL_NS:
-            alarms.append({"kind": "video", "message": "no frames from the video source"})
+        alarms += self._injector.alarms()
+        if self.source is not None:   # without video by design there are no frames to miss
+            grabber_alarm = getattr(self.source, "alarm", None)
+            if grabber_alarm:
+                alarms.append({"kind": "video", "message": grabber_alarm})
+            last = self.pipeline.last_frame_ns
+            if last is None or now_ns - last > FRAME_STALL_NS:
+                alarms.append({"kind": "video", "message": "no frames from the video source"})
         alarms += self._pipeline_alarms
         alarms += self.totals.alarms()
         return alarms

@@ -37,7 +37,9 @@ def render_toml(settings: Settings, config_path: str | Path | None = None) -> st
         value = getattr(settings, name)
         source = settings.source_of(name)
         if value is None:
-            lines.append(f"# {name} = (not set)  # {source}")
+            # An unset video still means something: the phantom, or none beside a serial injector.
+            meaning = f"; in force: {_toml_value(settings.video_source)}" if name == "video" else ""
+            lines.append(f"# {name} = (not set)  # {source}{meaning}")
         else:
             lines.append(f"{name} = {_toml_value(value)}  # {source}")
     return "\n".join(lines) + "\n"

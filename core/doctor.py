@@ -54,7 +54,7 @@ def doctor_main(settings: Settings, out: TextIO) -> int:
 
 def run_checks(settings: Settings) -> list[Check]:
     data_dir = Path(settings.data_dir)
-    return [check_serial(settings.serial, settings.baudrate), check_video(settings.video),
+    return [check_serial(settings.serial, settings.baudrate), check_video(settings.video_source),
             check_data_dir(data_dir, settings.min_free_mb), *check_clock(),
             check_token(data_dir / TOKEN_FILE)]
 
@@ -95,8 +95,10 @@ def _serial_fix(url: str, exc: Exception) -> str:
 # -- video -----------------------------------------------------------------------------------------------
 def check_video(video: str | None) -> Check:
     name = "grabber"
-    if video is None:
+    if video is None or video == "phantom":
         return Check(name, OK, "none configured: the built-in fluoroscopy phantom is used")
+    if video == "none":
+        return Check(name, OK, "no video by configuration: the injector alone is watched")
     path = Path(video)
     if not path.exists():
         if video.startswith("/dev/"):

@@ -22,6 +22,8 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "CATHLAB_"
+# The two words the video setting takes besides a device, file or folder.
+VIDEO_NONE, VIDEO_PHANTOM = "none", "phantom"
 
 
 def default_data_dir() -> Path:
@@ -62,7 +64,9 @@ class Settings(BaseSettings):
     # None: the built-in injector simulator, through pyserial's URL handler.
     serial: str | None = None
     baudrate: int = Field(115200, gt=0)
-    # None: the built-in fluoroscopy phantom; /dev/videoN: a V4L2 grabber; else a .npy / DICOM file or folder.
+    # "none": no video; "phantom": the built-in fluoroscopy phantom; /dev/videoN: a V4L2 grabber; else a .npy /
+    # DICOM file or folder. Unset: the phantom beside the built-in injector simulator, no video beside a real
+    # injector (``serial`` set), so a demo phantom never plays against real telemetry (see ``video_source``).
     video: str | None = None
     # Frame rate of the video line; None: the file's own (DICOM), the grabber's, or 30 fps for the phantom.
     video_fps: float | None = Field(None, gt=0, le=240)
@@ -98,6 +102,23 @@ class Settings(BaseSettings):
     min_free_mb: int = Field(1024, ge=0)
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("video")
+    @classmethod
+    def _check_video(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError(f"empty; use {VIDEO_NONE!r}, {VIDEO_PHANTOM!r}, a /dev/videoN grabber or a file or folder")
+        word = value.strip().lower()
+        return word if word in (VIDEO_NONE, VIDEO_PHANTOM) else value
+
+    @property
+    def video_source(self) -> str:
+        """The video in force: "none", "phantom", or a grabber, file or folder path."""
+        if self.video is None:
+            return VIDEO_PHANTOM if self.serial is None else VIDEO_NONE
+        return self.video
 
     @field_validator("video_crop", mode="before")
     @classmethod

@@ -7,7 +7,8 @@ The protocol is a datagram of ``KEY=VALUE`` lines to the AF_UNIX socket named by
 A watchdog that is petted from a timer thread only proves that the timer thread runs. This one asks
 ``check()`` first, and ``check`` asks whether frames and telemetry have really been processed since the last
 time (``ProgressCheck``): a frame thread stuck in a driver call or a dead serial reader stops the petting,
-and systemd restarts the service (Restart=on-failure) after WatchdogSec.
+and systemd restarts the service (Restart=on-failure) after WatchdogSec. A box without video by configuration
+is judged on its telemetry alone: a restart would not give it frames.
 """
 from __future__ import annotations
 
@@ -147,10 +148,12 @@ class ProgressCheck:
     ``status`` returns the appliance's status dict (``Appliance.status``). Telemetry must progress only while
     the link claims to be up: with the injector off or unplugged (link silent/down) the reader thread is
     busy reconnecting, which is its job, and restarting the service would not bring the injector back.
+    ``video=False`` (no video by configuration): frames are not judged, telemetry alone is.
     """
 
-    def __init__(self, status: Callable[[], dict]) -> None:
+    def __init__(self, status: Callable[[], dict], *, video: bool = True) -> None:
         self._status = status
+        self.video = video
         self._frames: int | None = None
         self._packets: int | None = None
         self.reason = "starting"
@@ -161,7 +164,7 @@ class ProgressCheck:
         frames = int(counters["frames"])
         packets = int(sum(counters["serial"].get("packets_by_type", {}).values()))
         link = st["injector"]["link"]
-        frames_ok = self._frames is not None and frames > self._frames
+        frames_ok = not self.video or (self._frames is not None and frames > self._frames)
         telemetry_ok = link != "up" or (self._packets is not None and packets > self._packets)
         first = self._frames is None
         self._frames, self._packets = frames, packets
@@ -172,6 +175,8 @@ class ProgressCheck:
             self.reason = f"no new frames (total {frames})"
         elif not telemetry_ok:
             self.reason = f"injector link up but no packets decoded (total {packets})"
+        elif not self.video:
+            self.reason = f"no video (by configuration), injector link {link}, packets {packets}"
         else:
             self.reason = f"frames {frames}, injector link {link}, packets {packets}"
         return frames_ok and telemetry_ok

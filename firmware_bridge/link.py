@@ -6,7 +6,8 @@ caller feeds bytes with the host monotonic time they arrived, calls ``tick()`` n
 
 States: ``down`` (no port), ``silent`` (port open, no packet for ``silent_s``), ``up`` (packets flowing).
 The device resends HELLO, SUMMARY and FAULT (same seq, same bytes) until acknowledged; each is delivered
-once and acknowledged every time.
+once and acknowledged every time. Each new message is also judged for plausibility (firmware_bridge.plausibility):
+a violation is counted and handed on in ``LinkOutput.violations``, and the message is delivered all the same.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .clock import DeviceClock
 from .framing import Decoder
 from .messages import (RELIABLE_TYPES, Ack, Hello, Message, MsgType, MalformedPacket, TimeReq, TimeResp,
                        UnknownType, UnsupportedVersion, header_of, parse)
+from .plausibility import Plausibility, Violation
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,13 @@ class LinkOutput:
     messages: list[tuple[Message, int]] = field(default_factory=list)  # (message, host ns of the device event)
     send: list[bytes] = field(default_factory=list)                    # wire bytes for the device
     events: list[tuple[str, str, str]] = field(default_factory=list)   # (old state, new state, reason)
+    violations: list[Violation] = field(default_factory=list)          # implausible values, by message
 
     def extend(self, other: "LinkOutput") -> None:
         self.messages += other.messages
         self.send += other.send
         self.events += other.events
+        self.violations += other.violations
 
 
 @dataclass
@@ -48,6 +52,7 @@ class PacketInfo:
     message: Message | None
     duplicate: bool = False
     error: str | None = None
+    violations: list[Violation] = field(default_factory=list)
 
 
 class Link:
@@ -74,6 +79,8 @@ class Link:
         self.packets_by_type: dict[str, int] = {}
         self.unknown_types = self.unsupported_versions = self.malformed = 0
         self.seq_gaps = self.packets_missed = self.duplicates = self.reconnects = 0
+        self.plausibility = Plausibility()
+        self.protocol_violations: dict[str, int] = {}   # implausible values by kind
         self.last_packets: list[PacketInfo] = []  # verdicts of the latest feed() (checker)
 
     # -- state -------------------------------------------------------------------------------------
@@ -98,6 +105,7 @@ class Link:
         out = LinkOutput()
         self.decoder.reset()  # a partial frame cannot continue on a new connection
         self._pending_sync.clear()
+        self.plausibility.reset()
         if self.state != DOWN:
             self._set_state(DOWN, reason, out)
         return out
@@ -155,7 +163,11 @@ class Link:
             self.device = msg
             if msg.has_time_sync and first and self._next_sync_ns is None:
                 self._next_sync_ns = now_ns
-        self.last_packets.append(PacketInfo(msg))
+        found = self.plausibility.check(msg)
+        for violation in found:
+            self.protocol_violations[violation.kind] = self.protocol_violations.get(violation.kind, 0) + 1
+        out.violations += found
+        self.last_packets.append(PacketInfo(msg, violations=found))
         out.messages.append((msg, self.clock.to_host_ns(device_ms, now_ns)))
 
     def _reject(self, exc: Exception, out: LinkOutput) -> None:
@@ -210,7 +222,9 @@ class Link:
                 "framing_errors": d.framing_errors, "bytes_discarded": d.bytes_discarded,
                 "unknown_types": self.unknown_types, "unsupported_versions": self.unsupported_versions,
                 "malformed": self.malformed, "seq_gaps": self.seq_gaps, "packets_missed": self.packets_missed,
-                "duplicates": self.duplicates, "reconnects": self.reconnects}
+                "duplicates": self.duplicates, "reconnects": self.reconnects,
+                "protocol_violations": sum(self.protocol_violations.values()),
+                "protocol_violations_by_kind": dict(self.protocol_violations)}
 
 
 _DEVICE_TYPES = frozenset(t for t in MsgType if t < 0x80)

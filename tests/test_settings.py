@@ -102,7 +102,7 @@ def test_config_show_is_valid_toml_with_sources(tmp_path, monkeypatch):
     assert parsed["port"] == 8100 and parsed["phantom_size"] == 256
     assert parsed["video_crop"] == [1, 2, 30, 40] and parsed["serial"] == "/dev/ttyUSB0"
     assert "video" not in parsed                       # None has no TOML value: shown commented out
-    assert "# video = (not set)  # default" in text
+    assert '# video = (not set)  # default; in force: "none"' in text    # beside the serial injector
     assert f"port = 8100  # {path}" in text
     assert "phantom_size = 256  # environment CATHLAB_PHANTOM_SIZE" in text
     # What --show prints loads back to the same settings.
@@ -126,3 +126,29 @@ def test_replay_speed_zero_means_as_fast_as_possible(tmp_path):
     assert Settings.from_sources(write(tmp_path, "replay_speed = 0\n")).replay_speed == 0
     with pytest.raises(SettingsError, match="replay_speed"):
         Settings.from_sources(write(tmp_path, "replay_speed = -1\n"))
+
+
+def test_video_follows_serial_unless_asked_for(tmp_path, monkeypatch):
+    # Beside the built-in injector simulator the phantom plays; beside a real injector there is no video
+    # unless the phantom is asked for, from any source.
+    assert Settings.from_sources(None).video_source == "phantom"
+    assert Settings.from_sources(None, serial="/dev/ttyUSB0").video_source == "none"
+    assert Settings.from_sources(None, serial="/dev/ttyUSB0", video="phantom").video_source == "phantom"
+    assert Settings.from_sources(write(tmp_path, 'serial = "/dev/ttyUSB0"\n')).video_source == "none"
+    both = write(tmp_path, 'serial = "/dev/ttyUSB0"\nvideo = "phantom"\n')
+    assert Settings.from_sources(both).video_source == "phantom"
+    monkeypatch.setenv("CATHLAB_SERIAL", "/dev/ttyUSB1")
+    assert Settings.from_sources(None).video_source == "none"
+    monkeypatch.setenv("CATHLAB_VIDEO", "Phantom")
+    s = Settings.from_sources(None)
+    assert s.video == "phantom" and s.video_source == "phantom" and s.source_of("video") == "environment CATHLAB_VIDEO"
+    monkeypatch.delenv("CATHLAB_SERIAL")
+    monkeypatch.setenv("CATHLAB_VIDEO", "NONE")
+    assert Settings.from_sources(None).video_source == "none"          # no video beside the simulator either
+    assert Settings.from_sources(None, video="/dev/video0").video_source == "/dev/video0"
+
+
+def test_an_empty_video_setting_is_refused_with_its_source(monkeypatch):
+    monkeypatch.setenv("CATHLAB_VIDEO", "")
+    with pytest.raises(SettingsError, match=r"video = '' \(environment CATHLAB_VIDEO\).*none.*phantom"):
+        Settings.from_sources(None)

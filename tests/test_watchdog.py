@@ -135,6 +135,17 @@ def test_progress_check_needs_new_frames_and_new_packets_while_the_link_is_up():
     assert check() and "frames 120" in check.status_text()
 
 
+def test_without_video_by_design_only_telemetry_is_judged():
+    feed = iter([status(0, 0), status(0, 50), status(0, 50), status(0, 50, "down"), status(0, 50, "silent"),
+                 status(0, 90)])
+    check = ProgressCheck(lambda: next(feed), video=False)
+    assert check()
+    assert check() and "no video" in check.reason          # no frames ever: not a reason to restart
+    assert not check() and "no packets" in check.reason   # link up, nothing decoded: the reader is stuck
+    assert check() and check()                           # injector off or unplugged: reconnecting is its job
+    assert check()
+
+
 def unit_sections():
     from pathlib import Path
 

@@ -7,6 +7,8 @@ const REOPEN_MS = 8000;
 const MAX_RUN_ROWS = 5;  // what fits a 1080p screen with everything else
 // Before the first clearance result (as api/routes/page.py renders it): the baseline is chosen automatically.
 const CLEARANCE_WAITING = "No clearance yet. Baseline: the first contrast run, unless a run is labelled baseline.";
+// Without video by configuration (as api/routes/page.py renders it): said plainly, not as an alarm.
+const NO_VIDEO_NOTE = "no video: runs are not timed; X-ray from the injector's signal";
 let lastMessage = 0;
 let source = null;
 let lastClearanceKey = null;
@@ -36,13 +38,16 @@ function renderInjector(inj) {
 }
 
 function renderXray(s, t) {
-  setText("xray", s.xray.on ? "X-RAY ON" : "OFF");
+  const noVideo = !!s.video && s.video.enabled === false;
+  // No video and no X-ray signal from the injector: nobody knows, so the page does not say OFF.
+  setText("xray", s.xray.on ? "X-RAY ON" : noVideo && !s.xray.source ? "—" : "OFF");
   $("xray").className = "xray " + (s.xray.on ? "on" : "off");
   setText("xray-source", s.xray.source ? `from the ${s.xray.source === "device" ? "injector's signal" : "image"}` : "");
   setText("run-timer", s.run ? fmt(s.run.duration_s) : "—");
   setText("pulse-rate", fmt(s.xray.pulse_rate));
   setText("fluoro", mmss(t.fluoro_time_s));
-  setText("run-note", runNote(s.run));
+  $("video").hidden = !noVideo;
+  setText("run-note", noVideo ? NO_VIDEO_NOTE : runNote(s.run));
 }
 
 function runNote(run) {
@@ -150,8 +155,11 @@ function renderAlarms(alarms) {
 function renderCounters(s) {
   const c = s.counters, serial = c.serial || {}, log = c.eventlog || {};
   const packets = Object.values(serial.packets_by_type || {}).reduce((a, b) => a + b, 0);
-  setText("counters", `frames ${c.frames} · dropped ${c.frames_dropped} · pulses ${c.pulses} · ` +
-    `serial packets ${packets} · crc errors ${serial.crc_errors ?? "—"} · events ${log.committed ?? "—"}` +
+  const video = s.video && s.video.enabled === false ? "no video · "
+    : `frames ${c.frames} · dropped ${c.frames_dropped} · pulses ${c.pulses} · `;
+  setText("counters", video +
+    `serial packets ${packets} · crc errors ${serial.crc_errors ?? "—"} · ` +
+    `protocol violations ${serial.protocol_violations ?? "—"} · events ${log.committed ?? "—"}` +
     (num(log.commit_latency_p99_ms) ? ` (commit p99 ${fmt(log.commit_latency_p99_ms)} ms)` : "") +
     ` · up ${mmss(s.uptime_s)}`);
 }

@@ -39,21 +39,40 @@ BUSY = {503: {"model": Message, "description": "The analysis worker is busy; ret
 
 
 # -- status ----------------------------------------------------------------------------------------------
+class InjectorFault(_Open):
+    code: int = Field(description="The device's fault code")
+    severity: int = Field(description="2 (error): only errors are alarms")
+    text: str = Field(description="The device's text, may be empty")
+
+
 class Injector(_Open):
     link: Literal["up", "silent", "down"] = Field(description="Serial link: up, silent (no packet for 3 s) or down")
     state: str | None = Field(description="Injector state as the device reports it (idle, armed, injecting, ...)")
-    flow_ml_s: float | None = Field(description="Live flow; 0 without a recent sample")
+    flow_ml_s: float | None = Field(description="Live flow; 0 without a recent sample, and at once when the "
+                                                "injector stops pumping (complete, abort, fault)")
     volume_ml: float | None = Field(description="Volume delivered in the current injection; "
-                                                "null without a recent sample")
-    pressure_kpa: float | None = Field(description="Live pressure; 0 without a recent sample")
+                                                "null without a recent sample or when the sample's volume "
+                                                "was implausible")
+    pressure_kpa: float | None = Field(description="Live pressure; 0 as flow is")
     device: dict[str, Any] | None = Field(description="Model, serial number, firmware, from the device's HELLO")
+    fault: InjectorFault | None = Field(None, description="The injector's active error (FAULT of severity 2), "
+                                                          "until its state changes to idle or complete or a "
+                                                          "new session starts; null when none")
+
+
+class Video(_Open):
+    enabled: bool = Field(description="False: no video by configuration (`video = \"none\"`, or a serial "
+                                      "injector without a video setting); the injector alone is watched")
+    source: str = Field(description="\"none\", \"phantom\", or the grabber or replayed file's name")
 
 
 class XRay(_Open):
     on: bool = Field(description="X-ray on, arbitrated: the injector's X-ray signal when it gives one, else the image")
     pulse_rate: float | None = Field(description="Pulses per second recovered from repeated frames")
-    source: str | None = Field(None, description="What decided `on`: device or image")
-    image_on: bool | None = Field(None, description="The video says X-ray is on (frames changing)")
+    source: str | None = Field(None, description="What decided `on`: device or image; null without video and "
+                                                 "without the injector's X-ray signal")
+    image_on: bool | None = Field(None, description="The video says X-ray is on (frames changing); null "
+                                                    "without video")
     device_on: bool | None = Field(None, description="The injector's X-ray signal; null without one")
 
 
@@ -98,6 +117,7 @@ class RunBrief(_Open):
 
 class Status(_Open):
     injector: Injector
+    video: Video | None = Field(None, description="Which video the appliance watches, or that it has none")
     xray: XRay
     run: LiveRun | None = Field(description="The current X-ray run (timer, frames, pulses, live curve), or null")
     last_runs: list[RunBrief] = Field(default_factory=list, description="Most recent runs first, with timing")

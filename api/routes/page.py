@@ -24,6 +24,8 @@ _HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": _CSP, "X-Con
 # The clearance panel before the first result; app.js says the same. The baseline is chosen automatically
 # (core.clearance.ClearanceTracker): the operator only has to act to choose another one.
 CLEARANCE_WAITING = "No clearance yet. Baseline: the first contrast run, unless a run is labelled baseline."
+# Without video by configuration (app.js says the same): said plainly, not as an alarm.
+NO_VIDEO_NOTE = "no video: runs are not timed; X-ray from the injector's signal"
 
 
 def _num(value, digits: int = 1) -> str:
@@ -53,6 +55,11 @@ def render(status: dict) -> str:
     alarms = status.get("alarms") or []
     clearance = status.get("clearance") or {}
     counters = status.get("counters") or {}
+    no_video = (status.get("video") or {}).get("enabled") is False
+    if no_video:
+        run_note = NO_VIDEO_NOTE
+    else:
+        run_note = "no run in progress" if run is None else f"run {run.get('run_id', run.get('index'))}"
     values = {
         "procedure": "no procedure open" if proc is None else
                      " · ".join(str(v) for v in ("procedure", proc.get("label"), str(proc.get("id", ""))[:8]) if v),
@@ -65,20 +72,29 @@ def render(status: dict) -> str:
         "volume": _num(inj.get("volume_ml")),
         "device": " · ".join(str(v) for v in (device.get("model"), device.get("serial_no")) if v)
                   or "no injector identified",
-        "xray_class": "on" if xray.get("on") else "off", "xray_text": "X-RAY ON" if xray.get("on") else "OFF",
+        "xray_class": "on" if xray.get("on") else "off",
+        # No video and no X-ray signal from the injector: nobody knows, so the page does not say OFF.
+        "xray_text": "X-RAY ON" if xray.get("on") else "—" if no_video and not xray.get("source") else "OFF",
+        "xray_source": _xray_source(xray.get("source")), "video_hidden": "" if no_video else "hidden",
         "run_timer": _num(run.get("duration_s")) if run else "—", "pulse_rate": _num(xray.get("pulse_rate")),
         "fluoro": _mmss(totals.get("fluoro_time_s")),
-        "run_note": "no run in progress" if run is None else f"run {run.get('run_id', run.get('index'))}",
+        "run_note": run_note,
         "contrast_ml": _num(totals.get("contrast_ml"), 0), "contrast_limit": _num(totals.get("max_contrast_ml"), 0),
         "contrast_note": "",
         "clearance_pct": f"{_num(clearance.get('clearance_pct'), 0)}%" if clearance else "—",
         "clearance_grade": f"grade {clearance['grade']}" if clearance.get("grade") else "",
         "clearance_note": "" if clearance else CLEARANCE_WAITING,
         "runs": run_rows,
-        "counters": f"frames {counters.get('frames', '—')} · dropped {counters.get('frames_dropped', '—')}",
+        "counters": "no video" if no_video else
+                    f"frames {counters.get('frames', '—')} · dropped {counters.get('frames_dropped', '—')}",
     }
     safe = {k: v if k in ("alarms", "runs") else html.escape(str(v)) for k, v in values.items()}
     return Template(_PAGE.joinpath("index.html").read_text(encoding="utf-8")).substitute(safe)
+
+
+def _xray_source(source) -> str:
+    """As app.js words what decided X-ray on (the injector's signal or the image)."""
+    return {"device": "from the injector's signal", "image": "from the image"}.get(source, "")
 
 
 @router.get("/", response_class=HTMLResponse, summary="Status page")
