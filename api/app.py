@@ -21,9 +21,11 @@ from fastapi.responses import JSONResponse
 from api.auth import ensure_token
 from api.routes import analysis, events, page, procedures, runs, status
 from api.routes.models import Status
+from api.server import RequestLimits, TrustedHosts, exposure_warnings
 from api.sse import StreamHub
 from core.appliance import Appliance
 from core.settings import Settings
+from core.watchdog import ApiProbe
 
 log = logging.getLogger("cathlab.api")
 
@@ -31,13 +33,16 @@ log = logging.getLogger("cathlab.api")
 MAX_BODY_BYTES = 1 << 20
 
 
-def create_app(settings: Settings, *, appliance: Appliance | None = None) -> FastAPI:
+def create_app(settings: Settings, *, appliance: Appliance | None = None,
+               trusted_hosts: list[str] | None = None) -> FastAPI:
     """The app for ``settings``; pass ``appliance`` to serve one built elsewhere (tests, other sources).
 
     The write token is read from (or created in) ``settings.data_dir``; ``ensure_token`` tells the caller
-    whether it was new, so the command line can print it once.
+    whether it was new, so the command line can print it once. ``trusted_hosts``: the Host names to answer
+    (``api.server.trusted_host_names``; the command line always passes them), None for no Host check.
     """
     token, _ = ensure_token(settings.data_dir)
+    warnings = exposure_warnings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,9 +52,16 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None) -> Fas
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(switch_interval, 0.001))
         try:
+            for warning in warnings:
+                log.warning("%s", warning)
             device = appliance if appliance is not None else Appliance(settings)
             device.start()
-            hub = StreamHub(lambda: Status.model_validate(device.status()).model_dump(mode="json"),
+            if settings.port:
+                # systemd's watchdog also needs the API to answer, not only the frames to flow.
+                probe = ApiProbe(settings.host, settings.port, tls=settings.tls_certfile is not None)
+                device.watchdog.also_require(probe, probe.status_text)
+            hub = StreamHub(lambda: Status.model_validate(dict(device.status(), warnings=warnings))
+                            .model_dump(mode="json"),
                             lambda after, limit: device.events(after=after, limit=limit))
             hub.start()
             unsubscribe = device.subscribe(hub.on_event)
@@ -71,7 +83,11 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None) -> Fas
                               "contrast-run timing, venographic clearance, event log. Reads need no token; "
                               "writes need `Authorization: Bearer <token>` (the token is in `<data_dir>/api-token`).")
     app.state.token = token
+    app.state.warnings = warnings
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    if trusted_hosts is not None:
+        app.add_middleware(TrustedHosts, names=trusted_hosts)
+    app.add_middleware(RequestLimits)   # outermost: the cheapest refusals first
     app.add_exception_handler(ValueError, _value_error)
     app.add_exception_handler(LookupError, _lookup_error)
     app.add_exception_handler(TimeoutError, _busy)

@@ -17,33 +17,46 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
     from api.app import create_app
+    from api.server import server_config, tls_context_check, trusted_host_names
 
     from core.logs import setup_logging
 
+    # Event log, token and recordings are readable by this user only, whatever the caller's umask.
+    os.umask(0o077)
     settings = _settings(args)
+    tls_context_check(settings)
     setup_logging(args.log_level or settings.log_level, settings.log_format)
+    log = logging.getLogger("cathlab.cli")
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         print(f"cathlab-edge: cannot use data directory {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
-    from api.auth import ensure_token
+    try:
+        _make_private(settings.data_dir)
+    except OSError as exc:   # e.g. a directory owned by someone else: usable, but say it is not private
+        log.warning("cannot restrict data directory %s to this user: %s", settings.data_dir, exc)
+    from api.auth import TOKEN_FILE, ensure_token
 
     token, created = ensure_token(settings.data_dir)
     if created:
-        print(f"cathlab-edge: API write token (shown once; kept in {settings.data_dir / 'api-token'}): {token}",
-              flush=True)
-    app = create_app(settings)
+        token_path = settings.data_dir / TOKEN_FILE
+        if sys.stdout.isatty():
+            print(f"cathlab-edge: API write token (shown once; kept in {token_path}): {token}", flush=True)
+        else:   # a journal or a log file is read by more people than the token is meant for
+            log.info("API write token created in %s (readable by this user only)", token_path)
+    app = create_app(settings, trusted_hosts=trusted_host_names(settings))
+    config = server_config(app, settings)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(f"cathlab-edge: status page at http://{host}:{settings.port}/  (data in {settings.data_dir})",
+    scheme = "https" if settings.tls_certfile is not None else "http"
+    print(f"cathlab-edge: status page at {scheme}://{host}:{settings.port}/  (data in {settings.data_dir})",
           flush=True)
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown; the lifespan then stops the appliance.
-    # log_config=None: uvicorn's records go through our handler (JSON lines for journald).
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            timeout_graceful_shutdown=1, access_log=False)
     server = uvicorn.Server(config)
     # uvicorn re-raises the stop signal after its graceful shutdown; with these handlers restored in its
     # place, a requested stop ends with status 0 instead of death by signal.
@@ -51,6 +64,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: None)
     server.run()
     return 0 if server.started else 1
+
+
+def _make_private(data_dir) -> None:
+    """Directory 0700 and its files 0600: files created under an older, laxer umask are tightened too. Not
+    the token: one that others could read may have leaked, and ``ensure_token`` refuses it with a message."""
+    import os
+    import stat
+
+    from api.auth import TOKEN_FILE
+
+    os.chmod(data_dir, 0o700)
+    for entry in os.scandir(data_dir):
+        if entry.name == TOKEN_FILE:
+            continue
+        if entry.is_file(follow_symlinks=False) and stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode) & 0o077:
+            os.chmod(entry.path, 0o600)
+        elif entry.is_dir(follow_symlinks=False):
+            os.chmod(entry.path, 0o700)
 
 
 def cmd_simulate_injector(args: argparse.Namespace) -> int:

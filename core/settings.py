@@ -15,7 +15,7 @@ import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from platformdirs import user_data_dir
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
@@ -101,6 +101,15 @@ class Settings(BaseSettings):
     # Below this much free space on the data directory the doctor (and the alarm) complain.
     min_free_mb: int = Field(1024, ge=0)
 
+    # HTTPS for the API and the page: a PEM certificate (chain) and its private key, both or neither. Without
+    # them, listening beyond loopback is warned about (log and status page): the write token would travel in clear.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    # More Host header names the API answers (DNS rebinding protection: others get 400), "*.domain" or "*".
+    # Always answered: localhost, 127.0.0.1, ::1, the machine's host name, the bound address and the address
+    # of the interface a request came in on.
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = None
+
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("video")
@@ -138,6 +147,22 @@ class Settings(BaseSettings):
             x, y, w, h = value
             if x < 0 or y < 0 or w <= 0 or h <= 0:
                 raise ValueError(f"crop needs x, y >= 0 and w, h > 0, got {value}")
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _parse_hosts(cls, value: Any) -> Any:
+        # From the environment the list is the text "name,name".
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str] | None) -> list[str] | None:
+        for host in value or ():
+            if not host or any(c in host for c in " /@?#,") or "*" in host.lstrip("*").removeprefix("."):
+                raise ValueError(f"{host!r} is not a host name, an address, '*.domain' or '*'")
         return value
 
     @classmethod
@@ -180,6 +205,11 @@ class Settings(BaseSettings):
             raise SettingsError(
                 f"reconnect_min_s ({settings.reconnect_min_s}, {sources['reconnect_min_s']}) must not exceed "
                 f"reconnect_max_s ({settings.reconnect_max_s}, {sources['reconnect_max_s']})")
+        if (settings.tls_certfile is None) != (settings.tls_keyfile is None):
+            given, missing = (("tls_certfile", "tls_keyfile") if settings.tls_keyfile is None
+                              else ("tls_keyfile", "tls_certfile"))
+            raise SettingsError(f"{given} is set ({sources[given]}) but {missing} is not: HTTPS needs both "
+                                "the certificate and its private key")
         settings._sources = sources
         return settings
 
@@ -214,7 +244,8 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"config file {path}: " + "; ".join(problems))
     base = path.resolve().parent
     for key, value in data.items():
-        if fields[key].annotation is Path and isinstance(value, str) and not os.path.isabs(value):
+        is_path = Path in (fields[key].annotation, *get_args(fields[key].annotation))   # Path or Path | None
+        if is_path and isinstance(value, str) and not os.path.isabs(value):
             data[key] = str(base / value)
     return data
 

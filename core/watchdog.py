@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -85,6 +86,7 @@ class Watchdog:
             raise ValueError(f"watchdog interval must be positive, got {self.interval_s}")
         self.pets = 0
         self.misses = 0
+        self._also: list[tuple[Callable[[], bool], Callable[[], str]]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -98,6 +100,10 @@ class Watchdog:
     def stopping(self) -> bool:
         return sd_notify("STOPPING=1\nSTATUS=stopping", self.address) if self.address else False
 
+    def also_require(self, check: Callable[[], bool], reason: Callable[[], str]) -> None:
+        """Pet only while ``check()`` passes too (e.g. ``ApiProbe``); ``reason()`` says why when it does not."""
+        self._also.append((check, reason))
+
     def step(self) -> bool:
         """One period: pet if the check passes (True), else only update STATUS (False)."""
         try:
@@ -106,6 +112,15 @@ class Watchdog:
             log.exception("watchdog check failed")
             ok = False
         text = self._status_text()
+        for check, reason in list(self._also):
+            try:
+                passed = bool(check())
+            except Exception:  # boundary, as above
+                log.exception("watchdog check failed")
+                passed = False
+            if not passed:
+                ok = False
+                text = str(reason()).replace("\n", " ")
         if ok:
             self.pets += 1
             msg = "WATCHDOG=1" + (f"\nSTATUS={text}" if text else "")
@@ -180,6 +195,50 @@ class ProgressCheck:
         else:
             self.reason = f"frames {frames}, injector link {link}, packets {packets}"
         return frames_ok and telemetry_ok
+
+    def status_text(self) -> str:
+        return self.reason
+
+
+class ApiProbe:
+    """``check`` for the Watchdog: the HTTP API answers ``GET /healthz`` on its own socket within ``timeout_s``.
+
+    Frames may flow while the API is dead (event loop blocked, descriptors exhausted, listener gone); only a
+    real request through the listening socket proves otherwise. Any HTTP response counts, a 503 included: that
+    one reports the appliance's alarms, which are the ProgressCheck's business. With TLS the certificate is not
+    verified: the probe asks whether our own socket answers, not who it is.
+    """
+
+    def __init__(self, host: str, port: int, *, tls: bool = False, timeout_s: float = 5.0) -> None:
+        if not 0 < port < 65536:
+            raise ValueError(f"the API probe needs the listening port, got {port}")
+        wildcard = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+        self.address = (wildcard.get(host, host), port)
+        self.tls, self.timeout_s = tls, timeout_s
+        literal = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
+        self._request = (f"GET /healthz HTTP/1.1\r\nHost: {literal}:{port}\r\n"
+                         "Connection: close\r\n\r\n").encode("ascii")
+        self.reason = "API not probed yet"
+
+    def __call__(self) -> bool:
+        try:
+            with socket.create_connection(self.address, timeout=self.timeout_s) as raw:
+                sock = raw
+                if self.tls:
+                    context = ssl.create_default_context()
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                    sock = context.wrap_socket(raw)
+                sock.sendall(self._request)
+                head = sock.recv(64)
+        except OSError as exc:
+            self.reason = f"API on {self.address[0]}:{self.address[1]} does not answer: {exc}"
+            return False
+        if not head.startswith(b"HTTP/1."):
+            self.reason = f"API on {self.address[0]}:{self.address[1]} answered no HTTP ({head[:20]!r})"
+            return False
+        self.reason = "API answers"
+        return True
 
     def status_text(self) -> str:
         return self.reason

@@ -152,6 +152,13 @@ function renderAlarms(alarms) {
   if (box.innerHTML !== html) box.innerHTML = html;
 }
 
+function renderWarnings(warnings) {
+  const box = $("warnings");
+  box.hidden = warnings.length === 0;
+  const html = warnings.map((w) => `<div>${esc(w)}</div>`).join("");
+  if (box.innerHTML !== html) box.innerHTML = html;
+}
+
 function renderCounters(s) {
   const c = s.counters, serial = c.serial || {}, log = c.eventlog || {};
   const packets = Object.values(serial.packets_by_type || {}).reduce((a, b) => a + b, 0);
@@ -174,6 +181,7 @@ function render(s) {
   renderClearance(s.clearance);
   renderRuns(s.last_runs || []);
   renderAlarms(s.alarms || []);
+  renderWarnings(s.warnings || []);
   renderCounters(s);
 }
 

@@ -124,6 +124,8 @@ class Status(_Open):
     procedure: dict[str, Any] | None = Field(description="The open procedure with its totals, or null")
     counters: dict[str, Any] = Field(description="Frames, drops, serial packets, CRC errors, event log ...")
     alarms: list[Alarm]
+    warnings: list[str] = Field(default_factory=list,
+                                description="How the API is exposed, e.g. listening beyond loopback without TLS")
     uptime_s: float | None = None
 
 

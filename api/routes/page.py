@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from importlib.resources import files
 from string import Template
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.routes.deps import ApplianceDep
@@ -53,6 +53,7 @@ def render(status: dict) -> str:
         f"<td>{_num(r.get('arrival_s'))}</td><td>{_num(r.get('peak_s'))}</td><td>{_num(r.get('washout_s'))}</td></tr>"
         for r in runs[:5]) or '<tr><td colspan="9">no runs yet</td></tr>'
     alarms = status.get("alarms") or []
+    warnings = status.get("warnings") or []
     clearance = status.get("clearance") or {}
     counters = status.get("counters") or {}
     no_video = (status.get("video") or {}).get("enabled") is False
@@ -66,6 +67,8 @@ def render(status: dict) -> str:
         "clock": datetime.now(timezone.utc).strftime("%H:%M:%S UTC"),
         "alarms_hidden": "" if alarms else "hidden",
         "alarms": "".join(f"<div>⚠ {html.escape(str(a.get('message', '')))}</div>" for a in alarms),
+        "warnings_hidden": "" if warnings else "hidden",
+        "warnings": "".join(f"<div>{html.escape(str(w))}</div>" for w in warnings),
         "link": inj["link"], "link_text": str(inj["link"]).upper(),
         "state": inj.get("state") or "—",
         "flow": _num(inj.get("flow_ml_s")), "pressure": _num(inj.get("pressure_kpa"), 0),
@@ -88,7 +91,7 @@ def render(status: dict) -> str:
         "counters": "no video" if no_video else
                     f"frames {counters.get('frames', '—')} · dropped {counters.get('frames_dropped', '—')}",
     }
-    safe = {k: v if k in ("alarms", "runs") else html.escape(str(v)) for k, v in values.items()}
+    safe = {k: v if k in ("alarms", "warnings", "runs") else html.escape(str(v)) for k, v in values.items()}
     return Template(_PAGE.joinpath("index.html").read_text(encoding="utf-8")).substitute(safe)
 
 
@@ -98,8 +101,9 @@ def _xray_source(source) -> str:
 
 
 @router.get("/", response_class=HTMLResponse, summary="Status page")
-def index(appliance: ApplianceDep) -> HTMLResponse:
-    status = Status.model_validate(appliance.status()).model_dump(mode="json")
+def index(appliance: ApplianceDep, request: Request) -> HTMLResponse:
+    live = dict(appliance.status(), warnings=request.app.state.warnings)
+    status = Status.model_validate(live).model_dump(mode="json")
     return HTMLResponse(render(status), headers=_HEADERS)
 
 

@@ -1,5 +1,5 @@
 """Live status, health and metrics: for in-room displays, vendors' systems, monitoring and the status page."""
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import metrics
@@ -11,10 +11,10 @@ router = APIRouter(tags=["status"])
 
 @router.get("/api/status", response_model=Status,
             summary="Injector link and telemetry, X-ray, current run, procedure, counters, alarms")
-async def get_status(appliance: ApplianceDep) -> dict:
+async def get_status(appliance: ApplianceDep, request: Request) -> dict:
     # async on purpose: status() takes microseconds and never touches the disk, so it runs on the event loop
     # instead of paying a thread-pool hop per request (the polled hot path: 20 displays at up to 10 Hz).
-    return appliance.status()
+    return dict(appliance.status(), warnings=request.app.state.warnings)
 
 
 @router.get("/healthz", response_model=Health,
