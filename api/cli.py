@@ -6,6 +6,9 @@ import logging
 import signal
 import sys
 
+from api import argtypes
+from api.argtypes import OneLineParser
+
 
 def _settings(args: argparse.Namespace):
     """Flags > environment (CATHLAB_*) > the --config TOML file > defaults; SettingsError names the culprit."""
@@ -30,9 +33,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"cathlab-edge: cannot use data directory {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
+    _check_video(settings)
     from api.auth import ensure_token
 
-    token, created = ensure_token(settings.data_dir)
+    try:
+        token, created = ensure_token(settings.data_dir)
+    except OSError as exc:   # a full disk, a read-only or pseudo file system: say which, do not trace back
+        print(f"cathlab-edge: cannot keep the API token in {settings.data_dir}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     if created:
         print(f"cathlab-edge: API write token (shown once; kept in {settings.data_dir / 'api-token'}): {token}",
               flush=True)
@@ -51,6 +60,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: None)
     server.run()
     return 0 if server.started else 1
+
+
+def _check_video(settings) -> None:
+    """A replayed file or folder is opened once before the server starts, so a bad one is a one-line error
+    (ValueError) here rather than a traceback from the lifespan; the appliance opens it again to play it."""
+    if settings.video is None or settings.video.startswith("/dev/"):
+        return   # the phantom always works; a grabber that is absent is waited for, with an alarm
+    from core.appliance import open_video
+
+    open_video(settings, 0).close()
 
 
 def cmd_simulate_injector(args: argparse.Namespace) -> int:
@@ -106,7 +125,7 @@ def cmd_clearance(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from firmware_bridge.simulator import SCENARIOS
 
-    parser = argparse.ArgumentParser(prog="cathlab-edge", description="Passive cath-lab edge appliance for DVT venography.")
+    parser = OneLineParser(prog="cathlab-edge", description="Passive cath-lab edge appliance for DVT venography.")
     parser.add_argument("--config", metavar="FILE.toml", help="settings file (flags and CATHLAB_* variables win)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         help="log verbosity (default: the log_level setting, info)")
@@ -114,14 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the appliance (built-in simulators unless --serial / --video)")
     run.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    run.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    run.add_argument("--port", type=argtypes.PORT, help="HTTP port (default 8000)")
     run.add_argument("--data-dir", help="where the event log lives (default: per-user data directory)")
     run.add_argument("--serial", help="injector serial port or pyserial URL (default: built-in simulator)")
     run.add_argument("--video", help="video source: a .npy stack or DICOM multi-frame file (default: built-in fluoroscopy phantom)")
-    run.add_argument("--fps", dest="video_fps", type=float, help="frame rate of a replayed file (required for .npy; DICOM says its own)")
+    run.add_argument("--fps", dest="video_fps", type=argtypes.FPS, help="frame rate of a replayed file (required for .npy; DICOM says its own)")
     run.add_argument("--phantom-intensity", choices=["lin", "log"],
                      help="phantom output: log = 8-bit display video (default), lin = 16-bit linear")
-    run.add_argument("--replay-speed", type=float, help="replayed files: times real time, 0 = as fast as possible")
+    run.add_argument("--replay-speed", type=argtypes.REPLAY_SPEED, help="replayed files: times real time, 0 = as fast as possible")
     run.add_argument("--crop", dest="video_crop", metavar="X,Y,W,H",
                      help="the collimated field in frame pixels (default: found automatically)")
     run.add_argument("--record", action="store_true", default=None,
@@ -132,24 +151,24 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", required=True, help="pty path, socket://host:port, or 'pty' to create one")
     sim.add_argument("--scenario", default="procedure", choices=sorted(SCENARIOS), metavar="NAME",
                      help=f"one of {', '.join(sorted(SCENARIOS))} (default procedure)")
-    sim.add_argument("--seconds", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
-    sim.add_argument("--ber", type=float, default=0.0, help="bit-error rate injected on the line (default 0)")
+    sim.add_argument("--seconds", type=argtypes.SIM_SECONDS, help="stop after this many seconds (default: run until Ctrl-C)")
+    sim.add_argument("--ber", type=argtypes.BIT_ERROR_RATE, default=0.0, help="bit-error rate injected on the line (default 0)")
     sim.set_defaults(func=cmd_simulate_injector)
 
     check = sub.add_parser("serial-check", help="decode a device's stream and judge its conformance")
     check.add_argument("--port", required=True, help="serial port or pyserial URL")
-    check.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
+    check.add_argument("--seconds", type=argtypes.CHECK_SECONDS, default=10.0, help="how long to listen (default 10)")
     check.add_argument("--json", action="store_true", help="one JSON object per packet, then a summary")
     check.set_defaults(func=cmd_serial_check)
 
     analyze = sub.add_parser("analyze", help="time a recorded contrast run (.npy or DICOM multi-frame)")
     analyze.add_argument("frames", help="a (T, H, W) .npy stack or a DICOM XA/XRF/secondary-capture file")
-    analyze.add_argument("--fps", type=float, help="the file's frame rate (required for .npy)")
+    analyze.add_argument("--fps", type=argtypes.FPS, help="the file's frame rate (required for .npy)")
     analyze.add_argument("--intensity", choices=["lin", "log"], help="default: lin for uint16, log for uint8, "
                          "or what the DICOM file says")
     analyze.add_argument("--roi", action="append", metavar="X,Y,W,H", help="region of interest (repeatable; "
                          "default: one placed automatically on the most-opacified vessel)")
-    analyze.add_argument("--injection-start", type=float, metavar="S",
+    analyze.add_argument("--injection-start", type=argtypes.INJECTION_START, metavar="S",
                          help="injection start in seconds from the first frame")
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.add_argument("--plot", metavar="OUT.png", help="draw the time-density curves")
@@ -158,11 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     clearance = sub.add_parser("clearance", help="thrombus burden and %% clearance, baseline against a later run")
     clearance.add_argument("baseline", help="baseline venogram (.npy or DICOM)")
     clearance.add_argument("post", help="later venogram (.npy or DICOM)")
-    clearance.add_argument("--fps", type=float, help="frame rate of .npy inputs")
+    clearance.add_argument("--fps", type=argtypes.FPS, help="frame rate of .npy inputs")
     clearance.add_argument("--intensity", choices=["lin", "log"], help="as for analyze")
     clearance.add_argument("--centerline", metavar="X,Y;X,Y;...", help="vessel centreline in baseline pixels "
                            "(default: found automatically)")
-    clearance.add_argument("--diameter", type=float, metavar="PX", help="reference lumen diameter in pixels")
+    clearance.add_argument("--diameter", type=argtypes.DIAMETER_PX, metavar="PX", help="reference lumen diameter in pixels")
     clearance.add_argument("--segments", metavar="NAME:A-B,...", help="named parts of the centreline by arc fraction")
     clearance.add_argument("--json", action="store_true", help="print one JSON object")
     clearance.add_argument("--image", metavar="OUT.png", help="both peak-opacity images with the findings")
