@@ -5,6 +5,7 @@ rate, intensity encoding and what counts as a usable file. Unusable files raise 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,13 +172,21 @@ def _frame_times(ds, frames_n: int, fps: float | None, name: str) -> np.ndarray:
     vector = ds.get("FrameTimeVector")
     if vector is not None and len(vector) == frames_n:
         increments = np.asarray(vector, dtype=float) / 1000.0   # ms between frames, first is 0
+        if not np.all(np.isfinite(increments[1:]) & (increments[1:] > 0)):
+            raise ValueError(f"{name}: the Frame Time Vector has a step that is not a positive number of ms; "
+                             "give --fps")
         return np.cumsum(increments) - increments[0]
     frame_time = ds.get("FrameTime")
     if frame_time:
-        return np.arange(frames_n) * float(frame_time) / 1000.0
+        ms = float(frame_time)
+        if not (math.isfinite(ms) and ms > 0):
+            raise ValueError(f"{name}: Frame Time {ms:g} ms is not a positive number; give --fps")
+        return np.arange(frames_n) * ms / 1000.0
     for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
         rate = ds.get(keyword)
         if rate:
+            if not (math.isfinite(float(rate)) and float(rate) > 0):
+                raise ValueError(f"{name}: {keyword} {float(rate):g} is not a positive frame rate; give --fps")
             return np.arange(frames_n) / float(rate)
     raise ValueError(f"{name}: no Frame Time, Frame Time Vector or Cine Rate; give --fps")
 

@@ -190,3 +190,22 @@ def test_every_numeric_flag_refuses_what_is_not_a_sensible_number(capsys, comman
 ])
 def test_bad_files_and_values(files, args, fragment):
     assert_one_line_error(cli(*[a.format(d=files) for a in args]), fragment)
+
+
+@pytest.mark.parametrize("change,fragment", [
+    (dict(FrameTime="inf"), "Frame Time inf ms is not a positive number"),
+    (dict(FrameTime="-66"), "Frame Time -66 ms is not a positive number"),
+    (dict(FrameTimeVector=["nan"] * 20), "the Frame Time Vector has a step that is not a positive number"),
+    (dict(NumberOfFrames=-3), "cannot decode pixel data"),
+    (dict(PixelData=bytes(10)), "cannot decode pixel data"),
+    (dict(Rows=8, Columns=8, PixelData=bytes(20 * 64)), "8x8 pixel frames are not fluoroscopy"),
+])
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")   # writing the damage; the CLI must not warn
+def test_damaged_dicom_headers(files, tmp_path, change, fragment):
+    ds = pydicom.dcmread(files / "tiny_frame_time.dcm")
+    ds.FrameTime = "66.7"
+    for keyword, value in change.items():
+        setattr(ds, keyword, value)
+    ds.save_as(tmp_path / "damaged.dcm")
+    # No warning from numpy or pydicom on stderr either: the one line is all the user sees.
+    assert_one_line_error(cli("analyze", tmp_path / "damaged.dcm"), "damaged.dcm: " + fragment)
