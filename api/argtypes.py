@@ -38,9 +38,18 @@ def bounded(kind: type, low: float, high: float, *, low_open: bool = False, unit
         return value
 
     parse.__name__ = what   # argparse names the type in its own messages
+    parse.bounds = span     # type: ignore[attr-defined]
     return parse
 
 
+def text(value: str) -> str:
+    """A path, address or URL: empty would silently mean the current directory or nothing at all."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+TEXT = text
 FPS = bounded(float, MIN_FPS, MAX_FPS, unit="frames/s", what="a frame rate")
 INJECTION_START = bounded(float, *INJECTION_START_RANGE_S, unit="s from the first frame", what="a time")
 REPLAY_SPEED = bounded(float, 0.0, 100.0, unit="x real time (0: as fast as possible)", what="a speed")

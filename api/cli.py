@@ -34,6 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"cathlab-edge: cannot use data directory {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
     _check_video(settings)
+    _check_listen(settings)
     from api.auth import ensure_token
 
     try:
@@ -70,6 +71,22 @@ def _check_video(settings) -> None:
     from core.appliance import open_video
 
     open_video(settings, 0).close()
+
+
+def _check_listen(settings) -> None:
+    """The address is resolved and bound once before anything starts, so a mistyped host or a port in use is a
+    one-line error (ValueError) rather than an appliance that starts and stops again with exit status 3."""
+    import socket
+
+    where = f"{settings.host}:{settings.port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:   # socket.gaierror included
+        raise ValueError(f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
 def cmd_simulate_injector(args: argparse.Namespace) -> int:
@@ -132,11 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the appliance (built-in simulators unless --serial / --video)")
-    run.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--host", type=argtypes.TEXT, help="address to bind (default 127.0.0.1)")
     run.add_argument("--port", type=argtypes.PORT, help="HTTP port (default 8000)")
-    run.add_argument("--data-dir", help="where the event log lives (default: per-user data directory)")
-    run.add_argument("--serial", help="injector serial port or pyserial URL (default: built-in simulator)")
-    run.add_argument("--video", help="video source: a .npy stack or DICOM multi-frame file (default: built-in fluoroscopy phantom)")
+    run.add_argument("--data-dir", type=argtypes.TEXT, help="where the event log lives (default: per-user data directory)")
+    run.add_argument("--serial", type=argtypes.TEXT, help="injector serial port or pyserial URL (default: built-in simulator)")
+    run.add_argument("--video", type=argtypes.TEXT, help="video source: a .npy stack or DICOM multi-frame file (default: built-in fluoroscopy phantom)")
     run.add_argument("--fps", dest="video_fps", type=argtypes.FPS, help="frame rate of a replayed file (required for .npy; DICOM says its own)")
     run.add_argument("--phantom-intensity", choices=["lin", "log"],
                      help="phantom output: log = 8-bit display video (default), lin = 16-bit linear")
@@ -188,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     clearance.set_defaults(func=cmd_clearance)
 
     export = sub.add_parser("export", help="export recorded events")
-    export.add_argument("--data-dir", help="data directory (default: per-user data directory)")
+    export.add_argument("--data-dir", type=argtypes.TEXT, help="data directory (default: per-user data directory)")
     export.add_argument("--procedure", help="only this procedure's events")
     export.add_argument("--format", required=True, choices=["jsonl", "csv"])
     export.set_defaults(func=cmd_export)
@@ -198,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=cmd_config)
 
     doctor = sub.add_parser("doctor", help="check serial port, grabber, data directory, clock and token")
-    doctor.add_argument("--data-dir", help="data directory (default: from the configuration)")
+    doctor.add_argument("--data-dir", type=argtypes.TEXT, help="data directory (default: from the configuration)")
     doctor.add_argument("--serial", help="injector serial port or URL (default: from the configuration)")
     doctor.add_argument("--video", help="video source (default: from the configuration)")
     doctor.set_defaults(func=cmd_doctor)
@@ -216,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
+    except UnicodeDecodeError:   # tomllib reads text; a binary file given as --config fails here
+        print(f"cathlab-edge: config file {args.config} is not UTF-8 text (expected TOML)", file=sys.stderr)
+        return 2
     except ValueError as exc:   # SettingsError included: it names the setting and where it came from
-        print(f"cathlab-edge: {exc}", file=sys.stderr)
+        print(f"cathlab-edge: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

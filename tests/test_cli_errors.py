@@ -134,9 +134,6 @@ def test_a_1x1_noise_stack_is_not_fluoroscopy(files):
 # -- every numeric flag, checked in one place -----------------------------------------------------------------
 def numeric_flags():
     """(command argv prefix, flag) for every option whose type is one of api.argtypes' checked numbers."""
-    from api import argtypes
-
-    checked = {getattr(argtypes, n) for n in dir(argtypes) if n.isupper() and callable(getattr(argtypes, n))}
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     found = []
@@ -144,7 +141,7 @@ def numeric_flags():
         for action in command._actions:
             if action.type in (float, int):
                 raise AssertionError(f"{name} {action.option_strings}: an unchecked number")
-            if action.type in checked:
+            if hasattr(action.type, "bounds"):
                 found.append((name, action.option_strings[0]))
     return found
 
@@ -187,9 +184,24 @@ def test_every_numeric_flag_refuses_what_is_not_a_sensible_number(capsys, comman
     (["run", "--video", "{d}/missing.npy", "--fps", "30", "--data-dir", "{d}/data", "--port", "0"], "no such file"),
     (["run", "--video", "{d}/run.npy", "--data-dir", "{d}/data", "--port", "0"], "give --fps"),
     (["analyze"], "the following arguments are required: frames"),
+    (["run", "--data-dir", "", "--port", "0"], "argument --data-dir: must not be empty"),
+    (["run", "--host", "not a host!", "--port", "0", "--data-dir", "{d}/data"], "cannot listen on not a host!:0"),
+    (["--config", "{d}/run.npy", "config"], "config file {d}/run.npy is not UTF-8 text"),
 ])
 def test_bad_files_and_values(files, args, fragment):
-    assert_one_line_error(cli(*[a.format(d=files) for a in args]), fragment)
+    assert_one_line_error(cli(*[a.format(d=files) for a in args]), fragment.format(d=files))
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_one_line_error(cli("run", "--port", port, "--data-dir", tmp_path / "data"),
+                              f"cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert not (tmp_path / "data" / "events.sqlite3").exists()
 
 
 @pytest.mark.parametrize("change,fragment", [
