@@ -151,13 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the appliance (built-in simulators unless --serial / --video)")
     run.add_argument("--host", type=argtypes.TEXT, help="address to bind (default 127.0.0.1)")
     run.add_argument("--port", type=argtypes.PORT, help="HTTP port (default 8000)")
-    run.add_argument("--data-dir", type=argtypes.TEXT, help="where the event log lives (default: per-user data directory)")
-    run.add_argument("--serial", type=argtypes.TEXT, help="injector serial port or pyserial URL (default: built-in simulator)")
-    run.add_argument("--video", type=argtypes.TEXT, help="video source: a .npy stack or DICOM multi-frame file (default: built-in fluoroscopy phantom)")
+    run.add_argument("--data-dir", type=argtypes.TEXT,
+                     help="where the event log lives (default: per-user data directory)")
+    run.add_argument("--serial", type=argtypes.TEXT,
+                     help="injector serial port or pyserial URL (default: built-in simulator)")
+    run.add_argument("--video", help="video source: a .npy stack or DICOM multi-frame file (default: built-in fluoroscopy phantom)")
     run.add_argument("--fps", dest="video_fps", type=argtypes.FPS, help="frame rate of a replayed file (required for .npy; DICOM says its own)")
     run.add_argument("--phantom-intensity", choices=["lin", "log"],
                      help="phantom output: log = 8-bit display video (default), lin = 16-bit linear")
-    run.add_argument("--replay-speed", type=argtypes.REPLAY_SPEED, help="replayed files: times real time, 0 = as fast as possible")
+    run.add_argument("--replay-speed", type=argtypes.REPLAY_SPEED,
+                     help="replayed files: times real time, 0 = as fast as possible")
     run.add_argument("--crop", dest="video_crop", metavar="X,Y,W,H",
                      help="the collimated field in frame pixels (default: found automatically)")
     run.add_argument("--record", action="store_true", default=None,
@@ -168,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", required=True, help="pty path, socket://host:port, or 'pty' to create one")
     sim.add_argument("--scenario", default="procedure", choices=sorted(SCENARIOS), metavar="NAME",
                      help=f"one of {', '.join(sorted(SCENARIOS))} (default procedure)")
-    sim.add_argument("--seconds", type=argtypes.SIM_SECONDS, help="stop after this many seconds (default: run until Ctrl-C)")
-    sim.add_argument("--ber", type=argtypes.BIT_ERROR_RATE, default=0.0, help="bit-error rate injected on the line (default 0)")
+    sim.add_argument("--seconds", type=argtypes.SIM_SECONDS,
+                     help="stop after this many seconds (default: run until Ctrl-C)")
+    sim.add_argument("--ber", type=argtypes.BIT_ERROR_RATE, default=0.0,
+                     help="bit-error rate injected on the line (default 0)")
     sim.set_defaults(func=cmd_simulate_injector)
 
     check = sub.add_parser("serial-check", help="decode a device's stream and judge its conformance")
@@ -198,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     clearance.add_argument("--intensity", choices=["lin", "log"], help="as for analyze")
     clearance.add_argument("--centerline", metavar="X,Y;X,Y;...", help="vessel centreline in baseline pixels "
                            "(default: found automatically)")
-    clearance.add_argument("--diameter", type=argtypes.DIAMETER_PX, metavar="PX", help="reference lumen diameter in pixels")
+    clearance.add_argument("--diameter", type=argtypes.DIAMETER_PX, metavar="PX",
+                           help="reference lumen diameter in pixels")
     clearance.add_argument("--segments", metavar="NAME:A-B,...", help="named parts of the centreline by arc fraction")
     clearance.add_argument("--json", action="store_true", help="print one JSON object")
     clearance.add_argument("--image", metavar="OUT.png", help="both peak-opacity images with the findings")
