@@ -25,6 +25,7 @@ from api.server import RequestLimits, TrustedHosts, exposure_warnings
 from api.sse import StreamHub
 from core.appliance import Appliance
 from core.settings import Settings
+from core.sources import FrameSource
 from core.watchdog import ApiProbe
 
 log = logging.getLogger("cathlab.api")
@@ -33,9 +34,10 @@ log = logging.getLogger("cathlab.api")
 MAX_BODY_BYTES = 1 << 20
 
 
-def create_app(settings: Settings, *, appliance: Appliance | None = None,
+def create_app(settings: Settings, *, appliance: Appliance | None = None, source: FrameSource | None = None,
                trusted_hosts: list[str] | None = None) -> FastAPI:
-    """The app for ``settings``; pass ``appliance`` to serve one built elsewhere (tests, other sources).
+    """The app for ``settings``; pass ``appliance`` to serve one built elsewhere (tests, other sources), or
+    ``source`` for a frame source already opened from ``settings.video`` (the command line checks a replay first).
 
     The write token is read from (or created in) ``settings.data_dir``; ``ensure_token`` tells the caller
     whether it was new, so the command line can print it once. ``trusted_hosts``: the Host names to answer
@@ -54,7 +56,7 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None,
         try:
             for warning in warnings:
                 log.warning("%s", warning)
-            device = appliance if appliance is not None else Appliance(settings)
+            device = appliance if appliance is not None else Appliance(settings, source=source)
             device.start()
             if settings.port:
                 # systemd's watchdog also needs the API to answer, not only the frames to flow.

@@ -98,3 +98,31 @@ def test_densitometry_only_1024(benchmark, pair):
     res = benchmark.pedantic(measure_clearance, args=(a, b), kwargs=dict(centerline=line, diameter_px=DIAMETER),
                              rounds=5, iterations=1, warmup_rounds=1)
     _check(res, truth, 5.0)
+
+
+def test_longest_operator_centreline_1024(benchmark, pair):
+    """The worst centreline ``PUT /api/centerline`` accepts (issue 19): 256 points zigzagging across the vessel
+    to the length limit, 2 x (w + h). It holds the analysis worker for this long at most (a 4,096-point scribble
+    took 10-50 s before the limit)."""
+    from core.clearance import MAX_CENTERLINE_LENGTH_FACTOR, MAX_CENTERLINE_POINTS, check_operator_centerline
+
+    stacks, _, _ = pair
+    a, b = (peak_opacity(s) for s in stacks)
+    reg = register(a, b)      # the tracker keeps each pair's registration: only the centreline's cost counts
+    h, w = SIZE
+    n = MAX_CENTERLINE_POINTS
+    step = 0.99 * MAX_CENTERLINE_LENGTH_FACTOR * (w + h) / (n - 1)
+    across = np.sqrt(max(step ** 2 - ((0.9 * h) / (n - 1)) ** 2, 0.0))
+    xs = np.where(np.arange(n) % 2 == 0, w / 2 - across / 2, w / 2 + across / 2)
+    line = check_operator_centerline(np.column_stack([xs, np.linspace(0.05 * h, 0.95 * h, n)]), SIZE)
+
+    def analyse():
+        try:
+            return measure_clearance(a, b, centerline=line, diameter_px=DIAMETER, registration=reg)
+        except ValueError as exc:      # a zigzag is rarely measurable; the time spent is what matters here
+            return str(exc)
+
+    benchmark.pedantic(analyse, rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["length_px"] = round(float(np.hypot(*np.diff(line, axis=0).T).sum()))
+    benchmark.extra_info["target_s"] = TARGET_S
+    assert benchmark.stats.stats.min < TARGET_S

@@ -19,10 +19,18 @@ from core.stacks import FrameStack, load_stack
 from core.tdc import check_roi, gamma_variate
 
 EXIT_BAD_INPUT = 2
+# Injection start in seconds from a recording's first frame: it may precede the X-ray (a negative delay), and
+# no recorded run lasts a day.
+INJECTION_START_RANGE_S = (-3600.0, 86_400.0)
 
 
 def parse_roi(text: str, shape: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
     """"X,Y,W,H" -> (x, y, w, h) integers, checked against a frame of ``shape`` (rows, cols) when given."""
+    values = _roi_syntax(text)
+    return check_roi(values, shape if shape is not None else (1 << 30, 1 << 30))
+
+
+def _roi_syntax(text: str) -> tuple[int, int, int, int]:
     if not isinstance(text, str):
         raise ValueError(f"ROI must be text X,Y,W,H, got {text!r}")
     parts = [p.strip() for p in text.split(",")]
@@ -32,7 +40,9 @@ def parse_roi(text: str, shape: tuple[int, int] | None = None) -> tuple[int, int
         values = tuple(int(p) for p in parts)
     except ValueError:
         raise ValueError(f"ROI {text!r} must be X,Y,W,H (four integers)") from None
-    return check_roi(values, shape if shape is not None else (1 << 30, 1 << 30))
+    if any(v < 0 for v in values) or values[2] < 1 or values[3] < 1:
+        raise ValueError(f"ROI {text!r}: X and Y must be >= 0, W and H >= 1")
+    return values
 
 
 def analyze_stack(stack: FrameStack, rois=None, injection_start_s: float | None = None) -> dict:
@@ -41,9 +51,12 @@ def analyze_stack(stack: FrameStack, rois=None, injection_start_s: float | None 
 
     T, H, W = stack.frames.shape
     checked = None if not rois else [check_roi(r, (H, W)) for r in rois]
+    low, high = INJECTION_START_RANGE_S
     if injection_start_s is not None and not (isinstance(injection_start_s, (int, float))
-                                              and math.isfinite(injection_start_s)):
-        raise ValueError(f"injection start must be a finite number of seconds, got {injection_start_s!r}")
+                                              and math.isfinite(injection_start_s)
+                                              and low <= injection_start_s <= high):
+        raise ValueError(f"injection start must be a number of seconds in [{low:g}, {high:g}], "
+                         f"got {injection_start_s!r}")
     times = np.asarray(stack.frame_times_s, dtype=float)
     if times.shape != (T,) or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
         raise ValueError(f"{stack.source}: frame times must increase, one per frame")
@@ -115,14 +128,16 @@ def analyze_main(frames: str, fps: float | None, intensity: str | None, rois: li
             raise ValueError(f"--fps must be a positive frame rate, got {fps}")
         if intensity not in (None, "lin", "log"):
             raise ValueError(f"--intensity must be lin or log, got {intensity!r}")
-        parsed = [parse_roi(r) for r in (rois or [])]
+        for text in rois or []:
+            _roi_syntax(text)          # a typo is reported before a long load
         stack = load_stack(frames, fps, intensity)
-        shape = stack.frames.shape[1:]
-        for roi in parsed:
-            check_roi(roi, shape)
+        parsed = [parse_roi(r, stack.frames.shape[1:]) for r in (rois or [])]
         result = analyze_stack(stack, parsed or None, injection_start)
         if plot:
-            _plot(result, plot)
+            try:
+                _plot(result, plot)
+            except OSError as exc:
+                raise ValueError(f"cannot write --plot {plot}: {exc.strerror or exc}") from None
     except (ValueError, OSError, MemoryError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"cathlab-edge analyze: {message}", file=err)

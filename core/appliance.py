@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from core.settings import VIDEO_NONE, VIDEO_PHANTOM, Settings
 from core.sources import FrameSource, PhantomSource, replay
 from core.tdc import check_roi
 from core.watchdog import ProgressCheck, Watchdog
+from core.worker import AnalysisWorker
 from firmware_bridge.bridge import InjectorBridge
 from firmware_bridge.plausibility import ReportLimiter, Violation
 
@@ -113,7 +114,8 @@ class Appliance:
                                      on_violation=self._on_violation)
         self.totals = ProcedureTotals()
         self.clearance = ClearanceTracker(max_runs=TRACKED_RUNS)
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
+        # Run-end analyses and the tracker's updates in order; pictures for readers only when those are done.
+        self._worker = AnalysisWorker("analysis")
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Lock()
         self._injector = InjectorCondition()     # state, live values and fault alarm, under self._lock
@@ -137,6 +139,8 @@ class Appliance:
         # SUMMARY was matched takes the injector's figures from here (see _late_injection).
         self._summaries: collections.deque[dict] = collections.deque(maxlen=INJECTION_MEMORY)
         self._latest_clearance: dict | None = None
+        # The latest result's picture, rendered once per result (the result object is the key).
+        self._clearance_png: tuple[dict, Future] | None = None
         # Runs measured by the tracker, that is of this procedure (worker thread; bounded like the images).
         self._clearance_runs: collections.deque[str] = collections.deque(maxlen=KEEP_RUN_IMAGES)
         self._stop = threading.Event()
@@ -673,11 +677,20 @@ class Appliance:
             return self._run_pngs.get(run_id)
 
     def clearance_png(self) -> bytes | None:
+        """The latest clearance picture; None before the first result. Rendered once per result, on the worker
+        behind any run-end analysis; concurrent callers share that render. TimeoutError when it takes > 10 s."""
         with self._lock:
             result = self._latest_clearance
-        if result is None:
-            return None
-        return self._worker.submit(self.clearance.render_png, result).result(timeout=10)
+            if result is None:
+                return None
+            cached = self._clearance_png
+            if cached is None or cached[0] is not result:
+                cached = self._clearance_png = (result, self._worker.submit_on_demand(self._render_clearance,
+                                                                                       result))
+        return cached[1].result(timeout=10)
+
+    def _render_clearance(self, result: dict) -> bytes:
+        return self.clearance.render_png(result)    # the tracker belongs to the worker thread
 
     def procedures(self, limit: int = 50) -> list[dict]:
         return self.log.procedures(limit)

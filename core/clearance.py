@@ -41,8 +41,8 @@ from core.vessel import (
 )
 
 __all__ = [
-    "ClearanceTracker", "clearance_main", "grade", "measure_clearance", "parse_segments", "render_clearance_png",
-    "LABELS",
+    "ClearanceTracker", "check_operator_centerline", "clearance_main", "grade", "measure_clearance",
+    "parse_segments", "render_clearance_png", "LABELS", "MAX_CENTERLINE_POINTS",
 ]
 
 STATION_SPACING_PX = 2.0          # "cross-section profiles every few pixels"
@@ -58,6 +58,12 @@ DEFECT_BURDEN = 0.25              # a station this occluded (smoothed) is drawn 
 MIN_STATIONS = 5
 DEFAULT_GRADES = (50.0, 95.0)     # SIR: I < 50, II 50-95, III > 95
 LABELS = ("baseline", "intraprocedural", "completion")
+# An operator's centreline: a venogram's vein is drawn with a few dozen clicks (one every few centimetres, more
+# along a bend); 256 leaves ample room. It crosses the field once, so it is at most twice the image's
+# perimeter half (w + h) long; a longer one zigzags, and its analysis time grows with its length (a 4,096-point
+# scribble held the analysis worker for 10-50 s).
+MAX_CENTERLINE_POINTS = 256
+MAX_CENTERLINE_LENGTH_FACTOR = 2.0   # times (width + height) of the image
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -378,6 +384,24 @@ def measure_clearance(baseline_peak: np.ndarray, post_peak: np.ndarray, *, cente
     return result
 
 
+def check_operator_centerline(points, shape: tuple[int, int]) -> np.ndarray:
+    """An operator's centreline (``--centerline``, ``PUT /api/centerline``) checked for the image ``shape``:
+    at most ``MAX_CENTERLINE_POINTS`` points and ``MAX_CENTERLINE_LENGTH_FACTOR * (w + h)`` px long, so one
+    request cannot hold the analysis worker."""
+    arr = np.asarray(points, dtype=float)
+    if arr.ndim >= 1 and len(arr) > MAX_CENTERLINE_POINTS:
+        raise ValueError(f"a centreline has at most {MAX_CENTERLINE_POINTS} points (a vein needs a few dozen), "
+                         f"got {len(arr)}")
+    line = check_centerline(arr, shape)
+    h, w = shape
+    limit = MAX_CENTERLINE_LENGTH_FACTOR * (w + h)
+    length = float(np.hypot(*np.diff(line, axis=0).T).sum())
+    if length > limit:
+        raise ValueError(f"the centreline is {length:.0f} px long, more than {limit:.0f} px "
+                         f"({MAX_CENTERLINE_LENGTH_FACTOR:g} x (width + height)): a vein crosses the image once")
+    return line
+
+
 def _check_image(img, name: str) -> np.ndarray:
     arr = np.asarray(img)
     if arr.ndim != 2 or min(arr.shape) < 16:
@@ -558,12 +582,16 @@ def clearance_main(baseline: str, post: str, fps: float | None, intensity: str |
         if intensity is not None and intensity not in ("lin", "log"):
             raise ValueError(f"--intensity must be lin or log, got {intensity!r}")
         line = parse_centerline(centerline) if centerline is not None else None
+        if line is not None and len(line) > MAX_CENTERLINE_POINTS:
+            check_operator_centerline(line, (1 << 30, 1 << 30))   # too many points: said before the long load
         segs = parse_segments(segments)
         stacks = [load_stack(path, fps=fps_v, intensity=intensity) for path in (baseline, post)]
         if stacks[0].frames.shape[1:] != stacks[1].frames.shape[1:]:
             raise ValueError(f"baseline frames are {stacks[0].frames.shape[2]}x{stacks[0].frames.shape[1]} but "
                              f"post frames are {stacks[1].frames.shape[2]}x{stacks[1].frames.shape[1]}")
         peaks = [peak_opacity(st) for st in stacks]
+        if line is not None:
+            line = check_operator_centerline(line, peaks[0].shape)
         result = measure_clearance(peaks[0], peaks[1], centerline=line, diameter_px=diameter_v, segments=segs)
     except ValueError as exc:
         return _fail(err, str(exc).splitlines()[0] if str(exc) else "invalid input")
@@ -649,7 +677,7 @@ class ClearanceTracker:
         if points is None:
             self._centerlines.pop(base, None)
         else:
-            line = check_centerline(points, self._runs[base].peak.shape).copy()
+            line = check_operator_centerline(points, self._runs[base].peak.shape).copy()
             if diameter_px is not None and not (isinstance(diameter_px, numbers.Real) and
                                                 math.isfinite(diameter_px) and diameter_px >= 1):
                 raise ValueError(f"diameter_px must be a number >= 1, got {diameter_px!r}")

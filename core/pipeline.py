@@ -20,7 +20,7 @@ import numpy as np
 from core.kernels import FrameKernel, build_mask
 from core.runs import MIN_PULSE_RATE, NS, Run, RunDetector, RunEvent, injection_overlaps
 from core.runtimer import RunTimer
-from core.sources import Frame
+from core.sources import Frame, frame_problem
 from core.tdc import check_roi
 from core.xray import XrayArbiter
 
@@ -138,11 +138,9 @@ class FramePipeline:
     # -- per frame -----------------------------------------------------------------------------------
     def process(self, frame: Frame) -> list[RunEvent]:
         pixels = frame.pixels
-        if not isinstance(pixels, np.ndarray) or pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16) \
-                or 0 in pixels.shape:
+        if (problem := frame_problem(pixels)) is not None:
             self.rejected += 1
-            raise ValueError(f"frame {frame.index}: expected a 2-D uint8/uint16 image, "
-                             f"got {getattr(pixels, 'dtype', type(pixels))} {getattr(pixels, 'shape', '')}")
+            raise ValueError(f"frame {frame.index}: {problem}")
         if self.last_frame_ns is not None and frame.t_ns < self.last_frame_ns:
             self.rejected += 1
             raise ValueError(f"frame {frame.index}: time went backwards ({frame.t_ns} < {self.last_frame_ns})")

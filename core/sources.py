@@ -17,6 +17,28 @@ NS = 1_000_000_000
 # Frames a paced source holds for a consumer that stalls briefly (run-end analysis), like a V4L2 driver's
 # buffer queue; late frames keep their capture times, so the pipeline catches up without losing any.
 QUEUE_FRAMES = 8
+# Fluoroscopy is at least hundreds of pixels on a side; a frame this small is a wrong input (a 1x1 noise
+# stack would otherwise be timed as an X-ray run), not a picture we can measure.
+MIN_FRAME_SIDE = 16
+
+
+def frame_problem(pixels) -> str | None:
+    """Why ``pixels`` cannot be a fluoroscopy frame, or None when it can: 2-D, uint8/uint16, each side at
+    least ``MIN_FRAME_SIDE``. One rule for files, replays and live sources."""
+    if not isinstance(pixels, np.ndarray) or pixels.ndim != 2:
+        return f"expected a 2-D image, got {getattr(pixels, 'shape', type(pixels).__name__)}"
+    if pixels.dtype not in (np.uint8, np.uint16):
+        return f"pixel type {pixels.dtype} is not uint8 or uint16"
+    return shape_problem(pixels.shape)
+
+
+def shape_problem(shape) -> str | None:
+    """Why frames of ``shape`` (rows, columns) are not fluoroscopy, or None."""
+    rows, cols = shape
+    if min(rows, cols) < MIN_FRAME_SIDE:
+        return (f"{cols}x{rows} pixel frames are not fluoroscopy (need at least {MIN_FRAME_SIDE} pixels "
+                f"on a side)")
+    return None
 
 
 @dataclass(slots=True)
@@ -181,6 +203,8 @@ class ArraySource(_PacedSource):
             raise ValueError(f"expected uint8 or uint16 frames, got {frames.dtype}")
         if intensity not in ("lin", "log"):
             raise ValueError(f"intensity must be 'lin' or 'log', got {intensity!r}")
+        if (problem := shape_problem(frames.shape[1:])) is not None:
+            raise ValueError(problem)
         super().__init__(fps, None, speed)
         self.frames = frames
         self.intensity = intensity

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from core.sources import NS, Frame, FrameSource
+from core.sources import NS, Frame, FrameSource, shape_problem
 
 log = logging.getLogger("cathlab.v4l2")
 
@@ -176,12 +176,17 @@ class V4L2Source(FrameSource):
             self._closed.wait(self._delay)
             self._delay = min(2 * self._delay, self._dmax)
             return False
+        problem = None
         if fmt.fourcc not in SUPPORTED:
+            problem = f"unsupported pixel format {fmt.fourcc!r} (need one of {', '.join(SUPPORTED)})"
+        elif (small := shape_problem((fmt.height, fmt.width))) is not None:
+            problem = small     # refused once with the reason, not frame by frame
+        if problem is not None:
             try:
                 dev.close()
             except OSError:
                 pass
-            self._down(f"unsupported pixel format {fmt.fourcc!r} (need one of {', '.join(SUPPORTED)})")
+            self._down(problem)
             self._closed.wait(self._dmax)
             return False
         self._dev, self._fmt = dev, fmt

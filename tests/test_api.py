@@ -12,6 +12,7 @@ from api import metrics
 from api.app import create_app
 from api.auth import TOKEN_FILE
 from api.routes.page import CLEARANCE_WAITING, render
+from core.clearance import MAX_CENTERLINE_POINTS
 from core.settings import Settings
 
 
@@ -337,8 +338,9 @@ def test_oversized_bodies_are_413_before_auth_or_parsing(live):
             yield b"x" * 65536
     r = client.put("/api/rois", content=chunks(), headers={**auth(token), "Content-Type": "application/json"})
     assert r.status_code == 413
-    # The largest legitimate body passes (and is judged on its content: 4096 points, unknown run -> 422 / 404).
-    points = [[float(i), float(i)] for i in range(4096)]
+    # The largest legitimate body passes (and is judged on its content: the most points allowed, an unknown
+    # field -> 422 for that field alone).
+    points = [[float(i), float(i)] for i in range(MAX_CENTERLINE_POINTS)]
     r = client.put("/api/centerline", json={"points": points, "diameter_px": 10.0, "x": 1}, headers=auth(token))
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "x"]
 

@@ -12,7 +12,7 @@ from core.replay_dir import DirectorySource
 from tests.dicom_files import write_multiframe
 
 
-def stack(value0: int, n: int = 4, dtype=np.uint8, shape=(8, 8)) -> np.ndarray:
+def stack(value0: int, n: int = 4, dtype=np.uint8, shape=(16, 16)) -> np.ndarray:
     return np.stack([np.full(shape, value0 + i, dtype) for i in range(n)])
 
 
@@ -23,6 +23,7 @@ def folder(tmp_path):
     (tmp_path / "c_notes.txt").write_text("not a recording")
     np.save(tmp_path / "d_lin.npy", stack(30, dtype=np.uint16))   # uint16 defaults to linear: not this stream
     np.save(tmp_path / "e_single.npy", stack(40, 1))               # one frame is not a run
+    np.save(tmp_path / "f_noise.npy", stack(50, shape=(1, 1)))     # 1x1 frames are not fluoroscopy
     (tmp_path / ".hidden.npy").write_bytes(b"")
     return tmp_path
 
@@ -42,9 +43,10 @@ def test_plays_usable_files_in_order_and_says_why_others_are_skipped(folder):
     got = values(src)
     assert [v for v, _, _ in got] == [10, 11, 12, 13, 20, 21, 22]
     assert [i for _, i, _ in got] == list(range(7))
-    assert src.intensity == "log" and src.shape == (8, 8) and src.dtype == np.uint8
-    assert set(src.rejected) == {"c_notes.txt", "d_lin.npy", "e_single.npy"}
+    assert src.intensity == "log" and src.shape == (16, 16) and src.dtype == np.uint8
+    assert set(src.rejected) == {"c_notes.txt", "d_lin.npy", "e_single.npy", "f_noise.npy"}
     assert "differs" in src.rejected["d_lin.npy"] and "single frame" in src.rejected["e_single.npy"]
+    assert "1x1 pixel frames are not fluoroscopy" in src.rejected["f_noise.npy"]
 
 
 def test_paced_replay_follows_each_files_own_frame_times(folder):

@@ -187,15 +187,17 @@ def test_device_and_image_disagree_raises_an_alarm():
 def test_pipeline_rejects_bad_frames_and_inputs():
     p = FramePipeline("lin")
     with pytest.raises(ValueError):
-        p.process(Frame(np.zeros((4, 4), np.float32), 0, 0))
+        p.process(Frame(np.zeros((16, 16), np.float32), 0, 0))
     with pytest.raises(ValueError):
-        p.process(Frame(np.zeros((2, 4, 4), np.uint16), 0, 0))
-    p.process(Frame(np.zeros((4, 4), np.uint16), 10, 0))
+        p.process(Frame(np.zeros((2, 16, 16), np.uint16), 0, 0))
+    with pytest.raises(ValueError, match="1x1 pixel frames are not fluoroscopy"):
+        p.process(Frame(np.zeros((1, 1), np.uint16), 0, 0))
+    p.process(Frame(np.zeros((16, 16), np.uint16), 10, 0))
     with pytest.raises(ValueError):
-        p.process(Frame(np.zeros((4, 4), np.uint16), 5, 1))   # time went backwards
-    assert p.rejected == 3 and p.frames == 1
+        p.process(Frame(np.zeros((16, 16), np.uint16), 5, 1))   # time went backwards
+    assert p.rejected == 4 and p.frames == 1
     with pytest.raises(ValueError):
-        p.set_rois([(0, 0, 8, 8)])                           # does not fit 4x4 frames
+        p.set_rois([(0, 0, 32, 8)])                           # does not fit 16x16 frames
     with pytest.raises(ValueError):
         p.injection(1.5)
     with pytest.raises(ValueError):

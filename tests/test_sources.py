@@ -10,7 +10,7 @@ FPS = 100.0
 
 
 def stack(n=400):
-    return np.arange(n, dtype=np.uint16)[:, None, None] * np.ones((1, 4, 4), np.uint16)
+    return np.arange(n, dtype=np.uint16)[:, None, None] * np.ones((1, 16, 16), np.uint16)
 
 
 def test_frames_carry_their_capture_times():
@@ -49,6 +49,7 @@ def test_as_fast_as_possible_and_loop():
     (dict(intensity="linear"), "intensity"),
     (dict(fps=0), "frame rate"),
     (dict(speed=-1), "replay speed"),
+    (dict(frames=np.zeros((3, 15, 640), np.uint8)), "640x15 pixel frames are not fluoroscopy"),
 ])
 def test_bad_arguments(kwargs, match):
     args = dict(frames=stack(2), fps=FPS, intensity="lin")

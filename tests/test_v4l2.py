@@ -18,7 +18,7 @@ from core.sources import NS
 from core.v4l2 import (FLAG_ERROR, FLAG_TIMESTAMP_MONOTONIC, CaptureFormat, RawBuffer, V4L2Source, map_timestamp,
                        to_grey)
 
-W, H = 8, 4
+W, H = 32, 16   # the smallest frames are 16 px on a side (core.sources.MIN_FRAME_SIDE)
 
 
 def luma(seed=0):
@@ -234,6 +234,16 @@ def test_unsupported_format_is_a_down_state_with_the_reason():
     threading.Timer(0.1, src.close).start()
     assert src.read() is None
     assert events[0][0] == "grabber_down" and "MJPG" in events[0][1]["reason"]
+
+
+def test_frames_too_small_for_fluoroscopy_are_a_down_state_with_the_reason():
+    events = []
+    src = make_source([FakeGrabber([], fmt=CaptureFormat(8, 4, "GREY", 8, 30.0))] * 50, events,
+                      reconnect_max_s=0.01)
+    threading.Timer(0.1, src.close).start()
+    assert src.read() is None
+    assert events[0][0] == "grabber_down"
+    assert "8x4 pixel frames are not fluoroscopy" in events[0][1]["reason"]
 
 
 def test_listener_errors_do_not_stop_frames():

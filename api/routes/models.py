@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.clearance import MAX_CENTERLINE_POINTS
 from core.identity import ALLOWED, MAX_TEXT, check_optional
 from core.procedure import CREATININE_RANGE_MG_DL, WEIGHT_RANGE_KG
 
@@ -252,8 +253,12 @@ Point = Annotated[list[Annotated[float, Field(ge=0, le=100_000)]], Field(min_len
 
 
 class Centerline(_Closed):
-    points: list[Point] | None = Field(..., min_length=2, max_length=4096,
-                                       description="Vessel centreline as [x, y] in baseline pixels; null: automatic")
+    points: list[Point] | None = Field(
+        ..., min_length=2, max_length=MAX_CENTERLINE_POINTS,
+        description=f"Vessel centreline as [x, y] in baseline pixels; null: automatic. At most "
+                    f"{MAX_CENTERLINE_POINTS} points (a vein is drawn with a few dozen) and at most 2 x (width + "
+                    f"height) of the image long (it crosses the image once): the analysis time grows with the "
+                    f"length, and the analysis worker is shared with run recording")
     diameter_px: float | None = Field(None, gt=0, le=10_000, description="Reference lumen diameter in pixels")
 
 
