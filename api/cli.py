@@ -40,10 +40,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"cathlab-edge: cannot use data directory {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
-    try:
-        _make_private(settings.data_dir)
-    except OSError as exc:   # e.g. a directory owned by someone else: usable, but say it is not private
-        log.warning("cannot restrict data directory %s to this user: %s", settings.data_dir, exc)
     _check_listen(settings)
     replay_source = _open_replay(settings)
     from api.auth import TOKEN_FILE, ensure_token
@@ -54,6 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"cathlab-edge: cannot keep the API token in {settings.data_dir}: {exc.strerror or exc}",
               file=sys.stderr)
         return 2
+    try:
+        _make_private(settings.data_dir)
+    except OSError as exc:   # e.g. a directory owned by someone else: usable, but say it is not private
+        log.warning("cannot restrict data directory %s to this user: %s", settings.data_dir, exc)
     if created:
         token_path = settings.data_dir / TOKEN_FILE
         if sys.stdout.isatty():
