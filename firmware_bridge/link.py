@@ -220,6 +220,7 @@ class Link:
         d = self.decoder
         return {"packets_by_type": dict(self.packets_by_type), "crc_errors": d.crc_errors,
                 "framing_errors": d.framing_errors, "bytes_discarded": d.bytes_discarded,
+                "packets_recovered": d.recovered,   # intact packets taken from the tail of a damaged frame
                 "unknown_types": self.unknown_types, "unsupported_versions": self.unsupported_versions,
                 "malformed": self.malformed, "seq_gaps": self.seq_gaps, "packets_missed": self.packets_missed,
                 "duplicates": self.duplicates, "reconnects": self.reconnects,

@@ -119,7 +119,16 @@ def test_counters_include_decoder_errors():
     c = link.counters()
     assert c["crc_errors"] + c["framing_errors"] == 2 and c["bytes_discarded"] > 0
     assert set(c) >= {"packets_by_type", "crc_errors", "framing_errors", "bytes_discarded", "unknown_types",
-                      "seq_gaps", "duplicates", "reconnects"}
+                      "seq_gaps", "duplicates", "reconnects", "packets_recovered"}
+
+
+def test_a_packet_recovered_from_a_damaged_frame_is_counted_on_the_link():
+    link = opened()
+    banner = b"BOOT v1.2 ready\r\n"   # no 0x00: the banner and the next frame arrive as one damaged frame
+    frame = Sample(0, 0).encode()
+    out = link.feed(banner + frame.lstrip(b"\x00"), S)
+    assert [type(m) for m, _ in out.messages] == [Sample]
+    assert link.counters()["packets_recovered"] == 1
 
 
 def test_time_sync_requests_only_for_capable_devices():
