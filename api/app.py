@@ -2,7 +2,8 @@
 lifespan.
 
 Errors are split by who is at fault: a caller's bad value (ValueError from the appliance) is a 422 in the same
-shape as FastAPI's own validation errors, an unknown id (LookupError) a 404. Anything else is our bug and stays
+shape as FastAPI's own validation errors, an unknown id (LookupError) a 404, a write the event log cannot commit (LogUnavailable) a 503 with the reason
+and a Retry-After. Anything else is our bug and stays
 a 500 so it gets fixed, not hidden.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from api.routes import analysis, events, page, procedures, runs, status
 from api.routes.models import Status
 from api.sse import StreamHub
 from core.appliance import Appliance
+from core.eventlog import LogUnavailable
 from core.settings import Settings
 
 log = logging.getLogger("cathlab.api")
@@ -75,6 +77,7 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None) -> Fas
     app.add_exception_handler(ValueError, _value_error)
     app.add_exception_handler(LookupError, _lookup_error)
     app.add_exception_handler(TimeoutError, _busy)
+    app.add_exception_handler(LogUnavailable, _not_stored)
     for module in (status, runs, procedures, analysis, events, page):
         app.include_router(module.router)
     return app
@@ -98,6 +101,11 @@ async def _busy(request: Request, exc: Exception) -> JSONResponse:
     # The appliance's analysis worker did not answer in time (a long clearance analysis ahead in its queue).
     return JSONResponse({"detail": "the appliance is busy with an analysis; try again shortly"}, status_code=503,
                         headers={"Retry-After": "2"})
+
+
+async def _not_stored(request: Request, exc: Exception) -> JSONResponse:
+    # The event log cannot commit (disk full, read-only, I/O error): a 2xx would claim what is not durable.
+    return JSONResponse({"detail": exc.reason}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)})
 
 
 def _close_streams_on_exit_signals(close: Callable[[], None]) -> Callable[[], None]:

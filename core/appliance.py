@@ -453,6 +453,14 @@ class Appliance:
         self.log.record("serial_link", {"from": old, "to": new, "reason": reason})
 
     # -- writes (from the API) -------------------------------------------------------------------------
+    # An API write is acknowledged only once durable: check_writable() before it (refuse while the log is
+    # failing, nothing changed), confirm_written() after it (wait for the COMMIT). Never on the frame thread.
+    def check_writable(self) -> None:
+        self.log.check_writable()
+
+    def confirm_written(self, timeout: float = 2.0) -> None:
+        self.log.commit(timeout)
+
     def start_procedure(self, label: str | None = None) -> dict:
         proc = self.log.start_procedure(label)
         with self._lock:

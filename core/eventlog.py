@@ -61,6 +61,16 @@ class _OpenProcedure:
 OPEN_PROCEDURE = _OpenProcedure()
 
 
+class LogUnavailable(RuntimeError):
+    """The log cannot commit now: a write asked for is not durable (yet). ``reason`` says why for the caller,
+    ``retry_after_s`` when it is worth asking again."""
+
+    def __init__(self, reason: str, retry_after_s: int = 5) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
 class _Poison(Exception):
     """A queued item that SQLite rejects on its own merits (a bug upstream, not the disk)."""
 
@@ -306,6 +316,30 @@ class EventLog:
                     return False
                 self._done.wait(left)
         return True
+
+    def write_problem(self) -> str | None:
+        """Why the log cannot commit now (the active write alarm's message), or None when it can."""
+        with self._alarm_lock:
+            for kind in (*_WRITE_ALARMS, "db_newer_schema", "queue_overflow"):
+                if kind in self._alarms:
+                    return self._alarms[kind]["message"]
+        if self._conn is None:
+            return f"event database {self.db_path} is not open"
+        return None
+
+    def check_writable(self) -> None:
+        """Raise LogUnavailable while the log is failing, so a caller can refuse before changing anything."""
+        problem = self.write_problem()
+        if problem is not None:
+            raise LogUnavailable(f"the event log cannot store changes now: {problem}")
+
+    def commit(self, timeout: float = 2.0) -> None:
+        """Wait until everything queued so far is committed; LogUnavailable if it is not within ``timeout``.
+        What was queued stays in memory and is written when the database takes writes again."""
+        if self.flush(timeout):
+            return
+        problem = self.write_problem() or f"the database did not commit within {timeout:g} s"
+        raise LogUnavailable(f"the change is held in memory but not yet stored: {problem}", retry_after_s=2)
 
     def subscribe(self, callback: Callable[[dict], None]) -> Callable[[], None]:
         """Call ``callback(event)`` on the writer thread for every newly committed event. Errors in the
