@@ -48,7 +48,8 @@ _IDENTITY_WORDS = ("name", "patient", "birth", "dob", "mrn", "ssn", "address", "
 # Queue entries: (seq, op, procedure_id, payload, bounded). Procedure ops are never dropped (rare, and losing one
 # would orphan or mis-attach everything after it); data ops count against queue_max.
 _EVENT, _TYPED, _PROC_START, _PROC_END, _PROC_FIELDS = "event", "typed", "proc_start", "proc_end", "proc_fields"
-_TYPED_TABLES = {"run": "runs", "injection": "injections", "clearance": "clearance"}
+_TYPED_TABLES = schema.REF_TABLES
+_EVENT_COLUMNS = schema.event_columns(schema.SCHEMA_VERSION)   # the writer migrates first
 _MAX_PROCEDURE_ID = 64
 
 
@@ -447,11 +448,12 @@ class EventLog:
             raise ValueError(f"after must be a non-negative int, got {after!r}")
         limit = _check_limit(limit)
         if procedure_id is None:
-            rows = self._read("SELECT id, procedure_id, t_mono_ns, t_wall, kind, data FROM events "
-                              "WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+            rows = self._read(f"SELECT {_EVENT_COLUMNS} FROM events e "
+                              "WHERE e.id > ? ORDER BY e.id LIMIT ?", (after, limit))
         else:
-            rows = self._read("SELECT id, procedure_id, t_mono_ns, t_wall, kind, data FROM events "
-                              "WHERE procedure_id = ? AND id > ? ORDER BY id LIMIT ?", (procedure_id, after, limit))
+            rows = self._read(f"SELECT {_EVENT_COLUMNS} FROM events e "
+                              "WHERE e.procedure_id = ? AND e.id > ? ORDER BY e.id LIMIT ?",
+                              (procedure_id, after, limit))
         return [_event_row(r) for r in rows]
 
     def page(self, after: int = 0, limit: int = 100, procedure_id: str | None = None) -> dict:
@@ -856,7 +858,9 @@ class EventLog:
                                    "(key, run_id, procedure_id, t_mono_ns, t_wall, data) VALUES (?,?,?,?,?,?)",
                                    (key, run_id, pid, mono, wall, blob))
                 if cur.rowcount == 1:
-                    self._insert_event(conn, f"{kind}:{key}", pid, mono, wall, kind, blob, new_events)
+                    # Stored once: the event refers to the record (subscribers still get the data).
+                    self._insert_event(conn, f"{kind}:{key}", pid, mono, wall, kind, blob, new_events,
+                                       ref=cur.lastrowid)
                 else:
                     self._duplicates += 1
             elif op == _PROC_START:
@@ -882,9 +886,9 @@ class EventLog:
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError) as exc:
             raise _Poison(str(exc)) from exc
 
-    def _insert_event(self, conn, key, pid, mono, wall, kind, blob, new_events) -> None:
-        cur = conn.execute("INSERT OR IGNORE INTO events (key, procedure_id, t_mono_ns, t_wall, kind, data) "
-                           "VALUES (?,?,?,?,?,?)", (key, pid, mono, wall, kind, blob))
+    def _insert_event(self, conn, key, pid, mono, wall, kind, blob, new_events, ref: int | None = None) -> None:
+        cur = conn.execute("INSERT OR IGNORE INTO events (key, procedure_id, t_mono_ns, t_wall, kind, data, ref) "
+                           "VALUES (?,?,?,?,?,?,?)", (key, pid, mono, wall, kind, "{}" if ref else blob, ref))
         if cur.rowcount == 1:
             new_events.append((cur.lastrowid, pid, mono, wall, kind, blob))
         else:
@@ -986,6 +990,9 @@ class EventLog:
             if result["procedures"] or result["orphan_rows"]:
                 # Python's execute() stops this pragma after one step (one page); executescript() runs it out.
                 conn.executescript("PRAGMA incremental_vacuum;")
+                # In WAL the file shrinks when the checkpoint copies the vacuum back; TRUNCATE also empties
+                # the WAL the deletes filled (a reader mid-query only postpones it to the next pass).
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                 log.info("retention deleted %d procedure(s) and %d orphan row(s)", result["procedures"],
                          result["orphan_rows"])
                 self._try_record("retention", dict(result))

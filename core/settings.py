@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     # Below this much free space on the data directory the doctor (and the alarm) complain.
     min_free_mb: int = Field(1024, ge=0)
 
+    # Event-log retention, enforced at start and every 10 minutes: closed procedures (with their runs and
+    # results) older than the age, and the oldest beyond the size, are deleted; the open one never is.
+    # About a year of a busy lab fits 1 GB; the recordings and min_free_mb leave the rest of a small disk.
+    event_retention_days: float = Field(365.0, gt=0)
+    event_retention_mb: float = Field(1024.0, gt=0)
+
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("video_crop", mode="before")
