@@ -67,14 +67,21 @@ class ProcedureRecorder:
         if serial_chunk_bytes <= len(SERIAL_MAGIC) + _RECORD.size:
             raise ValueError(f"serial_chunk_bytes too small: {serial_chunk_bytes}")
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.retention_bytes = int(retention_bytes)
         self.preroll_ns = int(preroll_s * NS)
         self.serial_chunk_bytes = int(serial_chunk_bytes)
-        self._seq = max((int(m.group(2)) for p in self.directory.iterdir() if (m := _NAME.match(p.name))),
-                        default=0)
-        for stale in self.directory.glob("*.part"):   # a crash mid-run leaves an unusable partial run
-            stale.unlink()
+        self._counts = collections.Counter()
+        self._failure: str | None = None           # why the last write failed, until one succeeds again
+        self._failure_lock = threading.Lock()      # the writer and the serial reader both report
+        self._seq = 0
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._seq = max((int(m.group(2)) for p in self.directory.iterdir() if (m := _NAME.match(p.name))),
+                            default=0)
+            for stale in self.directory.glob("*.part"):   # a crash mid-run leaves an unusable partial run
+                stale.unlink()
+        except OSError as exc:   # a full or read-only disk must not stop the appliance from starting
+            self._write_failed("directory", exc)
         self._preroll: collections.deque[tuple[np.ndarray, int, int]] = collections.deque()
         self._run: dict | None = None             # frame thread's view of the run being recorded
         self._serial_lock = threading.Lock()
@@ -82,10 +89,7 @@ class ProcedureRecorder:
         self._serial_path: Path | None = None
         self._serial_size = 0
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
-        self._counts = collections.Counter()
         self._paused: str | None = None
-        self._failure: str | None = None           # why the last write failed, until one succeeds again
-        self._failure_lock = threading.Lock()      # the writer and the serial reader both report
         self._serial_retry_ns = 0
         self._thread = threading.Thread(target=self._writer, name="recorder", daemon=True)
         self._thread.start()
@@ -121,6 +125,7 @@ class ProcedureRecorder:
             self._serial_fh.close()
         self._seq += 1
         self._serial_path = self.directory / f"serial-{self._seq:06d}.bin"
+        self.directory.mkdir(parents=True, exist_ok=True)
         self._serial_fh = open(self._serial_path, "wb")
         self._serial_fh.write(SERIAL_MAGIC)
         self._serial_size = len(SERIAL_MAGIC)
@@ -276,6 +281,7 @@ class ProcedureRecorder:
                 if op == "mark":
                     arg.set()
                 elif op == "open":
+                    arg.parent.mkdir(parents=True, exist_ok=True)
                     files[arg] = open(arg, "wb")
                     files[arg].write(b"\0" * _NPY_HEADER_LEN)
                 elif op == "pulse":
@@ -400,7 +406,11 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def _dir_size(directory: Path) -> int:
     total = 0
-    for p in directory.iterdir():
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return 0
+    for p in entries:
         try:
             total += p.stat().st_size
         except FileNotFoundError:

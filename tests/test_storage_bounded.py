@@ -237,3 +237,36 @@ def test_a_run_larger_than_the_whole_budget_is_abandoned(tmp_path):
     assert rec.drain()
     rec.close()
     assert not list(tmp_path.glob("run-*")) and rec.stats()["runs_too_large"] == 1
+
+
+def test_a_recorder_whose_directory_cannot_be_made_starts_with_its_alarm(tmp_path, caplog):
+    (tmp_path / "blocked").write_text("a file where the directory should be")
+    rec = ProcedureRecorder(tmp_path / "blocked" / "recordings", retention_bytes=10**6)
+    assert rec.alarm is not None and "directory" in rec.alarm
+    rec.serial(b"abc", 1)
+    rec.run_started("r1", 0, 15.0, "log")
+    rec.frame(Frame(np.zeros((8, 8), np.uint8), 1, 0), new_pulse=True)
+    rec.run_ended("r1", 2, contrast=True)
+    assert rec.drain()
+    rec.close()
+    assert rec.stats()["runs_recorded"] == 0 and rec.stats()["errors"] >= 2
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+def test_the_appliance_shows_the_recorders_alarm_and_logs_it_once(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "recordings").write_text("not a directory: every recording write fails")
+    settings = Settings(data_dir=data, record=True, phantom_size=64, auto_procedure=False)
+    appliance = Appliance(settings, space_check_s=0.05)
+    appliance.start()
+    try:
+        alarm = wait_for(lambda: [a for a in appliance.status()["alarms"] if a["kind"] == "recording"], 5)
+        assert "recording failed" in alarm[0]["message"]
+        time.sleep(0.3)   # several storage checks
+        assert appliance.log.flush(5)
+        logged = [e for e in appliance.log.events(limit=1000)
+                  if e["kind"] == "alarm" and e["data"]["alarm"] == "recording"]
+        assert len(logged) == 1
+    finally:
+        appliance.stop()
