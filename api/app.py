@@ -2,8 +2,7 @@
 lifespan.
 
 Errors are split by who is at fault: a caller's bad value (ValueError from the appliance) is a 422 in the same
-shape as FastAPI's own validation errors, an unknown id (LookupError) a 404, a write the event log cannot commit (LogUnavailable) a 503 with the reason
-and a Retry-After. Anything else is our bug and stays
+shape as FastAPI's own validation errors, an unknown id (LookupError) a 404. Anything else is our bug and stays
 a 500 so it gets fixed, not hidden.
 """
 from __future__ import annotations

@@ -8,7 +8,11 @@ written with INSERT OR IGNORE, so a device retransmission or a replay after a re
 Event ids only grow (AUTOINCREMENT) but have gaps: an ignored duplicate or retention leaves holes.
 
 Disk faults never raise into callers: they become alarms, the batch stays in memory (bounded; overflow is
-counted as dropped) and the writer retries with backoff until the disk takes it again.
+counted as dropped) and the writer retries with backoff until the disk takes it again. A caller that must not
+acknowledge what is only in memory (an API write) asks ``check_writable()`` before and ``commit()`` after: they
+raise LogUnavailable while the log is failing or when the COMMIT does not come in time.
+
+A run, injection or clearance record is stored once, in its own table; its event refers to that row (schema 2).
 """
 from __future__ import annotations
 
