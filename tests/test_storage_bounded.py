@@ -2,6 +2,7 @@
 the low-space alarm, and the recorder on a full disk (one alarm, one log line)."""
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ from api.app import create_app
 from core.appliance import Appliance
 from core.config_cmd import render_toml
 from core.eventlog import EventLog
+from core.export import iter_export
 from core.recorder import ProcedureRecorder
 from core.settings import Settings
 from core.sources import NS, Frame
@@ -137,6 +139,9 @@ def test_a_clearance_result_is_stored_once_and_read_back_whole(tmp_path):
     assert run_event["data"]["curve"] == list(range(500))
     assert log.clearance_results()[0]["stations"] == result["stations"]
     log.close()
+    # The export reads the record back into its event as well.
+    exported = [json.loads(line) for line in iter_export(tmp_path / "d", None, "jsonl")]
+    assert [e["data"] for e in exported if e["kind"] == "clearance"] == [result]
 
 
 def test_low_space_alarm_fires_before_the_disk_is_full_and_clears(tmp_path):
@@ -270,3 +275,30 @@ def test_the_appliance_shows_the_recorders_alarm_and_logs_it_once(tmp_path):
         assert len(logged) == 1
     finally:
         appliance.stop()
+
+
+def test_a_schema_1_log_is_migrated_and_its_old_copies_still_read(tmp_path):
+    from core import schema
+
+    data = tmp_path / "d"
+    data.mkdir()
+    conn = sqlite3.connect(data / "events.sqlite3")
+    for statement in schema._statements(schema.MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute("INSERT INTO clearance (key, run_id, procedure_id, t_mono_ns, t_wall, data) "
+                 "VALUES ('c1', 'r1', NULL, 1, '2026-01-01T00:00:00.000000Z', '{\"run_id\":\"r1\",\"v\":1}')")
+    conn.execute("INSERT INTO events (key, procedure_id, t_mono_ns, t_wall, kind, data) "
+                 "VALUES ('clearance:c1', NULL, 1, '2026-01-01T00:00:00.000000Z', 'clearance', '{\"run_id\":\"r1\",\"v\":1}')")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    # An export of the old file, before any migration, reads it as it is.
+    assert [json.loads(line)["data"] for line in iter_export(data, None, "jsonl")] == [{"run_id": "r1", "v": 1}]
+    log = EventLog(data)
+    log.start()
+    log.record_clearance({"run_id": "r2", "v": 2}, key="c2")
+    assert log.flush(5)
+    assert [e["data"] for e in log.events() if e["kind"] == "clearance"] == [{"run_id": "r1", "v": 1},
+                                                                            {"run_id": "r2", "v": 2}]
+    log.close()
+    assert db_query(data / "events.sqlite3", "PRAGMA user_version")[0][0] == schema.SCHEMA_VERSION == 2
