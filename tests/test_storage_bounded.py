@@ -285,10 +285,11 @@ def test_a_schema_1_log_is_migrated_and_its_old_copies_still_read(tmp_path):
     conn = sqlite3.connect(data / "events.sqlite3")
     for statement in schema._statements(schema.MIGRATIONS[0]):
         conn.execute(statement)
+    blob, wall = '{"run_id":"r1","v":1}', "2026-01-01T00:00:00.000000Z"
     conn.execute("INSERT INTO clearance (key, run_id, procedure_id, t_mono_ns, t_wall, data) "
-                 "VALUES ('c1', 'r1', NULL, 1, '2026-01-01T00:00:00.000000Z', '{\"run_id\":\"r1\",\"v\":1}')")
+                 "VALUES ('c1', 'r1', NULL, 1, ?, ?)", (wall, blob))
     conn.execute("INSERT INTO events (key, procedure_id, t_mono_ns, t_wall, kind, data) "
-                 "VALUES ('clearance:c1', NULL, 1, '2026-01-01T00:00:00.000000Z', 'clearance', '{\"run_id\":\"r1\",\"v\":1}')")
+                 "VALUES ('clearance:c1', NULL, 1, ?, 'clearance', ?)", (wall, blob))   # the old double copy
     conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()
