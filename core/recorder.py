@@ -114,11 +114,18 @@ class ProcedureRecorder:
 
     def _close_serial_quietly(self) -> None:
         fh, self._serial_fh = self._serial_fh, None
-        if fh is not None:
-            try:
-                fh.close()   # flushes what it buffered: fails again on a full disk
-            except OSError:
-                pass
+        if fh is None:
+            return
+        try:
+            fh.close()   # flushes what it buffered: fails again on a full disk
+        except OSError:
+            pass
+        try:
+            # A chunk that never got past its magic holds nothing: retries on a full disk leave no litter.
+            if self._serial_path is not None and self._serial_path.stat().st_size <= len(SERIAL_MAGIC):
+                self._serial_path.unlink()
+        except OSError:
+            pass
 
     def _rotate_serial(self) -> None:
         if self._serial_fh is not None:

@@ -197,6 +197,7 @@ def test_recorder_on_a_full_disk_raises_one_alarm_and_logs_once(tmpfs, caplog):
     stats = rec.stats()
     assert stats["runs_recorded"] < 12 and stats["errors"] > 1   # failures went on, counted, not logged
     assert not list((mnt / "rec").glob("*.part")), "a failed run left its partial file behind"
+    assert all(p.stat().st_size > 8 for p in (mnt / "rec").glob("serial-*.bin")), "empty serial chunks left"
 
     # Space again: the next run records and the alarm clears, with one line.
     for p in sorted((mnt / "rec").glob("run-*")):
