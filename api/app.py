@@ -24,6 +24,7 @@ from api.routes.models import Status
 from api.server import RequestLimits, TrustedHosts, exposure_warnings
 from api.sse import StreamHub
 from core.appliance import Appliance
+from core.eventlog import LogUnavailable
 from core.settings import Settings
 from core.sources import FrameSource
 from core.watchdog import ApiProbe
@@ -93,6 +94,7 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None, source
     app.add_exception_handler(ValueError, _value_error)
     app.add_exception_handler(LookupError, _lookup_error)
     app.add_exception_handler(TimeoutError, _busy)
+    app.add_exception_handler(LogUnavailable, _not_stored)
     for module in (status, runs, procedures, analysis, events, page):
         app.include_router(module.router)
     return app
@@ -116,6 +118,11 @@ async def _busy(request: Request, exc: Exception) -> JSONResponse:
     # The appliance's analysis worker did not answer in time (a long clearance analysis ahead in its queue).
     return JSONResponse({"detail": "the appliance is busy with an analysis; try again shortly"}, status_code=503,
                         headers={"Retry-After": "2"})
+
+
+async def _not_stored(request: Request, exc: Exception) -> JSONResponse:
+    # The event log cannot commit (disk full, read-only, I/O error): a 2xx would claim what is not durable.
+    return JSONResponse({"detail": exc.reason}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)})
 
 
 def _close_streams_on_exit_signals(close: Callable[[], None]) -> Callable[[], None]:

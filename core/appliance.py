@@ -32,6 +32,7 @@ from core.recorder import ProcedureRecorder, privacy_mask
 from core.replay_dir import DirectorySource
 from core.runs import NS, RunEvent, injection_overlaps, merge_injection, run_takes_injection
 from core.settings import VIDEO_NONE, VIDEO_PHANTOM, Settings
+from core.storage import SpaceMonitor, available_bytes
 from core.sources import FrameSource, PhantomSource, replay
 from core.tdc import check_roi
 from core.watchdog import ProgressCheck, Watchdog
@@ -49,6 +50,7 @@ KEEP_RUN_IMAGES = 50              # peak-opacity PNGs served by the API (a few h
 TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a procedure has a handful)
 RECENT_RUNS = 12                  # newest records of this session's last runs, kept for relabels
 INJECTION_MEMORY = 32             # injector summaries kept to complete runs that ended before them
+SPACE_CHECK_S = 5.0               # free space and the recorder's state are looked at this often
 
 
 # One (dx, dy) per run of firmware_bridge.scenarios.PROCEDURE.
@@ -82,13 +84,16 @@ def open_video(settings: Settings, t0_ns: int, on_event=None) -> FrameSource | N
 
 
 class Appliance:
-    def __init__(self, settings: Settings, *, source: FrameSource | None = None) -> None:
+    def __init__(self, settings: Settings, *, source: FrameSource | None = None,
+                 free_bytes: Callable[[Path], int] = available_bytes, space_check_s: float = SPACE_CHECK_S) -> None:
+        """``free_bytes`` reads the space left on the data directory's filesystem (injectable for tests)."""
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.session = uuid.uuid4().hex[:8]      # run ids stay unique across restarts
         # One origin for both simulators, a moment ahead so neither starts late.
         self.t0_ns = time.monotonic_ns() + NS // 5
-        self.log = EventLog(self.data_dir)
+        self.log = EventLog(self.data_dir, max_age_days=settings.event_retention_days,
+                            max_bytes=int(settings.event_retention_mb * 2**20))
         # None: no video by configuration; the injector alone is watched (no runs, no X-ray from images).
         self.source = source if source is not None else open_video(settings, self.t0_ns, self._on_grabber)
         intensity = self.source.intensity if self.source is not None else "log"
@@ -105,6 +110,10 @@ class Appliance:
             self.recorder = ProcedureRecorder(self.data_dir / "recordings",
                                               int(settings.record_retention_mb * 2**20),
                                               keep_raw=settings.record_raw)
+        self.space = SpaceMonitor(self.data_dir, settings.min_free_mb * 2**20, free_bytes)
+        self._space_check_s = space_check_s
+        self._recorder_alarm: str | None = None
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         url = settings.serial or f"injsim://?scenario=procedure&t0_ns={self.t0_ns}"
         self.bridge = InjectorBridge(url, on_message=self._on_message, on_link=self._on_link,
                                      on_bytes=self.recorder.serial if self.recorder else None,
@@ -159,6 +168,8 @@ class Appliance:
         self._resume_procedure()
         self.log.record("appliance_start", {"session": self.session, "video": self._video_name(),
                                             "serial": self.settings.serial or "simulator"})
+        self._check_storage()   # before the first frame: a recording must not start on a nearly full disk
+        self._housekeeper.start()
         self.bridge.start()
         self._frame_thread.start()
         self.watchdog.start()
@@ -184,6 +195,38 @@ class Appliance:
             self.recorder.close(timeout=max(0.1, deadline - time.monotonic()))
         self.log.record("appliance_stop", {"session": self.session, "frames": self.pipeline.frames})
         self.log.close(timeout=max(0.2, deadline - time.monotonic()))
+
+    # -- housekeeping thread: storage checks, off the frame path -------------------------------------------
+    def _housekeeping(self) -> None:
+        while not self._stop.wait(self._space_check_s):
+            try:
+                self._check_storage()
+            except Exception:  # boundary: a probe bug must not end the checks for good
+                log.exception("storage check failed")
+
+    def _check_storage(self) -> None:
+        """The low-space alarm (raised and cleared once each, in the log too) and the recorder's own alarm.
+        Below min_free_mb recordings pause: the event log has the better claim on what is left."""
+        changed, alarm = self.space.check()
+        if changed:
+            if alarm is not None:
+                log.warning("%s", alarm["message"])
+                self.log.record("alarm", {"alarm": "disk_low", "message": alarm["message"],
+                                          "free_mb": round(self.space.free / 2**20, 1)})
+                if self.recorder is not None:
+                    self.recorder.pause(f"less than min_free_mb ({self.settings.min_free_mb} MB) free")
+            else:
+                log.warning("disk space is back: %.0f MB free", self.space.free / 2**20)
+                self.log.record("alarm_cleared", {"alarm": "disk_low", "free_mb": round(self.space.free / 2**20, 1)})
+                if self.recorder is not None:
+                    self.recorder.resume()
+        recorder_alarm = self.recorder.alarm if self.recorder is not None else None
+        if recorder_alarm != self._recorder_alarm:
+            if recorder_alarm is not None:
+                self.log.record("alarm", {"alarm": "recording", "message": recorder_alarm})
+            elif self._recorder_alarm is not None:
+                self.log.record("alarm_cleared", {"alarm": "recording"})
+            self._recorder_alarm = recorder_alarm
 
     def _resume_procedure(self) -> None:
         """An open procedure survives a restart: rebuild its totals from what it recorded."""
@@ -520,6 +563,14 @@ class Appliance:
         self.log.record("serial_link", {"from": old, "to": new, "reason": reason})
 
     # -- writes (from the API) -------------------------------------------------------------------------
+    # An API write is acknowledged only once durable: check_writable() before it (refuse while the log is
+    # failing, nothing changed), confirm_written() after it (wait for the COMMIT). Never on the frame thread.
+    def check_writable(self) -> None:
+        self.log.check_writable()
+
+    def confirm_written(self, timeout: float = 2.0) -> None:
+        self.log.commit(timeout)
+
     def start_procedure(self, label: str | None = None) -> dict:
         proc = self.log.start_procedure(label)
         with self._lock:
@@ -648,6 +699,11 @@ class Appliance:
                 alarms.append({"kind": "video", "message": "no frames from the video source"})
         alarms += self._pipeline_alarms
         alarms += self.totals.alarms()
+        if self.space.alarm is not None:
+            alarms.append(dict(self.space.alarm))
+        recorder_alarm = self.recorder.alarm if self.recorder is not None else None
+        if recorder_alarm is not None:
+            alarms.append({"kind": "recording", "message": recorder_alarm})
         return alarms
 
     def metrics(self) -> dict[str, float]:

@@ -8,7 +8,11 @@ written with INSERT OR IGNORE, so a device retransmission or a replay after a re
 Event ids only grow (AUTOINCREMENT) but have gaps: an ignored duplicate or retention leaves holes.
 
 Disk faults never raise into callers: they become alarms, the batch stays in memory (bounded; overflow is
-counted as dropped) and the writer retries with backoff until the disk takes it again.
+counted as dropped) and the writer retries with backoff until the disk takes it again. A caller that must not
+acknowledge what is only in memory (an API write) asks ``check_writable()`` before and ``commit()`` after: they
+raise LogUnavailable while the log is failing or when the COMMIT does not come in time.
+
+A run, injection or clearance record is stored once, in its own table; its event refers to that row (schema 2).
 """
 from __future__ import annotations
 
@@ -46,7 +50,8 @@ _FIELD_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # Queue entries: (seq, op, procedure_id, payload, bounded). Procedure ops are never dropped (rare, and losing one
 # would orphan or mis-attach everything after it); data ops count against queue_max.
 _EVENT, _TYPED, _PROC_START, _PROC_END, _PROC_FIELDS = "event", "typed", "proc_start", "proc_end", "proc_fields"
-_TYPED_TABLES = {"run": "runs", "injection": "injections", "clearance": "clearance"}
+_TYPED_TABLES = schema.REF_TABLES
+_EVENT_COLUMNS = schema.event_columns(schema.SCHEMA_VERSION)   # the writer migrates first
 _MAX_PROCEDURE_ID = 64
 
 
@@ -57,6 +62,16 @@ class _OpenProcedure:
 
 # Default ``procedure_id`` of every record: the procedure open when it is queued (None if none is).
 OPEN_PROCEDURE = _OpenProcedure()
+
+
+class LogUnavailable(RuntimeError):
+    """The log cannot commit now: a write asked for is not durable (yet). ``reason`` says why for the caller,
+    ``retry_after_s`` when it is worth asking again."""
+
+    def __init__(self, reason: str, retry_after_s: int = 5) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
 
 
 class _Poison(Exception):
@@ -305,6 +320,30 @@ class EventLog:
                 self._done.wait(left)
         return True
 
+    def write_problem(self) -> str | None:
+        """Why the log cannot commit now (the active write alarm's message), or None when it can."""
+        with self._alarm_lock:
+            for kind in (*_WRITE_ALARMS, "db_newer_schema", "queue_overflow"):
+                if kind in self._alarms:
+                    return self._alarms[kind]["message"]
+        if self._conn is None:
+            return f"event database {self.db_path} is not open"
+        return None
+
+    def check_writable(self) -> None:
+        """Raise LogUnavailable while the log is failing, so a caller can refuse before changing anything."""
+        problem = self.write_problem()
+        if problem is not None:
+            raise LogUnavailable(f"the event log cannot store changes now: {problem}")
+
+    def commit(self, timeout: float = 2.0) -> None:
+        """Wait until everything queued so far is committed; LogUnavailable if it is not within ``timeout``.
+        What was queued stays in memory and is written when the database takes writes again."""
+        if self.flush(timeout):
+            return
+        problem = self.write_problem() or f"the database did not commit within {timeout:g} s"
+        raise LogUnavailable(f"the change is held in memory but not yet stored: {problem}", retry_after_s=2)
+
     def subscribe(self, callback: Callable[[dict], None]) -> Callable[[], None]:
         """Call ``callback(event)`` on the writer thread for every newly committed event. Errors in the
         callback are counted and logged, never propagated. Returns the unsubscribe function."""
@@ -410,11 +449,12 @@ class EventLog:
             raise ValueError(f"after must be a non-negative int, got {after!r}")
         limit = _check_limit(limit)
         if procedure_id is None:
-            rows = self._read("SELECT id, procedure_id, t_mono_ns, t_wall, kind, data FROM events "
-                              "WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+            rows = self._read(f"SELECT {_EVENT_COLUMNS} FROM events e "
+                              "WHERE e.id > ? ORDER BY e.id LIMIT ?", (after, limit))
         else:
-            rows = self._read("SELECT id, procedure_id, t_mono_ns, t_wall, kind, data FROM events "
-                              "WHERE procedure_id = ? AND id > ? ORDER BY id LIMIT ?", (procedure_id, after, limit))
+            rows = self._read(f"SELECT {_EVENT_COLUMNS} FROM events e "
+                              "WHERE e.procedure_id = ? AND e.id > ? ORDER BY e.id LIMIT ?",
+                              (procedure_id, after, limit))
         return [_event_row(r) for r in rows]
 
     def page(self, after: int = 0, limit: int = 100, procedure_id: str | None = None) -> dict:
@@ -819,7 +859,9 @@ class EventLog:
                                    "(key, run_id, procedure_id, t_mono_ns, t_wall, data) VALUES (?,?,?,?,?,?)",
                                    (key, run_id, pid, mono, wall, blob))
                 if cur.rowcount == 1:
-                    self._insert_event(conn, f"{kind}:{key}", pid, mono, wall, kind, blob, new_events)
+                    # Stored once: the event refers to the record (subscribers still get the data).
+                    self._insert_event(conn, f"{kind}:{key}", pid, mono, wall, kind, blob, new_events,
+                                       ref=cur.lastrowid)
                 else:
                     self._duplicates += 1
             elif op == _PROC_START:
@@ -845,9 +887,9 @@ class EventLog:
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError) as exc:
             raise _Poison(str(exc)) from exc
 
-    def _insert_event(self, conn, key, pid, mono, wall, kind, blob, new_events) -> None:
-        cur = conn.execute("INSERT OR IGNORE INTO events (key, procedure_id, t_mono_ns, t_wall, kind, data) "
-                           "VALUES (?,?,?,?,?,?)", (key, pid, mono, wall, kind, blob))
+    def _insert_event(self, conn, key, pid, mono, wall, kind, blob, new_events, ref: int | None = None) -> None:
+        cur = conn.execute("INSERT OR IGNORE INTO events (key, procedure_id, t_mono_ns, t_wall, kind, data, ref) "
+                           "VALUES (?,?,?,?,?,?,?)", (key, pid, mono, wall, kind, "{}" if ref else blob, ref))
         if cur.rowcount == 1:
             new_events.append((cur.lastrowid, pid, mono, wall, kind, blob))
         else:
@@ -949,6 +991,9 @@ class EventLog:
             if result["procedures"] or result["orphan_rows"]:
                 # Python's execute() stops this pragma after one step (one page); executescript() runs it out.
                 conn.executescript("PRAGMA incremental_vacuum;")
+                # In WAL the file shrinks when the checkpoint copies the vacuum back; TRUNCATE also empties
+                # the WAL the deletes filled (a reader mid-query only postpones it to the next pass).
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                 log.info("retention deleted %d procedure(s) and %d orphan row(s)", result["procedures"],
                          result["orphan_rows"])
                 self._try_record("retention", dict(result))

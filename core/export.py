@@ -51,10 +51,11 @@ def _lines(conn: sqlite3.Connection, procedure_id: str | None, fmt: str, last: i
         if fmt == "csv":
             yield _csv_line(CSV_COLUMNS)
         after = 0
+        columns = schema.event_columns(schema.schema_version(conn))   # an older file is read as it is
         while True:
             rows = conn.execute(
-                "SELECT id, procedure_id, t_mono_ns, t_wall, kind, data FROM events "
-                "WHERE id > ? AND id <= ? AND (? IS NULL OR procedure_id = ?) ORDER BY id LIMIT ?",
+                f"SELECT {columns} FROM events e "
+                "WHERE e.id > ? AND e.id <= ? AND (? IS NULL OR e.procedure_id = ?) ORDER BY e.id LIMIT ?",
                 (after, last, procedure_id, procedure_id, _PAGE)).fetchall()
             if not rows:
                 return

@@ -13,8 +13,14 @@ burnt-in text boxes, where C-arms print the patient's name and birth date (``set
 field detection, see ``privacy_mask``). Pulses queued before the field is known are blanked when their run is
 closed; a run that ends before the field is ever found is discarded, not kept raw. ``keep_raw=True`` (setting
 ``record_raw``) keeps the frames as captured, for a device whose overlay carries no identity.
-Retention: after every run and chunk, the oldest files (by sequence number) go until the directory fits
-``retention_bytes``; the chunk being written is never removed.
+Budget: after every run and chunk, the oldest files (by sequence number) go until the directory fits
+``retention_bytes`` (a recording exists to reproduce a recent field problem, so the newest matter most); the
+chunk being written is never removed, and a run that alone outgrows the budget is abandoned.
+
+Disk trouble: a write that fails (full disk, read-only, I/O error) abandons the run being written, deletes its
+partial file and sets ``alarm``, logged once; later failures are only counted until a recording succeeds again.
+``pause(reason)`` stops recording while the appliance needs the space for the event log (low disk space);
+``resume()`` starts again with the next run.
 
 Disk writes happen on the recorder's own thread behind a bounded queue, so a slow disk costs recorded pulses
 (counted in ``stats()["dropped"]``), never frames of the live pipeline.
@@ -53,6 +59,7 @@ _NAME = re.compile(r"^(run|serial)-(\d{6})")
 HOLD_S = 1.0                          # last-image-hold replayed after each run: longer than any end-of-run gap
 MAX_HOLD_S = 10.0                     # repeats rebuilt between two pulses at most (a gap in the index is a drop)
 QUEUE_DEPTH = 64                      # ~4 s of 15 p/s pulses at 1024x1024: about 64 MB in flight at most
+SERIAL_RETRY_NS = 5 * NS              # after a failed serial write, try the disk again this much later
 
 
 def privacy_mask(geometry) -> np.ndarray:
@@ -74,16 +81,23 @@ class ProcedureRecorder:
         if serial_chunk_bytes <= len(SERIAL_MAGIC) + _RECORD.size:
             raise ValueError(f"serial_chunk_bytes too small: {serial_chunk_bytes}")
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.retention_bytes = int(retention_bytes)
         self.preroll_ns = int(preroll_s * NS)
         self.serial_chunk_bytes = int(serial_chunk_bytes)
         self.keep_raw = bool(keep_raw)
         self._mask: np.ndarray | None = None      # bool (H, W), True = keep; replaced whole, never mutated
-        self._seq = max((int(m.group(2)) for p in self.directory.iterdir() if (m := _NAME.match(p.name))),
-                        default=0)
-        for stale in self.directory.glob("*.part"):   # a crash mid-run leaves an unusable partial run
-            stale.unlink()
+        self._counts = collections.Counter()
+        self._failure: str | None = None           # why the last write failed, until one succeeds again
+        self._failure_lock = threading.Lock()      # the writer and the serial reader both report
+        self._seq = 0
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._seq = max((int(m.group(2)) for p in self.directory.iterdir() if (m := _NAME.match(p.name))),
+                            default=0)
+            for stale in self.directory.glob("*.part"):   # a crash mid-run leaves an unusable partial run
+                stale.unlink()
+        except OSError as exc:   # a full or read-only disk must not stop the appliance from starting
+            self._write_failed("directory", exc)
         self._preroll: collections.deque[tuple[np.ndarray, int, int]] = collections.deque()
         self._run: dict | None = None             # frame thread's view of the run being recorded
         self._serial_lock = threading.Lock()
@@ -91,14 +105,15 @@ class ProcedureRecorder:
         self._serial_path: Path | None = None
         self._serial_size = 0
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
-        self._counts = collections.Counter()
+        self._paused: str | None = None
+        self._serial_retry_ns = 0
         self._thread = threading.Thread(target=self._writer, name="recorder", daemon=True)
         self._thread.start()
 
     # -- serial (bridge reader thread) -----------------------------------------------------------------
     def serial(self, data: bytes, t_ns: int) -> None:
         """Append the bytes as they arrived; small and sequential, so written directly (buffered)."""
-        if not data:
+        if not data or self._paused is not None or t_ns < self._serial_retry_ns:
             return
         with self._serial_lock:
             try:
@@ -108,14 +123,32 @@ class ProcedureRecorder:
                 self._serial_size += _RECORD.size + len(data)
                 self._counts["serial_bytes"] += len(data)
             except OSError as exc:
-                self._counts["errors"] += 1
-                log.error("serial recording failed: %s", exc)
+                self._close_serial_quietly()
+                self._serial_retry_ns = t_ns + SERIAL_RETRY_NS
+                self._write_failed("serial", exc)
+        # Buffered serial writes succeed before they reach the disk: only a recorded run clears the alarm.
+
+    def _close_serial_quietly(self) -> None:
+        fh, self._serial_fh = self._serial_fh, None
+        if fh is None:
+            return
+        try:
+            fh.close()   # flushes what it buffered: fails again on a full disk
+        except OSError:
+            pass
+        try:
+            # A chunk that never got past its magic holds nothing: retries on a full disk leave no litter.
+            if self._serial_path is not None and self._serial_path.stat().st_size <= len(SERIAL_MAGIC):
+                self._serial_path.unlink()
+        except OSError:
+            pass
 
     def _rotate_serial(self) -> None:
         if self._serial_fh is not None:
             self._serial_fh.close()
         self._seq += 1
         self._serial_path = self.directory / f"serial-{self._seq:06d}.bin"
+        self.directory.mkdir(parents=True, exist_ok=True)
         self._serial_fh = open(self._serial_path, "wb")
         self._serial_fh.write(SERIAL_MAGIC)
         self._serial_size = len(SERIAL_MAGIC)
@@ -124,7 +157,11 @@ class ProcedureRecorder:
     def flush_serial(self) -> None:
         with self._serial_lock:
             if self._serial_fh is not None:
-                self._serial_fh.flush()
+                try:
+                    self._serial_fh.flush()
+                except OSError as exc:
+                    self._close_serial_quietly()
+                    self._write_failed("serial", exc)
 
     def set_mask(self, keep: np.ndarray | None) -> None:
         """The pixels recordings keep (bool, frame shape, True = keep), e.g. ``privacy_mask(geometry)``."""
@@ -138,6 +175,8 @@ class ProcedureRecorder:
     def frame(self, frame: Frame, new_pulse: bool) -> None:
         """Every frame of the stream; only new pulses are kept (repeats of a pulse carry nothing new)."""
         if not new_pulse:
+            return
+        if self._run is not None and self._run["skip"]:
             return
         pixels = frame.pixels.copy()             # a grabber may reuse its buffer for the next frame
         if self._run is not None:
@@ -157,11 +196,13 @@ class ProcedureRecorder:
         part = self.directory / f"run-{self._seq:06d}-{run_id}.part"
         pre = [p for p in self._preroll if p[1] >= start_ns - self.preroll_ns]
         self._preroll.clear()
+        self._run = {"run_id": run_id, "part": part, "start_ns": start_ns, "fps": fps, "intensity": intensity,
+                     "pulses": [(t, i) for _, t, i in pre], "skip": self._paused is not None,
+                     "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        if self._run["skip"]:
+            return
         if not pre:
             log.warning("run %s started with no pulse in the pre-roll", run_id)
-        self._run = {"run_id": run_id, "part": part, "start_ns": start_ns, "fps": fps, "intensity": intensity,
-                     "pulses": [(t, i) for _, t, i in pre],
-                     "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         self._queue_put(("open", part))
         for pixels, _, _ in pre:
             self._queue_put(("pulse", (part, pixels)))
@@ -181,6 +222,9 @@ class ProcedureRecorder:
                     pulse_index=[i for _, i in run["pulses"]])
 
         def keep(contrast: bool, summary: dict | None = None) -> None:
+            if run["skip"]:
+                self._counts["runs_skipped"] += 1
+                return
             self._queue_put(("close", (run["part"], dict(meta, summary=summary or {}), contrast)), block=True)
         return keep
 
@@ -197,17 +241,54 @@ class ProcedureRecorder:
             self.run_ended(self._run["run_id"], 0, contrast=False)
         self._queue.put(("stop", None))
         self._thread.join(timeout)
+        self.flush_serial()
         with self._serial_lock:
-            if self._serial_fh is not None:
-                self._serial_fh.close()
-                self._serial_fh = None
+            self._close_serial_quietly()
+
+    def pause(self, reason: str) -> None:
+        """Record nothing more (runs from the next one on, serial bytes now) until resume()."""
+        if self._paused is None:
+            log.warning("recording paused: %s", reason)
+        self._paused = reason
+
+    def resume(self) -> None:
+        if self._paused is not None:
+            log.info("recording resumed")
+        self._paused = None
+
+    @property
+    def alarm(self) -> str | None:
+        """Why recording is not happening (a failed write or a pause), or None."""
+        if self._failure is not None:
+            return f"recording failed, nothing recorded until the disk takes writes again: {self._failure}"
+        if self._paused is not None:
+            return f"recording paused: {self._paused}"
+        return None
 
     def stats(self) -> dict:
         return {"runs_recorded": self._counts["runs_recorded"], "runs_discarded": self._counts["runs_discarded"],
                 "runs_unblankable": self._counts["runs_unblankable"],
+                "runs_skipped": self._counts["runs_skipped"], "runs_too_large": self._counts["runs_too_large"],
                 "pulses": self._counts["pulses"], "dropped": self._counts["dropped"],
                 "serial_bytes": self._counts["serial_bytes"], "files_deleted": self._counts["files_deleted"],
                 "errors": self._counts["errors"], "bytes_on_disk": _dir_size(self.directory)}
+
+    def _write_failed(self, what: str, exc: OSError) -> None:
+        # One alarm and one log line per outage: a full disk fails every pulse, 15 times a second.
+        with self._failure_lock:
+            self._counts["errors"] += 1
+            first = self._failure is None
+            if first:
+                self._failure = f"{what}: {exc.strerror or exc}"
+        if first:
+            log.error("recording stopped, %s write failed: %s (nothing more is logged until it recovers)",
+                      what, exc)
+
+    def _write_recovered(self) -> None:
+        with self._failure_lock:
+            failed, self._failure = self._failure, None
+        if failed is not None:
+            log.info("recording works again")
 
     def _queue_put(self, item, block: bool = False) -> None:
         try:
@@ -224,6 +305,7 @@ class ProcedureRecorder:
         spoiled: set[Path] = set()
         shapes: dict[Path, tuple] = {}
         unblanked: collections.Counter = collections.Counter()   # leading pulses written before the mask
+        sizes: collections.Counter = collections.Counter()
         while True:
             op, arg = self._queue.get()
             try:
@@ -232,6 +314,7 @@ class ProcedureRecorder:
                 if op == "mark":
                     arg.set()
                 elif op == "open":
+                    arg.parent.mkdir(parents=True, exist_ok=True)
                     files[arg] = open(arg, "wb")
                     files[arg].write(b"\0" * _NPY_HEADER_LEN)
                 elif op == "pulse":
@@ -241,6 +324,12 @@ class ProcedureRecorder:
                     if shapes.setdefault(part, (pixels.shape, pixels.dtype.str)) != (pixels.shape, pixels.dtype.str):
                         spoiled.add(part)             # the grabber changed mode mid-run: cannot be one stack
                         log.warning("recording of %s abandoned: frame geometry changed", part.name)
+                        continue
+                    sizes[part] += pixels.nbytes
+                    if sizes[part] > self.retention_bytes:
+                        spoiled.add(part)             # the budget could not hold it even alone
+                        self._counts["runs_too_large"] += 1
+                        log.warning("recording of %s abandoned: larger than record_retention_mb", part.name)
                         continue
                     if not self.keep_raw:
                         mask = self._mask
@@ -274,19 +363,32 @@ class ProcedureRecorder:
                         fh.close()
                     spoiled.discard(part)
                     shapes.pop(part, None)
+                    sizes.pop(part, None)
                     if keep:
                         final = part.with_suffix(".npy")
                         meta.update(shape=list(shape), dtype=np.dtype(dtype).name, blanked=not self.keep_raw)
                         _write_json(part.with_suffix(".json"), meta)
                         os.replace(part, final)
                         self._counts["runs_recorded"] += 1
+                        self._write_recovered()
                         self._retain()
                     else:
                         part.unlink(missing_ok=True)
                         self._counts["runs_discarded"] += 1
                 elif op == "retain":
                     self._retain()
-            except Exception:  # boundary: a full disk must not kill the recorder thread; count, log, go on
+            except OSError as exc:
+                # The disk (full, read-only, I/O error): give up the run being written and free its space.
+                part = arg[0] if op in ("pulse", "close") else arg if op == "open" else None
+                if part is not None:
+                    _discard(files.pop(part, None), part)
+                    spoiled.add(part)
+                    if op == "close":
+                        spoiled.discard(part)
+                        shapes.pop(part, None)
+                        sizes.pop(part, None)
+                self._write_failed("run", exc)
+            except Exception:  # boundary: a bug must not kill the recorder thread; count, log, go on
                 self._counts["errors"] += 1
                 log.exception("recorder %s failed", op)
         for fh in files.values():
@@ -327,6 +429,19 @@ def _blank_leading(part: Path, dtype: str, shape: tuple, count: int, keep: np.nd
         del frames
 
 
+def _discard(fh, part: Path) -> None:
+    if fh is not None:
+        try:
+            fh.close()
+        except OSError:
+            pass   # its buffered tail cannot be written either; the file goes anyway
+    try:
+        part.unlink(missing_ok=True)
+        part.with_suffix(".json").unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _npy_header(dtype_str: str, shape: tuple[int, ...]) -> bytes:
     """A version 1.0 .npy header padded to a fixed length (the format allows trailing spaces)."""
     text = repr({"descr": dtype_str, "fortran_order": False, "shape": tuple(int(s) for s in shape)})
@@ -348,7 +463,11 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def _dir_size(directory: Path) -> int:
     total = 0
-    for p in directory.iterdir():
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return 0
+    for p in entries:
         try:
             total += p.stat().st_size
         except FileNotFoundError:

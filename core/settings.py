@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     # Always answered: localhost, 127.0.0.1, ::1, the machine's host name, the bound address and the address
     # of the interface a request came in on.
     allowed_hosts: Annotated[list[str] | None, NoDecode] = None
+    # Event-log retention, enforced at start and every 10 minutes: closed procedures (with their runs and
+    # results) older than the age, and the oldest beyond the size, are deleted; the open one never is.
+    # About a year of a busy lab fits 1 GB; the recordings and min_free_mb leave the rest of a small disk.
+    event_retention_days: float = Field(365.0, gt=0)
+    event_retention_mb: float = Field(1024.0, gt=0)
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 

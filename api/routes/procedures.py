@@ -5,7 +5,7 @@ from fastapi import APIRouter, Body, Path, Query
 from fastapi.exceptions import HTTPException
 
 from api.auth import UNAUTHORIZED, TokenDep
-from api.routes.deps import ApplianceDep
+from api.routes.deps import NOT_STORED, ApplianceDep, WritableDep, durable
 from api.routes.models import (ID_PATTERN, UNPARSABLE, Message, Patient, Procedure, ProcedureList, ProcedureStart,
                                Totals)
 
@@ -29,30 +29,30 @@ def get_procedure(appliance: ApplianceDep, procedure_id: ProcedureIdPath) -> dic
     return proc
 
 
-@router.post("", response_model=Procedure, status_code=201, dependencies=[TokenDep],
-             responses={**UNAUTHORIZED, **UNPARSABLE,
+@router.post("", response_model=Procedure, status_code=201, dependencies=[TokenDep, WritableDep],
+             responses={**UNAUTHORIZED, **UNPARSABLE, **NOT_STORED,
                         409: {"model": Message, "description": "A procedure is already open"}},
              summary="Start a procedure")
 def start_procedure(appliance: ApplianceDep, body: Annotated[ProcedureStart, Body()] = ProcedureStart()) -> dict:
     current = appliance.status()["procedure"]
     if current is not None:
         raise HTTPException(409, f"procedure {current['id']} is still open; end it first")
-    return appliance.start_procedure(body.label)
+    return durable(appliance, appliance.start_procedure(body.label))
 
 
-@router.post("/current/end", response_model=Procedure, dependencies=[TokenDep],
-             responses={**UNAUTHORIZED, **NO_OPEN}, summary="End the open procedure")
+@router.post("/current/end", response_model=Procedure, dependencies=[TokenDep, WritableDep],
+             responses={**UNAUTHORIZED, **NO_OPEN, **NOT_STORED}, summary="End the open procedure")
 def end_procedure(appliance: ApplianceDep) -> dict:
     proc = appliance.end_procedure()
     if proc is None:
         raise HTTPException(404, "no procedure is open")
-    return proc
+    return durable(appliance, proc)
 
 
-@router.put("/current/patient", response_model=Totals, dependencies=[TokenDep],
-            responses={**UNAUTHORIZED, **NO_OPEN, **UNPARSABLE},
+@router.put("/current/patient", response_model=Totals, dependencies=[TokenDep, WritableDep],
+            responses={**UNAUTHORIZED, **NO_OPEN, **UNPARSABLE, **NOT_STORED},
             summary="Set weight and creatinine of the open procedure; answers its totals with the new limit")
 def set_patient(appliance: ApplianceDep, body: Annotated[Patient, Body()]) -> dict:
     if appliance.status()["procedure"] is None:
         raise HTTPException(404, "no procedure is open")
-    return appliance.set_patient(body.weight_kg, body.creatinine_mg_dl)
+    return durable(appliance, appliance.set_patient(body.weight_kg, body.creatinine_mg_dl))

@@ -6,7 +6,7 @@ from fastapi.exceptions import HTTPException
 from fastapi.responses import Response
 
 from api.auth import UNAUTHORIZED, TokenDep
-from api.routes.deps import ApplianceDep
+from api.routes.deps import NOT_STORED, ApplianceDep, WritableDep, durable
 from api.routes.models import ID_PATTERN, UNPARSABLE, Message, Run, RunLabel, RunLabelled, RunList
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
@@ -39,9 +39,9 @@ def run_image(appliance: ApplianceDep, run_id: RunIdPath) -> Response:
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
-@router.put("/{run_id}/label", response_model=RunLabelled, dependencies=[TokenDep],
-            responses={**UNAUTHORIZED, **NOT_FOUND, **UNPARSABLE},
+@router.put("/{run_id}/label", response_model=RunLabelled, dependencies=[TokenDep, WritableDep],
+            responses={**UNAUTHORIZED, **NOT_FOUND, **UNPARSABLE, **NOT_STORED},
             summary="Label a run baseline, intraprocedural or completion")
 def label_run(appliance: ApplianceDep, run_id: RunIdPath, body: Annotated[RunLabel, Body()]) -> dict:
     appliance.label_run(run_id, body.label)
-    return {"run_id": run_id, "label": body.label}
+    return durable(appliance, {"run_id": run_id, "label": body.label})
