@@ -96,6 +96,9 @@ class Judge:
         key = (msg.TYPE, msg.seq)
         if msg.TYPE in RELIABLE_TYPES:
             self._check_copies(key, msg, packet_payload, now_ns, info.duplicate)
+        elif info.duplicate:
+            self._flag("repeat", f"{msg.TYPE.name} seq {msg.seq} arrived twice (only HELLO, SUMMARY and FAULT "
+                       "are resent)")
         if info.duplicate:
             return
         if not self._late_copy(msg):

@@ -71,6 +71,7 @@ class Link:
         self._opened_before = False
         self._last_rx_ns: int | None = None
         self._last_seq: int | None = None
+        self._last_unreliable = b""   # the latest new HEARTBEAT / SAMPLE / ...: a repeat of it is a copy
         self._seen: OrderedDict[tuple[int, int, bytes], int] = OrderedDict()  # reliable packet -> host ns
         self._tx_seq = 0
         self._pending_sync: dict[int, int] = {}  # token -> sent ns
@@ -106,6 +107,7 @@ class Link:
         self.decoder.reset()  # a partial frame cannot continue on a new connection
         self._pending_sync.clear()
         self.plausibility.reset()
+        self._last_unreliable = b""
         if self.state != DOWN:
             self._set_state(DOWN, reason, out)
         return out
@@ -151,6 +153,13 @@ class Link:
                 self.last_packets.append(PacketInfo(msg, duplicate=True))
                 return
             self._seen[key] = now_ns
+        elif packet == self._last_unreliable:
+            # The same frame twice in a row (a serial server or the line repeating it): one packet, not two.
+            self.duplicates += 1
+            self.last_packets.append(PacketInfo(msg, duplicate=True))
+            return
+        else:
+            self._last_unreliable = bytes(packet)
         self._track_seq(seq, msg.TYPE in RELIABLE_TYPES)
         if msg.TYPE not in RELIABLE_TYPES:  # reliable ones may be late copies with an old device_ms
             self.clock.observe(device_ms, now_ns)
@@ -183,7 +192,7 @@ class Link:
                 return  # a late first copy of a retransmitted packet: its seq is behind, not a gap
             if ahead != 1:
                 self.seq_gaps += 1
-                if ahead < 32768:
+                if 0 < ahead < 32768:   # ahead 0: the seq reused, nothing missed
                     self.packets_missed += ahead - 1
         self._last_seq = seq
 
