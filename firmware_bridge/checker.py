@@ -232,6 +232,7 @@ class StreamCheck:
         self._before_total = 0
         self.banner: bytes | None = None      # non-frame bytes before the first packet, once it arrived
         self.banner_bytes = 0
+        self.damaged_hello_bytes = 0          # bytes of a damaged first HELLO before the first packet
         self._errors_before_first = 0
         self._decode_sent = Decoder()
 
@@ -266,6 +267,11 @@ class StreamCheck:
         self._errors_before_first = d.crc_errors + d.framing_errors
         # The decoder discarded exactly the first bytes_discarded non-zero bytes received (oversized excess too).
         self.banner = bytes(b for b in self._before if b)[:self.banner_bytes]
+        # A damaged first HELLO among them is a frame, not a banner: only the bytes before it are the banner.
+        hello = _HELLO_START.search(self.banner)
+        if hello is not None:
+            self.damaged_hello_bytes = self.banner_bytes - hello.start()
+            self.banner, self.banner_bytes = self.banner[:hello.start()], hello.start()
 
     def sent_records(self, frames: list[bytes], now_ns: int) -> list[dict]:
         """One JSON-ready line per ACK / TIME_REQ sent: {"sent": {...}, "t_s": seconds since the start}."""
@@ -289,12 +295,14 @@ class StreamCheck:
                 self.judge._flag("banner", f"{self.banner_bytes} bytes before the first frame that are not frames "
                                  f"(a boot banner?): {_shown(self.banner, self.banner_bytes)} (send frames only, "
                                  "each after a 0x00)")
+            damaged = (f"; {self.damaged_hello_bytes} bytes of a HELLO that did not arrive intact came before it"
+                       if self.damaged_hello_bytes else "")
             if first is not None and not isinstance(first, Hello):
                 self.judge._flag("first-hello", f"the device's first packet was {first.TYPE.name} seq {first.seq}, "
-                                 "not HELLO: its first HELLO was lost or never sent (HELLO first on power-up)")
-            elif _HELLO_START.search(self.banner):
+                                 f"not HELLO: its first HELLO was lost or never sent (HELLO first on power-up){damaged}")
+            elif self.damaged_hello_bytes:
                 self.judge._flag("first-hello", "the bytes before the first frame hold the start of a HELLO that "
-                                 "did not arrive intact: the first HELLO was lost")
+                                 f"did not arrive intact: the first HELLO was lost ({self.damaged_hello_bytes} bytes)")
             return self._errors_before_first
         return min(self._errors_before_first, 1)  # joined mid-frame: costs one frame, no more
 

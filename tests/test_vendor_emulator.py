@@ -166,3 +166,207 @@ def test_the_packet_after_noise_is_decoded_and_counted(kind, leading_zero):
         assert c["packets_by_type"]["HEARTBEAT"] == 2 and c["packets_by_type"]["HELLO"] == 1
         assert c["seq_gaps"] == lost and c["packets_missed"] == lost, (kind, trial, c)
         assert c["duplicates"] == (1 if doubled else 0), (kind, trial, c)
+
+
+# ---- (b) serial-check against the emulator on a TCP socket ------------------------------------------------
+
+BOOT_DELAY_S = 1.6   # silence before power-up: serial-check knows it listened from the start (section 11)
+
+
+def run_check(script, seconds: float, **knobs):
+    """(exit status, JSON lines, the emulator) of `cathlab-edge serial-check --json` against the emulator."""
+    emu = ve.serve(script, **knobs)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "api.cli", "serial-check", "--port",
+                               f"socket://127.0.0.1:{emu.port}", "--seconds", str(seconds), "--json"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=seconds + 60)
+    finally:
+        emu.close()
+    assert emu.error is None, emu.error
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()], emu
+
+
+def idle(emu, seconds=120.0):
+    emu.sleep(seconds)
+
+
+def conforming(emu):
+    emu.boot()
+    emu.sleep(1.0)
+    emu.send(ve.XRAY, ve.xray_payload(True), emu.now_ms() - 40)   # event 40 ms ago: within the 50 ms rule
+    emu.injection(seconds=1.0)
+    emu.sleep(0.3)
+    emu.set_state(ve.IDLE)
+    emu.send(ve.XRAY, ve.xray_payload(False))
+    idle(emu)
+
+
+def heartbeat_before_hello(emu):
+    emu.start_heartbeats()
+    emu.send(ve.HEARTBEAT, ve.heartbeat_payload(ve.IDLE))
+    emu.sleep(0.2)
+    emu.hello()
+    idle(emu)
+
+
+def device_ms_back(emu):
+    emu.boot()
+    emu.sleep(1.0)
+    emu.send(ve.HEARTBEAT, ve.heartbeat_payload(ve.IDLE))
+    emu.send(ve.XRAY, ve.xray_payload(True), emu.now_ms() - 80)
+    idle(emu)
+
+
+def slow_samples(emu):
+    emu.boot()
+    emu.sleep(0.5)
+    emu.injection(seconds=1.0, sample_s=0.15)
+    idle(emu)
+
+
+def summary_then(resend_payload_changed: bool):
+    def script(emu):
+        emu.boot()
+        emu.wait_acked()
+        emu.honour_acks = False
+        wire = emu.send(ve.SUMMARY, ve.summary_payload())
+        if resend_payload_changed:   # "a resend" of seq n carrying other content
+            emu.pending.clear()
+            emu.sleep(0.5)
+            emu.send(ve.SUMMARY, ve.summary_payload(delivered_volume=900), seq=ve.cobs_decode(wire[1:-1])[2])
+        idle(emu)
+    return script
+
+
+BANNER = b"INJ-FW 2.1.0 (c) vendor\r\nselftest ok\r\n"
+
+
+def banner_then_hello(emu):
+    emu.boot(banner=BANNER)
+    idle(emu)
+
+
+def hello_damaged(emu):
+    good = ve.packet(ve.HELLO, emu.seq, emu.now_ms(), ve.hello_payload())
+    emu.write(b"\x00" + _flip(ve.cobs_encode(good), random.Random(1)) + b"\x00")   # the line hit the first HELLO
+    emu.seq += 1
+    emu.start_heartbeats()
+    emu.send(ve.HEARTBEAT, ve.heartbeat_payload(ve.IDLE))
+    emu.hello()
+    idle(emu)
+
+
+def heartbeat_twice(emu):
+    emu.boot()
+    emu.sleep(0.8)
+    wire = emu.send(ve.HEARTBEAT, ve.heartbeat_payload(ve.IDLE))
+    emu.write(wire)
+    idle(emu)
+
+
+# name -> (script, seconds, emulator knobs, the rule serial-check must list, the words of its message)
+BROKEN = {
+    "HELLO first": (heartbeat_before_hello, 4, dict(boot_delay_s=BOOT_DELAY_S), "first-hello",
+                    "first packet was HEARTBEAT"),
+    "heartbeat interval": (idle_boot := (lambda emu: (emu.boot(), idle(emu))), 5, dict(heartbeat_s=1.7),
+                           "heartbeat-period", "HEARTBEAT came 1.7"),
+    "device_ms back more than 50 ms": (device_ms_back, 3, {}, "device-time", "device_ms went back by"),
+    "SAMPLE spacing": (slow_samples, 3.5, {}, "sample-slow", "ms apart while injecting (10-100 Hz"),
+    "resend count": (idle_boot, 8, dict(honour_acks=False, max_resends=12), "retx-many",
+                     "resent more than 10 times"),
+    "resend too soon": (idle_boot, 3, dict(honour_acks=False, resend_s=0.1, max_resends=3), "retx-fast",
+                        "resent after 1"),
+    "resend not identical": (summary_then(True), 3, {}, "seq-reuse", "resent with different content"),
+    "boot banner": (banner_then_hello, 3, dict(boot_delay_s=BOOT_DELAY_S), "banner", "INJ-FW 2.1.0"),
+    "lost first HELLO": (hello_damaged, 3.5, dict(boot_delay_s=BOOT_DELAY_S), "first-hello",
+                         "first HELLO was lost"),
+    "frame sent twice": (heartbeat_twice, 3, {}, "repeat", "arrived twice (only HELLO, SUMMARY and FAULT are resent)"),
+    "TIME_REQ unanswered": (idle_boot, 3, dict(answer_time_req=False), "time-sync",
+                            "none of"),
+}
+CONFORMING = {
+    "conforming, listened from power-up": (conforming, 12, dict(boot_delay_s=BOOT_DELAY_S)),
+    "every ACK lost: 10 resends": (summary_then(False), 7, {}),
+    "banner-free boot without leading 0x00": (conforming, 5, dict(boot_delay_s=BOOT_DELAY_S, leading_zero=False)),
+}
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    """Every session at once (each is real time): name -> (exit status, JSON lines, emulator)."""
+    jobs = {name: (script, seconds, knobs) for name, (script, seconds, knobs, *_) in BROKEN.items()}
+    jobs.update(CONFORMING)
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        futures = {name: pool.submit(run_check, *job[:2], **job[2]) for name, job in jobs.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def _summary(lines):
+    (summary,) = [line["summary"] for line in lines if "summary" in line]
+    return summary
+
+
+@pytest.mark.parametrize("name", list(CONFORMING))
+def test_conforming_session_passes(sessions, name):
+    status, lines, emu = sessions[name]
+    summary = _summary(lines)
+    assert (status, summary["violations"]) == (0, []), summary
+    assert summary["crc_errors"] == summary["framing_errors"] == summary["seq_gaps"] == 0
+    sent = [line for line in lines if "sent" in line]
+    acks = [line["sent"]["acked_seq"] for line in sent if line["sent"]["type"] == "ACK"]
+    reqs = [line["sent"]["token"] for line in sent if line["sent"]["type"] == "TIME_REQ"]
+    # what serial-check says it sent is what the device received (ACKs of every copy, TIME_REQ tokens)
+    assert acks == [value for _, kind, value in emu.received if kind == ve.ACK]
+    assert reqs == [value for _, kind, value in emu.received if kind == ve.TIME_REQ] and reqs
+    assert all(line["t_s"] > 0 for line in sent)
+    assert summary["by_type"]["TIME_RESP"] == len(reqs)
+
+
+def test_conforming_session_is_judged_whole(sessions):
+    status, lines, emu = sessions["conforming, listened from power-up"]
+    summary = _summary(lines)
+    assert summary["listened_from_start"] is True and summary["banner_bytes"] == 0
+    assert summary["by_type"]["HELLO"] == 2            # at power-up and 10 s later
+    assert summary["by_type"]["SAMPLE"] >= 40 and summary["by_type"]["SUMMARY"] == 1
+    packets = [line for line in lines if "type" in line]
+    assert packets[0]["type"] == "HELLO" and packets[0]["model"] == "VENDOR-EMU"
+
+
+def test_all_acks_lost_is_legal_and_copies_are_counted_apart(sessions):
+    status, lines, emu = sessions["every ACK lost: 10 resends"]
+    summary = _summary(lines)
+    assert summary["by_type"]["SUMMARY"] == 1 and summary["by_type"]["SUMMARY retransmitted"] == 10
+    assert summary["duplicates"] >= 10
+    copies = [line for line in lines if line.get("type") == "SUMMARY"]
+    assert [c.get("retransmission", False) for c in copies] == [False] + [True] * 10
+
+
+def test_leading_zero_omitted_costs_nothing(sessions):
+    summary = _summary(sessions["banner-free boot without leading 0x00"][1])
+    assert summary["recovered"] == 0 and summary["bytes_discarded"] == 0
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_each_broken_rule_is_reported_with_its_own_message(sessions, name):
+    status, lines, emu = sessions[name]
+    *_, rule, words = BROKEN[name]
+    summary = _summary(lines)
+    assert status == 1, summary
+    assert rule in summary["violation_counts"], summary
+    others = set(summary["violation_counts"]) - {rule, rule + "-end"}
+    assert not others, (name, summary["violations"])
+    assert any(words in v for v in summary["violations"]), summary["violations"]
+
+
+def test_banner_is_counted_and_shown(sessions):
+    summary = _summary(sessions["boot banner"][1])
+    assert summary["listened_from_start"] and summary["banner_bytes"] == len(BANNER)
+    assert summary["banner"].startswith('"INJ-FW 2.1.0 (c) vendor\\r\\nselftest ok')
+
+
+def test_a_damaged_first_hello_is_not_called_a_banner(sessions):
+    summary = _summary(sessions["lost first HELLO"][1])
+    assert summary["listened_from_start"] and summary["banner_bytes"] == 0 and summary["banner"] == ""
+    assert summary["violation_counts"] == {"first-hello": 1}
+    assert "bytes of a HELLO that did not arrive intact" in summary["violations"][0]

@@ -218,9 +218,8 @@ class Emulator:
             if self.boot_delay_s:
                 self.sleep(self.boot_delay_s)
             self.script(self)
-        except (OSError, ConnectionError) as exc:
-            if not self.finished.is_set():
-                self.error = exc
+        except OSError:
+            pass  # the other end closed the connection: the session is over
         except BaseException as exc:  # surfaced to the test through .error
             self.error = exc
         finally:
@@ -257,6 +256,9 @@ class Emulator:
         if banner:
             self.write(banner)
         self.hello()
+        self.start_heartbeats()
+
+    def start_heartbeats(self) -> None:
         self.heartbeats_on = True
         self._next_hb = time.monotonic() + self.heartbeat_s
 
