@@ -14,6 +14,7 @@ import random
 import re
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -370,3 +371,74 @@ def test_a_damaged_first_hello_is_not_called_a_banner(sessions):
     assert summary["listened_from_start"] and summary["banner_bytes"] == 0 and summary["banner"] == ""
     assert summary["violation_counts"] == {"first-hello": 1}
     assert "bytes of a HELLO that did not arrive intact" in summary["violations"][0]
+
+
+# ---- (c) the live appliance: an injection, a FAULT of severity 2, then idle (section 13) ----------------------
+
+def test_live_appliance_alarms_a_fault_and_clears_it_on_idle(tmp_path):
+    proceed = {name: threading.Event() for name in ("hello", "idle", "idle fault", "fault state")}
+
+    def until(emu, event):
+        while not event.is_set():
+            emu.sleep(0.05)
+
+    def script(emu):
+        emu.boot()
+        emu.sleep(1.0)
+        emu.injection(seconds=1.0, fault=(0x0101, 2, "pressure limit exceeded"))
+        until(emu, proceed["hello"])
+        emu.hello()                      # a periodic HELLO of the same session: the alarm stands
+        until(emu, proceed["idle"])
+        emu.set_state(ve.IDLE)
+        until(emu, proceed["idle fault"])
+        emu.send(ve.FAULT, ve.fault_payload(0x0202, 2, "air in line"))   # a fault while idle
+        emu.send(ve.STATE, ve.state_payload(ve.IDLE))                     # idle again: not a change
+        until(emu, proceed["fault state"])
+        emu.set_state(ve.FAULTED)
+        emu.sleep(0.3)
+        emu.set_state(ve.IDLE)
+        idle(emu)
+
+    emu = ve.serve(script)
+    live = Live(tmp_path / "data", "--serial", f"socket://127.0.0.1:{emu.port}", "--video", "none")
+    try:
+        def status(predicate):
+            def poll():
+                if live.proc.poll() is not None:
+                    raise AssertionError(live.proc.communicate())
+                try:
+                    s = live.status()
+                except OSError:
+                    return None
+                return s if predicate(s) else None
+            return poll
+
+        faulted = wait_for(status(lambda s: s["injector"]["fault"] is not None), 30)
+        assert faulted["injector"]["fault"] == {"code": 0x0101, "severity": 2, "text": "pressure limit exceeded"}
+        assert [a["kind"] for a in faulted["alarms"]] == ["injector_fault"]
+        assert faulted["injector"]["flow_ml_s"] == 0.0 and faulted["injector"]["pressure_kpa"] == 0.0
+        code, health = live.get("/healthz")
+        assert code == 503 and health["reasons"] == ["injector fault 0x0101 (error): pressure limit exceeded"]
+        aborted = wait_for(status(lambda s: s["injector"]["state"] == "aborted"), 5)
+        assert aborted["injector"]["fault"] is not None      # aborted is no clearing state
+        proceed["hello"].set()
+        wait_for(lambda: any(t == ve.HELLO for _, t, _ in emu.sent[-3:]) and len(emu.received) > 0, 5)
+        still = wait_for(status(lambda s: s["counters"]["serial"]["packets_by_type"].get("HELLO", 0) >= 2), 5)
+        assert still["injector"]["fault"] is not None and still["alarms"], "a periodic HELLO cleared the alarm"
+        proceed["idle"].set()
+        cleared = wait_for(status(lambda s: s["injector"]["state"] == "idle"), 5)
+        assert cleared["injector"]["fault"] is None and cleared["alarms"] == []
+        assert wait_for(lambda: live.get("/healthz")[0] == 200, 5)
+        # Section 13: a FAULT while idle stands until the state changes (a STATE repeating idle is no change);
+        # the device reports state fault while the error lasts and idle when it is resolved.
+        proceed["idle fault"].set()
+        idle_fault = wait_for(status(lambda s: (s["injector"]["fault"] or {}).get("code") == 0x0202), 5)
+        assert idle_fault["injector"]["state"] == "idle" and idle_fault["alarms"]
+        proceed["fault state"].set()
+        in_fault = wait_for(status(lambda s: s["injector"]["state"] == "fault"), 5)
+        assert in_fault["alarms"]
+        wait_for(status(lambda s: s["injector"]["state"] == "idle" and s["alarms"] == []), 5)
+    finally:
+        live.stop()
+        emu.close()
+    assert emu.error is None, emu.error
