@@ -16,7 +16,7 @@ import serial
 from .framing import Decoder
 from .link import Link, PacketInfo
 from .messages import (CAP_SAMPLES, CAP_TIME_SYNC, CAP_XRAY, PROTOCOL_VERSION, RELIABLE_TYPES, Hello,
-                       Heartbeat, InjectorState, Sample, State, TimeResp, Xray, parse)
+                       Heartbeat, InjectorState, Sample, State, TimeReq, TimeResp, Xray, parse)
 
 HELLO_PERIOD_S = 10.0
 HEARTBEAT_MAX_S = 1.0
@@ -24,6 +24,8 @@ SILENT_S = 3.0
 RETRANSMIT_S = 0.5
 MAX_RETRANSMITS = 10
 SAMPLE_MIN_MS, SAMPLE_MAX_MS = 10, 100   # 10-100 Hz while injecting
+TIME_RESP_MAX_S = 0.1                     # answer each TIME_REQ within 100 ms
+TIME_RESP_SLACK_S = 0.1                   # judged on the host's round trip: the line and this loop add to it
 TOLERANCE_S = 0.25                        # arrival jitter allowed on host-timed rules
 MAX_LISTED = 20                           # violations listed; the rest are counted
 DEVICE_MS_BACK_MS = 50                    # device_ms is event time: new packets may be up to 50 ms out of order
@@ -235,6 +237,7 @@ class StreamCheck:
         self.damaged_hello_bytes = 0          # bytes of a damaged first HELLO before the first packet
         self._errors_before_first = 0
         self._decode_sent = Decoder()
+        self._time_reqs: dict[int, int] = {}  # token -> ns sent, until answered
 
     def feed(self, data: bytes, now_ns: int) -> tuple[list[dict], list[bytes]]:
         """(one JSON-ready dict per decoded packet, bytes to send back: ACKs)."""
@@ -258,6 +261,8 @@ class StreamCheck:
                 self._first_packet()
             for info in self.link.last_packets:
                 self.judge.observe(info, _payload_of(info), now_ns)
+                if isinstance(info.message, TimeResp) and not info.duplicate:
+                    self._judge_time_resp(info.message, now_ns)
                 records.append(_json_of(info))
         return records, send
 
@@ -283,7 +288,23 @@ class StreamCheck:
 
     def tick(self, now_ns: int) -> list[bytes]:
         """Bytes to send now (TIME_REQ to devices with capability bit2)."""
-        return self.link.tick(now_ns).send
+        send = self.link.tick(now_ns).send
+        for frame in send:
+            for packet in Decoder().feed(frame):
+                msg = parse(packet)
+                if isinstance(msg, TimeReq):
+                    self._time_reqs[msg.token] = now_ns
+        return send
+
+    def _judge_time_resp(self, msg: TimeResp, now_ns: int) -> None:
+        """Section 5: the token copied from a TIME_REQ, the answer within 100 ms of it."""
+        sent = self._time_reqs.pop(msg.token, None)
+        if sent is None:
+            self.judge._flag("time-token", f"TIME_RESP seq {msg.seq} carries token 0x{msg.token:08X}, which no "
+                             "TIME_REQ carried (copy the TIME_REQ's token)")
+        elif now_ns - sent > (TIME_RESP_MAX_S + TIME_RESP_SLACK_S) * 1e9:
+            self.judge._flag("time-late", f"TIME_RESP came {(now_ns - sent) / 1e6:.0f} ms after its TIME_REQ "
+                             f"(within {TIME_RESP_MAX_S * 1000:.0f} ms)")
 
     def _judge_start(self) -> int:
         """Flag what came before the first packet; returns how many crc / framing errors that accounts for."""

@@ -132,7 +132,34 @@ def test_time_sync_capable_device_must_answer():
     for i, r in enumerate(reqs):
         answered.append((answered[-1][0] + 1, TimeResp(200 + i, 0, token=r.token).encode()))
     summary2, _, _ = judge(answered)
-    assert not any("TIME_REQ" in v for v in summary2["violations"])
+    assert "time-sync" not in summary2["violation_counts"]
+    # Tokens are random per check: those of the first judgement were never sent by the second.
+    assert summary2["violation_counts"]["time-token"] == len(reqs)
+
+
+def test_time_resp_in_time_with_its_token_passes_and_a_foreign_token_is_flagged():
+    check = StreamCheck(0)
+    check.feed(Hello(0, 0, protocol_version=1, capabilities=0b111).encode(), 1 * MS)
+    seq = 1
+    for k in range(4):
+        t = 2 * MS + k * 300 * MS
+        reqs = [parse(p) for f in check.tick(t) for p in Decoder().feed(f)]
+        for r in (m for m in reqs if isinstance(m, TimeReq)):
+            token = r.token if k < 3 else r.token ^ 1
+            check.feed(TimeResp(seq, t // MS + 3, token=token).encode(), t + 5 * MS)
+            seq += 1
+        check.feed(Heartbeat(seq, t // MS + 10, state=0).encode(), t + 10 * MS)
+        seq += 1
+    counts = check.summary(int(1.2 * S))["violation_counts"]
+    assert counts == {"time-token": 1}, counts
+    # An answer 300 ms after its request is late.
+    late = StreamCheck(0)
+    late.feed(Hello(0, 0, protocol_version=1, capabilities=0b111).encode(), 1 * MS)
+    (req,) = [parse(p) for f in late.tick(2 * MS) for p in Decoder().feed(f)]
+    late.feed(TimeResp(1, 302, token=req.token).encode(), 302 * MS)
+    late.feed(Heartbeat(2, 400, state=0).encode(), 400 * MS)
+    counts = late.summary(int(0.9 * S))["violation_counts"]
+    assert counts == {"time-late": 1}, late.summary(int(0.9 * S))["violations"]
 
 
 def test_one_partial_frame_at_the_start_is_forgiven_when_joining_mid_stream():

@@ -258,6 +258,22 @@ def hello_damaged(emu):
     idle(emu)
 
 
+def injection_then_idle(emu):
+    emu.boot()
+    emu.sleep(0.3)
+    emu.injection(seconds=0.5)
+    idle(emu)
+
+
+def xray_twice(emu):
+    emu.boot()
+    emu.sleep(0.5)
+    emu.send(ve.XRAY, ve.xray_payload(True))
+    emu.sleep(0.3)
+    emu.send(ve.XRAY, ve.xray_payload(True))
+    idle(emu)
+
+
 def heartbeat_twice(emu):
     emu.boot()
     emu.sleep(0.8)
@@ -274,7 +290,7 @@ BROKEN = {
                            "heartbeat-period", "HEARTBEAT came 1.7"),
     "device_ms back more than 50 ms": (device_ms_back, 3, {}, "device-time", "device_ms went back by"),
     "SAMPLE spacing": (slow_samples, 3.5, {}, "sample-slow", "ms apart while injecting (10-100 Hz"),
-    "resend count": (idle_boot, 8, dict(honour_acks=False, max_resends=12), "retx-many",
+    "resend count": (idle_boot, 7.5, dict(honour_acks=False, max_resends=11), "retx-many",
                      "resent more than 10 times"),
     "resend too soon": (idle_boot, 3, dict(honour_acks=False, resend_s=0.1, max_resends=3), "retx-fast",
                         "resent after 1"),
@@ -285,11 +301,18 @@ BROKEN = {
     "frame sent twice": (heartbeat_twice, 3, {}, "repeat", "arrived twice (only HELLO, SUMMARY and FAULT are resent)"),
     "TIME_REQ unanswered": (idle_boot, 3, dict(answer_time_req=False), "time-sync",
                             "none of"),
+    "TIME_RESP late": (idle_boot, 3, dict(time_resp_delay_s=0.35), "time-late", "ms after its TIME_REQ"),
+    "TIME_RESP token not copied": (idle_boot, 3, dict(token_xor=0x5A5A), "time-token", "which no TIME_REQ"),
+    "HELLO period": (idle_boot, 14, dict(hello_s=12.5), "hello-period", "after the previous one (every 10 s)"),
+    "XRAY repeated": (xray_twice, 3, {}, "xray-repeat", "repeated without a change"),
+    "SAMPLE without capability bit0": (injection_then_idle, 3, dict(capabilities=0b110), "cap-SAMPLE",
+                                       "capabilities lack bit0"),
 }
 CONFORMING = {
     "conforming, listened from power-up": (conforming, 12, dict(boot_delay_s=BOOT_DELAY_S)),
     "every ACK lost: 10 resends": (summary_then(False), 7, {}),
     "banner-free boot without leading 0x00": (conforming, 5, dict(boot_delay_s=BOOT_DELAY_S, leading_zero=False)),
+    "device_ms and seq wrap": (conforming, 5, dict(clock_start_ms=(1 << 32) - 2500, first_seq=65530)),
 }
 
 

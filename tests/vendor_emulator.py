@@ -171,20 +171,24 @@ class Emulator:
 
     def __init__(self, script, *, leading_zero=True, heartbeat_s=0.5, hello_s=10.0, resend_s=0.5,
                  max_resends=10, honour_acks=True, answer_time_req=True, capabilities=0b111,
-                 clock_start_ms=7_000_000, boot_delay_s=0.0) -> None:
+                 clock_start_ms=7_000_000, boot_delay_s=0.0, first_seq=0, time_resp_delay_s=0.0,
+                 token_xor=0) -> None:
         self.script = script
         self.leading_zero, self.heartbeat_s, self.hello_s = leading_zero, heartbeat_s, hello_s
         self.resend_s, self.max_resends, self.honour_acks = resend_s, max_resends, honour_acks
         self.answer_time_req, self.capabilities = answer_time_req, capabilities
         self.boot_delay_s = boot_delay_s
+        self.time_resp_delay_s, self.token_xor = time_resp_delay_s, token_xor
+        self._answers: list[tuple[float, int]] = []   # (when, token) of TIME_RESPs due
         self._clock0 = time.monotonic()
         self._clock_start_ms = clock_start_ms
-        self.seq = 0
+        self.seq = first_seq
         self.state = IDLE
         self.heartbeats_on = False
         self.pending: list[_Pending] = []
         self.received: list[tuple[float, int, int]] = []  # (t, type, value) from the host
         self.sent: list[tuple[float, int, int]] = []  # (t, type, seq) of every new packet
+        self.resent: list[tuple[float, int]] = []     # (t, seq) of every resend
         self._reader = HostReader()
         self._conn: socket.socket | None = None
         self._next_hb = self._next_hello = float("inf")
@@ -215,6 +219,9 @@ class Emulator:
             conn, _ = self._server.accept()
             conn.settimeout(0.005)
             self._conn = conn
+            # pyserial's socket:// open() discards what arrived before it returned (reset_input_buffer):
+            # a device that speaks the instant the TCP connection is up loses those bytes at any client.
+            time.sleep(0.05)
             if self.boot_delay_s:
                 self.sleep(self.boot_delay_s)
             self.script(self)
@@ -291,8 +298,10 @@ class Emulator:
                         if p.seq == value:
                             p.acked = True
                 elif kind == TIME_REQ and self.answer_time_req and self.capabilities & 0b100:
-                    self.send(TIME_RESP, time_resp_payload(value))
+                    self._answers.append((time.monotonic() + self.time_resp_delay_s, value ^ self.token_xor))
         now = time.monotonic()
+        while self._answers and self._answers[0][0] <= now:
+            self.send(TIME_RESP, time_resp_payload(self._answers.pop(0)[1]))
         if self.heartbeats_on and now >= self._next_hb:
             self.send(HEARTBEAT, heartbeat_payload(self.state))
             self._next_hb = now + self.heartbeat_s
@@ -304,6 +313,7 @@ class Emulator:
             elif now - p.sent >= self.resend_s:
                 self.write(p.wire)
                 p.sent, p.resends = now, p.resends + 1
+                self.resent.append((now, p.seq))
 
     def wait_acked(self, timeout: float = 3.0) -> None:
         end = time.monotonic() + timeout
