@@ -24,12 +24,13 @@ SILENT_S = 3.0
 RETRANSMIT_S = 0.5
 MAX_RETRANSMITS = 10
 SAMPLE_MIN_MS, SAMPLE_MAX_MS = 10, 100   # 10-100 Hz while injecting
-TIME_RESP_MAX_S = 0.1                     # answer each TIME_REQ within 100 ms
-TIME_RESP_SLACK_S = 0.1                   # judged on the host's round trip: the line and this loop add to it
 TOLERANCE_S = 0.25                        # arrival jitter allowed on host-timed rules
+TIME_RESP_MAX_S = 0.1                     # answer each TIME_REQ within 100 ms
+TIME_RESP_SLACK_S = TOLERANCE_S           # judged on the host's round trip: the line and this loop add to it
 MAX_LISTED = 20                           # violations listed; the rest are counted
 DEVICE_MS_BACK_MS = 50                    # device_ms is event time: new packets may be up to 50 ms out of order
 QUIET_START_S = HEARTBEAT_MAX_S + TOLERANCE_S  # nothing this long after opening: the device was not running
+MAX_MISSING = 256                         # skipped seqs remembered for late copies
 BANNER_KEEP = 4096                        # bytes kept from before the first packet, to show
 BANNER_SHOWN = 60                         # of which shown in the report
 _HELLO_START = re.compile(rb"[\x03-\xff]\x01\x01")  # a COBS block starting version 1, type HELLO
@@ -50,6 +51,7 @@ class Judge:
     _xray: int | None = None
     _latest_device_ms: int | None = None
     _last_seq: int | None = None
+    _missing: dict = field(default_factory=dict)   # seqs skipped by the stream (oldest first): late copies
     _copies: dict = field(default_factory=dict)   # (type, seq) -> [payload, arrivals]
     by_type: dict[str, int] = field(default_factory=dict)  # new packets by type; copies as "TYPE retransmitted"
     hello: Hello | None = None
@@ -97,7 +99,8 @@ class Judge:
         self.by_type[name] = self.by_type.get(name, 0) + 1
         key = (msg.TYPE, msg.seq)
         if msg.TYPE in RELIABLE_TYPES:
-            self._check_copies(key, msg, packet_payload, now_ns, info.duplicate)
+            if self._check_copies(key, msg, packet_payload, now_ns, info.duplicate):
+                return  # a seq reused for other content: flagged as that, not judged as a new packet again
         elif info.duplicate:
             self._flag("repeat", f"{msg.TYPE.name} seq {msg.seq} arrived twice (only HELLO, SUMMARY and FAULT "
                        "are resent)")
@@ -144,9 +147,20 @@ class Judge:
 
     def _late_copy(self, msg) -> bool:
         """A first-seen copy of a HELLO / SUMMARY / FAULT whose seq is behind the latest: a resend of a packet
-        whose earlier copies were lost, legitimately carrying its old device_ms. Other packets move the seq on."""
-        if self._last_seq is not None and (msg.seq - self._last_seq) % 65536 >= 32768:
-            return msg.TYPE in RELIABLE_TYPES
+        whose earlier copies were lost, legitimately carrying its old device_ms. Other packets move the seq on.
+        Only a seq the stream skipped can come late; any other seq behind is a second seq counter."""
+        if self._last_seq is not None:
+            ahead = (msg.seq - self._last_seq) % 65536
+            if ahead >= 32768 and msg.TYPE in RELIABLE_TYPES:
+                if self._missing.pop(msg.seq, False) is False:
+                    self._flag("seq-behind", f"{msg.TYPE.name} seq {msg.seq} is new but behind seq {self._last_seq}, "
+                               "and no packet with that seq went missing (one seq for all packets, +1 for every new "
+                               "one)")
+                return True
+            for k in range(1, min(ahead, MAX_MISSING)):   # seqs skipped: their packets may still come late
+                self._missing[(self._last_seq + k) % 65536] = True
+            while len(self._missing) > MAX_MISSING:
+                del self._missing[next(iter(self._missing))]
         self._last_seq = msg.seq
         return False
 
@@ -163,14 +177,15 @@ class Judge:
                 # a reboot restarts the clock: judge from the new value on
         self._latest_device_ms = msg.device_ms
 
-    def _check_copies(self, key, msg, payload: bytes | None, now_ns: int, duplicate: bool) -> None:
+    def _check_copies(self, key, msg, payload: bytes | None, now_ns: int, duplicate: bool) -> bool:
+        """Judge a copy of a reliable packet; True when its seq was reused for other content."""
         rec = self._copies.get(key)
         if rec is None or now_ns - rec[1][-1] > 30e9:
             self._copies[key] = [payload, [now_ns]]
-            return
+            return False
         if payload != rec[0] and not duplicate:
             self._flag("seq-reuse", f"{msg.TYPE.name} seq {msg.seq} resent with different content (must be identical)")
-            return
+            return True
         gap = now_ns - rec[1][-1]
         rec[1].append(now_ns)
         if gap < (RETRANSMIT_S - TOLERANCE_S) * 1e9:
@@ -178,6 +193,7 @@ class Judge:
         if len(rec[1]) == 2 + MAX_RETRANSMITS:  # once per packet, at the first copy too many
             self._flag("retx-many", f"{msg.TYPE.name} seq {msg.seq} resent more than {MAX_RETRANSMITS} times (at most "
                        f"{MAX_RETRANSMITS} resends: {1 + MAX_RETRANSMITS} sends in all)")
+        return False
 
     def finish(self, link: Link, end_ns: int, errors_judged: int, time_reqs: int) -> list[str]:
         """``errors_judged``: crc and framing errors already judged (as a boot banner or a mid-stream join)."""

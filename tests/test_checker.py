@@ -152,12 +152,12 @@ def test_time_resp_in_time_with_its_token_passes_and_a_foreign_token_is_flagged(
         seq += 1
     counts = check.summary(int(1.2 * S))["violation_counts"]
     assert counts == {"time-token": 1}, counts
-    # An answer 300 ms after its request is late.
+    # An answer 500 ms after its request is late (100 ms, and 250 ms for the line and the check's loop).
     late = StreamCheck(0)
     late.feed(Hello(0, 0, protocol_version=1, capabilities=0b111).encode(), 1 * MS)
     (req,) = [parse(p) for f in late.tick(2 * MS) for p in Decoder().feed(f)]
-    late.feed(TimeResp(1, 302, token=req.token).encode(), 302 * MS)
-    late.feed(Heartbeat(2, 400, state=0).encode(), 400 * MS)
+    late.feed(TimeResp(1, 502, token=req.token).encode(), 502 * MS)
+    late.feed(Heartbeat(2, 600, state=0).encode(), 600 * MS)
     counts = late.summary(int(0.9 * S))["violation_counts"]
     assert counts == {"time-late": 1}, late.summary(int(0.9 * S))["violations"]
 
@@ -384,3 +384,20 @@ def test_check_main_hears_a_device_start_on_a_socket(before, hello, rules):
         acks = [x for x in lines if x.get("sent", {}).get("type") == "ACK"]
         assert acks and acks[0]["sent"]["acked_seq"] == 0 and acks[0]["t_s"] > 1.5
         assert [parse(p).acked_seq for p in Decoder().feed(b"".join(received))] == [0]
+
+
+def test_only_a_skipped_seq_may_come_late():
+    """A late first copy of a lost SUMMARY (its seq was skipped) is legal; a new SUMMARY whose seq another
+    packet already had is a second seq counter (section 3: +1 for every new packet, whatever its type)."""
+    check = StreamCheck(0)
+    lost = Summary(2, 1000, programmed_volume=1, delivered_volume=1)
+    for t, packet in [(1, Hello(0, 0, protocol_version=1, capabilities=0).encode()),
+                      (2, Heartbeat(1, 100, state=0).encode()), (3, Heartbeat(3, 1100, state=0).encode()),
+                      (4, lost.encode()),
+                      (5, Heartbeat(4, 1900, state=0).encode())]:
+        check.feed(packet, t * 400 * MS)
+    assert "seq-behind" not in check.summary(int(2.1 * S))["violation_counts"]
+    check.feed(Summary(1, 2000, programmed_volume=2, delivered_volume=2).encode(), int(2.2 * S))
+    check.feed(Heartbeat(5, 2300, state=0).encode(), int(2.3 * S))
+    counts = check.summary(int(2.4 * S))["violation_counts"]
+    assert counts["seq-behind"] == 1

@@ -172,7 +172,7 @@ class Emulator:
     def __init__(self, script, *, leading_zero=True, heartbeat_s=0.5, hello_s=10.0, resend_s=0.5,
                  max_resends=10, honour_acks=True, answer_time_req=True, capabilities=0b111,
                  clock_start_ms=7_000_000, boot_delay_s=0.0, first_seq=0, time_resp_delay_s=0.0,
-                 token_xor=0) -> None:
+                 token_xor=0, own_seq_for_acked=False) -> None:
         self.script = script
         self.leading_zero, self.heartbeat_s, self.hello_s = leading_zero, heartbeat_s, hello_s
         self.resend_s, self.max_resends, self.honour_acks = resend_s, max_resends, honour_acks
@@ -183,6 +183,7 @@ class Emulator:
         self._clock0 = time.monotonic()
         self._clock_start_ms = clock_start_ms
         self.seq = first_seq
+        self.own_seq_for_acked, self.acked_seq = own_seq_for_acked, 0   # a second counter: a vendor's mistake
         self.state = IDLE
         self.heartbeats_on = False
         self.pending: list[_Pending] = []
@@ -242,7 +243,9 @@ class Emulator:
     def send(self, msg_type: int, payload: bytes, device_ms: int | None = None, *, seq: int | None = None,
              leading_zero: bool | None = None) -> bytes:
         """A new packet: next seq, `device_ms` now unless given; HELLO/SUMMARY/FAULT wait for their ACK."""
-        if seq is None:
+        if seq is None and self.own_seq_for_acked and msg_type in ACKED_TYPES:
+            seq, self.acked_seq = self.acked_seq, (self.acked_seq + 1) & 0xFFFF
+        elif seq is None:
             seq, self.seq = self.seq, (self.seq + 1) & 0xFFFF
         ms = self.now_ms() if device_ms is None else device_ms
         wire = frame(packet(msg_type, seq, ms, payload),
@@ -328,11 +331,15 @@ class Emulator:
         self.sleep(0.05)
         self.set_state(INJECTING, 1)
         start_ms, volume = self.now_ms(), 0
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.sleep(sample_s)
-            volume += flow * sample_s
-            self.send(SAMPLE, sample_payload(flow, int(volume), pressure, 1))
+        t0, k = time.monotonic(), 1
+        while k * sample_s < seconds:
+            # Sampled on a timer, stamped with the sampling time: a late thread sends late, never off the grid,
+            # and sends what is due before anything else so nothing newer goes out ahead of it.
+            while time.monotonic() >= t0 + k * sample_s and k * sample_s < seconds:
+                volume += flow * sample_s
+                self.send(SAMPLE, sample_payload(flow, int(volume), pressure, 1), start_ms + round(k * sample_s * 1000))
+                k += 1
+            self.sleep(min(0.005, max(0.0, t0 + k * sample_s - time.monotonic())))
         if fault is not None:
             self.send(FAULT, fault_payload(*fault))
             self.set_state(ABORTED)
