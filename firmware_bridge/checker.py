@@ -31,6 +31,7 @@ MAX_LISTED = 20                           # violations listed; the rest are coun
 DEVICE_MS_BACK_MS = 50                    # device_ms is event time: new packets may be up to 50 ms out of order
 QUIET_START_S = HEARTBEAT_MAX_S + TOLERANCE_S  # nothing this long after opening: the device was not running
 MAX_MISSING = 256                         # skipped seqs remembered for late copies
+LATE_COPY_S = (1 + MAX_RETRANSMITS) * RETRANSMIT_S + TOLERANCE_S  # a packet's last copy comes this late
 BANNER_KEEP = 4096                        # bytes kept from before the first packet, to show
 BANNER_SHOWN = 60                         # of which shown in the report
 _HELLO_START = re.compile(rb"[\x03-\xff]\x01\x01")  # a COBS block starting version 1, type HELLO
@@ -51,6 +52,7 @@ class Judge:
     _xray: int | None = None
     _latest_device_ms: int | None = None
     _last_seq: int | None = None
+    _first_seq: int = 0
     _missing: dict = field(default_factory=dict)   # seqs skipped by the stream (oldest first): late copies
     _copies: dict = field(default_factory=dict)   # (type, seq) -> [payload, arrivals]
     by_type: dict[str, int] = field(default_factory=dict)  # new packets by type; copies as "TYPE retransmitted"
@@ -106,7 +108,7 @@ class Judge:
                        "are resent)")
         if info.duplicate:
             return
-        if not self._late_copy(msg):
+        if not self._late_copy(msg, now_ns):
             self._check_device_time(msg)
         if isinstance(msg, Hello):
             if msg.protocol_version != PROTOCOL_VERSION:
@@ -145,14 +147,17 @@ class Judge:
         if self.hello is not None and not self.hello.capabilities & bit:
             self._flag(f"cap-{what}", f"{what} sent but HELLO capabilities lack {cap}")
 
-    def _late_copy(self, msg) -> bool:
+    def _late_copy(self, msg, now_ns: int) -> bool:
         """A first-seen copy of a HELLO / SUMMARY / FAULT whose seq is behind the latest: a resend of a packet
         whose earlier copies were lost, legitimately carrying its old device_ms. Other packets move the seq on.
-        Only a seq the stream skipped can come late; any other seq behind is a second seq counter."""
+        Only a seq the stream skipped can come late, or one from before the check's first packet while copies
+        of it may still come; any other seq behind is a second seq counter."""
         if self._last_seq is not None:
             ahead = (msg.seq - self._last_seq) % 65536
             if ahead >= 32768 and msg.TYPE in RELIABLE_TYPES:
-                if self._missing.pop(msg.seq, False) is False:
+                before_first = (0 < (self._first_seq - msg.seq) % 65536 <= MAX_MISSING
+                                and now_ns - self.start_ns <= LATE_COPY_S * 1e9)
+                if self._missing.pop(msg.seq, False) is False and not before_first:
                     self._flag("seq-behind", f"{msg.TYPE.name} seq {msg.seq} is new but behind seq {self._last_seq}, "
                                "and no packet with that seq went missing (one seq for all packets, +1 for every new "
                                "one)")
@@ -161,6 +166,8 @@ class Judge:
                 self._missing[(self._last_seq + k) % 65536] = True
             while len(self._missing) > MAX_MISSING:
                 del self._missing[next(iter(self._missing))]
+        else:
+            self._first_seq = msg.seq
         self._last_seq = msg.seq
         return False
 

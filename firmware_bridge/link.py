@@ -146,7 +146,7 @@ class Link:
         self.packets_by_type[name] = self.packets_by_type.get(name, 0) + 1
         if msg.TYPE in RELIABLE_TYPES:
             out.send.append(self._host_packet(Ack, now_ns, acked_seq=seq))
-            key = (type_code, seq, bytes(packet[8:]))
+            key = (type_code, seq, bytes(packet[4:]))   # a copy is byte-identical: device_ms and payload
             self._expire_seen(now_ns)
             if key in self._seen:
                 self.duplicates += 1

@@ -401,3 +401,20 @@ def test_only_a_skipped_seq_may_come_late():
     check.feed(Heartbeat(5, 2300, state=0).encode(), int(2.3 * S))
     counts = check.summary(int(2.4 * S))["violation_counts"]
     assert counts["seq-behind"] == 1
+
+
+def test_a_late_copy_from_before_the_check_started_is_legal_while_copies_may_come():
+    """Joined mid-stream, the first HELLO's copies (seq behind the first packet seen) may come for 5.75 s."""
+    def run(late_at_s):
+        check = StreamCheck(0)
+        check.feed(Heartbeat(3, 400, state=0).encode(), 100 * MS)
+        t = 100 * MS
+        seq = 4
+        while t < late_at_s * S:
+            t += 400 * MS
+            check.feed(Heartbeat(seq, t // MS + 300, state=0).encode(), t)
+            seq += 1
+        check.feed(Hello(1, 0, protocol_version=1, capabilities=0).encode(), t + 1)
+        return check.summary(t + 2)["violation_counts"]
+    assert "seq-behind" not in run(0.5)
+    assert run(7.0)["seq-behind"] == 1

@@ -401,7 +401,7 @@ def test_a_damaged_first_hello_is_not_called_a_banner(sessions):
 # ---- (c) the live appliance: an injection, a FAULT of severity 2, then idle (section 13) ----------------------
 
 def test_live_appliance_alarms_a_fault_and_clears_it_on_idle(tmp_path):
-    proceed = {name: threading.Event() for name in ("hello", "idle", "idle fault", "fault state")}
+    proceed = {name: threading.Event() for name in ("hello", "idle", "idle fault", "fault state", "restart")}
 
     def until(emu, event):
         while not event.is_set():
@@ -409,6 +409,7 @@ def test_live_appliance_alarms_a_fault_and_clears_it_on_idle(tmp_path):
 
     def script(emu):
         emu.boot()
+        emu.send(ve.FAULT, ve.fault_payload(0x0300, 1, "contrast low"))   # a warning: recorded, no alarm
         emu.sleep(1.0)
         emu.injection(seconds=1.0, fault=(0x0101, 2, "pressure limit exceeded"))
         until(emu, proceed["hello"])
@@ -422,6 +423,12 @@ def test_live_appliance_alarms_a_fault_and_clears_it_on_idle(tmp_path):
         emu.set_state(ve.FAULTED)
         emu.sleep(0.3)
         emu.set_state(ve.IDLE)
+        until(emu, proceed["restart"])
+        emu.send(ve.FAULT, ve.fault_payload(0x0404, 2, "watchdog reset"))
+        emu.sleep(0.3)
+        emu.seq, emu._clock_start_ms = 0, emu._clock_start_ms - 3_600_000   # rebooted: clock from near 0
+        emu.pending.clear()
+        emu.hello()
         idle(emu)
 
     emu = ve.serve(script)
@@ -438,6 +445,8 @@ def test_live_appliance_alarms_a_fault_and_clears_it_on_idle(tmp_path):
                 return s if predicate(s) else None
             return poll
 
+        warned = wait_for(status(lambda s: s["counters"]["serial"]["packets_by_type"].get("FAULT", 0) >= 1), 30)
+        assert warned["alarms"] == [] and warned["injector"]["fault"] is None   # severity 1: no alarm
         faulted = wait_for(status(lambda s: s["injector"]["fault"] is not None), 30)
         assert faulted["injector"]["fault"] == {"code": 0x0101, "severity": 2, "text": "pressure limit exceeded"}
         assert [a["kind"] for a in faulted["alarms"]] == ["injector_fault"]
@@ -463,6 +472,11 @@ def test_live_appliance_alarms_a_fault_and_clears_it_on_idle(tmp_path):
         in_fault = wait_for(status(lambda s: s["injector"]["state"] == "fault"), 5)
         assert in_fault["alarms"]
         wait_for(status(lambda s: s["injector"]["state"] == "idle" and s["alarms"] == []), 5)
+        # A HELLO of a restarted device (its clock went back by more than 60 s) starts a new session.
+        proceed["restart"].set()
+        wait_for(status(lambda s: (s["injector"]["fault"] or {}).get("code") == 0x0404), 5)
+        restarted = wait_for(status(lambda s: s["injector"]["fault"] is None), 5)
+        assert restarted["alarms"] == [] and restarted["injector"]["state"] == "idle"
     finally:
         live.stop()
         emu.close()
