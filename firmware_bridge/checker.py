@@ -30,6 +30,7 @@ TIME_RESP_SLACK_S = TOLERANCE_S           # judged on the host's round trip: the
 MAX_LISTED = 20                           # violations listed; the rest are counted
 DEVICE_MS_BACK_MS = 50                    # device_ms is event time: new packets may be up to 50 ms out of order
 QUIET_START_S = HEARTBEAT_MAX_S + TOLERANCE_S  # nothing this long after opening: the device was not running
+RESTART_BACK_MS = 60_000                  # device_ms this far back in a HELLO: the device restarted (section 7)
 MAX_MISSING = 256                         # skipped seqs remembered for late copies
 LATE_COPY_S = (1 + MAX_RETRANSMITS) * RETRANSMIT_S + TOLERANCE_S  # a packet's last copy comes this late
 BANNER_KEEP = 4096                        # bytes kept from before the first packet, to show
@@ -100,6 +101,9 @@ class Judge:
         name = msg.TYPE.name + (" retransmitted" if info.duplicate else "")
         self.by_type[name] = self.by_type.get(name, 0) + 1
         key = (msg.TYPE, msg.seq)
+        if isinstance(msg, Hello) and not info.duplicate and self._restarted(msg):
+            self._flag("restart", f"the device restarted during the check (HELLO seq {msg.seq}, its device_ms "
+                       f"{msg.device_ms} went back by more than 60 s): judged anew from there")
         if msg.TYPE in RELIABLE_TYPES:
             if self._check_copies(key, msg, packet_payload, now_ns, info.duplicate):
                 return  # a seq reused for other content: flagged as that, not judged as a new packet again
@@ -142,6 +146,17 @@ class Judge:
             self._xray = msg.on
         elif isinstance(msg, TimeResp):
             self.time_resps += 1
+
+    def _restarted(self, msg: Hello) -> bool:
+        """A HELLO whose device_ms is more than 60 s behind the latest: a new start; forget the old seqs."""
+        latest = self._latest_device_ms
+        back = 0 if latest is None else (latest - msg.device_ms) % (1 << 32)
+        if not RESTART_BACK_MS < back < (1 << 31):
+            return False
+        self._last_seq, self._latest_device_ms = None, None
+        self._missing.clear()
+        self._copies.clear()
+        return True
 
     def _need_cap(self, bit: int, what: str, cap: str) -> None:
         if self.hello is not None and not self.hello.capabilities & bit:

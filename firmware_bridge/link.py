@@ -160,6 +160,8 @@ class Link:
             return
         else:
             self._last_unreliable = bytes(packet)
+        if isinstance(msg, Hello) and self.clock.is_restart(device_ms):
+            self._last_seq = None   # a restarted device counts its seq anew: no gap
         self._track_seq(seq, msg.TYPE in RELIABLE_TYPES)
         if msg.TYPE not in RELIABLE_TYPES:  # reliable ones may be late copies with an old device_ms
             self.clock.observe(device_ms, now_ns)

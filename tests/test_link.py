@@ -216,3 +216,13 @@ def test_a_device_restarted_within_30_s_is_not_taken_for_a_copy():
     assert [m for m, _ in link.feed(reboot.encode(), 6 * S).messages] == [reboot]
     assert link.feed(reboot.encode(), int(6.5 * S)).messages == []
     assert link.counters()["duplicates"] == 1
+
+
+def test_a_restarted_device_counts_its_seq_anew():
+    link = opened()
+    link.feed(Hello(0, 3_600_000, protocol_version=1, capabilities=0).encode(), 1 * S)
+    for k in range(1, 4):
+        link.feed(Heartbeat(k, 3_600_000 + 1000 * k, state=0).encode(), (1 + k) * S)
+    link.feed(Hello(0, 50, protocol_version=1, capabilities=0).encode(), 5 * S)   # rebooted: its clock near 0
+    link.feed(Heartbeat(1, 1000, state=0).encode(), 6 * S)
+    assert link.counters()["seq_gaps"] == 0

@@ -265,6 +265,15 @@ def injection_then_idle(emu):
     idle(emu)
 
 
+def restart_midway(emu):
+    emu.boot()
+    emu.sleep(1.2)
+    emu.seq, emu._clock_start_ms = 0, emu._clock_start_ms - 3_600_000   # rebooted: clock from near 0
+    emu.pending.clear()
+    emu.hello()
+    idle(emu)
+
+
 def xray_twice(emu):
     emu.boot()
     emu.sleep(0.5)
@@ -306,6 +315,7 @@ BROKEN = {
     "HELLO period": (idle_boot, 14, dict(hello_s=12.5), "hello-period", "after the previous one (every 10 s)"),
     "one seq counter for all packets": (injection_then_idle, 3, dict(own_seq_for_acked=True), "seq-behind",
                                         "SUMMARY seq 1 is new but behind seq"),
+    "device restarted during the check": (restart_midway, 3.5, {}, "restart", "the device restarted during the check"),
     "XRAY repeated": (xray_twice, 3, {}, "xray-repeat", "repeated without a change"),
     "SAMPLE without capability bit0": (injection_then_idle, 3, dict(capabilities=0b110), "cap-SAMPLE",
                                        "capabilities lack bit0"),
