@@ -491,3 +491,23 @@ def test_live_appliance_alarms_a_fault_and_clears_it_on_idle(tmp_path):
         live.stop()
         emu.close()
     assert emu.error is None, emu.error
+
+
+def test_json_lines_have_the_fields_section_11_shows(sessions):
+    """The examples of section 11 name the fields a vendor's script will read: the check prints those."""
+    status, lines, emu = sessions["conforming, listened from power-up"]
+    examples = []
+    for line in re.findall(r"^(\{.*\})$", DOC, re.M):
+        try:
+            examples.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass   # the summary's example has N and ... for values
+    sample_ex = next(e for e in examples if e.get("type") == "SAMPLE")
+    sent_ex = next(e for e in examples if "sent" in e)
+    summary_keys = set(re.findall(r'"(\w+)": ', re.search(r'\{"summary": \{(.*)\}\}', DOC).group(1)))
+    summary_keys -= set(re.findall(r'"(\w+)": ', re.search(r'"by_type": \{(.*?)\}', DOC).group(0))) - {"by_type"}
+    sample = next(line for line in lines if line.get("type") == "SAMPLE")
+    assert set(sample) == set(sample_ex)
+    sent = next(line for line in lines if line.get("sent", {}).get("type") == "ACK")
+    assert set(sent) == set(sent_ex) and set(sent["sent"]) == set(sent_ex["sent"])
+    assert set(_summary(lines)) == summary_keys
