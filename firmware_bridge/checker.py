@@ -358,7 +358,8 @@ class StreamCheck:
                        if self.damaged_hello_bytes else "")
             if first is not None and not isinstance(first, Hello):
                 self.judge._flag("first-hello", f"the device's first packet was {first.TYPE.name} seq {first.seq}, "
-                                 f"not HELLO: its first HELLO was lost or never sent (HELLO first on power-up){damaged}")
+                                 "not HELLO: its first HELLO was lost or never sent (HELLO first on power-up)"
+                                 + damaged)
             elif self.damaged_hello_bytes:
                 self.judge._flag("first-hello", "the bytes before the first frame hold the start of a HELLO that "
                                  f"did not arrive intact: the first HELLO was lost ({self.damaged_hello_bytes} bytes)")
