@@ -16,7 +16,7 @@ import serial
 from .framing import Decoder
 from .link import Link, PacketInfo
 from .messages import (CAP_SAMPLES, CAP_TIME_SYNC, CAP_XRAY, PROTOCOL_VERSION, RELIABLE_TYPES, Hello,
-                       Heartbeat, InjectorState, Sample, State, TimeResp, Xray, parse)
+                       Heartbeat, InjectorState, Sample, State, TimeReq, TimeResp, Xray, parse)
 
 HELLO_PERIOD_S = 10.0
 HEARTBEAT_MAX_S = 1.0
@@ -25,9 +25,14 @@ RETRANSMIT_S = 0.5
 MAX_RETRANSMITS = 10
 SAMPLE_MIN_MS, SAMPLE_MAX_MS = 10, 100   # 10-100 Hz while injecting
 TOLERANCE_S = 0.25                        # arrival jitter allowed on host-timed rules
+TIME_RESP_MAX_S = 0.1                     # answer each TIME_REQ within 100 ms
+TIME_RESP_SLACK_S = TOLERANCE_S           # judged on the host's round trip: the line and this loop add to it
 MAX_LISTED = 20                           # violations listed; the rest are counted
 DEVICE_MS_BACK_MS = 50                    # device_ms is event time: new packets may be up to 50 ms out of order
 QUIET_START_S = HEARTBEAT_MAX_S + TOLERANCE_S  # nothing this long after opening: the device was not running
+RESTART_BACK_MS = 60_000                  # device_ms this far back in a HELLO: the device restarted (section 7)
+MAX_MISSING = 256                         # skipped seqs remembered for late copies
+LATE_COPY_S = (1 + MAX_RETRANSMITS) * RETRANSMIT_S + TOLERANCE_S  # a packet's last copy comes this late
 BANNER_KEEP = 4096                        # bytes kept from before the first packet, to show
 BANNER_SHOWN = 60                         # of which shown in the report
 _HELLO_START = re.compile(rb"[\x03-\xff]\x01\x01")  # a COBS block starting version 1, type HELLO
@@ -48,6 +53,8 @@ class Judge:
     _xray: int | None = None
     _latest_device_ms: int | None = None
     _last_seq: int | None = None
+    _first_seq: int = 0
+    _missing: dict = field(default_factory=dict)   # seqs skipped by the stream (oldest first): late copies
     _copies: dict = field(default_factory=dict)   # (type, seq) -> [payload, arrivals]
     by_type: dict[str, int] = field(default_factory=dict)  # new packets by type; copies as "TYPE retransmitted"
     hello: Hello | None = None
@@ -94,11 +101,18 @@ class Judge:
         name = msg.TYPE.name + (" retransmitted" if info.duplicate else "")
         self.by_type[name] = self.by_type.get(name, 0) + 1
         key = (msg.TYPE, msg.seq)
+        if isinstance(msg, Hello) and not info.duplicate and self._restarted(msg):
+            self._flag("restart", f"the device restarted during the check (HELLO seq {msg.seq}, its device_ms "
+                       f"{msg.device_ms} went back by more than 60 s): judged anew from there")
         if msg.TYPE in RELIABLE_TYPES:
-            self._check_copies(key, msg, packet_payload, now_ns, info.duplicate)
+            if self._check_copies(key, msg, packet_payload, now_ns, info.duplicate):
+                return  # a seq reused for other content: flagged as that, not judged as a new packet again
+        elif info.duplicate:
+            self._flag("repeat", f"{msg.TYPE.name} seq {msg.seq} arrived twice (only HELLO, SUMMARY and FAULT "
+                       "are resent)")
         if info.duplicate:
             return
-        if not self._late_copy(msg):
+        if not self._late_copy(msg, now_ns):
             self._check_device_time(msg)
         if isinstance(msg, Hello):
             if msg.protocol_version != PROTOCOL_VERSION:
@@ -133,15 +147,42 @@ class Judge:
         elif isinstance(msg, TimeResp):
             self.time_resps += 1
 
+    def _restarted(self, msg: Hello) -> bool:
+        """A HELLO whose device_ms is more than 60 s behind the latest: a new start; forget the old seqs."""
+        latest = self._latest_device_ms
+        back = 0 if latest is None else (latest - msg.device_ms) % (1 << 32)
+        if not RESTART_BACK_MS < back < (1 << 31):
+            return False
+        self._last_seq, self._latest_device_ms = None, None
+        self._missing.clear()
+        self._copies.clear()
+        return True
+
     def _need_cap(self, bit: int, what: str, cap: str) -> None:
         if self.hello is not None and not self.hello.capabilities & bit:
             self._flag(f"cap-{what}", f"{what} sent but HELLO capabilities lack {cap}")
 
-    def _late_copy(self, msg) -> bool:
+    def _late_copy(self, msg, now_ns: int) -> bool:
         """A first-seen copy of a HELLO / SUMMARY / FAULT whose seq is behind the latest: a resend of a packet
-        whose earlier copies were lost, legitimately carrying its old device_ms. Other packets move the seq on."""
-        if self._last_seq is not None and (msg.seq - self._last_seq) % 65536 >= 32768:
-            return msg.TYPE in RELIABLE_TYPES
+        whose earlier copies were lost, legitimately carrying its old device_ms. Other packets move the seq on.
+        Only a seq the stream skipped can come late, or one from before the check's first packet while copies
+        of it may still come; any other seq behind is a second seq counter."""
+        if self._last_seq is not None:
+            ahead = (msg.seq - self._last_seq) % 65536
+            if ahead >= 32768 and msg.TYPE in RELIABLE_TYPES:
+                before_first = (0 < (self._first_seq - msg.seq) % 65536 <= MAX_MISSING
+                                and now_ns - self.start_ns <= LATE_COPY_S * 1e9)
+                if self._missing.pop(msg.seq, False) is False and not before_first:
+                    self._flag("seq-behind", f"{msg.TYPE.name} seq {msg.seq} is new but behind seq {self._last_seq}, "
+                               "and no packet with that seq went missing (one seq for all packets, +1 for every new "
+                               "one)")
+                return True
+            for k in range(1, min(ahead, MAX_MISSING)):   # seqs skipped: their packets may still come late
+                self._missing[(self._last_seq + k) % 65536] = True
+            while len(self._missing) > MAX_MISSING:
+                del self._missing[next(iter(self._missing))]
+        else:
+            self._first_seq = msg.seq
         self._last_seq = msg.seq
         return False
 
@@ -158,14 +199,15 @@ class Judge:
                 # a reboot restarts the clock: judge from the new value on
         self._latest_device_ms = msg.device_ms
 
-    def _check_copies(self, key, msg, payload: bytes | None, now_ns: int, duplicate: bool) -> None:
+    def _check_copies(self, key, msg, payload: bytes | None, now_ns: int, duplicate: bool) -> bool:
+        """Judge a copy of a reliable packet; True when its seq was reused for other content."""
         rec = self._copies.get(key)
         if rec is None or now_ns - rec[1][-1] > 30e9:
             self._copies[key] = [payload, [now_ns]]
-            return
+            return False
         if payload != rec[0] and not duplicate:
             self._flag("seq-reuse", f"{msg.TYPE.name} seq {msg.seq} resent with different content (must be identical)")
-            return
+            return True
         gap = now_ns - rec[1][-1]
         rec[1].append(now_ns)
         if gap < (RETRANSMIT_S - TOLERANCE_S) * 1e9:
@@ -173,6 +215,7 @@ class Judge:
         if len(rec[1]) == 2 + MAX_RETRANSMITS:  # once per packet, at the first copy too many
             self._flag("retx-many", f"{msg.TYPE.name} seq {msg.seq} resent more than {MAX_RETRANSMITS} times (at most "
                        f"{MAX_RETRANSMITS} resends: {1 + MAX_RETRANSMITS} sends in all)")
+        return False
 
     def finish(self, link: Link, end_ns: int, errors_judged: int, time_reqs: int) -> list[str]:
         """``errors_judged``: crc and framing errors already judged (as a boot banner or a mid-stream join)."""
@@ -229,8 +272,10 @@ class StreamCheck:
         self._before_total = 0
         self.banner: bytes | None = None      # non-frame bytes before the first packet, once it arrived
         self.banner_bytes = 0
+        self.damaged_hello_bytes = 0          # bytes of a damaged first HELLO before the first packet
         self._errors_before_first = 0
         self._decode_sent = Decoder()
+        self._time_reqs: dict[int, int] = {}  # token -> ns sent, until answered
 
     def feed(self, data: bytes, now_ns: int) -> tuple[list[dict], list[bytes]]:
         """(one JSON-ready dict per decoded packet, bytes to send back: ACKs)."""
@@ -254,6 +299,8 @@ class StreamCheck:
                 self._first_packet()
             for info in self.link.last_packets:
                 self.judge.observe(info, _payload_of(info), now_ns)
+                if isinstance(info.message, TimeResp) and not info.duplicate:
+                    self._judge_time_resp(info.message, now_ns)
                 records.append(_json_of(info))
         return records, send
 
@@ -263,6 +310,11 @@ class StreamCheck:
         self._errors_before_first = d.crc_errors + d.framing_errors
         # The decoder discarded exactly the first bytes_discarded non-zero bytes received (oversized excess too).
         self.banner = bytes(b for b in self._before if b)[:self.banner_bytes]
+        # A damaged first HELLO among them is a frame, not a banner: only the bytes before it are the banner.
+        hello = _HELLO_START.search(self.banner)
+        if hello is not None:
+            self.damaged_hello_bytes = self.banner_bytes - hello.start()
+            self.banner, self.banner_bytes = self.banner[:hello.start()], hello.start()
 
     def sent_records(self, frames: list[bytes], now_ns: int) -> list[dict]:
         """One JSON-ready line per ACK / TIME_REQ sent: {"sent": {...}, "t_s": seconds since the start}."""
@@ -274,7 +326,23 @@ class StreamCheck:
 
     def tick(self, now_ns: int) -> list[bytes]:
         """Bytes to send now (TIME_REQ to devices with capability bit2)."""
-        return self.link.tick(now_ns).send
+        send = self.link.tick(now_ns).send
+        for frame in send:
+            for packet in Decoder().feed(frame):
+                msg = parse(packet)
+                if isinstance(msg, TimeReq):
+                    self._time_reqs[msg.token] = now_ns
+        return send
+
+    def _judge_time_resp(self, msg: TimeResp, now_ns: int) -> None:
+        """Section 5: the token copied from a TIME_REQ, the answer within 100 ms of it."""
+        sent = self._time_reqs.pop(msg.token, None)
+        if sent is None:
+            self.judge._flag("time-token", f"TIME_RESP seq {msg.seq} carries token 0x{msg.token:08X}, which no "
+                             "TIME_REQ carried (copy the TIME_REQ's token)")
+        elif now_ns - sent > (TIME_RESP_MAX_S + TIME_RESP_SLACK_S) * 1e9:
+            self.judge._flag("time-late", f"TIME_RESP came {(now_ns - sent) / 1e6:.0f} ms after its TIME_REQ "
+                             f"(within {TIME_RESP_MAX_S * 1000:.0f} ms)")
 
     def _judge_start(self) -> int:
         """Flag what came before the first packet; returns how many crc / framing errors that accounts for."""
@@ -286,12 +354,15 @@ class StreamCheck:
                 self.judge._flag("banner", f"{self.banner_bytes} bytes before the first frame that are not frames "
                                  f"(a boot banner?): {_shown(self.banner, self.banner_bytes)} (send frames only, "
                                  "each after a 0x00)")
+            damaged = (f"; {self.damaged_hello_bytes} bytes of a HELLO that did not arrive intact came before it"
+                       if self.damaged_hello_bytes else "")
             if first is not None and not isinstance(first, Hello):
                 self.judge._flag("first-hello", f"the device's first packet was {first.TYPE.name} seq {first.seq}, "
-                                 "not HELLO: its first HELLO was lost or never sent (HELLO first on power-up)")
-            elif _HELLO_START.search(self.banner):
+                                 "not HELLO: its first HELLO was lost or never sent (HELLO first on power-up)"
+                                 + damaged)
+            elif self.damaged_hello_bytes:
                 self.judge._flag("first-hello", "the bytes before the first frame hold the start of a HELLO that "
-                                 "did not arrive intact: the first HELLO was lost")
+                                 f"did not arrive intact: the first HELLO was lost ({self.damaged_hello_bytes} bytes)")
             return self._errors_before_first
         return min(self._errors_before_first, 1)  # joined mid-frame: costs one frame, no more
 

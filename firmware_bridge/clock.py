@@ -41,6 +41,10 @@ class DeviceClock:
             delta -= WRAP_MS  # an older time (a retransmission carries its original device_ms)
         return self._last_ms + delta
 
+    def is_restart(self, device_ms: int) -> bool:
+        """True when ``device_ms`` is more than REBOOT_BACKSTEP_MS behind the newest time seen (not a wrap)."""
+        return self._last_ms is not None and self.unwrap(device_ms) < self._last_ms - REBOOT_BACKSTEP_MS
+
     def observe(self, device_ms: int, arrival_ns: int) -> None:
         """Learn from a freshly sent packet (not a retransmission) that arrived at ``arrival_ns``."""
         ms = self.unwrap(device_ms)

@@ -71,6 +71,7 @@ class Link:
         self._opened_before = False
         self._last_rx_ns: int | None = None
         self._last_seq: int | None = None
+        self._last_unreliable = b""   # the latest new HEARTBEAT / SAMPLE / ...: a repeat of it is a copy
         self._seen: OrderedDict[tuple[int, int, bytes], int] = OrderedDict()  # reliable packet -> host ns
         self._tx_seq = 0
         self._pending_sync: dict[int, int] = {}  # token -> sent ns
@@ -106,6 +107,7 @@ class Link:
         self.decoder.reset()  # a partial frame cannot continue on a new connection
         self._pending_sync.clear()
         self.plausibility.reset()
+        self._last_unreliable = b""
         if self.state != DOWN:
             self._set_state(DOWN, reason, out)
         return out
@@ -144,13 +146,22 @@ class Link:
         self.packets_by_type[name] = self.packets_by_type.get(name, 0) + 1
         if msg.TYPE in RELIABLE_TYPES:
             out.send.append(self._host_packet(Ack, now_ns, acked_seq=seq))
-            key = (type_code, seq, bytes(packet[8:]))
+            key = (type_code, seq, bytes(packet[4:]))   # a copy is byte-identical: device_ms and payload
             self._expire_seen(now_ns)
             if key in self._seen:
                 self.duplicates += 1
                 self.last_packets.append(PacketInfo(msg, duplicate=True))
                 return
             self._seen[key] = now_ns
+        elif packet == self._last_unreliable:
+            # The same frame twice in a row (a serial server or the line repeating it): one packet, not two.
+            self.duplicates += 1
+            self.last_packets.append(PacketInfo(msg, duplicate=True))
+            return
+        else:
+            self._last_unreliable = bytes(packet)
+        if isinstance(msg, Hello) and self.clock.is_restart(device_ms):
+            self._last_seq = None   # a restarted device counts its seq anew: no gap
         self._track_seq(seq, msg.TYPE in RELIABLE_TYPES)
         if msg.TYPE not in RELIABLE_TYPES:  # reliable ones may be late copies with an old device_ms
             self.clock.observe(device_ms, now_ns)
@@ -183,7 +194,7 @@ class Link:
                 return  # a late first copy of a retransmitted packet: its seq is behind, not a gap
             if ahead != 1:
                 self.seq_gaps += 1
-                if ahead < 32768:
+                if 0 < ahead < 32768:   # ahead 0: the seq reused, nothing missed
                     self.packets_missed += ahead - 1
         self._last_seq = seq
 

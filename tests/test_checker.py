@@ -132,7 +132,34 @@ def test_time_sync_capable_device_must_answer():
     for i, r in enumerate(reqs):
         answered.append((answered[-1][0] + 1, TimeResp(200 + i, 0, token=r.token).encode()))
     summary2, _, _ = judge(answered)
-    assert not any("TIME_REQ" in v for v in summary2["violations"])
+    assert "time-sync" not in summary2["violation_counts"]
+    # Tokens are random per check: those of the first judgement were never sent by the second.
+    assert summary2["violation_counts"]["time-token"] == len(reqs)
+
+
+def test_time_resp_in_time_with_its_token_passes_and_a_foreign_token_is_flagged():
+    check = StreamCheck(0)
+    check.feed(Hello(0, 0, protocol_version=1, capabilities=0b111).encode(), 1 * MS)
+    seq = 1
+    for k in range(4):
+        t = 2 * MS + k * 300 * MS
+        reqs = [parse(p) for f in check.tick(t) for p in Decoder().feed(f)]
+        for r in (m for m in reqs if isinstance(m, TimeReq)):
+            token = r.token if k < 3 else r.token ^ 1
+            check.feed(TimeResp(seq, t // MS + 3, token=token).encode(), t + 5 * MS)
+            seq += 1
+        check.feed(Heartbeat(seq, t // MS + 10, state=0).encode(), t + 10 * MS)
+        seq += 1
+    counts = check.summary(int(1.2 * S))["violation_counts"]
+    assert counts == {"time-token": 1}, counts
+    # An answer 500 ms after its request is late (100 ms, and 250 ms for the line and the check's loop).
+    late = StreamCheck(0)
+    late.feed(Hello(0, 0, protocol_version=1, capabilities=0b111).encode(), 1 * MS)
+    (req,) = [parse(p) for f in late.tick(2 * MS) for p in Decoder().feed(f)]
+    late.feed(TimeResp(1, 502, token=req.token).encode(), 502 * MS)
+    late.feed(Heartbeat(2, 600, state=0).encode(), 600 * MS)
+    counts = late.summary(int(0.9 * S))["violation_counts"]
+    assert counts == {"time-late": 1}, late.summary(int(0.9 * S))["violations"]
 
 
 def test_one_partial_frame_at_the_start_is_forgiven_when_joining_mid_stream():
@@ -357,3 +384,37 @@ def test_check_main_hears_a_device_start_on_a_socket(before, hello, rules):
         acks = [x for x in lines if x.get("sent", {}).get("type") == "ACK"]
         assert acks and acks[0]["sent"]["acked_seq"] == 0 and acks[0]["t_s"] > 1.5
         assert [parse(p).acked_seq for p in Decoder().feed(b"".join(received))] == [0]
+
+
+def test_only_a_skipped_seq_may_come_late():
+    """A late first copy of a lost SUMMARY (its seq was skipped) is legal; a new SUMMARY whose seq another
+    packet already had is a second seq counter (section 3: +1 for every new packet, whatever its type)."""
+    check = StreamCheck(0)
+    lost = Summary(2, 1000, programmed_volume=1, delivered_volume=1)
+    for t, packet in [(1, Hello(0, 0, protocol_version=1, capabilities=0).encode()),
+                      (2, Heartbeat(1, 100, state=0).encode()), (3, Heartbeat(3, 1100, state=0).encode()),
+                      (4, lost.encode()),
+                      (5, Heartbeat(4, 1900, state=0).encode())]:
+        check.feed(packet, t * 400 * MS)
+    assert "seq-behind" not in check.summary(int(2.1 * S))["violation_counts"]
+    check.feed(Summary(1, 2000, programmed_volume=2, delivered_volume=2).encode(), int(2.2 * S))
+    check.feed(Heartbeat(5, 2300, state=0).encode(), int(2.3 * S))
+    counts = check.summary(int(2.4 * S))["violation_counts"]
+    assert counts["seq-behind"] == 1
+
+
+def test_a_late_copy_from_before_the_check_started_is_legal_while_copies_may_come():
+    """Joined mid-stream, the first HELLO's copies (seq behind the first packet seen) may come for 5.75 s."""
+    def run(late_at_s):
+        check = StreamCheck(0)
+        check.feed(Heartbeat(3, 400, state=0).encode(), 100 * MS)
+        t = 100 * MS
+        seq = 4
+        while t < late_at_s * S:
+            t += 400 * MS
+            check.feed(Heartbeat(seq, t // MS + 300, state=0).encode(), t)
+            seq += 1
+        check.feed(Hello(1, 0, protocol_version=1, capabilities=0).encode(), t + 1)
+        return check.summary(t + 2)["violation_counts"]
+    assert "seq-behind" not in run(0.5)
+    assert run(7.0)["seq-behind"] == 1

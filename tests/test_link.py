@@ -204,3 +204,25 @@ def test_stale_time_sync_falls_back_to_the_envelope():
     assert clock.synced and abs(clock.offset_ns - 9 * S) <= 1 * MS
     clock.observe(200_000, 205 * S + 5 * MS)                 # 195 s later, no more round trips
     assert not clock.synced and clock.offset_ns == 5 * S + 5 * MS
+
+
+def test_a_device_restarted_within_30_s_is_not_taken_for_a_copy():
+    """Section 6: a copy is byte-identical. The HELLO of a device rebooted 5 s after its first one has the same
+    seq and payload but a new device_ms: it is new (it starts a new session); the same bytes again are a copy."""
+    link = opened()
+    boot = Hello(0, 3_600_000, protocol_version=1, capabilities=0)
+    reboot = Hello(0, 120, protocol_version=1, capabilities=0)
+    assert [m for m, _ in link.feed(boot.encode(), 1 * S).messages] == [boot]
+    assert [m for m, _ in link.feed(reboot.encode(), 6 * S).messages] == [reboot]
+    assert link.feed(reboot.encode(), int(6.5 * S)).messages == []
+    assert link.counters()["duplicates"] == 1
+
+
+def test_a_restarted_device_counts_its_seq_anew():
+    link = opened()
+    link.feed(Hello(0, 3_600_000, protocol_version=1, capabilities=0).encode(), 1 * S)
+    for k in range(1, 4):
+        link.feed(Heartbeat(k, 3_600_000 + 1000 * k, state=0).encode(), (1 + k) * S)
+    link.feed(Hello(0, 50, protocol_version=1, capabilities=0).encode(), 5 * S)   # rebooted: its clock near 0
+    link.feed(Heartbeat(1, 1000, state=0).encode(), 6 * S)
+    assert link.counters()["seq_gaps"] == 0
