@@ -1,7 +1,6 @@
 """Honest writes: while the event log cannot commit, every write endpoint answers 503 with the reason and a
 Retry-After, never a 2xx for what is only in memory; every 2xx it gave is in the database file."""
 import json
-import sqlite3
 import time
 
 import pytest
@@ -12,16 +11,10 @@ from api.auth import TOKEN_FILE
 from core.eventlog import EventLog, LogUnavailable
 from core.settings import Settings
 from tests.waiting import wait_for
+from tests.db import db_rows
 
 PAD = "x" * 150
 
-
-def db_rows(db, sql, args=()):
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture

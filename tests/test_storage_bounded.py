@@ -23,17 +23,11 @@ from core.settings import Settings
 from core.sources import NS, Frame
 from core.storage import SpaceMonitor, available_bytes
 from tests.waiting import wait_for
+from tests.db import db_rows
 
 DAY_NS = 86_400 * 10**9
 MB = 2**20
 
-
-def db_query(db: Path, sql: str, args=()):
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -101,22 +95,22 @@ def test_the_appliance_trims_a_synthetic_year_to_its_limits_at_start_and_keeps_t
     try:
         db = appliance.log.db_path
         # Retention runs on the writer thread as soon as the log opens.
-        wait_for(lambda: db_query(db, "SELECT COUNT(*) FROM events WHERE kind = 'retention'")[0][0], 60)
-        page_size = db_query(db, "PRAGMA page_size")[0][0]
-        pages, free = db_query(db, "PRAGMA page_count")[0][0], db_query(db, "PRAGMA freelist_count")[0][0]
+        wait_for(lambda: db_rows(db, "SELECT COUNT(*) FROM events WHERE kind = 'retention'")[0][0], 60)
+        page_size = db_rows(db, "PRAGMA page_size")[0][0]
+        pages, free = db_rows(db, "PRAGMA page_count")[0][0], db_rows(db, "PRAGMA freelist_count")[0][0]
         assert (pages - free) * page_size <= 2 * MB
         assert db.stat().st_size <= 2 * MB + 64 * 1024, "the file did not shrink"
-        oldest = db_query(db, "SELECT MIN(started_wall) FROM procedures WHERE ended_wall IS NOT NULL")[0][0]
+        oldest = db_rows(db, "SELECT MIN(started_wall) FROM procedures WHERE ended_wall IS NOT NULL")[0][0]
         cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((now - 365 * DAY_NS) / 1e9))
         assert oldest > cutoff
         assert appliance.log.current_procedure()["id"] == open_proc["id"]
-        kept = db_query(db, "SELECT COUNT(*) FROM events WHERE procedure_id = ? AND kind = 'sample'",
+        kept = db_rows(db, "SELECT COUNT(*) FROM events WHERE procedure_id = ? AND kind = 'sample'",
                         (open_proc["id"],))[0][0]
         assert kept == 20
         # Runs and clearance go with their procedure: nothing is left orphaned or dangling.
-        assert db_query(db, "SELECT COUNT(*) FROM runs WHERE procedure_id NOT IN (SELECT id FROM procedures)"
+        assert db_rows(db, "SELECT COUNT(*) FROM runs WHERE procedure_id NOT IN (SELECT id FROM procedures)"
                         )[0][0] == 0
-        assert db_query(db, "SELECT COUNT(*) FROM events e WHERE ref IS NOT NULL AND NOT EXISTS "
+        assert db_rows(db, "SELECT COUNT(*) FROM events e WHERE ref IS NOT NULL AND NOT EXISTS "
                         "(SELECT 1 FROM clearance c WHERE c.n = e.ref) AND kind = 'clearance'")[0][0] == 0
     finally:
         appliance.stop()
@@ -131,7 +125,7 @@ def test_a_clearance_result_is_stored_once_and_read_back_whole(tmp_path):
     log.record_clearance(result, key="clearance:s-2:s-1")
     log.record_run({"run_id": "s-2", "contrast": True, "curve": list(range(500))}, key="run:s-2")
     assert log.flush(10)
-    stored = db_query(log.db_path, "SELECT SUM(length(data)) FROM events")[0][0]
+    stored = db_rows(log.db_path, "SELECT SUM(length(data)) FROM events")[0][0]
     assert stored < 1000 < blob_size, "the event holds a second copy of the record"
     (event,) = [e for e in log.events() if e["kind"] == "clearance"]
     assert event["data"] == result
@@ -304,4 +298,4 @@ def test_a_schema_1_log_is_migrated_and_its_old_copies_still_read(tmp_path):
     assert [e["data"] for e in log.events() if e["kind"] == "clearance"] == [{"run_id": "r1", "v": 1},
                                                                             {"run_id": "r2", "v": 2}]
     log.close()
-    assert db_query(data / "events.sqlite3", "PRAGMA user_version")[0][0] == schema.SCHEMA_VERSION == 2
+    assert db_rows(data / "events.sqlite3", "PRAGMA user_version")[0][0] == schema.SCHEMA_VERSION == 2
