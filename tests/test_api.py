@@ -109,6 +109,35 @@ def test_events_page_in_id_order(live):
     assert client.get("/api/events", params={"after": end}).json() == {"events": [], "next": end}
 
 
+def test_an_events_page_is_bounded_in_bytes_and_paging_still_reaches_every_event(tmp_path):
+    # 1,000 clearance results (~30 kB each) were one 30 MB answer: 100 clients that asked for it and never
+    # read held 230 MB and dropped 137 frames (red team). A page now stops after ~256 kB; `next` goes on.
+    # Its own appliance: the other tests look for their events in the first page.
+    with TestClient(create_app(Settings(data_dir=tmp_path, phantom_size=128, auto_procedure=False))) as client:
+        _page_through_bulky_events(client)
+
+
+def _page_through_bulky_events(client) -> None:
+    start = client.get("/api/events", params={"limit": 1000}).json()
+    while start["events"]:
+        start = client.get("/api/events", params={"after": start["next"], "limit": 1000}).json()
+    log = client.app.state.appliance.log
+    for k in range(40):
+        log.record("bulky_result", {"k": k, "stations": [[float(i), float(i) / 3.0] for i in range(1200)]})
+    assert log.flush(10)
+    after, seen, largest = start["next"], [], 0
+    while True:
+        r = client.get("/api/events", params={"after": after, "limit": 1000})
+        page = r.json()
+        if not page["events"]:
+            break
+        largest = max(largest, len(r.content))
+        seen += [e["data"]["k"] for e in page["events"] if e["kind"] == "bulky_result"]
+        after = page["next"]
+    assert seen == list(range(40))
+    assert 30_000 < largest < 400_000, largest
+
+
 @pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "after=-1", "after=1e3",
                                    "after=99999999999999999999"])
 def test_bad_queries_are_422_with_a_message(live, query):

@@ -1,4 +1,5 @@
 """The event log over HTTP: pages in id order, and the live Server-Sent Events stream."""
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
@@ -9,15 +10,28 @@ from api.routes.models import EventPage
 
 router = APIRouter(prefix="/api", tags=["events"])
 MAX_ID = 2**63 - 1  # SQLite INTEGER PRIMARY KEY range
+MAX_PAGE_BYTES = 256 * 1024  # a page stops early past this; `next` continues where it stopped
 
 
-@router.get("/events", response_model=EventPage, summary="Committed events with id > after, in id order")
+@router.get("/events", response_model=EventPage, summary="Committed events with id > after, in id order; at most `limit` events and about 256 kB")
 def list_events(appliance: ApplianceDep,
                 after: Annotated[int, Query(ge=0, le=MAX_ID,
                                             description="Last id already seen (0: from the start)")] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
-    events = appliance.events(after=after, limit=limit)
+    events = _within_bytes(appliance.events(after=after, limit=limit), MAX_PAGE_BYTES)
     return {"events": events, "next": events[-1]["id"] if events else after}
+
+
+def _within_bytes(events: list[dict], budget: int) -> list[dict]:
+    """The first events whose JSON fits ``budget`` (at least one): a clearance result is ~30 kB, so 1,000 of
+    them were a 30 MB answer, and 100 clients asking without reading held 230 MB and dropped frames."""
+    kept, size = [], 0
+    for event in events:
+        size += len(json.dumps(event["data"], separators=(",", ":"))) + 200   # + id, kind, times
+        if kept and size > budget:
+            break
+        kept.append(event)
+    return kept
 
 
 @router.get("/stream", response_class=StreamingResponse,
