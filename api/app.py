@@ -90,6 +90,7 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None, source
                               "contrast-run timing, venographic clearance, event log. Reads need no token; "
                               "writes need `Authorization: Bearer <token>` (the token is in `<data_dir>/api-token`).")
     app.state.token = token
+    app.state.event_pages = events.PageGate()
     app.state.warnings = warnings
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     if trusted_hosts is not None:

@@ -1,4 +1,5 @@
 """The status API in-process (TestClient) against the real appliance on its simulators."""
+import asyncio
 import json
 import re
 import struct
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 from api import metrics
 from api.app import MAX_BODY_BYTES, MAX_VALIDATION_ERRORS, create_app
 from api.auth import TOKEN_FILE
+from api.routes import events as events_routes
 from api.routes.page import CLEARANCE_WAITING, render
 from core.clearance import MAX_CENTERLINE_POINTS
 from core.settings import Settings
@@ -115,6 +117,26 @@ def test_an_events_page_is_bounded_in_bytes_and_paging_still_reaches_every_event
     # Its own appliance: the other tests look for their events in the first page.
     with TestClient(create_app(Settings(data_dir=tmp_path, phantom_size=128, auto_procedure=False))) as client:
         _page_through_bulky_events(client)
+
+
+def test_event_pages_are_built_two_at_a_time_and_few_wait(monkeypatch):
+    # 100 pages asked for at once ran 40 at a time in the thread pool and starved the frame thread of the GIL
+    # (109 frames dropped, red team); queued without a bound they would fill the in-flight budget /healthz shares.
+    monkeypatch.setattr(events_routes, "PAGE_WAIT_S", 0.2)
+
+    async def scenario():
+        gate = events_routes.PageGate()
+        building = [await gate.enter() for _ in range(events_routes.PAGES_AT_ONCE)]
+        waiting = [asyncio.ensure_future(gate.enter()) for _ in range(events_routes.PAGES_WAITING)]
+        await asyncio.sleep(0)
+        refused_at_once = await asyncio.wait_for(gate.enter(), 0.05)    # no room even to wait
+        gate.leave()                                                    # one page done: one waiter goes on
+        results = await asyncio.gather(*waiting)
+        return building, refused_at_once, results
+
+    building, refused_at_once, results = asyncio.run(scenario())
+    assert building == [True] * events_routes.PAGES_AT_ONCE and refused_at_once is False
+    assert results.count(True) == 1 and results.count(False) == events_routes.PAGES_WAITING - 1
 
 
 def _page_through_bulky_events(client) -> None:
