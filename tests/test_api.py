@@ -139,6 +139,37 @@ def test_event_pages_are_built_two_at_a_time_and_few_wait(monkeypatch):
     assert results.count(True) == 1 and results.count(False) == events_routes.PAGES_WAITING - 1
 
 
+def test_stream_replays_are_bounded_in_bytes_and_read_two_at_a_time():
+    # 32 streams reconnecting with Last-Event-ID: 0 replayed 1,000 events each at once: 41 frames dropped and
+    # 146 MB held (red team).
+    import threading
+
+    from api.app import replay_reader
+
+    class Device:
+        def __init__(self):
+            self.now = self.most = 0
+            self.lock = threading.Lock()
+
+        def events(self, after, limit):
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            time.sleep(0.05)
+            with self.lock:
+                self.now -= 1
+            return [{"id": after + k + 1, "kind": "bulky", "data": {"pad": "x" * 30_000}} for k in range(limit)]
+
+    device = Device()
+    read = replay_reader(device)
+    pages = []
+    threads = [threading.Thread(target=lambda: pages.append(read(0, 1000))) for _ in range(12)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert device.most == events_routes.PAGES_AT_ONCE
+    assert all(len(json.dumps(p)) < events_routes.MAX_PAGE_BYTES + 40_000 and p[0]["id"] == 1 for p in pages)
+
+
 def _page_through_bulky_events(client) -> None:
     start = client.get("/api/events", params={"limit": 1000}).json()
     while start["events"]:

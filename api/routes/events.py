@@ -64,12 +64,12 @@ class PageGate:
 
 
 def _page(appliance, after: int, limit: int) -> Response:
-    events = _within_bytes(appliance.events(after=after, limit=limit), MAX_PAGE_BYTES)
+    events = within_bytes(appliance.events(after=after, limit=limit), MAX_PAGE_BYTES)
     page = EventPage.model_validate({"events": events, "next": events[-1]["id"] if events else after})
     return Response(page.model_dump_json(), media_type="application/json")   # encoded inside the limit too
 
 
-def _within_bytes(events: list[dict], budget: int) -> list[dict]:
+def within_bytes(events: list[dict], budget: int) -> list[dict]:
     """The first events whose JSON fits ``budget`` (at least one): a clearance result is ~30 kB, so 1,000 of
     them were a 30 MB answer, and 100 clients asking without reading held 230 MB and dropped frames."""
     kept, size = [], 0
