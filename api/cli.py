@@ -5,6 +5,7 @@ import argparse
 import logging
 import signal
 import sys
+import traceback
 
 from api import argtypes
 from api.argtypes import OneLineParser
@@ -276,6 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UnicodeDecodeError:   # tomllib reads text; a binary file given as --config fails here
         print(f"cathlab-edge: config file {args.config} is not UTF-8 text (expected TOML)", file=sys.stderr)
+        return 2
+    except RecursionError as exc:
+        if args.config is None or not any("tomllib" in frame.filename
+                                          for frame in traceback.extract_tb(exc.__traceback__)):
+            raise                # not the config file's doing: our bug, keep the traceback
+        # tomllib parses nested arrays recursively: "a = [[[[...]]]]" thousands deep exhausts the stack.
+        print(f"cathlab-edge: config file {args.config} is not valid TOML: arrays or tables nested too deeply",
+              file=sys.stderr)
         return 2
     except ValueError as exc:   # SettingsError included: it names the setting and where it came from
         print(f"cathlab-edge: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)

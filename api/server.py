@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import resource
 import socket
 import ssl
@@ -145,6 +146,15 @@ class RequestGuard:
             self._reading = None           # the whole request is in: the app answers, however long it takes
             self._cancel_deadline()
             self._book.busy(self)
+
+    def on_headers_complete(self) -> None:
+        # uvicorn keeps only the path of an absolute-form target (``GET http://evil/ HTTP/1.1``), so the Host
+        # check would see whatever Host header came along. RFC 9112 3.2.2: the target's authority is the host.
+        if not self.url.startswith(b"/") and self.url != b"*":
+            authority = self.url.partition(b"://")[2] if b"://" in self.url else self.url
+            authority = re.split(rb"[/?#]", authority, maxsplit=1)[0]
+            self.headers[:] = [(n, v) for n, v in self.headers if n != b"host"] + [(b"host", authority)]
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -278,16 +288,30 @@ def _is_any(host: str) -> bool:
     return host in ("0.0.0.0", "::", "")
 
 
-def host_of(header: str) -> str:
-    """The host part of a Host header, lower case, without port, brackets or a trailing dot."""
+_HOST_RE = re.compile(r"^(?:\[(?P<v6>[0-9a-f:.]+(?:%[0-9a-z._~-]+)?)\]|(?P<name>[a-z0-9._-]+))(?::(?P<port>\d{1,5}))?$")
+
+
+def host_of(header: str) -> str | None:
+    """The host part of a Host header, lower case, without port, brackets or a trailing dot; None when the
+    header is not a host with an optional port (RFC 9110 7.2: ``[::1]:80@evil``, ``[localhost]``,
+    ``localhost:evil``, ``a..``), which is refused rather than guessed at."""
     header = header.strip().lower()
-    if header.startswith("["):
-        host, _, _ = header[1:].partition("]")
-    elif header.count(":") == 1:
-        host = header.partition(":")[0]
-    else:
-        host = header
-    return host.rstrip(".")
+    try:
+        if ipaddress.ip_address(header.partition("%")[0]).version == 6:
+            return header                 # a bare IPv6 literal: no port can follow it
+    except ValueError:
+        pass
+    match = _HOST_RE.match(header)
+    if match is None or (match["port"] is not None and int(match["port"]) > 65535):
+        return None
+    if match["v6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["v6"].partition("%")[0])
+        except ValueError:
+            return None
+        return match["v6"]
+    name = match["name"].removesuffix(".")
+    return name if name and ".." not in name and not name.startswith(".") else None
 
 
 class TrustedHosts:
@@ -305,7 +329,9 @@ class TrustedHosts:
         self.exact = {n for n in names if not n.startswith("*")}
         self.suffixes = tuple(n[1:] for n in names if n.startswith("*."))
 
-    def allowed(self, host: str, local_address: str | None) -> bool:
+    def allowed(self, host: str | None, local_address: str | None) -> bool:
+        if host is None:
+            return False
         if self.any or host in self.exact or (self.suffixes and host.endswith(self.suffixes)):
             return True
         if local_address is None:
@@ -319,9 +345,10 @@ class TrustedHosts:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+        hosts = [v for k, v in scope["headers"] if k == b"host"]
         server = scope.get("server")
-        if not self.allowed(host_of(header), server[0] if server else None):
+        # Exactly one Host (RFC 9112 3.2): with two, a proxy and this server could each believe another one.
+        if len(hosts) != 1 or not self.allowed(host_of(hosts[0].decode("latin-1")), server[0] if server else None):
             await _plain(send, 400, "unknown Host header: add the name to the allowed_hosts setting")
             return
         await self.app(scope, receive, send)

@@ -1,4 +1,5 @@
 """The status API in-process (TestClient) against the real appliance on its simulators."""
+import asyncio
 import json
 import re
 import struct
@@ -9,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import metrics
-from api.app import create_app
+from api.app import MAX_BODY_BYTES, MAX_VALIDATION_ERRORS, create_app
 from api.auth import TOKEN_FILE
+from api.routes import events as events_routes
 from api.routes.page import CLEARANCE_WAITING, render
 from core.clearance import MAX_CENTERLINE_POINTS
 from core.settings import Settings
@@ -107,6 +109,86 @@ def test_events_page_in_id_order(live):
     assert {"serial_link", "injector_hello", "xray_on", "xray_off"} <= kinds
     end = following["next"]
     assert client.get("/api/events", params={"after": end}).json() == {"events": [], "next": end}
+
+
+def test_an_events_page_is_bounded_in_bytes_and_paging_still_reaches_every_event(tmp_path):
+    # 1,000 clearance results (~30 kB each) were one 30 MB answer: 100 clients that asked for it and never
+    # read held 230 MB and dropped 137 frames (red team). A page now stops after ~256 kB; `next` goes on.
+    # Its own appliance: the other tests look for their events in the first page.
+    with TestClient(create_app(Settings(data_dir=tmp_path, phantom_size=128, auto_procedure=False))) as client:
+        _page_through_bulky_events(client)
+
+
+def test_event_pages_are_built_two_at_a_time_and_few_wait(monkeypatch):
+    # 100 pages asked for at once ran 40 at a time in the thread pool and starved the frame thread of the GIL
+    # (109 frames dropped, red team); queued without a bound they would fill the in-flight budget /healthz shares.
+    monkeypatch.setattr(events_routes, "PAGE_WAIT_S", 0.2)
+
+    async def scenario():
+        gate = events_routes.PageGate()
+        building = [await gate.enter() for _ in range(events_routes.PAGES_AT_ONCE)]
+        waiting = [asyncio.ensure_future(gate.enter()) for _ in range(events_routes.PAGES_WAITING)]
+        await asyncio.sleep(0)
+        refused_at_once = await asyncio.wait_for(gate.enter(), 0.05)    # no room even to wait
+        gate.leave()                                                    # one page done: one waiter goes on
+        results = await asyncio.gather(*waiting)
+        return building, refused_at_once, results
+
+    building, refused_at_once, results = asyncio.run(scenario())
+    assert building == [True] * events_routes.PAGES_AT_ONCE and refused_at_once is False
+    assert results.count(True) == 1 and results.count(False) == events_routes.PAGES_WAITING - 1
+
+
+def test_stream_replays_are_bounded_in_bytes_and_read_two_at_a_time():
+    # 32 streams reconnecting with Last-Event-ID: 0 replayed 1,000 events each at once: 41 frames dropped and
+    # 146 MB held (red team).
+    import threading
+
+    from api.app import replay_reader
+
+    class Device:
+        def __init__(self):
+            self.now = self.most = 0
+            self.lock = threading.Lock()
+
+        def events(self, after, limit):
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            time.sleep(0.05)
+            with self.lock:
+                self.now -= 1
+            return [{"id": after + k + 1, "kind": "bulky", "data": {"pad": "x" * 30_000}} for k in range(limit)]
+
+    device = Device()
+    read = replay_reader(device)
+    pages = []
+    threads = [threading.Thread(target=lambda: pages.append(read(0, 1000))) for _ in range(12)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert device.most == events_routes.PAGES_AT_ONCE
+    assert all(len(json.dumps(p)) < events_routes.MAX_PAGE_BYTES + 40_000 and p[0]["id"] == 1 for p in pages)
+
+
+def _page_through_bulky_events(client) -> None:
+    start = client.get("/api/events", params={"limit": 1000}).json()
+    while start["events"]:
+        start = client.get("/api/events", params={"after": start["next"], "limit": 1000}).json()
+    log = client.app.state.appliance.log
+    for k in range(40):
+        log.record("bulky_result", {"k": k, "stations": [[float(i), float(i) / 3.0] for i in range(1200)]})
+    assert log.flush(10)
+    after, seen, largest = start["next"], [], 0
+    while True:
+        r = client.get("/api/events", params={"after": after, "limit": 1000})
+        page = r.json()
+        if not page["events"]:
+            break
+        largest = max(largest, len(r.content))
+        seen += [e["data"]["k"] for e in page["events"] if e["kind"] == "bulky_result"]
+        after = page["next"]
+    assert seen == list(range(40))
+    assert 30_000 < largest < 400_000, largest
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "after=-1", "after=1e3",
@@ -343,6 +425,23 @@ def test_oversized_bodies_are_413_before_auth_or_parsing(live):
     points = [[float(i), float(i)] for i in range(MAX_CENTERLINE_POINTS)]
     r = client.put("/api/centerline", json={"points": points, "diameter_px": 10.0, "x": 1}, headers=auth(token))
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "x"]
+
+
+def test_a_body_built_to_be_refused_costs_little(live):
+    # 90,000 unknown keys in 1 MiB: 2.6 s of event-loop time and a 9.6 MB answer listing every one (red team).
+    client, token, _ = live
+    many = b'{"label": null' + b"".join(b', "k%d": 0' % i for i in range(90_000)) + b"}"
+    r = client.post("/api/procedures", content=many, headers={**auth(token), "Content-Type": "application/json"})
+    assert r.status_code == 413
+    # Within the limit: refused for each unknown key, but the answer lists the first 20 and says how many.
+    fits = b'{"label": null' + b"".join(b', "k%d": 0' % i for i in range(5_000)) + b"}"
+    assert len(fits) < MAX_BODY_BYTES
+    r = client.post("/api/procedures", content=fits, headers={**auth(token), "Content-Type": "application/json"})
+    assert r.status_code == 422 and len(r.json()["detail"]) == MAX_VALIDATION_ERRORS
+    assert r.headers["X-Validation-Errors"] == "5000" and len(r.content) < 4096
+    # The largest legitimate body, pretty-printed with long floats, is far inside the limit.
+    points = [[1234.56789012345, 1234.56789012345]] * MAX_CENTERLINE_POINTS
+    assert len(json.dumps({"points": points, "diameter_px": 10.5}, indent=4)) < MAX_BODY_BYTES // 2
 
 
 def test_an_roi_outside_the_frame_is_422(live):

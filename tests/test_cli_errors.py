@@ -195,6 +195,15 @@ def test_bad_files_and_values(files, args, fragment):
     assert_one_line_error(cli(*[a.format(d=files) for a in args]), fragment.format(d=files))
 
 
+def test_a_config_nested_thousands_deep_is_one_line(tmp_path):
+    # tomllib recurses per nesting level: 5,000 levels were a RecursionError traceback.
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    for command in (["config", "--show"], ["run", "--port", "0", "--data-dir", tmp_path / "data"]):
+        assert_one_line_error(cli("--config", deep, *command), f"config file {deep} is not valid TOML: "
+                                                               "arrays or tables nested too deeply")
+
+
 def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path):
     import socket
 

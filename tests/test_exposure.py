@@ -74,6 +74,29 @@ def test_host_header_must_name_this_appliance(exposed):
     assert raw_get(("127.0.0.1", port), "") == 400
 
 
+def raw_status(port: int, head: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(head.encode())
+        return s.recv(4096).split(b"\r\n")[0]
+
+
+def test_malformed_duplicated_and_absolute_form_hosts_are_refused(exposed):
+    port = exposed.port
+    # A loopback name followed by something else is not that name (each passed before: 200).
+    for host in ("[::1]:80@evil", "127.0.0.1:80@evil", "[::1]evil", "[127.0.0.1]", "[localhost]",
+                 "localhost:evil", "localhost:99999", "localhost..", f"127.0.0.1:{port}:evil"):
+        assert raw_get(("127.0.0.1", port), host) == 400, host
+    # Two Host headers (RFC 9112 3.2: 400), whichever comes first.
+    for pair in ("evil.example\r\nHost: 127.0.0.1", "127.0.0.1\r\nHost: evil.example"):
+        assert raw_status(port, f"GET /api/status HTTP/1.1\r\nHost: {pair}\r\n\r\n").endswith(b" 400 Bad Request")
+    # Absolute form: the target's authority is the host, not the Host header (RFC 9112 3.2.2).
+    assert raw_status(port, "GET http://evil.example/api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").endswith(
+        b" 400 Bad Request")
+    assert raw_status(port, f"GET http://127.0.0.1:{port}/api/status HTTP/1.1\r\nHost: evil\r\n\r\n").endswith(
+        b" 200 OK")
+    assert raw_get(("127.0.0.1", port), f"[::1]:{port}") == 200 and raw_get(("127.0.0.1", port), "LOCALHOST.") == 200
+
+
 def test_oversized_heads_and_targets_are_refused(exposed):
     port = exposed.port
     many = "".join(f"X-H{k}: v\r\n" for k in range(150))
@@ -178,10 +201,13 @@ def test_allowed_hosts_setting_from_environment_and_file(tmp_path, monkeypatch):
 
 def test_host_header_parsing_and_matching():
     assert host_of("[::1]:8000") == "::1" and host_of("Edge.Lab.:80") == "edge.lab" and host_of("::1") == "::1"
+    assert host_of("[::1]:80@evil") is None and host_of("[fe80::1%eth0]:80") == "fe80::1%eth0"
+    assert host_of("a:65536") is None and host_of("a:65535") == "a"
     hosts = TrustedHosts(None, ["localhost", "*.lab.example"])
     assert hosts.allowed("ward.lab.example", None) and not hosts.allowed("lab.example.evil", None)
     assert hosts.allowed("10.0.0.5", "10.0.0.5") and not hosts.allowed("10.0.0.6", "10.0.0.5")
     assert hosts.allowed("fe80::1", "fe80::1%eth0")
+    assert not TrustedHosts(None, ["*"]).allowed(None, "127.0.0.1")    # malformed even where any name goes
 
 
 def test_watchdog_stops_petting_when_the_api_does_not_answer():

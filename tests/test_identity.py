@@ -21,7 +21,9 @@ from tests.dicom_files import write_multiframe
 ISSUE_EXAMPLE = "DOE^JOHN MRN 00412345 DOB 1957-03-14"
 DICOM_NAME = "DOE^JOHN_MRN00412345_XA.dcm"
 NORMAL = ["baseline", "post pass 2", "L iliac", "auto", "room 2", "Rt CFV (sheath)", "10-12 mm", "pass 2/3",
-          "4 x 10 ml", "intraprocedural", "completion", "accurate", "rename", "weight_kg"]
+          "4 x 10 ml", "intraprocedural", "completion", "accurate", "rename", "weight_kg",
+          "14 x 60 mm stent", "2 x 10-12 mm", "O2 sat 98", "ROI 1", "IO", "Oxford", "grade III 50-95",
+          "pass 1 2 3", "run 12 of 20", "room 12 table 3", "10 12 mm", "lol", "tPA 1 mg/h"]
 
 
 @pytest.mark.parametrize("text,rule", [
@@ -58,6 +60,28 @@ NORMAL = ["baseline", "post pass 2", "L iliac", "auto", "room 2", "Rt CFV (sheat
     ("Müller", "single-line"),                     # ASCII only: no lookalike digits or carets
     ("０４１２３４５６", "single-line"),
     ("john@example.org", "single-line"),
+    ("room 2\n", "single-line"),                 # a trailing newline passed the character set's '$'
+    # Found by the red-team sweep, each accepted before:
+    ("412,345", "6 or more digits"),              # a thousands comma
+    ("1,234,567", "6 or more digits"),
+    ("(004)12345", "6 or more digits"),           # phone-style groups
+    ("12+34+56", "6 or more digits"),
+    ("004 . 123 - 45", "6 or more digits"),       # three separators between groups
+    ("4123   45", "6 or more digits"),
+    ("OO4l2345", "6 or more digits"),             # letters that pass for digits
+    ("4123O45", "6 or more digits"),
+    ("O4I2345", "6 or more digits"),
+    ("d.o.b. 1957", "identity word 'dob'"),       # dotted and spaced acronyms
+    ("D.O.B", "identity word 'dob'"),
+    ("m.r.n 4123", "identity word 'mrn'"),
+    ("S S N", "identity word 'ssn'"),
+    ("14-III-1957", "date"),                      # a Roman month
+    ("14.III.57", "date"),
+    ("14 X 1957", "date"),
+    ("3rd March", "date"),                        # an ordinal day
+    ("14th of Mar", "date"),
+    ("3 14 57", "date"),                          # day, month, year with spaces only
+    ("DOE J 14 3 57", "date"),
 ])
 def test_identity_like_texts_are_refused_with_the_rule(text, rule):
     with pytest.raises(IdentityRefused, match=rule) as refused:
@@ -139,7 +163,9 @@ def api(tmp_path_factory):
 
 @pytest.mark.parametrize("label,rule", [(ISSUE_EXAMPLE, "DICOM form"), ("MRN 00412345", "6 or more digits"),
                                         ("DOB", "identity word"), ("14 Mar 1957", "date"),
-                                        ("x" * 41, "longer than 40"), ("a\tb", "single-line")])
+                                        ("x" * 41, "longer than 40"), ("a\tb", "single-line"),
+                                        ("412,345", "6 or more digits"), ("D.O.B 1957", "identity word"),
+                                        ("14-III-1957", "date"), ("OO4l2345", "6 or more digits")])
 def test_api_refuses_identity_labels_with_a_clear_422(api, label, rule):
     client, headers = api
     r = client.post("/api/procedures", json={"label": label}, headers=headers)
