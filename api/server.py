@@ -372,6 +372,29 @@ def tls_context_check(settings: Settings) -> None:
                          f"be used: {exc.strerror or exc}") from None
 
 
+try:   # the loop uvicorn itself would pick, with one change (below)
+    from uvloop import Loop as _BaseLoop
+except ImportError:   # pragma: no cover - uvloop is a dependency on Linux
+    _BaseLoop = asyncio.SelectorEventLoop
+
+
+class HandshakeBoundedLoop(_BaseLoop):
+    """uvicorn's event loop with the TLS handshake bounded like a request: uvicorn passes no
+    ``ssl_handshake_timeout``, so a connection that never finishes its handshake held a descriptor and OpenSSL's
+    buffers for the loop's default 60 s, before ``RequestGuard`` (which sees connections only after the
+    handshake) could count it."""
+
+    async def create_server(self, *args, **kwargs):
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", REQUEST_TIMEOUT_S)
+        return await super().create_server(*args, **kwargs)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvicorn's ``loop`` factory (``Config(loop="api.server:new_event_loop")``)."""
+    return HandshakeBoundedLoop()
+
+
 def server_config(app, settings: Settings) -> uvicorn.Config:
     """uvicorn's configuration for ``app``; call ``tls_context_check`` first."""
     tls = {}
@@ -380,4 +403,5 @@ def server_config(app, settings: Settings) -> uvicorn.Config:
     # log_config=None: uvicorn's records go through our handler (JSON lines for journald). No WebSockets.
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                           timeout_graceful_shutdown=1, http=GuardedHttpToolsProtocol, ws="none",
-                          timeout_keep_alive=KEEP_ALIVE_S, server_header=False, **tls)
+                          timeout_keep_alive=KEEP_ALIVE_S, server_header=False,
+                          loop="api.server:new_event_loop", **tls)

@@ -170,6 +170,30 @@ def test_https_with_the_configured_certificate_and_watchdog_probe(tmp_path, cert
     assert "API on" not in err and "does not answer" not in err
 
 
+def test_a_tls_handshake_never_finished_is_closed_like_an_unfinished_request(tmp_path, certificate):
+    cert, key = certificate
+    context = ssl.create_default_context(cafile=str(cert))
+    live = Live(tmp_path / "data", scheme="https", context=context,
+                env={"CATHLAB_TLS_CERTFILE": str(cert), "CATHLAB_TLS_KEYFILE": str(key)})
+    held = []
+    try:
+        live.wait_ready()
+        baseline = live.open_fds()
+        for _ in range(200):   # connected, then silent: no ClientHello, so the server waits in its handshake
+            held.append(socket.create_connection(("127.0.0.1", live.port), timeout=5))
+        wait_for(lambda: live.open_fds() >= baseline + 150, 10)
+        assert timed_healthz(live.url, context) < 5   # the API answers meanwhile
+        # Closed by the server after REQUEST_TIMEOUT_S (10 s), not after the event loop's default 60 s.
+        wait_for(lambda: live.open_fds() <= baseline + 10, 25)
+        for s in held:
+            s.settimeout(1)
+            assert s.recv(1) == b""   # the server closed it (EOF)
+    finally:
+        for s in held:
+            s.close()
+        live.stop()
+
+
 def test_tls_file_errors_name_the_setting(tmp_path, certificate):
     cert, _ = certificate
     env = dict(os.environ, CATHLAB_TLS_CERTFILE=str(cert), CATHLAB_TLS_KEYFILE=str(tmp_path / "missing.pem"))
