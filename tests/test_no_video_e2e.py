@@ -23,7 +23,7 @@ from core.doctor import OK, check_video
 from core.settings import Settings
 from firmware_bridge.messages import Hello, InjectorState, Sample, State, Summary, Xray
 from firmware_bridge.simulator import DEFAULT_HELLO
-from tests.waiting import wait_for
+from tests.waiting import received_datagrams, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,12 +59,7 @@ def injector_only(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
     def notifications() -> list[str]:
-        out = []
-        while True:
-            try:
-                out.append(notify.recv(4096).decode())
-            except socket.timeout:
-                return out
+        return received_datagrams(notify)
 
     yield proc, f"http://127.0.0.1:{port}", notifications
     if proc.poll() is None:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from core.watchdog import ProgressCheck, Watchdog, notify_socket_address, sd_notify, watchdog_interval_s
+from tests.waiting import received_datagrams
 
 
 @pytest.fixture
@@ -20,12 +21,7 @@ def systemd(tmp_path, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", path)
 
     def received() -> list[str]:
-        out = []
-        while True:
-            try:
-                out.append(sock.recv(4096).decode())
-            except socket.timeout:
-                return out
+        return received_datagrams(sock)
 
     yield received
     sock.close()

@@ -13,3 +13,13 @@ def wait_for(predicate, seconds: float, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"not within {seconds} s")
+
+
+def received_datagrams(sock) -> list[str]:
+    """Every datagram waiting on ``sock`` (a socket with a short timeout), e.g. systemd notifications."""
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except TimeoutError:
+            return out
