@@ -25,11 +25,11 @@ from api.routes import analysis, events, page, procedures, runs, status
 from api.routes.models import Status
 from api.server import RequestLimits, TrustedHosts, exposure_warnings
 from api.sse import StreamHub
-from core.appliance import Appliance
-from core.eventlog import LogUnavailable
-from core.settings import Settings
-from core.sources import FrameSource
-from core.watchdog import ApiProbe
+from core.appliance.appliance import Appliance
+from core.store.eventlog import LogUnavailable
+from core.ops.settings import Settings
+from core.sources.frames import FrameSource
+from core.ops.watchdog import ApiProbe
 
 log = logging.getLogger("cathlab.api")
 

@@ -10,8 +10,8 @@ import argparse
 import math
 from collections.abc import Callable
 
-from core.analyze import INJECTION_START_RANGE_S
-from core.stacks import MAX_FPS, MIN_FPS
+from core.analysis.offline import INJECTION_START_RANGE_S
+from core.sources.stacks import MAX_FPS, MIN_FPS
 
 
 class OneLineParser(argparse.ArgumentParser):

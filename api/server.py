@@ -30,7 +30,7 @@ from collections import OrderedDict
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from core.settings import Settings
+from core.ops.settings import Settings
 
 log = logging.getLogger("cathlab.api.server")
 

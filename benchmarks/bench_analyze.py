@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from core.analyze import analyze_stack
-from core.phantom import PhantomConfig, render_run
-from core.pipeline import FramePipeline
-from core.sources import Frame
-from core.stacks import FrameStack
-from core.tdc import gamma_variate, tdc_metrics
+from core.analysis.offline import analyze_stack
+from core.sources.phantom import PhantomConfig, render_run
+from core.analysis.pipeline import FramePipeline
+from core.sources.frames import Frame
+from core.sources.stacks import FrameStack
+from core.analysis.tdc import gamma_variate, tdc_metrics
 
 TARGET_FPS = 300.0
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from core.eventlog import EventLog
+from core.store.eventlog import EventLog
 
 EVENT = {"run_id": "abc-12", "frames": 180, "pulse_rate": 15.0, "volume_ml": 10.0}
 

@@ -1,9 +1,9 @@
 # cython: language_level=3
 """Fused per-frame pass and mask builder over raw pixel buffers.
 
-Pure functions: no I/O, no state beyond their arguments. core/kernels.py validates every argument before
+Pure functions: no I/O, no state beyond their arguments. core/analysis/kernels.py validates every argument before
 the call, so per-pixel bounds checks are off here (a few O(1) guards remain for direct callers), and
-core/kernels_ref.py is the NumPy reference with the same signatures and the full argument documentation.
+core/analysis/kernels_ref.py is the NumPy reference with the same signatures and the full argument documentation.
 """
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -178,7 +178,7 @@ def frame_pass(const pix_t[:, :] frame, pix_t[:, ::1] prev, bint has_prev,
                bint skip_repeat):
     """One pass over the cropped frame: change metric, histogram, opacity, ROI sums, peak maps.
 
-    Returns ``(mad_sum, repeat, opacity_sum, clipped)``. NumPy equivalent: core.kernels_ref.frame_pass
+    Returns ``(mad_sum, repeat, opacity_sum, clipped)``. NumPy equivalent: core.analysis.kernels_ref.frame_pass
     (which documents every argument). The GIL is released for the pixel work.
     """
     cdef Py_ssize_t h = frame.shape[0], w = frame.shape[1], y, r, nroi = rois.shape[0], k
@@ -201,7 +201,7 @@ def frame_pass(const pix_t[:, :] frame, pix_t[:, ::1] prev, bint has_prev,
     cdef double total = 0.0
     cdef const pix_t* f
 
-    # Last line of defence for direct callers (core.kernels validates first): a wrong buffer here
+    # Last line of defence for direct callers (core.analysis.kernels validates first): a wrong buffer here
     # would be an out-of-bounds write, so the cheap checks stay even with boundscheck off.
     if h < 1 or w < 1:
         raise ValueError(f"empty frame ({h}, {w})")
@@ -279,7 +279,7 @@ def mask_mean(const pix_t[:, :, :] frames, float[:, ::1] out):
     """Mean of N frames into ``out`` (h, w) float32, with an exact integer sum.
 
     NumPy equivalent: ``(frames.sum(axis=0, dtype=np.uint64) / N).astype(np.float32)``
-    (core.kernels_ref.mask_mean).
+    (core.analysis.kernels_ref.mask_mean).
     """
     cdef Py_ssize_t n = frames.shape[0], h = frames.shape[1], w = frames.shape[2], i, y, x
     cdef uint64_t* acc

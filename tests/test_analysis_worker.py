@@ -14,9 +14,9 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from core.clearance import MAX_CENTERLINE_POINTS, ClearanceTracker, check_operator_centerline
-from core.settings import Settings
-from core.worker import AnalysisWorker
+from core.analysis.clearance import MAX_CENTERLINE_POINTS, ClearanceTracker, check_operator_centerline
+from core.ops.settings import Settings
+from core.appliance.worker import AnalysisWorker
 from tests.test_clearance import synthetic_vessel
 
 
@@ -83,7 +83,7 @@ def test_api_and_cli_refuse_too_many_points(tmp_path):
     from fastapi.testclient import TestClient
 
     from api.auth import TOKEN_FILE
-    from core.clearance import clearance_main
+    from core.analysis.clearance import clearance_main
 
     app = create_app(Settings(data_dir=tmp_path, phantom_size=64))
     with TestClient(app) as client:

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from core.analyze import analyze_main, analyze_stack, parse_roi
-from core.phantom import PhantomConfig, render_run
-from core.stacks import load_stack
+from core.analysis.offline import analyze_main, analyze_stack, parse_roi
+from core.sources.phantom import PhantomConfig, render_run
+from core.sources.stacks import load_stack
 from tests.dicom_files import write_multiframe
 
 

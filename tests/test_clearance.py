@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from core.clearance import (
+from core.analysis.clearance import (
     ClearanceTracker, clearance_main, grade, measure_clearance, parse_segments, render_clearance_png,
 )
 

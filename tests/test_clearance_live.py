@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.clearance import ClearanceTracker
-from core.phantom import PhantomConfig, PhantomVideo
-from core.pipeline import FramePipeline
-from core.sources import Frame
+from core.analysis.clearance import ClearanceTracker
+from core.sources.phantom import PhantomConfig, PhantomVideo
+from core.analysis.pipeline import FramePipeline
+from core.sources.frames import Frame
 from firmware_bridge.scenarios import PROCEDURE
 
 FPS = 30.0

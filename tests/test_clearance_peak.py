@@ -1,12 +1,12 @@
-"""Peak-opacity images (core/peak.py): unbiased under noise, blind to repeats, exposure settling and overlays."""
+"""Peak-opacity images (core/analysis/peak.py): unbiased under noise, blind to repeats, exposure settling and overlays."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.peak import distinct_frames, peak_opacity
-from core.phantom import PhantomConfig, render_run
-from core.stacks import FrameStack
+from core.analysis.peak import distinct_frames, peak_opacity
+from core.sources.phantom import PhantomConfig, render_run
+from core.sources.stacks import FrameStack
 
 
 def _stack(frames, fps=30.0, intensity="lin"):

@@ -1,4 +1,4 @@
-"""Issue 6 accuracy on the project's phantom (core/phantom.py), whose truth knows the thrombus volume exactly.
+"""Issue 6 accuracy on the project's phantom (core/sources/phantom.py), whose truth knows the thrombus volume exactly.
 
 Frames go the whole way a recorded run goes: rendered stack -> FrameStack -> peak_opacity -> registration
 -> densitometry. Both encodings: 16-bit linear detector data and 8-bit display video (pulses repeated on the
@@ -14,10 +14,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.clearance import measure_clearance
-from core.peak import peak_opacity
-from core.phantom import PhantomConfig, ThrombusSegment, render_run
-from core.stacks import FrameStack
+from core.analysis.clearance import measure_clearance
+from core.analysis.peak import peak_opacity
+from core.sources.phantom import PhantomConfig, ThrombusSegment, render_run
+from core.sources.stacks import FrameStack
 
 # Short runs keep the default test time down; the bolus still crosses the whole field at its peak.
 FAST = dict(xray_s=4.5, inject_at_s=0.5, lih_before_s=0.3, lih_after_s=0.2)

@@ -15,8 +15,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from api.cli import build_parser
-from core.phantom import PhantomConfig, render_run
+from api.cli.main import build_parser
+from core.sources.phantom import PhantomConfig, render_run
 from tests.dicom_files import write_multiframe
 
 ROOT = Path(__file__).resolve().parents[1]

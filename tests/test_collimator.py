@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.collimator import FieldDetector, detect_field
-from core.phantom import PhantomConfig, render_run
+from core.sources.collimator import FieldDetector, detect_field
+from core.sources.phantom import PhantomConfig, render_run
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import secrets
 
 import pytest
 
-from core.doctor import FAIL, OK, WARN, check_clock, check_data_dir, check_serial, check_token, check_video, doctor_main
-from core.settings import Settings
+from core.ops.doctor import FAIL, OK, WARN, check_clock, check_data_dir, check_serial, check_token, check_video, doctor_main
+from core.ops.settings import Settings
 
 
 @pytest.fixture

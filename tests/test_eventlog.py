@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import schema
-from core.eventlog import EventLog, utc_iso
+from core.store import schema
+from core.store.eventlog import EventLog, utc_iso
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.eventlog import EventLog
+from core.store.eventlog import EventLog
 
 PAD = "x" * 2000   # big events fill pages quickly
 

@@ -26,7 +26,7 @@ OVERLAP = 300        # keys re-sent after each restart
 CHILD = f"""
 import os, sys, time
 sys.path.insert(0, {str(ROOT)!r})
-from core.eventlog import EventLog
+from core.store.eventlog import EventLog
 
 data_dir, start = sys.argv[1], int(sys.argv[2])
 log = EventLog(data_dir)

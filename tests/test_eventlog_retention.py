@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from core.eventlog import EventLog
+from core.store.eventlog import EventLog
 
 HOUR = 3600 * 10**9
 DAY = 24 * HOUR

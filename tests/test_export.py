@@ -8,9 +8,9 @@ import sqlite3
 
 import pytest
 
-from core import schema
-from core.eventlog import EventLog
-from core.export import CSV_COLUMNS, export_main, iter_export
+from core.store import schema
+from core.store.eventlog import EventLog
+from core.store.export import CSV_COLUMNS, export_main, iter_export
 
 
 @pytest.fixture

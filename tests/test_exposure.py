@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from api.server import TrustedHosts, host_of
-from core.settings import Settings, SettingsError
-from core.watchdog import ApiProbe, Watchdog
+from core.ops.settings import Settings, SettingsError
+from core.ops.watchdog import ApiProbe, Watchdog
 from tests.live import ROOT, Live, timed_healthz
 from tests.waiting import wait_for
 

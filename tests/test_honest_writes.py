@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import TOKEN_FILE
-from core.eventlog import EventLog, LogUnavailable
-from core.settings import Settings
+from core.store.eventlog import EventLog, LogUnavailable
+from core.ops.settings import Settings
 from tests.waiting import wait_for
 from tests.db import db_rows
 

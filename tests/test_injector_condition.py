@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.injector import InjectorCondition
+from core.appliance.injector import InjectorCondition
 
 S = 1_000_000_000
 HELLO = {"type": "HELLO", "model": "X", "serial_no": "1", "fw_version": "1.0.0"}

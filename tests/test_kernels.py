@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ext._frames
-from core import kernels, kernels_ref
-from core.kernels import MAX_ROIS, FrameKernel, FrameStats, build_mask
+from core.analysis import kernels, kernels_ref
+from core.analysis.kernels import MAX_ROIS, FrameKernel, FrameStats, build_mask
 
 F32 = dict(rtol=1e-5, atol=1e-5)  # float32 opacities summed in different orders
 

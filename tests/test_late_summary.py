@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from core.appliance import Appliance
-from core.phantom import PhantomConfig, PhantomVideo
-from core.runs import INJECTOR_FIGURES, NS, Run, merge_injection
-from core.settings import Settings
-from core.sources import PhantomSource
+from core.appliance.appliance import Appliance
+from core.sources.phantom import PhantomConfig, PhantomVideo
+from core.analysis.runs import INJECTOR_FIGURES, NS, Run, merge_injection
+from core.ops.settings import Settings
+from core.sources.frames import PhantomSource
 from firmware_bridge.messages import Summary
 from firmware_bridge.scenarios import ScriptedRun
 from firmware_bridge.simulator import SCENARIOS, Scenario, SimInjection

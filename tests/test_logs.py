@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from core.logs import REDACTED, setup_logging
+from core.ops.logs import REDACTED, setup_logging
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from core.autoroi import box_means, box_peak_map, choose_roi, coarse_side, roi_side
-from core.kernels import make_tables
-from core.mask import (
+from core.analysis.autoroi import box_means, box_peak_map, choose_roi, coarse_side, roi_side
+from core.analysis.kernels import make_tables
+from core.analysis.mask import (
     MAX_MASK_PULSES,
     OnsetWatcher,
     choose_mask,

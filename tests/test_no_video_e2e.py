@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.routes.page import NO_VIDEO_NOTE, render
-from core.doctor import OK, check_video
-from core.settings import Settings
+from core.ops.doctor import OK, check_video
+from core.ops.settings import Settings
 from firmware_bridge.messages import Hello, InjectorState, Sample, State, Summary, Xray
 from firmware_bridge.simulator import DEFAULT_HELLO
 from tests.waiting import received_datagrams, wait_for

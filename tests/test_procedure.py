@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from core.procedure import ProcedureTotals, cigarroa_ml
+from core.analysis.totals import ProcedureTotals, cigarroa_ml
 
 
 def test_cigarroa_reference_value_and_cap():

@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from core.phantom import PhantomConfig, render_run
-from core.pipeline import FramePipeline
-from core.recorder import (SERIAL_MAGIC, ProcedureRecorder, RecordingSource, load_runs, read_serial,
+from core.sources.phantom import PhantomConfig, render_run
+from core.analysis.pipeline import FramePipeline
+from core.store.recorder import (SERIAL_MAGIC, ProcedureRecorder, RecordingSource, load_runs, read_serial,
                            replay)
-from core.sources import NS, Frame
+from core.sources.frames import NS, Frame
 from firmware_bridge.link import Link
 from firmware_bridge.simulator import InjectorDevice
 
@@ -241,7 +241,7 @@ def test_replay_command_prints_runs_and_messages(tmp_path, phantom):
     live(rec, phantom, device_bytes(6.0))
     rec.close()
     out = io.StringIO()
-    from core.recorder import replay_main
+    from core.store.recorder import replay_main
 
     assert replay_main(tmp_path, out) == 0
     report = json.loads(out.getvalue())
@@ -311,8 +311,8 @@ def test_keep_raw_is_explicit_and_marked(tmp_path):
 
 
 def test_privacy_mask_blanks_whole_text_boxes():
-    from core.collimator import FieldGeometry
-    from core.recorder import privacy_mask
+    from core.sources.collimator import FieldGeometry
+    from core.store.recorder import privacy_mask
 
     field = np.zeros((20, 20), dtype=bool)
     field[2:18, 2:18] = True
@@ -327,10 +327,10 @@ def test_privacy_mask_blanks_whole_text_boxes():
 def test_the_appliance_records_the_phantom_with_its_burnt_in_text_blanked(tmp_path, crop):
     """--record on the phantom with corner text (where C-arms print the patient): the recorded pulses keep the
     collimated field (or the configured crop) and are 0 in every text box and outside it."""
-    from core.appliance import Appliance
-    from core.phantom import PhantomVideo, collimator_circle
-    from core.settings import Settings
-    from core.sources import PhantomSource
+    from core.appliance.appliance import Appliance
+    from core.sources.phantom import PhantomVideo, collimator_circle
+    from core.ops.settings import Settings
+    from core.sources.frames import PhantomSource
     from firmware_bridge.scenarios import ScriptedRun
     from tests.waiting import wait_for
 

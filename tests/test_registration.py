@@ -1,4 +1,4 @@
-"""Registration of a later run to the baseline (core/registration.py)."""
+"""Registration of a later run to the baseline (core/analysis/registration.py)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -6,10 +6,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.peak import peak_opacity
-from core.phantom import PhantomConfig, render_run
-from core.registration import register
-from core.stacks import FrameStack
+from core.analysis.peak import peak_opacity
+from core.sources.phantom import PhantomConfig, render_run
+from core.analysis.registration import register
+from core.sources.stacks import FrameStack
 from tests.test_clearance import synthetic_vessel
 
 

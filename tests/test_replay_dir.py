@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.identity import content_label
-from core.replay_dir import DirectorySource
+from core.sources.folder import DirectorySource
 from tests.dicom_files import write_multiframe
 
 
@@ -89,7 +89,7 @@ def test_unusable_folders(tmp_path):
 
 
 def test_a_short_stall_loses_nothing_a_long_one_drops(tmp_path):
-    from core.sources import QUEUE_FRAMES
+    from core.sources.frames import QUEUE_FRAMES
 
     fps = 100.0
     np.save(tmp_path / "run.npy", stack(0, 60))

@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from core.appliance import Appliance
-from core.phantom import PhantomConfig, PhantomVideo
-from core.settings import Settings
-from core.sources import PhantomSource
+from core.appliance.appliance import Appliance
+from core.sources.phantom import PhantomConfig, PhantomVideo
+from core.ops.settings import Settings
+from core.sources.frames import PhantomSource
 from firmware_bridge.scenarios import ScriptedRun
 from tests.waiting import wait_for
 

@@ -1,7 +1,7 @@
 """Run detection from new-pulse flags on a video line."""
 import pytest
 
-from core.runs import NS, RunDetector
+from core.analysis.runs import NS, RunDetector
 
 
 def feed_line(detector, fps, pattern):
@@ -70,9 +70,9 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from core.phantom import PhantomConfig, render_run  # noqa: E402
-from core.pipeline import FramePipeline  # noqa: E402
-from core.sources import Frame  # noqa: E402
+from core.sources.phantom import PhantomConfig, render_run  # noqa: E402
+from core.analysis.pipeline import FramePipeline  # noqa: E402
+from core.sources.frames import Frame  # noqa: E402
 
 
 def play(pipeline, frames, fps, t0_ns=0, hook=None):

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from core.runtimer import RunTimer
-from core.tdc import gamma_variate
+from core.analysis.runtimer import RunTimer
+from core.analysis.tdc import gamma_variate
 from tests.test_tdc import A, B, RATE, T0, truth_timing
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.config_cmd import config_main, render_toml
-from core.settings import Settings, SettingsError
+from core.ops.config import config_main, render_toml
+from core.ops.settings import Settings, SettingsError
 
 
 @pytest.fixture(autouse=True)

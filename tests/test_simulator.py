@@ -304,7 +304,7 @@ def test_simulate_main_disconnects_on_a_socket():
 
 
 def test_the_cli_offers_every_scenario_and_refuses_others(capsys):
-    from api.cli import build_parser
+    from api.cli.main import build_parser
 
     parser = build_parser()
     for name in SCENARIOS:

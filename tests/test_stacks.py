@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from core.stacks import load_stack
+from core.sources.stacks import load_stack
 from tests.dicom_files import write_multiframe
 
 rng = np.random.default_rng(7)

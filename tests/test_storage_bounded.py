@@ -14,14 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from core.appliance import Appliance
-from core.config_cmd import render_toml
-from core.eventlog import EventLog
-from core.export import iter_export
-from core.recorder import ProcedureRecorder
-from core.settings import Settings
-from core.sources import NS, Frame
-from core.storage import SpaceMonitor, available_bytes
+from core.appliance.appliance import Appliance
+from core.ops.config import render_toml
+from core.store.eventlog import EventLog
+from core.store.export import iter_export
+from core.store.recorder import ProcedureRecorder
+from core.ops.settings import Settings
+from core.sources.frames import NS, Frame
+from core.store.space import SpaceMonitor, available_bytes
 from tests.waiting import wait_for
 from tests.db import db_rows
 
@@ -274,7 +274,7 @@ def test_the_appliance_shows_the_recorders_alarm_and_logs_it_once(tmp_path):
 
 
 def test_a_schema_1_log_is_migrated_and_its_old_copies_still_read(tmp_path):
-    from core import schema
+    from core.store import schema
 
     data = tmp_path / "d"
     data.mkdir()

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from core.tdc import (
+from core.analysis.tdc import (
     _solve_fraction,
     check_roi,
     downsample,

@@ -9,12 +9,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.analyze import analyze_stack
-from core.phantom import PhantomConfig, render_run
-from core.pipeline import FramePipeline
-from core.runs import NS
-from core.sources import Frame
-from core.stacks import FrameStack
+from core.analysis.offline import analyze_stack
+from core.sources.phantom import PhantomConfig, render_run
+from core.analysis.pipeline import FramePipeline
+from core.analysis.runs import NS
+from core.sources.frames import Frame
+from core.sources.stacks import FrameStack
 
 SIZE = (256, 256)
 CLINICAL_I0 = 500.0      # quanta per pixel per pulse behind the patient: low-dose fluoroscopy noise

@@ -14,11 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from core.sources import NS
-from core.v4l2 import (FLAG_ERROR, FLAG_TIMESTAMP_MONOTONIC, CaptureFormat, RawBuffer, V4L2Source, map_timestamp,
+from core.sources.frames import NS
+from core.sources.v4l2 import (FLAG_ERROR, FLAG_TIMESTAMP_MONOTONIC, CaptureFormat, RawBuffer, V4L2Source, map_timestamp,
                        to_grey)
 
-W, H = 32, 16   # the smallest frames are 16 px on a side (core.sources.MIN_FRAME_SIDE)
+W, H = 32, 16   # the smallest frames are 16 px on a side (core.sources.frames.MIN_FRAME_SIDE)
 
 
 def luma(seed=0):
@@ -262,7 +262,7 @@ def test_bad_settings(kw):
 
 @pytest.mark.skipif(not any(n.startswith("video") for n in os.listdir("/dev")), reason="no /dev/video* here")
 def test_real_device_if_present():
-    from core.v4l2 import open_grabber
+    from core.sources.v4l2 import open_grabber
 
     path = sorted(f"/dev/{n}" for n in os.listdir("/dev") if n.startswith("video"))[0]
     src = open_grabber(path)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from core.watchdog import ProgressCheck, Watchdog, notify_socket_address, sd_notify, watchdog_interval_s
+from core.ops.watchdog import ProgressCheck, Watchdog, notify_socket_address, sd_notify, watchdog_interval_s
 from tests.waiting import received_datagrams
 
 

@@ -5,7 +5,7 @@ from fastapi import Depends, Request
 
 from api.routes.models import Message
 from api.sse import StreamHub
-from core.appliance import Appliance
+from core.appliance.appliance import Appliance
 
 T = TypeVar("T")
 
@@ -23,7 +23,7 @@ HubDep = Annotated[StreamHub, Depends(get_hub)]
 
 
 def require_writable(appliance: ApplianceDep) -> None:
-    """A write endpoint refuses (503, core.eventlog.LogUnavailable) while the event log cannot commit."""
+    """A write endpoint refuses (503, core.store.eventlog.LogUnavailable) while the event log cannot commit."""
     appliance.check_writable()
 
 

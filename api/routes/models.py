@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.clearance import MAX_CENTERLINE_POINTS
+from core.analysis.clearance import MAX_CENTERLINE_POINTS
 from core.identity import ALLOWED, MAX_TEXT, check_optional
-from core.procedure import CREATININE_RANGE_MG_DL, WEIGHT_RANGE_KG
+from core.analysis.totals import CREATININE_RANGE_MG_DL, WEIGHT_RANGE_KG
 
 # Ids the appliance hands out are short tokens (run "1a2b3c4d-7", procedure uuid hex); anything else is malformed.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -223,7 +223,7 @@ class RunLabelled(BaseModel):
 
 
 class Patient(_Closed):
-    # The appliance's plausible ranges (core.procedure), so the schema tells clients what it will accept.
+    # The appliance's plausible ranges (core.analysis.totals), so the schema tells clients what it will accept.
     weight_kg: float | None = Field(..., ge=WEIGHT_RANGE_KG[0], le=WEIGHT_RANGE_KG[1],
                                     description="Body weight; null clears it")
     creatinine_mg_dl: float | None = Field(..., ge=CREATININE_RANGE_MG_DL[0], le=CREATININE_RANGE_MG_DL[1],

@@ -1,0 +1,790 @@
+"""The appliance: wires the frame source, the injector bridge, the pipeline, the analyses and the event log,
+and owns their threads.
+
+Data flows one way. The frame thread alone drives the pipeline; the bridge's reader thread and the API hand it
+work through an inbox it drains between frames, so the pipeline needs no locks. Slow analyses (the timing fits
+of an ended run, clearance, field detection) run in order on one worker thread, and the event log's writer
+thread keeps disk I/O off the frame path. The API reads
+snapshots published under one lock and calls the write methods below; it never computes state itself.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+
+from core.analysis.clearance import ClearanceTracker
+from core.sources.collimator import FieldDetector
+from core.store.eventlog import OPEN_PROCEDURE, EventLog
+from core.analysis.images import opacity_png
+from core.appliance.injector import InjectorCondition
+from core.analysis.kernels import MAX_ROIS
+from core.analysis.pipeline import FramePipeline
+from core.analysis.totals import ProcedureTotals
+from core.store.recorder import ProcedureRecorder, privacy_mask
+from core.sources.folder import DirectorySource
+from core.analysis.runs import NS, RunEvent, injection_overlaps, merge_injection, run_takes_injection
+from core.ops.settings import VIDEO_NONE, VIDEO_PHANTOM, Settings
+from core.store.space import SpaceMonitor, available_bytes
+from core.sources.frames import FrameSource, PhantomSource, replay
+from core.analysis.tdc import check_roi
+from core.ops.watchdog import ProgressCheck, Watchdog
+from core.appliance.worker import AnalysisWorker
+from firmware_bridge.bridge import InjectorBridge
+from firmware_bridge.plausibility import ReportLimiter, Violation
+
+log = logging.getLogger("cathlab.appliance")
+
+SNAPSHOT_PERIOD_NS = NS // 10     # the current run's view for the API, refreshed at most 10 times a second
+FRAME_STALL_NS = 1 * NS           # no frame for this long: the video source is stalled
+NO_VIDEO_PERIOD_S = 0.05          # without video, the injector's side inputs are applied this often
+RUN_LABELS = ("baseline", "intraprocedural", "completion")
+KEEP_RUN_IMAGES = 50              # peak-opacity PNGs served by the API (a few hundred kB each)
+TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a procedure has a handful)
+RECENT_RUNS = 12                  # newest records of this session's last runs, kept for relabels
+INJECTION_MEMORY = 32             # injector summaries kept to complete runs that ended before them
+SPACE_CHECK_S = 5.0               # free space and the recorder's state are looked at this often
+
+
+# One (dx, dy) per run of firmware_bridge.scenarios.PROCEDURE.
+DEMO_SHIFTS = ((0.0, 0.0), (0.0, 0.0), (14.0, -9.0), (14.0, -9.0), (-22.0, 11.0), (-22.0, 11.0))
+
+
+def open_video(settings: Settings, t0_ns: int, on_event=None) -> FrameSource | None:
+    """The frame source named by ``settings.video_source``: None for "none" (no video), the built-in phantom on
+    the shared timeline for "phantom", /dev/videoN a V4L2 grabber, a folder or file a replay."""
+    video = settings.video_source
+    if video == VIDEO_NONE:
+        return None
+    if video == VIDEO_PHANTOM:
+        from core.sources.phantom import PhantomConfig, PhantomVideo
+
+        fps = settings.video_fps or 30.0
+        config = PhantomConfig(size=(settings.phantom_size, settings.phantom_size),
+                               intensity=settings.phantom_intensity, fps=fps, pulse_rate=min(15.0, fps))
+        # The table moves between thrombectomy passes, so the demo exercises registration too.
+        return PhantomSource(PhantomVideo(config, shifts=DEMO_SHIFTS), t0_ns=t0_ns)
+    if video.startswith("/dev/"):
+        from core.sources.v4l2 import open_grabber   # linuxpy is only needed with a grabber
+
+        return open_grabber(video, fps=settings.video_fps, on_event=on_event,
+                            reconnect_min_s=settings.reconnect_min_s, reconnect_max_s=settings.reconnect_max_s)
+    speed = settings.replay_speed or None    # 0: as fast as possible
+    path = Path(video)
+    if path.is_dir():
+        return DirectorySource(path, settings.video_fps, speed=speed, loop=settings.replay_loop)
+    return replay(path, settings.video_fps, speed=speed, loop=settings.replay_loop)
+
+
+class Appliance:
+    def __init__(self, settings: Settings, *, source: FrameSource | None = None,
+                 free_bytes: Callable[[Path], int] = available_bytes, space_check_s: float = SPACE_CHECK_S) -> None:
+        """``free_bytes`` reads the space left on the data directory's filesystem (injectable for tests)."""
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.session = uuid.uuid4().hex[:8]      # run ids stay unique across restarts
+        # One origin for both simulators, a moment ahead so neither starts late.
+        self.t0_ns = time.monotonic_ns() + NS // 5
+        self.log = EventLog(self.data_dir, max_age_days=settings.event_retention_days,
+                            max_bytes=int(settings.event_retention_mb * 2**20))
+        # None: no video by configuration; the injector alone is watched (no runs, no X-ray from images).
+        self.source = source if source is not None else open_video(settings, self.t0_ns, self._on_grabber)
+        intensity = self.source.intensity if self.source is not None else "log"
+        self.pipeline = FramePipeline(intensity, crop=settings.video_crop, defer_finish=True)
+        # Without a configured crop the collimated field is found from the first distinct frames; with one,
+        # recordings still need the burnt-in text found, to blank it.
+        blank_recordings = settings.record and not settings.record_raw
+        self._field = (FieldDetector(crop=settings.video_crop)
+                       if settings.video_crop is None or blank_recordings else None)
+        self._field_busy = False
+        self._field_mask: np.ndarray | None = None   # bool, frame shape: where measurements may look
+        self.recorder = None
+        if settings.record:
+            self.recorder = ProcedureRecorder(self.data_dir / "recordings",
+                                              int(settings.record_retention_mb * 2**20),
+                                              keep_raw=settings.record_raw)
+        self.space = SpaceMonitor(self.data_dir, settings.min_free_mb * 2**20, free_bytes)
+        self._space_check_s = space_check_s
+        self._recorder_alarm: str | None = None
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        url = settings.serial or f"injsim://?scenario=procedure&t0_ns={self.t0_ns}"
+        self.bridge = InjectorBridge(url, on_message=self._on_message, on_link=self._on_link,
+                                     on_bytes=self.recorder.serial if self.recorder else None,
+                                     baudrate=settings.baudrate, silent_s=settings.link_silent_s,
+                                     reconnect_min_s=settings.reconnect_min_s,
+                                     reconnect_max_s=settings.reconnect_max_s,
+                                     on_violation=self._on_violation)
+        self.totals = ProcedureTotals()
+        self.clearance = ClearanceTracker(max_runs=TRACKED_RUNS)
+        # Run-end analyses and the tracker's updates in order; pictures for readers only when those are done.
+        self._worker = AnalysisWorker("analysis")
+        self._inbox: collections.deque[Callable[[], None]] = collections.deque()
+        self._lock = threading.Lock()
+        self._injector = InjectorCondition()     # state, live values and fault alarm, under self._lock
+        self._injecting_since: int | None = None
+        self._doubted: tuple[object, set[str]] | None = None   # (message, fields not to take), reader thread
+        self._violation_log = ReportLimiter(60.0)
+        self._frame_errors = 0
+        self._runs_total = 0
+        self._contrast_runs_total = 0
+        self._run_view: dict | None = None
+        self._xray_view: dict = {"on": False, "pulse_rate": None}
+        self._pipeline_alarms: list[dict] = []
+        self._run_view_ns = 0
+        self._last_runs: collections.deque[dict] = collections.deque(maxlen=10)
+        self._finishing: set[str] = set()      # ended runs whose analysis is still on the worker
+        # run id -> the newest record written for it, with its procedure_id: it may not be committed yet.
+        self._recent_summaries: collections.OrderedDict[str, dict] = collections.OrderedDict()
+        self._run_pngs: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self._labels: dict[str, str] = {}
+        # Injections whose SUMMARY came (start_ns, stop_ns, summary, key): a run that ended before its
+        # SUMMARY was matched takes the injector's figures from here (see _late_injection).
+        self._summaries: collections.deque[dict] = collections.deque(maxlen=INJECTION_MEMORY)
+        self._latest_clearance: dict | None = None
+        # The latest result's picture, rendered once per result (the result object is the key).
+        self._clearance_png: tuple[dict, Future] | None = None
+        # Runs measured by the tracker, that is of this procedure (worker thread; bounded like the images).
+        self._clearance_runs: collections.deque[str] = collections.deque(maxlen=KEEP_RUN_IMAGES)
+        self._stop = threading.Event()
+        loop = self._frame_loop if self.source is not None else self._no_video_loop
+        self._frame_thread = threading.Thread(target=loop, name="frames", daemon=True)
+        # systemd's watchdog is petted only while frames and telemetry really progress (telemetry alone
+        # without video: a box without video by design must not be restarted for it).
+        self._progress = ProgressCheck(self.status, video=self.source is not None)
+        self.watchdog = Watchdog(self._progress, status=self._progress.status_text)
+        self.started_ns: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.log.start()
+        self.started_ns = time.monotonic_ns()
+        self._resume_procedure()
+        self.log.record("appliance_start", {"session": self.session, "video": self._video_name(),
+                                            "serial": self.settings.serial or "simulator"})
+        self._check_storage()   # before the first frame: a recording must not start on a nearly full disk
+        self._housekeeper.start()
+        self.bridge.start()
+        self._frame_thread.start()
+        self.watchdog.start()
+        self.watchdog.ready()
+
+    def stop(self, timeout: float = 1.5) -> None:
+        """Stop threads and flush the log; bounded so SIGTERM finishes within 2 s."""
+        deadline = time.monotonic() + timeout
+        self.watchdog.stopping()
+        self.watchdog.stop()
+        self._stop.set()
+        if self.source is not None:
+            self.source.close()
+        self._frame_thread.join(max(0.1, deadline - time.monotonic()))
+        self.bridge.stop()
+        # Ended runs still being analysed are finished and logged; what queued after them may be dropped.
+        try:
+            self._worker.submit(lambda: None).result(timeout=max(0.1, deadline - 0.3 - time.monotonic()))
+        except Exception:  # boundary: a timeout or a worker already shut down; the log still closes
+            log.warning("stopping with analyses still running")
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        if self.recorder is not None:
+            self.recorder.close(timeout=max(0.1, deadline - time.monotonic()))
+        self.log.record("appliance_stop", {"session": self.session, "frames": self.pipeline.frames})
+        self.log.close(timeout=max(0.2, deadline - time.monotonic()))
+
+    # -- housekeeping thread: storage checks, off the frame path -------------------------------------------
+    def _housekeeping(self) -> None:
+        while not self._stop.wait(self._space_check_s):
+            try:
+                self._check_storage()
+            except Exception:  # boundary: a probe bug must not end the checks for good
+                log.exception("storage check failed")
+
+    def _check_storage(self) -> None:
+        """The low-space alarm (raised and cleared once each, in the log too) and the recorder's own alarm.
+        Below min_free_mb recordings pause: the event log has the better claim on what is left."""
+        changed, alarm = self.space.check()
+        if changed:
+            if alarm is not None:
+                log.warning("%s", alarm["message"])
+                self.log.record("alarm", {"alarm": "disk_low", "message": alarm["message"],
+                                          "free_mb": round(self.space.free / 2**20, 1)})
+                if self.recorder is not None:
+                    self.recorder.pause(f"less than min_free_mb ({self.settings.min_free_mb} MB) free")
+            else:
+                log.warning("disk space is back: %.0f MB free", self.space.free / 2**20)
+                self.log.record("alarm_cleared", {"alarm": "disk_low", "free_mb": round(self.space.free / 2**20, 1)})
+                if self.recorder is not None:
+                    self.recorder.resume()
+        recorder_alarm = self.recorder.alarm if self.recorder is not None else None
+        if recorder_alarm != self._recorder_alarm:
+            if recorder_alarm is not None:
+                self.log.record("alarm", {"alarm": "recording", "message": recorder_alarm})
+            elif self._recorder_alarm is not None:
+                self.log.record("alarm_cleared", {"alarm": "recording"})
+            self._recorder_alarm = recorder_alarm
+
+    def _resume_procedure(self) -> None:
+        """An open procedure survives a restart: rebuild its totals from what it recorded."""
+        proc = self.log.current_procedure()
+        if proc is None:
+            return
+        fields = proc.get("fields", {})
+        self.totals.set_patient(fields.get("weight_kg"), fields.get("creatinine_mg_dl"))
+        for run in self.log.latest_runs(proc["id"], limit=10_000):   # a relabelled run counts once
+            self.totals.add_run(run)
+        for injection in self.log.injections(proc["id"], limit=10_000):
+            self.totals.add_injection(injection)
+
+    # -- frame thread ----------------------------------------------------------------------------------
+    def _frame_loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self.source.read()
+            if frame is None:
+                break
+            self._drain_inbox()
+            try:
+                events = self.pipeline.process(frame)
+            except Exception as exc:  # boundary: a bad frame is counted and logged, the stream goes on
+                with self._lock:
+                    self._frame_errors += 1
+                log.warning("frame rejected: %s", exc)
+                continue
+            new_pulse = not self.pipeline.last_stats.repeat
+            if self.recorder is not None:
+                self.recorder.frame(frame, new_pulse)
+            for event in events:
+                self._on_run_event(event)
+            if new_pulse:
+                self._find_field(frame.pixels)
+            if events or frame.t_ns - self._run_view_ns >= SNAPSHOT_PERIOD_NS:
+                self._publish_run_view(frame.t_ns)
+        for event in self.pipeline.close(time.monotonic_ns()):
+            self._on_run_event(event)
+
+    def _no_video_loop(self) -> None:
+        # Nothing drives the pipeline: its side inputs (the injector's XRAY, injections, ROIs) are applied
+        # here, so the X-ray state stays the injector's word and the inbox stays bounded.
+        while not self._stop.wait(NO_VIDEO_PERIOD_S):
+            self._drain_inbox()
+            xray = self.pipeline.xray_state()
+            device_on = xray["device_on"]
+            view = {"on": bool(device_on), "source": None if device_on is None else "device",
+                    "image_on": None, "device_on": device_on}
+            with self._lock:
+                self._xray_view = view   # no pipeline alarms: nothing to disagree with, no frames to miss
+
+    def _video_name(self) -> str:
+        return VIDEO_NONE if self.source is None else self.source.name
+
+    def _find_field(self, pixels: np.ndarray) -> None:
+        field = self._field
+        if field is not None and not self._field_busy and field.add(pixels):
+            self._field_busy = True
+            self._worker.submit(self._detect_field, field)   # about a second at 1024x1024: off the frame path
+
+    def _detect_field(self, field: FieldDetector) -> None:
+        try:
+            geometry = field.detect()
+        except Exception:  # boundary: a field we cannot find leaves the whole frame measured
+            log.exception("collimated field detection failed")
+            geometry = None
+        finally:
+            self._field_busy = False
+        if geometry is not None:
+            if self.recorder is not None:
+                self.recorder.set_mask(privacy_mask(geometry))   # outside the field and text: blanked
+            # A mask, not a new crop: every run keeps one image geometry, so runs before and after the
+            # detection still register against each other. A configured crop is measured as configured.
+            if self.settings.video_crop is None:
+                self._field_mask = geometry.mask
+            self.log.record("video_field", {"shape": geometry.shape, "crop": list(geometry.crop),
+                                            "text_boxes": [list(b) for b in geometry.text_boxes]})
+
+    def _on_grabber(self, kind: str, data: dict) -> None:
+        self.log.record(kind, data)
+
+    def _drain_inbox(self) -> None:
+        while self._inbox:
+            task = self._inbox.popleft()
+            try:
+                task()
+            except Exception:  # boundary: a bad request from the API or the device must not stop the frames
+                log.exception("pipeline update failed")
+
+    def _publish_run_view(self, now_ns: int) -> None:
+        # The pipeline belongs to the frame thread; the API reads these copies.
+        view = self.pipeline.current_run(now_ns)
+        xray = self.pipeline.xray_state()
+        alarms = self.pipeline.alarms(now_ns)
+        with self._lock:
+            self._run_view, self._run_view_ns = view, now_ns
+            self._xray_view, self._pipeline_alarms = xray, alarms
+
+    def _on_run_event(self, event: RunEvent) -> None:
+        run = event.run
+        run_id = f"{self.session}-{run.index}"
+        if event.kind == "run_start":
+            self._ensure_procedure()
+            self.log.record("xray_on", {"run_id": run_id}, t_mono_ns=event.t_ns)
+            if self.recorder is not None:
+                self.recorder.run_started(run_id, event.t_ns, self.source.fps, self.source.intensity)
+            return
+        self.log.record("xray_off", {"run_id": run_id}, t_mono_ns=event.t_ns)
+        keep_recording = self.recorder.end_run(run_id, run.end_ns) if self.recorder is not None else None
+        with self._lock:
+            self._finishing.add(run_id)
+            if self._run_view is not None and self._run_view["index"] == run.index:
+                self._run_view = None
+        try:
+            self._worker.submit(self._finish_run, event, run_id, keep_recording)
+        except RuntimeError:  # the worker already stopped (a slow shutdown): finish here, lose nothing
+            self._finish_run(event, run_id, keep_recording)
+
+    # -- analysis worker -------------------------------------------------------------------------------
+    def _finish_run(self, event: RunEvent, run_id: str, keep_recording) -> None:
+        run = event.run
+        self._complete_injection(run)
+        if event.finish is not None:
+            try:
+                event.finish()
+            except Exception:  # boundary: an analysis bug must not lose the run; it is logged as detected
+                log.exception("run %s: analysis failed", run_id)
+        summary = dict(run.summary(), run_id=run_id)
+        with self._lock:
+            # Under the lock with label_run: a label given while the run was analysed is in this record.
+            label = summary["label"] = self._labels.get(run_id)
+            procedure = self.log.current_procedure()
+            pid = None if procedure is None else procedure["id"]
+            self.log.record_run(summary, key=f"run:{run_id}", procedure_id=pid)
+            self._finishing.discard(run_id)
+            self._remember_run(run_id, summary, pid)
+            self.totals.add_run(summary)
+            self._runs_total += 1
+            self._contrast_runs_total += bool(run.contrast)
+            self._last_runs.appendleft(_brief(summary))
+        if keep_recording is not None:
+            keep_recording(bool(run.contrast), summary)
+        if run.contrast and run.peak_opacity is not None:
+            self._measure_clearance(run_id, self._masked(run.peak_opacity), label)
+
+    def _complete_injection(self, run) -> None:
+        """The pipeline matched the run's injection when the run ended; a SUMMARY that came since (the
+        operator stopped X-ray before the injection ended, or during this run's wait for the worker) is
+        taken from here, before the analysis, which then times and classifies the run with it."""
+        injection = run.injection
+        if injection is not None and injection.get("summary") is not None:
+            return
+        with self._lock:
+            known = [s for s in self._summaries if injection_overlaps(s, run.start_ns, run.end_ns)
+                     and (injection is None or s["start_ns"] == injection["start_ns"])]
+        if known:
+            first = known[0]
+            run.injection = dict(injection or {"count": len(known)}, start_ns=first["start_ns"],
+                                 stop_ns=first["stop_ns"], summary=dict(first["summary"]))
+
+    def _late_injection(self, injection: dict) -> None:
+        """An injection SUMMARY that came after the run it overlapped was recorded: the run is recorded again
+        with the injector's figures, as a contrast run. A run still queued for the worker when the SUMMARY
+        came takes it in _complete_injection; one being analysed then is recorded before this task runs
+        (one worker, in order), so it is found here."""
+        with self._lock:
+            procedure = self.log.current_procedure()
+            open_id = None if procedure is None else procedure["id"]
+            for run_id, record in list(self._recent_summaries.items()):
+                if not run_takes_injection(record, injection):
+                    continue
+                pid = record["procedure_id"]
+                merged = merge_injection(record, injection)
+                merged["label"] = self._labels.get(run_id, record.get("label"))
+                updated = {k: v for k, v in merged.items() if k != "procedure_id"}
+                self.log.record_run(updated, key=f"run:{run_id}:{injection['key']}", procedure_id=pid)
+                self._remember_run(run_id, updated, pid)
+                if pid == open_id:
+                    self.totals.replace_run(record, merged)   # contrast volume came with the injection
+                self._contrast_runs_total += not record["contrast"]
+                for i, brief in enumerate(self._last_runs):
+                    if brief["run_id"] == run_id:
+                        self._last_runs[i] = _brief(updated)
+                log.info("run %s completed by a late injector summary (%s ml)", run_id,
+                         updated["delivered_volume_ml"])
+
+    def _remember_run(self, run_id: str, record: dict, procedure_id: str | None) -> None:
+        """Keep the newest record of a recent run (under self._lock): it is what a relabel re-records."""
+        self._recent_summaries[run_id] = dict(record, procedure_id=procedure_id)
+        self._recent_summaries.move_to_end(run_id)
+        while len(self._recent_summaries) > RECENT_RUNS:
+            self._recent_summaries.popitem(last=False)
+
+    def _masked(self, peak: np.ndarray) -> np.ndarray:
+        """Burnt-in text and the black surround are not measured: NaN there."""
+        mask = self._field_mask
+        if mask is None or mask.shape != peak.shape:
+            return peak
+        return np.where(mask, peak, np.float32(np.nan))
+
+    def _ensure_procedure(self) -> None:
+        # Headless and unattended: every run belongs to a procedure, opened automatically if nobody did.
+        if self.settings.auto_procedure and self.log.current_procedure() is None:
+            self.start_procedure("auto")
+
+    def _measure_clearance(self, run_id: str, peak: np.ndarray, label: str | None) -> None:
+        png = opacity_png(peak)
+        with self._lock:
+            self._run_pngs[run_id] = png
+            while len(self._run_pngs) > KEEP_RUN_IMAGES:
+                self._run_pngs.popitem(last=False)
+        try:
+            result = self.clearance.add_run(run_id, peak, label)
+        except Exception:  # boundary: one unmeasurable run must not stop later ones
+            log.exception("clearance of run %s failed", run_id)
+            return
+        self._clearance_runs.append(run_id)
+        self._publish_clearance(result)
+
+    def _publish_clearance(self, result: dict | None, procedure_id: str | None = OPEN_PROCEDURE) -> None:
+        if result is None:
+            return
+        with self._lock:
+            procedure = self.log.current_procedure()
+            if procedure_id is OPEN_PROCEDURE or procedure is None or procedure["id"] == procedure_id:
+                self._latest_clearance = result   # the page shows the open procedure's clearance
+        self.log.record_clearance(result, key=f"clearance:{result['run_id']}:{result.get('baseline_run_id')}",
+                                  procedure_id=procedure_id)
+
+    def _relabel_clearance(self, run_id: str, label: str, procedure_id: str | None) -> None:
+        if run_id not in self._clearance_runs:
+            # Not a measured contrast run of this procedure: nothing to re-pair. The tracker is new for each
+            # procedure, so a run of an earlier one is never paired with this one's baseline.
+            return
+        try:
+            self._publish_clearance(self.clearance.relabel(run_id, label), procedure_id)
+        except Exception:  # boundary: a relabel the tracker refuses must not stop the worker
+            log.exception("relabelling run %s for clearance failed", run_id)
+
+    def _reset_clearance(self) -> None:
+        self.clearance = ClearanceTracker(max_runs=TRACKED_RUNS)   # a new procedure is new anatomy: no baseline yet
+        self._clearance_runs.clear()
+
+    # -- bridge callbacks (reader thread) --------------------------------------------------------------
+    def _on_violation(self, violation: Violation, host_ns: int) -> None:
+        # The bridge calls this just before it delivers the message: _on_message leaves the field out.
+        if self._doubted is None or self._doubted[0] is not violation.message:
+            self._doubted = (violation.message, set())
+        self._doubted[1].add(violation.field)
+        held = self._violation_log.admit(violation.kind, host_ns)
+        if held is not None:   # one entry per kind a minute, with how many were held back; counters have all
+            self.log.record("protocol_violation", {"kind": violation.kind, "text": violation.text,
+                                                   "field": violation.field, "held_back": held},
+                            t_mono_ns=host_ns)
+
+    def _on_message(self, msg, host_ns: int) -> None:
+        data = msg.to_dict()
+        kind = data["type"]
+        doubted = self._doubted[1] if self._doubted is not None and self._doubted[0] is msg else set()
+        self._doubted = None
+        if kind == "SAMPLE":
+            with self._lock:
+                self._injector.on_sample(data, host_ns, volume_doubted="volume" in doubted)
+            if data["flow_ml_s"] > 0 and self._injecting_since is None:
+                self._injection_started(host_ns)
+            return  # telemetry is summarised per injection, not logged per sample
+        if kind in ("STATE", "HEARTBEAT"):
+            with self._lock:
+                old, cleared = self._injector.on_state(data["state"])
+            if old != data["state"]:
+                self.log.record("injector_state", {"from": old, "to": data["state"]}, t_mono_ns=host_ns)
+                if data["state"] == "injecting" and self._injecting_since is None:
+                    self._injection_started(host_ns)
+            self._fault_cleared(cleared, host_ns)
+        elif kind == "XRAY":
+            self._inbox.append(lambda: self.pipeline.xray_signal(data["on"], host_ns))
+            self.log.record("xray_signal", {"on": data["on"]}, t_mono_ns=host_ns)
+        elif kind == "SUMMARY":
+            if "xray_delay_ms" in doubted:
+                data = dict(data, xray_delay_ms=None, implausible=sorted(doubted))
+            self._injection_finished(data, host_ns)
+        elif kind == "FAULT":
+            with self._lock:
+                alarm = self._injector.on_fault(data, host_ns)
+            self.log.record("injector_fault", dict(data, alarm=alarm), t_mono_ns=host_ns)
+        elif kind == "HELLO":
+            # Devices repeat HELLO every 10 s; the log wants the device's identity when it changes.
+            identity = {k: v for k, v in data.items() if k not in ("seq", "device_ms")}
+            with self._lock:
+                new_identity, cleared = self._injector.on_hello(identity, data["device_ms"])
+            if new_identity:
+                self.log.record("injector_hello", data, t_mono_ns=host_ns)
+            self._fault_cleared(cleared, host_ns)
+
+    def _fault_cleared(self, reason: str | None, host_ns: int) -> None:
+        if reason is not None:
+            self.log.record("injector_fault_cleared", {"reason": reason}, t_mono_ns=host_ns)
+
+    def _injection_started(self, host_ns: int) -> None:
+        if self.source is None:   # no X-ray runs to open one: the injection belongs to a procedure
+            try:
+                self._ensure_procedure()
+            except ValueError:    # the operator opened one in the same instant: the injection is in it
+                pass
+        self._injecting_since = host_ns
+        self._inbox.append(lambda: self.pipeline.injection(host_ns, None, None))
+        self.log.record("injection_start", {}, t_mono_ns=host_ns)
+
+    def _injection_finished(self, summary: dict, host_ns: int) -> None:
+        # SUMMARY arrives after the injection; its duration dates the start when no sample did.
+        start = self._injecting_since or host_ns - summary["duration_ms"] * 1_000_000
+        self._injecting_since = None
+        self._inbox.append(lambda: self.pipeline.injection(start, host_ns, summary))
+        injection = dict(summary, start_ns=start, stop_ns=host_ns)
+        device = self.bridge.device or {}
+        key = f"injection:{device.get('serial_no', 'unknown')}:{summary['seq']}:{summary['duration_ms']}"
+        self.log.record_injection(injection, key=key)
+        with self._lock:
+            counted = self.totals.add_injection(injection)
+            if counted:   # a resent SUMMARY is not matched twice
+                late = {"start_ns": start, "stop_ns": host_ns, "summary": summary, "key": key}
+                self._summaries.append(late)
+        if counted:
+            # The run it overlapped may have ended and been recorded already: the worker looks, after the
+            # analyses queued before it.
+            self._worker.submit(self._late_injection, late)
+
+    def _on_link(self, old: str, new: str, reason: str) -> None:
+        with self._lock:
+            self._injector.on_link(new)
+        if new != "up":
+            now = time.monotonic_ns()
+            self._inbox.append(lambda: self.pipeline.xray_signal_lost(now))
+        self.log.record("serial_link", {"from": old, "to": new, "reason": reason})
+
+    # -- writes (from the API) -------------------------------------------------------------------------
+    # An API write is acknowledged only once durable: check_writable() before it (refuse while the log is
+    # failing, nothing changed), confirm_written() after it (wait for the COMMIT). Never on the frame thread.
+    def check_writable(self) -> None:
+        self.log.check_writable()
+
+    def confirm_written(self, timeout: float = 2.0) -> None:
+        self.log.commit(timeout)
+
+    def start_procedure(self, label: str | None = None) -> dict:
+        proc = self.log.start_procedure(label)
+        with self._lock:
+            self.totals = ProcedureTotals()
+            self._latest_clearance = None
+        self._worker.submit(self._reset_clearance)
+        return proc
+
+    def end_procedure(self) -> dict | None:
+        return self.log.end_procedure()
+
+    def label_run(self, run_id: str, label: str) -> None:
+        """Label a recorded run, or the current one (applied when it ends). The label is recorded in the
+        run's own procedure, even when a later one is open now."""
+        if label not in RUN_LABELS:
+            raise ValueError(f"label must be one of {', '.join(RUN_LABELS)}")   # the refused text is not echoed
+        committed = self.log.run(run_id)
+        with self._lock:
+            current = self._run_view
+            is_current = current is not None and f"{self.session}-{current['index']}" == run_id
+            analysing = run_id in self._finishing       # its record takes the label when it is written
+            # The newest record of a recent run may still be queued for the log: this one wins.
+            record = None if analysing else self._recent_summaries.get(run_id, committed)
+            if record is None and not is_current and not analysing:
+                raise LookupError(f"no run {run_id!r}")
+            if record is None:
+                procedure = self.log.current_procedure()   # its record is written in the open procedure
+                pid = None if procedure is None else procedure["id"]
+            else:
+                pid = record["procedure_id"]
+            self._labels[run_id] = label
+            for brief in self._last_runs:
+                if brief["run_id"] == run_id:
+                    brief["label"] = label
+            self.log.record("run_label", {"run_id": run_id, "label": label}, procedure_id=pid)
+            if record is not None:
+                # The newest record of a run is the one that counts (EventLog.run), so a relabel is durable.
+                # Written under the lock, so no other re-record of this run can slip in between.
+                updated = {k: v for k, v in record.items() if k not in ("procedure_id", "recorded_wall")}
+                updated["label"] = label
+                self.log.record_run(updated, key=f"run:{run_id}:label:{time.monotonic_ns()}", procedure_id=pid)
+                if run_id in self._recent_summaries:
+                    self._remember_run(run_id, updated, pid)
+        self._worker.submit(self._relabel_clearance, run_id, label, pid)
+
+    def set_patient(self, weight_kg: float | None, creatinine_mg_dl: float | None) -> dict:
+        if self.log.current_procedure() is None:
+            raise ValueError("no open procedure: start one first")
+        with self._lock:
+            self.totals.set_patient(weight_kg, creatinine_mg_dl)   # validates
+            totals = self.totals.to_dict()
+        self.log.set_procedure_fields(weight_kg=weight_kg, creatinine_mg_dl=creatinine_mg_dl)
+        return totals
+
+    def set_rois(self, rois: list[tuple[int, int, int, int]] | None) -> None:
+        # Checked here against the video geometry, so the caller hears of a bad ROI, not the frame thread.
+        shape = getattr(self.source, "shape", None)
+        if rois is not None and shape is not None:
+            if len(rois) > MAX_ROIS:
+                raise ValueError(f"at most {MAX_ROIS} ROIs, got {len(rois)}")
+            rois = [check_roi(roi, shape) for roi in rois]
+        self._inbox.append(lambda: self.pipeline.set_rois(rois))
+        self.log.record("rois_set", {"rois": rois})
+
+    def set_centerline(self, points: list[tuple[float, float]] | None, diameter_px: float | None) -> None:
+        # Validated and applied on the worker that owns the tracker; a bad centreline raises here.
+        result = self._worker.submit(self.clearance.set_centerline, points, diameter_px).result(timeout=10)
+        self.log.record("centerline_set", {"points": points, "diameter_px": diameter_px})
+        self._publish_clearance(result)
+
+    # -- read side -------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        now = time.monotonic_ns()
+        with self._lock:
+            injector = {
+                "link": self.bridge.link_state,
+                "state": self._injector.state,
+                **self._injector.live(now),
+                "device": self.bridge.device,
+                "fault": self._injector.active_fault(),
+            }
+            run = self._run_view
+            xray = dict(self._xray_view, pulse_rate=run["pulse_rate"] if run else None)
+            procedure = self.log.current_procedure()
+            if procedure is not None:
+                procedure = dict(procedure, totals=self.totals.to_dict())
+            return {
+                "injector": injector,
+                "video": {"enabled": self.source is not None, "source": self._video_name()},
+                "xray": xray,
+                "run": run,
+                "last_runs": list(self._last_runs),
+                "procedure": procedure,
+                "clearance": _headline(self._latest_clearance),
+                "counters": self._counters(now),
+                "alarms": self._alarms(now),
+                "uptime_s": (now - self.started_ns) / NS if self.started_ns else 0.0,
+            }
+
+    def _counters(self, now_ns: int) -> dict:
+        last_frame = self.pipeline.last_frame_ns
+        return {
+            "frames": self.pipeline.frames,
+            "pulses": self.pipeline.pulses,
+            "frames_dropped": self.source.dropped if self.source is not None else 0,
+            "frames_rejected": self.pipeline.rejected,
+            "frame_errors": self._frame_errors,
+            "runs": self._runs_total,
+            "contrast_runs": self._contrast_runs_total,
+            "last_frame_age_s": None if last_frame is None else (now_ns - last_frame) / NS,
+            "serial": self.bridge.counters(),
+            "eventlog": self.log.stats(),
+        }
+
+    def _alarms(self, now_ns: int) -> list[dict]:
+        alarms = list(self.log.alarms)
+        if self.bridge.link_state != "up":
+            alarms.append({"kind": "serial_link", "message": f"injector link {self.bridge.link_state}"})
+        alarms += self._injector.alarms()
+        if self.source is not None:   # without video by design there are no frames to miss
+            grabber_alarm = getattr(self.source, "alarm", None)
+            if grabber_alarm:
+                alarms.append({"kind": "video", "message": grabber_alarm})
+            last = self.pipeline.last_frame_ns
+            if last is None or now_ns - last > FRAME_STALL_NS:
+                alarms.append({"kind": "video", "message": "no frames from the video source"})
+        alarms += self._pipeline_alarms
+        alarms += self.totals.alarms()
+        if self.space.alarm is not None:
+            alarms.append(dict(self.space.alarm))
+        recorder_alarm = self.recorder.alarm if self.recorder is not None else None
+        if recorder_alarm is not None:
+            alarms.append({"kind": "recording", "message": recorder_alarm})
+        return alarms
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numeric counters for Prometheus."""
+        status_counters = self._counters(time.monotonic_ns())
+        serial = status_counters.pop("serial")
+        eventlog = status_counters.pop("eventlog")
+        flat: dict[str, float] = {k: v for k, v in status_counters.items() if isinstance(v, (int, float))}
+        for name, value in serial.items():
+            if isinstance(value, dict):
+                for sub, count in value.items():
+                    flat[f"serial_{name}_{sub}".lower()] = count
+            elif isinstance(value, (int, float)):
+                flat[f"serial_{name}"] = value
+        flat.update({f"eventlog_{k}": v for k, v in eventlog.items() if isinstance(v, (int, float))})
+        return flat
+
+    def runs(self, limit: int = 50) -> list[dict]:
+        """Oldest first; a relabelled run appears once, as its newest record."""
+        return self.log.latest_runs(limit=limit)
+
+    def run(self, run_id: str) -> dict | None:
+        return self.log.run(run_id)
+
+    def run_image_png(self, run_id: str) -> bytes | None:
+        with self._lock:
+            return self._run_pngs.get(run_id)
+
+    def clearance_png(self) -> bytes | None:
+        """The latest clearance picture; None before the first result. Rendered once per result, on the worker
+        behind any run-end analysis; concurrent callers share that render. TimeoutError when it takes > 10 s."""
+        with self._lock:
+            result = self._latest_clearance
+            if result is None:
+                return None
+            cached = self._clearance_png
+            if cached is None or cached[0] is not result:
+                cached = self._clearance_png = (result, self._worker.submit_on_demand(self._render_clearance,
+                                                                                       result))
+        return cached[1].result(timeout=10)
+
+    def _render_clearance(self, result: dict) -> bytes:
+        return self.clearance.render_png(result)    # the tracker belongs to the worker thread
+
+    def procedures(self, limit: int = 50) -> list[dict]:
+        return self.log.procedures(limit)
+
+    def procedure(self, pid: str) -> dict | None:
+        proc = self.log.procedure(pid)
+        if proc is None:
+            return None
+        totals = ProcedureTotals()
+        fields = proc.get("fields", {})
+        totals.set_patient(fields.get("weight_kg"), fields.get("creatinine_mg_dl"))
+        for run in self.log.latest_runs(pid, limit=10_000):
+            totals.add_run(run)
+        for injection in self.log.injections(pid, limit=10_000):
+            totals.add_injection(injection)
+        return dict(proc, totals=totals.to_dict(), clearance=self.log.clearance_results(pid))
+
+    def events(self, after: int = 0, limit: int = 100) -> list[dict]:
+        return self.log.events(after=after, limit=limit)
+
+    def subscribe(self, callback: Callable[[dict], None]) -> Callable[[], None]:
+        return self.log.subscribe(callback)
+
+
+def _headline(result: dict | None) -> dict | None:
+    """The numbers a room display shows; stations and centreline stay in the event log and the API."""
+    if result is None:
+        return None
+    keys = ("run_id", "baseline_run_id", "label", "burden_baseline_pct", "burden_post_pct", "clearance_pct",
+            "grade", "removal_ge_75", "shift_px", "registration_score", "notes")
+    return {k: result.get(k) for k in keys}
+
+
+def _brief(summary: dict) -> dict:
+    keys = ("run_id", "label", "contrast", "duration_s", "frames", "pulses", "pulse_rate",
+            "injection_delay_s", "delivered_volume_ml")
+    brief = {k: summary.get(k) for k in keys}
+    rois = summary.get("rois") or []
+    if rois:
+        brief.update({k: rois[0].get(k) for k in ("arrival_s", "peak_s", "washout_s", "mtt_s")})
+    return brief
