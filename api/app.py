@@ -26,10 +26,10 @@ from api.routes.models import Status
 from api.server import RequestLimits, TrustedHosts, exposure_warnings
 from api.sse import StreamHub
 from core.appliance.appliance import Appliance
-from core.store.eventlog import LogUnavailable
 from core.ops.settings import Settings
-from core.sources.frames import FrameSource
 from core.ops.watchdog import ApiProbe
+from core.sources.frames import FrameSource
+from core.store.eventlog import LogUnavailable
 
 log = logging.getLogger("cathlab.api")
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from core.analysis.offline import analyze_stack
-from core.sources.phantom import PhantomConfig, render_run
 from core.analysis.pipeline import FramePipeline
-from core.sources.frames import Frame
-from core.sources.stacks import FrameStack
 from core.analysis.tdc import gamma_variate, tdc_metrics
+from core.sources.frames import Frame
+from core.sources.phantom import PhantomConfig, render_run
+from core.sources.stacks import FrameStack
 
 TARGET_FPS = 300.0
 

@@ -32,8 +32,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.vocab import RUN_LABELS
+
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = ("baseline", "intraprocedural", "completion")
 START_TIMEOUT_S = 90.0
 WRITE_PAUSE_S = 0.01    # per writer thread: ~100 writes/s each, so 1,000 cycles keep the database checkable
 WEIGHT_BASE, WEIGHT_STEP, WEIGHT_SLOTS = 10.0, 0.001, 330_000   # unique weights within the API's 2-350 kg
@@ -119,7 +120,7 @@ def _label_writer(port: int, token: str, acks: Acks, stop: threading.Event, rng:
                 if not run_ids:
                     time.sleep(0.2)
                     continue
-            run_id, label = rng.choice(run_ids), rng.choice(LABELS)
+            run_id, label = rng.choice(run_ids), rng.choice(RUN_LABELS)
             status, _ = client.request("PUT", f"/api/runs/{run_id}/label", {"label": label})
         except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
             acks.failed += 1

@@ -11,7 +11,6 @@ tail) went from ~6 GB/s to ~0.4 GB/s, still 35 000 times a 115200 baud line.
 """
 import random
 
-
 from firmware_bridge.framing import Decoder, RefDecoder
 from firmware_bridge.link import Link
 from firmware_bridge.messages import Sample

@@ -15,8 +15,22 @@ import serial
 
 from .framing import Decoder
 from .link import Link, PacketInfo
-from .messages import (CAP_SAMPLES, CAP_TIME_SYNC, CAP_XRAY, PROTOCOL_VERSION, RELIABLE_TYPES, Hello,
-                       Heartbeat, InjectorState, Sample, State, TimeReq, TimeResp, Xray, parse)
+from .messages import (
+    CAP_SAMPLES,
+    CAP_TIME_SYNC,
+    CAP_XRAY,
+    PROTOCOL_VERSION,
+    RELIABLE_TYPES,
+    Heartbeat,
+    Hello,
+    InjectorState,
+    Sample,
+    State,
+    TimeReq,
+    TimeResp,
+    Xray,
+    parse,
+)
 
 HELLO_PERIOD_S = 10.0
 HEARTBEAT_MAX_S = 1.0

@@ -18,8 +18,20 @@ from dataclasses import dataclass, field
 
 from .clock import DeviceClock
 from .framing import Decoder
-from .messages import (RELIABLE_TYPES, Ack, Hello, Message, MsgType, MalformedPacket, TimeReq, TimeResp,
-                       UnknownType, UnsupportedVersion, header_of, parse)
+from .messages import (
+    RELIABLE_TYPES,
+    Ack,
+    Hello,
+    MalformedPacket,
+    Message,
+    MsgType,
+    TimeReq,
+    TimeResp,
+    UnknownType,
+    UnsupportedVersion,
+    header_of,
+    parse,
+)
 from .plausibility import Plausibility, Violation
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,25 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from .framing import Decoder
-from .messages import (CAP_SAMPLES, CAP_TIME_SYNC, CAP_XRAY, Ack, Fault, Heartbeat, Hello, InjectorState,
-                       Message, ProtocolError, Sample, State, Summary, TimeReq, TimeResp, Xray, parse)
+from .messages import (
+    CAP_SAMPLES,
+    CAP_TIME_SYNC,
+    CAP_XRAY,
+    Ack,
+    Fault,
+    Heartbeat,
+    Hello,
+    InjectorState,
+    Message,
+    ProtocolError,
+    Sample,
+    State,
+    Summary,
+    TimeReq,
+    TimeResp,
+    Xray,
+    parse,
+)
 from .scenarios import PROCEDURE, PROCEDURE_PERIOD_S
 
 SAMPLE_PERIOD_S = 0.02    # 50 Hz while injecting

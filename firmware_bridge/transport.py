@@ -14,7 +14,6 @@ from typing import Callable, Iterator
 
 import serial
 
-
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 0.05  # also the tick period of the caller's on_idle

@@ -21,8 +21,22 @@ from dataclasses import fields
 from pathlib import Path
 
 from .framing import DELIMITER, crc16
-from .messages import (_FORMATS, MESSAGE_CLASSES, Ack, Fault, Heartbeat, Hello, Message, MsgType, Sample, State,
-                       Summary, TimeReq, TimeResp, Xray)
+from .messages import (
+    _FORMATS,
+    MESSAGE_CLASSES,
+    Ack,
+    Fault,
+    Heartbeat,
+    Hello,
+    Message,
+    MsgType,
+    Sample,
+    State,
+    Summary,
+    TimeReq,
+    TimeResp,
+    Xray,
+)
 
 VECTORS_PATH = Path(__file__).parent / "c" / "vectors.txt"
 

@@ -15,8 +15,8 @@ import uvicorn
 
 from api.app import create_app
 from core.analysis.clearance import MAX_CENTERLINE_POINTS, ClearanceTracker, check_operator_centerline
-from core.ops.settings import Settings
 from core.appliance.worker import AnalysisWorker
+from core.ops.settings import Settings
 from tests.test_clearance import synthetic_vessel
 
 

@@ -9,10 +9,8 @@ import time
 import pytest
 
 from firmware_bridge.checker import StreamCheck, check_main
-from firmware_bridge.framing import encode_frame
-from firmware_bridge.messages import (Ack, Heartbeat, Hello, Sample, State, Summary, TimeReq, TimeResp,
-                                      Xray, parse)
-from firmware_bridge.framing import Decoder
+from firmware_bridge.framing import Decoder, encode_frame
+from firmware_bridge.messages import Ack, Heartbeat, Hello, Sample, State, Summary, TimeReq, TimeResp, Xray, parse
 
 MS = 1_000_000
 S = 1_000_000_000

@@ -14,9 +14,13 @@ import numpy as np
 import pytest
 
 from core.analysis.clearance import (
-    ClearanceTracker, clearance_main, grade, measure_clearance, parse_segments, render_clearance_png,
+    ClearanceTracker,
+    clearance_main,
+    grade,
+    measure_clearance,
+    parse_segments,
+    render_clearance_png,
 )
-
 
 # --------------------------------------------------------------------------------------------- the synthetic vessel
 

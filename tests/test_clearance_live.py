@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from core.analysis.clearance import ClearanceTracker
-from core.sources.phantom import PhantomConfig, PhantomVideo
 from core.analysis.pipeline import FramePipeline
 from core.sources.frames import Frame
+from core.sources.phantom import PhantomConfig, PhantomVideo
 from firmware_bridge.scenarios import PROCEDURE
 
 FPS = 30.0

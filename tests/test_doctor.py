@@ -7,7 +7,17 @@ import secrets
 
 import pytest
 
-from core.ops.doctor import FAIL, OK, WARN, check_clock, check_data_dir, check_serial, check_token, check_video, doctor_main
+from core.ops.doctor import (
+    FAIL,
+    OK,
+    WARN,
+    check_clock,
+    check_data_dir,
+    check_serial,
+    check_token,
+    check_video,
+    doctor_main,
+)
 from core.ops.settings import Settings
 
 

@@ -3,11 +3,20 @@ import os
 import random
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from ext import _cobs
-from firmware_bridge.framing import (MAX_FRAME, Decoder, RefDecoder, cobs_decode, cobs_encode, crc16,
-                                     crc16_ref, encode_frame)
+from firmware_bridge.framing import (
+    MAX_FRAME,
+    Decoder,
+    RefDecoder,
+    cobs_decode,
+    cobs_encode,
+    crc16,
+    crc16_ref,
+    encode_frame,
+)
 from firmware_bridge.messages import Heartbeat, Hello, Sample, Summary
 from tests.v1_packets import packets as v1_packets
 

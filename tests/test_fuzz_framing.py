@@ -10,11 +10,12 @@ import os
 import random
 
 import pytest
-
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from firmware_bridge.framing import MAX_FRAME, Decoder, RefDecoder, encode_frame
-from tests.v1_packets import packets as v1_packets, random_packet
+from tests.v1_packets import packets as v1_packets
+from tests.v1_packets import random_packet
 
 AT_SCALE = os.environ.get("CATHLAB_FUZZ") == "1"
 EXAMPLES = int(os.environ.get("CATHLAB_FUZZ_EXAMPLES", "20000")) if AT_SCALE else 150

@@ -8,10 +8,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import TOKEN_FILE
-from core.store.eventlog import EventLog, LogUnavailable
 from core.ops.settings import Settings
-from tests.waiting import wait_for
+from core.store.eventlog import EventLog, LogUnavailable
 from tests.db import db_rows
+from tests.waiting import wait_for
 
 PAD = "x" * 150
 

@@ -9,13 +9,13 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import TOKEN_FILE
-from core.analysis.offline import analyze_main
 from core.analysis.clearance import parse_segments
-from core.store.eventlog import EventLog
+from core.analysis.offline import analyze_main
 from core.identity import MAX_TEXT, IdentityRefused, check_text, content_label
-from core.sources.folder import DirectorySource
 from core.ops.settings import Settings
+from core.sources.folder import DirectorySource
 from core.sources.stacks import load_stack
+from core.store.eventlog import EventLog
 from tests.dicom_files import write_multiframe
 
 ISSUE_EXAMPLE = "DOE^JOHN MRN 00412345 DOB 1957-03-14"

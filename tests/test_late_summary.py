@@ -9,11 +9,12 @@ import time
 
 import pytest
 
+from core.analysis.runs import INJECTOR_FIGURES, Run, merge_injection
 from core.appliance.appliance import Appliance
-from core.sources.phantom import PhantomConfig, PhantomVideo
-from core.analysis.runs import INJECTOR_FIGURES, NS, Run, merge_injection
 from core.ops.settings import Settings
 from core.sources.frames import PhantomSource
+from core.sources.phantom import PhantomConfig, PhantomVideo
+from core.vocab import NS
 from firmware_bridge.messages import Summary
 from firmware_bridge.scenarios import ScriptedRun
 from firmware_bridge.simulator import SCENARIOS, Scenario, SimInjection

@@ -6,8 +6,7 @@ import pytest
 from firmware_bridge.clock import DeviceClock
 from firmware_bridge.framing import Decoder
 from firmware_bridge.link import DOWN, SILENT, UP, IllegalTransition, Link
-from firmware_bridge.messages import (Ack, Fault, Heartbeat, Hello, Sample, Summary, TimeReq, TimeResp, Xray,
-                                      parse)
+from firmware_bridge.messages import Ack, Fault, Heartbeat, Hello, Sample, Summary, TimeReq, TimeResp, Xray, parse
 
 MS = 1_000_000
 S = 1_000_000_000

@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from core.sources.phantom import PhantomConfig, render_run
 from core.analysis.pipeline import FramePipeline
-from core.store.recorder import (SERIAL_MAGIC, ProcedureRecorder, RecordingSource, load_runs, read_serial,
-                           replay)
-from core.sources.frames import NS, Frame
+from core.sources.frames import Frame
+from core.sources.phantom import PhantomConfig, render_run
+from core.store.recorder import SERIAL_MAGIC, ProcedureRecorder, RecordingSource, load_runs, read_serial, replay
+from core.vocab import NS
 from firmware_bridge.link import Link
 from firmware_bridge.simulator import InjectorDevice
 
@@ -328,9 +328,9 @@ def test_the_appliance_records_the_phantom_with_its_burnt_in_text_blanked(tmp_pa
     """--record on the phantom with corner text (where C-arms print the patient): the recorded pulses keep the
     collimated field (or the configured crop) and are 0 in every text box and outside it."""
     from core.appliance.appliance import Appliance
-    from core.sources.phantom import PhantomVideo, collimator_circle
     from core.ops.settings import Settings
     from core.sources.frames import PhantomSource
+    from core.sources.phantom import PhantomVideo, collimator_circle
     from firmware_bridge.scenarios import ScriptedRun
     from tests.waiting import wait_for
 

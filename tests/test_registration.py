@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from core.analysis.peak import peak_opacity
-from core.sources.phantom import PhantomConfig, render_run
 from core.analysis.registration import register
+from core.sources.phantom import PhantomConfig, render_run
 from core.sources.stacks import FrameStack
 from tests.test_clearance import synthetic_vessel
 

@@ -6,9 +6,9 @@ import time
 import pytest
 
 from core.appliance.appliance import Appliance
-from core.sources.phantom import PhantomConfig, PhantomVideo
 from core.ops.settings import Settings
 from core.sources.frames import PhantomSource
+from core.sources.phantom import PhantomConfig, PhantomVideo
 from firmware_bridge.scenarios import ScriptedRun
 from tests.waiting import wait_for
 

@@ -1,7 +1,8 @@
 """Run detection from new-pulse flags on a video line."""
 import pytest
 
-from core.analysis.runs import NS, RunDetector
+from core.analysis.runs import RunDetector
+from core.vocab import NS
 
 
 def feed_line(detector, fps, pattern):
@@ -70,9 +71,9 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from core.sources.phantom import PhantomConfig, render_run  # noqa: E402
 from core.analysis.pipeline import FramePipeline  # noqa: E402
 from core.sources.frames import Frame  # noqa: E402
+from core.sources.phantom import PhantomConfig, render_run  # noqa: E402
 
 
 def play(pipeline, frames, fps, t0_ns=0, hook=None):

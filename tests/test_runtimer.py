@@ -4,7 +4,7 @@ import pytest
 
 from core.analysis.runtimer import RunTimer
 from core.analysis.tdc import gamma_variate
-from tests.test_tdc import A, B, RATE, T0, truth_timing
+from tests.test_tdc import RATE, T0, A, B, truth_timing
 
 
 def test_run_timer_on_a_synthetic_run():

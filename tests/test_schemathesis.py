@@ -15,7 +15,6 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-
 from tests.test_api_stream import start_server, stop_server
 
 # Per operation, mode and token case; CATHLAB_SCHEMATHESIS_EXAMPLES=500 for a deep run.

@@ -11,11 +11,21 @@ import serial
 from firmware_bridge.checker import check_main
 from firmware_bridge.framing import Decoder
 from firmware_bridge.link import Link
-from firmware_bridge.messages import (Fault, Hello, InjectorState, MsgType, Sample, State, Summary, TimeReq,
-                                      TimeResp, Xray, parse)
+from firmware_bridge.messages import (
+    Fault,
+    Hello,
+    InjectorState,
+    MsgType,
+    Sample,
+    State,
+    Summary,
+    TimeReq,
+    TimeResp,
+    Xray,
+    parse,
+)
 from firmware_bridge.scenarios import PROCEDURE, PROCEDURE_PERIOD_S
-from firmware_bridge.simulator import (SCENARIOS, InjectorDevice, Scenario, SimInjection, parse_sim_url,
-                                       simulate_main)
+from firmware_bridge.simulator import SCENARIOS, InjectorDevice, Scenario, SimInjection, parse_sim_url, simulate_main
 
 MS = 1_000_000
 S = 1_000_000_000

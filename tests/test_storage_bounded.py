@@ -16,14 +16,15 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from core.appliance.appliance import Appliance
 from core.ops.config import render_toml
+from core.ops.settings import Settings
+from core.sources.frames import Frame
 from core.store.eventlog import EventLog
 from core.store.export import iter_export
 from core.store.recorder import ProcedureRecorder
-from core.ops.settings import Settings
-from core.sources.frames import NS, Frame
 from core.store.space import SpaceMonitor, available_bytes
-from tests.waiting import wait_for
+from core.vocab import NS
 from tests.db import db_rows
+from tests.waiting import wait_for
 
 DAY_NS = 86_400 * 10**9
 MB = 2**20

@@ -6,13 +6,13 @@ import pytest
 
 from core.analysis.tdc import (
     _solve_fraction,
-    check_roi,
     downsample,
     fit_gamma,
     gamma_variate,
     noise_sd,
     tdc_metrics,
 )
+from core.vocab import check_roi
 
 T0, A, B = 1.2, 2.5, 0.35
 RATE = 15.0

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from core.analysis.offline import analyze_stack
-from core.sources.phantom import PhantomConfig, render_run
 from core.analysis.pipeline import FramePipeline
-from core.analysis.runs import NS
 from core.sources.frames import Frame
+from core.sources.phantom import PhantomConfig, render_run
 from core.sources.stacks import FrameStack
+from core.vocab import NS
 
 SIZE = (256, 256)
 CLINICAL_I0 = 500.0      # quanta per pixel per pulse behind the patient: low-dose fluoroscopy noise

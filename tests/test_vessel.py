@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from core.analysis.vessel import (
-    fit_diameter, find_vessel, make_stations, parse_centerline, sample_profiles, subtract_background,
+    find_vessel,
+    fit_diameter,
+    make_stations,
+    parse_centerline,
+    sample_profiles,
+    subtract_background,
 )
 from tests.test_clearance import synthetic_vessel
 

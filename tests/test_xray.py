@@ -1,7 +1,8 @@
 """X-ray arbitration: device XRAY wins over the image heuristic; long disagreement raises an alarm."""
 import pytest
 
-from core.analysis.xray import NS, XrayArbiter
+from core.analysis.xray import XrayArbiter
+from core.vocab import NS
 
 
 def test_image_alone_decides_until_a_device_speaks():

@@ -5,7 +5,6 @@ import argparse
 import sys
 
 
-
 def add_parser(sub) -> None:
     parser = sub.add_parser("config", help="validate the configuration; --show prints what is in force")
     parser.add_argument("--show", action="store_true", help="print every setting as TOML, with its source")

@@ -6,8 +6,8 @@ import logging
 import sys
 import traceback
 
-from api.cli import analyze, check, clearance, config, doctor, export, replay, run, simulate
 from api.argtypes import OneLineParser
+from api.cli import analyze, check, clearance, config, doctor, export, replay, run, simulate
 
 
 def build_parser() -> argparse.ArgumentParser:

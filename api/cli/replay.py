@@ -5,7 +5,6 @@ import argparse
 import sys
 
 
-
 def add_parser(sub) -> None:
     parser = sub.add_parser("replay", help="run a recorded procedure (data-dir/recordings) through the pipeline")
     parser.add_argument("directory", help="a recordings directory")

@@ -39,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.server import server_config, tls_context_check, trusted_host_names
-
     from core.ops.logs import setup_logging
 
     # Event log, token and recordings are readable by this user only, whatever the caller's umask.

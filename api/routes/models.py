@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.analysis.clearance import MAX_CENTERLINE_POINTS
-from core.identity import ALLOWED, MAX_TEXT, check_optional
 from core.analysis.totals import CREATININE_RANGE_MG_DL, WEIGHT_RANGE_KG
+from core.identity import ALLOWED, MAX_TEXT, check_optional
 
 # Ids the appliance hands out are short tokens (run "1a2b3c4d-7", procedure uuid hex); anything else is malformed.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"

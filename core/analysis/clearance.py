@@ -33,16 +33,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.identity import check_text
 from core.analysis.registration import Registration, register
 from core.analysis.vessel import (
-    Stations, check_centerline, diameter_along, find_vessel, make_stations, parse_centerline, profile_window,
-    sample_profiles, subtract_background,
+    Stations,
+    check_centerline,
+    diameter_along,
+    find_vessel,
+    make_stations,
+    parse_centerline,
+    profile_window,
+    sample_profiles,
+    subtract_background,
 )
+from core.identity import check_text
+from core.vocab import RUN_LABELS
 
 __all__ = [
     "ClearanceTracker", "check_operator_centerline", "clearance_main", "grade", "measure_clearance",
-    "parse_segments", "render_clearance_png", "LABELS", "MAX_CENTERLINE_POINTS",
+    "parse_segments", "render_clearance_png", "MAX_CENTERLINE_POINTS",
 ]
 
 STATION_SPACING_PX = 2.0          # "cross-section profiles every few pixels"
@@ -57,7 +65,6 @@ REMOVAL_FLAG_PCT = 75.0           # CLOUT end point
 DEFECT_BURDEN = 0.25              # a station this occluded (smoothed) is drawn as a defect
 MIN_STATIONS = 5
 DEFAULT_GRADES = (50.0, 95.0)     # SIR: I < 50, II 50-95, III > 95
-LABELS = ("baseline", "intraprocedural", "completion")
 # An operator's centreline: a venogram's vein is drawn with a few dozen clicks (one every few centimetres, more
 # along a bend); 256 leaves ample room. It crosses the field once, so it is at most twice the image's
 # perimeter half (w + h) long; a longer one zigzags, and its analysis time grows with its length (a 4,096-point
@@ -812,5 +819,5 @@ class ClearanceTracker:
 
 
 def _check_label(label) -> None:
-    if label is not None and label not in LABELS:
-        raise ValueError(f"label must be one of {', '.join(LABELS)} or None, got {label!r}")
+    if label is not None and label not in RUN_LABELS:
+        raise ValueError(f"label must be one of {', '.join(RUN_LABELS)} or None, got {label!r}")

@@ -13,36 +13,17 @@ from typing import TextIO
 
 import numpy as np
 
-from core.analysis.runs import MIN_PULSE_RATE, NS
+from core.analysis.runs import MIN_PULSE_RATE
+from core.analysis.tdc import gamma_variate
 from core.sources.frames import Frame
 from core.sources.stacks import FrameStack, load_stack
-from core.analysis.tdc import check_roi, gamma_variate
+from core.vocab import NS, check_roi, parse_roi
 
 EXIT_BAD_INPUT = 2
 # Injection start in seconds from a recording's first frame: it may precede the X-ray (a negative delay), and
 # no recorded run lasts a day.
 INJECTION_START_RANGE_S = (-3600.0, 86_400.0)
 
-
-def parse_roi(text: str, shape: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
-    """"X,Y,W,H" -> (x, y, w, h) integers, checked against a frame of ``shape`` (rows, cols) when given."""
-    values = _roi_syntax(text)
-    return check_roi(values, shape if shape is not None else (1 << 30, 1 << 30))
-
-
-def _roi_syntax(text: str) -> tuple[int, int, int, int]:
-    if not isinstance(text, str):
-        raise ValueError(f"ROI must be text X,Y,W,H, got {text!r}")
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 4:
-        raise ValueError(f"ROI {text!r} must be X,Y,W,H (four integers)")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"ROI {text!r} must be X,Y,W,H (four integers)") from None
-    if any(v < 0 for v in values) or values[2] < 1 or values[3] < 1:
-        raise ValueError(f"ROI {text!r}: X and Y must be >= 0, W and H >= 1")
-    return values
 
 
 def analyze_stack(stack: FrameStack, rois=None, injection_start_s: float | None = None) -> dict:
@@ -129,7 +110,7 @@ def analyze_main(frames: str, fps: float | None, intensity: str | None, rois: li
         if intensity not in (None, "lin", "log"):
             raise ValueError(f"--intensity must be lin or log, got {intensity!r}")
         for text in rois or []:
-            _roi_syntax(text)          # a typo is reported before a long load
+            parse_roi(text)          # a typo is reported before a long load
         stack = load_stack(frames, fps, intensity)
         parsed = [parse_roi(r, stack.frames.shape[1:]) for r in (rois or [])]
         result = analyze_stack(stack, parsed or None, injection_start)

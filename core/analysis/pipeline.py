@@ -18,11 +18,11 @@ from functools import partial
 import numpy as np
 
 from core.analysis.kernels import FrameKernel, build_mask
-from core.analysis.runs import MIN_PULSE_RATE, NS, Run, RunDetector, RunEvent, injection_overlaps
+from core.analysis.runs import MIN_PULSE_RATE, Run, RunDetector, RunEvent, injection_overlaps
 from core.analysis.runtimer import RunTimer
-from core.sources.frames import Frame, frame_problem
-from core.analysis.tdc import check_roi
 from core.analysis.xray import XrayArbiter
+from core.sources.frames import Frame, frame_problem
+from core.vocab import NS, check_roi
 
 log = logging.getLogger("cathlab.pipeline")
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.vocab import NS
+
 MIN_PULSE_RATE = 3.75
-NS = 1_000_000_000
 # Run summary key <- injector SUMMARY key: the injector's own figures for a run's injection.
 INJECTOR_FIGURES = (("delivered_volume_ml", "delivered_volume_ml"), ("peak_flow_ml_s", "peak_flow_ml_s"),
                     ("peak_pressure_kpa", "peak_pressure_kpa"), ("injection_duration_ms", "duration_ms"),

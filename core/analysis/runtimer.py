@@ -11,8 +11,17 @@ from dataclasses import replace
 import numpy as np
 
 from core.analysis.autoroi import PEAK_WINDOW_S, box_peak_map, choose_roi, coarse_side
-from core.analysis.mask import MAX_MASK_PULSES, VALID_PULSES, MaskChoice, OnsetWatcher, log_lut, sample_stride, valid_pixels
-from core.analysis.tdc import RoiCurve, TdcMetrics, check_roi, downsample, tdc_metrics
+from core.analysis.mask import (
+    MAX_MASK_PULSES,
+    VALID_PULSES,
+    MaskChoice,
+    OnsetWatcher,
+    log_lut,
+    sample_stride,
+    valid_pixels,
+)
+from core.analysis.tdc import RoiCurve, TdcMetrics, downsample, tdc_metrics
+from core.vocab import check_roi
 
 MAX_PULSES = 1800           # per run (2 min at 15 p/s): beyond, timing uses the first MAX_PULSES pulses
 RING_PULSES = MAX_MASK_PULSES + 4   # full frames kept for the live mask: the mask ends 2 pulses before onset

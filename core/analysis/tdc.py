@@ -5,7 +5,7 @@ single pulse is a sizeable fraction of the peak, so the timing comes from a gamm
 ``K (t - t0)^a exp(-(t - t0) / b)`` fitted to the curve (sub-pulse estimates, as parametric DSA does) when
 the fit explains the curve, and from the lightly smoothed samples otherwise.
 
-Also here: ``RoiCurve`` (one ROI's curve with its timing, as reported) and ``check_roi``. Collecting a run's
+Also here: ``RoiCurve`` (one ROI's curve with its timing, as reported). Collecting a run's
 pulses into curves is ``core.analysis.runtimer.RunTimer``'s job; this module knows nothing of pulses or masks.
 """
 from __future__ import annotations
@@ -410,18 +410,3 @@ class RoiCurve:
 def _r(v: float | None, nd: int = 4) -> float | None:
     return None if v is None else round(float(v), nd)
 
-
-def check_roi(roi, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(x, y, w, h) integers, non-empty, inside a frame of ``shape`` (rows, cols); ValueError otherwise."""
-    try:
-        x, y, w, h = (int(v) for v in roi)
-        if any(int(v) != v for v in roi):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"ROI must be four integers x, y, w, h; got {roi!r}") from None
-    H, W = shape
-    if w < 1 or h < 1:
-        raise ValueError(f"ROI {x},{y},{w},{h} must have a width and height of at least 1")
-    if x < 0 or y < 0 or x + w > W or y + h > H:
-        raise ValueError(f"ROI {x},{y},{w},{h} is not inside the {W}x{H} frame")
-    return x, y, w, h

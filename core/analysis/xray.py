@@ -6,7 +6,7 @@ them is wrong (cable, grabber, wrong video input), which the operator should hea
 """
 from __future__ import annotations
 
-NS = 1_000_000_000
+from core.vocab import NS
 
 
 class XrayArbiter:

@@ -21,22 +21,22 @@ from pathlib import Path
 import numpy as np
 
 from core.analysis.clearance import ClearanceTracker
-from core.sources.collimator import FieldDetector
-from core.store.eventlog import OPEN_PROCEDURE, EventLog
 from core.analysis.images import opacity_png
-from core.appliance.injector import InjectorCondition
 from core.analysis.kernels import MAX_ROIS
 from core.analysis.pipeline import FramePipeline
+from core.analysis.runs import RunEvent, injection_overlaps, merge_injection, run_takes_injection
 from core.analysis.totals import ProcedureTotals
-from core.store.recorder import ProcedureRecorder, privacy_mask
-from core.sources.folder import DirectorySource
-from core.analysis.runs import NS, RunEvent, injection_overlaps, merge_injection, run_takes_injection
-from core.ops.settings import VIDEO_NONE, VIDEO_PHANTOM, Settings
-from core.store.space import SpaceMonitor, available_bytes
-from core.sources.frames import FrameSource, PhantomSource, replay
-from core.analysis.tdc import check_roi
-from core.ops.watchdog import ProgressCheck, Watchdog
+from core.appliance.injector import InjectorCondition
 from core.appliance.worker import AnalysisWorker
+from core.ops.settings import VIDEO_NONE, VIDEO_PHANTOM, Settings
+from core.ops.watchdog import ProgressCheck, Watchdog
+from core.sources.collimator import FieldDetector
+from core.sources.folder import DirectorySource
+from core.sources.frames import FrameSource, PhantomSource, replay
+from core.store.eventlog import OPEN_PROCEDURE, EventLog
+from core.store.recorder import ProcedureRecorder, privacy_mask
+from core.store.space import SpaceMonitor, available_bytes
+from core.vocab import NS, RUN_LABELS, check_roi
 from firmware_bridge.bridge import InjectorBridge
 from firmware_bridge.plausibility import ReportLimiter, Violation
 
@@ -45,7 +45,6 @@ log = logging.getLogger("cathlab.appliance")
 SNAPSHOT_PERIOD_NS = NS // 10     # the current run's view for the API, refreshed at most 10 times a second
 FRAME_STALL_NS = 1 * NS           # no frame for this long: the video source is stalled
 NO_VIDEO_PERIOD_S = 0.05          # without video, the injector's side inputs are applied this often
-RUN_LABELS = ("baseline", "intraprocedural", "completion")
 KEEP_RUN_IMAGES = 50              # peak-opacity PNGs served by the API (a few hundred kB each)
 TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a procedure has a handful)
 RECENT_RUNS = 12                  # newest records of this session's last runs, kept for relabels
@@ -72,7 +71,7 @@ def open_video(settings: Settings, t0_ns: int, on_event=None) -> FrameSource | N
         # The table moves between thrombectomy passes, so the demo exercises registration too.
         return PhantomSource(PhantomVideo(config, shifts=DEMO_SHIFTS), t0_ns=t0_ns)
     if video.startswith("/dev/"):
-        from core.sources.v4l2 import open_grabber   # linuxpy is only needed with a grabber
+        from core.sources.v4l2 import open_grabber  # linuxpy is only needed with a grabber
 
         return open_grabber(video, fps=settings.video_fps, on_event=on_event,
                             reconnect_min_s=settings.reconnect_min_s, reconnect_max_s=settings.reconnect_max_s)

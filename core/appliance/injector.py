@@ -11,7 +11,8 @@ are the ones docs/serial-protocol.md states in "What the appliance does with a F
 """
 from __future__ import annotations
 
-NS = 1_000_000_000
+from core.vocab import NS
+
 SAMPLE_STALE_NS = 1 * NS          # live values go stale without a SAMPLE (they stream at 10-100 Hz)
 FAULT_ALARM_SEVERITY = 2          # error; 0 info and 1 warning are logged, not alarmed
 PUMPING_STATES = frozenset({"injecting", "hold"})

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from core.identity import content_label
-from core.sources.frames import NS, QUEUE_FRAMES, Frame, FrameSource
+from core.sources.frames import QUEUE_FRAMES, Frame, FrameSource
 from core.sources.stacks import FrameStack, load_stack
+from core.vocab import NS
 
 log = logging.getLogger("cathlab.replay")
 

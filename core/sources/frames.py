@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-NS = 1_000_000_000
+from core.vocab import NS
+
 # Frames a paced source holds for a consumer that stalls briefly (run-end analysis), like a V4L2 driver's
 # buffer queue; late frames keep their capture times, so the pipeline catches up without losing any.
 QUEUE_FRAMES = 8

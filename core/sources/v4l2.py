@@ -22,7 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
-from core.sources.frames import NS, Frame, FrameSource, shape_problem
+from core.sources.frames import Frame, FrameSource, shape_problem
+from core.vocab import NS
 
 log = logging.getLogger("cathlab.v4l2")
 

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.store import schema
 from core.identity import check_text
+from core.store import schema
 
 log = logging.getLogger("cathlab.eventlog")
 

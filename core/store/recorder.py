@@ -48,7 +48,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from core.sources.frames import NS, Frame, FrameSource
+from core.sources.frames import Frame, FrameSource
+from core.vocab import NS
 
 log = logging.getLogger("cathlab.recorder")
 
