@@ -26,6 +26,11 @@ def check_roi(roi, shape: tuple[int, int]) -> tuple[int, int, int, int]:
 
 def parse_roi(text: str, shape: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
     """"X,Y,W,H" -> (x, y, w, h) integers, checked against a frame of ``shape`` (rows, cols) when given."""
+    return check_roi(roi_syntax(text), shape if shape is not None else (1 << 30, 1 << 30))
+
+
+def roi_syntax(text: str) -> tuple[int, int, int, int]:
+    """"X,Y,W,H" -> four integers, X and Y >= 0, W and H >= 1 (a typo is reported before any file is read)."""
     if not isinstance(text, str):
         raise ValueError(f"ROI must be text X,Y,W,H, got {text!r}")
     parts = [p.strip() for p in text.split(",")]
@@ -37,4 +42,4 @@ def parse_roi(text: str, shape: tuple[int, int] | None = None) -> tuple[int, int
         raise ValueError(f"ROI {text!r} must be X,Y,W,H (four integers)") from None
     if any(v < 0 for v in values) or values[2] < 1 or values[3] < 1:
         raise ValueError(f"ROI {text!r}: X and Y must be >= 0, W and H >= 1")
-    return check_roi(values, shape if shape is not None else (1 << 30, 1 << 30))
+    return values

@@ -4,19 +4,16 @@ from __future__ import annotations
 import argparse
 
 from api import argtypes
+from api.cli.common import JSON_FLAG, RECORDING_FLAGS
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("analyze", help="time a recorded contrast run (.npy or DICOM multi-frame)")
+    parser = sub.add_parser("analyze", parents=[RECORDING_FLAGS, JSON_FLAG], help="time a recorded contrast run (.npy or DICOM multi-frame)")
     parser.add_argument("frames", help="a (T, H, W) .npy stack or a DICOM XA/XRF/secondary-capture file")
-    parser.add_argument("--fps", type=argtypes.FPS, help="the file's frame rate (required for .npy)")
-    parser.add_argument("--intensity", choices=["lin", "log"], help="default: lin for uint16, log for uint8, "
-                         "or what the DICOM file says")
     parser.add_argument("--roi", action="append", metavar="X,Y,W,H", help="region of interest (repeatable; "
                          "default: one placed automatically on the most-opacified vessel)")
     parser.add_argument("--injection-start", type=argtypes.INJECTION_START, metavar="S",
                          help="injection start in seconds from the first frame")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="OUT.png", help="draw the time-density curves")
     parser.set_defaults(func=run)
 

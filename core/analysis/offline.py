@@ -110,7 +110,7 @@ def analyze_main(frames: str, fps: float | None, intensity: str | None, rois: li
         if intensity not in (None, "lin", "log"):
             raise ValueError(f"--intensity must be lin or log, got {intensity!r}")
         for text in rois or []:
-            parse_roi(text)          # a typo is reported before a long load
+            roi_syntax(text)          # a typo is reported before a long load
         stack = load_stack(frames, fps, intensity)
         parsed = [parse_roi(r, stack.frames.shape[1:]) for r in (rois or [])]
         result = analyze_stack(stack, parsed or None, injection_start)
