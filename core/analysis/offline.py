@@ -17,7 +17,7 @@ from core.analysis.runs import MIN_PULSE_RATE
 from core.analysis.tdc import gamma_variate
 from core.sources.frames import Frame
 from core.sources.stacks import FrameStack, load_stack
-from core.vocab import NS, check_roi, parse_roi
+from core.vocab import NS, check_roi, parse_roi, roi_syntax
 
 EXIT_BAD_INPUT = 2
 # Injection start in seconds from a recording's first frame: it may precede the X-ray (a negative delay), and
