@@ -14,7 +14,8 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from core.analysis.clearance import MAX_CENTERLINE_POINTS, ClearanceTracker, check_operator_centerline
+from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS, check_operator_centerline
+from core.analysis.clearance.tracker import ClearanceTracker
 from core.appliance.worker import AnalysisWorker
 from core.ops.settings import Settings
 from tests.test_clearance import synthetic_vessel
@@ -83,7 +84,7 @@ def test_api_and_cli_refuse_too_many_points(tmp_path):
     from fastapi.testclient import TestClient
 
     from api.auth import TOKEN_FILE
-    from core.analysis.clearance import clearance_main
+    from api.cli.clearance import clearance_main
 
     app = create_app(Settings(data_dir=tmp_path, phantom_size=64))
     with TestClient(app) as client:

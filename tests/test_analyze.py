@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from core.analysis.offline import analyze_main, analyze_stack
+from api.cli.analyze import analyze_main
+from core.analysis.offline import analyze_stack
 from core.sources.phantom import PhantomConfig, render_run
 from core.sources.stacks import load_stack
 from core.vocab import parse_roi

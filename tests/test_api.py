@@ -14,7 +14,7 @@ from api.app import MAX_BODY_BYTES, MAX_VALIDATION_ERRORS, create_app
 from api.auth import TOKEN_FILE
 from api.routes import events as events_routes
 from api.routes.page import CLEARANCE_WAITING, render
-from core.analysis.clearance import MAX_CENTERLINE_POINTS
+from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS
 from core.ops.settings import Settings
 
 

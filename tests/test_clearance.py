@@ -13,14 +13,11 @@ import json
 import numpy as np
 import pytest
 
-from core.analysis.clearance import (
-    ClearanceTracker,
-    clearance_main,
-    grade,
-    measure_clearance,
-    parse_segments,
-    render_clearance_png,
-)
+from api.cli.clearance import clearance_main
+from core.analysis.clearance.figure import render_clearance_png
+from core.analysis.clearance.grading import grade, parse_segments
+from core.analysis.clearance.measure import measure_clearance
+from core.analysis.clearance.tracker import ClearanceTracker
 
 # --------------------------------------------------------------------------------------------- the synthetic vessel
 

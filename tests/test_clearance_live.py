@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.analysis.clearance import ClearanceTracker
+from core.analysis.clearance.tracker import ClearanceTracker
 from core.analysis.pipeline import FramePipeline
 from core.sources.frames import Frame
 from core.sources.phantom import PhantomConfig, PhantomVideo

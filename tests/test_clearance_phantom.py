@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.analysis.clearance import measure_clearance
+from core.analysis.clearance.measure import measure_clearance
 from core.analysis.peak import peak_opacity
 from core.sources.phantom import PhantomConfig, ThrombusSegment, render_run
 from core.sources.stacks import FrameStack

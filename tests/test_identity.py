@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import TOKEN_FILE
-from core.analysis.clearance import parse_segments
-from core.analysis.offline import analyze_main
+from api.cli.analyze import analyze_main
+from core.analysis.clearance.grading import parse_segments
 from core.identity import MAX_TEXT, IdentityRefused, check_text, content_label
 from core.ops.settings import Settings
 from core.sources.folder import DirectorySource

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
 
 from api import argtypes
 from api.cli.common import JSON_FLAG, RECORDING_FLAGS
@@ -21,7 +24,101 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.analysis.clearance import clearance_main
-
     return clearance_main(args.baseline, args.post, args.fps, args.intensity, args.centerline, args.diameter,
                           args.segments, args.json, args.image)
+
+
+def clearance_main(baseline: str, post: str, fps: float | None, intensity: str | None, centerline: str | None,
+                   diameter: float | None, segments: str | None, as_json: bool, image: str | None,
+                   out=sys.stdout, err=sys.stderr) -> int:
+    """``cathlab-edge clearance``: 0 on success, 2 with one line on ``err`` for bad input."""
+    # Loaded when the command runs, not each time the parser of every command is built.
+    from core.analysis.clearance.figure import render_clearance_png
+    from core.analysis.clearance.grading import parse_segments
+    from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS, check_operator_centerline, measure_clearance
+    from core.analysis.peak import peak_opacity
+    from core.analysis.vessel import parse_centerline
+    from core.sources.stacks import load_stack
+
+    try:
+        fps_v = _opt_float(fps, "--fps")
+        diameter_v = _opt_float(diameter, "--diameter")
+        if intensity is not None and intensity not in ("lin", "log"):
+            raise ValueError(f"--intensity must be lin or log, got {intensity!r}")
+        line = parse_centerline(centerline) if centerline is not None else None
+        if line is not None and len(line) > MAX_CENTERLINE_POINTS:
+            check_operator_centerline(line, (1 << 30, 1 << 30))   # too many points: said before the long load
+        segs = parse_segments(segments)
+        stacks = [load_stack(path, fps=fps_v, intensity=intensity) for path in (baseline, post)]
+        if stacks[0].frames.shape[1:] != stacks[1].frames.shape[1:]:
+            raise ValueError(f"baseline frames are {stacks[0].frames.shape[2]}x{stacks[0].frames.shape[1]} but "
+                             f"post frames are {stacks[1].frames.shape[2]}x{stacks[1].frames.shape[1]}")
+        peaks = [peak_opacity(st) for st in stacks]
+        if line is not None:
+            line = check_operator_centerline(line, peaks[0].shape)
+        result = measure_clearance(peaks[0], peaks[1], centerline=line, diameter_px=diameter_v, segments=segs)
+    except ValueError as exc:
+        return _fail(err, str(exc).splitlines()[0] if str(exc) else "invalid input")
+    if image is not None:
+        try:
+            png = render_clearance_png(peaks[0], peaks[1], result)
+            with open(image, "wb") as fh:
+                fh.write(png)
+        except OSError as exc:
+            return _fail(err, f"cannot write --image {image}: {exc.strerror or exc}")
+    if as_json:
+        out.write(json.dumps(result, allow_nan=False) + "\n")
+    else:
+        out.write(summary_text(result))
+    return 0
+
+
+def summary_text(result: dict) -> str:
+    """The readable (non-JSON) report."""
+    lines = []
+    clear = result["clearance_pct"]
+    lines.append(f"thrombus burden   baseline {_fmt1(result['burden_baseline_pct'])}   "
+                 f"post {_fmt1(result['burden_post_pct'])}")
+    if clear is None:
+        lines.append("clearance         not measurable")
+    else:
+        lines.append(f"clearance         {clear:.1f}%   grade {result['grade']} "
+                     f"(II from {result['grade_thresholds'][0]:g}%, III above {result['grade_thresholds'][1]:g}%)   "
+                     f">=75% removal: {'yes' if result['removal_ge_75'] else 'no'}")
+    dx, dy = result["shift_px"]
+    lines.append(f"registration      post = baseline moved by ({dx:+.1f}, {dy:+.1f}) px, "
+                 f"match {result['registration_score']:.2f}")
+    lines.append(f"vessel            {len(result['stations'])} stations ({result['stations_measured']} measured), "
+                 f"reference diameter {result['diameter_px']:.1f} px")
+    for seg in result["segments"]:
+        c = seg["clearance_pct"]
+        lines.append(f"segment {seg['name']:<10} {seg['start']:.2f}-{seg['end']:.2f}  burden "
+                     f"{_fmt1(seg['burden_baseline_pct'])} -> {_fmt1(seg['burden_post_pct'])}   clearance "
+                     + ("n/a" if c is None else f"{c:.1f}% grade {seg['grade']}"))
+    for d in result["defects"]:
+        lines.append(f"defect            arc {d['start_frac']:.2f}-{d['end_frac']:.2f}, baseline burden "
+                     f"mean {_fmt1(d['mean_burden_pct'])}, peak {_fmt1(d['peak_burden_pct'])}")
+    for note in result["notes"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt1(v) -> str:
+    return "n/a" if v is None else f"{v:.1f}%"
+
+
+def _fail(err, message: str) -> int:
+    err.write(f"cathlab-edge clearance: {message}\n")
+    return 2
+
+
+def _opt_float(value, name: str, positive: bool = True) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {value!r} is not a number") from None
+    if not math.isfinite(v) or (positive and v <= 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return v

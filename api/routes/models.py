@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.analysis.clearance import MAX_CENTERLINE_POINTS
+from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS
 from core.analysis.totals import CREATININE_RANGE_MG_DL, WEIGHT_RANGE_KG
 from core.identity import ALLOWED, MAX_TEXT, check_optional
 

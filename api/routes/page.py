@@ -22,7 +22,7 @@ _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff"}
 # The clearance panel before the first result; app.js says the same. The baseline is chosen automatically
-# (core.analysis.clearance.ClearanceTracker): the operator only has to act to choose another one.
+# (core.analysis.clearance.tracker.ClearanceTracker): the operator only has to act to choose another one.
 CLEARANCE_WAITING = "No clearance yet. Baseline: the first contrast run, unless a run is labelled baseline."
 # Without video by configuration (app.js says the same): said plainly, not as an alarm.
 NO_VIDEO_NOTE = "no video: runs are not timed; X-ray from the injector's signal"

@@ -1,4 +1,4 @@
-"""Offline timing of a recorded contrast run: the body of ``cathlab-edge analyze``.
+"""Offline timing of a recorded contrast run: the data behind ``cathlab-edge analyze``.
 
 The recording goes through the very pipeline the appliance runs live (core.analysis.pipeline), fed with the file's
 frame times, so offline and live numbers agree; offline only adds full-resolution crops for the automatic
@@ -6,24 +6,18 @@ ROI (live measures it on the coarse sample). Times are seconds from the file's f
 """
 from __future__ import annotations
 
-import json
 import math
-import sys
-from typing import TextIO
 
 import numpy as np
 
 from core.analysis.runs import MIN_PULSE_RATE
-from core.analysis.tdc import gamma_variate
 from core.sources.frames import Frame
-from core.sources.stacks import FrameStack, load_stack
-from core.vocab import NS, check_roi, parse_roi, roi_syntax
+from core.sources.stacks import FrameStack
+from core.vocab import NS, check_roi
 
-EXIT_BAD_INPUT = 2
 # Injection start in seconds from a recording's first frame: it may precede the X-ray (a negative delay), and
 # no recorded run lasts a day.
 INJECTION_START_RANGE_S = (-3600.0, 86_400.0)
-
 
 
 def analyze_stack(stack: FrameStack, rois=None, injection_start_s: float | None = None) -> dict:
@@ -98,91 +92,3 @@ def _report(stack: FrameStack, run, runs, injection_start_s: float | None) -> di
         "injection_start_s": injection_start_s,
         "rois": rois,
     }
-
-
-def analyze_main(frames: str, fps: float | None, intensity: str | None, rois: list[str],
-                 injection_start: float | None, as_json: bool, plot: str | None,
-                 out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """CLI body. 0 on success; 2 with one line on ``err`` for any bad input (never a traceback)."""
-    try:
-        if fps is not None and not (math.isfinite(fps) and fps > 0):
-            raise ValueError(f"--fps must be a positive frame rate, got {fps}")
-        if intensity not in (None, "lin", "log"):
-            raise ValueError(f"--intensity must be lin or log, got {intensity!r}")
-        for text in rois or []:
-            roi_syntax(text)          # a typo is reported before a long load
-        stack = load_stack(frames, fps, intensity)
-        parsed = [parse_roi(r, stack.frames.shape[1:]) for r in (rois or [])]
-        result = analyze_stack(stack, parsed or None, injection_start)
-        if plot:
-            try:
-                _plot(result, plot)
-            except OSError as exc:
-                raise ValueError(f"cannot write --plot {plot}: {exc.strerror or exc}") from None
-    except (ValueError, OSError, MemoryError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"cathlab-edge analyze: {message}", file=err)
-        return EXIT_BAD_INPUT
-    if as_json:
-        compact = dict(result)
-        compact["rois"] = [{k: v for k, v in r.items() if k != "curve"} for r in result["rois"]]
-        print(json.dumps(compact), file=out)
-    else:
-        print(format_table(result), file=out)
-    return 0
-
-
-def format_table(result: dict) -> str:
-    run = result["run"]
-    lines = [
-        f"{result['source']}: {result['frames']} frames at {result['fps']:g} fps ({result['intensity']})",
-        f"X-ray run {run['start_s']:.3f}-{run['end_s']:.3f} s ({run['duration_s']:.2f} s, {run['pulses']} pulses"
-        f" at {_fmt(result['pulse_rate'], '.2f')} p/s), contrast {'yes' if run['contrast'] else 'no'}, "
-        f"mask frames {result['mask_frames']}",
-        "",
-        f"{'ROI (x,y,w,h)':<22}{'auto':<6}{'arrival s':>10}{'peak s':>9}{'washout s':>11}{'MTT s':>8}"
-        f"{'after inj s':>13}{'fit R2':>8}",
-    ]
-    for r in result["rois"]:
-        lines.append(f"{','.join(map(str, r['roi'])):<22}{'yes' if r['auto'] else 'no':<6}"
-                     f"{_fmt(r['arrival_s']):>10}{_fmt(r['peak_s']):>9}{_fmt(r['washout_s']):>11}"
-                     f"{_fmt(r['mtt_s']):>8}{_fmt(r['arrival_after_injection_s']):>13}{_fmt(r['fit_r2']):>8}")
-    if not result["rois"]:
-        lines.append("(no ROI could be placed: no image in the field)")
-    return "\n".join(lines)
-
-
-def _fmt(v, spec: str = ".3f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def _plot(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    try:
-        for i, r in enumerate(result["rois"]):
-            curve = np.asarray(r["curve"], dtype=float).reshape(-1, 2)
-            label = f"ROI {','.join(map(str, r['roi']))}{' (auto)' if r['auto'] else ''}"
-            line, = ax.plot(curve[:, 0], curve[:, 1], ".", ms=3, label=label)
-            fit = r.get("fit")
-            for key, style in (("arrival_s", ":"), ("peak_s", "--"), ("washout_s", "-.")):
-                if r[key] is not None:
-                    ax.axvline(r[key], color=line.get_color(), ls=style, lw=0.8)
-            if fit is not None:
-                tt = np.linspace(curve[0, 0], curve[-1, 0], 400)
-                ax.plot(tt, gamma_variate(tt, fit["t0_s"], fit["a"], fit["b_s"], fit["K"]), "-",
-                        color=line.get_color(), lw=1)
-        if result.get("injection_start_s") is not None:
-            ax.axvline(result["injection_start_s"], color="k", lw=0.8, label="injection start")
-        ax.set_xlabel("time from first frame (s)")
-        ax.set_ylabel("mean opacity" + (" (ln units)" if result["intensity"] == "lin" else " (display levels)"))
-        ax.set_title(f"{result['source']}: time-density curves (arrival : / peak -- / washout -.)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)

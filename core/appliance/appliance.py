@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.analysis.clearance import ClearanceTracker
+from core.analysis.clearance.tracker import ClearanceTracker
 from core.analysis.images import opacity_png
 from core.analysis.kernels import MAX_ROIS
 from core.analysis.pipeline import FramePipeline
