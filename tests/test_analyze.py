@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from core.analysis.offline import analyze_main, analyze_stack
-from core.sources.phantom import PhantomConfig, render_run
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.render import render_run
 from core.sources.stacks import load_stack
 from core.vocab import parse_roi
 from tests.dicom_files import write_multiframe

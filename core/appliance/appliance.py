@@ -32,7 +32,9 @@ from core.ops.settings import VIDEO_NONE, VIDEO_PHANTOM, Settings
 from core.ops.watchdog import ProgressCheck, Watchdog
 from core.sources.collimator import FieldDetector
 from core.sources.folder import DirectorySource
-from core.sources.frames import FrameSource, PhantomSource, replay
+from core.sources.frames import FrameSource
+from core.sources.phantom.video import PhantomSource
+from core.sources.replay import replay
 from core.store.eventlog import OPEN_PROCEDURE, EventLog
 from core.store.recorder import ProcedureRecorder, privacy_mask
 from core.store.space import SpaceMonitor, available_bytes
@@ -63,7 +65,8 @@ def open_video(settings: Settings, t0_ns: int, on_event=None) -> FrameSource | N
     if video == VIDEO_NONE:
         return None
     if video == VIDEO_PHANTOM:
-        from core.sources.phantom import PhantomConfig, PhantomVideo
+        from core.sources.phantom.config import PhantomConfig
+        from core.sources.phantom.video import PhantomVideo
 
         fps = settings.video_fps or 30.0
         config = PhantomConfig(size=(settings.phantom_size, settings.phantom_size),
