@@ -15,7 +15,8 @@ from core.analysis.offline import analyze_stack
 from core.analysis.pipeline import FramePipeline
 from core.analysis.tdc import gamma_variate, tdc_metrics
 from core.sources.frames import Frame
-from core.sources.phantom import PhantomConfig, render_run
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.render import render_run
 from core.sources.stacks import FrameStack
 
 TARGET_FPS = 300.0

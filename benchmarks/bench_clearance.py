@@ -17,7 +17,8 @@ import pytest
 from core.analysis.clearance.measure import measure_clearance
 from core.analysis.peak import peak_opacity
 from core.analysis.registration import register
-from core.sources.phantom import PhantomConfig, render_run
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.render import render_run
 from core.sources.stacks import FrameStack
 
 TARGET_S = 1.0

@@ -261,7 +261,8 @@ def render_replay_stack(path: Path, size: int = 1024) -> Path:
     """
     import numpy as np
 
-    from core.sources.phantom import PhantomConfig, render_run
+    from core.sources.phantom.config import PhantomConfig
+    from core.sources.phantom.render import render_run
 
     run = render_run(PhantomConfig(size=(size, size), intensity="log", fps=30.0, pulse_rate=15.0,
                                    xray_s=6.0, lih_before_s=1.0, lih_after_s=1.0))

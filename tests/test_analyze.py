@@ -7,7 +7,8 @@ import pytest
 
 from api.cli.analyze import analyze_main
 from core.analysis.offline import analyze_stack
-from core.sources.phantom import PhantomConfig, render_run
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.render import render_run
 from core.sources.stacks import load_stack
 from core.vocab import parse_roi
 from tests.dicom_files import write_multiframe

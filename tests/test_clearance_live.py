@@ -10,7 +10,8 @@ import pytest
 from core.analysis.clearance.tracker import ClearanceTracker
 from core.analysis.pipeline import FramePipeline
 from core.sources.frames import Frame
-from core.sources.phantom import PhantomConfig, PhantomVideo
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.video import PhantomVideo
 from firmware_bridge.scenarios import PROCEDURE
 
 FPS = 30.0

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from core.analysis.peak import distinct_frames, peak_opacity
-from core.sources.phantom import PhantomConfig, render_run
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.render import render_run
 from core.sources.stacks import FrameStack
 
 

@@ -1,4 +1,4 @@
-"""Issue 6 accuracy on the project's phantom (core/sources/phantom.py), whose truth knows the thrombus volume exactly.
+"""Issue 6 accuracy on the project's phantom (core/sources/phantom/), whose truth knows the thrombus volume exactly.
 
 Frames go the whole way a recorded run goes: rendered stack -> FrameStack -> peak_opacity -> registration
 -> densitometry. Both encodings: 16-bit linear detector data and 8-bit display video (pulses repeated on the
@@ -16,7 +16,9 @@ import pytest
 
 from core.analysis.clearance.measure import measure_clearance
 from core.analysis.peak import peak_opacity
-from core.sources.phantom import PhantomConfig, ThrombusSegment, render_run
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.geometry import ThrombusSegment
+from core.sources.phantom.render import render_run
 from core.sources.stacks import FrameStack
 
 # Short runs keep the default test time down; the bolus still crosses the whole field at its peak.

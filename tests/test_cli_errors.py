@@ -16,7 +16,8 @@ import pydicom
 import pytest
 
 from api.cli.main import build_parser
-from core.sources.phantom import PhantomConfig, render_run
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.render import render_run
 from tests.dicom_files import write_multiframe
 
 ROOT = Path(__file__).resolve().parents[1]

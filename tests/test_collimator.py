@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from core.sources.collimator import FieldDetector, detect_field
-from core.sources.phantom import PhantomConfig, render_run
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.render import render_run
 
 
 @pytest.fixture(scope="module")

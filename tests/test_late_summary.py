@@ -12,8 +12,8 @@ import pytest
 from core.analysis.runs import INJECTOR_FIGURES, Run, merge_injection
 from core.appliance.appliance import Appliance
 from core.ops.settings import Settings
-from core.sources.frames import PhantomSource
-from core.sources.phantom import PhantomConfig, PhantomVideo
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.video import PhantomSource, PhantomVideo
 from core.vocab import NS
 from firmware_bridge.messages import Summary
 from firmware_bridge.scenarios import ScriptedRun

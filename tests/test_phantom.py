@@ -7,8 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.sources.phantom import PhantomConfig, PhantomVideo, ThrombusSegment, render_run
-from core.sources.phantom_truth import lens_area, path_length, solve_thrombus_radius
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.geometry import ThrombusSegment, lens_area, path_length, solve_thrombus_radius
+from core.sources.phantom.render import render_run
+from core.sources.phantom.video import PhantomVideo
 from firmware_bridge.scenarios import PROCEDURE, ScriptedRun
 
 # Small and short: every test here renders in well under a second.

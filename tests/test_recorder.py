@@ -9,7 +9,8 @@ import pytest
 
 from core.analysis.pipeline import FramePipeline
 from core.sources.frames import Frame
-from core.sources.phantom import PhantomConfig, render_run
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.render import render_run
 from core.store.recorder import SERIAL_MAGIC, ProcedureRecorder, RecordingSource, load_runs, read_serial, replay
 from core.vocab import NS
 from firmware_bridge.link import Link
@@ -329,8 +330,8 @@ def test_the_appliance_records_the_phantom_with_its_burnt_in_text_blanked(tmp_pa
     collimated field (or the configured crop) and are 0 in every text box and outside it."""
     from core.appliance.appliance import Appliance
     from core.ops.settings import Settings
-    from core.sources.frames import PhantomSource
-    from core.sources.phantom import PhantomVideo, collimator_circle
+    from core.sources.phantom.scene import collimator_circle
+    from core.sources.phantom.video import PhantomSource, PhantomVideo
     from firmware_bridge.scenarios import ScriptedRun
     from tests.waiting import wait_for
 

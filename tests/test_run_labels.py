@@ -7,8 +7,8 @@ import pytest
 
 from core.appliance.appliance import Appliance
 from core.ops.settings import Settings
-from core.sources.frames import PhantomSource
-from core.sources.phantom import PhantomConfig, PhantomVideo
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.video import PhantomSource, PhantomVideo
 from firmware_bridge.scenarios import ScriptedRun
 from tests.waiting import wait_for
 

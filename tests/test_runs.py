@@ -73,7 +73,8 @@ import numpy as np  # noqa: E402
 
 from core.analysis.pipeline import FramePipeline  # noqa: E402
 from core.sources.frames import Frame  # noqa: E402
-from core.sources.phantom import PhantomConfig, render_run  # noqa: E402
+from core.sources.phantom.config import PhantomConfig  # noqa: E402
+from core.sources.phantom.render import render_run  # noqa: E402
 
 
 def play(pipeline, frames, fps, t0_ns=0, hook=None):

@@ -4,7 +4,8 @@ import time
 import numpy as np
 import pytest
 
-from core.sources.frames import QUEUE_FRAMES, ArraySource
+from core.sources.frames import QUEUE_FRAMES
+from core.sources.replay import ArraySource
 from core.vocab import NS
 
 FPS = 100.0
@@ -61,8 +62,8 @@ def test_bad_arguments(kwargs, match):
 
 
 # -- the phantom renders ahead of the reader ------------------------------------------------------------------
-from core.sources.frames import PhantomSource  # noqa: E402
-from core.sources.phantom import PhantomConfig, PhantomVideo  # noqa: E402
+from core.sources.phantom.config import PhantomConfig  # noqa: E402
+from core.sources.phantom.video import PhantomSource, PhantomVideo  # noqa: E402
 
 
 def small_phantom():

@@ -12,7 +12,8 @@ import pytest
 from core.analysis.offline import analyze_stack
 from core.analysis.pipeline import FramePipeline
 from core.sources.frames import Frame
-from core.sources.phantom import PhantomConfig, render_run
+from core.sources.phantom.config import PhantomConfig
+from core.sources.phantom.render import render_run
 from core.sources.stacks import FrameStack
 from core.vocab import NS
 

@@ -114,7 +114,7 @@ def _open_replay(settings):
     video = settings.video_source
     if video in (VIDEO_NONE, VIDEO_PHANTOM) or video.startswith("/dev/"):
         return None   # the phantom always works; a grabber that is absent is waited for, with an alarm
-    from core.appliance.appliance import open_video
+    from core.sources.open import open_video
 
     return open_video(settings, 0)   # replays start at their first read; t0 paces only the simulators
 

@@ -28,11 +28,11 @@ from core.analysis.runs import RunEvent, injection_overlaps, merge_injection, ru
 from core.analysis.totals import ProcedureTotals
 from core.appliance.injector import InjectorCondition
 from core.appliance.worker import AnalysisWorker
-from core.ops.settings import VIDEO_NONE, VIDEO_PHANTOM, Settings
+from core.ops.settings import VIDEO_NONE, Settings
 from core.ops.watchdog import ProgressCheck, Watchdog
 from core.sources.collimator import FieldDetector
-from core.sources.folder import DirectorySource
-from core.sources.frames import FrameSource, PhantomSource, replay
+from core.sources.frames import FrameSource
+from core.sources.open import open_video
 from core.store.eventlog import OPEN_PROCEDURE, EventLog
 from core.store.recorder import ProcedureRecorder, privacy_mask
 from core.store.space import SpaceMonitor, available_bytes
@@ -50,36 +50,6 @@ TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a
 RECENT_RUNS = 12                  # newest records of this session's last runs, kept for relabels
 INJECTION_MEMORY = 32             # injector summaries kept to complete runs that ended before them
 SPACE_CHECK_S = 5.0               # free space and the recorder's state are looked at this often
-
-
-# One (dx, dy) per run of firmware_bridge.scenarios.PROCEDURE.
-DEMO_SHIFTS = ((0.0, 0.0), (0.0, 0.0), (14.0, -9.0), (14.0, -9.0), (-22.0, 11.0), (-22.0, 11.0))
-
-
-def open_video(settings: Settings, t0_ns: int, on_event=None) -> FrameSource | None:
-    """The frame source named by ``settings.video_source``: None for "none" (no video), the built-in phantom on
-    the shared timeline for "phantom", /dev/videoN a V4L2 grabber, a folder or file a replay."""
-    video = settings.video_source
-    if video == VIDEO_NONE:
-        return None
-    if video == VIDEO_PHANTOM:
-        from core.sources.phantom import PhantomConfig, PhantomVideo
-
-        fps = settings.video_fps or 30.0
-        config = PhantomConfig(size=(settings.phantom_size, settings.phantom_size),
-                               intensity=settings.phantom_intensity, fps=fps, pulse_rate=min(15.0, fps))
-        # The table moves between thrombectomy passes, so the demo exercises registration too.
-        return PhantomSource(PhantomVideo(config, shifts=DEMO_SHIFTS), t0_ns=t0_ns)
-    if video.startswith("/dev/"):
-        from core.sources.v4l2 import open_grabber  # linuxpy is only needed with a grabber
-
-        return open_grabber(video, fps=settings.video_fps, on_event=on_event,
-                            reconnect_min_s=settings.reconnect_min_s, reconnect_max_s=settings.reconnect_max_s)
-    speed = settings.replay_speed or None    # 0: as fast as possible
-    path = Path(video)
-    if path.is_dir():
-        return DirectorySource(path, settings.video_fps, speed=speed, loop=settings.replay_loop)
-    return replay(path, settings.video_fps, speed=speed, loop=settings.replay_loop)
 
 
 class Appliance:

@@ -1,7 +1,9 @@
 """Frame sources: where frames come from, each behind the same small interface.
 
 A source hands out ``Frame`` objects paced like the device that produced them; the pipeline never knows
-whether it watches a grabber, a replayed file or the phantom.
+whether it watches a grabber, a replayed file or the phantom. Here: the frame and the interface, the one rule
+for what a frame may be, and the pacing shared by replays and the phantom; the sources themselves live beside
+what they read (replay.py, folder.py, v4l2.py, phantom/video.py).
 """
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class FrameSource(ABC):
         return not self._closed.is_set()
 
 
-class _PacedSource(FrameSource):
+class PacedSource(FrameSource):
     """Frames on a fixed video line from an origin; a consumer that falls behind loses frames, like a grabber."""
 
     def __init__(self, fps: float, t0_ns: int | None, speed: float | None) -> None:
@@ -120,113 +121,3 @@ class _PacedSource(FrameSource):
         if self._speed is None:
             return time.monotonic_ns()
         return self._t0_ns + int(index * NS / (self.fps * self._speed))
-
-
-class PhantomSource(_PacedSource):
-    """The built-in fluoroscopy simulator: the phantom playing the shared procedure timeline in real time.
-
-    A grabber delivers a frame at no cost to its reader; rendering a 1024x1024 pulse with quantum noise
-    takes tens of milliseconds. So frames are rendered ahead, on their own thread, up to ``RENDER_AHEAD``
-    frames before they are due, and ``read()`` only waits for the frame's time.
-    """
-
-    name = "phantom"
-    RENDER_AHEAD = 4
-
-    def __init__(self, video, t0_ns: int | None = None) -> None:
-        super().__init__(video.config.fps, t0_ns, speed=1.0)
-        self.video = video
-        self.intensity = video.config.intensity
-        self.shape = video.shape
-        self.dtype = video.dtype
-        self.xray_on = False   # ground truth of the last frame, for tests and the demo
-        self._ready: dict[int, tuple[np.ndarray, bool]] = {}
-        self._wanted = 0                       # the index read() waits for: the renderer never falls behind it
-        self._rendered = 0                     # the renderer's next index
-        self._cond = threading.Condition()
-        self._error: BaseException | None = None
-        self._renderer = threading.Thread(target=self._render_ahead, name="phantom", daemon=True)
-        self._renderer.start()
-
-    def _render_ahead(self) -> None:
-        try:
-            while True:
-                with self._cond:
-                    while not self._closed.is_set() and self._rendered - self._wanted >= self.RENDER_AHEAD:
-                        self._cond.wait()
-                    if self._closed.is_set():
-                        return
-                    index = self._rendered = max(self._rendered, self._wanted)
-                frame = self.video.frame_at(index / self.fps)
-                with self._cond:
-                    self._ready[index] = frame
-                    self._rendered = index + 1
-                    self._cond.notify_all()
-        except BaseException as exc:  # boundary: the reader re-raises it instead of waiting forever
-            with self._cond:
-                self._error = exc
-                self._cond.notify_all()
-
-    def read(self) -> Frame | None:
-        index = self._next_index()
-        if index is None:
-            return None
-        with self._cond:
-            self._wanted = index
-            for stale in [i for i in self._ready if i < index]:   # frames the reader was too late for
-                del self._ready[stale]
-            self._cond.notify_all()
-            while index not in self._ready:
-                if self._error is not None:
-                    raise RuntimeError("phantom rendering failed") from self._error
-                if self._closed.is_set():
-                    return None
-                self._cond.wait(0.1)
-            pixels, self.xray_on = self._ready.pop(index)
-            self._wanted = index + 1
-            self._cond.notify_all()
-        return Frame(pixels, self._frame_time_ns(index), index)
-
-    def close(self) -> None:
-        super().close()
-        with self._cond:
-            self._cond.notify_all()
-
-
-class ArraySource(_PacedSource):
-    """Replays a (T, H, W) stack, paced at ``speed`` x real time (None: as fast as possible)."""
-
-    def __init__(self, frames: np.ndarray, fps: float, intensity: str, *, speed: float | None = 1.0,
-                 loop: bool = False, name: str = "array") -> None:
-        if frames.ndim != 3 or frames.shape[0] < 1:
-            raise ValueError(f"expected a (T, H, W) frame stack, got shape {frames.shape}")
-        if frames.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"expected uint8 or uint16 frames, got {frames.dtype}")
-        if intensity not in ("lin", "log"):
-            raise ValueError(f"intensity must be 'lin' or 'log', got {intensity!r}")
-        if (problem := shape_problem(frames.shape[1:])) is not None:
-            raise ValueError(problem)
-        super().__init__(fps, None, speed)
-        self.frames = frames
-        self.intensity = intensity
-        self.shape = frames.shape[1:]
-        self.dtype = frames.dtype
-        self.loop = loop
-        self.name = name
-
-    def read(self) -> Frame | None:
-        index = self._next_index()
-        if index is None:
-            return None
-        count = len(self.frames)
-        if index >= count and not self.loop:
-            return None
-        return Frame(self.frames[index % count], self._frame_time_ns(index), index)
-
-
-def replay(path: str | Path, fps: float | None = None, intensity: str | None = None, **kwargs) -> ArraySource:
-    """A recorded run (``.npy`` or DICOM, see ``core.sources.stacks``) as a paced source."""
-    from core.sources.stacks import load_stack
-
-    stack = load_stack(path, fps, intensity)
-    return ArraySource(stack.frames, stack.fps, stack.intensity, name=stack.source, **kwargs)

@@ -115,7 +115,8 @@ def _check_npy_header(path: Path, name: str) -> None:
         text = _reason(exc, path).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{name}: not a readable .npy array ({text})") from None
     if any(not isinstance(n, int) or n < 0 for n in shape):
-        raise ValueError(f"{name}: the .npy header declares an impossible shape {shape} (a negative or non-integer dimension)")
+        raise ValueError(f"{name}: the .npy header declares an impossible shape {shape} (a negative or non-integer "
+                         "dimension)")
     need = int(np.prod(shape, dtype=object)) * dtype.itemsize
     have = path.stat().st_size - offset
     if need > have:

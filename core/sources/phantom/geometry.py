@@ -1,6 +1,6 @@
 """Exact geometry of the phantom vein: centreline, lumen, thrombus, and what they project to.
 
-Kept apart from the renderer (core/sources/phantom.py) so the ground truth and the image come from one
+Kept apart from the scene and renderer (scene.py, render.py) so the ground truth and the image come from one
 geometry: the burden truth is the analytic thrombus area per station, and the projected path
 length L of every pixel is the analytic chord of the same cross-section along the beam.
 
