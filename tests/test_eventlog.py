@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.store import schema
-from core.store.eventlog import EventLog, utc_iso
+from core.store.eventlog import EventLog
+from core.store.procedures import Procedures
+from core.store.records import utc_iso
 
 
 @pytest.fixture
@@ -29,6 +31,15 @@ def make_log(tmp_path):
         log.close()
 
 
+@pytest.fixture
+def log_and_procedures(tmp_path):
+    log = EventLog(tmp_path / "data")
+    procs = Procedures(log)
+    log.start()
+    yield log, procs
+    log.close()
+
+
 def db_rows(tmp_path, sql, args=()):
     conn = sqlite3.connect(tmp_path / "data" / "events.sqlite3")
     try:
@@ -42,13 +53,12 @@ def test_events_commit_in_order_and_page(make_log):
     for i in range(250):
         log.record("frame_drop", {"i": i})
     assert log.flush(5)
-    first = log.page(0, 100)
-    assert [e["data"]["i"] for e in first["events"]] == list(range(100))
-    assert first["next"] == first["events"][-1]["id"]
-    second = log.page(first["next"], 200)
-    assert [e["data"]["i"] for e in second["events"]] == list(range(100, 250))
-    assert log.page(second["next"], 10) == {"events": [], "next": second["next"]}
-    event = first["events"][0]
+    first = log.events(0, 100)
+    assert [e["data"]["i"] for e in first] == list(range(100))
+    second = log.events(first[-1]["id"], 200)
+    assert [e["data"]["i"] for e in second] == list(range(100, 250))
+    assert log.events(second[-1]["id"], 10) == []
+    event = first[0]
     assert set(event) == {"id", "procedure_id", "t_mono_ns", "t_wall", "kind", "data"}
     assert event["kind"] == "frame_drop" and event["procedure_id"] is None
     assert event["t_wall"].endswith("Z") and len(event["t_wall"]) == 27
@@ -113,77 +123,82 @@ def test_failing_subscriber_is_counted_and_does_not_stop_the_log(make_log):
 
 def test_procedure_lifecycle_and_resume_after_restart(tmp_path):
     log = EventLog(tmp_path / "data")
+    procs = Procedures(log)
     log.start()
-    assert log.current_procedure() is None
-    proc = log.start_procedure("room 2, left iliac")
+    assert procs.current() is None
+    proc = procs.start("room 2, left iliac")
     assert len(proc["id"]) == 32 and proc["open"]
     with pytest.raises(ValueError, match="still open"):
-        log.start_procedure()
-    log.set_procedure_fields(weight_kg=70, creatinine_mg_dl=2.0)
+        procs.start()
+    procs.set_fields(weight_kg=70, creatinine_mg_dl=2.0)
     log.record("xray_on", {})
     assert log.flush(5)
     log.close()
 
     log = EventLog(tmp_path / "data")
+    procs = Procedures(log)
     log.start()
-    resumed = log.current_procedure()
+    resumed = procs.current()
     assert resumed["id"] == proc["id"] and resumed["fields"] == {"weight_kg": 70, "creatinine_mg_dl": 2.0}
     log.record("xray_off", {})
-    ended = log.end_procedure()
+    ended = procs.end()
     assert ended["id"] == proc["id"] and ended["ended_wall"] is not None
-    assert log.end_procedure() is None
+    assert procs.end() is None
     assert log.flush(5)
     kinds = [(e["kind"], e["procedure_id"]) for e in log.events(0, 100)]
     assert kinds == [("procedure_start", proc["id"]), ("procedure_fields", proc["id"]), ("xray_on", proc["id"]),
                      ("procedure_resumed", proc["id"]), ("xray_off", proc["id"]), ("procedure_end", proc["id"])]
-    assert log.procedure(proc["id"])["open"] is False
+    assert procs.get(proc["id"])["open"] is False
     log.close()
 
     log = EventLog(tmp_path / "data")
+    procs = Procedures(log)
     log.start()
-    assert log.current_procedure() is None   # an ended procedure is not resumed
-    second = log.start_procedure()
-    assert [p["id"] for p in log.procedures()] == [second["id"], proc["id"]]
+    assert procs.current() is None   # an ended procedure is not resumed
+    second = procs.start()
+    assert [p["id"] for p in procs.recent()] == [second["id"], proc["id"]]
     log.close()
 
 
 def test_procedure_started_while_database_was_down_supersedes_the_stale_open_one(tmp_path):
     old = EventLog(tmp_path / "data")
+    old_procs = Procedures(old)
     old.start()
-    stale = old.start_procedure("before the power cut")
+    stale = old_procs.start("before the power cut")
     assert old.flush(5)
     old.close()
     log = EventLog(tmp_path / "data")   # not started yet: the database is not open
-    fresh = log.start_procedure("new")
+    procs = Procedures(log)
+    fresh = procs.start("new")
     log.start()
     assert log.flush(5)
-    assert log.current_procedure()["id"] == fresh["id"]
-    assert log.procedure(stale["id"])["open"] is False
+    assert procs.current()["id"] == fresh["id"]
+    assert procs.get(stale["id"])["open"] is False
     log.close()
 
 
-def test_procedure_fields_refuse_identity_and_bad_values(make_log):
-    log = make_log()
+def test_procedure_fields_refuse_identity_and_bad_values(log_and_procedures):
+    log, procs = log_and_procedures
     with pytest.raises(ValueError, match="no open procedure"):
-        log.set_procedure_fields(weight_kg=70)
-    log.start_procedure()
+        procs.set_fields(weight_kg=70)
+    procs.start()
     for bad in ({"patient_name": "x"}, {"date_of_birth": "1950"}, {"mrn": "1"}, {"WeightKg": 1},
                 {"weight_kg": float("nan")}, {"weight_kg": [70]}):
         with pytest.raises(ValueError):
-            log.set_procedure_fields(**bad)
-    log.set_procedure_fields(weight_kg=80)
-    assert log.current_procedure()["fields"] == {"weight_kg": 80}   # the refused calls changed nothing
-    log.set_procedure_fields(weight_kg=None)
-    assert log.current_procedure()["fields"] == {}
-    log.end_procedure()
+            procs.set_fields(**bad)
+    procs.set_fields(weight_kg=80)
+    assert procs.current()["fields"] == {"weight_kg": 80}   # the refused calls changed nothing
+    procs.set_fields(weight_kg=None)
+    assert procs.current()["fields"] == {}
+    procs.end()
     with pytest.raises(ValueError, match="single-line"):
-        log.start_procedure("a\nb")
-    assert log.current_procedure() is None
+        procs.start("a\nb")
+    assert procs.current() is None
 
 
-def test_typed_records_and_their_events(make_log):
-    log = make_log()
-    proc = log.start_procedure()
+def test_typed_records_and_their_events(log_and_procedures):
+    log, procs = log_and_procedures
+    proc = procs.start()
     log.record_run({"run_id": "r1", "frames": 90, "pulse_rate": 15.0}, key="run:r1")
     log.record_run({"run_id": "r1", "frames": 90, "pulse_rate": 15.0}, key="run:r1")   # duplicate
     log.record_run({"run_id": "r2", "frames": np.int64(30)}, key="run:r2")   # numpy scalars are fine
@@ -200,13 +215,13 @@ def test_typed_records_and_their_events(make_log):
         log.record_run({"run_id": "r3"}, key=None)
 
 
-def test_a_run_recorded_again_stays_with_its_own_procedure(make_log):
-    log = make_log()
-    first = log.start_procedure("first")
+def test_a_run_recorded_again_stays_with_its_own_procedure(log_and_procedures):
+    log, procs = log_and_procedures
+    first = procs.start("first")
     log.record_run({"run_id": "r1", "duration_s": 3.0, "label": None}, key="run:r1")
     log.record_run({"run_id": "r2", "duration_s": 2.0, "label": None}, key="run:r2")
-    log.end_procedure()
-    second = log.start_procedure("second")
+    procs.end()
+    second = procs.start("second")
     log.record_run({"run_id": "r3", "duration_s": 4.0, "label": None}, key="run:r3")
     # Relabelled now, while the second procedure is open: explicitly in the first.
     log.record("run_label", {"run_id": "r1", "label": "baseline"}, procedure_id=first["id"])
@@ -368,7 +383,7 @@ def test_paging_and_idempotency_property(keys, limit):
                 log.record("sample", {"n": n}, key=None if k is None else f"k{k}")
             assert log.flush(5)
             seen, after = [], 0
-            while page := log.page(after, limit)["events"]:
+            while page := log.events(after, limit):
                 seen += page
                 after = page[-1]["id"]
         finally:

@@ -27,9 +27,11 @@ CHILD = f"""
 import os, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from core.store.eventlog import EventLog
+from core.store.procedures import Procedures
 
 data_dir, start = sys.argv[1], int(sys.argv[2])
 log = EventLog(data_dir)
+procs = Procedures(log)
 
 def ack(event):
     k = event["data"].get("k")
@@ -38,7 +40,7 @@ def ack(event):
 
 log.subscribe(ack)
 log.start()
-proc = log.current_procedure() or log.start_procedure("kill test")
+proc = procs.current() or procs.start("kill test")
 os.write(1, ("P " + proc["id"] + "\\n").encode())
 i, t0 = start, time.monotonic()
 while True:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from core.store.eventlog import EventLog
+from core.store.procedures import Procedures
 
 HOUR = 3600 * 10**9
 DAY = 24 * HOUR
@@ -33,35 +34,36 @@ def db_query(log: EventLog, sql: str, args=()):
 def test_age_retention_deletes_old_closed_procedures_and_orphans_never_the_open_one(tmp_path):
     clock = Clock()
     log = EventLog(tmp_path / "d", max_age_days=10, wall_clock_ns=clock)
+    procs = Procedures(log)
     log.start()
-    a = log.start_procedure("a")
+    a = procs.start("a")
     log.record("xray_on", {})
     log.record_run({"run_id": "ra"}, key="ra")
     log.record_injection({"run_id": "ra", "volume_ml": 10}, key="ia")
-    log.end_procedure()
+    procs.end()
     clock.ns = T0 + DAY
     for i in range(3):
         log.record("link_down", {"i": i})                  # outside any procedure
     clock.ns = T0 + 2 * DAY
-    b = log.start_procedure("b")
+    b = procs.start("b")
     log.record("xray_on", {})
-    log.end_procedure()
+    procs.end()
     clock.ns = T0 + 3 * DAY
-    c = log.start_procedure("c")                           # stays open
+    c = procs.start("c")                           # stays open
     log.record("xray_on", {})
     assert log.flush(5)
 
     clock.ns = T0 + int(11.5 * DAY)                          # cutoff: day 1.5
     assert log.enforce_retention() == {"procedures": 1, "orphan_rows": 3}
-    assert log.procedure(a["id"]) is None and log.events(procedure_id=a["id"]) == []
+    assert procs.get(a["id"]) is None and log.events(procedure_id=a["id"]) == []
     assert log.runs(a["id"]) == [] and log.injections(a["id"]) == []
     assert [e for e in log.events(0, 1000) if e["procedure_id"] is None] == []
-    assert log.procedure(b["id"]) is not None
+    assert procs.get(b["id"]) is not None
 
     clock.ns = T0 + 100 * DAY                               # everything is old now, even c's start
     assert log.enforce_retention() == {"procedures": 1, "orphan_rows": 0}
-    assert log.procedure(b["id"]) is None
-    assert log.current_procedure()["id"] == c["id"]
+    assert procs.get(b["id"]) is None
+    assert procs.current()["id"] == c["id"]
     assert [e["kind"] for e in log.events(procedure_id=c["id"])][:2] == ["procedure_start", "xray_on"]
     log.close()
 
@@ -80,7 +82,7 @@ def test_retention_runs_periodically_on_its_own(tmp_path):
     log.close()
 
 
-def _fill(log: EventLog, clock: Clock) -> dict[str, str | None]:
+def _fill(log: EventLog, procs: Procedures, clock: Clock) -> dict[str, str | None]:
     """Chronological units: closed procedures, orphan stretches, and finally an open procedure."""
     pad = "x" * 1000
     units: dict[str, str | None] = {}
@@ -90,11 +92,11 @@ def _fill(log: EventLog, clock: Clock) -> dict[str, str | None]:
             for i in range(60):
                 log.record("sample", {"unit": name, "i": i, "pad": pad})
             continue
-        proc = log.start_procedure(name)
+        proc = procs.start(name)
         for i in range(60):
             log.record("sample", {"unit": name, "i": i, "pad": pad})
         if name != "open":
-            log.end_procedure()
+            procs.end()
         units[name] = proc["id"]
     assert log.flush(10)
     return units
@@ -103,8 +105,9 @@ def _fill(log: EventLog, clock: Clock) -> dict[str, str | None]:
 def test_size_retention_deletes_oldest_first_never_the_open_procedure(tmp_path):
     clock = Clock()
     log = EventLog(tmp_path / "d", wall_clock_ns=clock)
+    procs = Procedures(log)
     log.start()
-    units = _fill(log, clock)
+    units = _fill(log, procs, clock)
     all_samples = {e["id"]: (e["data"]["unit"], e["t_wall"]) for e in log.events(0, 10_000)
                    if e["kind"] == "sample"}
     page_size = db_query(log, "PRAGMA page_size")[0][0]
@@ -126,11 +129,11 @@ def test_size_retention_deletes_oldest_first_never_the_open_procedure(tmp_path):
         assert pages * page_size <= max_bytes or not kept_closed
         for name, pid in units.items():   # a procedure row goes with its last event
             has_events = any(all_samples[i][0] == name for i in left)
-            assert (log.procedure(pid) is not None) == has_events, name
+            assert (procs.get(pid) is not None) == has_events, name
 
     # Only the open procedure is left, whole.
     assert sum(1 for i in left if all_samples[i][0] == "open") == open_rows
-    assert [p["id"] for p in log.procedures()] == [units["open"]]
+    assert [p["id"] for p in procs.recent()] == [units["open"]]
     log.close()
 
 

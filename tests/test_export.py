@@ -8,21 +8,24 @@ import sqlite3
 
 import pytest
 
+from api.cli.export import write_export
 from core.store import schema
 from core.store.eventlog import EventLog
-from core.store.export import CSV_COLUMNS, export_main, iter_export
+from core.store.export import CSV_COLUMNS, iter_export
+from core.store.procedures import Procedures
 
 
 @pytest.fixture
 def filled(tmp_path):
     log = EventLog(tmp_path / "d")
+    procs = Procedures(log)
     log.start()
     log.record("boot", {"version": "0.1.0"})
-    first = log.start_procedure("left iliac")
+    first = procs.start("left iliac")
     log.record("xray_on", {"pulses": 15})
     log.record_run({"run_id": "r1", "note": 'comma, "quote"\nnewline'}, key="r1")
-    log.end_procedure()
-    second = log.start_procedure()
+    procs.end()
+    second = procs.start()
     log.record("xray_on", {"pulses": 7.5})
     assert log.flush(5)
     yield log, first["id"], second["id"]
@@ -32,7 +35,7 @@ def filled(tmp_path):
 def test_jsonl_matches_the_api_events(filled):
     log, _, _ = filled
     out = io.StringIO()
-    assert export_main(log.data_dir, None, "jsonl", out) == 0
+    assert write_export(log.data_dir, None, "jsonl", out) == 0
     lines = out.getvalue().splitlines()
     assert [json.loads(line) for line in lines] == log.events(0, 1000)
 
@@ -40,7 +43,7 @@ def test_jsonl_matches_the_api_events(filled):
 def test_csv_round_trips_including_awkward_text(filled):
     log, first, _ = filled
     out = io.StringIO()
-    assert export_main(log.data_dir, first, "csv", out) == 0
+    assert write_export(log.data_dir, first, "csv", out) == 0
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert tuple(rows[0]) == CSV_COLUMNS
     expected = log.events(0, 1000, procedure_id=first)
@@ -69,7 +72,7 @@ def test_procedure_filter_and_an_empty_export(filled):
 def test_bad_arguments_give_exit_1_and_one_clear_line(filled, capsys, fmt, pid, message):
     log, _, _ = filled
     out = io.StringIO()
-    assert export_main(log.data_dir, pid, fmt, out) == 1
+    assert write_export(log.data_dir, pid, fmt, out) == 1
     assert out.getvalue() == ""
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
@@ -78,7 +81,7 @@ def test_bad_arguments_give_exit_1_and_one_clear_line(filled, capsys, fmt, pid, 
 
 
 def test_missing_and_newer_databases_are_refused(tmp_path, capsys):
-    assert export_main(tmp_path / "nothing", None, "jsonl", io.StringIO()) == 1
+    assert write_export(tmp_path / "nothing", None, "jsonl", io.StringIO()) == 1
     assert "no event database" in capsys.readouterr().err
     log = EventLog(tmp_path / "d")
     log.start()
@@ -86,7 +89,7 @@ def test_missing_and_newer_databases_are_refused(tmp_path, capsys):
     conn = sqlite3.connect(log.db_path)
     conn.execute(f"PRAGMA user_version={schema.SCHEMA_VERSION + 1}")
     conn.close()
-    assert export_main(tmp_path / "d", None, "jsonl", io.StringIO()) == 1
+    assert write_export(tmp_path / "d", None, "jsonl", io.StringIO()) == 1
     assert "newer" in capsys.readouterr().err
 
 

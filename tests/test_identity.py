@@ -16,6 +16,7 @@ from core.ops.settings import Settings
 from core.sources.folder import DirectorySource
 from core.sources.stacks import load_stack
 from core.store.eventlog import EventLog
+from core.store.procedures import Procedures
 from tests.dicom_files import write_multiframe
 
 ISSUE_EXAMPLE = "DOE^JOHN MRN 00412345 DOB 1957-03-14"
@@ -118,26 +119,27 @@ def test_content_label_is_a_hash_of_the_contents_not_the_name(tmp_path):
 # -- core write paths ---------------------------------------------------------------------------------------
 def test_event_log_refuses_identity_in_labels_fields_and_events(tmp_path):
     log = EventLog(tmp_path)
+    procs = Procedures(log)
     log.start()
     try:
         with pytest.raises(IdentityRefused, match="procedure label"):
-            log.start_procedure(ISSUE_EXAMPLE)
-        assert log.current_procedure() is None
-        proc = log.start_procedure("L iliac")
+            procs.start(ISSUE_EXAMPLE)
+        assert procs.current() is None
+        proc = procs.start("L iliac")
         with pytest.raises(IdentityRefused):
-            log.set_procedure_fields(note="DOB 1957-03-14")
+            procs.set_fields(note="DOB 1957-03-14")
         with pytest.raises(IdentityRefused, match="field name"):
-            log.set_procedure_fields(patient_name="x")
+            procs.set_fields(patient_name="x")
         # A label reaching the log by another path (a run record, an event) is checked there too.
         with pytest.raises(IdentityRefused):
             log.record("run_label", {"run_id": "s-1", "label": ISSUE_EXAMPLE})
         with pytest.raises(IdentityRefused):
             log.record_run({"run_id": "s-1", "label": "MRN 00412345"}, key="run:s-1")
-        log.set_procedure_fields(weight_kg=70, note="post pass 2")
+        procs.set_fields(weight_kg=70, note="post pass 2")
         log.record_run({"run_id": "s-1", "label": "baseline"}, key="run:s-1")
         assert log.flush(5)
-        assert log.current_procedure()["fields"] == {"weight_kg": 70, "note": "post pass 2"}
-        assert log.run("s-1")["label"] == "baseline" and log.procedure(proc["id"])["label"] == "L iliac"
+        assert procs.current()["fields"] == {"weight_kg": 70, "note": "post pass 2"}
+        assert log.run("s-1")["label"] == "baseline" and procs.get(proc["id"])["label"] == "L iliac"
     finally:
         log.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("events.sqlite3*"))

@@ -20,6 +20,7 @@ from core.ops.settings import Settings
 from core.sources.frames import Frame
 from core.store.eventlog import EventLog
 from core.store.export import iter_export
+from core.store.procedures import Procedures
 from core.store.recorder import ProcedureRecorder
 from core.store.space import SpaceMonitor, available_bytes
 from core.vocab import NS
@@ -66,22 +67,23 @@ def test_the_appliance_trims_a_synthetic_year_to_its_limits_at_start_and_keeps_t
     now = time.time_ns()
     clock = [now - 400 * DAY_NS]
     log = EventLog(data, wall_clock_ns=lambda: clock[0])
+    procs = Procedures(log)
     log.start()
     pad = "v" * 1500
     # 400 days, one procedure a day with a run and a clearance result each: ~8 MB.
     for day in range(400):
         clock[0] = now - (400 - day) * DAY_NS
-        log.start_procedure(f"day {day}")
+        procs.start(f"day {day}")
         for k in range(6):
             log.record("sample", {"k": k, "pad": pad})
         log.record_run({"run_id": f"d{day}-1", "contrast": True, "pad": pad}, key=f"run:d{day}")
         log.record_clearance({"run_id": f"d{day}-1", "stations": [pad] * 2}, key=f"clearance:d{day}")
-        log.end_procedure()
+        procs.end()
         if day % 50 == 0:
             assert log.flush(30)
     # The open one started 400 days ago and is still open: neither age nor size may take it.
     clock[0] = now - 400 * DAY_NS
-    open_proc = log.start_procedure("still open")
+    open_proc = procs.start("still open")
     for k in range(20):
         log.record("sample", {"k": k, "pad": pad})
     assert log.flush(60)
@@ -104,7 +106,7 @@ def test_the_appliance_trims_a_synthetic_year_to_its_limits_at_start_and_keeps_t
         oldest = db_rows(db, "SELECT MIN(started_wall) FROM procedures WHERE ended_wall IS NOT NULL")[0][0]
         cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((now - 365 * DAY_NS) / 1e9))
         assert oldest > cutoff
-        assert appliance.log.current_procedure()["id"] == open_proc["id"]
+        assert appliance.procs.current()["id"] == open_proc["id"]
         kept = db_rows(db, "SELECT COUNT(*) FROM events WHERE procedure_id = ? AND kind = 'sample'",
                         (open_proc["id"],))[0][0]
         assert kept == 20

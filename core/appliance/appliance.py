@@ -33,8 +33,10 @@ from core.ops.watchdog import ProgressCheck, Watchdog
 from core.sources.collimator import FieldDetector
 from core.sources.frames import FrameSource
 from core.sources.open import open_video
-from core.store.eventlog import OPEN_PROCEDURE, EventLog
+from core.store.eventlog import EventLog
+from core.store.procedures import Procedures
 from core.store.recorder import ProcedureRecorder, privacy_mask
+from core.store.records import OPEN_PROCEDURE
 from core.store.space import SpaceMonitor, available_bytes
 from core.vocab import NS, RUN_LABELS, check_roi
 from firmware_bridge.bridge import InjectorBridge
@@ -63,6 +65,7 @@ class Appliance:
         self.t0_ns = time.monotonic_ns() + NS // 5
         self.log = EventLog(self.data_dir, max_age_days=settings.event_retention_days,
                             max_bytes=int(settings.event_retention_mb * 2**20))
+        self.procs = Procedures(self.log)   # before log.start(): an open procedure is resumed
         # None: no video by configuration; the injector alone is watched (no runs, no X-ray from images).
         self.source = source if source is not None else open_video(settings, self.t0_ns, self._on_grabber)
         intensity = self.source.intensity if self.source is not None else "log"
@@ -199,7 +202,7 @@ class Appliance:
 
     def _resume_procedure(self) -> None:
         """An open procedure survives a restart: rebuild its totals from what it recorded."""
-        proc = self.log.current_procedure()
+        proc = self.procs.current()
         if proc is None:
             return
         fields = proc.get("fields", {})
@@ -327,7 +330,7 @@ class Appliance:
         with self._lock:
             # Under the lock with label_run: a label given while the run was analysed is in this record.
             label = summary["label"] = self._labels.get(run_id)
-            procedure = self.log.current_procedure()
+            procedure = self.procs.current()
             pid = None if procedure is None else procedure["id"]
             self.log.record_run(summary, key=f"run:{run_id}", procedure_id=pid)
             self._finishing.discard(run_id)
@@ -362,7 +365,7 @@ class Appliance:
         came takes it in _complete_injection; one being analysed then is recorded before this task runs
         (one worker, in order), so it is found here."""
         with self._lock:
-            procedure = self.log.current_procedure()
+            procedure = self.procs.current()
             open_id = None if procedure is None else procedure["id"]
             for run_id, record in list(self._recent_summaries.items()):
                 if not run_takes_injection(record, injection):
@@ -398,7 +401,7 @@ class Appliance:
 
     def _ensure_procedure(self) -> None:
         # Headless and unattended: every run belongs to a procedure, opened automatically if nobody did.
-        if self.settings.auto_procedure and self.log.current_procedure() is None:
+        if self.settings.auto_procedure and self.procs.current() is None:
             self.start_procedure("auto")
 
     def _measure_clearance(self, run_id: str, peak: np.ndarray, label: str | None) -> None:
@@ -419,7 +422,7 @@ class Appliance:
         if result is None:
             return
         with self._lock:
-            procedure = self.log.current_procedure()
+            procedure = self.procs.current()
             if procedure_id is OPEN_PROCEDURE or procedure is None or procedure["id"] == procedure_id:
                 self._latest_clearance = result   # the page shows the open procedure's clearance
         self.log.record_clearance(result, key=f"clearance:{result['run_id']}:{result.get('baseline_run_id')}",
@@ -541,7 +544,7 @@ class Appliance:
         self.log.commit(timeout)
 
     def start_procedure(self, label: str | None = None) -> dict:
-        proc = self.log.start_procedure(label)
+        proc = self.procs.start(label)
         with self._lock:
             self.totals = ProcedureTotals()
             self._latest_clearance = None
@@ -549,7 +552,7 @@ class Appliance:
         return proc
 
     def end_procedure(self) -> dict | None:
-        return self.log.end_procedure()
+        return self.procs.end()
 
     def label_run(self, run_id: str, label: str) -> None:
         """Label a recorded run, or the current one (applied when it ends). The label is recorded in the
@@ -566,7 +569,7 @@ class Appliance:
             if record is None and not is_current and not analysing:
                 raise LookupError(f"no run {run_id!r}")
             if record is None:
-                procedure = self.log.current_procedure()   # its record is written in the open procedure
+                procedure = self.procs.current()   # its record is written in the open procedure
                 pid = None if procedure is None else procedure["id"]
             else:
                 pid = record["procedure_id"]
@@ -586,12 +589,12 @@ class Appliance:
         self._worker.submit(self._relabel_clearance, run_id, label, pid)
 
     def set_patient(self, weight_kg: float | None, creatinine_mg_dl: float | None) -> dict:
-        if self.log.current_procedure() is None:
+        if self.procs.current() is None:
             raise ValueError("no open procedure: start one first")
         with self._lock:
             self.totals.set_patient(weight_kg, creatinine_mg_dl)   # validates
             totals = self.totals.to_dict()
-        self.log.set_procedure_fields(weight_kg=weight_kg, creatinine_mg_dl=creatinine_mg_dl)
+        self.procs.set_fields(weight_kg=weight_kg, creatinine_mg_dl=creatinine_mg_dl)
         return totals
 
     def set_rois(self, rois: list[tuple[int, int, int, int]] | None) -> None:
@@ -623,7 +626,7 @@ class Appliance:
             }
             run = self._run_view
             xray = dict(self._xray_view, pulse_rate=run["pulse_rate"] if run else None)
-            procedure = self.log.current_procedure()
+            procedure = self.procs.current()
             if procedure is not None:
                 procedure = dict(procedure, totals=self.totals.to_dict())
             return {
@@ -718,10 +721,10 @@ class Appliance:
         return self.clearance.render_png(result)    # the tracker belongs to the worker thread
 
     def procedures(self, limit: int = 50) -> list[dict]:
-        return self.log.procedures(limit)
+        return self.procs.recent(limit)
 
     def procedure(self, pid: str) -> dict | None:
-        proc = self.log.procedure(pid)
+        proc = self.procs.get(pid)
         if proc is None:
             return None
         totals = ProcedureTotals()

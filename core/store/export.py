@@ -1,4 +1,4 @@
-"""Export committed events as JSON Lines or CSV, for the CLI (``cathlab-edge export``) and the API.
+"""Export committed events as JSON Lines or CSV, for the CLI (``cathlab-edge export``, api/cli/export.py).
 
 Reads through its own read-only connection, so an export runs while the appliance keeps writing (WAL lets
 readers and the writer proceed together). The export is the set of events committed when it started, read
@@ -9,18 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sqlite3
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
 
 from core.store import schema
 
 FORMATS = ("jsonl", "csv")
 CSV_COLUMNS = ("id", "procedure_id", "t_mono_ns", "t_wall", "kind", "data")
-MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 _PAGE = 1000
 
 
@@ -108,38 +104,3 @@ def _open_readonly(db_path: Path) -> sqlite3.Connection:
             raise ValueError(f"{db_path} holds no event log yet (schema not created)")
         return conn
     raise ValueError(f"cannot read event database {db_path}: {error}")
-
-
-def export_main(data_dir: Path | str, procedure_id: str | None, fmt: str, out: TextIO) -> int:
-    """The ``export`` command: write the export to ``out``. Returns the exit status (0 ok, 1 error);
-    errors go to stderr as one clear line."""
-    try:
-        lines = iter_export(data_dir, procedure_id, fmt)
-        n = 0
-        for line in lines:
-            out.write(line)
-            n += 1
-        out.flush()
-    except ValueError as exc:
-        print(f"cathlab-edge export: {exc}", file=sys.stderr)
-        return 1
-    except sqlite3.Error as exc:
-        print(f"cathlab-edge export: reading the event database failed: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:   # `... | head`: the reader left, not an error of ours
-        _silence(out)
-        return 0
-    if fmt == "csv":
-        n -= 1
-    print(f"cathlab-edge export: {n} events", file=sys.stderr)
-    return 0
-
-
-def _silence(out: TextIO) -> None:
-    # Point the closed pipe at /dev/null so the interpreter's final flush does not complain.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, out.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        pass
