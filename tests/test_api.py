@@ -8,6 +8,8 @@ from html import escape
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Metric, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from api import metrics
 from api.app import MAX_BODY_BYTES, MAX_VALIDATION_ERRORS, create_app
@@ -207,25 +209,61 @@ def test_healthz_ok(live):
     assert r.status_code == 200 and r.json() == {"ok": True, "reasons": []}
 
 
-def test_metrics_prometheus_text(live):
-    client, _, _ = live
+def scrape(client: TestClient) -> dict[str, Metric]:
+    """The families of one /metrics answer, by name (a counter's without its ``_total``)."""
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    sample = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]* (-?[0-9.e+-]+|NaN|[+-]Inf)$")
-    families = {}
-    for line in r.text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
-            families[name] = kind
-        elif not line.startswith("#"):
-            assert sample.match(line), line
-    assert families["cathlab_frames_total"] == "counter"
-    assert families["cathlab_serial_crc_errors_total"] == "counter"
-    assert families["cathlab_eventlog_commit_latency_p99_ms"] == "gauge"
-    assert families["cathlab_runs_total"] == "counter"
-    assert "cathlab_api_stream_clients" in families
-    values = dict(line.split() for line in r.text.splitlines() if not line.startswith("#"))
-    assert int(values["cathlab_frames_total"]) > 0 and int(values["cathlab_runs_total"]) >= 1
+    return {family.name: family for family in text_string_to_metric_families(r.text)}
+
+
+def test_metrics_prometheus_text(live):
+    client, _, _ = live
+    families = scrape(client)
+    kinds = {name: family.type for name, family in families.items()}
+    assert kinds["cathlab_frames"] == "counter"
+    assert kinds["cathlab_serial_crc_errors"] == "counter"
+    assert kinds["cathlab_eventlog_commit_latency_p99_ms"] == "gauge"
+    assert kinds["cathlab_runs"] == "counter"
+    assert kinds["cathlab_api_stream_clients"] == "gauge"
+    # Typed wrongly from their names before (gauges): they only ever grow.
+    assert kinds["cathlab_serial_bytes_discarded"] == "counter"
+    assert metrics.type_of("serial_packets_by_type_state")[0] == "counter"   # no STATE packet here yet
+    # prometheus-client's own collectors come along.
+    assert kinds["process_cpu_seconds"] == "counter" and "process_resident_memory_bytes" in kinds
+    assert "python_info" in kinds
+    values = {sample.name: sample.value for family in families.values() for sample in family.samples}
+    assert values["cathlab_frames_total"] > 0 and values["cathlab_runs_total"] >= 1
+
+
+def test_every_metric_has_its_intended_type(live):
+    client, _, _ = live
+    state = client.app.state
+    reported = {key: value for key, value in metrics.appliance_values(state.appliance, state.hub).items()
+                if isinstance(value, (int, float))}
+    assert "serial_bytes_discarded" in reported and "eventlog_db_bytes" in reported
+    untyped = [key for key in reported if metrics.type_of(key)[0] is None]
+    assert untyped == [], f"type these in api/metrics.py TYPES: {untyped}"
+    families = scrape(client)
+    for key in reported:
+        name = metrics.metric_name(key).removesuffix("_total")
+        assert families[name].type == metrics.type_of(key)[0], key
+    assert not [name for name, family in families.items() if family.type == "unknown"]
+
+
+def test_counters_never_decrease_between_scrapes(live):
+    client, _, _ = live
+
+    def counters() -> dict[str, float]:
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in scrape(client).values() if family.type == "counter" for sample in family.samples}
+
+    first = counters()
+    frames = first[("cathlab_frames_total", ())]
+    wait_until(client, lambda s: s["counters"]["frames"] > frames, 5)   # the appliance counts on meanwhile
+    second = counters()
+    assert first.keys() <= second.keys()
+    assert [key for key in first if second[key] < first[key]] == []
+    assert second[("cathlab_frames_total", ())] > first[("cathlab_frames_total", ())]
 
 
 def test_page_is_server_rendered_and_self_contained(live):
@@ -401,12 +439,18 @@ def test_healthz_503_with_reasons_when_the_injector_is_missing(tmp_path):
 
 
 def test_metric_rendering_rules():
-    text = metrics.render({"frames": 3, "last_frame_age_s": 0.5, "weird name-1": 2, "nan_latency_ms": float("nan"),
-                           "skipped": None, "flag_writable": True})
-    assert "# TYPE cathlab_frames_total counter\ncathlab_frames_total 3\n" in text
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics.ApplianceCollector(lambda: {
+        "frames": 3, "last_frame_age_s": 0.5, "weird name-1": 2, "eventlog_commit_latency_p99_ms": float("nan"),
+        "skipped": None, "eventlog_writable": True, "serial_protocol_violations_by_kind_volume_backwards": 1}))
+    text = generate_latest(registry).decode()
+    assert "# TYPE cathlab_frames_total counter\ncathlab_frames_total 3.0\n" in text
     assert "# TYPE cathlab_last_frame_age_s gauge\ncathlab_last_frame_age_s 0.5\n" in text
-    assert "cathlab_weird_name_1_total 2" in text and "cathlab_nan_latency_ms NaN" in text
-    assert "skipped" not in text and "cathlab_flag_writable 1" in text
+    assert "# TYPE cathlab_serial_protocol_violations_by_kind_volume_backwards_total counter\n" in text
+    # A value the table does not type is shown untyped, not guessed from its name.
+    assert "# TYPE cathlab_weird_name_1 untyped\ncathlab_weird_name_1 2.0\n" in text
+    assert "cathlab_eventlog_commit_latency_p99_ms NaN" in text
+    assert "skipped" not in text and "cathlab_eventlog_writable 1.0" in text
 
 
 def test_oversized_bodies_are_413_before_auth_or_parsing(live):

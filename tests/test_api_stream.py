@@ -186,7 +186,7 @@ def test_closed_streams_are_forgotten(server):
     def clients() -> int:
         for line in httpx.get(url + "/metrics").text.splitlines():
             if line.startswith("cathlab_api_stream_clients "):
-                return int(line.split()[1])
+                return int(float(line.split()[1]))
         raise AssertionError("no cathlab_api_stream_clients in /metrics")
 
     assert clients() >= 3

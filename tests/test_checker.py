@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from firmware_bridge.checker import StreamCheck, check_main
+from api.cli.check import check_main
+from firmware_bridge.checker import StreamCheck
 from firmware_bridge.framing import Decoder, encode_frame
 from firmware_bridge.messages import Ack, Heartbeat, Hello, Sample, State, Summary, TimeReq, TimeResp, Xray, parse
 

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -156,8 +155,8 @@ def test_implausible_values_from_a_device_are_counted_logged_and_not_taken(tmp_p
                 "volume_backwards": 1, "stale_xray_delay": 1}
             assert status["alarms"] == []           # a protocol violation is counted, not an alarm
             metrics = client.get("/metrics").text
-            assert "cathlab_serial_protocol_violations_total 2" in metrics
-            assert "cathlab_serial_protocol_violations_by_kind_stale_xray_delay_total 1" in metrics
+            assert "cathlab_serial_protocol_violations_total 2.0" in metrics
+            assert "cathlab_serial_protocol_violations_by_kind_stale_xray_delay_total 1.0" in metrics
 
             def events():
                 return client.get("/api/events", params={"limit": 1000}).json()["events"]

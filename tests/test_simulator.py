@@ -8,7 +8,8 @@ from itertools import pairwise
 import pytest
 import serial
 
-from firmware_bridge.checker import check_main
+from api.cli.check import check_main
+from api.cli.simulate import simulate_main
 from firmware_bridge.framing import Decoder
 from firmware_bridge.link import Link
 from firmware_bridge.messages import (
@@ -25,7 +26,7 @@ from firmware_bridge.messages import (
     parse,
 )
 from firmware_bridge.scenarios import PROCEDURE, PROCEDURE_PERIOD_S
-from firmware_bridge.simulator import SCENARIOS, InjectorDevice, Scenario, SimInjection, parse_sim_url, simulate_main
+from firmware_bridge.simulator import SCENARIOS, InjectorDevice, Scenario, SimInjection, parse_sim_url
 
 MS = 1_000_000
 S = 1_000_000_000

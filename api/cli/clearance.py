@@ -15,9 +15,9 @@ def add_parser(sub) -> None:
     parser.add_argument("baseline", help="baseline venogram (.npy or DICOM)")
     parser.add_argument("post", help="later venogram (.npy or DICOM)")
     parser.add_argument("--centerline", metavar="X,Y;X,Y;...", help="vessel centreline in baseline pixels "
-                           "(default: found automatically)")
+                        "(default: found automatically)")
     parser.add_argument("--diameter", type=argtypes.DIAMETER_PX, metavar="PX",
-                           help="reference lumen diameter in pixels")
+                        help="reference lumen diameter in pixels")
     parser.add_argument("--segments", metavar="NAME:A-B,...", help="named parts of the centreline by arc fraction")
     parser.add_argument("--image", metavar="OUT.png", help="both peak-opacity images with the findings")
     parser.set_defaults(func=run)
