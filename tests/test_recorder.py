@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from core.analysis.pipeline import FramePipeline
+from core.appliance.replay import replay
 from core.sources.frames import Frame
 from core.sources.phantom import PhantomConfig, render_run
-from core.store.recorder import SERIAL_MAGIC, ProcedureRecorder, RecordingSource, load_runs, read_serial, replay
+from core.sources.recording import SERIAL_MAGIC, RecordingSource, load_runs, read_serial
+from core.store.recorder import ProcedureRecorder
 from core.vocab import NS
 from firmware_bridge.link import Link
 from firmware_bridge.simulator import InjectorDevice
@@ -241,7 +243,7 @@ def test_replay_command_prints_runs_and_messages(tmp_path, phantom):
     live(rec, phantom, device_bytes(6.0))
     rec.close()
     out = io.StringIO()
-    from core.store.recorder import replay_main
+    from api.cli.replay import replay_main
 
     assert replay_main(tmp_path, out) == 0
     report = json.loads(out.getvalue())

@@ -20,7 +20,6 @@ from core.store import schema
 
 FORMATS = ("jsonl", "csv")
 CSV_COLUMNS = ("id", "procedure_id", "t_mono_ns", "t_wall", "kind", "data")
-MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 _PAGE = 1000
 
 
