@@ -110,7 +110,8 @@ class ProcedureRecorder:
             return
         with self._serial_lock:
             try:
-                if self._serial_fh is None or self._serial_size + SERIAL_RECORD.size + len(data) > self.serial_chunk_bytes:
+                size = self._serial_size + SERIAL_RECORD.size + len(data)
+                if self._serial_fh is None or size > self.serial_chunk_bytes:
                     self._rotate_serial()
                 self._serial_fh.write(SERIAL_RECORD.pack(t_ns, len(data)) + data)
                 self._serial_size += SERIAL_RECORD.size + len(data)
