@@ -19,6 +19,7 @@ from core.analysis.clearance.tracker import ClearanceTracker
 from core.appliance.worker import AnalysisWorker
 from core.ops.settings import Settings
 from tests.test_clearance import synthetic_vessel
+from tests.waiting import wait_for
 
 
 # -- the worker's two queues ----------------------------------------------------------------------------------
@@ -27,8 +28,7 @@ def test_ordered_work_runs_before_queued_on_demand_work_and_in_order():
     release = threading.Event()
     done: list[str] = []
     busy = worker.submit_on_demand(release.wait, 5)          # a render already under way
-    while not busy.running():
-        time.sleep(0.001)
+    wait_for(busy.running, 5, interval=0.001)
     renders = [worker.submit_on_demand(done.append, f"render{i}") for i in range(6)]
     ends = [worker.submit(done.append, f"run{i}") for i in range(3)]
     assert worker.pending() == (3, 6)
@@ -53,7 +53,7 @@ def test_shutdown_cancels_what_waits_and_refuses_new_work():
     release = threading.Event()
     running = worker.submit(release.wait, 5)
     waiting = [worker.submit(lambda: None), worker.submit_on_demand(lambda: None)]
-    time.sleep(0.05)
+    wait_for(running.running, 5, interval=0.001)
     worker.shutdown(wait=False, cancel_futures=True)
     assert all(f.cancelled() for f in waiting)
     with pytest.raises(RuntimeError):
