@@ -376,8 +376,8 @@ def test_a_replayed_recording_pairs_runs_and_injections_as_the_appliance_did_liv
     that came after its run ended completes the run in the replay as it did live."""
     from core.appliance.appliance import Appliance
     from core.ops.settings import Settings
-    from core.sources.frames import PhantomSource
-    from core.sources.phantom import PhantomVideo
+    from core.sources.phantom.video import PhantomSource
+    from core.sources.phantom.video import PhantomVideo
     from firmware_bridge.simulator import SCENARIOS
     from tests.test_late_summary import SCRIPT, TIMELINE
     from tests.waiting import wait_for
