@@ -1,4 +1,4 @@
-"""Issue 6 speed: two 60-frame 1024x1024 runs analysed (peak opacity of both, registration, densitometry)
+"""Clearance speed: two 60-frame 1024x1024 runs analysed (peak opacity of both, registration, densitometry)
 in under 1 s on one core.
 
 Run with ``.venv/bin/python -m pytest benchmarks/bench_clearance.py --benchmark-only``. The runs are the
