@@ -313,7 +313,7 @@ def test_patient_parameters(live):
         client.post("/api/procedures", json={}, headers=h)
     r = client.put("/api/procedures/current/patient", json={"weight_kg": 70, "creatinine_mg_dl": 2.0}, headers=h)
     assert r.status_code == 200, r.text
-    assert r.json()["max_contrast_ml"] == 175.0                   # DOMAIN.md: 70 kg at 2.0 mg/dl
+    assert r.json()["max_contrast_ml"] == 175.0                   # docs/domain.md contrast limit: 70 kg, 2.0 mg/dl
     proc = client.get("/api/status").json()["procedure"]
     assert proc["fields"]["weight_kg"] == 70 and proc["fields"]["creatinine_mg_dl"] == 2.0
     assert proc["totals"]["max_contrast_ml"] == 175.0

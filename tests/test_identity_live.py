@@ -1,5 +1,5 @@
 """Stores no patient identity, against a live appliance: `cathlab-edge run` in a subprocess replaying a DICOM
-file named after the patient, the issue's label through the HTTP API with the token. The name, MRN and birth
+file named after the patient, the red team's label through the HTTP API with the token. The name, MRN and birth
 date must appear nowhere: not in the SQLite files (raw bytes, WAL included), the export, /api/status,
 /api/procedures, /api/events, /api/runs, stdout or the log lines."""
 import json
@@ -97,7 +97,7 @@ def test_identity_is_refused_or_hashed_and_appears_nowhere(study, tmp_path):
         token = (data_dir / "api-token").read_text().strip()
         run_id = status["last_runs"][0]["run_id"]
 
-        # The issue's label, as a procedure label and as a run label: refused, with the rule.
+        # The red team's label, as a procedure label and as a run label: refused, with the rule.
         code, text = call("POST", url + "/api/procedures", {"label": ISSUE_LABEL}, token)
         assert code == 422 and "DICOM form" in text, text
         for label in ("MRN 00412345", "DOB 1957-03-14", "1957-03-14", "14.03.1957", "00412345"):
