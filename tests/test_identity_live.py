@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from core.identity import content_label
 from core.sources.phantom import PhantomConfig, render_run
 from tests.dicom_files import write_multiframe
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUE_LABEL = "DOE^JOHN MRN 00412345 DOB 1957-03-14"
@@ -49,18 +49,16 @@ def call(method: str, url: str, body=None, token: str | None = None) -> tuple[in
 
 
 def wait_status(url: str, predicate, seconds: float) -> dict:
-    deadline = time.monotonic() + seconds
-    last = None
-    while time.monotonic() < deadline:
+    last = {}
+
+    def poll():
         try:
             code, text = call("GET", url + "/api/status")
-            last = json.loads(text)
-            if code == 200 and predicate(last):
-                return last
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"not within {seconds} s; last status: {json.dumps(last)[:1500]}")
+            return None
+        last["status"] = status = json.loads(text)
+        return status if code == 200 and predicate(status) else None
+    return wait_for(poll, seconds, interval=0.2, explain=lambda: f"last status: {json.dumps(last.get('status'))}")
 
 
 def assert_clean(where: str, blob: bytes | str) -> None:
@@ -115,15 +113,12 @@ def test_identity_is_refused_or_hashed_and_appears_nowhere(study, tmp_path):
         code, text = call("PUT", url + f"/api/runs/{run_id}/label", {"label": "baseline"}, token)
         assert code == 200, text
 
-        deadline = time.monotonic() + 10           # until the three procedures are committed
-        while True:
+        def committed() -> dict | None:             # until the three procedures are committed
             served = {path: call("GET", url + path)[1] for path in
                       ("/api/status", "/api/procedures", "/api/events?limit=1000", "/api/runs", "/")}
             labels = {p["label"] for p in json.loads(served["/api/procedures"])["procedures"]}
-            if labels == {"baseline", "post pass 2", "L iliac"} or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert labels == {"baseline", "post pass 2", "L iliac"}
+            return served if labels == {"baseline", "post pass 2", "L iliac"} else None
+        served = wait_for(committed, 10, interval=0.2)
         running_db = db_bytes(data_dir)
     finally:
         proc.send_signal(signal.SIGTERM)
