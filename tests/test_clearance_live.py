@@ -49,7 +49,7 @@ def test_live_clearance_against_truth(procedure):
         assert res["baseline_run_id"] == runs[0][1] and res["run_id"] == run_id
         assert res["shift_px"] == pytest.approx(list(SHIFTS[scripted]), abs=1.5)
         b1 = video.scene_truth(scripted).burden
-        # Automatic vessel (the tracker has no operator centreline): the issue's +-8 points.
+        # Automatic vessel (the tracker has no operator centreline): the clearance requirement's +-8 points.
         assert res["clearance_pct"] == pytest.approx(100 * (b0 - b1) / b0, abs=8.0)
     assert tracker.latest() is runs[-1][2]
     png = tracker.render_png()
