@@ -4,20 +4,24 @@ Between runs the table and C-arm move; the anatomy (bone, soft tissue) does not,
 thrombus removed, another vein filled, contrast weaker. So, given the contrast-free mask images, the shift
 is found on the anatomy first, and the vessel only refines it within a few pixels:
 
-1. Anatomy features: a band-pass of each mask (a small box mean minus a larger one, over measured pixels
-   only). It keeps bone edges and soft-tissue texture and removes what differs between runs without the
+1. Anatomy features: a band-pass of each mask (a local mean over ~4 px minus one over ~24 px, over measured
+   pixels only, leaving out the vessel, which a mask taken as the contrast arrived shows). It keeps bone edges and soft-tissue texture and removes what differs between runs without the
    patient moving: the exposure level, the heel effect and vignetting (smooth), a different kV (a gain,
    which NCC ignores). Pixels near anything not measured (the collimated field's edge, burnt-in text) are
    left out: those edges stand still while the patient moves.
 2. Coarse search on a reduced image (shorter side >= COARSE_SIDE_PX) over the whole +-``max_shift``, by
    masked NCC with FFTs (core/analysis/ncc.py), then uphill walks of single-pixel steps at each finer
    level up to the working resolution (full, or half above FINE_ABOVE_PX).
-3. At the working resolution the vessel images' NCC joins the anatomy's when the vessel matches there
-   (score >= VESSEL_MIN_SCORE with its own maximum inside the +-2 px window), for at most REFINE_STEPS
-   more steps; then a quadratic fit of the 5x5 surface around the maximum gives the sub-pixel shift.
+3. There a quadratic fit of the 5x5 NCC surface around the maximum gives the sub-pixel shift. Then the
+   vessel images' own maximum within REFINE_PX: where it matches (NCC >= VESSEL_MIN_SCORE) and
+   disagrees with the anatomy by more than VESSEL_TOLERANCE_PX, the vein moved otherwise than the bone
+   (it lies at another depth, in soft tissue) and its shift is taken. Closer than that the anatomy is the
+   better judge: on test venograms the changed vessel (thrombus removed, 40% weaker contrast) put the
+   vessel's maximum up to 1.3 px off and a combined fit 0.2-0.5 px off; the anatomy alone stayed within 0.1 px.
 
-Without masks, or when the masks show no anatomy that matches (score < ANATOMY_MIN_SCORE: a flat
-phantom, masks of another patient), the same search runs on the vessel images alone (``basis`` "vessel").
+Without masks, or when the masks show no anatomy that matches (NCC < ANATOMY_MIN_SCORE: masks of another
+patient, noise) or none that localises the shift (smooth attenuation, one long straight edge: the NCC does not
+fall by SHARP_DROP within SHARP_PX), the same search runs on the vessel images alone (``basis`` "vessel").
 
 Reported: ``score``, the NCC of the basis features at the found shift (-1..1, clipped at 0; 0 when there is
 nothing to match); ``residual``, the normalised RMS difference of the basis features at the sub-pixel shift
@@ -44,7 +48,8 @@ ANATOMY_MIN_SCORE = 0.25      # masks matching less than this are not trusted to
 VESSEL_MIN_SCORE = 0.3        # the vessel refines the anatomy's shift only where it matches at least this well
 SHARP_PX = 8                  # the anatomy localises the shift when its NCC SHARP_PX away in every direction
 SHARP_DROP = 0.25             #   is below its peak by at least this share of the peak
-REFINE_STEPS = 2              # the vessel may move the anatomy's shift by at most this many pixels per axis
+REFINE_PX = 4                 # the vessel may move the anatomy's shift by at most this many px per axis
+VESSEL_TOLERANCE_PX = 2.0     #   and does so only where it disagrees by more than this
 BAND_INNER_PX = 4             # band-pass of the masks: local means over these radii (full-resolution px),
 BAND_OUTER_PX = 24            #   inner minus outer: bone edges and texture, without pixel noise or exposure
 EDGE_GUARD_PX = 8             # mask pixels this close to an unmeasured one (field edge, text) are left out
@@ -139,9 +144,10 @@ def _half(img: np.ndarray) -> np.ndarray:
     return 0.25 * (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2])
 
 
-def _coarse(a: np.ndarray, b: np.ndarray, ms: int) -> tuple[float, float, float] | None:
-    """Best shift (dy, dx, score) within +-ms of two feature images by masked FFT NCC, sub-pixel; None when
-    no shift has enough overlap."""
+def _coarse(a: np.ndarray, b: np.ndarray, ms: int, f: int) -> tuple[float, float, float, float] | None:
+    """Best shift (dy, dx, score, drop) within +-ms of two feature images at level ``f`` by masked FFT NCC,
+    sub-pixel; ``drop`` is the least fall of the NCC SHARP_PX away, as a share of the peak. None when no shift
+    has enough overlap."""
     h, w = a.shape
     ms = int(min(ms, h - 2, w - 2))
     ph, pw = fast_len(h + ms + 1), fast_len(w + ms + 1)      # zero padding: no shift wraps onto another
@@ -157,7 +163,11 @@ def _coarse(a: np.ndarray, b: np.ndarray, ms: int) -> tuple[float, float, float]
     fx, fy = quadratic_peak(np.where(patch > -1.0, patch, np.nan))
     dy = iy if iy <= ms else iy - ph
     dx = ix if ix <= ms else ix - pw
-    return dy + fy, dx + fx, float(sub[r, c])
+    peak = float(sub[r, c])
+    d = max(2, int(round(SHARP_PX / f)))
+    around = max(float(corr[(iy + d * i) % ph, (ix + d * j) % pw]) for i in (-1, 0, 1) for j in (-1, 0, 1)
+                 if (i, j) != (0, 0))
+    return dy + fy, dx + fx, peak, (peak - around) / peak if peak > 0 else 0.0
 
 
 def _climb(surface, cy: int, cx: int, steps: int) -> tuple[int, int]:
@@ -239,11 +249,16 @@ def register(fixed_peak: np.ndarray, moving_peak: np.ndarray, *, fixed_mask: np.
     reach = int(np.ceil(max_shift / top))
     if fixed_mask is not None:
         pf, pm = pyramid(fixed_mask), pyramid(moving_mask)
-        anat = ({f: _anatomy_features(pf[f], f, vf[f][1]) for f in levels},
-                {f: _anatomy_features(pm[f], f, vm[f][1]) for f in levels})
-        if all(x is not None for x in (*anat[0].values(), *anat[1].values())):
-            found = _coarse(anat[0][top], anat[1][top], reach)
-            if found is not None and found[2] >= ANATOMY_MIN_SCORE:
+        anat = ({top: _anatomy_features(pf[top], top, vf[top][1])}, {top: _anatomy_features(pm[top], top, vm[top][1])})
+        found = None
+        if anat[0][top] is not None and anat[1][top] is not None:
+            found = _coarse(anat[0][top], anat[1][top], reach, top)
+        # Half the sharpness asked at the end: a coarse peak is broader. Only spares the finer levels' work.
+        if found is not None and found[2] >= ANATOMY_MIN_SCORE and found[3] >= SHARP_DROP / 2:
+            for f in levels[:-1]:
+                anat[0][f] = _anatomy_features(pf[f], f, vf[f][1])
+                anat[1][f] = _anatomy_features(pm[f], f, vm[f][1])
+            if all(x is not None for x in (*anat[0].values(), *anat[1].values())):
                 reg, sharp = _refine(anat, vessel, levels, found, max_shift, use_vessel=True)
                 # Anatomy that matches weakly at the working resolution (noise), or too smooth to say where it
                 # fits (a broad peak, one long straight edge), does not decide.
@@ -252,7 +267,7 @@ def register(fixed_peak: np.ndarray, moving_peak: np.ndarray, *, fixed_mask: np.
     a, b = vessel[0][top], vessel[1][top]
     if not (np.nan_to_num(a) > 0).any() or not (np.nan_to_num(b) > 0).any():
         return Registration(0.0, 0.0, 0.0, 1.0, "vessel")
-    found = _coarse(a, b, reach)
+    found = _coarse(a, b, reach, top)
     if found is None:
         return Registration(0.0, 0.0, 0.0, 1.0, "vessel")
     return _refine(vessel, vessel, levels, found, max_shift, use_vessel=False)[0]
@@ -274,22 +289,31 @@ def _refine(feats, vessel, levels: list[int], found, max_shift: float,
             return window_ncc(pair, cy, cx, r, lim)
         cy, cx = _climb(surface, int(round(dy / f)), int(round(dx / f)), steps=8)
         dy, dx = cy * f, cx * f
-    if use_vessel:
-        vpair = FlatPair(vessel[0][work], vessel[1][work], pad=pair.pad)
-        vwin = window_ncc(vpair, cy, cx, 2, lim)
-        i, j = np.unravel_index(int(np.argmax(vwin)), vwin.shape)
-        # The vessel joins where it matches, with its own maximum near the anatomy's: it may have changed.
-        if vwin[i, j] >= VESSEL_MIN_SCORE and abs(i - 2) <= 1 and abs(j - 2) <= 1:
-            def surface(cy, cx, r, pair=pair, vpair=vpair, lim=lim):
-                return window_ncc(pair, cy, cx, r, lim) + np.maximum(window_ncc(vpair, cy, cx, r, lim), 0.0)
-            cy, cx = _climb(surface, cy, cx, steps=REFINE_STEPS)
     d = max(2, int(round(SHARP_PX / work)))
     around = [pair.ncc(cy + d * i, cx + d * j) for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0)]
-    peak = pair.ncc(cy, cx)
-    sharp = peak > 0 and peak - max(around) >= SHARP_DROP * peak
+    score = max(pair.ncc(cy, cx), 0.0)
+    sharp = score > 0 and score - max(around) >= SHARP_DROP * score
+    ey, ex = _subpixel(surface, cy, cx)
+    if use_vessel:
+        vpair = FlatPair(vessel[0][work], vessel[1][work], pad=pair.pad)
+
+        def vsurface(cy, cx, r, vpair=vpair, lim=lim):
+            return window_ncc(vpair, cy, cx, r, lim)
+        vy, vx = _climb(vsurface, cy, cx, steps=max(1, int(round(REFINE_PX / work))))
+        # The vessel's own maximum near the anatomy's, where it matches well: taken only when it disagrees with
+        # the anatomy by more than VESSEL_TOLERANCE_PX (the vein moved otherwise than the bone: it lies at another
+        # depth, or in soft tissue). Closer than that the anatomy is the better judge: treatment changed the vessel.
+        if vsurface(vy, vx, 1).argmax() == 4 and vpair.ncc(vy, vx) >= VESSEL_MIN_SCORE:
+            wy, wx = _subpixel(vsurface, vy, vx)
+            if max(abs(wy - ey), abs(wx - ex)) * work > VESSEL_TOLERANCE_PX:
+                ey, ex = wy, wx
+    residual = _residual(feats[0][work], feats[1][work], ey, ex) if score > 0 else 1.0
+    return Registration(round(float(ex * work), 3), round(float(ey * work), 3), round(score, 4),
+                        round(residual, 4), "vessel"), sharp
+
+
+def _subpixel(surface, cy: int, cx: int) -> tuple[float, float]:
+    """Sub-pixel maximum near the integer maximum (cy, cx): quadratic fit of the 5x5 surface around it."""
     patch = surface(cy, cx, 2)
     fx, fy = quadratic_peak(np.where(patch > -1.0, patch, np.nan))
-    score = max(pair.ncc(cy, cx), 0.0)
-    residual = _residual(feats[0][work], feats[1][work], cy + fy, cx + fx) if score > 0 else 1.0
-    return Registration(round(float((cx + fx) * work), 3), round(float((cy + fy) * work), 3), round(score, 4),
-                        round(residual, 4), "vessel"), sharp
+    return cy + fy, cx + fx
