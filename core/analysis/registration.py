@@ -287,7 +287,8 @@ def _refine(feats, vessel, levels: list[int], found, max_shift: float,
 
         def surface(cy, cx, r, pair=pair, lim=lim):
             return window_ncc(pair, cy, cx, r, lim)
-        cy, cx = _climb(surface, int(round(dy / f)), int(round(dx / f)), steps=8)
+        start = (int(np.clip(round(dy / f), -lim, lim)), int(np.clip(round(dx / f), -lim, lim)))
+        cy, cx = _climb(surface, *start, steps=8)
         dy, dx = cy * f, cx * f
     d = max(2, int(round(SHARP_PX / work)))
     around = [pair.ncc(cy + d * i, cx + d * j) for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0)]
