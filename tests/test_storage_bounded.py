@@ -301,4 +301,4 @@ def test_a_schema_1_log_is_migrated_and_its_old_copies_still_read(tmp_path):
     assert [e["data"] for e in log.events() if e["kind"] == "clearance"] == [{"run_id": "r1", "v": 1},
                                                                             {"run_id": "r2", "v": 2}]
     log.close()
-    assert db_rows(data / "events.sqlite3", "PRAGMA user_version")[0][0] == schema.SCHEMA_VERSION == 2
+    assert db_rows(data / "events.sqlite3", "PRAGMA user_version")[0][0] == schema.SCHEMA_VERSION == 3

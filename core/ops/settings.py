@@ -115,6 +115,20 @@ class Settings(BaseSettings):
     event_retention_days: float = Field(365.0, gt=0)
     event_retention_mb: float = Field(1024.0, gt=0)
 
+    # Fleet (core.fleet, docs/fleet.md): the log forwarded to an MQTT broker. Off unless fleet_broker is set
+    # (mqtt://host:1883 or mqtts://host:8883). The password is read from a file, never given as a value.
+    fleet_broker: str | None = Field(None, pattern=r"^mqtts?://")
+    fleet_username: str | None = None
+    fleet_password_file: Path | None = None
+    fleet_ca_file: Path | None = None
+    fleet_client_cert: Path | None = None
+    fleet_client_key: Path | None = None
+    # Where the box stands, in the fleet's topics and reports; appliance_id unset: generated at first start and
+    # kept in the data directory (brokers' ACLs often equal it to the username).
+    site: str = Field("unassigned", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    room: str | None = None
+    appliance_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("video")
@@ -215,6 +229,8 @@ class Settings(BaseSettings):
                               else ("tls_keyfile", "tls_certfile"))
             raise SettingsError(f"{given} is set ({sources[given]}) but {missing} is not: HTTPS needs both "
                                 "the certificate and its private key")
+        if (settings.fleet_client_cert is None) != (settings.fleet_client_key is None):
+            raise SettingsError("fleet_client_cert and fleet_client_key go together: set both or neither")
         settings._sources = sources
         return settings
 

@@ -247,6 +247,11 @@ class EventLog(EventReads):
         _check_retention(max_age_days, max_bytes)
         self._writer.max_age_days, self._writer.max_bytes = max_age_days, max_bytes
 
+    def keep_unforwarded(self, on: bool) -> None:
+        """While on, age retention spares events not yet forwarded to the fleet broker (past the fleet cursor);
+        the size limit still forces them out, and then an alarm and a ``retention`` event say how many."""
+        self._writer.keep_unforwarded = bool(on)
+
     def enforce_retention(self, timeout: float = 10.0) -> dict | None:
         """Run retention now on the writer thread; returns what it deleted, None on timeout or no database."""
         return self._writer.retention_now(timeout)

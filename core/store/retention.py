@@ -16,20 +16,31 @@ log = logging.getLogger("cathlab.eventlog")
 
 
 def enforce(conn: sqlite3.Connection, *, keep: str | None, max_age_days: float | None, max_bytes: int | None,
-            now_wall_ns: int) -> dict:
-    """Delete what the limits (None: no limit) leave no room for, never procedure ``keep``. Returns how many
-    procedures and orphan rows went. Raises sqlite3.Error (the caller rolls back)."""
+            now_wall_ns: int, keep_unforwarded: bool = False) -> dict:
+    """Delete what the limits (None: no limit) leave no room for, never procedure ``keep``. With
+    ``keep_unforwarded``, age spares what the fleet cursor has not passed; size does not, and the result's
+    ``unforwarded_lost`` counts such events deleted. Returns how many procedures and orphan rows went.
+    Raises sqlite3.Error (the caller rolls back)."""
     result = {"procedures": 0, "orphan_rows": 0}
+    cursor = _fleet_cursor(conn) if keep_unforwarded else None
     if max_age_days is not None:
         cutoff = utc_iso(now_wall_ns - int(max_age_days * 86400e9))
+        hold = None
+        if cursor is not None:
+            # Nothing from the oldest unforwarded event on goes for age: t_wall follows the id closely enough.
+            hold = conn.execute("SELECT t_wall FROM events WHERE id > ? ORDER BY id LIMIT 1", (cursor,)).fetchone()
+            hold = hold[0] if hold else None
         old = [r[0] for r in conn.execute(
-            "SELECT id FROM procedures WHERE ended_wall IS NOT NULL AND ended_wall < ? ORDER BY n", (cutoff,))]
+            "SELECT id FROM procedures p WHERE ended_wall IS NOT NULL AND ended_wall < ? AND NOT EXISTS "
+            "(SELECT 1 FROM events e WHERE e.procedure_id = p.id AND e.id > ?) ORDER BY n",
+            (cutoff, cursor if cursor is not None else 2**63 - 1))]
         for pid in old:
             if pid != keep:
                 _delete_procedure(conn, pid)
                 result["procedures"] += 1
-        result["orphan_rows"] += _delete_orphans(conn, cutoff, None)
+        result["orphan_rows"] += _delete_orphans(conn, min(cutoff, hold) if hold else cutoff, None)
     if max_bytes is not None:
+        unforwarded = _count_after(conn, cursor)
         while used_bytes(conn) > max_bytes:
             proc = conn.execute(
                 "SELECT id, started_wall FROM procedures WHERE ended_wall IS NOT NULL AND id IS NOT ? "
@@ -46,6 +57,8 @@ def enforce(conn: sqlite3.Connection, *, keep: str | None, max_age_days: float |
             else:
                 _delete_procedure(conn, proc[0])
                 result["procedures"] += 1
+        if cursor is not None:
+            result["unforwarded_lost"] = unforwarded - _count_after(conn, cursor)
     if result["procedures"] or result["orphan_rows"]:
         # Python's execute() stops this pragma after one step (one page); executescript() runs it out.
         conn.executescript("PRAGMA incremental_vacuum;")
@@ -55,6 +68,16 @@ def enforce(conn: sqlite3.Connection, *, keep: str | None, max_age_days: float |
         log.info("retention deleted %d procedure(s) and %d orphan row(s)", result["procedures"],
                  result["orphan_rows"])
     return result
+
+
+def _fleet_cursor(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT last_id FROM fleet_cursor WHERE name = ?", (schema.FLEET_CURSOR,)).fetchone()
+    return row[0] if row else 0
+
+
+def _count_after(conn: sqlite3.Connection, cursor: int | None) -> int:
+    return conn.execute("SELECT COUNT(*) FROM events WHERE id > ?", (cursor,)).fetchone()[0] if cursor is not None \
+        else 0
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:

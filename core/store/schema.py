@@ -76,9 +76,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE events ADD COLUMN ref INTEGER;
     """,
+    # 3: store and forward to the fleet broker: the highest event id the broker acknowledged (PUBACK) with all
+    # before it. One row per destination; absent while the appliance never forwarded.
+    """
+    CREATE TABLE fleet_cursor (
+        name     TEXT PRIMARY KEY,
+        last_id  INTEGER NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# The fleet_cursor row of the broker the fleet publisher forwards to (retention reads it too).
+FLEET_CURSOR = "broker"
 
 # Tables whose rows belong to a procedure; retention deletes from all of them.
 PROCEDURE_TABLES = ("events", "runs", "injections", "clearance")

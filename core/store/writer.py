@@ -46,6 +46,7 @@ class Writer:
         self.max_page_count = max_page_count
         self.max_age_days = max_age_days
         self.max_bytes = max_bytes
+        self.keep_unforwarded = False        # the fleet publisher's backlog outlives age retention
         self._retention_interval_s = retention_interval_s
         self._batch_max = batch_max
         self._retry_max_s = retry_max_s
@@ -378,9 +379,13 @@ class Writer:
         try:
             result = retention.enforce(self._conn, keep=self._queue.default_procedure,
                                        max_age_days=self.max_age_days, max_bytes=self.max_bytes,
-                                       now_wall_ns=self._wall_ns())
+                                       now_wall_ns=self._wall_ns(), keep_unforwarded=self.keep_unforwarded)
             if result["procedures"] or result["orphan_rows"]:
                 self._note("retention", dict(result))
+            if result.get("unforwarded_lost"):
+                self._alarms.raise_alarm("fleet_backlog_lost", f"the event database reached its size limit: "
+                                         f"{result['unforwarded_lost']} event(s) never forwarded to the fleet "
+                                         "broker were deleted")
         except sqlite3.Error as exc:
             database.rollback(self._conn)
             log.warning("retention failed: %s", exc)

@@ -1,0 +1,239 @@
+"""The central side: events from the broker into PostgreSQL, exactly once in the table.
+
+An MQTT shared subscription (``$share/{group}/cathlab/v1/+/+/events``) spreads the appliances' events over the
+ingesters of a group. A message is acknowledged (manual ack) only after its row is committed, and the row's
+primary key (appliance_id, event_id) with ``ON CONFLICT DO NOTHING`` turns a redelivery into a no-op: at least
+once from the broker plus an idempotent write is exactly once in the table. A persistent session with a stable
+client id lets the broker keep what arrives while an ingester is away.
+
+The appliance id is taken from the topic, never from the payload: the broker's ACL decides who may publish
+under an id, so an impostor's payload cannot claim another box.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from psycopg.types.json import Jsonb
+
+from core.fleet.config import TOPIC_ROOT, Broker, split_topic
+
+log = logging.getLogger("cathlab.fleet")
+
+SESSION_EXPIRY_S = 7 * 86400
+
+# Migration n brings the central schema from n-1 to n (version in cathlab_schema). Append only.
+MIGRATIONS = (
+    """
+    CREATE TABLE cathlab_events (
+        appliance_id text NOT NULL,
+        event_id     bigint NOT NULL,
+        site         text,
+        room         text,
+        procedure_id text,
+        t_wall       timestamptz NOT NULL,
+        kind         text NOT NULL,
+        data         jsonb NOT NULL,
+        ingested_at  timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (appliance_id, event_id)
+    );
+    CREATE INDEX cathlab_events_t_wall ON cathlab_events (t_wall);
+    CREATE INDEX cathlab_events_kind ON cathlab_events (kind, t_wall);
+    CREATE TABLE cathlab_appliances (
+        appliance_id text PRIMARY KEY,
+        site         text,
+        room         text,
+        online       boolean NOT NULL,
+        version      text,
+        backlog      bigint,
+        last_seen    timestamptz NOT NULL,
+        status       jsonb NOT NULL
+    );
+    """,
+)
+
+_INSERT = ("INSERT INTO cathlab_events (appliance_id, event_id, site, room, procedure_id, t_wall, kind, data) "
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
+_UPSERT_STATUS = (
+    "INSERT INTO cathlab_appliances (appliance_id, site, room, online, version, backlog, last_seen, status) "
+    "VALUES (%s, %s, %s, %s, %s, %s, now(), %s) ON CONFLICT (appliance_id) DO UPDATE SET site = excluded.site, "
+    "room = excluded.room, online = excluded.online, version = COALESCE(excluded.version, "
+    "cathlab_appliances.version), backlog = COALESCE(excluded.backlog, cathlab_appliances.backlog), "
+    "last_seen = excluded.last_seen, status = excluded.status")
+
+
+def migrate(conn: psycopg.Connection) -> int:
+    """Create or bring the central tables up to date (in one transaction, under an advisory lock, so two
+    ingesters starting together do not race). Returns the version found."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(7418210)")
+        conn.execute("CREATE TABLE IF NOT EXISTS cathlab_schema (version integer NOT NULL)")
+        row = conn.execute("SELECT version FROM cathlab_schema").fetchone()
+        found = row[0] if row else 0
+        if found > len(MIGRATIONS):
+            raise RuntimeError(f"database schema version {found} is newer than this cathlab-edge "
+                               f"({len(MIGRATIONS)}); upgrade it")
+        for script in MIGRATIONS[found:]:
+            conn.execute(script)
+        if row is None:
+            conn.execute("INSERT INTO cathlab_schema (version) VALUES (%s)", (len(MIGRATIONS),))
+        else:
+            conn.execute("UPDATE cathlab_schema SET version = %s", (len(MIGRATIONS),))
+    return found
+
+
+def event_row(topic: str, payload: bytes) -> tuple | None:
+    """The cathlab_events row of one message, or None if it is not a version-1 event."""
+    where = split_topic(topic)
+    if where is None:
+        return None
+    site, aid, _ = where
+    try:
+        msg = json.loads(payload)
+        if not str(msg.get("schema", "")).startswith("cathlab.event/1"):
+            return None
+        return (aid, int(msg["id"]), site, msg.get("room"), msg.get("procedure_id"), msg["t_wall"],
+                str(msg["kind"]), Jsonb(msg.get("data", {})))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def status_row(topic: str, payload: bytes) -> tuple | None:
+    where = split_topic(topic)
+    if where is None:
+        return None
+    site, aid, _ = where
+    try:
+        msg = json.loads(payload)
+        backlog = msg.get("backlog")
+        return (aid, site, msg.get("room"), bool(msg.get("online")), msg.get("version"),
+                int(backlog) if backlog is not None else None, Jsonb(msg))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+class Ingester:
+    """``run()`` until ``stop()``: receive, commit in batches, then acknowledge each message of the batch."""
+
+    def __init__(self, broker: Broker, dsn: str, *, group: str = "cathlab", client_id: str,
+                 batch_max: int = 1000, batch_wait_s: float = 0.02) -> None:
+        self.broker, self.dsn, self.group, self.client_id = broker, dsn, group, client_id
+        self._batch_max, self._batch_wait = batch_max, batch_wait_s
+        self._inbox: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection | None = None
+        self.connected = threading.Event()
+        self.problem: str | None = None
+        self.inserted = 0
+        self.duplicates = 0
+        self.skipped = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        self._conn = psycopg.connect(self.dsn)
+        migrate(self._conn)
+        client = self._client()
+        try:
+            while not self._stop.is_set():
+                batch = self._take()
+                if batch:
+                    self._commit(batch)
+                    for msg in batch:
+                        client.ack(msg.mid, msg.qos)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+            self._conn.close()
+
+    def _client(self) -> mqtt.Client:
+        b = self.broker
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
+                             manual_ack=True)
+        if b.username is not None:
+            client.username_pw_set(b.username, b.password)
+        if b.tls:
+            client.tls_set(ca_certs=str(b.ca_file) if b.ca_file else None,
+                           certfile=str(b.client_cert) if b.client_cert else None,
+                           keyfile=str(b.client_key) if b.client_key else None)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = lambda *a: self.connected.clear()
+        client.on_message = lambda _c, _u, msg: self._inbox.put(msg)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        client.connect_async(b.host, b.port, keepalive=30, clean_start=False, properties=props)
+        client.loop_start()
+        return client
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if reason.is_failure:
+            self.problem = f"broker {self.broker.url} refused the connection: {reason}"
+            log.error("fleet-ingest: %s", self.problem)
+            return
+        self.problem = None
+        # Again on every connect: harmless when the session kept them, needed when it did not.
+        client.subscribe([(f"$share/{self.group}/{TOPIC_ROOT}/+/+/events", 1), (f"{TOPIC_ROOT}/+/+/status", 1)])
+        self.connected.set()
+        log.info("fleet-ingest: connected to %s as %s (session present: %s)", self.broker.url, self.client_id,
+                 flags.session_present)
+
+    def _take(self) -> list:
+        try:
+            batch = [self._inbox.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self._batch_wait
+        while len(batch) < self._batch_max:
+            try:
+                batch.append(self._inbox.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return batch
+
+    def _commit(self, batch: list) -> None:
+        """One transaction for the batch; retried until PostgreSQL takes it (nothing is acked before)."""
+        events, statuses = [], []
+        for msg in batch:
+            if msg.topic.endswith("/status"):
+                row = status_row(msg.topic, msg.payload)
+                (statuses if row else []).append(row)
+            else:
+                row = event_row(msg.topic, msg.payload)
+                (events if row else []).append(row)
+            if row is None:
+                self.skipped += 1
+                log.warning("fleet-ingest: skipped a malformed message on %s", msg.topic)
+        delay = 0.5
+        while True:
+            try:
+                with self._conn.transaction():
+                    with self._conn.cursor() as cur:
+                        if events:
+                            cur.executemany(_INSERT, events)
+                            done = cur.rowcount
+                        for row in statuses:
+                            cur.execute(_UPSERT_STATUS, row)
+                break
+            except psycopg.OperationalError as exc:
+                log.error("fleet-ingest: PostgreSQL write failed (%s); retrying in %.1f s", exc, delay)
+                if self._stop.wait(delay):
+                    raise
+                delay = min(10.0, delay * 2)
+                if self._conn.closed:
+                    try:
+                        self._conn = psycopg.connect(self.dsn)
+                    except psycopg.OperationalError:
+                        pass
+        if events:
+            self.inserted += max(done, 0)
+            self.duplicates += len(events) - max(done, 0)

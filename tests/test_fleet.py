@@ -1,0 +1,196 @@
+"""The fleet link with the real parts: a Mosquitto broker (TLS, passwords, ACL) and PostgreSQL.
+
+In-process here: the appliance's publisher on a real event log, the ingester, the cursor, retention and the
+impostor. The outage, SIGKILL and ingester-restart proof is tests/test_fleet_faults.py.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from core.fleet import config as fleet_config
+from core.fleet.ingest import Ingester
+from core.fleet.publisher import Publisher, read_cursor
+from core.store import database
+from core.store.eventlog import EventLog
+from tests.fleet_parts import Mosquitto, Postgres, have_parts
+
+pytestmark = pytest.mark.skipif(have_parts() is not None, reason=have_parts() or "")
+
+USERS = {"ingest": "ingest-pw", "box1": "box1-pw", "box2": "box2-pw"}
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = Postgres()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def broker():
+    server = Mosquitto(USERS)
+    server.start()
+    yield server
+    server.close()
+
+
+def _broker(server: Mosquitto, user: str, tmp_path, password: str | None = None):
+    pw = tmp_path / f"{user}.pw"
+    pw.write_text((password or USERS[user]) + "\n")
+    return fleet_config.parse_broker(server.url, username=user, password_file=pw, ca_file=server.ca_file)
+
+
+def wait_for(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Ingesting:
+    """An ingester on a thread, stopped at exit."""
+
+    def __init__(self, broker, dsn, client_id="ingest-a") -> None:
+        self.ingester = Ingester(broker, dsn, group="g", client_id=client_id)
+        self.thread = threading.Thread(target=self.ingester.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.ingester.connected.wait(10), self.ingester.problem
+        return self.ingester
+
+    def __exit__(self, *exc):
+        self.ingester.stop()
+        self.thread.join(10)
+
+
+def pg_ids(dsn: str, aid: str) -> list[int]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT event_id FROM cathlab_events WHERE appliance_id = %s "
+                                           "ORDER BY event_id", (aid,))]
+
+
+def log_ids(event_log: EventLog) -> list[int]:
+    return [r[0] for r in event_log.query("SELECT id FROM events ORDER BY id", ())]
+
+
+def test_events_reach_postgres_once_and_cursor_is_durable(broker, pg, tmp_path):
+    dsn = pg.new_db()
+    event_log = EventLog(tmp_path / "data")
+    event_log.start()
+    for i in range(300):
+        event_log.record("tick", {"i": i})
+    assert event_log.flush(5)
+    with Ingesting(_broker(broker, "ingest", tmp_path), dsn):
+        pub = Publisher(event_log, _broker(broker, "box1", tmp_path), site="s1", room="r1", appliance_id="box1",
+                        status_interval_s=0.5)
+        pub.start()
+        wait_for(lambda: pub.link == "up", 10, "the link")
+        for i in range(200):
+            event_log.record("tock", {"i": i})
+        assert event_log.flush(5)
+        wait_for(lambda: pg_ids(dsn, "box1") == log_ids(event_log), 20, "every event in PostgreSQL")
+        wait_for(lambda: pub.backlog == 0 and pub.stored_cursor == log_ids(event_log)[-1], 10, "backlog 0")
+        wait_for(lambda: _appliance_row(dsn, "box1") is not None, 10, "the status row")
+        pub.stop()
+        assert _appliance_row(dsn, "box1")[:3] == ("s1", "r1", False)   # stop() marks it offline (retained)
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT kind, data, procedure_id, t_wall IS NOT NULL FROM cathlab_events "
+                           "WHERE appliance_id = 'box1' AND kind = 'tock' ORDER BY event_id LIMIT 1").fetchone()
+    assert row == ("tock", {"i": 0}, None, True)
+    event_log.flush(5)
+    event_log.close()
+    conn = database.connect(tmp_path / "data" / "events.sqlite3")
+    assert read_cursor(conn) == max(pg_ids(dsn, "box1"))
+    conn.close()
+
+
+def _appliance_row(dsn, aid):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT site, room, online, backlog FROM cathlab_appliances WHERE appliance_id = %s",
+                            (aid,)).fetchone()
+
+
+def test_impostor_and_wrong_password_are_refused_and_nothing_arrives(broker, pg, tmp_path):
+    dsn = pg.new_db()
+    event_log = EventLog(tmp_path / "data")
+    event_log.start()
+    for i in range(20):
+        event_log.record("tick", {"i": i})
+    assert event_log.flush(5)
+    with Ingesting(_broker(broker, "ingest", tmp_path), dsn):
+        # box1's credentials, box2's id: the ACL refuses each PUBLISH (MQTT 5 PUBACK "not authorized").
+        impostor = Publisher(event_log, _broker(broker, "box1", tmp_path), site="s1", room=None,
+                             appliance_id="box2", hold_s=0.5)
+        impostor.start()
+        wait_for(lambda: impostor.link == "denied", 10, "the refusal")
+        assert "refused to take events" in impostor.problem and "'box2'" in impostor.problem
+        impostor.stop()
+        wrong = Publisher(event_log, _broker(broker, "box1", tmp_path, password="nope"), site="s1", room=None,
+                          appliance_id="box1")
+        wrong.start()
+        wait_for(lambda: wrong.link == "refused", 10, "the refused login")
+        assert "refused the connection" in wrong.problem
+        wrong.stop()
+        time.sleep(0.5)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM cathlab_events").fetchone()[0] == 0
+    event_log.close()
+    conn = database.connect(tmp_path / "data" / "events.sqlite3")
+    assert read_cursor(conn) == 0
+    conn.close()
+
+
+def test_no_ingester_session_keeps_events_in_the_log(broker, pg, tmp_path):
+    event_log = EventLog(tmp_path / "data")
+    event_log.start()
+    event_log.record("tick", {})
+    assert event_log.flush(5)
+    pub = Publisher(event_log, _broker(broker, "box1", tmp_path), site="s1", room=None, appliance_id="box1",
+                    hold_s=0.5)
+    pub.start()
+    wait_for(lambda: pub.link == "no_subscriber", 10, "no subscriber")
+    assert pub.cursor == 0
+    pub.stop()
+    event_log.close()
+
+
+def test_appliance_id_generated_once_and_kept(tmp_path):
+    first = fleet_config.appliance_id(tmp_path, None)
+    assert first.startswith("ce-") and fleet_config.appliance_id(tmp_path, None) == first
+    assert fleet_config.appliance_id(tmp_path, "box7") == "box7"
+    with pytest.raises(fleet_config.FleetConfigError):
+        fleet_config.appliance_id(tmp_path, "a/b")
+    with pytest.raises(fleet_config.FleetConfigError):
+        fleet_config.parse_broker("http://x")
+    b = fleet_config.parse_broker("mqtts://h")
+    assert (b.host, b.port, b.tls) == ("h", 8883, True)
+
+
+def test_retention_spares_unforwarded_events_by_age_but_not_by_size(tmp_path):
+    now = [1_700_000_000 * 10**9]
+    event_log = EventLog(tmp_path / "data", wall_clock_ns=lambda: now[0])
+    event_log.start()
+    event_log.keep_unforwarded(True)
+    for i in range(50):
+        event_log.record("old", {"i": i, "pad": "x" * 2000}, procedure_id=None)
+    assert event_log.flush(5)
+    now[0] += 400 * 86400 * 10**9
+    event_log.set_retention(max_age_days=365, max_bytes=None)
+    event_log.enforce_retention()
+    assert len([e for e in event_log.events(limit=1000) if e["kind"] == "old"]) == 50   # never forwarded
+    event_log.set_retention(max_age_days=None, max_bytes=40_000)
+    result = event_log.enforce_retention()
+    assert result["unforwarded_lost"] > 0
+    assert any(a["kind"] == "fleet_backlog_lost" for a in event_log.alarms)
+    assert event_log.flush(5)
+    kinds = [e["kind"] for e in event_log.events(limit=1000)]
+    assert "retention" in kinds and "alarm" in kinds
+    event_log.close()
