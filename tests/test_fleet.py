@@ -194,3 +194,36 @@ def test_retention_spares_unforwarded_events_by_age_but_not_by_size(tmp_path):
     kinds = [e["kind"] for e in event_log.events(limit=1000)]
     assert "retention" in kinds and "alarm" in kinds
     event_log.close()
+
+
+def test_fleet_report_per_site_and_room(pg, capsys):
+    import json
+
+    from psycopg.types.json import Jsonb
+
+    from api.cli.main import main
+    from core.fleet.ingest import migrate
+
+    dsn = pg.new_db()
+    with psycopg.connect(dsn) as conn:
+        migrate(conn)
+        rows = [("b1", 1, "s1", "r1", "p1", "run", {"run_id": "1", "contrast": False, "duration_s": 4.0}),
+                ("b1", 2, "s1", "r1", "p1", "run", {"run_id": "1", "contrast": True, "duration_s": 5.0}),  # newest
+                ("b1", 3, "s1", "r1", "p1", "injection", {"delivered_volume_ml": 12.5}),
+                ("b1", 4, "s1", "r1", "p1", "clearance", {"grade": "normal"}),
+                ("b2", 1, "s1", "r2", "p2", "run", {"run_id": "9", "contrast": False, "duration_s": 2.0})]
+        for aid, eid, site, room, pid, kind, data in rows:
+            conn.execute("INSERT INTO cathlab_events (appliance_id, event_id, site, room, procedure_id, t_wall, "
+                         "kind, data) VALUES (%s,%s,%s,%s,%s,now(),%s,%s)", (aid, eid, site, room, pid, kind,
+                                                                           Jsonb(data)))
+        conn.execute("INSERT INTO cathlab_appliances VALUES ('b2','s1','r2',false,'0.1',7,now(),%s)",
+                     (Jsonb({"backlog_oldest_wall": "2026-01-01T00:00:00Z"}),))
+    assert main(["fleet-report", "--db", dsn, "--json"]) == 0
+    report = {r["room"]: r for r in json.loads(capsys.readouterr().out)}
+    assert report["r1"]["procedures"] == 1 and report["r1"]["contrast_runs"] == 1
+    assert report["r1"]["fluoro_time_s"] == 5.0 and report["r1"]["contrast_ml"] == 12.5
+    assert report["r1"]["clearance_grades"] == {"normal": 1}
+    assert report["r2"]["boxes_offline"] == 1 and report["r2"]["backlog"] == 7
+    assert report["r2"]["oldest_backlog_wall"] == "2026-01-01T00:00:00Z"
+    assert main(["fleet-report", "--db", dsn, "--since", "2000-01-01"]) == 0
+    assert "r2" in capsys.readouterr().out

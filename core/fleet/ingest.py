@@ -165,7 +165,7 @@ class Ingester:
             client.tls_set(ca_certs=str(b.ca_file) if b.ca_file else None,
                            certfile=str(b.client_cert) if b.client_cert else None,
                            keyfile=str(b.client_key) if b.client_key else None)
-        client.reconnect_delay_set(1, 30)
+        client.reconnect_delay_set(1, 5)   # central: come back soon after a broker restart
         client.on_connect = self._on_connect
         client.on_disconnect = lambda *a: self.connected.clear()
         client.on_message = lambda _c, _u, msg: self._inbox.put(msg)
