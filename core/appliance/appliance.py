@@ -251,14 +251,17 @@ class Appliance:
                 event.finish()
             except Exception:  # boundary: an analysis bug must not lose the run; it is logged as detected
                 log.exception("run %s: analysis failed", run_id)
+        peak = self._field.masked(run.peak_opacity) if run.contrast and run.peak_opacity is not None else None
+        if peak is not None:
+            self.clearance.keep_image(run_id, peak)
         with self._lock:
             # Under the lock with label_run: a label given while the run was analysed is in this record.
             write = self._runs.recorded(run_id, run.summary(), self._open_procedure_id())
             self.log.record_run(write.record, key=write.key, procedure_id=write.procedure_id)
         if keep_recording is not None:
             keep_recording(bool(run.contrast), write.record)
-        if run.contrast and run.peak_opacity is not None:
-            self.clearance.measure(run_id, self._field.masked(run.peak_opacity), write.record["label"])
+        if peak is not None:
+            self.clearance.measure(run_id, peak, write.record["label"])
 
     def _late_injection(self, injection: dict) -> None:
         """An injection SUMMARY that came after the run it overlapped was recorded: the run is recorded again

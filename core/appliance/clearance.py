@@ -59,13 +59,17 @@ class LiveClearance:
         self._worker.submit(self._relabel, run_id, label, procedure_id)
 
     # -- worker thread ---------------------------------------------------------------------------------
-    def measure(self, run_id: str, peak: np.ndarray, label: str | None) -> None:
-        """A contrast run's peak-opacity map: its picture kept for readers, then measured by the tracker."""
+    def keep_image(self, run_id: str, peak: np.ndarray) -> None:
+        """A contrast run's peak-opacity picture, kept for readers before the run is recorded: a run that
+        /api/runs lists has its image."""
         png = opacity_png(peak)
         with self._lock:
             self._run_pngs[run_id] = png
             while len(self._run_pngs) > KEEP_RUN_IMAGES:
                 self._run_pngs.popitem(last=False)
+
+    def measure(self, run_id: str, peak: np.ndarray, label: str | None) -> None:
+        """A contrast run's peak-opacity map measured by the tracker, and the result published."""
         try:
             result = self.tracker.add_run(run_id, peak, label)
         except Exception:  # boundary: one unmeasurable run must not stop later ones
