@@ -13,11 +13,10 @@ from core.appliance.books import Clock, RunBook
 from core.appliance.clearance import LiveClearance
 from core.appliance.injector import InjectorCondition
 from core.appliance.storage import StorageWatch
-from core.ops.settings import VIDEO_NONE
 from core.sources.frames import FrameSource
 from core.store.eventlog import EventLog
 from core.store.procedures import Procedures
-from core.vocab import NS
+from core.vocab import NS, VIDEO_NONE
 from firmware_bridge.bridge import InjectorBridge
 
 FRAME_STALL_NS = 1 * NS           # no frame for this long: the video source is stalled
