@@ -227,3 +227,47 @@ def test_fleet_report_per_site_and_room(pg, capsys):
     assert report["r2"]["oldest_backlog_wall"] == "2026-01-01T00:00:00Z"
     assert main(["fleet-report", "--db", dsn, "--since", "2000-01-01"]) == 0
     assert "r2" in capsys.readouterr().out
+
+
+def test_doctor_says_plainly_when_the_broker_refuses(broker, tmp_path):
+    from core.fleet.check import check_broker
+    from core.ops.settings import Settings
+
+    def settings(user, password, aid, ca=True):
+        pw = tmp_path / "pw"
+        pw.write_text(password)
+        return Settings(data_dir=tmp_path / "d", fleet_broker=broker.url, fleet_username=user,
+                        fleet_password_file=pw, fleet_ca_file=broker.ca_file if ca else None, appliance_id=aid)
+    ok = check_broker(settings("box1", "box1-pw", "box1"))
+    assert ok.status == "ok", ok
+    bad = check_broker(settings("box1", "wrong", "box1"))
+    assert bad.status == "FAIL" and "refused the credentials of user 'box1'" in bad.detail
+    impostor = check_broker(settings("box1", "box1-pw", "box2"))
+    assert impostor.status == "FAIL" and "publish as appliance 'box2'" in impostor.detail
+    no_ca = check_broker(settings("box1", "box1-pw", "box1", ca=False))
+    assert no_ca.status == "FAIL" and "TLS" in no_ca.detail
+    assert check_broker(Settings(data_dir=tmp_path / "d")).status == "ok"
+
+
+def test_appliance_forwards_its_log_and_shows_the_link(broker, pg, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from core.appliance.appliance import Appliance
+    from core.ops.settings import Settings
+
+    dsn = pg.new_db()
+    pw = tmp_path / "pw"
+    pw.write_text("box1-pw")
+    settings = Settings(data_dir=tmp_path / "d", video="none", fleet_broker=broker.url, fleet_username="box1",
+                        fleet_password_file=pw, fleet_ca_file=broker.ca_file, appliance_id="box1", site="s1",
+                        room="r1")
+    with Ingesting(_broker(broker, "ingest", tmp_path), dsn), TestClient(create_app(settings)) as client:
+        status = lambda: client.get("/api/status").json()["fleet"]   # noqa: E731
+        wait_for(lambda: status()["link"] == "up", 10, "the link")
+        wait_for(lambda: status()["backlog"] == 0 and len(pg_ids(dsn, "box1")) >= 1, 15, "the events forwarded")
+        assert status()["last_forwarded_id"] == max(pg_ids(dsn, "box1"))
+        metrics = client.get("/metrics").text
+        assert "cathlab_fleet_link_up 1.0" in metrics and "cathlab_fleet_backlog 0.0" in metrics
+    assert Appliance(Settings(data_dir=tmp_path / "e", video="none")).status()["fleet"] == {
+        "enabled": False, "link": "off", "problem": None, "backlog": None, "last_forwarded_id": None}

@@ -26,9 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def doctor_main(settings, out: TextIO) -> int:
+    from core.fleet.check import check_broker
     from core.ops.doctor import FAIL, OK, WARN, run_checks
 
-    checks = run_checks(settings)
+    checks = [*run_checks(settings), check_broker(settings)]
     width = max(len(c.name) for c in checks)
     for c in checks:
         print(f"[{c.status:^4}] {c.name:<{width}}  {c.detail}", file=out)

@@ -168,7 +168,14 @@ function renderCounters(s) {
     `serial packets ${packets} · crc errors ${serial.crc_errors ?? "—"} · ` +
     `protocol violations ${serial.protocol_violations ?? "—"} · events ${log.committed ?? "—"}` +
     (num(log.commit_latency_p99_ms) ? ` (commit p99 ${fmt(log.commit_latency_p99_ms)} ms)` : "") +
-    ` · up ${mmss(s.uptime_s)}`);
+    fleetText(s.fleet) + ` · up ${mmss(s.uptime_s)}`);
+}
+
+// The fleet link: up or why not, the backlog still to forward, the last id the broker acknowledged.
+function fleetText(f) {
+  if (!f || !f.enabled) return "";
+  const problem = f.link !== "up" && f.problem ? ` (${f.problem})` : "";
+  return ` · fleet ${f.link}${problem} · backlog ${f.backlog ?? "—"} · forwarded to #${f.last_forwarded_id ?? "—"}`;
 }
 
 function render(s) {

@@ -31,6 +31,7 @@ from core.appliance.injector import InjectorCondition
 from core.appliance.status import FrameViews, StatusReader
 from core.appliance.storage import StorageWatch
 from core.appliance.worker import AnalysisWorker
+from core.fleet.link import FleetLink
 from core.ops.settings import Settings
 from core.ops.watchdog import ProgressCheck, Watchdog
 from core.sources.frames import FrameSource
@@ -64,6 +65,7 @@ class Appliance:
         self.log = EventLog(self.data_dir, max_age_days=settings.event_retention_days,
                             max_bytes=int(settings.event_retention_mb * 2**20))
         self.procs = Procedures(self.log)   # before log.start(): an open procedure is resumed
+        self.fleet = FleetLink(settings, self.log, self._fleet_status)   # off unless fleet_broker is set
         # None: no video by configuration; the injector alone is watched (no runs, no X-ray from images).
         self.source = source if source is not None else open_video(settings, self.t0_ns, self._on_grabber)
         intensity = self.source.intensity if self.source is not None else "log"
@@ -121,6 +123,7 @@ class Appliance:
                                             "serial": self.settings.serial or "simulator"})
         self._storage.check()   # before the first frame: a recording must not start on a nearly full disk
         self._housekeeper.start()
+        self.fleet.start()
         self.bridge.start()
         self._frame_thread.start()
         self.watchdog.start()
@@ -145,6 +148,7 @@ class Appliance:
         if self.recorder is not None:
             self.recorder.close(timeout=max(0.1, deadline - time.monotonic()))
         self.log.record("appliance_stop", {"session": self.session, "frames": self.pipeline.frames})
+        self.fleet.stop(timeout=max(0.1, min(0.5, deadline - time.monotonic())))
         self.log.close(timeout=max(0.2, deadline - time.monotonic()))
 
     # -- housekeeping thread: storage checks, off the frame path -------------------------------------------
@@ -380,11 +384,18 @@ class Appliance:
 
     # -- read side -------------------------------------------------------------------------------------
     def status(self) -> dict:
-        return self._status.status(self.started_ns)
+        return dict(self._status.status(self.started_ns), fleet=self.fleet.snapshot())
 
     def metrics(self) -> dict[str, float]:
         """Flat numeric counters for Prometheus."""
-        return self._status.metrics()
+        return {**self._status.metrics(), **self.fleet.metrics()}
+
+    def _fleet_status(self) -> dict:
+        """What the fleet's status message tells beyond the link itself (the publisher's thread, every 10 s)."""
+        status = self._status.status(self.started_ns)
+        return {"last_frame_age_s": status["counters"]["last_frame_age_s"], "video": status["video"],
+                "links": {"injector": status["injector"]["link"], "eventlog_writable":
+                          status["counters"]["eventlog"]["writable"]}, "alarms": len(status["alarms"])}
 
     def runs(self, limit: int = 50) -> list[dict]:
         """Oldest first; a relabelled run appears once, as its newest record."""

@@ -1,12 +1,18 @@
-"""The fleet link of one appliance from its settings: a Publisher, or None while ``fleet_broker`` is unset."""
+"""The appliance's fleet link from its settings: the publisher when ``fleet_broker`` is set, and what the status,
+the page and /metrics show of it (link up or down, backlog, last forwarded id). A fleet setting that cannot be
+used (an unreadable password file) never stops the appliance: the link stays down and says why."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from core.fleet.config import appliance_id, parse_broker
+from core.fleet.config import FleetConfigError, appliance_id, parse_broker
 from core.fleet.publisher import Publisher
 from core.ops.settings import Settings
 from core.store.eventlog import EventLog
+
+log = logging.getLogger("cathlab.fleet")
+LINK_STATES = ("up", "down", "refused", "denied", "no_subscriber")
 
 
 def broker_of(settings: Settings):
@@ -18,10 +24,43 @@ def broker_of(settings: Settings):
                         client_cert=settings.fleet_client_cert, client_key=settings.fleet_client_key)
 
 
-def publisher_from_settings(settings: Settings, event_log: EventLog,
-                            status_extra: Callable[[], dict] = dict) -> Publisher | None:
-    broker = broker_of(settings)
-    if broker is None:
-        return None
-    return Publisher(event_log, broker, site=settings.site, room=settings.room,
-                     appliance_id=appliance_id(settings.data_dir, settings.appliance_id), status_extra=status_extra)
+class FleetLink:
+    def __init__(self, settings: Settings, event_log: EventLog, status_extra: Callable[[], dict] = dict) -> None:
+        self.publisher: Publisher | None = None
+        self.problem: str | None = None
+        self.enabled = bool(settings.fleet_broker)
+        if not self.enabled:
+            return
+        try:
+            self.publisher = Publisher(event_log, broker_of(settings), site=settings.site, room=settings.room,
+                                       appliance_id=appliance_id(settings.data_dir, settings.appliance_id),
+                                       status_extra=status_extra)
+        except (FleetConfigError, OSError) as exc:
+            self.problem = f"fleet link off: {exc}"
+            log.error("%s", self.problem)
+
+    def start(self) -> None:
+        if self.publisher is not None:
+            self.publisher.start()
+
+    def stop(self, timeout: float = 0.5) -> None:
+        if self.publisher is not None:
+            self.publisher.stop(timeout)
+
+    def snapshot(self) -> dict:
+        if self.publisher is not None:
+            return self.publisher.snapshot()
+        return {"enabled": self.enabled, "link": "down" if self.enabled else "off", "problem": self.problem,
+                "backlog": None, "last_forwarded_id": None}
+
+    def metrics(self) -> dict[str, float]:
+        if not self.enabled:
+            return {}
+        snap = self.snapshot()
+        out = {"fleet_link_up": float(snap["link"] == "up")}
+        if snap.get("backlog") is not None:
+            out["fleet_backlog"] = snap["backlog"]
+        if snap.get("last_forwarded_id") is not None:
+            out["fleet_last_forwarded_id"] = snap["last_forwarded_id"]
+            out["fleet_forwarded"] = snap.get("forwarded", 0)
+        return out

@@ -108,7 +108,7 @@ class Publisher:
             return
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout + 2.0)
+        self._thread.join(timeout + 0.5)
         if self._unsubscribe is not None:
             self._unsubscribe()
         client = self._client
