@@ -54,7 +54,7 @@ class Publisher:
     """``start()`` after the log started, ``snapshot()`` from any thread, ``stop()`` before the log closes."""
 
     def __init__(self, event_log: EventLog, broker: Broker, *, site: str, room: str | None, appliance_id: str,
-                 status_extra: Callable[[], dict] = dict, window: int = 2000, read_batch: int = 500,
+                 status_extra: Callable[[], dict] = dict, window: int = 2000, read_batch: int = 200,
                  status_interval_s: float = 10.0, cursor_every_s: float = 0.2, hold_s: float = 5.0,
                  keepalive_s: int = 30, reconnect_max_s: int = 30) -> None:
         self.log = event_log
@@ -215,6 +215,7 @@ class Publisher:
                 self._sent_upto = row[0]
             if len(rows) < room:
                 return
+            time.sleep(0.001)   # hand the interpreter to the frame thread between chunks of a backlog
 
     def _event_payload(self, row: tuple) -> bytes:
         eid, pid, mono, wall, kind, data = row
