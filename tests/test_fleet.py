@@ -274,3 +274,25 @@ def test_appliance_forwards_its_log_and_shows_the_link(broker, pg, tmp_path):
         assert "cathlab_fleet_last_forwarded_id " in metrics
     assert Appliance(Settings(data_dir=tmp_path / "e", video="none")).status()["fleet"] == {
         "enabled": False, "link": "off", "problem": None, "backlog": None, "last_forwarded_id": None}
+
+
+def test_ingester_skips_a_refused_row_and_keeps_the_rest(pg):
+    import json
+    from types import SimpleNamespace
+
+    from core.fleet.ingest import migrate
+
+    dsn = pg.new_db()
+    ing = Ingester(fleet_config.parse_broker("mqtt://localhost"), dsn, client_id="unit")
+    ing._conn = psycopg.connect(dsn)
+    migrate(ing._conn)
+
+    def msg(eid, wall):
+        return SimpleNamespace(topic="cathlab/v1/s1/box1/events", payload=json.dumps(
+            {"schema": "cathlab.event/1", "id": eid, "t_wall": wall, "kind": "k", "data": {}}).encode())
+    ok = "2026-12-04T10:00:00.000000Z"
+    ing._commit([msg(1, ok), msg(2, "not a time"), msg(3, ok), SimpleNamespace(topic="x", payload=b"?")])
+    ing._commit([msg(1, ok)])
+    assert pg_ids(dsn, "box1") == [1, 3]
+    assert (ing.inserted, ing.skipped, ing.duplicates) == (2, 2, 1)
+    ing._conn.close()

@@ -204,25 +204,18 @@ class Ingester:
         """One transaction for the batch; retried until PostgreSQL takes it (nothing is acked before)."""
         events, statuses = [], []
         for msg in batch:
-            if msg.topic.endswith("/status"):
-                row = status_row(msg.topic, msg.payload)
-                (statuses if row else []).append(row)
-            else:
-                row = event_row(msg.topic, msg.payload)
-                (events if row else []).append(row)
+            is_status = msg.topic.endswith("/status")
+            row = status_row(msg.topic, msg.payload) if is_status else event_row(msg.topic, msg.payload)
             if row is None:
                 self.skipped += 1
                 log.warning("fleet-ingest: skipped a malformed message on %s", msg.topic)
+            else:
+                (statuses if is_status else events).append(row)
+        refused = 0
         delay = 0.5
         while True:
             try:
-                with self._conn.transaction():
-                    with self._conn.cursor() as cur:
-                        if events:
-                            cur.executemany(_INSERT, events)
-                            done = cur.rowcount
-                        for row in statuses:
-                            cur.execute(_UPSERT_STATUS, row)
+                done = self._write(events, statuses)
                 break
             except psycopg.OperationalError as exc:
                 log.error("fleet-ingest: PostgreSQL write failed (%s); retrying in %.1f s", exc, delay)
@@ -234,6 +227,40 @@ class Ingester:
                         self._conn = psycopg.connect(self.dsn)
                     except psycopg.OperationalError:
                         pass
-        if events:
-            self.inserted += max(done, 0)
-            self.duplicates += len(events) - max(done, 0)
+            except psycopg.Error as exc:
+                # A row PostgreSQL refuses on its own merits (a bad time stamp) must not block the rest forever:
+                # one transaction per row, and what is refused is logged, counted and acknowledged.
+                log.error("fleet-ingest: a batch was refused (%s); writing its rows one by one", exc)
+                done = 0
+                for row in events:
+                    try:
+                        done += self._write([row], [])
+                    except psycopg.OperationalError:
+                        raise
+                    except psycopg.Error as row_exc:
+                        refused += 1
+                        log.error("fleet-ingest: skipped event %s of %s: %s", row[1], row[0], row_exc)
+                for row in statuses:
+                    try:
+                        self._write([], [row])
+                    except psycopg.OperationalError:
+                        raise
+                    except psycopg.Error as row_exc:
+                        log.error("fleet-ingest: skipped a status of %s: %s", row[0], row_exc)
+                break
+        done = max(done, 0)   # rowcount is -1 where the driver cannot tell
+        self.inserted += done
+        self.skipped += refused
+        self.duplicates += max(0, len(events) - done - refused)
+
+    def _write(self, events: list, statuses: list) -> int:
+        """Insert ``events`` and upsert ``statuses`` in one transaction; returns the events inserted."""
+        done = 0
+        with self._conn.transaction():
+            with self._conn.cursor() as cur:
+                if events:
+                    cur.executemany(_INSERT, events)
+                    done = cur.rowcount
+                for row in statuses:
+                    cur.execute(_UPSERT_STATUS, row)
+        return done

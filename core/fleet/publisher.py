@@ -112,7 +112,7 @@ class Publisher:
         if self._unsubscribe is not None:
             self._unsubscribe()
         client = self._client
-        if self.link == "up":
+        if client.is_connected():
             info = client.publish(self.status_topic, self._status_payload(online=False), qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout)
