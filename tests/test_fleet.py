@@ -296,3 +296,22 @@ def test_ingester_skips_a_refused_row_and_keeps_the_rest(pg):
     assert pg_ids(dsn, "box1") == [1, 3]
     assert (ing.inserted, ing.skipped, ing.duplicates) == (2, 2, 1)
     ing._conn.close()
+
+
+def test_unusable_fleet_files_leave_the_box_running_and_say_why(tmp_path):
+    from core.fleet.link import FleetLink
+    from core.ops.settings import Settings
+
+    event_log = EventLog(tmp_path / "d")
+    event_log.start()
+    no_ca = FleetLink(Settings(data_dir=tmp_path / "d", fleet_broker="mqtts://localhost:1",
+                               fleet_ca_file=tmp_path / "missing.pem"), event_log)
+    no_ca.start()
+    assert no_ca.snapshot()["link"] == "down" and "missing.pem" in no_ca.snapshot()["problem"]
+    no_pw = FleetLink(Settings(data_dir=tmp_path / "d", fleet_broker="mqtt://localhost:1", fleet_username="u",
+                               fleet_password_file=tmp_path / "missing.pw"), event_log)
+    no_pw.start()
+    assert "cannot be read" in no_pw.snapshot()["problem"]
+    no_ca.stop()
+    no_pw.stop()
+    event_log.close()

@@ -40,8 +40,16 @@ class FleetLink:
             log.error("%s", self.problem)
 
     def start(self) -> None:
-        if self.publisher is not None:
+        if self.publisher is None:
+            return
+        try:
             self.publisher.start()
+        except (OSError, ValueError) as exc:   # a TLS file that cannot be used: the box runs, the link says why
+            b = self.publisher.broker
+            files = ", ".join(str(f) for f in (b.ca_file, b.client_cert, b.client_key) if f is not None)
+            self.problem = f"fleet link off: TLS files for {b.url} ({files}) cannot be used: {exc}"
+            log.error("%s", self.problem)
+            self.publisher = None
 
     def stop(self, timeout: float = 0.5) -> None:
         if self.publisher is not None:

@@ -93,12 +93,16 @@ class Publisher:
 
     # ------------------------------------------------------------------ control
     def start(self) -> None:
+        """Raises OSError or ValueError for TLS files that cannot be used (nothing is started then)."""
+        self._client = self._make_client()
         self._conn = database.connect(self.log.db_path, timeout=5.0)
         self._conn.execute("PRAGMA query_only=ON")
         self.cursor = self.stored_cursor = self._sent_upto = read_cursor(self._conn)
         self.log.keep_unforwarded(True)
         self._unsubscribe = self.log.subscribe(lambda _event: self._wake.set())
-        self._client = self._make_client()
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=self._keepalive,
+                                   clean_start=False, properties=self._connect_props())
+        self._client.loop_start()
         self._thread = threading.Thread(target=self._run, name="fleet-publisher", daemon=True)
         self._thread.start()
 
@@ -146,11 +150,13 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        return client
+
+    @staticmethod
+    def _connect_props() -> Properties:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
-        client.connect_async(b.host, b.port, keepalive=self._keepalive, clean_start=False, properties=props)
-        client.loop_start()
-        return client
+        return props
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
         if reason.is_failure:
