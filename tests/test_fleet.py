@@ -45,13 +45,14 @@ def _broker(server: Mosquitto, user: str, tmp_path, password: str | None = None)
     return fleet_config.parse_broker(server.url, username=user, password_file=pw, ca_file=server.ca_file)
 
 
-def wait_for(cond, timeout: float, what: str) -> None:
+def wait_for(cond, timeout: float, what: str, state=lambda: "") -> None:
+    """``state()`` says what things looked like instead, for the failure message."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} {state()}")
 
 
 class Ingesting:
@@ -63,7 +64,7 @@ class Ingesting:
 
     def __enter__(self):
         self.thread.start()
-        assert self.ingester.connected.wait(10), self.ingester.problem
+        assert self.ingester.connected.wait(20), self.ingester.problem
         return self.ingester
 
     def __exit__(self, *exc):
@@ -131,13 +132,13 @@ def test_impostor_and_wrong_password_are_refused_and_nothing_arrives(broker, pg,
         impostor = Publisher(event_log, _broker(broker, "box1", tmp_path), site="s1", room=None,
                              appliance_id="box2", hold_s=0.5)
         impostor.start()
-        wait_for(lambda: impostor.link == "denied", 10, "the refusal")
+        wait_for(lambda: impostor.link == "denied", 20, "the refusal", lambda: impostor.snapshot())
         assert "refused to take events" in impostor.problem and "'box2'" in impostor.problem
         impostor.stop()
         wrong = Publisher(event_log, _broker(broker, "box1", tmp_path, password="nope"), site="s1", room=None,
                           appliance_id="box1")
         wrong.start()
-        wait_for(lambda: wrong.link == "refused", 10, "the refused login")
+        wait_for(lambda: wrong.link == "refused", 20, "the refused login", lambda: wrong.snapshot())
         assert "refused the connection" in wrong.problem
         wrong.stop()
         time.sleep(0.5)
