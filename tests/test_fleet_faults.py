@@ -1,6 +1,9 @@
 """Exactly once through the faults, with the real parts: the broker stopped for 20 s during a procedure, the
-appliance SIGKILLed and restarted, an ingester killed and restarted. At the end the set of event ids in
-PostgreSQL equals the set in the appliance's log, each once (the primary key would refuse a second).
+appliances SIGKILLed and restarted, an ingester killed and restarted. At the end the set of event ids in
+PostgreSQL equals the set in each appliance's log, each once (the primary key would refuse a second).
+
+Two appliances: box1 is the log and publisher alone recording 100 events/s (tests/fleet_appliance.py), box2 is
+the real ``cathlab-edge run`` (no video, the injector simulator's procedure) configured through CATHLAB_*.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.fleet_parts import Mosquitto, Postgres, have_parts
+from tests.fleet_parts import Mosquitto, Postgres, free_port, have_parts
 from tests.test_fleet import USERS, wait_for
 
 pytestmark = pytest.mark.skipif(have_parts() is not None, reason=have_parts() or "")
@@ -29,9 +32,9 @@ def _pw(tmp_path: Path, user: str) -> Path:
     return path
 
 
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen:
+def _spawn(argv: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -85,16 +88,28 @@ def test_broker_outage_appliance_sigkill_and_ingester_restart_lose_and_double_no
         wait_for(lambda: _pg_ids(dsn, "box1") == [] and _has_table(dsn), 20, "the ingester's schema")
         app = _spawn(app_argv, tmp_path / "app.log")
         procs.append(app)
-        wait_for(lambda: len(_pg_ids(dsn, "box1")) > 100, 20, "the first events in PostgreSQL")
+        box2_env = {"CATHLAB_FLEET_BROKER": broker.url, "CATHLAB_FLEET_USERNAME": "box2",
+                    "CATHLAB_FLEET_PASSWORD_FILE": str(_pw(tmp_path, "box2")),
+                    "CATHLAB_FLEET_CA_FILE": str(broker.ca_file), "CATHLAB_APPLIANCE_ID": "box2",
+                    "CATHLAB_SITE": "test", "CATHLAB_ROOM": "r2", "CATHLAB_LOG_LEVEL": "warning"}
+        box2_argv = ["-m", "api.cli", "run", "--port", str(free_port()), "--data-dir", str(tmp_path / "box2"),
+                     "--video", "none"]
+        box2 = _spawn(box2_argv, tmp_path / "box2.log", box2_env)
+        procs.append(box2)
+        wait_for(lambda: len(_pg_ids(dsn, "box1")) > 100 and len(_pg_ids(dsn, "box2")) > 0, 30,
+                 "the first events in PostgreSQL")
 
         broker.stop()                      # a 20 s outage while events keep coming
         time.sleep(20)
         broker.start()
         wait_for(lambda: len(_pg_ids(dsn, "box1")) > 2500, 30, "the catch-up after the outage")
 
-        _kill(app)                         # power cut of the appliance, mid-stream
+        _kill(app)                         # power cut of the appliances, mid-stream
+        _kill(box2)
         app = _spawn(app_argv, tmp_path / "app.log")
         procs.append(app)
+        box2 = _spawn(box2_argv, tmp_path / "box2.log", box2_env)
+        procs.append(box2)
         time.sleep(2)
 
         _kill(ingester)                    # the ingester dies with messages unacknowledged
@@ -115,12 +130,21 @@ def test_broker_outage_appliance_sigkill_and_ingester_restart_lose_and_double_no
         assert len(got) == len(set(got)) == len(expected)
         assert set(got) == expected
         assert len(expected) > 3000
+        _stop(box2)                        # a clean stop forwards its last events (appliance_stop) first
+        expected2 = _log_ids(tmp_path / "box2" / "events.sqlite3")
+        wait_for(lambda: set(_pg_ids(dsn, "box2")) == expected2, 20, "every event of box2 in PostgreSQL")
+        got2 = _pg_ids(dsn, "box2")
+        assert len(got2) == len(set(got2)) == len(expected2)
+        with psycopg.connect(dsn) as conn:   # two starts, the stop: the SIGKILLed run left no stop of its own
+            kinds = [r[0] for r in conn.execute("SELECT kind FROM cathlab_events WHERE appliance_id = 'box2' AND "
+                                                "kind LIKE 'appliance_%' ORDER BY event_id")]
+        assert kinds == ["appliance_start", "appliance_start", "appliance_stop"]
     finally:
         for proc in procs:
             _stop(proc)
         broker.close()
         pg.close()
-        for name in ("app.log", "ingest.log"):
+        for name in ("app.log", "ingest.log", "box2.log"):
             if (tmp_path / name).exists():
                 print(name, (tmp_path / name).read_text()[-3000:])
 

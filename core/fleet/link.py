@@ -27,6 +27,7 @@ def broker_of(settings: Settings):
 class FleetLink:
     def __init__(self, settings: Settings, event_log: EventLog, status_extra: Callable[[], dict] = dict) -> None:
         self.publisher: Publisher | None = None
+        self._log = event_log
         self.problem: str | None = None
         self.enabled = bool(settings.fleet_broker)
         if not self.enabled:
@@ -52,8 +53,10 @@ class FleetLink:
             self.publisher = None
 
     def stop(self, timeout: float = 0.5) -> None:
+        """Within ``timeout``: commit what is queued (the appliance_stop event), forward it, go offline."""
         if self.publisher is not None:
-            self.publisher.stop(timeout)
+            self._log.flush(timeout / 3)
+            self.publisher.stop(timeout * 2 / 3)
 
     def snapshot(self) -> dict:
         if self.publisher is not None:

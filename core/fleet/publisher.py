@@ -107,9 +107,16 @@ class Publisher:
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Store the cursor, mark the box offline (retained), disconnect."""
+        """Forward what is committed (within ``timeout``, while the link is up), store the cursor, mark the box
+        offline (retained), disconnect."""
         if self._thread is None:
             return
+        deadline = time.monotonic() + timeout / 2
+        rows = self.log.query("SELECT MAX(id) FROM events", ())
+        last = rows[0][0] if rows and rows[0][0] is not None else 0
+        self._wake.set()
+        while self.link == "up" and self.cursor < last and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout + 0.5)
@@ -119,7 +126,7 @@ class Publisher:
         if client.is_connected():
             info = client.publish(self.status_topic, self._status_payload(online=False), qos=1, retain=True)
             try:
-                info.wait_for_publish(timeout)
+                info.wait_for_publish(timeout / 2)
             except (RuntimeError, ValueError):
                 pass
         client.disconnect()
