@@ -132,8 +132,8 @@ def test_impostor_and_wrong_password_are_refused_and_nothing_arrives(broker, pg,
         impostor = Publisher(event_log, _broker(broker, "box1", tmp_path), site="s1", room=None,
                              appliance_id="box2", hold_s=0.5)
         impostor.start()
-        wait_for(lambda: impostor.link == "denied", 20, "the refusal", lambda: impostor.snapshot())
-        assert "refused to take events" in impostor.problem and "'box2'" in impostor.problem
+        wait_for(lambda: impostor.refusals > 0, 20, "the refusal", lambda: impostor.snapshot())
+        assert "refused to take events" in impostor.last_refusal and "'box2'" in impostor.last_refusal
         impostor.stop()
         wrong = Publisher(event_log, _broker(broker, "box1", tmp_path, password="nope"), site="s1", room=None,
                           appliance_id="box1")
@@ -158,7 +158,8 @@ def test_no_ingester_session_keeps_events_in_the_log(broker, pg, tmp_path):
     pub = Publisher(event_log, _broker(broker, "box1", tmp_path), site="s1", room=None, appliance_id="box1",
                     hold_s=0.5)
     pub.start()
-    wait_for(lambda: pub.link == "no_subscriber", 10, "no subscriber")
+    wait_for(lambda: pub.refusals > 0, 20, "no subscriber", lambda: pub.snapshot())
+    assert "no subscriber" in pub.last_refusal
     assert pub.cursor == 0
     pub.stop()
     event_log.close()

@@ -90,6 +90,8 @@ class Publisher:
         self.backlog_oldest_wall: str | None = None
         self.forwarded = 0
         self.connects = 0
+        self.refusals = 0                  # PUBACKs that did not take an event (denied, no subscriber)
+        self.last_refusal: str | None = None
 
     # ------------------------------------------------------------------ control
     def start(self) -> None:
@@ -270,6 +272,8 @@ class Publisher:
             self.problem = (f"broker {self.broker.url} refused to take events on {self.topic} "
                             f"({mqtt.ReasonCode(PacketTypes.PUBACK, identifier=code)}): is appliance_id "
                             f"{self.appliance_id!r} the one this user may publish as?")
+        self.refusals += 1
+        self.last_refusal = self.problem
         log.error("fleet: %s", self.problem)
         # Start again from the durable cursor after a pause; acks of what is still in flight are ignored.
         self._pending.clear()
