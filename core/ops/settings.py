@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     # them, listening beyond loopback is warned about (log and status page): the write token would travel in clear.
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
+    # A request (head and body) must be complete this long after its first byte, or after connecting (TLS
+    # handshake included); else 408 and closed, so slow or silent clients hold no descriptor for long. Raise it
+    # for clients on slow links uploading large bodies.
+    request_timeout_s: float = Field(10.0, ge=1, le=300)
     # More Host header names the API answers (DNS rebinding protection: others get 400), "*.domain" or "*".
     # Always answered: localhost, 127.0.0.1, ::1, the machine's host name, the bound address and the address
     # of the interface a request came in on.
