@@ -100,11 +100,36 @@ def test_api_and_cli_refuse_too_many_points(tmp_path):
     assert code == 2 and "at most 256 points" in err.getvalue() and err.getvalue().count("\n") == 1
 
 
+# -- the clearance picture, rendered once per result -----------------------------------------------------------
+def test_the_clearance_picture_is_rendered_once_per_result(tmp_path):
+    from core.appliance.clearance import LiveClearance
+    from core.store.eventlog import EventLog
+    from core.store.procedures import Procedures
+
+    log = EventLog(tmp_path)
+    procs = Procedures(log)                  # before start(), as the appliance does
+    log.start()
+    worker = AnalysisWorker("test")
+    live = LiveClearance(worker, log, procs)
+    base, _ = synthetic_vessel(size=(128, 128))
+    assert live.png() is None
+    for run_id, label in (("r-1", "baseline"), ("r-2", "completion")):
+        worker.submit(live.measure, run_id, base, label).result(timeout=10)
+    first, again = live.png(), live.png()
+    # The same bytes object every time until the next result.
+    assert first is again and first[:8] == PNG
+    worker.submit(live.measure, "r-3", base, "completion").result(timeout=10)
+    assert live.png() is not first
+    worker.shutdown()
+    log.close()
+
+
 # -- six clients against a live appliance ---------------------------------------------------------------------
-def test_six_image_clients_do_not_delay_run_recording(procedure_under_load):
-    """Six HTTP clients ask for images from the first clearance result to the procedure's end (a real uvicorn on
-    a socket, the appliance on its simulators: tests/shared_procedure.py)."""
-    observed = procedure_under_load
+@pytest.mark.xdist_group("procedure")
+def test_six_image_clients_do_not_delay_run_recording(procedure_pass):
+    """Six HTTP clients ask for images from the first clearance result to the procedure's end (`cathlab-edge run`
+    in a subprocess on its simulators, under the short soak's 20 status clients: tests/shared_procedure.py)."""
+    observed = procedure_pass.observed()
     delays, answers, refused = observed.delays, observed.answers, observed.refused
     assert len(delays) >= 2, delays
     # From the run's last frame to its record: the X-ray-off wait, the run's analysis and at most one render
@@ -113,8 +138,8 @@ def test_six_image_clients_do_not_delay_run_recording(procedure_under_load):
     # Every answer is the image: a contrast run listed by the API has its peak image, and the clearance picture
     # is served while renders queue behind run-end work.
     assert answers and not refused, refused[:20]
-    # One render per result: the same bytes object every time until the next result.
+    # The same picture for the same result (rendered once: test_the_clearance_picture_is_rendered_once_per_result).
     first, again = observed.clearance_pngs
-    assert first is again and first[:8] == PNG
+    assert first == again and first[:8] == PNG
     print(f"\nrun recording delays under six image clients: {delays}; {len(answers)} images served, "
           f"median {sorted(t for _, t in answers)[len(answers) // 2] * 1000:.0f} ms")

@@ -1,5 +1,5 @@
 """The foundation end to end: `cathlab-edge run` on its simulators, in a subprocess, as a user starts it; and one
-pass of the scripted procedure, observed in the pass shared with other tests (tests/shared_procedure.py)."""
+pass of the scripted procedure through it, observed in the pass shared with other tests (tests/shared_procedure.py)."""
 import os
 import signal
 import socket
@@ -63,13 +63,15 @@ def test_runs_on_simulators_and_stops_cleanly(appliance):
     assert "serial_link" in kinds and "injector_hello" in kinds
 
 
-def test_one_simulated_procedure_end_to_end(procedure_under_load):
-    """One pass of the scripted procedure (baseline, two thrombectomy passes, completion) through the live
-    appliance: runs timed, injections matched, clearance measured against the phantom's truth. The pass is shared
-    with the six-image-clients test (tests/shared_procedure.py): its last two runs end under that load."""
+@pytest.mark.xdist_group("procedure")
+def test_one_simulated_procedure_end_to_end(procedure_pass):
+    """One pass of the scripted procedure (baseline, two thrombectomy passes, completion) through `cathlab-edge
+    run` in a subprocess: runs timed, injections matched, clearance measured against the phantom's truth. The pass
+    is shared with the short soak and the six-image-clients test (tests/shared_procedure.py): its last two runs
+    end under that load."""
     from firmware_bridge.scenarios import PROCEDURE
 
-    status = procedure_under_load.status
+    status = procedure_pass.observed().status
     contrast = [run for run in PROCEDURE if run.inject_start_s is not None]
     runs = {r["run_id"].rsplit("-", 1)[1]: r for r in status["last_runs"]}
     assert len(runs) == len(PROCEDURE)
