@@ -35,7 +35,9 @@ def test_short_soak(procedure_pass):
     # sockets and the status sampler's (tests/shared_procedure.py), with room for one reconnect each, on top of
     # the 5 spare (measured: +12 at most).
     assert max(s.fds for s in pts) <= pts[0].fds + 5 + 2 * (CLIENTS + 1), report
-    assert pts[-1].fds <= pts[0].fds + 5, report
+    # A leak only grows: the fewest open in the last three samples (15 s), not one sample that may catch a
+    # status client's connection being closed.
+    assert min(s.fds for s in pts[-3:]) <= pts[0].fds + 5, report
     # Measured over the 35 s after warm-up: a leak of one frame per frame would be ~250 MB at 512x512 30 fps;
     # allocator noise is a few MB.
     assert pts[-1].anon_mb - pts[0].anon_mb < 40, report
