@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from core.analysis.runs import MIN_PULSE_RATE
+from core.analysis.tdc import TIMING_VERSION
 from core.sources.frames import Frame
 from core.sources.stacks import FrameStack
 from core.vocab import NS, check_roi
@@ -73,7 +74,9 @@ def _report(stack: FrameStack, run, runs, injection_start_s: float | None) -> di
         arrival = shift(r["arrival_s"])
         rois.append({
             "roi": r["roi"], "auto": r["auto"], "arrival_s": arrival, "peak_s": shift(r["peak_s"]),
-            "washout_s": shift(r["washout_s"]), "mtt_s": shift(r["mtt_s"]),
+            "washout_s": shift(r["washout_s"]), "mtt_s": r["mtt_s"], "centroid_s": shift(r["centroid_s"]),
+            "plateau_start_s": shift(r["plateau_start_s"]), "plateau_end_s": shift(r["plateau_end_s"]),
+            "reason": r["reason"],
             "arrival_after_injection_s": (None if injection_start_s is None or arrival is None
                                           else round(arrival - injection_start_s, 4)),
             "width_s": r["width_s"], "wash_in_slope": r["wash_in_slope"], "wash_out_slope": r["wash_out_slope"],
@@ -88,7 +91,7 @@ def _report(stack: FrameStack, run, runs, injection_start_s: float | None) -> di
                 "duration_s": summary["duration_s"], "first_frame": run.first_frame,
                 "last_frame": run.last_frame, "pulses": run.pulses, "contrast": run.contrast,
                 "mask": summary["mask"]},
-        "runs": len(runs),
+        "runs": len(runs), "timing_version": TIMING_VERSION,
         "injection_start_s": injection_start_s,
         "rois": rois,
     }

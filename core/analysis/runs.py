@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.analysis.tdc import TIMING_VERSION
 from core.vocab import NS
 
 MIN_PULSE_RATE = 3.75
@@ -85,6 +86,7 @@ class Run:
         out["mask"] = timing.get("mask")
         out["rois"] = timing.get("rois", [])
         out["timing_truncated"] = timing.get("truncated", False)
+        out["timing_version"] = TIMING_VERSION
         return out
 
 
