@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from core.analysis.runs import MIN_PULSE_RATE
+from core.analysis.runs import MIN_DSA_RATE
 from core.analysis.tdc import TIMING_VERSION
 from core.sources.frames import Frame
 from core.sources.stacks import FrameStack
@@ -38,10 +38,10 @@ def analyze_stack(stack: FrameStack, rois=None, injection_start_s: float | None 
         raise ValueError(f"{stack.source}: frame times must increase, one per frame")
     t_ns = np.round(times * NS).astype(np.int64)
 
-    # A recorded acquisition may be slower than live fluoroscopy (DSA-style runs at 1-3 frames/s): offline,
-    # any rate down to half the file's frame rate counts as X-ray on.
+    # DSA acquisitions go down to 0.5 frames/s, as live; a file slower still counts down to half its rate.
+    # Times are the file's own (Frame Time Vector, or --fps), so a variable-rate run is timed as acquired.
     pipeline = FramePipeline(stack.intensity, rois=checked, keep_frames=False,
-                             min_pulse_rate=min(MIN_PULSE_RATE, 0.5 * stack.fps), contain_errors=False)
+                             min_pulse_rate=min(MIN_DSA_RATE, 0.5 * stack.fps), contain_errors=False)
     frames = stack.frames
     # Crop first, then pick the pulses: indexing whole frames first would copy every frame.
     pipeline.crop_source = lambda index, roi: frames[:, roi[1]:roi[1] + roi[3],
@@ -57,7 +57,7 @@ def analyze_stack(stack: FrameStack, rois=None, injection_start_s: float | None 
         runs.append(event.run)
     if not runs:
         raise ValueError(f"{stack.source}: no X-ray run found (the frames never change at a pulse rate "
-                         f">= 3.75 p/s)")
+                         f">= {min(MIN_DSA_RATE, 0.5 * stack.fps):g} frames/s)")
     run = max(runs, key=lambda r: (r.contrast, r.pulses))
     return _report(stack, run, runs, injection_start_s)
 

@@ -32,7 +32,7 @@ def dsa_config(seed: int, rates: tuple[tuple[float, float], ...] = ((0.0, 2.0),)
     kw = dict(size=(256, 256), intensity=intensity, seed=seed, fps=30.0, frame_rates=tuple(rates),
               pulse_rate=max(r for _, r in rates), bolus_a=a, bolus_b_s=b, inject_at_s=inject,
               transit_delay_s=transit, xray_s=round(xray * 30.0) / 30.0, injection_s=injection_s,
-              i0=800.0, lih_before_s=0.5, lih_after_s=0.5, abc_start=1.0)
+              i0=800.0, lih_before_s=1.3, lih_after_s=0.5, abc_start=1.0)
     kw.update(overrides)
     return PhantomConfig(**kw)
 
