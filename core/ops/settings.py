@@ -21,9 +21,10 @@ from platformdirs import user_data_dir
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.vocab import VIDEO_NONE, VIDEO_PHANTOM
+
 ENV_PREFIX = "CATHLAB_"
 # The two words the video setting takes besides a device, file or folder.
-VIDEO_NONE, VIDEO_PHANTOM = "none", "phantom"
 
 
 def default_data_dir() -> Path:
@@ -105,6 +106,10 @@ class Settings(BaseSettings):
     # them, listening beyond loopback is warned about (log and status page): the write token would travel in clear.
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
+    # A request (head and body) must be complete this long after its first byte, or after connecting (TLS
+    # handshake included); else 408 and closed, so slow or silent clients hold no descriptor for long. Raise it
+    # for clients on slow links uploading large bodies.
+    request_timeout_s: float = Field(10.0, ge=1, le=300)
     # More Host header names the API answers (DNS rebinding protection: others get 400), "*.domain" or "*".
     # Always answered: localhost, 127.0.0.1, ::1, the machine's host name, the bound address and the address
     # of the interface a request came in on.

@@ -5,6 +5,7 @@ beside and in it (features.py), and the collimated field.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -28,7 +29,16 @@ from core.sources.phantom.geometry import (
     path_length,
     resample_polyline,
 )
-from core.sources.phantom.truth import BolusTruth, SceneTruth, SegmentTruth
+from core.sources.phantom.truth import (
+    PLATEAU_FRACTION,
+    PLATEAU_MIN_S,
+    TDC_STEP_S,
+    BolusTruth,
+    SceneTruth,
+    SegmentTruth,
+    TimingTruth,
+)
+from core.vocab import check_roi
 
 
 def background_mu(cfg: PhantomConfig, shift: tuple[float, float]) -> np.ndarray:
@@ -241,3 +251,79 @@ class Scene:
             idx = self.active_idx[self.branch_pos]
             out[idx] += mu * bolus.concentration(self.branch_s, t_s) * self.branch_vals
         return out.reshape(self.size)
+
+
+class TdcModel:
+    """Noise-free mean ROI opacity of one run on the continuous model."""
+
+    def __init__(self, scene: Scene, bolus: BolusTruth, run_start_s: float, run_end_s: float,
+                 mu_iodine: float) -> None:
+        self.scene, self.bolus = scene, bolus
+        self.run_start_s, self.run_end_s, self.mu = run_start_s, run_end_s, mu_iodine
+
+    def tdc(self, roi: tuple[int, int, int, int], times: np.ndarray) -> np.ndarray:
+        x, y, w, h = check_roi(roi, self.scene.size)
+        times = np.asarray(times, dtype=float)
+        if times.ndim != 1 or not np.all(np.isfinite(times)):
+            raise ValueError("times must be a 1-D array of finite seconds")
+        active = self.scene.active_mask[y:y + h, x:x + w]
+        weights, s_list = [], []
+        for L, s in ((self.scene.path, self.scene.s_map), (self.scene.branch_path, self.scene.branch_s_map)):
+            L, s = L[y:y + h, x:x + w], s[y:y + h, x:x + w]
+            sel = (L > 0) & active
+            weights.append(self.mu * L[sel] / L.size)
+            s_list.append(s[sel])
+        weight, s_sel = np.concatenate(weights), np.concatenate(s_list)
+        out = np.zeros(len(times))
+        if weight.size == 0:
+            return out
+        t_abs = times + self.run_start_s
+        chunk = max(1, 4_000_000 // weight.size)
+        for i in range(0, len(times), chunk):
+            c = self.bolus.concentration(s_sel[None, :], t_abs[i:i + chunk, None])
+            out[i:i + chunk] = c @ weight
+        return out
+
+    def timing(self, roi: tuple[int, int, int, int], step_s: float = TDC_STEP_S) -> TimingTruth:
+        if not step_s > 0:
+            raise ValueError(f"step_s must be positive, got {step_s}")
+        duration = self.run_end_s - self.run_start_s
+        times = np.arange(int(duration / step_s + 0.5) + 1) * step_s
+        curve = self.tdc(roi, times)
+        delay = None if self.bolus.inject_start_s is None else self.bolus.inject_start_s - self.run_start_s
+        k = int(np.argmax(curve))
+        peak = float(curve[k])
+        if peak <= 0:
+            return TimingTruth(None, None, None, 0.0, delay)
+        arrival = int(np.argmax(curve >= 0.1 * peak))
+        after = np.nonzero(curve[k:] <= 0.5 * peak)[0]
+        washout = round(float(times[k + after[0]]), 9) if after.size else None
+        peak_s, plateau = float(times[k]), (None, None)
+        lo, hi = k, k
+        while lo > 0 and curve[lo - 1] >= PLATEAU_FRACTION * peak:
+            lo -= 1
+        while hi < len(curve) - 1 and curve[hi + 1] >= PLATEAU_FRACTION * peak:
+            hi += 1
+        if times[hi] - times[lo] > PLATEAU_MIN_S:
+            plateau = (round(float(times[lo]), 9), round(float(times[hi]), 9))
+            peak_s = 0.5 * float(times[lo] + times[hi])
+        centroid = self.centroid(roi, step_s)
+        mtt = None if centroid is None or delay is None else round(centroid - delay, 9)
+        return TimingTruth(round(float(times[arrival]), 9), round(peak_s, 9), washout, peak, delay,
+                           centroid, mtt, *plateau)
+
+    def centroid(self, roi: tuple[int, int, int, int], step_s: float = TDC_STEP_S) -> float | None:
+        """First moment (s from the run start) of the ROI's bolus curve over the whole bolus, past the run's end
+        if it lasts longer (the residual contrast is not part of the bolus)."""
+        bolus = self.bolus
+        if bolus.K <= 0:
+            return None
+        s_far = float(np.nanmax(np.abs(self.scene.s_map))) if np.isfinite(self.scene.s_map).any() else 0.0
+        end = (bolus.t0_s - self.run_start_s + s_far / bolus.speed_px_s + bolus.injection_s
+               + (bolus.a + 40.0) * bolus.b_s)
+        times = np.arange(int(max(end, self.run_end_s - self.run_start_s) / step_s) + 1) * step_s
+        clean = TdcModel(self.scene, replace(bolus, residual=0.0), self.run_start_s, self.run_end_s, self.mu)
+        curve = clean.tdc(roi, times)
+        area = float(curve.sum())
+        return None if area <= 0 else round(float((curve * times).sum() / area), 9)
+
