@@ -82,3 +82,23 @@ def test_replayed_loop_is_told_from_an_exposure(caplog):
         ended = play(p, loop, run.fps) + close(p, int(len(loop) * NS / run.fps))
     assert len(ended) == 1 and ended[0].replay and ended[0].summary()["replay"]
     assert any("replayed" in m for m in caplog.messages)
+
+
+def test_subtracted_dsa_with_a_flat_background_is_a_run():
+    # A subtracted (DISP) run on the monitor: flat grey where nothing changes, the vessel across the field
+    # darkening, a new image every 0.5 s; no quantum noise on the background.
+    h = w = 128
+    yy, xx = np.mgrid[0:h, 0:w]
+    vessel = np.abs(xx - (20 + 0.7 * yy)) < 4
+    p = FramePipeline("log")
+    events = []
+    t = 0
+    for k in range(12):
+        f = np.full((h, w), 128, np.uint8)
+        f[vessel] = 128 - 6 * (k + 1)
+        for _ in range(15):                               # 0.5 s of video at 30 fps
+            events += p.process(Frame(f, t, t // (NS // 30)))
+            t += NS // 30
+    events += p.close(t)
+    ends = [e.run for e in events if e.kind == "run_end"]
+    assert len(ends) == 1 and ends[0].pulses == 12 and ends[0].start_ns == 0 and not ends[0].replay

@@ -40,8 +40,24 @@ DEVICE_EDGE_WINDOW_NS = 2 * NS   # a device XRAY edge this close to the image ed
 INJECTION_MEMORY = 32       # injections remembered for matching to runs
 SMALL_CHANGE = 0.25         # a change under this fraction of the run's typical pulse change is no pulse
 FIELD_CHANGE = 0.2          # slower than fluoroscopy, a new frame must change this fraction of the field
+FIELD_EXTENT = 0.25         # ... or its changes must span this fraction of the frame
 COARSE_PX = 64              # the coarse sample (per side) for the field check and the replay fingerprints
 RECENT_FINGERPRINTS = 512   # new frames remembered to recognise a replayed loop
+
+
+def _field_changed(coarse: np.ndarray, prev: np.ndarray) -> bool:
+    """A change of the whole field: most lit pixels differ (quantum noise), or the changed pixels spread over
+    much of the frame (a subtracted or heavily filtered image whose flat background holds still). A clock or
+    counter box changes a few pixels in one corner."""
+    changed = coarse != prev
+    lit = (coarse > 0) | (prev > 0)
+    if np.count_nonzero(changed & lit) >= FIELD_CHANGE * max(1, np.count_nonzero(lit)):
+        return True
+    rows, cols = np.nonzero(changed.any(axis=1))[0], np.nonzero(changed.any(axis=0))[0]
+    if rows.size == 0:
+        return False
+    extent = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    return extent >= FIELD_EXTENT * changed.size
 
 
 class FramePipeline:
@@ -185,8 +201,7 @@ class FramePipeline:
                 and frame.t_ns - self._last_new_ns > self._fluoro_interval_ns):
             # Slower than fluoroscopy a burnt-in clock ticks as often as a DSA program exposes: only a
             # change of the whole field (quantum noise everywhere) is a new exposure.
-            lit = (coarse > 0) | (prev > 0)
-            if np.count_nonzero(coarse[lit] != prev[lit]) < FIELD_CHANGE * max(1, np.count_nonzero(lit)):
+            if not _field_changed(coarse, prev):
                 new_pulse = False
                 self.small_changes += 1
         if new_pulse:
