@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     phantom_intensity: str = Field("log", pattern="^(lin|log)$")
     phantom_size: int = Field(512, ge=64, le=2048)
 
+    # Iodine concentration of the injector's contrast (mg iodine / ml; e.g. 300 for iohexol 300): the serial
+    # protocol does not carry it. None: iodine grams unknown for injector volumes.
+    contrast_concentration_mg_ml: float | None = Field(None, gt=0, le=1000)
+
     # Every run belongs to a procedure: open one automatically when X-ray starts and none is open.
     auto_procedure: bool = True
 
