@@ -5,8 +5,8 @@ its httptools parser accepts a header of any size: one never-ending header grew 
 and 1,100 half-sent requests used up every file descriptor (the hardening requirement: bad input never stalls the box). ``RequestGuard`` closes
 
 - a request whose head (request line and headers) exceeds ``MAX_HEAD_BYTES`` (431),
-- a connection whose request (head and body) is not complete ``REQUEST_TIMEOUT_S`` after its first byte or
-  after the connection opened (408), so a slow or endless sender holds nothing for long,
+- a connection whose request (head and body) is not complete ``request_timeout_s`` (a setting, 10 s by default)
+  after its first byte or after the connection opened (408), so a slow or endless sender holds nothing for long,
 - the longest-waiting idle or still-sending connection once ``max_connections`` are open, so descriptors never
   run out; a connection whose request is being answered (an event stream included) is never evicted.
 
@@ -38,7 +38,6 @@ log = logging.getLogger("cathlab.api.server")
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADERS = 100               # Apache's LimitRequestFields
 MAX_TARGET_BYTES = 8 * 1024     # path + query
-REQUEST_TIMEOUT_S = 10.0        # a request (head and body) from its first byte, or from connect, to complete
 KEEP_ALIVE_S = 5                # idle time between requests on one connection (uvicorn's own timer)
 MAX_IN_FLIGHT = 64              # requests being answered at once, besides the event streams
 MAX_STREAMS = 32                # open /api/stream responses (each one is sent every status change)
@@ -175,7 +174,7 @@ class RequestGuard:
         self._head_done = False
         self._head_bytes = 0
         self._cancel_deadline()
-        self._deadline = self.loop.call_later(REQUEST_TIMEOUT_S, self._too_slow)
+        self._deadline = self.loop.call_later(self.config.request_timeout_s, self._too_slow)
         if self._counted:
             self._book.waiting(self)
 
@@ -384,15 +383,28 @@ class HandshakeBoundedLoop(_BaseLoop):
     buffers for the loop's default 60 s, before ``RequestGuard`` (which sees connections only after the
     handshake) could count it."""
 
+    handshake_timeout_s: float       # set by ``GuardedConfig``: the request deadline
+
     async def create_server(self, *args, **kwargs):
         if kwargs.get("ssl") is not None:
-            kwargs.setdefault("ssl_handshake_timeout", REQUEST_TIMEOUT_S)
+            kwargs.setdefault("ssl_handshake_timeout", self.handshake_timeout_s)
         return await super().create_server(*args, **kwargs)
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvicorn's ``loop`` factory (``Config(loop="api.server:new_event_loop")``)."""
-    return HandshakeBoundedLoop()
+class GuardedConfig(uvicorn.Config):
+    """uvicorn's configuration plus the request deadline, which ``RequestGuard`` reads from its ``config`` and
+    the event loop applies to TLS handshakes."""
+
+    def __init__(self, app, *, request_timeout_s: float, **kwargs) -> None:
+        super().__init__(app, **kwargs)
+        self.request_timeout_s = request_timeout_s
+
+    def get_loop_factory(self):
+        def new_event_loop() -> asyncio.AbstractEventLoop:
+            loop = HandshakeBoundedLoop()
+            loop.handshake_timeout_s = self.request_timeout_s
+            return loop
+        return new_event_loop
 
 
 def server_config(app, settings: Settings) -> uvicorn.Config:
@@ -401,7 +413,7 @@ def server_config(app, settings: Settings) -> uvicorn.Config:
     if settings.tls_certfile is not None:
         tls = {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)}
     # log_config=None: uvicorn's records go through our handler (JSON lines for journald). No WebSockets.
-    return uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                          timeout_graceful_shutdown=1, http=GuardedHttpToolsProtocol, ws="none",
-                          timeout_keep_alive=KEEP_ALIVE_S, server_header=False,
-                          loop="api.server:new_event_loop", **tls)
+    return GuardedConfig(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                         timeout_graceful_shutdown=1, http=GuardedHttpToolsProtocol, ws="none",
+                         timeout_keep_alive=KEEP_ALIVE_S, server_header=False,
+                         request_timeout_s=settings.request_timeout_s, **tls)

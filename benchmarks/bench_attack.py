@@ -17,13 +17,12 @@ import statistics
 import threading
 import time
 
-import pytest
-
-from api.server import REQUEST_TIMEOUT_S
+from core.ops.settings import Settings
 from tests.live import HealthProber, Live, closed_by_server, half_sent_requests, header_bomb, raise_own_nofile
 
 NOFILE, IDLE, BOMBS, BOMB_MB = 1024, 1100, 4, 128
 WORST_HEALTHZ_S = 1.0
+REQUEST_TIMEOUT_S = Settings.model_fields["request_timeout_s"].default   # the appliance runs with the default
 
 
 def _phase(live: Live, name: str, attack) -> dict:

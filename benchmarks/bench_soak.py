@@ -11,7 +11,9 @@ Targets (the soak requirement): RSS growth under 10 MB/h, zero dropped frames, u
 
 Default duration 600 s. ``CATHLAB_SOAK_SOURCE=replay`` replays a rendered 1024x1024 run instead of the live
 phantom, whose rendering (its own thread, in the appliance's process) is counted in the CPU figure.
-``tests/test_soak_short.py`` runs the same harness for 2 minutes with the tests. Results: docs/performance.md.
+``tests/test_soak_short.py`` runs the same harness for one period of the procedure with the tests, on the built-in
+injector simulator, in the pass the end-to-end tests share (tests/shared_procedure.py). Results:
+docs/performance.md.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import time
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -272,10 +275,14 @@ def render_replay_stack(path: Path, size: int = 1024) -> Path:
 
 def run_soak(duration_s: float, data_dir: Path, *, size: int = 1024, clients: int = 20,
              sample_every_s: float = 5.0, warmup_s: float = 20.0, telemetry: bool = True,
-             video: Path | None = None, startup_timeout_s: float = 60.0) -> SoakResult:
+             video: Path | None = None, startup_timeout_s: float = 60.0,
+             watch: Callable[[str], object] | None = None) -> SoakResult:
     """Start the appliance, load it for ``duration_s`` after it answers, stop it with SIGTERM.
 
-    ``video``: a .npy stack replayed in a loop at 30 fps instead of the live phantom.
+    ``video``: a .npy stack replayed in a loop at 30 fps instead of the live phantom. ``telemetry=False``: the
+    appliance's built-in injector simulator, on the phantom's procedure timeline, instead of the pty.
+    ``watch(url)``: more observation of the same pass, in its own thread from the first answer; the soak goes
+    on until it returns, and its value (or exception) is in ``extra["watch"]`` (``extra["watch_error"]``).
     """
     port = free_port()
     pump = TelemetryPump() if telemetry else None
@@ -289,6 +296,15 @@ def run_soak(duration_s: float, data_dir: Path, *, size: int = 1024, clients: in
     if pump is not None:
         cmd += ["--serial", pump.path]
         pump.start()
+    extra: dict = {}
+
+    def watching() -> None:
+        try:
+            extra["watch"] = watch(f"http://127.0.0.1:{port}")
+        except BaseException as exc:  # handed to the caller: the soak itself goes on
+            extra["watch_error"] = exc
+
+    watcher = threading.Thread(target=watching, name="watch", daemon=True) if watch is not None else None
     stderr_path = data_dir.parent / f"soak-{port}.stderr"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -302,6 +318,8 @@ def run_soak(duration_s: float, data_dir: Path, *, size: int = 1024, clients: in
                                    f"{stderr_path.read_text()[-2000:]}")
             time.sleep(0.2)
         load.start()
+        if watcher is not None:
+            watcher.start()
         t0 = time.monotonic()
         while True:
             now = time.monotonic() - t0
@@ -313,9 +331,13 @@ def run_soak(duration_s: float, data_dir: Path, *, size: int = 1024, clients: in
                 packets = sum(counters["serial"].get("packets_by_type", {}).values())
                 samples.append(Sample(now, *proc_rss_mb(proc.pid), proc_fds(proc.pid), proc_cpu_s(proc.pid),
                                       counters["frames"], counters["frames_dropped"], packets))
-            if now >= duration_s:
+            watching_on = watcher is not None and watcher.is_alive()
+            if now >= duration_s and not watching_on:
                 break
-            time.sleep(min(sample_every_s, max(0.0, duration_s - now)))
+            if watching_on:
+                watcher.join(sample_every_s)
+            else:
+                time.sleep(min(sample_every_s, max(0.0, duration_s - now)))
     finally:
         load.stop()
         if proc.poll() is None:
@@ -329,7 +351,7 @@ def run_soak(duration_s: float, data_dir: Path, *, size: int = 1024, clients: in
             pump.stop()
     tail = stderr_path.read_text(errors="replace")[-4000:]
     return SoakResult(time.monotonic() - t0, samples, load.requests, load.errors, proc.returncode, tail,
-                      pump.bytes_sent if pump else 0, warmup_s)
+                      pump.bytes_sent if pump else 0, warmup_s, extra)
 
 
 def test_soak(benchmark, tmp_path):

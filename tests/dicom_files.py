@@ -15,7 +15,8 @@ SOP_CLASS = {
 def write_multiframe(path, frames: np.ndarray, *, modality: str = "XA", frame_time_ms: float | None = 66.667,
                      frame_time_vector: list[float] | None = None, cine_rate: float | None = None,
                      relationship: str | None = None, bits_stored: int | None = None,
-                     photometric: str = "MONOCHROME2", compress: str | None = None) -> None:
+                     photometric: str = "MONOCHROME2", compress: str | None = None,
+                     sign: int | None = None) -> None:
     frames = np.ascontiguousarray(frames)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SOP_CLASS[modality]
@@ -42,6 +43,8 @@ def write_multiframe(path, frames: np.ndarray, *, modality: str = "XA", frame_ti
         ds.CineRate = int(cine_rate)
     if relationship is not None:
         ds.PixelIntensityRelationship = relationship
+    if sign is not None:
+        ds.PixelIntensityRelationshipSign = sign
     ds.PixelData = frames.tobytes()
     if compress is not None:
         ds.compress(compress, frames)

@@ -1,27 +1,21 @@
 """The analysis worker: run-end analysis ahead of on-demand renders, the clearance picture rendered once per
 result, bounded operator centrelines, and six HTTP clients asking for images without delaying run recording
-(a real uvicorn on a socket, the appliance on its simulators)."""
+(observed during the scripted procedure shared with the end-to-end test)."""
 from __future__ import annotations
 
-import socket
 import threading
-import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
-import uvicorn
 
 from api.app import create_app
 from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS, check_operator_centerline
 from core.analysis.clearance.tracker import ClearanceTracker
 from core.appliance.worker import AnalysisWorker
 from core.ops.settings import Settings
+from tests.shared_procedure import PNG
 from tests.test_clearance import synthetic_vessel
 from tests.waiting import wait_for
-
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 # -- the worker's two queues ----------------------------------------------------------------------------------
@@ -106,92 +100,46 @@ def test_api_and_cli_refuse_too_many_points(tmp_path):
     assert code == 2 and "at most 256 points" in err.getvalue() and err.getvalue().count("\n") == 1
 
 
+# -- the clearance picture, rendered once per result -----------------------------------------------------------
+def test_the_clearance_picture_is_rendered_once_per_result(tmp_path):
+    from core.appliance.clearance import LiveClearance
+    from core.store.eventlog import EventLog
+    from core.store.procedures import Procedures
+
+    log = EventLog(tmp_path)
+    procs = Procedures(log)                  # before start(), as the appliance does
+    log.start()
+    worker = AnalysisWorker("test")
+    live = LiveClearance(worker, log, procs)
+    base, _ = synthetic_vessel(size=(128, 128))
+    assert live.png() is None
+    for run_id, label in (("r-1", "baseline"), ("r-2", "completion")):
+        worker.submit(live.measure, run_id, base, label).result(timeout=10)
+    first, again = live.png(), live.png()
+    # The same bytes object every time until the next result.
+    assert first is again and first[:8] == PNG
+    worker.submit(live.measure, "r-3", base, "completion").result(timeout=10)
+    assert live.png() is not first
+    worker.shutdown()
+    log.close()
+
+
 # -- six clients against a live appliance ---------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 15.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """The appliance behind a real uvicorn on a socket, with the app object at hand."""
-    port = _free_port()
-    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("data"), phantom_size=256))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 20)
-    yield app, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
-def _status(url: str) -> dict:
-    import json
-    return json.loads(_get(url + "/api/status")[1])
-
-
-def test_six_image_clients_do_not_delay_run_recording(served):
-    app, url = served
-    appliance = app.state.appliance
-    # The demo procedure's second contrast run gives the first clearance result (about 30 s in).
-    wait_for(lambda: _status(url)["clearance"] is not None, 60, interval=0.5)
-    recorded_before = {r["run_id"] for r in appliance.runs(limit=1000)}
-    stop = threading.Event()
-    answers: list[tuple[int, float]] = []
-    refused: list[tuple[str, int, bytes]] = []
-
-    def client(k: int) -> None:
-        while not stop.is_set():
-            runs = [r["run_id"] for r in appliance.runs(limit=20) if r.get("contrast")]
-            path = "/api/clearance/latest.png" if k % 2 == 0 or not runs else f"/api/runs/{runs[-1]}/image.png"
-            t = time.monotonic()
-            status, body = _get(url + path)
-            answers.append((status, time.monotonic() - t))
-            if status != 200 or body[:8] != PNG:
-                refused.append((path, status, body[:200]))
-
-    def new_runs() -> set[str]:
-        return {r["run_id"] for r in appliance.runs(limit=1000)} - recorded_before
-
-    clients = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(6)]
-    for c in clients:
-        c.start()
-    try:
-        # Two more runs end under load (fluoroscopy at 33-35 s, completion at 38-44 s of the demo).
-        wait_for(lambda: len(new_runs()) >= 2, 45, interval=0.5, explain=lambda: "runs stopped being recorded")
-    finally:
-        stop.set()
-        for c in clients:
-            c.join(20)
-    ended = new_runs()
-
-    def recorded_and_off() -> tuple[dict, dict] | None:
-        events = appliance.events(limit=10_000)
-        off = {e["data"]["run_id"]: e["t_mono_ns"] for e in events if e["kind"] == "xray_off"}
-        recorded = {e["data"]["run_id"]: e["t_mono_ns"] for e in events if e["kind"] == "run"
-                    and e["data"].get("run_id") in ended}
-        return (recorded, off) if set(recorded) == ended <= set(off) else None
-
-    recorded, off = wait_for(recorded_and_off, 5)    # the log's writer commits in batches
-    delays = {run_id: (recorded[run_id] - off[run_id]) / 1e9 for run_id in ended}
+@pytest.mark.xdist_group("procedure")
+def test_six_image_clients_do_not_delay_run_recording(procedure_pass):
+    """Six HTTP clients ask for images from the first clearance result to the procedure's end (`cathlab-edge run`
+    in a subprocess on its simulators, under the short soak's 20 status clients: tests/shared_procedure.py)."""
+    observed = procedure_pass.observed()
+    delays, answers, refused = observed.delays, observed.answers, observed.refused
+    assert len(delays) >= 2, delays
     # From the run's last frame to its record: the X-ray-off wait, the run's analysis and at most one render
     # already under way (0.05 s unloaded; 1.4 s before the worker put renders behind run-end work).
     assert max(delays.values()) < 1.0, delays
     # Every answer is the image: a contrast run listed by the API has its peak image, and the clearance picture
     # is served while renders queue behind run-end work.
     assert answers and not refused, refused[:20]
-    # One render per result: the same bytes object every time until the next result.
-    first = appliance.clearance_png()
-    assert first is appliance.clearance_png() and first[:8] == PNG
+    # The same picture for the same result (rendered once: test_the_clearance_picture_is_rendered_once_per_result).
+    first, again = observed.clearance_pngs
+    assert first == again and first[:8] == PNG
     print(f"\nrun recording delays under six image clients: {delays}; {len(answers)} images served, "
           f"median {sorted(t for _, t in answers)[len(answers) // 2] * 1000:.0f} ms")

@@ -44,7 +44,12 @@ def test_json_object(phantom):
     roi = d["rois"][0]
     assert roi["auto"] is True and len(roi["roi"]) == 4
     assert set(roi) >= {"roi", "auto", "arrival_s", "peak_s", "washout_s", "mtt_s", "arrival_after_injection_s"}
-    assert roi["arrival_s"] < roi["peak_s"] < roi["washout_s"] and roi["mtt_s"] > roi["arrival_s"]
+    assert set(roi) >= {"centroid_s", "plateau_start_s", "plateau_end_s", "reason", "width_s", "fit_r2"}
+    assert roi["reason"] and roi["plateau_start_s"] is None           # a short fluoroscopy bolus: no plateau
+    assert roi["arrival_s"] < roi["peak_s"] < roi["washout_s"] and roi["centroid_s"] > roi["arrival_s"]
+    # mtt_s (timing version 2): the centroid minus the injection start, a transit time, not a clock time
+    assert d["timing_version"] == 2
+    assert roi["mtt_s"] == pytest.approx(roi["centroid_s"] - run.truth.inject_start_s, abs=1e-3)
     assert roi["arrival_after_injection_s"] == pytest.approx(roi["arrival_s"] - run.truth.inject_start_s, abs=1e-3)
     # times from the first frame of the file: the X-ray run starts 0.5 s in
     truth = run.truth.truth_timing(roi["roi"])

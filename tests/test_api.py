@@ -297,7 +297,8 @@ def test_the_empty_clearance_panel_says_the_baseline_is_chosen_automatically(liv
 WRITES = [("post", "/api/procedures", {"label": "x"}), ("post", "/api/procedures/current/end", None),
           ("put", "/api/procedures/current/patient", {"weight_kg": 70, "creatinine_mg_dl": 1.0}),
           ("put", "/api/runs/abc-1/label", {"label": "baseline"}), ("put", "/api/rois", {"rois": None}),
-          ("put", "/api/centerline", {"points": None})]
+          ("put", "/api/centerline", {"points": None}),
+          ("post", "/api/procedures/current/injections", {"volume_ml": 5})]
 
 
 @pytest.mark.parametrize("method,path,body", WRITES)
@@ -354,6 +355,39 @@ def test_patient_parameters(live):
     assert proc["fields"]["weight_kg"] == 70 and proc["fields"]["creatinine_mg_dl"] == 2.0
     assert proc["totals"]["max_contrast_ml"] == 175.0
     assert client.get(f"/api/procedures/{proc['id']}").json()["totals"]["max_contrast_ml"] == 175.0
+
+
+def test_hand_injections_count_toward_the_contrast_limit(live):
+    client, token, _ = live
+    h = auth(token)
+    if client.get("/api/status").json()["procedure"] is None:
+        client.post("/api/procedures", json={}, headers=h)
+    client.put("/api/procedures/current/patient", json={"weight_kg": 70, "creatinine_mg_dl": 2.0}, headers=h)
+    before = client.get("/api/status").json()["procedure"]["totals"]
+    r = client.post("/api/procedures/current/injections",
+                    json={"volume_ml": 12.5, "concentration_mg_ml": 240, "at": "2026-12-04T10:00:00+01:00"}, headers=h)
+    assert r.status_code == 201, r.text
+    t = r.json()
+    assert t["contrast_ml_hand"] == pytest.approx(before["contrast_ml_hand"] + 12.5)
+    assert t["contrast_ml_injector"] == before["contrast_ml_injector"]
+    assert t["contrast_ml"] == pytest.approx(t["contrast_ml_injector"] + t["contrast_ml_hand"])
+    # The limit compares all contrast, the injector's and the hand-given.
+    assert t["contrast_pct"] == pytest.approx(100 * t["contrast_ml"] / 175.0, abs=0.1)
+    r = client.post("/api/procedures/current/injections", json={"volume_ml": 3, "concentration_mg_ml": None,
+                                                                 "at": None}, headers=h)
+    assert r.status_code == 201 and r.json()["iodine_g"] is None      # 3 ml of unknown strength
+    proc = client.get("/api/status").json()["procedure"]
+    assert proc["totals"]["contrast_ml_hand"] == pytest.approx(t["contrast_ml_hand"] + 3)
+    assert client.get(f"/api/procedures/{proc['id']}").json()["totals"]["contrast_ml_hand"] == pytest.approx(
+        t["contrast_ml_hand"] + 3)
+    events = client.get("/api/events", params={"limit": 1000}).json()["events"]
+    hand = [e for e in events if e["kind"] == "injection" and e["data"].get("source") == "hand"]
+    assert [e["data"]["delivered_volume_ml"] for e in hand][-2:] == [12.5, 3.0]
+    assert hand[-2]["data"]["concentration_mg_ml"] == 240 and hand[-2]["data"]["at"].startswith("2026-12-04T10:00")
+    for bad in ({"volume_ml": 0}, {"volume_ml": 600}, {"volume_ml": 5, "concentration_mg_ml": -1},
+                {"volume_ml": 5, "at": "yesterday"}, {"volume_ml": 5, "at": "2026-12-04T10:00:00"},
+                {"volume_ml": 5, "extra": 1}):
+        assert client.post("/api/procedures/current/injections", json=bad, headers=h).status_code == 422, bad
 
 
 @pytest.mark.parametrize("body,where", [

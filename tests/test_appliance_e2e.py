@@ -1,5 +1,5 @@
-"""The foundation end to end: `cathlab-edge run` on its simulators, in a subprocess, as a user starts it."""
-import json
+"""The foundation end to end: `cathlab-edge run` on its simulators, in a subprocess, as a user starts it; and one
+pass of the scripted procedure through it, observed in the pass shared with other tests (tests/shared_procedure.py)."""
 import os
 import signal
 import socket
@@ -12,18 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.waiting import wait_for
+from tests.shared_procedure import status_when
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def get_json(url: str, timeout: float = 2.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
 
 
 @pytest.fixture
@@ -38,19 +33,6 @@ def appliance(tmp_path):
     if proc.poll() is None:
         proc.kill()
         proc.wait()
-
-
-def status_when(predicate, url, seconds):
-    """The first /api/status of the appliance at ``url`` that satisfies ``predicate`` within ``seconds``."""
-    last = {}
-
-    def poll():
-        try:
-            last["status"] = status = get_json(url + "/api/status")
-        except OSError:
-            return None
-        return status if predicate(status) else None
-    return wait_for(poll, seconds, interval=0.2, explain=lambda: f"last status: {json.dumps(last.get('status'))}")
 
 
 def test_runs_on_simulators_and_stops_cleanly(appliance):
@@ -81,14 +63,16 @@ def test_runs_on_simulators_and_stops_cleanly(appliance):
     assert "serial_link" in kinds and "injector_hello" in kinds
 
 
-def test_one_simulated_procedure_end_to_end(appliance):
-    """One pass of the scripted procedure (baseline, two thrombectomy passes, completion) through the live
-    appliance: runs timed, injections matched, clearance measured against the phantom's truth."""
+@pytest.mark.xdist_group("procedure")
+def test_one_simulated_procedure_end_to_end(procedure_pass):
+    """One pass of the scripted procedure (baseline, two thrombectomy passes, completion) through `cathlab-edge
+    run` in a subprocess: runs timed, injections matched, clearance measured against the phantom's truth. The pass
+    is shared with the short soak and the six-image-clients test (tests/shared_procedure.py): its last two runs
+    end under that load."""
     from firmware_bridge.scenarios import PROCEDURE
 
-    proc, url, data_dir = appliance
+    status = procedure_pass.observed().status
     contrast = [run for run in PROCEDURE if run.inject_start_s is not None]
-    status = status_when(lambda s: (s.get("clearance") or {}).get("run_id", "").endswith("-5"), url, 75)
     runs = {r["run_id"].rsplit("-", 1)[1]: r for r in status["last_runs"]}
     assert len(runs) == len(PROCEDURE)
     for index, scripted in enumerate(PROCEDURE):
@@ -106,5 +90,3 @@ def test_one_simulated_procedure_end_to_end(appliance):
     truth = (1 - PROCEDURE[-1].thrombus_fraction) * 100
     assert clearance["baseline_run_id"].endswith("-1")
     assert abs(clearance["clearance_pct"] - truth) < 8, clearance
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=10)

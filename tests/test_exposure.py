@@ -174,8 +174,10 @@ def test_https_with_the_configured_certificate_and_watchdog_probe(tmp_path, cert
 def test_a_tls_handshake_never_finished_is_closed_like_an_unfinished_request(tmp_path, certificate):
     cert, key = certificate
     context = ssl.create_default_context(cafile=str(cert))
+    # A short request_timeout_s (default 10 s) so that the test waits 3 s, not 10, for the server to close them.
     live = Live(tmp_path / "data", scheme="https", context=context,
-                env={"CATHLAB_TLS_CERTFILE": str(cert), "CATHLAB_TLS_KEYFILE": str(key)})
+                env={"CATHLAB_TLS_CERTFILE": str(cert), "CATHLAB_TLS_KEYFILE": str(key),
+                     "CATHLAB_REQUEST_TIMEOUT_S": "3"})
     held = []
     try:
         live.wait_ready()
@@ -184,7 +186,7 @@ def test_a_tls_handshake_never_finished_is_closed_like_an_unfinished_request(tmp
             held.append(socket.create_connection(("127.0.0.1", live.port), timeout=5))
         wait_for(lambda: live.open_fds() >= baseline + 150, 10)
         assert timed_healthz(live.url, context) < 5   # the API answers meanwhile
-        # Closed by the server after REQUEST_TIMEOUT_S (10 s), not after the event loop's default 60 s.
+        # Closed by the server after request_timeout_s, not after the event loop's default 60 s.
         wait_for(lambda: live.open_fds() <= baseline + 10, 25)
         for s in held:
             s.settimeout(1)

@@ -66,6 +66,7 @@ def test_crop_from_toml_array_and_env_text(tmp_path, monkeypatch):
     ("[server]\nport = 1\n", ["'server' is a table"]),
     ("port = \n", ["not valid TOML", "line 1"]),
     ("reconnect_min_s = 9.0\n", ["reconnect_min_s", "reconnect_max_s"]),
+    ("request_timeout_s = 0.1\n", ["request_timeout_s = 0.1", "greater than or equal to 1"]),
 ])
 def test_bad_file_values_name_the_setting_and_the_file(tmp_path, text, fragments):
     path = write(tmp_path, text)

@@ -91,3 +91,26 @@ def test_bad_files(tmp_path, case, match):
         path.write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(ValueError, match=match):
         load_stack(path, fps=30 if path.suffix == ".npy" else None)
+
+
+def test_intensity_relationship_sign(tmp_path):
+    # Sign -1: higher stored values are less X-ray (contrast bright); it wins over the photometric hint.
+    for photometric in ("MONOCHROME2", "MONOCHROME1"):
+        path = tmp_path / f"inv_{photometric}.dcm"
+        write_multiframe(path, 4095 - U16, bits_stored=12, relationship="LIN", photometric=photometric, sign=-1)
+        s = load_stack(path)
+        assert s.intensity == "lin" and np.array_equal(s.frames, U16)
+    path = tmp_path / "up.dcm"
+    write_multiframe(path, U16, bits_stored=12, relationship="LIN", photometric="MONOCHROME1", sign=1)
+    assert np.array_equal(load_stack(path).frames, U16)
+    path = tmp_path / "bad.dcm"
+    write_multiframe(path, U16, bits_stored=12, sign=0)
+    with pytest.raises(ValueError, match="Sign"):
+        load_stack(path)
+
+
+@pytest.mark.parametrize("relationship,intensity", [("LIN", "lin"), ("LOG", "log"), ("DISP", "log")])
+def test_intensity_relationships(tmp_path, relationship, intensity):
+    path = tmp_path / "r.dcm"
+    write_multiframe(path, U16, bits_stored=12, relationship=relationship)
+    assert load_stack(path).intensity == intensity

@@ -56,7 +56,7 @@ def test_noise_free_metrics_match_the_definitions():
     assert m.arrival_s == pytest.approx(arrival, abs=2e-3)
     assert m.peak_s == pytest.approx(peak, abs=2e-3)
     assert m.washout_s == pytest.approx(washout, abs=2e-3)
-    assert m.mtt_s == pytest.approx(T0 + (A + 1) * B, abs=2e-3)
+    assert m.centroid_s == pytest.approx(T0 + (A + 1) * B, abs=2e-3)
     assert m.fit.a == pytest.approx(A, rel=1e-3) and m.fit.b == pytest.approx(B, rel=1e-3)
 
 
@@ -74,7 +74,7 @@ def test_pure_noise_is_no_contrast():
     y = 0.01 * np.random.default_rng(3).standard_normal(90)
     m = tdc_metrics(np.arange(90) / RATE, y)
     assert m.method == "none" and not m.contrast
-    assert m.arrival_s is None and m.peak_s is None and m.washout_s is None and m.mtt_s is None
+    assert m.arrival_s is None and m.peak_s is None and m.washout_s is None and m.centroid_s is None
 
 
 def test_curve_that_has_not_washed_out_has_no_washout():

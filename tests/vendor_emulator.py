@@ -183,6 +183,7 @@ class Emulator:
         self._clock0 = time.monotonic()
         self._clock_start_ms = clock_start_ms
         self.seq = first_seq
+        self.last_ms = 0          # device_ms of the newest packet sent
         self.own_seq_for_acked, self.acked_seq = own_seq_for_acked, 0   # a second counter: a vendor's mistake
         self.state = IDLE
         self.heartbeats_on = False
@@ -248,6 +249,7 @@ class Emulator:
         elif seq is None:
             seq, self.seq = self.seq, (self.seq + 1) & 0xFFFF
         ms = self.now_ms() if device_ms is None else device_ms
+        self.last_ms = ms
         wire = frame(packet(msg_type, seq, ms, payload),
                      self.leading_zero if leading_zero is None else leading_zero)
         self.write(wire)
@@ -337,7 +339,9 @@ class Emulator:
             # and sends what is due before anything else so nothing newer goes out ahead of it.
             while time.monotonic() >= t0 + k * sample_s and k * sample_s < seconds:
                 volume += flow * sample_s
-                self.send(SAMPLE, sample_payload(flow, int(volume), pressure, 1), start_ms + round(k * sample_s * 1000))
+                # Never before a packet already sent: a heartbeat sent while this thread was late carries now.
+                stamp = max(start_ms + round(k * sample_s * 1000), self.last_ms)
+                self.send(SAMPLE, sample_payload(flow, int(volume), pressure, 1), stamp)
                 k += 1
             self.sleep(min(0.005, max(0.0, t0 + k * sample_s - time.monotonic())))
         if fault is not None:

@@ -7,6 +7,8 @@ import math
 import sys
 from typing import TextIO
 
+import numpy as np
+
 from api import argtypes
 from api.cli.common import JSON_FLAG, RECORDING_FLAGS
 from core.analysis.offline import analyze_stack
@@ -49,7 +51,7 @@ def analyze_main(frames: str, fps: float | None, intensity: str | None, rois: li
         result = analyze_stack(stack, parsed or None, injection_start)
         if plot:
             try:
-                png = render_curves_png(result)
+                png = render_curves_png(result, peak_frame(stack, result))
                 with open(plot, "wb") as fh:
                     fh.write(png)
             except OSError as exc:
@@ -65,6 +67,16 @@ def analyze_main(frames: str, fps: float | None, intensity: str | None, rois: li
     else:
         print(format_table(result), file=out)
     return 0
+
+
+def peak_frame(stack, result: dict):
+    """The frame at the first ROI's peak (the mask's last frame without one): where the ROIs are drawn."""
+    times = np.asarray(stack.frame_times_s, dtype=float)
+    rois = result["rois"]
+    at = rois[0]["peak_s"] if rois and rois[0]["peak_s"] is not None else None
+    if at is None:
+        return stack.frames[result["mask_frames"][1]] if result["mask_frames"] else stack.frames[0]
+    return stack.frames[int(np.argmin(np.abs(times - at)))]
 
 
 def format_table(result: dict) -> str:

@@ -66,6 +66,8 @@ function renderProcedure(proc, t) {
 
 function renderContrast(t) {
   setText("contrast-ml", fmt(t.contrast_ml, 0));
+  setText("contrast-split", `injector ${fmt(t.contrast_ml_injector, 0)} ml · hand ${fmt(t.contrast_ml_hand, 0)} ml` +
+    ` · iodine ${num(t.iodine_g) ? fmt(t.iodine_g, 1) + " g" : "unknown"}`);
   setText("contrast-limit", fmt(t.max_contrast_ml, 0));
   const pct = num(t.contrast_pct) ? t.contrast_pct : null;
   const bar = $("contrast-bar");
@@ -223,3 +225,17 @@ function tick() {
 lastMessage = Date.now();  // the server-rendered values are fresh; judge staleness from now
 connect();
 setInterval(tick, 250);
+
+// Contrast given by hand: entered with the write token, counted in the totals (and the limit) at once.
+$("hand-form")?.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const conc = $("hand-conc").value;
+  const body = { volume_ml: Number($("hand-ml").value), concentration_mg_ml: conc === "" ? null : Number(conc), at: null };
+  try {
+    const r = await fetch("/api/procedures/current/injections", {
+      method: "POST", body: JSON.stringify(body),
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${$("hand-token").value}` } });
+    setText("hand-result", r.ok ? `added ${fmt(body.volume_ml, 1)} ml` : `refused (${r.status})`);
+    if (r.ok) { renderContrast(await r.json()); $("hand-ml").value = ""; }
+  } catch (e) { setText("hand-result", "not sent"); }
+});

@@ -5,12 +5,13 @@ add detail without breaking the contract; request models forbid extras so a typo
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS
-from core.analysis.totals import CREATININE_RANGE_MG_DL, WEIGHT_RANGE_KG
+from core.analysis.totals import CREATININE_RANGE_MG_DL, MAX_CONCENTRATION_MG_ML, MAX_INJECTION_ML, WEIGHT_RANGE_KG
 from core.identity import ALLOWED, MAX_TEXT, check_optional
 
 # Ids the appliance hands out are short tokens (run "1a2b3c4d-7", procedure uuid hex); anything else is malformed.
@@ -161,6 +162,10 @@ class Totals(_Open):
     max_contrast_ml: float | None = Field(None, description="Cigarroa: 5 ml x kg / (mg/dl), at most 300 ml; "
                                                             "null until weight and creatinine are set")
     contrast_pct: float | None = Field(None, description="contrast_ml against max_contrast_ml, %")
+    contrast_ml_injector: float | None = Field(None, description="Contrast from the injector's summaries")
+    contrast_ml_hand: float | None = Field(None, description="Contrast given by hand, as entered")
+    iodine_g: float | None = Field(None, description="Iodine: volume x concentration, all contrast; null while "
+                                                     "some volume has no known concentration")
 
 
 class Procedure(_Open):
@@ -228,6 +233,27 @@ class Patient(_Closed):
                                     description="Body weight; null clears it")
     creatinine_mg_dl: float | None = Field(..., ge=CREATININE_RANGE_MG_DL[0], le=CREATININE_RANGE_MG_DL[1],
                                            description="Serum creatinine; null clears it")
+
+
+class HandInjection(_Closed):
+    volume_ml: float = Field(..., gt=0, le=MAX_INJECTION_ML, description="Volume given by hand")
+    concentration_mg_ml: float | None = Field(None, gt=0, le=MAX_CONCENTRATION_MG_ML,
+                                              description="mg iodine per ml; null: not known")
+    at: str | None = Field(None, max_length=40, description="When it was given: ISO-8601 wall time with its "
+                                                            "offset (2026-12-04T10:00:00+01:00); null: now")
+
+    @field_validator("at")
+    @classmethod
+    def _wall_time(cls, at):
+        if at is None:
+            return at
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            raise ValueError("at must be an ISO-8601 time such as 2026-12-04T10:00:00+01:00") from None
+        if when.tzinfo is None:
+            raise ValueError("at needs its UTC offset (a wall time alone is ambiguous)")
+        return when.isoformat()
 
 
 # Fixed-length arrays rather than tuples: a tuple becomes prefixItems, which OpenAPI tooling reads unevenly.

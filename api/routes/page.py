@@ -84,6 +84,7 @@ def render(status: dict) -> str:
         "run_note": run_note,
         "contrast_ml": _num(totals.get("contrast_ml"), 0), "contrast_limit": _num(totals.get("max_contrast_ml"), 0),
         "contrast_note": "",
+        "contrast_split": contrast_split(totals),
         "clearance_pct": f"{_num(clearance.get('clearance_pct'), 0)}%" if clearance else "—",
         "clearance_grade": f"grade {clearance['grade']}" if clearance.get("grade") else "",
         "clearance_note": "" if clearance else CLEARANCE_WAITING,
@@ -115,3 +116,12 @@ def asset(name: str) -> Response:
         return Response('{"detail":"no such asset"}', status_code=404, media_type="application/json")
     return Response(_PAGE.joinpath(name).read_text(encoding="utf-8"), media_type=_ASSETS[name],
                     headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
+def contrast_split(totals: dict) -> str:
+    """Injector and hand contrast, and iodine grams, as the page shows them under the total."""
+    if not totals:
+        return ""
+    iodine = totals.get("iodine_g")
+    return (f"injector {_num(totals.get('contrast_ml_injector'), 0)} ml · hand {_num(totals.get('contrast_ml_hand'), 0)} ml"
+            f" · iodine {'unknown' if iodine is None else _num(iodine, 1) + ' g'}")

@@ -6,7 +6,17 @@ from fastapi.exceptions import HTTPException
 
 from api.auth import UNAUTHORIZED, TokenDep
 from api.routes.deps import NOT_STORED, ApplianceDep, WritableDep, durable
-from api.routes.models import ID_PATTERN, UNPARSABLE, Message, Patient, Procedure, ProcedureList, ProcedureStart, Totals
+from api.routes.models import (
+    ID_PATTERN,
+    UNPARSABLE,
+    HandInjection,
+    Message,
+    Patient,
+    Procedure,
+    ProcedureList,
+    ProcedureStart,
+    Totals,
+)
 
 router = APIRouter(prefix="/api/procedures", tags=["procedures"])
 ProcedureIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="Procedure id")]
@@ -55,3 +65,12 @@ def set_patient(appliance: ApplianceDep, body: Annotated[Patient, Body()]) -> di
     if appliance.status()["procedure"] is None:
         raise HTTPException(404, "no procedure is open")
     return durable(appliance, appliance.set_patient(body.weight_kg, body.creatinine_mg_dl))
+
+
+@router.post("/current/injections", response_model=Totals, status_code=201, dependencies=[TokenDep, WritableDep],
+             responses={**UNAUTHORIZED, **NO_OPEN, **UNPARSABLE, **NOT_STORED},
+             summary="Enter contrast given by hand in the open procedure; answers its totals")
+def add_hand_injection(appliance: ApplianceDep, body: Annotated[HandInjection, Body()]) -> dict:
+    if appliance.status()["procedure"] is None:
+        raise HTTPException(404, "no procedure is open")
+    return durable(appliance, appliance.add_hand_injection(body.volume_ml, body.concentration_mg_ml, body.at))

@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from core.analysis.runs import MIN_PULSE_RATE
+from core.analysis.runs import MIN_DSA_RATE
+from core.analysis.tdc import TIMING_VERSION
 from core.sources.frames import Frame
 from core.sources.stacks import FrameStack
 from core.vocab import NS, check_roi
@@ -37,10 +38,10 @@ def analyze_stack(stack: FrameStack, rois=None, injection_start_s: float | None 
         raise ValueError(f"{stack.source}: frame times must increase, one per frame")
     t_ns = np.round(times * NS).astype(np.int64)
 
-    # A recorded acquisition may be slower than live fluoroscopy (DSA-style runs at 1-3 frames/s): offline,
-    # any rate down to half the file's frame rate counts as X-ray on.
+    # DSA acquisitions go down to 0.5 frames/s, as live; a file slower still counts down to half its rate.
+    # Times are the file's own (Frame Time Vector, or --fps), so a variable-rate run is timed as acquired.
     pipeline = FramePipeline(stack.intensity, rois=checked, keep_frames=False,
-                             min_pulse_rate=min(MIN_PULSE_RATE, 0.5 * stack.fps), contain_errors=False)
+                             min_pulse_rate=min(MIN_DSA_RATE, 0.5 * stack.fps), contain_errors=False)
     frames = stack.frames
     # Crop first, then pick the pulses: indexing whole frames first would copy every frame.
     pipeline.crop_source = lambda index, roi: frames[:, roi[1]:roi[1] + roi[3],
@@ -56,7 +57,7 @@ def analyze_stack(stack: FrameStack, rois=None, injection_start_s: float | None 
         runs.append(event.run)
     if not runs:
         raise ValueError(f"{stack.source}: no X-ray run found (the frames never change at a pulse rate "
-                         f">= 3.75 p/s)")
+                         f">= {min(MIN_DSA_RATE, 0.5 * stack.fps):g} frames/s)")
     run = max(runs, key=lambda r: (r.contrast, r.pulses))
     return _report(stack, run, runs, injection_start_s)
 
@@ -73,7 +74,9 @@ def _report(stack: FrameStack, run, runs, injection_start_s: float | None) -> di
         arrival = shift(r["arrival_s"])
         rois.append({
             "roi": r["roi"], "auto": r["auto"], "arrival_s": arrival, "peak_s": shift(r["peak_s"]),
-            "washout_s": shift(r["washout_s"]), "mtt_s": shift(r["mtt_s"]),
+            "washout_s": shift(r["washout_s"]), "mtt_s": r["mtt_s"], "centroid_s": shift(r["centroid_s"]),
+            "plateau_start_s": shift(r["plateau_start_s"]), "plateau_end_s": shift(r["plateau_end_s"]),
+            "reason": r["reason"],
             "arrival_after_injection_s": (None if injection_start_s is None or arrival is None
                                           else round(arrival - injection_start_s, 4)),
             "width_s": r["width_s"], "wash_in_slope": r["wash_in_slope"], "wash_out_slope": r["wash_out_slope"],
@@ -88,7 +91,7 @@ def _report(stack: FrameStack, run, runs, injection_start_s: float | None) -> di
                 "duration_s": summary["duration_s"], "first_frame": run.first_frame,
                 "last_frame": run.last_frame, "pulses": run.pulses, "contrast": run.contrast,
                 "mask": summary["mask"]},
-        "runs": len(runs),
+        "runs": len(runs), "timing_version": TIMING_VERSION,
         "injection_start_s": injection_start_s,
         "rois": rois,
     }

@@ -2,21 +2,27 @@
 from __future__ import annotations
 
 import io
+import textwrap
 
 import numpy as np
 
 from core.analysis.tdc import gamma_variate
 
 
-def render_curves_png(result: dict) -> bytes:
-    """``analyze_stack``'s result drawn: curves, gamma-variate fits, arrival / peak / washout, injection start."""
+def render_curves_png(result: dict, image: np.ndarray | None = None) -> bytes:
+    """``analyze_stack``'s result drawn: curves, gamma-variate fits, arrival / peak / washout, injection start;
+    with ``image`` (a frame of the run) also the frame with every ROI outlined, the automatic one with its reason."""
     # The object API with the Agg canvas: no pyplot state shared with other threads or callers.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 4.5), dpi=100)
+    fig = Figure(figsize=(12 if image is not None else 8, 4.5), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    if image is not None:
+        ax_img, ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+        _draw_rois(ax_img, image, result["rois"])
+    else:
+        ax = fig.subplots()
     for r in result["rois"]:
         curve = np.asarray(r["curve"], dtype=float).reshape(-1, 2)
         label = f"ROI {','.join(map(str, r['roi']))}{' (auto)' if r['auto'] else ''}"
@@ -39,3 +45,20 @@ def render_curves_png(result: dict) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _draw_rois(ax, image: np.ndarray, rois: list[dict]) -> None:
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    ax.set_axis_off()
+    notes = []
+    for k, r in enumerate(rois):
+        x, y, w, h = r["roi"]
+        color = f"C{k % 10}"
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, ec=color, lw=1.5))
+        ax.text(x, y - 2, f"ROI {k + 1}{' (auto)' if r['auto'] else ''}", color=color, fontsize=7, va="bottom")
+        if r.get("reason"):
+            notes.append(f"ROI {k + 1}: {r['reason']}")
+    if notes:
+        ax.set_title("\n".join(textwrap.fill(n, 60) for n in notes), fontsize=6)

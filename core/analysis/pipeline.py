@@ -18,7 +18,16 @@ from functools import partial
 import numpy as np
 
 from core.analysis.kernels import FrameKernel, build_mask
-from core.analysis.runs import MIN_PULSE_RATE, Run, RunDetector, RunEvent, injection_overlaps
+from core.analysis.runs import (
+    DSA_MAX_RATE,
+    MIN_DSA_RATE,
+    MIN_PULSE_RATE,
+    SLOW_CONFIRM_PULSES,
+    Run,
+    RunDetector,
+    RunEvent,
+    injection_overlaps,
+)
 from core.analysis.runtimer import RunTimer
 from core.analysis.xray import XrayArbiter
 from core.sources.frames import Frame, frame_problem
@@ -30,6 +39,25 @@ PEAK_ALPHA = 0.4            # peak map over an exponential mean of ~4 pulses: no
 DEVICE_EDGE_WINDOW_NS = 2 * NS   # a device XRAY edge this close to the image edge belongs to the same run
 INJECTION_MEMORY = 32       # injections remembered for matching to runs
 SMALL_CHANGE = 0.25         # a change under this fraction of the run's typical pulse change is no pulse
+FIELD_CHANGE = 0.2          # slower than fluoroscopy, a new frame must change this fraction of the field
+FIELD_EXTENT = 0.25         # ... or its changes must span this fraction of the frame
+COARSE_PX = 64              # the coarse sample (per side) for the field check and the replay fingerprints
+RECENT_FINGERPRINTS = 512   # new frames remembered to recognise a replayed loop
+
+
+def _field_changed(coarse: np.ndarray, prev: np.ndarray) -> bool:
+    """A change of the whole field: most lit pixels differ (quantum noise), or the changed pixels spread over
+    much of the frame (a subtracted or heavily filtered image whose flat background holds still). A clock or
+    counter box changes a few pixels in one corner."""
+    changed = coarse != prev
+    lit = (coarse > 0) | (prev > 0)
+    if np.count_nonzero(changed & lit) >= FIELD_CHANGE * max(1, np.count_nonzero(lit)):
+        return True
+    rows, cols = np.nonzero(changed.any(axis=1))[0], np.nonzero(changed.any(axis=0))[0]
+    if rows.size == 0:
+        return False
+    extent = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    return extent >= FIELD_EXTENT * changed.size
 
 
 class FramePipeline:
@@ -41,7 +69,7 @@ class FramePipeline:
 
     def __init__(self, intensity: str, crop: tuple[int, int, int, int] | None = None,
                  rois: list | None = None, keep_frames: bool = True,
-                 min_pulse_rate: float = MIN_PULSE_RATE, contain_errors: bool = True,
+                 min_pulse_rate: float = MIN_DSA_RATE, contain_errors: bool = True,
                  defer_finish: bool = False) -> None:
         if intensity not in ("lin", "log"):
             raise ValueError(f"intensity must be 'lin' or 'log', got {intensity!r}")
@@ -64,12 +92,16 @@ class FramePipeline:
         self.contain_errors = contain_errors  # live: a failing run analysis is logged, not raised
         self.defer_finish = defer_finish
         self._rois: list[tuple[int, int, int, int]] | None = None
-        self._pending: deque = deque(maxlen=self.runs.confirm_pulses)   # new pulses not yet confirmed as a run
+        self._pending: deque = deque(maxlen=max(self.runs.confirm_pulses, SLOW_CONFIRM_PULSES))   # new pulses not yet confirmed as a run
         self._injections: deque = deque(maxlen=INJECTION_MEMORY)
         self._device_edges: deque = deque(maxlen=16)              # (on, t_ns)
         self._recent: deque = deque(maxlen=64)                    # (t_ns, index) of the last frames
         self._pulse_mads: deque = deque(maxlen=15)               # change of the current run's last pulses
         self.small_changes = 0                                   # frames that changed too little to be a pulse
+        self._fluoro_interval_ns = int(NS / MIN_PULSE_RATE * 1.2)
+        self._last_new_ns: int | None = None
+        self._prev_coarse: np.ndarray | None = None
+        self._fingerprints: dict[bytes, int] = {}                # coarse sample of recent new frames -> pulse
         # Offline only: ``crop_source(frame_indices, roi) -> (P, h, w)`` gives full-resolution crops for
         # the automatic ROI, which live runs measure on the coarse sample.
         self.crop_source = None
@@ -162,6 +194,19 @@ class FramePipeline:
             if stats.mad < SMALL_CHANGE * sorted(self._pulse_mads)[len(self._pulse_mads) // 2]:
                 new_pulse = False
                 self.small_changes += 1
+        s = max(1, min(pixels.shape) // COARSE_PX)
+        coarse = np.array(pixels[::s, ::s])
+        prev, self._prev_coarse = self._prev_coarse, coarse
+        if (new_pulse and prev is not None and prev.shape == coarse.shape and self._last_new_ns is not None
+                and frame.t_ns - self._last_new_ns > self._fluoro_interval_ns):
+            # Slower than fluoroscopy a burnt-in clock ticks as often as a DSA program exposes: only a
+            # change of the whole field (quantum noise everywhere) is a new exposure.
+            if not _field_changed(coarse, prev):
+                new_pulse = False
+                self.small_changes += 1
+        if new_pulse:
+            self._last_new_ns = frame.t_ns
+            self._fingerprint(coarse)
         if new_pulse and self.runs.current is not None:
             self._pulse_mads.append(stats.mad)
         if new_pulse:
@@ -175,6 +220,15 @@ class FramePipeline:
 
     def close(self, t_ns: int) -> list[RunEvent]:
         return [self._on_event(e) for e in self.runs.close(t_ns)]
+
+    def _fingerprint(self, coarse: np.ndarray) -> None:
+        """Count a new frame that repeats an earlier one exactly (a stored loop replayed on the monitor)."""
+        key = coarse.tobytes()
+        if key in self._fingerprints and self.runs.current is not None:
+            self.runs.current.repeats += 1
+        self._fingerprints[key] = self.pulses
+        if len(self._fingerprints) > RECENT_FINGERPRINTS:
+            del self._fingerprints[next(iter(self._fingerprints))]
 
     def _start_kernel(self, pixels: np.ndarray) -> None:
         h, w = pixels.shape
@@ -216,6 +270,7 @@ class FramePipeline:
             return event
         with self._lock:
             self.arbiter.image(False, event.t_ns)
+        self._log_end(run)
         # The last pulse stays on screen until the exposure's end: those frames belong to the run.
         inside = [i for t, i in self._recent if run.start_ns <= t < run.end_ns]
         if inside:
@@ -225,6 +280,15 @@ class FramePipeline:
             return replace(event, finish=finish)
         finish()
         return event
+
+    def _log_end(self, run: Run) -> None:
+        rate = run.pulse_rate
+        if run.replay:
+            log.warning("run %d: %d frames repeat earlier ones exactly: a stored loop replayed on the monitor, "
+                        "not an exposure", run.index, run.repeats)
+        elif rate is not None and rate < DSA_MAX_RATE:
+            log.info("run %d: %.2f frames/s, no repeated frames: a DSA (or slow fluoroscopy) run; X-ray off "
+                     "declared after %.1f s without a new frame", run.index, rate, self.runs.gap_s(run))
 
     def _end_run(self, run: Run):
         """What must be taken now, before the next run changes it; returns the slow rest as a callable."""

@@ -13,9 +13,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.analysis.tdc import TIMING_VERSION
 from core.vocab import NS
 
-MIN_PULSE_RATE = 3.75
+MIN_PULSE_RATE = 3.75      # pulsed fluoroscopy's slowest rate
+MIN_DSA_RATE = 0.5         # digital angiography (DSA) acquisitions go down to 0.5 frames/s
+DSA_MAX_RATE = 7.5         # below this a run may be a DSA program, which can slow down during the run ...
+DSA_SLOW_STEP_S = 1.0      # ... to 1 frame/s (or its own rate if slower): the off gap allows for that
+SLOW_CONFIRM_PULSES = 3    # pulses that confirm X-ray on when they come slower than fluoroscopy
+STEADY_TOLERANCE = 0.2     # confirming pulses' intervals agree within this fraction
+RECENT_INTERVALS = 4       # the current rate: the median of the last few pulse intervals
 # Run summary key <- injector SUMMARY key: the injector's own figures for a run's injection.
 INJECTOR_FIGURES = (("delivered_volume_ml", "delivered_volume_ml"), ("peak_flow_ml_s", "peak_flow_ml_s"),
                     ("peak_pressure_kpa", "peak_pressure_kpa"), ("injection_duration_ms", "duration_ms"),
@@ -36,6 +43,7 @@ class Run:
     injection: dict | None = None      # the overlapping injection: start / stop ns and the injector summary
     xray: dict | None = None           # arbitration: source and the device's edges when it reported them
     peak_opacity: np.ndarray | None = field(default=None, repr=False)   # float32 over the crop, contrast runs
+    repeats: int = 0                   # new frames identical to an earlier one of the run: a replayed loop
 
     @property
     def pulses(self) -> int:
@@ -52,6 +60,20 @@ class Run:
             return None
         return (len(self.pulse_ns) - 1) * NS / (self.pulse_ns[-1] - self.pulse_ns[0])
 
+    @property
+    def current_interval_ns(self) -> int | None:
+        """The interval of the current rate: the median of the last few (a DSA program changes rate)."""
+        if len(self.pulse_ns) < 2:
+            return None
+        recent = np.diff(self.pulse_ns[-(RECENT_INTERVALS + 1):])
+        return int(np.median(recent))
+
+    @property
+    def replay(self) -> bool:
+        """Frames repeating an earlier one exactly: a stored loop replayed on the monitor (quantum noise
+        makes every real exposure differ)."""
+        return self.repeats >= 2
+
     def duration_s(self, now_ns: int | None = None) -> float:
         end = self.end_ns if self.end_ns is not None else (now_ns if now_ns is not None else self.pulse_ns[-1])
         return (end - self.start_ns) / NS
@@ -62,7 +84,7 @@ class Run:
         out = {"run": self.index, "start_ns": self.start_ns, "end_ns": self.end_ns,
                "duration_s": round(self.duration_s(), 3), "frames": self.frames, "pulses": self.pulses,
                "pulse_rate": None if rate is None else round(rate, 2), "contrast": self.contrast,
-               "xray_source": "image"}
+               "xray_source": "image", "replay": self.replay}
         if self.xray:
             out["xray_source"] = self.xray.get("source", "image")
             for key in ("device_start_ns", "device_end_ns"):
@@ -85,6 +107,7 @@ class Run:
         out["mask"] = timing.get("mask")
         out["rois"] = timing.get("rois", [])
         out["timing_truncated"] = timing.get("truncated", False)
+        out["timing_version"] = TIMING_VERSION
         return out
 
 
@@ -146,6 +169,7 @@ class RunDetector:
         self._confirm = confirm_pulses
         self._off_gap = off_gap_intervals
         self._max_interval_ns = int(NS / min_pulse_rate * 1.2)
+        self._slow_interval_ns = int(NS / MIN_PULSE_RATE * 1.2)
         self._pending: list[tuple[int, int]] = []   # (t_ns, frame) of unconfirmed new pulses
         self._runs = 0
         self.current: Run | None = None
@@ -175,7 +199,17 @@ class RunDetector:
         if self._pending and t_ns - self._pending[-1][0] > self._max_interval_ns:
             self._pending.clear()
         self._pending.append((t_ns, frame_index))
-        if len(self._pending) >= self._confirm:
+        need = self._confirm
+        if len(self._pending) >= 2:
+            steps = np.diff([t for t, _ in self._pending])
+            if len(steps) >= 2 and abs(steps[-1] - steps[-2]) > STEADY_TOLERANCE * max(steps[-2:]):
+                # An exposure's pulses come at a steady rate: an earlier change at another interval was
+                # something else (a held image updating), not the exposure's first pulse.
+                del self._pending[:-2]
+                steps = steps[-1:]
+            if steps[-1] > self._slow_interval_ns:
+                need = max(need, SLOW_CONFIRM_PULSES)    # slower than fluoroscopy: one more to be sure
+        if len(self._pending) >= need:
             first_t, first_frame = self._pending[0]
             run = Run(index=self._runs, start_ns=first_t, first_frame=first_frame, last_frame=frame_index,
                       pulse_ns=[t for t, _ in self._pending])
@@ -190,11 +224,19 @@ class RunDetector:
         return [self._end(self.current)] if self.current is not None else []
 
     def _interval_ns(self, run: Run) -> int:
-        rate = run.pulse_rate
-        return int(NS / rate) if rate else self._max_interval_ns
+        interval = run.current_interval_ns
+        return interval if interval else self._max_interval_ns
 
     def _gap_ns(self, run: Run) -> int:
-        return min(int(self._interval_ns(run) * self._off_gap), int(self._max_interval_ns * self._off_gap))
+        """How long without a new pulse means X-ray off: ``off_gap_intervals`` intervals of the current rate;
+        at DSA rates at least that many of 1 s, since the program may slow down, so a slow run ends later."""
+        interval = self._interval_ns(run)
+        if interval * DSA_MAX_RATE > NS:
+            interval = max(interval, int(DSA_SLOW_STEP_S * NS))
+        return min(int(interval * self._off_gap), int(self._max_interval_ns * self._off_gap))
+
+    def gap_s(self, run: Run) -> float:
+        return self._gap_ns(run) / NS
 
     def _end(self, run: Run) -> RunEvent:
         run.end_ns = run.pulse_ns[-1] + self._interval_ns(run)

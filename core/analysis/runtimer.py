@@ -10,7 +10,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from core.analysis.autoroi import PEAK_WINDOW_S, box_peak_map, choose_roi, coarse_side
+from core.analysis.autoroi import (
+    PEAK_WINDOW_S,
+    box_fill_times,
+    box_peak_map,
+    choose_venous_roi,
+    coarse_side,
+    static_density,
+)
 from core.analysis.mask import (
     MAX_MASK_PULSES,
     VALID_PULSES,
@@ -176,12 +183,12 @@ class RunTimer:
             y = self._crop_curve(np.stack(crops), sel, offsets)
             curves.append(RoiCurve(roi, False, t, y, tdc_metrics(t, y)))
         if not self.rois:
-            auto = self._auto_roi(sel, offsets, pulse_rate)
+            auto = self._auto_roi(sel, offsets, pulse_rate, t)
             if auto is not None:
-                roi, y = auto
+                roi, y, reason = auto
                 if full_res_crops is not None:
                     y = self._crop_curve(full_res_crops(roi), sel, offsets)
-                curves.append(RoiCurve(roi, True, t, y, tdc_metrics(t, y)))
+                curves.append(RoiCurve(roi, True, t, y, tdc_metrics(t, y), reason))
         if choice.onset is None and injection_start_ns is None:
             # Neither a rise the field showed nor an injection: whatever an ROI's curve does (a table move
             # steps it, too) is not a bolus to time. The curve stays for display.
@@ -201,17 +208,20 @@ class RunTimer:
         mask = logs[sel].mean(axis=0)
         return (mask[None] - logs).mean(axis=(1, 2)) + offsets
 
-    def _auto_roi(self, sel: slice, offsets: np.ndarray, pulse_rate: float | None):
+    def _auto_roi(self, sel: slice, offsets: np.ndarray, pulse_rate: float | None, t: np.ndarray):
         lut, coarse = self.lut, self.coarse
         mask = np.mean([lut[c] for c in coarse[sel]], axis=0)
         window = max(1, int(round(PEAK_WINDOW_S * (pulse_rate or 15.0))))
         side = coarse_side(self.shape, self.stride)
         peak = box_peak_map(lambda k: lut[coarse[k]], self.pulses, mask, offsets, self.valid, side, window)
-        roi = choose_roi(peak, self.stride, self.shape)
-        if roi is None:
+        fill = box_fill_times(lambda k: lut[coarse[k]], self.pulses, mask, offsets, self.valid, side, window,
+                              peak, t)
+        chosen = choose_venous_roi(peak, fill, static_density(mask, self.valid, side), self.stride, self.shape)
+        if chosen is None:
             return None
+        roi, reason = chosen
         s = self.stride
         x, y, w, h = roi
         box = (slice(y // s, (y + h + s - 1) // s), slice(x // s, (x + w + s - 1) // s))
         vals = np.array([(mask[box] - lut[c[box]]).mean() for c in coarse]) + offsets
-        return roi, vals
+        return roi, vals, reason

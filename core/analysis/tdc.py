@@ -23,6 +23,10 @@ FIT_NOISE_RATIO = 1.3
 SIGNIFICANT_EXCESS = 4.0    # an earlier stretch above the arrival level counts when its excess is > 4 sd
 MIN_PEAK_SNR = 5.0          # peak / noise sd below this: no contrast seen in the ROI
 FIT_TAIL_FRACTION = 0.3     # fit up to where the curve falls to 30% after the peak (recirculation beyond)
+PLATEAU_FRACTION = 0.95     # a plateau: the curve within 5% of its maximum ...
+PLATEAU_MIN_S = 1.0         # ... for longer than this; peak_s is then its middle
+LOW_RATE_INTERVAL_S = 0.15  # samples further apart (under ~7 frames/s, DSA): timing comes from the fit alone
+TIMING_VERSION = 2          # 2: mtt_s = centroid - injection start; centroid_s, plateau_*_s added
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class GammaFit:
         return self.t0 + self.a * self.b
 
     @property
-    def mtt_s(self) -> float:
+    def centroid_s(self) -> float:
+        """First moment of the fitted curve."""
         return self.t0 + (self.a + 1.0) * self.b
 
     @property
@@ -57,7 +62,7 @@ class TdcMetrics:
     peak_s: float | None
     washout_s: float | None     # None: the curve did not fall back to 50% within the samples
     peak_value: float           # opacity at the peak
-    mtt_s: float | None         # gamma-variate mean transit time t0 + (a + 1) b
+    centroid_s: float | None    # first moment of the curve: the fit's t0 + (a + 1) b, else of the samples
     fit: GammaFit | None
     method: str                 # "gamma" | "samples" | "none" (no contrast seen)
     noise_sd: float
@@ -66,6 +71,8 @@ class TdcMetrics:
     width_s: float | None = None
     wash_in_slope: float | None = None
     wash_out_slope: float | None = None
+    plateau_start_s: float | None = None    # the curve within 5% of its maximum for > 1 s (peak_s its middle)
+    plateau_end_s: float | None = None
 
     @property
     def contrast(self) -> bool:
@@ -279,17 +286,44 @@ def tdc_metrics(t, y) -> TdcMetrics:
     if _fit_explains(fit, sd) and t[0] - 1.0 <= fit.peak_s <= t[-1]:
         m = _from_fit(t, fit, sd)
         arrival = _first_reach(t, y, ys, ARRIVAL_FRACTION * m.peak_value, m.arrival_s, sd)
+        if float(np.median(np.diff(t))) > LOW_RATE_INTERVAL_S and arrival > t[0]:
+            # Sparse samples: a crossing interpolated between them is coarser than the fit's, which
+            # stands unless contrast was there from the first sample.
+            arrival = m.arrival_s
         return m if arrival == m.arrival_s else replace(m, arrival_s=arrival)
     arrival = _rise_crossing(t, ys, ARRIVAL_FRACTION * peak, k)
     arrival = _first_reach(t, y, ys, ARRIVAL_FRACTION * peak, arrival, sd)
     washout = _crossing_down(t, ys, WASHOUT_FRACTION * peak, k)
     half_up = _rise_crossing(t, ys, 0.5 * peak, k)
     slope = np.gradient(ys, t)
-    return TdcMetrics(arrival, _peak_interp(t, ys, k), washout, peak, None,
+    plateau = _sample_plateau(t, ys, k)
+    peak_s = _peak_interp(t, ys, k) if plateau is None else 0.5 * (plateau[0] + plateau[1])
+    return TdcMetrics(arrival, peak_s, washout, peak, _sample_centroid(t, ys),
                       fit, "samples", sd,
                       width_s=None if washout is None or half_up is None else washout - half_up,
                       wash_in_slope=float(slope[:k + 1].max()),
-                      wash_out_slope=float(slope[k:].min()) if washout is not None else None)
+                      wash_out_slope=float(slope[k:].min()) if washout is not None else None,
+                      plateau_start_s=None if plateau is None else plateau[0],
+                      plateau_end_s=None if plateau is None else plateau[1])
+
+
+def _sample_plateau(t: np.ndarray, ys: np.ndarray, k: int) -> tuple[float, float] | None:
+    """(start, end) where the smoothed curve first and last reaches 95% of its maximum, when > 1 s apart.
+    First and last, not the contiguous stretch: noise dipping below the level inside a plateau must not cut it."""
+    level = PLATEAU_FRACTION * ys[k]
+    above = np.nonzero(ys >= level)[0]
+    i, j = int(above[0]), int(above[-1])
+    start = float(t[0]) if i == 0 else float(t[i - 1] + (level - ys[i - 1]) / (ys[i] - ys[i - 1]) * (t[i] - t[i - 1]))
+    end = float(t[-1]) if j == len(t) - 1 else float(t[j] + (ys[j] - level) / (ys[j] - ys[j + 1]) * (t[j + 1] - t[j]))
+    return (start, end) if end - start > PLATEAU_MIN_S else None
+
+
+def _sample_centroid(t: np.ndarray, ys: np.ndarray) -> float | None:
+    """First moment of the measured (smoothed, baseline-0) curve, negative noise left out; trapezoid rule, so
+    an uneven frame rate weighs each sample by the time it stands for."""
+    w = np.clip(ys, 0.0, None)
+    area = float(np.trapezoid(w, t))
+    return None if area <= 0 else float(np.trapezoid(w * t, t) / area)
 
 
 def _fit_explains(fit: GammaFit | None, sd: float) -> bool:
@@ -349,8 +383,16 @@ def _from_fit(t: np.ndarray, fit: GammaFit, sd: float) -> TdcMetrics:
         slopes.append(float(fit(np.array([fit.t0 + tau]))[0]) * (fit.a / tau - 1.0 / fit.b))
     if washout > t[-1]:
         washout = width = None
-    return TdcMetrics(arrival, peak_s, washout, pv, fit.mtt_s, fit, "gamma", sd, width_s=width,
-                      wash_in_slope=slopes[0], wash_out_slope=slopes[1] if washout is not None else None)
+    plateau = None
+    lo = _solve_fraction(fit.a, PLATEAU_FRACTION, rising=True)
+    hi = _solve_fraction(fit.a, PLATEAU_FRACTION, rising=False)
+    if fit.a * fit.b * (hi - lo) > PLATEAU_MIN_S:
+        plateau = (fit.t0 + fit.a * fit.b * lo, fit.t0 + fit.a * fit.b * hi)
+        peak_s = 0.5 * (plateau[0] + plateau[1])
+    return TdcMetrics(arrival, peak_s, washout, pv, fit.centroid_s, fit, "gamma", sd, width_s=width,
+                      wash_in_slope=slopes[0], wash_out_slope=slopes[1] if washout is not None else None,
+                      plateau_start_s=None if plateau is None else plateau[0],
+                      plateau_end_s=None if plateau is None else plateau[1])
 
 
 def _solve_fraction(a: float, f: float, rising: bool) -> float:
@@ -390,17 +432,23 @@ class RoiCurve:
     t_s: np.ndarray
     values: np.ndarray
     metrics: TdcMetrics
+    reason: str | None = None           # why the automatic ROI is where it is (None: configured)
 
     def to_dict(self, injection_offset_s: float | None = None, max_points: int = 200) -> dict:
+        """JSON-ready; ``injection_offset_s`` (injection start on the run clock) gives the times from it.
+        ``mtt_s`` is the centroid minus the injection start: None without a known start."""
         m = self.metrics
+        mtt = None if injection_offset_s is None or m.centroid_s is None else m.centroid_s - injection_offset_s
         d = {"roi": list(self.roi), "auto": self.auto, "arrival_s": _r(m.arrival_s), "peak_s": _r(m.peak_s),
-             "washout_s": _r(m.washout_s), "mtt_s": _r(m.mtt_s), "peak_value": _r(m.peak_value, 5),
+             "washout_s": _r(m.washout_s), "mtt_s": _r(mtt), "centroid_s": _r(m.centroid_s),
+             "plateau_start_s": _r(m.plateau_start_s), "plateau_end_s": _r(m.plateau_end_s),
+             "peak_value": _r(m.peak_value, 5),
              "width_s": _r(m.width_s), "wash_in_slope": _r(m.wash_in_slope, 5),
              "wash_out_slope": _r(m.wash_out_slope, 5),
              "method": m.method, "fit_r2": None if m.fit is None else _r(m.fit.r2, 4),
              "fit": None if m.fit is None else {"t0_s": _r(m.fit.t0), "a": _r(m.fit.a), "b_s": _r(m.fit.b),
                                                  "K": float(m.fit.K), "r2": _r(m.fit.r2, 4)},
-             "arrival_after_injection_s": None}
+             "arrival_after_injection_s": None, "reason": self.reason}
         if injection_offset_s is not None and m.arrival_s is not None:
             d["arrival_after_injection_s"] = _r(m.arrival_s - injection_offset_s)
         d["curve"] = downsample(self.t_s, self.values, max_points)

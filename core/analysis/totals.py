@@ -1,5 +1,9 @@
 """Procedure totals: fluoroscopy time, runs, contrast volume and the Cigarroa contrast limit. Pure, no I/O.
 
+Contrast comes from the injector (its SUMMARY) and by hand (entered by staff, ``source: "hand"``); the limit
+compares both together. Iodine grams = volume x concentration: a hand entry may carry its own concentration,
+the injector's is the ``contrast_concentration_mg_ml`` setting (the serial protocol does not carry it).
+
 Maximum allowable contrast dose (Cigarroa 1989): 5 ml x weight (kg) / serum creatinine (mg/dl), capped at
 300 ml. The page shows cumulative contrast against it; alarms at 80% and 100% inform, they never act.
 """
@@ -14,6 +18,7 @@ LIMIT_PCT = 100.0
 WEIGHT_RANGE_KG = (2.0, 350.0)
 CREATININE_RANGE_MG_DL = (0.1, 20.0)
 MAX_INJECTION_ML = 500.0        # no injector syringe holds more: a larger number is a decoding error
+MAX_CONCENTRATION_MG_ML = 1000.0   # no iodinated contrast is stronger (the strongest are ~400)
 
 
 def cigarroa_ml(weight_kg: float, creatinine_mg_dl: float) -> float:
@@ -40,7 +45,12 @@ def _number(summary: dict, key: str, default: float | None = None) -> float:
 class ProcedureTotals:
     """Running totals of one procedure. Feed every finished run and every injection summary once."""
 
-    def __init__(self) -> None:
+    def __init__(self, injector_concentration_mg_ml: float | None = None) -> None:
+        self.injector_concentration_mg_ml = injector_concentration_mg_ml
+        self.contrast_ml_injector = 0.0
+        self.contrast_ml_hand = 0.0
+        self.iodine_g = 0.0
+        self.iodine_unknown_ml = 0.0          # volume whose concentration nobody gave
         self.fluoro_time_s = 0.0
         self.runs = 0
         self.contrast_runs = 0
@@ -77,8 +87,9 @@ class ProcedureTotals:
         return duration, contrast
 
     def add_injection(self, summary: dict) -> bool:
-        """An injector SUMMARY (``delivered_volume_ml``). A repeat of one already counted (same ``seq``,
-        duration and volume, as a resent message would be) is ignored; returns whether it counted."""
+        """An injector SUMMARY (``delivered_volume_ml``), or a hand entry (``source: "hand"``, its own
+        ``concentration_mg_ml`` or null). A repeat of one already counted (same ``seq``, duration and volume,
+        as a resent message would be) is ignored; returns whether it counted."""
         if not isinstance(summary, dict):
             raise ValueError(f"injection summary must be a dict, got {type(summary).__name__}")
         volume = _number(summary, "delivered_volume_ml")
@@ -89,7 +100,23 @@ class ProcedureTotals:
             if key in self._seen:
                 return False
             self._seen.add(key)
+        hand = summary.get("source") == "hand"
+        concentration = summary.get("concentration_mg_ml")
+        if concentration is None and not hand:
+            concentration = self.injector_concentration_mg_ml
+        if concentration is not None:
+            concentration = _number({"concentration_mg_ml": concentration}, "concentration_mg_ml")
+            if concentration > MAX_CONCENTRATION_MG_ML:
+                raise ValueError(f"concentration_mg_ml {concentration} exceeds any contrast medium")
         self.contrast_ml += volume
+        if hand:
+            self.contrast_ml_hand += volume
+        else:
+            self.contrast_ml_injector += volume
+        if concentration is None:
+            self.iodine_unknown_ml += volume
+        else:
+            self.iodine_g += volume * concentration / 1000.0
         self.injections += 1
         return True
 
@@ -118,6 +145,10 @@ class ProcedureTotals:
         limit = self.max_contrast_ml
         return {"fluoro_time_s": round(self.fluoro_time_s, 3), "runs": self.runs,
                 "contrast_runs": self.contrast_runs, "contrast_ml": round(self.contrast_ml, 2),
+                "contrast_ml_injector": round(self.contrast_ml_injector, 2),
+                "contrast_ml_hand": round(self.contrast_ml_hand, 2),
+                # Null while some volume has no known concentration: a partial sum would understate it.
+                "iodine_g": None if self.iodine_unknown_ml > 0 else round(self.iodine_g, 2),
                 "injections": self.injections, "weight_kg": self.weight_kg,
                 "creatinine_mg_dl": self.creatinine_mg_dl,
                 "max_contrast_ml": None if limit is None else round(limit, 1),

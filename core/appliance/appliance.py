@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 from core.analysis.kernels import MAX_ROIS
@@ -97,7 +98,7 @@ class Appliance:
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
         # Injections and run records (under self._lock); the dispatcher is the reader thread's.
         self._injections = InjectionBook()
-        self._runs = RunBook(clock)
+        self._runs = RunBook(clock, concentration_mg_ml=settings.contrast_concentration_mg_ml)
         self._dispatcher = Dispatcher(self._injections, lambda task: self._inbox.append(lambda: task(self.pipeline)),
                                       lambda: self.bridge.device)
         self._views = FrameViews()               # the frame thread's, published under self._lock
@@ -368,6 +369,21 @@ class Appliance:
         self.procs.set_fields(weight_kg=weight_kg, creatinine_mg_dl=creatinine_mg_dl)
         return totals
 
+    def add_hand_injection(self, volume_ml: float, concentration_mg_ml: float | None,
+                           at_wall: str | None) -> dict:
+        """Contrast given by hand, entered by staff: an ``injection`` event of the open procedure (the same
+        record as the injector's, ``source: "hand"``) counted in its totals; answers the totals."""
+        if self.procs.current() is None:
+            raise ValueError("no open procedure: start one first")
+        entry = {"source": "hand", "delivered_volume_ml": float(volume_ml),
+                 "concentration_mg_ml": None if concentration_mg_ml is None else float(concentration_mg_ml),
+                 "at": at_wall or datetime.fromtimestamp(self.log.wall_clock_ns() / 1e9, timezone.utc).isoformat()}
+        with self._lock:
+            self._runs.totals.add_injection(entry)       # validates before anything is recorded
+            totals = self._runs.totals.to_dict()
+            self.log.record_injection(entry, key=f"hand:{uuid.uuid4().hex}")
+        return totals
+
     def set_rois(self, rois: list[tuple[int, int, int, int]] | None) -> None:
         # Checked here against the video geometry, so the caller hears of a bad ROI, not the frame thread.
         shape = getattr(self.source, "shape", None)
@@ -419,7 +435,7 @@ class Appliance:
         if proc is None:
             return None
         totals = procedure_totals(proc.get("fields", {}), self.log.latest_runs(pid, limit=10_000),
-                                  self.log.injections(pid, limit=10_000))
+                                  self.log.injections(pid, limit=10_000), self._runs.concentration_mg_ml)
         return dict(proc, totals=totals.to_dict(), clearance=self.log.clearance_results(pid))
 
     def events(self, after: int = 0, limit: int = 100) -> list[dict]:

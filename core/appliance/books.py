@@ -78,10 +78,12 @@ class RunWrite:
 
 
 class RunBook:
-    def __init__(self, clock: Clock, *, recent: int = RECENT_RUNS, shown: int = SHOWN_RUNS) -> None:
+    def __init__(self, clock: Clock, *, recent: int = RECENT_RUNS, shown: int = SHOWN_RUNS,
+                 concentration_mg_ml: float | None = None) -> None:
         self._clock = clock
         self._keep = recent
-        self.totals = ProcedureTotals()           # the open procedure's
+        self.concentration_mg_ml = concentration_mg_ml   # the injector's contrast (setting)
+        self.totals = ProcedureTotals(concentration_mg_ml)   # the open procedure's
         self.runs_total = 0                       # this session's, for the counters
         self.contrast_runs_total = 0
         self._analysing: set[str] = set()         # ended runs whose record is not written yet
@@ -92,11 +94,11 @@ class RunBook:
 
     # -- procedures -------------------------------------------------------------------------------------
     def new_procedure(self) -> None:
-        self.totals = ProcedureTotals()
+        self.totals = ProcedureTotals(self.concentration_mg_ml)
 
     def resume(self, fields: dict, runs: list[dict], injections: list[dict]) -> None:
         """An open procedure survives a restart: its totals from what it recorded (a run once)."""
-        self.totals = procedure_totals(fields, runs, injections)
+        self.totals = procedure_totals(fields, runs, injections, self.concentration_mg_ml)
 
     def count_injection(self, injection: dict) -> bool:
         """An injection's SUMMARY into the totals; False for a resent one already counted."""
@@ -177,9 +179,11 @@ class RunBook:
             self._recent.popitem(last=False)
 
 
-def procedure_totals(fields: dict, runs: list[dict], injections: list[dict]) -> ProcedureTotals:
-    """A procedure's totals from its fields, its runs (newest record of each) and its injections."""
-    totals = ProcedureTotals()
+def procedure_totals(fields: dict, runs: list[dict], injections: list[dict],
+                     concentration_mg_ml: float | None = None) -> ProcedureTotals:
+    """A procedure's totals from its fields, its runs (newest record of each) and its injections (the
+    injector's and hand entries); ``concentration_mg_ml``: the injector's contrast."""
+    totals = ProcedureTotals(concentration_mg_ml)
     totals.set_patient(fields.get("weight_kg"), fields.get("creatinine_mg_dl"))
     for run in runs:
         totals.add_run(run)

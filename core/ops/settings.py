@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     phantom_intensity: str = Field("log", pattern="^(lin|log)$")
     phantom_size: int = Field(512, ge=64, le=2048)
 
+    # Iodine concentration of the injector's contrast (mg iodine / ml; e.g. 300 for iohexol 300): the serial
+    # protocol does not carry it. None: iodine grams unknown for injector volumes.
+    contrast_concentration_mg_ml: float | None = Field(None, gt=0, le=1000)
+
     # Every run belongs to a procedure: open one automatically when X-ray starts and none is open.
     auto_procedure: bool = True
 
@@ -106,6 +110,10 @@ class Settings(BaseSettings):
     # them, listening beyond loopback is warned about (log and status page): the write token would travel in clear.
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
+    # A request (head and body) must be complete this long after its first byte, or after connecting (TLS
+    # handshake included); else 408 and closed, so slow or silent clients hold no descriptor for long. Raise it
+    # for clients on slow links uploading large bodies.
+    request_timeout_s: float = Field(10.0, ge=1, le=300)
     # More Host header names the API answers (DNS rebinding protection: others get 400), "*.domain" or "*".
     # Always answered: localhost, 127.0.0.1, ::1, the machine's host name, the bound address and the address
     # of the interface a request came in on.

@@ -151,14 +151,42 @@ def _load_dicom(path: Path, fps: float | None, intensity: str | None) -> FrameSt
         raise ValueError(f"{name}: a single frame is not a run (need a multi-frame file)")
     bits = int(ds.get("BitsStored", 8 * pixels.dtype.itemsize))
     pixels = _to_unsigned(pixels, bits, name)
-    if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-        pixels = ((1 << bits) - 1) - pixels   # MONOCHROME1: brighter = fewer photons; flip to our convention
+    if _fewer_photons_brighter(ds, name):
+        pixels = ((1 << bits) - 1) - pixels   # flip to our convention: brighter = more photons
     times = _frame_times(ds, frames_n, fps, name)
     rate = fps if fps is not None else _rate_from_times(times, name)
     if intensity is None:
-        relationship = str(ds.get("PixelIntensityRelationship", "")).upper()
-        intensity = {"LIN": "lin", "LOG": "log", "DISP": "log"}.get(relationship, _default_intensity(pixels.dtype))
+        intensity = _intensity(ds, pixels.dtype)
     return FrameStack(np.ascontiguousarray(pixels), float(rate), intensity, bits, times, name)
+
+
+def _fewer_photons_brighter(ds, name: str) -> bool:
+    """Whether higher stored values mean less X-ray (contrast shows bright). Pixel Intensity Relationship Sign
+    (0028,1041) says so for the X-ray intensity itself (-1: higher value, lower intensity); without it,
+    MONOCHROME1 (a display convention) is the only hint."""
+    sign = ds.get("PixelIntensityRelationshipSign")
+    if sign is not None and str(sign).strip() != "":
+        try:
+            value = int(sign)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: Pixel Intensity Relationship Sign {sign!r} is not +1 or -1") from None
+        if value not in (1, -1):
+            raise ValueError(f"{name}: Pixel Intensity Relationship Sign {value} is not +1 or -1")
+        return value == -1
+    return ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1"
+
+
+def _intensity(ds, dtype: np.dtype) -> str:
+    """Pixel Intensity Relationship (0028,1040): LIN is linear in the X-ray intensity; LOG is its logarithm,
+    which is what the display-video path ("log") differences; DISP is display-ready grey levels (a monitor
+    curve of unknown shape, monotone): analysed like grabbed display video, whose timing a monotone curve does
+    not move. Anything else: by the pixel type, as before."""
+    relationship = str(ds.get("PixelIntensityRelationship", "")).strip().upper()
+    if relationship == "LIN":
+        return "lin"
+    if relationship in ("LOG", "DISP"):
+        return "log"
+    return _default_intensity(dtype)
 
 
 def _luma(pixels: np.ndarray, frames_n: int) -> np.ndarray:

@@ -81,6 +81,11 @@ class PhantomConfig:
     parallel: ParallelVein | None = None     # a clean paired vein beside the main one
     collateral: Collateral | None = None     # a branch leaving the main vein (rejoining it or ending)
     device: Device | None = None             # a catheter / sheath along the centreline (radiopaque, no contrast)
+    # Digital angiography (DSA) acquisitions; the defaults leave every render exactly as without them.
+    frame_rates: tuple[tuple[float, float], ...] = ()   # (from X-ray on s, exposures/s) steps of a DSA program,
+                                         # e.g. ((0, 4), (3, 1)); empty: pulses at pulse_rate
+    injection_s: float = 0.0             # injection length (hand or injector): > 0 gives a plateau bolus, the
+                                         # gamma variate spread over this long
 
     def __post_init__(self) -> None:
         try:
@@ -109,6 +114,7 @@ class PhantomConfig:
         if self.max_diameter_px > min(h, w) / 4:
             raise ValueError(f"diameter {self.max_diameter_px} is too large for a {h}x{w} image")
         self._check_anatomy()
+        self._check_dsa()
         if not 0.0 <= self.thrombus_fraction <= 1.0:
             raise ValueError(f"thrombus_fraction must be in [0, 1], got {self.thrombus_fraction}")
         if (len(self.shift_px) != 2 or not all(is_number(v) for v in self.shift_px)
@@ -163,6 +169,33 @@ class PhantomConfig:
             v = getattr(self, name)
             if v is not None and not isinstance(v, kind):
                 raise ValueError(f"{name} must be a {kind.__name__} or None, got {v!r}")
+
+    def _check_dsa(self) -> None:
+        check_finite(injection_s=self.injection_s)
+        if self.injection_s < 0:
+            raise ValueError(f"injection_s must not be negative, got {self.injection_s}")
+        steps = self.frame_rates
+        try:
+            ok = all(len(p) == 2 and is_number(p[0]) and is_number(p[1]) for p in steps)
+        except TypeError:
+            ok = False
+        if not ok or any(not (math.isfinite(t) and math.isfinite(r) and 0 < r <= self.fps) for t, r in steps) \
+                or (steps and steps[0][0] != 0) or any(b[0] <= a[0] for a, b in zip(steps, steps[1:])):
+            raise ValueError(f"frame_rates must be (from s ascending from 0, rate in (0, fps]) steps, got {steps!r}")
+
+    def pulse_offsets_s(self) -> list[float]:
+        """Pulse times from X-ray on, each on a video frame: every 1 / pulse_rate, or the DSA program's steps."""
+        if not self.frame_rates:
+            n = max(1, math.ceil(self.xray_s * self.pulse_rate - 1e-9))
+            return [k / self.pulse_rate for k in range(n)]
+        out, t = [], 0.0
+        while t < self.xray_s - 1e-9:
+            frame = round(t * self.fps)
+            if not out or frame / self.fps > out[-1]:
+                out.append(frame / self.fps)
+            rate = [r for start, r in self.frame_rates if start <= t + 1e-9][-1]
+            t += 1.0 / rate
+        return out
 
     @property
     def max_diameter_px(self) -> float:

@@ -87,8 +87,15 @@ def bolus_truth(cfg: PhantomConfig, inject_start_s: float | None, volume_ml: flo
     a, b = cfg.bolus_a, cfg.bolus_b_s
     K = peak / ((a * b) ** a * math.exp(-a)) if peak > 0 else 0.0   # gamma variate maximum is at tau = a b
     t0 = (inject_start_s if inject_start_s is not None else 0.0) + cfg.transit_delay_s
-    return BolusTruth(inject_start_s, t0, a, b, K, cfg.speed_px_s, peak, cfg.transit_delay_s,
-                      cfg.residual_contrast * cfg.contrast_scale, residual_from_s, cfg.residual_washout_s)
+    bolus = BolusTruth(inject_start_s, t0, a, b, K, cfg.speed_px_s, peak, cfg.transit_delay_s,
+                       cfg.residual_contrast * cfg.contrast_scale, residual_from_s, cfg.residual_washout_s)
+    if cfg.injection_s > 0 and peak > 0:
+        # The spread bolus's maximum, found on a fine grid, is scaled to the same peak concentration.
+        grid = np.arange(0.0, cfg.injection_s + (a + 10.0) * b, 1e-3)
+        unit = replace(bolus, K=1.0, t0_s=0.0, residual=0.0, injection_s=cfg.injection_s)
+        bolus = replace(unit, t0_s=t0, residual=bolus.residual,
+                        K=peak / float(unit.concentration(np.zeros(1), grid).max()))
+    return bolus
 
 
 def _pulse_of_frames(n_frames: int, fps: float, pulse_rate: float) -> np.ndarray:
@@ -112,10 +119,19 @@ def render_run(config: PhantomConfig) -> PhantomRun:
     t_on = n_before / cfg.fps                 # the first pulse lands on a video frame
     t_off = (n_before + n_xray) / cfg.fps
     frame_pulse = np.full(T, -1, dtype=int)
-    frame_pulse[n_before:n_before + n_xray] = _pulse_of_frames(n_xray, cfg.fps, cfg.pulse_rate)
+    if cfg.frame_rates:
+        # A DSA program: exposures at its (variable) rates, each shown until the next.
+        offsets = np.asarray(cfg.pulse_offsets_s())
+        starts = np.round(offsets * cfg.fps).astype(int)
+        frame_pulse[n_before:n_before + n_xray] = np.searchsorted(starts, np.arange(n_xray), side="right") - 1
+    else:
+        frame_pulse[n_before:n_before + n_xray] = _pulse_of_frames(n_xray, cfg.fps, cfg.pulse_rate)
     n_pulses = int(frame_pulse[n_before + n_xray - 1]) + 1
     frame_pulse[n_before + n_xray:] = n_pulses - 1
-    pulse_times = t_on + np.arange(n_pulses) / cfg.pulse_rate
+    if cfg.frame_rates:
+        pulse_times = t_on + offsets[:n_pulses]
+    else:
+        pulse_times = t_on + np.arange(n_pulses) / cfg.pulse_rate
     exposure = abc_exposure(cfg, np.arange(n_pulses))
     pulse_shift = np.asarray(cfg.shift_px, dtype=float) + np.outer(pulse_times - t_on, cfg.drift_px_s)
     scenes = {(float(pulse_shift[0, 0]), float(pulse_shift[0, 1])): scene}
@@ -151,7 +167,8 @@ def render_run(config: PhantomConfig) -> PhantomRun:
     xray_on = np.zeros(T, dtype=bool)
     xray_on[n_before:n_before + n_xray] = True
     truth = RunTruth(
-        intensity=cfg.intensity, fps=cfg.fps, pulse_rate=cfg.pulse_rate,
+        intensity=cfg.intensity, fps=cfg.fps,
+        pulse_rate=cfg.frame_rates[0][1] if cfg.frame_rates else cfg.pulse_rate,
         frame_times_s=np.arange(T) / cfg.fps, frame_pulse=frame_pulse, is_new_pulse=is_new, xray_on=xray_on,
         xray_on_frame=n_before, xray_off_frame=n_before + n_xray, run_start_s=t_on, run_end_s=t_off,
         pulse_times_s=pulse_times, pulse_shift_px=pulse_shift, exposure=exposure, inject_start_s=inject,

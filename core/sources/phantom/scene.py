@@ -5,6 +5,7 @@ beside and in it (features.py), and the collimated field.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -28,7 +29,15 @@ from core.sources.phantom.geometry import (
     path_length,
     resample_polyline,
 )
-from core.sources.phantom.truth import TDC_STEP_S, BolusTruth, SceneTruth, SegmentTruth, TimingTruth
+from core.sources.phantom.truth import (
+    PLATEAU_FRACTION,
+    PLATEAU_MIN_S,
+    TDC_STEP_S,
+    BolusTruth,
+    SceneTruth,
+    SegmentTruth,
+    TimingTruth,
+)
 from core.vocab import check_roi
 
 
@@ -289,4 +298,32 @@ class TdcModel:
         arrival = int(np.argmax(curve >= 0.1 * peak))
         after = np.nonzero(curve[k:] <= 0.5 * peak)[0]
         washout = round(float(times[k + after[0]]), 9) if after.size else None
-        return TimingTruth(round(float(times[arrival]), 9), round(float(times[k]), 9), washout, peak, delay)
+        peak_s, plateau = float(times[k]), (None, None)
+        lo, hi = k, k
+        while lo > 0 and curve[lo - 1] >= PLATEAU_FRACTION * peak:
+            lo -= 1
+        while hi < len(curve) - 1 and curve[hi + 1] >= PLATEAU_FRACTION * peak:
+            hi += 1
+        if times[hi] - times[lo] > PLATEAU_MIN_S:
+            plateau = (round(float(times[lo]), 9), round(float(times[hi]), 9))
+            peak_s = 0.5 * float(times[lo] + times[hi])
+        centroid = self.centroid(roi, step_s)
+        mtt = None if centroid is None or delay is None else round(centroid - delay, 9)
+        return TimingTruth(round(float(times[arrival]), 9), round(peak_s, 9), washout, peak, delay,
+                           centroid, mtt, *plateau)
+
+    def centroid(self, roi: tuple[int, int, int, int], step_s: float = TDC_STEP_S) -> float | None:
+        """First moment (s from the run start) of the ROI's bolus curve over the whole bolus, past the run's end
+        if it lasts longer (the residual contrast is not part of the bolus)."""
+        bolus = self.bolus
+        if bolus.K <= 0:
+            return None
+        s_far = float(np.nanmax(np.abs(self.scene.s_map))) if np.isfinite(self.scene.s_map).any() else 0.0
+        end = (bolus.t0_s - self.run_start_s + s_far / bolus.speed_px_s + bolus.injection_s
+               + (bolus.a + 40.0) * bolus.b_s)
+        times = np.arange(int(max(end, self.run_end_s - self.run_start_s) / step_s) + 1) * step_s
+        clean = TdcModel(self.scene, replace(bolus, residual=0.0), self.run_start_s, self.run_end_s, self.mu)
+        curve = clean.tdc(roi, times)
+        area = float(curve.sum())
+        return None if area <= 0 else round(float((curve * times).sum() / area), 9)
+

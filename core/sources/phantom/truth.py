@@ -3,6 +3,7 @@ the noise-free time-density curves and their timing, all from the same model the
 """
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -121,6 +122,10 @@ def burden_between(xs: CrossSections, s0: float, s1: float) -> float:
 class BolusTruth:
     """c(s, t) = K tau^a exp(-tau / b), tau = t - t0 - s / v, plus a uniform washing-out residual.
 
+    With ``injection_s`` = D > 0 the injection lasts D seconds and the gamma variate is spread over it (a box
+    convolution): c = K (P(a + 1, tau / b) - P(a + 1, (tau - D) / b)), P the regularised lower incomplete gamma
+    function, which plateaus for a long injection.
+
     Times are video seconds: from frame 0 (render_run) or from the timeline cycle origin (PhantomVideo).
     """
     inject_start_s: float | None
@@ -134,6 +139,7 @@ class BolusTruth:
     residual: float = 0.0
     residual_from_s: float = 0.0
     residual_washout_s: float = 1.0
+    injection_s: float = 0.0
 
     def concentration(self, s: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Iodine concentration at arc lengths s and times t (broadcast together)."""
@@ -141,13 +147,38 @@ class BolusTruth:
         t = np.asarray(t, dtype=float)
         tau = t - self.t0_s - s / self.speed_px_s
         c = np.zeros(np.broadcast(s, t).shape)
-        if self.K > 0:
+        if self.K > 0 and self.injection_s > 0:
+            tau = np.broadcast_to(tau, c.shape)
+            c = self.K * (gamma_p(self.a + 1.0, tau / self.b_s) - gamma_p(self.a + 1.0, (tau - self.injection_s)
+                                                                          / self.b_s))
+        elif self.K > 0:
             pos = tau > 0
             tp = np.broadcast_to(tau, c.shape)[pos]
             c[pos] = self.K * np.exp(self.a * np.log(tp) - tp / self.b_s)
         if self.residual > 0:
             c = c + self.residual * np.exp(-np.clip(t - self.residual_from_s, 0, None) / self.residual_washout_s)
         return c
+
+
+def gamma_p(a: float, x: np.ndarray) -> np.ndarray:
+    """Regularised lower incomplete gamma P(a, x) (0 for x <= 0), by its series summed in log space."""
+    x = np.asarray(x, dtype=float)
+    out = np.zeros(x.shape)
+    pos = x > 0
+    if not pos.any():
+        return out
+    xp = np.minimum(x[pos], 40.0 * a + 200.0)       # P is 1 to double precision well before this
+    lx = np.log(xp)
+    total = np.zeros(xp.shape)
+    n_max = int(xp.max() + 12.0 * math.sqrt(xp.max() + 1.0) + 30.0)
+    for n in range(n_max):
+        total += np.exp(-xp + (a + n) * lx - math.lgamma(a + n + 1.0))
+    out[pos] = np.minimum(total, 1.0)
+    return out
+
+
+PLATEAU_FRACTION = 0.95     # a plateau: the curve within 5% of its maximum ...
+PLATEAU_MIN_S = 1.0         # ... for longer than this
 
 
 @dataclass(frozen=True)
@@ -158,6 +189,12 @@ class TimingTruth:
     washout_s: float | None      # first time after the peak the TDC is back at 50% of peak (None: not in run)
     peak_opacity: float          # ln units
     injection_delay_s: float | None   # injection start - run start; subtract it for times from injection
+    # The curve's first moment over the whole bolus (run clock), and it minus the injection start; a plateau
+    # (within 5% of the maximum for > 1 s) with peak_s its middle.
+    centroid_s: float | None = None
+    mtt_s: float | None = None
+    plateau_start_s: float | None = None
+    plateau_end_s: float | None = None
 
 
 class CurveModel(Protocol):
