@@ -245,15 +245,20 @@ def _interp_valid(s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.interp(s, s[ok], v[ok])
 
 
-def run_reference(width: np.ndarray, s: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+def run_reference(width: np.ndarray, s: np.ndarray, spacing: float, exclude: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(reference diameter per station, patent mask) of one run's widths along the vessel.
 
     Smoothed over a diameter (median: a notch's edge is not smeared), its upper envelope by a closing over
     ``CLOSING_LENGTHS`` diameters, the stations within noise of the envelope patent, and the reference the
     running mean (over a diameter) of the patent widths, interpolated across the rest. NaN where the run
-    measured nothing.
+    measured nothing. ``exclude``: stations known not to show the whole lumen (a thrombus in front of it
+    flattens the column's top, so its half-height edges read wide).
     """
     ok = np.isfinite(width)
+    if exclude is not None and (ok & ~exclude).sum() >= 3:
+        width = np.where(exclude, np.nan, width)
+        ok = np.isfinite(width)
     ref = np.full(width.shape, np.nan)
     patent = np.zeros(width.shape, dtype=bool)
     if ok.sum() < 3:
@@ -274,3 +279,23 @@ def run_reference(width: np.ndarray, s: np.ndarray, spacing: float) -> tuple[np.
     ref[:first] = np.nan
     ref[last + 1:] = np.nan
     return ref, patent
+
+
+def integral_at(image: np.ndarray, stations: Stations, centre: np.ndarray, width: np.ndarray,
+                along: np.ndarray | None = None) -> np.ndarray:
+    """Integrated opacity over the window a lumen of ``width`` centred at ``centre`` would fill (plus the margin),
+    background beside it: where a run shows no column at all (an occlusion), what fills the reference lumen."""
+    if len(stations.s) == 0:
+        return np.zeros(0)
+    d_max = float(np.nanmax(width)) if np.isfinite(width).any() else 1.0
+    half = 1.6 * d_max + 6.0
+    n = int(math.ceil(half / ACROSS_STEP_PX))
+    across = np.arange(-n, n + 1) * ACROSS_STEP_PX
+    if along is None:
+        along = np.array([-0.75, -0.25, 0.25, 0.75])
+    prof = sample_profiles(image, stations, across, along)
+    w = np.nan_to_num(width, nan=d_max)
+    p = prof - _background(prof, across, centre - w / 2, centre + w / 2)
+    inside = np.abs(across[None, :] - centre[:, None]) <= (w / 2 + _gap(w))[:, None]
+    bad = np.any(inside & ~np.isfinite(p), axis=1)
+    return np.where(bad, np.nan, np.where(inside, p, 0.0).sum(axis=1) * ACROSS_STEP_PX)
