@@ -26,7 +26,7 @@ import numpy as np
 from core.analysis.clearance import density as dens
 from core.analysis.clearance import safeguards
 from core.analysis.clearance.grading import DEFAULT_GRADES, check_segments, check_thresholds, grade
-from core.analysis.lumen import integral_at, measure_lumen, run_reference, running_mean
+from core.analysis.lumen import integral_at, measure_lumen, run_reference, running_mean, running_median
 from core.analysis.registration import Registration, register
 from core.analysis.vessel import Stations, check_centerline, diameter_along, find_vessel, make_stations
 
@@ -36,6 +36,7 @@ PROGRESSION_PCT = -5.0            # a clearance below this is progression, not a
 REMOVAL_FLAG_PCT = 75.0           # CLOUT end point
 DEFECT_BURDEN = 0.25              # a station this occluded (smoothed) is drawn as a defect
 MIN_STATIONS = 5
+ROUND_OFFSET = 0.04               # a column's middle this share of its width off its track: one side is cut
 MAX_SHIFT_PX = 160                # table moves between runs
 # An operator's centreline: a venogram's vein is drawn with a few dozen clicks (one every few centimetres, more
 # along a bend); 256 leaves ample room. It crosses the field once, so it is at most twice the image's
@@ -101,6 +102,7 @@ class _Run:
         self.ref, self.patent = run_reference(self.lumen.width, stations.s, STATION_SPACING_PX)
         self.integral = self.lumen.integral.copy()
         self.line = None
+        self.borrowed = False       # density line taken unscaled from another run (none of its own)
 
     def fill_missing(self, d_ref: np.ndarray) -> None:
         """Stations with no column at all (an occlusion) but a measured image: what fills the reference lumen."""
@@ -175,8 +177,9 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
     # Twice: stations whose density then reads low (a thrombus in front, a flattened top) leave the reference.
     for it in range(2):
         d_run, trusted = _shared_reference(runs)
+        axis = _axis(runs)
         for r in runs:
-            r.full = r.patent & full_width(r.lumen.width, d_run)
+            r.full = r.patent & round_column(r.lumen.centre, r.lumen.width, axis)
         _densities(runs)
         if it == 0:
             for r in runs:
@@ -204,6 +207,9 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         warnings = [w for w in (safeguards.registration_warning(run.reg.score),
                                 safeguards.path_warning(run.lumen.centre, d_ref, used),
                                 safeguards.reference_warning(trusted, used)) if w]
+        for name, r in (("baseline", runs[0]), (f"post {k}", run)):
+            if r.borrowed:
+                warnings.append(f"the {name} run shows no round contrast column to read its contrast density from")
         for name, r in (("baseline", runs[0]), ("post" if len(runs) == 2 else f"post {k}", run)):
             warnings += safeguards.contrast_warnings(name, r.lumen.height, r.lumen.integral, r.lumen.width,
                                                      r.lumen.noise, r.patent)
@@ -267,15 +273,30 @@ def _shared_reference(runs: list[_Run]) -> tuple[np.ndarray, np.ndarray]:
     return d_run, np.any(np.vstack([r.patent for r in runs]), axis=0)
 
 
-def full_width(width: np.ndarray, d_run: np.ndarray) -> np.ndarray:
-    """Stations whose column is as wide as the widest any run shows there: a whole round lumen, the only kind
-    whose shape tells its contrast density (a notch beside the lumen reads too dense, one in front too faint)."""
-    ok = np.isfinite(width) & np.isfinite(d_run)
+def _track(centre: np.ndarray, width: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(centre) & np.isfinite(width)
     if ok.sum() < 3:
-        return ok
-    sd = 1.4826 * float(np.median(np.abs(np.diff(width[ok])))) / math.sqrt(2.0)
+        return np.full(centre.shape, np.nan)
+    d = float(np.median(width[ok]))
+    return running_median(np.where(ok, centre, np.nan), max(2, int(round(2 * d / STATION_SPACING_PX))))
+
+
+def _axis(runs: list[_Run]) -> np.ndarray:
+    """The vein's axis per station (offset along the normal): the smoothed column middle of the run that shows
+    the widest lumen there, i.e. a whole column, not one cut on a side."""
+    refs = np.vstack([np.nan_to_num(r.ref, nan=-1.0) for r in runs])
+    tracks = np.vstack([_track(r.lumen.centre, r.lumen.width) for r in runs])
+    best = np.argmax(refs, axis=0)
+    return tracks[best, np.arange(refs.shape[1])]
+
+
+def round_column(centre: np.ndarray, width: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Stations whose column sits symmetric on the vein's axis: a round lumen (whole, or lined evenly by
+    thrombus), the only kind whose shape tells its contrast density. A thrombus beside the lumen cuts one side
+    of the column, moves its middle off the axis, and reads too dense."""
+    ok = np.isfinite(centre) & np.isfinite(width) & np.isfinite(axis)
     with np.errstate(invalid="ignore"):
-        return ok & (width >= d_run - np.maximum(3.0 * sd, 0.04 * d_run))
+        return ok & (np.abs(centre - axis) <= np.maximum(0.5, ROUND_OFFSET * width))
 
 
 def _densities(runs: list[_Run]) -> None:
@@ -294,6 +315,10 @@ def _densities(runs: list[_Run]) -> None:
             if q is not None and q > 0:
                 r.line = (o.line[0] * q, o.line[1] * q)
                 break
+        if r.line is None:
+            # Nothing round to read: the first readable run's line, unscaled; said in the warnings.
+            r.line = next((o.line for o in runs if o.line is not None and o.line is not r.line), None)
+            r.borrowed = True
         if r.line is None:
             raise ValueError("no patent contrast column to read the contrast density from (no usable contrast)")
         if not np.all(dens.line_at(r.line, s) > 0):
