@@ -2,7 +2,7 @@
 
 uvicorn bounds neither the time a client may take to send its request nor the number of open connections, and
 its httptools parser accepts a header of any size: one never-ending header grew the process by hundreds of MB,
-and 1,100 half-sent requests used up every file descriptor (issue 19). ``RequestGuard`` closes
+and 1,100 half-sent requests used up every file descriptor (the hardening requirement: bad input never stalls the box). ``RequestGuard`` closes
 
 - a request whose head (request line and headers) exceeds ``MAX_HEAD_BYTES`` (431),
 - a connection whose request (head and body) is not complete ``REQUEST_TIMEOUT_S`` after its first byte or

@@ -7,7 +7,7 @@ hold /api/stream open. Per packet:
 - status latency: a probe client GETs /api/status right after the packet is written, until it shows the
   packet; latency = response received - packet written.
 - SSE latency: on each of the 5 streams, the first status message that shows the packet, minus packet written.
-Targets (issue 8): p99 < 20 ms to /api/status, p99 < 50 ms to SSE.
+Targets (status latency for in-room displays): p99 < 20 ms to /api/status, p99 < 50 ms to SSE.
 
 Run: .venv/bin/python -m pytest benchmarks/bench_api.py --benchmark-only -s
 """

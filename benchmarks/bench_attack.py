@@ -1,4 +1,4 @@
-"""The appliance under the HTTP attacks of issue 19, item 1: how long /healthz takes meanwhile, and the cost.
+"""The appliance under HTTP attacks (slow, half-sent and never-ending requests): how long /healthz takes meanwhile, and the cost.
 
 `cathlab-edge run` runs in a subprocess on its simulators with the descriptor limit of a plain service (1,024).
 A prober GETs /healthz on a fresh connection every 0.1 s throughout. Phases:

@@ -1,4 +1,4 @@
-"""Issue 6 speed: two 60-frame 1024x1024 runs analysed (peak opacity of both, registration, densitometry)
+"""Clearance speed: two 60-frame 1024x1024 runs analysed (peak opacity of both, registration, densitometry)
 in under 1 s on one core.
 
 Run with ``.venv/bin/python -m pytest benchmarks/bench_clearance.py --benchmark-only``. The runs are the
@@ -102,7 +102,7 @@ def test_densitometry_only_1024(benchmark, pair):
 
 
 def test_longest_operator_centreline_1024(benchmark, pair):
-    """The worst centreline ``PUT /api/centerline`` accepts (issue 19): 256 points zigzagging across the vessel
+    """The worst centreline ``PUT /api/centerline`` accepts: 256 points zigzagging across the vessel
     to the length limit, 2 x (w + h). It holds the analysis worker for this long at most (a 4,096-point scribble
     took 10-50 s before the limit)."""
     from core.analysis.clearance.measure import (

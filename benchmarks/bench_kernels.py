@@ -4,7 +4,7 @@ Run: .venv/bin/python -m pytest benchmarks/bench_kernels.py --benchmark-only
      (add --benchmark-columns=min,median,max,rounds to trim the table)
 
 Within one size the three implementations run in the same session and the compiled test checks the
-targets of issue 3 against the reference measured just before it:
+frame-kernel speed targets against the reference measured just before it:
 - the compiled pass is at least 4x faster than the NumPy reference (median);
 - its p99 stays under 2x its median;
 - FrameKernel.process sustains at least 300 frames/s of 1024x1024 uint16.

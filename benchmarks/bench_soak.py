@@ -5,7 +5,7 @@ an injector on a pty that streams SAMPLE at 50 Hz without pause (a scenario of b
 line is as busy as it ever is), and keeps 20 HTTP clients polling /api/status once a second each. It samples
 the appliance process from /proc: RSS, open files, CPU time, and its frame counters.
 
-Targets (issue 9): RSS growth under 10 MB/h, zero dropped frames, under half a core on average.
+Targets (the soak requirement): RSS growth under 10 MB/h, zero dropped frames, under half a core on average.
 
     CATHLAB_SOAK_S=3600 .venv/bin/python -m pytest benchmarks/bench_soak.py --benchmark-only -s
 
@@ -348,7 +348,7 @@ def test_soak(benchmark, tmp_path):
     assert result.exit_code == 0, result.stderr_tail
     assert not result.client_errors, result.client_errors[:5]
     assert result.fps > 27, report
-    # Targets of issue 9.
+    # The soak targets.
     assert result.dropped == 0, report
     assert result.cpu_cores < 0.5, report
     assert result.rss_growth_late_mb_h < 10, report

@@ -1,13 +1,11 @@
 """serial-check: decode a vendor's stream, answer it like the appliance, and judge it against v1.
 
-``Judge`` holds the rules and no I/O; ``check_main`` is the command-line body
-(``cathlab-edge serial-check --port URL [--seconds N] [--json]``).
+``Judge`` holds the rules and no I/O; ``StreamCheck`` feeds it and answers like the appliance; ``listen``
+runs one on an open port (``cathlab-edge serial-check --port URL [--seconds N] [--json]`` prints it).
 """
 from __future__ import annotations
 
-import json
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -415,50 +413,33 @@ def _shown(raw: bytes, total: int) -> str:
     return f'"{text}"{more}'
 
 
-def check_main(port: str, seconds: float = 10.0, as_json: bool = False, out=sys.stdout) -> int:
-    """Judge the stream on ``port`` for ``seconds``. 0: conforms, 1: does not, 2: the port cannot be used."""
-    if not seconds > 0:
-        print("serial-check: --seconds must be positive", file=sys.stderr)
-        return 2
-    try:
-        ser = serial.serial_for_url(port, baudrate=115200, timeout=0.05, write_timeout=1.0)
-    except (serial.SerialException, OSError, ValueError) as exc:
-        print(f"serial-check: cannot open {port}: {exc}", file=sys.stderr)
-        return 2
-    start = time.monotonic_ns()
-    check = StreamCheck(start)
-    end = start + int(seconds * 1e9)
-    lost = None
-    try:
-        while time.monotonic_ns() < end:
-            try:
-                data = ser.read(max(1, ser.in_waiting))
-                now = time.monotonic_ns()
-                send: list[bytes] = []
-                if data:
-                    records, send = check.feed(data, now)
-                    if as_json:
-                        for rec in records:
-                            print(json.dumps(rec), file=out)
-                send += check.tick(now)
-                for frame in send:
-                    ser.write(frame)
-                if as_json and send:
-                    for rec in check.sent_records(send, time.monotonic_ns()):
-                        print(json.dumps(rec), file=out)
-            except (serial.SerialException, OSError) as exc:
-                lost = str(exc)
-                break
-    except KeyboardInterrupt:
-        pass  # Ctrl-C ends the check early; judge what was seen
-    finally:
-        ser.close()
-    summary = check.summary(min(time.monotonic_ns(), end), lost)
-    if as_json:
-        print(json.dumps({"summary": summary}), file=out)
-    else:
-        _print_report(port, summary, check.judge.hello, out)
-    return 0 if not summary["violations"] else 1
+def open_port(url: str) -> serial.SerialBase:
+    """The line as the appliance opens it (raises SerialException, OSError or ValueError)."""
+    return serial.serial_for_url(url, baudrate=115200, timeout=0.05, write_timeout=1.0)
+
+
+def listen(ser: serial.SerialBase, check: StreamCheck, end_ns: int, on_record=None) -> str | None:
+    """Feed what ``ser`` says into ``check`` and write its answers back until ``end_ns``; ``on_record`` gets
+    each packet heard and sent as a dict. Returns why the port was lost, or None."""
+    while time.monotonic_ns() < end_ns:
+        try:
+            data = ser.read(max(1, ser.in_waiting))
+            now = time.monotonic_ns()
+            send: list[bytes] = []
+            if data:
+                records, send = check.feed(data, now)
+                if on_record is not None:
+                    for rec in records:
+                        on_record(rec)
+            send += check.tick(now)
+            for frame in send:
+                ser.write(frame)
+            if on_record is not None and send:
+                for rec in check.sent_records(send, time.monotonic_ns()):
+                    on_record(rec)
+        except (serial.SerialException, OSError) as exc:
+            return str(exc)
+    return None
 
 
 def _payload_of(info: PacketInfo) -> bytes | None:
@@ -472,23 +453,3 @@ def _json_of(info: PacketInfo) -> dict:
     if info.duplicate:
         d["retransmission"] = True
     return d
-
-
-def _print_report(port: str, s: dict, hello: Hello | None, out) -> None:
-    print(f"serial-check {port}: {s['packets']} packets in {s['seconds']} s", file=out)
-    if hello is not None:
-        h = hello.to_dict()
-        print(f"  device: vendor 0x{h['vendor_id']:04X} product 0x{h['product_id']:04X} {h['model']!r} "
-              f"serial {h['serial_no']!r} firmware {h['fw_version']} capabilities 0b{h['capabilities']:03b}", file=out)
-    for name, n in sorted(s["by_type"].items()):
-        print(f"  {name:<22} {n}", file=out)
-    for key in ("crc_errors", "framing_errors", "recovered", "unknown_types", "malformed", "seq_gaps", "duplicates"):
-        print(f"  {key:<22} {s[key]}", file=out)
-    if s["banner_bytes"]:
-        print(f"  before the first packet: {s['banner_bytes']} bytes {s['banner']}", file=out)
-    if s["violations"]:
-        print("DOES NOT CONFORM:", file=out)
-        for v in s["violations"]:
-            print(f"  - {v}", file=out)
-    else:
-        print("CONFORMS to serial protocol v1", file=out)

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from .clock import DeviceClock
 from .framing import Decoder
 from .messages import (
+    DEVICE_TYPES,
     RELIABLE_TYPES,
     Ack,
     Hello,
     MalformedPacket,
     Message,
-    MsgType,
     TimeReq,
     TimeResp,
     UnknownType,
@@ -37,7 +37,7 @@ from .plausibility import Plausibility, Violation
 log = logging.getLogger(__name__)
 
 UP, SILENT, DOWN = "up", "silent", "down"
-_LEGAL = frozenset({(DOWN, SILENT), (SILENT, UP), (UP, SILENT), (UP, DOWN), (SILENT, DOWN)})
+TRANSITIONS = frozenset({(DOWN, SILENT), (SILENT, UP), (UP, SILENT), (UP, DOWN), (SILENT, DOWN)})
 
 
 class IllegalTransition(RuntimeError):
@@ -99,7 +99,7 @@ class Link:
     # -- state -------------------------------------------------------------------------------------
     def _set_state(self, new: str, reason: str, out: LinkOutput) -> None:
         old = self.state
-        if (old, new) not in _LEGAL:
+        if (old, new) not in TRANSITIONS:
             raise IllegalTransition(f"link cannot go from {old} to {new} ({reason})")
         self.state = new
         out.events.append((old, new, reason))
@@ -140,7 +140,7 @@ class Link:
         version, type_code, seq, device_ms = header_of(packet)
         try:
             msg = parse(packet)
-            if msg.TYPE not in _DEVICE_TYPES:
+            if msg.TYPE not in DEVICE_TYPES:
                 raise UnknownType(type_code)
         except UnsupportedVersion as exc:
             self.unsupported_versions += 1
@@ -250,5 +250,3 @@ class Link:
                 "protocol_violations": sum(self.protocol_violations.values()),
                 "protocol_violations_by_kind": dict(self.protocol_violations)}
 
-
-_DEVICE_TYPES = frozenset(t for t in MsgType if t < 0x80)

@@ -365,8 +365,7 @@ class TimeReq(Message):
 
 MESSAGE_CLASSES: dict[MsgType, type[Message]] = {
     cls.TYPE: cls for cls in (Hello, Heartbeat, TimeResp, State, Sample, Summary, Xray, Fault, Ack, TimeReq)}
-DEVICE_TYPES = frozenset(t for t in MsgType if t < 0x80)
-HOST_TYPES = frozenset(t for t in MsgType if t >= 0x80)
+DEVICE_TYPES = frozenset(t for t in MsgType if t < 0x80)   # what a device may send; 0x80 up: the host
 
 
 def parse(packet: bytes) -> Message:

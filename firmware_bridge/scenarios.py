@@ -37,12 +37,3 @@ PROCEDURE: tuple[ScriptedRun, ...] = (
 )
 PROCEDURE_PERIOD_S = 50.0  # the live demo repeats the procedure with this period
 
-
-def run_at(t_s: float, timeline: tuple[ScriptedRun, ...] = PROCEDURE,
-           period_s: float = PROCEDURE_PERIOD_S) -> tuple[int, ScriptedRun | None, float]:
-    """Which scripted run is on at ``t_s`` (repeating timeline): (cycle, run or None, time within cycle)."""
-    cycle, local = divmod(max(t_s, 0.0), period_s)
-    for run in timeline:
-        if run.xray_on_s <= local < run.xray_off_s:
-            return int(cycle), run, local
-    return int(cycle), None, local

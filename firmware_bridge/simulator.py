@@ -6,8 +6,8 @@ SUMMARY / FAULT resent every 500 ms at most 10 times), ``receive(bytes, now_ns)`
 TIME_REQ. Scenario times are seconds from ``t0_ns`` (host monotonic); device_ms is the event's
 scheduled time on the device's own clock, which starts at an arbitrary boot value.
 
-``simulate_main`` plays it on a pty, a TCP socket (``socket://host:port`` is served) or any pyserial
-URL; ``protocol_injsim`` plays it as a pyserial URL handler.
+``play`` runs it on a pty, a TCP socket (``socket://host:port`` is served) or any pyserial URL that
+``open_line`` opens (``cathlab-edge simulate-injector``); ``protocol_injsim`` plays it as a pyserial URL handler.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import os
 import random
 import select
 import socket
-import sys
 import time
 import tty
 from dataclasses import dataclass
@@ -497,47 +496,27 @@ class _SerialLine:
         self._port.close()
 
 
-def simulate_main(port: str, scenario: str = "procedure", *, seconds: float | None = None,
-                  bit_error_rate: float = 0.0, t0_ns: int | None = None, out=None) -> int:
-    """Play ``scenario`` on ``port`` ("pty" to create a pty pair and print its path, ``socket://host:port``
-    to serve TCP, or a device path / pyserial URL). Returns 0 when done, 2 when the port cannot be used."""
-    out = out or sys.stdout
-    if scenario not in SCENARIOS:
-        print(f"simulate-injector: unknown scenario {scenario!r}; choose from {', '.join(sorted(SCENARIOS))}",
-              file=sys.stderr)
-        return 2
-    if seconds is not None and seconds <= 0:
-        print("simulate-injector: --seconds must be positive", file=sys.stderr)
-        return 2
-    if not 0.0 <= bit_error_rate < 1.0:
-        print("simulate-injector: bit error rate must be in [0, 1)", file=sys.stderr)
-        return 2
-    try:
-        if port == "pty":
-            line = _PtyLine()
-        elif port.startswith("socket://"):
-            parts = urlsplit(port)
-            line = _SocketLine(parts.hostname or "127.0.0.1", parts.port or 0)
-        else:
-            line = _SerialLine(port)
-    except (OSError, ValueError) as exc:
-        print(f"simulate-injector: cannot open {port}: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # pyserial's SerialException
-        print(f"simulate-injector: cannot open {port}: {exc}", file=sys.stderr)
-        return 2
-    start = time.monotonic_ns()
-    sc = SCENARIOS[scenario]
-    dev = InjectorDevice(sc, t0_ns=start if t0_ns is None else t0_ns,
-                         bit_error_rate=bit_error_rate or None)
-    print(f"simulate-injector: scenario {scenario!r} ({sc.description}) on {line.path}", file=out, flush=True)
-    end = None if seconds is None else start + int(seconds * 1e9)
+def open_line(port: str):
+    """The device end of ``port``: "pty" creates a pty pair (its ``path`` is the appliance's end),
+    ``socket://host:port`` serves TCP, anything else is a device path or pyserial URL. Raises OSError,
+    ValueError or pyserial's SerialException when the port cannot be used."""
+    if port == "pty":
+        return _PtyLine()
+    if port.startswith("socket://"):
+        parts = urlsplit(port)
+        return _SocketLine(parts.hostname or "127.0.0.1", parts.port or 0)
+    return _SerialLine(port)
+
+
+def play(line, dev: InjectorDevice, start_ns: int, end_ns: int | None = None) -> None:
+    """Play ``dev`` on ``line`` (from ``open_line``) from ``start_ns`` until ``end_ns`` (None: until
+    interrupted), then close the line. A socket line connects the device when a client connects."""
     is_socket = isinstance(line, _SocketLine)
     if not is_socket:
-        dev.connected(start)
+        dev.connected(start_ns)
     was_unplugged = False
     try:
-        while end is None or time.monotonic_ns() < end:
+        while end_ns is None or time.monotonic_ns() < end_ns:
             now = time.monotonic_ns()
             unplugged = dev.disconnected(now)
             if is_socket:
@@ -561,8 +540,5 @@ def simulate_main(port: str, scenario: str = "procedure", *, seconds: float | No
                 select.select([fd], [], [], wait)
             else:
                 time.sleep(wait)
-    except KeyboardInterrupt:
-        pass
     finally:
         line.close()
-    return 0

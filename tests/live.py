@@ -105,7 +105,7 @@ def timed_healthz(url: str, context: ssl.SSLContext | None = None, timeout: floa
     return time.monotonic() - started
 
 
-# -- the attacks of issue 19 ------------------------------------------------------------------------------
+# -- the attacks of the hospital-network hardening --------------------------------------------------------------
 def header_bomb(port: int, megabytes: int) -> int:
     """A request whose header never ends, 1 MB at a time; the bytes sent before the server closed on us."""
     sent = 0

@@ -8,6 +8,8 @@ from html import escape
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Metric, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from api import metrics
 from api.app import MAX_BODY_BYTES, MAX_VALIDATION_ERRORS, create_app
@@ -16,17 +18,17 @@ from api.routes import events as events_routes
 from api.routes.page import CLEARANCE_WAITING, render
 from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS
 from core.ops.settings import Settings
+from tests.waiting import wait_for
 
 
 def wait_until(client: TestClient, predicate, seconds: float, path: str = "/api/status"):
-    deadline = time.monotonic() + seconds
-    last = None
-    while time.monotonic() < deadline:
-        last = client.get(path).json()
-        if predicate(last):
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"not within {seconds} s; last {path}: {str(last)[:1500]}")
+    """The first answer of GET ``path`` that satisfies ``predicate`` within ``seconds``."""
+    last = {}
+
+    def answer():
+        last["body"] = body = client.get(path).json()
+        return body if predicate(body) else None
+    return wait_for(answer, seconds, interval=0.1, explain=lambda: f"last {path}: {last.get('body')}")
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +157,7 @@ def test_stream_replays_are_bounded_in_bytes_and_read_two_at_a_time():
             with self.lock:
                 self.now += 1
                 self.most = max(self.most, self.now)
-            time.sleep(0.05)
+            time.sleep(0.05)   # a slow read (the load under test): overlapping reads would show in self.most
             with self.lock:
                 self.now -= 1
             return [{"id": after + k + 1, "kind": "bulky", "data": {"pad": "x" * 30_000}} for k in range(limit)]
@@ -207,25 +209,61 @@ def test_healthz_ok(live):
     assert r.status_code == 200 and r.json() == {"ok": True, "reasons": []}
 
 
-def test_metrics_prometheus_text(live):
-    client, _, _ = live
+def scrape(client: TestClient) -> dict[str, Metric]:
+    """The families of one /metrics answer, by name (a counter's without its ``_total``)."""
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    sample = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]* (-?[0-9.e+-]+|NaN|[+-]Inf)$")
-    families = {}
-    for line in r.text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
-            families[name] = kind
-        elif not line.startswith("#"):
-            assert sample.match(line), line
-    assert families["cathlab_frames_total"] == "counter"
-    assert families["cathlab_serial_crc_errors_total"] == "counter"
-    assert families["cathlab_eventlog_commit_latency_p99_ms"] == "gauge"
-    assert families["cathlab_runs_total"] == "counter"
-    assert "cathlab_api_stream_clients" in families
-    values = dict(line.split() for line in r.text.splitlines() if not line.startswith("#"))
-    assert int(values["cathlab_frames_total"]) > 0 and int(values["cathlab_runs_total"]) >= 1
+    return {family.name: family for family in text_string_to_metric_families(r.text)}
+
+
+def test_metrics_prometheus_text(live):
+    client, _, _ = live
+    families = scrape(client)
+    kinds = {name: family.type for name, family in families.items()}
+    assert kinds["cathlab_frames"] == "counter"
+    assert kinds["cathlab_serial_crc_errors"] == "counter"
+    assert kinds["cathlab_eventlog_commit_latency_p99_ms"] == "gauge"
+    assert kinds["cathlab_runs"] == "counter"
+    assert kinds["cathlab_api_stream_clients"] == "gauge"
+    # Typed wrongly from their names before (gauges): they only ever grow.
+    assert kinds["cathlab_serial_bytes_discarded"] == "counter"
+    assert metrics.type_of("serial_packets_by_type_state")[0] == "counter"   # no STATE packet here yet
+    # prometheus-client's own collectors come along.
+    assert kinds["process_cpu_seconds"] == "counter" and "process_resident_memory_bytes" in kinds
+    assert "python_info" in kinds
+    values = {sample.name: sample.value for family in families.values() for sample in family.samples}
+    assert values["cathlab_frames_total"] > 0 and values["cathlab_runs_total"] >= 1
+
+
+def test_every_metric_has_its_intended_type(live):
+    client, _, _ = live
+    state = client.app.state
+    reported = {key: value for key, value in metrics.appliance_values(state.appliance, state.hub).items()
+                if isinstance(value, (int, float))}
+    assert "serial_bytes_discarded" in reported and "eventlog_db_bytes" in reported
+    untyped = [key for key in reported if metrics.type_of(key)[0] is None]
+    assert untyped == [], f"type these in api/metrics.py TYPES: {untyped}"
+    families = scrape(client)
+    for key in reported:
+        name = metrics.metric_name(key).removesuffix("_total")
+        assert families[name].type == metrics.type_of(key)[0], key
+    assert not [name for name, family in families.items() if family.type == "unknown"]
+
+
+def test_counters_never_decrease_between_scrapes(live):
+    client, _, _ = live
+
+    def counters() -> dict[str, float]:
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in scrape(client).values() if family.type == "counter" for sample in family.samples}
+
+    first = counters()
+    frames = first[("cathlab_frames_total", ())]
+    wait_until(client, lambda s: s["counters"]["frames"] > frames, 5)   # the appliance counts on meanwhile
+    second = counters()
+    assert first.keys() <= second.keys()
+    assert [key for key in first if second[key] < first[key]] == []
+    assert second[("cathlab_frames_total", ())] > first[("cathlab_frames_total", ())]
 
 
 def test_page_is_server_rendered_and_self_contained(live):
@@ -313,7 +351,7 @@ def test_patient_parameters(live):
         client.post("/api/procedures", json={}, headers=h)
     r = client.put("/api/procedures/current/patient", json={"weight_kg": 70, "creatinine_mg_dl": 2.0}, headers=h)
     assert r.status_code == 200, r.text
-    assert r.json()["max_contrast_ml"] == 175.0                   # DOMAIN.md: 70 kg at 2.0 mg/dl
+    assert r.json()["max_contrast_ml"] == 175.0                   # docs/domain.md contrast limit: 70 kg, 2.0 mg/dl
     proc = client.get("/api/status").json()["procedure"]
     assert proc["fields"]["weight_kg"] == 70 and proc["fields"]["creatinine_mg_dl"] == 2.0
     assert proc["totals"]["max_contrast_ml"] == 175.0
@@ -378,35 +416,35 @@ def test_rois_accepted(live):
     wait_until(client, lambda p: any(e["kind"] == "rois_set" for e in p["events"]), 3, "/api/events?limit=1000")
 
 
-def test_clearance_image_is_png_or_404(live):
-    client, _, _ = live
-    r = client.get("/api/clearance/latest.png")
-    assert r.status_code in (200, 404)
-    if r.status_code == 200:
-        assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
-    else:
-        assert r.json()["detail"] == "no clearance measured yet"
-
-
 # -- an unhealthy appliance -----------------------------------------------------------------------------------
 def test_healthz_503_with_reasons_when_the_injector_is_missing(tmp_path):
     settings = Settings(data_dir=tmp_path, phantom_size=64, serial=str(tmp_path / "no-such-port"))
     with TestClient(create_app(settings)) as client:
-        time.sleep(0.3)
-        r = client.get("/healthz")
-        assert r.status_code == 503
+        r = wait_for(lambda: (r := client.get("/healthz")).status_code == 503 and r, 5)
         body = r.json()
         assert body["ok"] is False and any("injector link" in reason for reason in body["reasons"])
-        assert client.get("/api/status").json()["injector"]["link"] == "down"
+        status = client.get("/api/status").json()
+        assert status["injector"]["link"] == "down"
+        # No clearance without runs: the image is a 404 that says so (its PNG is checked under load in
+        # test_analysis_worker.py, once the demo procedure has measured one).
+        assert status["clearance"] is None
+        r = client.get("/api/clearance/latest.png")
+        assert r.status_code == 404 and r.json()["detail"] == "no clearance measured yet"
 
 
 def test_metric_rendering_rules():
-    text = metrics.render({"frames": 3, "last_frame_age_s": 0.5, "weird name-1": 2, "nan_latency_ms": float("nan"),
-                           "skipped": None, "flag_writable": True})
-    assert "# TYPE cathlab_frames_total counter\ncathlab_frames_total 3\n" in text
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics.ApplianceCollector(lambda: {
+        "frames": 3, "last_frame_age_s": 0.5, "weird name-1": 2, "eventlog_commit_latency_p99_ms": float("nan"),
+        "skipped": None, "eventlog_writable": True, "serial_protocol_violations_by_kind_volume_backwards": 1}))
+    text = generate_latest(registry).decode()
+    assert "# TYPE cathlab_frames_total counter\ncathlab_frames_total 3.0\n" in text
     assert "# TYPE cathlab_last_frame_age_s gauge\ncathlab_last_frame_age_s 0.5\n" in text
-    assert "cathlab_weird_name_1_total 2" in text and "cathlab_nan_latency_ms NaN" in text
-    assert "skipped" not in text and "cathlab_flag_writable 1" in text
+    assert "# TYPE cathlab_serial_protocol_violations_by_kind_volume_backwards_total counter\n" in text
+    # A value the table does not type is shown untyped, not guessed from its name.
+    assert "# TYPE cathlab_weird_name_1 untyped\ncathlab_weird_name_1 2.0\n" in text
+    assert "cathlab_eventlog_commit_latency_p99_ms NaN" in text
+    assert "skipped" not in text and "cathlab_eventlog_writable 1.0" in text
 
 
 def test_oversized_bodies_are_413_before_auth_or_parsing(live):
@@ -453,13 +491,8 @@ def test_an_roi_outside_the_frame_is_422(live):
 # Last in the module: it waits for the scripted baseline venogram (X-ray 8-14 s after start) to be recorded.
 def test_a_contrast_run_has_its_curves_and_a_peak_opacity_png(live):
     client, _, _ = live
-    deadline = time.monotonic() + 25
-    while True:
-        contrast = [r for r in client.get("/api/runs").json()["runs"] if r.get("contrast")]
-        if contrast:
-            break
-        assert time.monotonic() < deadline, "no contrast run recorded in 25 s"
-        time.sleep(0.2)
+    contrast = wait_for(lambda: [r for r in client.get("/api/runs").json()["runs"] if r.get("contrast")], 25,
+                        interval=0.2, explain=lambda: "no contrast run recorded")
     run = client.get(f"/api/runs/{contrast[-1]['run_id']}").json()
     assert run["injection_delay_s"] == pytest.approx(1.0, abs=0.15)   # injection 1 s after X-ray on
     roi = run["rois"][0]
@@ -472,9 +505,9 @@ def test_a_contrast_run_has_its_curves_and_a_peak_opacity_png(live):
     fields = [e["data"]["crop"] for e in client.get("/api/events?limit=1000").json()["events"]
               if e["kind"] == "video_field"]
     assert (width, height) in [(256, 256)] + [(c[2], c[3]) for c in fields]
+    # A fluoroscopy-only run keeps no peak image (the fixture waited for the scripted fluoroscopy run 0).
     plain = [x for x in client.get("/api/runs").json()["runs"] if not x.get("contrast")]
-    if plain:  # a fluoroscopy-only run keeps no peak image
-        assert client.get(f"/api/runs/{plain[0]['run_id']}/image.png").status_code == 404
+    assert plain and client.get(f"/api/runs/{plain[0]['run_id']}/image.png").status_code == 404
     assert client.get("/api/runs/nope-0/image.png").status_code == 404
 
     # With a baseline recorded, an operator's centreline is taken (and automatic again with null).

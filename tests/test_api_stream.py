@@ -18,6 +18,7 @@ import httpx2 as httpx
 import pytest
 
 from api.sse import StreamHub
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,19 +37,23 @@ def start_server(data_dir: Path, port: int | None = None, **env_overrides: str) 
                              str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"server exited with {proc.returncode}: {proc.communicate()[1][-3000:]}")
         try:
             s = httpx.get(url + "/api/status", timeout=1).json()
-            if s["injector"]["link"] == "up" and s["counters"]["frames"] > 0:
-                return proc, url
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"server not ready in 30 s: {proc.communicate()[1][-3000:]}")
+            return False
+        return s["injector"]["link"] == "up" and s["counters"]["frames"] > 0
+    try:
+        wait_for(ready, 30, interval=0.1)
+    except AssertionError:
+        if proc.poll() is None:
+            proc.kill()
+            raise AssertionError(f"server not ready in 30 s: {proc.communicate()[1][-3000:]}") from None
+        raise
+    return proc, url
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -93,13 +98,9 @@ class SSEReader:
         return [m for m in list(self.messages) if m[1] == name]
 
     def wait_for(self, predicate, seconds: float):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            for m in list(self.messages):
-                if predicate(m):
-                    return m
-            time.sleep(0.02)
-        raise AssertionError(f"no matching message in {seconds} s; got {[m[1:3] for m in self.messages][-20:]}")
+        """The first message satisfying ``predicate`` within ``seconds``."""
+        return wait_for(lambda: next((m for m in list(self.messages) if predicate(m)), None), seconds,
+                        interval=0.02, explain=lambda: [m[1:3] for m in self.messages][-20:])
 
     def close(self) -> None:
         self._client.close()
@@ -118,10 +119,9 @@ def test_status_at_least_twice_a_second(server):
     url, _ = server
     reader = SSEReader(url)
     try:
-        time.sleep(2.2)
-        statuses = reader.of("status")
+        statuses = wait_for(lambda: len(got := reader.of("status")) >= 5 and got, 2.2,
+                            explain=lambda: f"{len(reader.of('status'))} status messages")
         assert reader.error is None
-        assert len(statuses) >= 5, f"{len(statuses)} status messages in 2.2 s"
         gaps = [b[0] - a[0] for a, b in zip(statuses, statuses[1:])]
         assert max(gaps) < 0.5, f"largest gap {max(gaps):.3f} s"
         assert {"injector", "xray", "run", "counters", "alarms"} <= set(statuses[-1][3])
@@ -186,16 +186,13 @@ def test_closed_streams_are_forgotten(server):
     def clients() -> int:
         for line in httpx.get(url + "/metrics").text.splitlines():
             if line.startswith("cathlab_api_stream_clients "):
-                return int(line.split()[1])
+                return int(float(line.split()[1]))
         raise AssertionError("no cathlab_api_stream_clients in /metrics")
 
     assert clients() >= 3
     for r in readers:
         r.close()
-    deadline = time.monotonic() + 3
-    while clients() != 0:
-        assert time.monotonic() < deadline, f"{clients()} stream clients left after closing all"
-        time.sleep(0.1)
+    wait_for(lambda: clients() == 0, 3, interval=0.1, explain=lambda: f"{clients()} stream clients left")
 
 
 def test_sigterm_stops_within_2_s_with_streams_open(tmp_path):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -38,25 +40,24 @@ def appliance(tmp_path):
         proc.wait()
 
 
-def wait_for(predicate, url, seconds):
-    deadline = time.monotonic() + seconds
-    last = None
-    while time.monotonic() < deadline:
+def status_when(predicate, url, seconds):
+    """The first /api/status of the appliance at ``url`` that satisfies ``predicate`` within ``seconds``."""
+    last = {}
+
+    def poll():
         try:
-            last = get_json(url + "/api/status")
-            if predicate(last):
-                return last
+            last["status"] = status = get_json(url + "/api/status")
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"condition not met within {seconds} s; last status: {json.dumps(last)[:2000]}")
+            return None
+        return status if predicate(status) else None
+    return wait_for(poll, seconds, interval=0.2, explain=lambda: f"last status: {json.dumps(last.get('status'))}")
 
 
 def test_runs_on_simulators_and_stops_cleanly(appliance):
     proc, url, data_dir = appliance
-    first = wait_for(lambda s: s["injector"]["link"] == "up" and s["counters"]["frames"] > 0, url, 20)
+    first = status_when(lambda s: s["injector"]["link"] == "up" and s["counters"]["frames"] > 0, url, 20)
     assert first["injector"]["device"]["model"]
-    later = wait_for(lambda s: s["counters"]["frames"] > first["counters"]["frames"] + 15, url, 5)
+    later = status_when(lambda s: s["counters"]["frames"] > first["counters"]["frames"] + 15, url, 5)
     assert later["counters"]["serial"]["crc_errors"] == 0
     with urllib.request.urlopen(url + "/", timeout=2) as page:
         assert "cathlab-edge" in page.read().decode()
@@ -87,7 +88,7 @@ def test_one_simulated_procedure_end_to_end(appliance):
 
     proc, url, data_dir = appliance
     contrast = [run for run in PROCEDURE if run.inject_start_s is not None]
-    status = wait_for(lambda s: (s.get("clearance") or {}).get("run_id", "").endswith("-5"), url, 75)
+    status = status_when(lambda s: (s.get("clearance") or {}).get("run_id", "").endswith("-5"), url, 75)
     runs = {r["run_id"].rsplit("-", 1)[1]: r for r in status["last_runs"]}
     assert len(runs) == len(PROCEDURE)
     for index, scripted in enumerate(PROCEDURE):

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from firmware_bridge.checker import StreamCheck, check_main
+from api.cli.check import check_main
+from firmware_bridge.checker import StreamCheck
 from firmware_bridge.framing import Decoder, encode_frame
 from firmware_bridge.messages import Ack, Heartbeat, Hello, Sample, State, Summary, TimeReq, TimeResp, Xray, parse
 
@@ -339,12 +340,12 @@ def _booting_device(server, before: bytes, hello: bool, boot_after_s: float, rec
     """A device on a TCP serial server that powers up ``boot_after_s`` after the check connects."""
     conn, _ = server.accept()
     with conn:
-        time.sleep(boot_after_s)
+        time.sleep(boot_after_s)   # the device is silent until it powers up: the case under test
         frames = [Hello(0, 0, protocol_version=1, capabilities=0b011).encode()] if hello else []
         frames += [Heartbeat(len(frames) + k, 300 * k, state=0).encode() for k in range(4)]
         conn.sendall(before + frames[0])
         for f in frames[1:]:
-            time.sleep(0.3)
+            time.sleep(0.3)          # the device's heartbeat period
             conn.sendall(f)
         conn.settimeout(1.0)
         try:

@@ -49,9 +49,48 @@ def test_live_clearance_against_truth(procedure):
         assert res["baseline_run_id"] == runs[0][1] and res["run_id"] == run_id
         assert res["shift_px"] == pytest.approx(list(SHIFTS[scripted]), abs=1.5)
         b1 = video.scene_truth(scripted).burden
-        # Automatic vessel (the tracker has no operator centreline): the issue's +-8 points.
+        # Automatic vessel (the tracker has no operator centreline): the clearance requirement's +-8 points.
         assert res["clearance_pct"] == pytest.approx(100 * (b0 - b1) / b0, abs=8.0)
     assert tracker.latest() is runs[-1][2]
     png = tracker.render_png()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert np.isfinite(runs[-1][2]["burden_post_pct"])
+
+
+def test_a_centreline_set_right_after_a_new_procedure_lands_on_the_new_tracker(tmp_path):
+    """The tracker is looked up when the worker runs the task, not when it is queued: a centreline queued
+    behind a new procedure's reset is drawn on the new (empty) tracker, never on the one being discarded."""
+    import threading
+
+    from core.appliance.appliance import Appliance
+    from core.appliance.worker import AnalysisWorker
+    from core.ops.settings import Settings
+    from tests.test_clearance import synthetic_vessel
+    from tests.waiting import wait_for
+
+    worker = AnalysisWorker()
+    device = Appliance(Settings(data_dir=tmp_path, video="none"), worker=worker)
+    device.start()
+    try:
+        image, _ = synthetic_vessel(size=(128, 128))
+        worker.submit(lambda: device.clearance.add_run("old-0", image, "baseline")).result(timeout=10)
+        gate = threading.Event()
+        worker.submit(gate.wait, 10)              # the worker is busy: what follows queues behind it
+        device.start_procedure("next")            # queues the reset of the tracker
+        refused: list[str] = []
+
+        def draw() -> None:
+            try:
+                device.set_centerline([(64.0, 10.0 + 5 * i) for i in range(20)], None)
+            except ValueError as exc:
+                refused.append(str(exc))
+
+        drawer = threading.Thread(target=draw)
+        drawer.start()
+        wait_for(lambda: worker.pending()[0] == 2, 5)   # the reset, then the centreline
+        gate.set()
+        drawer.join(10)
+        assert refused and "no baseline yet" in refused[0]
+        assert device.clearance.baseline_id is None and device.status()["clearance"] is None
+    finally:
+        device.stop()

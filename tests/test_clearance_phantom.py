@@ -1,11 +1,12 @@
-"""Issue 6 accuracy on the project's phantom (core/sources/phantom/), whose truth knows the thrombus volume exactly.
+"""Venographic clearance accuracy on the project's phantom (core/sources/phantom/), whose truth knows the
+thrombus volume exactly.
 
 Frames go the whole way a recorded run goes: rendered stack -> FrameStack -> peak_opacity -> registration
 -> densitometry. Both encodings: 16-bit linear detector data and 8-bit display video (pulses repeated on the
 video line, circular collimator, burnt-in text), at the phantom's clinical quantum noise (Poisson, i0 =
 3000 quanta), post runs moved by up to 40 px, several seeds, side-wall and partial-depth (anterior-wall)
-thrombus. Tolerances are the issue's: burden +-3 points, clearance +-5 points with the centreline and
-diameter given, +-8 points found automatically, a clean vessel under 2%.
+thrombus. Tolerances are those of the clearance requirement: burden +-3 points, clearance +-5 points with the
+centreline and diameter given, +-8 points found automatically, a clean vessel under 2%.
 """
 from __future__ import annotations
 

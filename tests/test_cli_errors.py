@@ -1,6 +1,6 @@
 """Every input error of the ``cathlab-edge`` command line is one line on stderr and exit status 2, never a
-traceback: the eight cases of issue 19 through the real CLI in a subprocess, every numeric flag's range, and
-the malformed files a user is likely to hand it."""
+traceback: the eight tracebacks the red team found, through the real CLI in a subprocess, every numeric flag's
+range, and the malformed files a user is likely to hand it."""
 from __future__ import annotations
 
 import os
@@ -67,7 +67,7 @@ def files(tmp_path_factory):
     return d
 
 
-# -- the eight cases of issue 19, and the 1x1 noise stack -----------------------------------------------------
+# -- the eight tracebacks the red team found, and the 1x1 noise stack -------------------------------------------
 @pytest.mark.parametrize("flag,value,fragment", [
     ("--fps", "1e300", "--fps: 1e300 is out of range; expected [0.1, 240] frames/s"),
     ("--fps", "1e-300", "--fps: 1e-300 is out of range; expected [0.1, 240] frames/s"),

@@ -7,6 +7,7 @@ import secrets
 
 import pytest
 
+from api.cli.doctor import doctor_main
 from core.ops.doctor import (
     FAIL,
     OK,
@@ -16,7 +17,6 @@ from core.ops.doctor import (
     check_serial,
     check_token,
     check_video,
-    doctor_main,
 )
 from core.ops.settings import Settings
 

@@ -16,17 +16,9 @@ from pathlib import Path
 import pytest
 
 from core.store.eventlog import EventLog
+from tests.waiting import wait_for
 
 PAD = "x" * 2000   # big events fill pages quickly
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def alarm_kinds(log: EventLog) -> set[str]:
@@ -81,7 +73,7 @@ def test_full_disk_by_page_cap_alarms_within_a_second_and_writes_when_space_retu
     t0 = time.monotonic()
     for i in range(200):
         log.record("sample", {"i": i, "pad": PAD}, key=f"s{i}")
-    assert wait_for(lambda: "disk_full" in alarm_kinds(log), 1.0), "no disk_full alarm within 1 s"
+    wait_for(lambda: "disk_full" in alarm_kinds(log), 1.0, interval=0.01, explain=lambda: "no disk_full alarm")
     assert time.monotonic() - t0 < 1.5
     assert "disk full" in log.alarms[0]["message"]
     # Still serving: reads, stats, and record() accepting more.
@@ -109,7 +101,7 @@ def test_queue_is_bounded_and_overflow_is_counted(tmp_path):
     log.set_max_page_count(page_count(log.db_path))
     for i in range(300):
         log.record("sample", {"i": i, "pad": PAD}, key=f"s{i}")
-    assert wait_for(lambda: "disk_full" in alarm_kinds(log), 1.0)
+    wait_for(lambda: "disk_full" in alarm_kinds(log), 1.0, interval=0.01)
     stats = log.stats()
     assert stats["pending"] <= 50 and "queue_overflow" in alarm_kinds(log)
     dropped = stats["dropped"]
@@ -133,7 +125,8 @@ def test_full_tmpfs(tmpfs):
             log.record("sample", {"i": n, "pad": PAD}, key=f"s{n}")
             n += 1
         time.sleep(0.02)
-    assert wait_for(lambda: "disk_full" in alarm_kinds(log), 1.0), "a full tmpfs raised no alarm"
+    wait_for(lambda: "disk_full" in alarm_kinds(log), 1.0, interval=0.01,
+             explain=lambda: "a full tmpfs raised no alarm")
     assert log.stats()["pending"] > 0
     assert log.events(0, 1)   # still reading committed events
     remount("size=16m")
@@ -185,7 +178,7 @@ def test_corrupt_file_alarms_once_without_a_crash_loop_and_recovers_when_moved_a
     assert alarm_kinds(log) == {"db_corrupt"}
     assert "Move the file aside" in log.alarms[0]["message"]
     log.record("held", {}, key="held")
-    time.sleep(1.2)                  # several retries
+    time.sleep(1.2)                  # several retries (what is under test: one log line for all of them)
     assert alarm_kinds(log) == {"db_corrupt"} and log.stats()["pending"] == 1
     assert sum("db_corrupt" in r.getMessage() for r in caplog.records) == 1   # logged once, not per retry
     os.rename(data / "events.sqlite3", data / "events.sqlite3.corrupt")
@@ -242,7 +235,7 @@ def test_close_during_a_full_disk_gives_up_at_its_timeout(tmp_path, caplog):
     log.set_max_page_count(page_count(log.db_path))
     for i in range(100):
         log.record("sample", {"i": i, "pad": PAD})
-    assert wait_for(lambda: "disk_full" in alarm_kinds(log), 1.0)
+    wait_for(lambda: "disk_full" in alarm_kinds(log), 1.0, interval=0.01)
     t0 = time.monotonic()
     log.close(timeout=0.3)
     assert time.monotonic() - t0 < 2.0   # bounded shutdown, not a hang (generous: shared CI cores)

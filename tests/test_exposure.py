@@ -1,5 +1,6 @@
-"""Issue 19 item 5 against live appliances: TLS, the warning without it, the Host check (DNS rebinding), the
-token kept out of logs, private files whatever the umask; and the watchdog that needs the API to answer."""
+"""Exposure on the hospital network, against live appliances: TLS, the warning without it, the Host check
+(DNS rebinding), the token kept out of logs, private files whatever the umask; and the watchdog that needs the
+API to answer."""
 import http.client
 import os
 import socket

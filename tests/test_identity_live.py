@@ -1,5 +1,5 @@
 """Stores no patient identity, against a live appliance: `cathlab-edge run` in a subprocess replaying a DICOM
-file named after the patient, the issue's label through the HTTP API with the token. The name, MRN and birth
+file named after the patient, the red team's label through the HTTP API with the token. The name, MRN and birth
 date must appear nowhere: not in the SQLite files (raw bytes, WAL included), the export, /api/status,
 /api/procedures, /api/events, /api/runs, stdout or the log lines."""
 import json
@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,7 @@ from core.identity import content_label
 from core.sources.phantom.config import PhantomConfig
 from core.sources.phantom.render import render_run
 from tests.dicom_files import write_multiframe
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUE_LABEL = "DOE^JOHN MRN 00412345 DOB 1957-03-14"
@@ -50,18 +50,16 @@ def call(method: str, url: str, body=None, token: str | None = None) -> tuple[in
 
 
 def wait_status(url: str, predicate, seconds: float) -> dict:
-    deadline = time.monotonic() + seconds
-    last = None
-    while time.monotonic() < deadline:
+    last = {}
+
+    def poll():
         try:
             code, text = call("GET", url + "/api/status")
-            last = json.loads(text)
-            if code == 200 and predicate(last):
-                return last
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"not within {seconds} s; last status: {json.dumps(last)[:1500]}")
+            return None
+        last["status"] = status = json.loads(text)
+        return status if code == 200 and predicate(status) else None
+    return wait_for(poll, seconds, interval=0.2, explain=lambda: f"last status: {json.dumps(last.get('status'))}")
 
 
 def assert_clean(where: str, blob: bytes | str) -> None:
@@ -98,7 +96,7 @@ def test_identity_is_refused_or_hashed_and_appears_nowhere(study, tmp_path):
         token = (data_dir / "api-token").read_text().strip()
         run_id = status["last_runs"][0]["run_id"]
 
-        # The issue's label, as a procedure label and as a run label: refused, with the rule.
+        # The red team's label, as a procedure label and as a run label: refused, with the rule.
         code, text = call("POST", url + "/api/procedures", {"label": ISSUE_LABEL}, token)
         assert code == 422 and "DICOM form" in text, text
         for label in ("MRN 00412345", "DOB 1957-03-14", "1957-03-14", "14.03.1957", "00412345"):
@@ -116,15 +114,12 @@ def test_identity_is_refused_or_hashed_and_appears_nowhere(study, tmp_path):
         code, text = call("PUT", url + f"/api/runs/{run_id}/label", {"label": "baseline"}, token)
         assert code == 200, text
 
-        deadline = time.monotonic() + 10           # until the three procedures are committed
-        while True:
+        def committed() -> dict | None:             # until the three procedures are committed
             served = {path: call("GET", url + path)[1] for path in
                       ("/api/status", "/api/procedures", "/api/events?limit=1000", "/api/runs", "/")}
             labels = {p["label"] for p in json.loads(served["/api/procedures"])["procedures"]}
-            if labels == {"baseline", "post pass 2", "L iliac"} or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert labels == {"baseline", "post pass 2", "L iliac"}
+            return served if labels == {"baseline", "post pass 2", "L iliac"} else None
+        served = wait_for(committed, 10, interval=0.2)
         running_db = db_bytes(data_dir)
     finally:
         proc.send_signal(signal.SIGTERM)

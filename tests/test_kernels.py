@@ -1,4 +1,4 @@
-"""Frame kernels: the compiled pass against the NumPy reference and against the DOMAIN.md definitions.
+"""Frame kernels: the compiled pass against the NumPy reference and against docs/domain.md (opacity, mask).
 
 Each behavioural test runs on both implementations (``impl`` fixture); the agreement tests run the same
 frame sequence through both and compare every output. Seeded data only.

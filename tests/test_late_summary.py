@@ -1,46 +1,37 @@
 """An injector SUMMARY that comes after its run ended: the run's record still gets the injector's figures.
 
 The operator stops X-ray before the injection ends, and the SUMMARY follows the injection's end by a moment,
-so the run has ended (and is often recorded) before the injector reports. Both simulators play one script:
-X-ray 1.0-2.5 s, a 10 ml injection at 4 ml/s from 1.5 s that ends at ~4.15 s, its SUMMARY ~50 ms later.
+so the run has ended (and is often recorded) before the injector reports. The script: X-ray 1.0-2.5 s, a
+10 ml injection at 4 ml/s from 1.5 s that ends at ~4.0 s, its SUMMARY 50 ms later. The books run in
+simulated time (tests/desk.py); one test runs the whole appliance on its simulators.
 """
-import threading
 import time
 
 import pytest
 
 from core.analysis.runs import INJECTOR_FIGURES, Run, merge_injection
 from core.appliance.appliance import Appliance
+from core.appliance.books import procedure_totals
 from core.ops.settings import Settings
 from core.sources.phantom.config import PhantomConfig
 from core.sources.phantom.video import PhantomSource, PhantomVideo
 from core.vocab import NS
-from firmware_bridge.messages import Summary
+from firmware_bridge.messages import InjectorState, Sample, State, Summary, Xray
 from firmware_bridge.scenarios import ScriptedRun
 from firmware_bridge.simulator import SCENARIOS, Scenario, SimInjection
+from tests.desk import Desk
 from tests.waiting import wait_for
 
 XRAY_ON_S, XRAY_OFF_S, INJECT_S, VOLUME_ML, FLOW_ML_S = 1.0, 2.5, 1.5, 10.0, 4.0
+INJECTION_MS = round(VOLUME_ML / FLOW_ML_S * 1000)
 SCRIPT = Scenario("late-summary", "X-ray stopped before the injection ends, so its SUMMARY comes after the run",
                   60.0, xray=((XRAY_ON_S, XRAY_OFF_S),), injections=(SimInjection(INJECT_S, VOLUME_ML, FLOW_ML_S),))
 TIMELINE = (ScriptedRun("baseline", XRAY_ON_S, XRAY_OFF_S, INJECT_S, volume_ml=VOLUME_ML, flow_ml_s=FLOW_ML_S),)
-
-
-@pytest.fixture
-def appliance(tmp_path, monkeypatch):
-    monkeypatch.setitem(SCENARIOS, SCRIPT.name, SCRIPT)   # a scenario of this test, served by the simulator
-    t0 = time.monotonic_ns() + NS // 2
-    video = PhantomVideo(PhantomConfig(size=(128, 128), intensity="log"), timeline=TIMELINE, period_s=60.0)
-    device = Appliance(Settings(data_dir=tmp_path, phantom_size=128,
-                                serial=f"injsim://?scenario={SCRIPT.name}&t0_ns={t0}"),
-                       source=PhantomSource(video, t0_ns=t0))
-    device.start()
-    yield device
-    device.stop()
-
-
-def injections_counted(device: Appliance) -> int:
-    return device.status()["procedure"]["totals"]["injections"]
+SUMMARY = Summary(seq=7, device_ms=4050, programmed_volume=1000, delivered_volume=round(VOLUME_ML * 100),
+                  programmed_flow=round(FLOW_ML_S * 100), peak_flow=round(FLOW_ML_S * 100), peak_pressure=640,
+                  pressure_limit=2000, duration_ms=INJECTION_MS, rise_ms=120,
+                  xray_delay_ms=round((XRAY_ON_S - INJECT_S) * 1000))
+EXPECTED = {"runs": 1, "contrast_runs": 1, "contrast_ml": VOLUME_ML, "injections": 1}
 
 
 def assert_has_the_injectors_figures(record: dict) -> None:
@@ -52,72 +43,76 @@ def assert_has_the_injectors_figures(record: dict) -> None:
     assert record["injection_delay_s"] == pytest.approx(INJECT_S - XRAY_ON_S, abs=0.1)
 
 
-def test_a_summary_after_the_run_was_recorded_completes_its_record(appliance):
-    (run,) = wait_for(appliance.runs, 8)
-    run_id, pid = run["run_id"], run["procedure_id"]
-    assert run["delivered_volume_ml"] is None          # recorded before the injector reported
-    assert run["injection_start_ns"] is not None        # the injection had started (STATE injecting)
-    assert injections_counted(appliance) == 0
+def play_until_the_summary(desk: Desk, *, analyse_before_it: bool) -> int:
+    """The script on the desk: device X-ray edges and SAMPLEs with flow, the frames, then the SUMMARY.
+    Returns when the injection started."""
+    desk.frames(XRAY_ON_S, xray=False)
+    desk.message(Xray(seq=1, device_ms=1000, on=1))
+    desk.frames(INJECT_S, xray=True)
+    started_ns = desk.now
+    desk.message(State(seq=2, device_ms=1500, state=InjectorState.INJECTING))
+    desk.message(Sample(seq=3, device_ms=1500, flow=400, volume=0, pressure=300))
+    desk.frames(XRAY_OFF_S, xray=True)
+    desk.message(Xray(seq=4, device_ms=2500, on=0))
+    desk.frames(XRAY_OFF_S + 1.0, xray=False)      # the run ends after its last pulse
+    if analyse_before_it:
+        desk.work()
+    desk.frames(INJECT_S + INJECTION_MS / 1000 + 0.05, xray=False)
+    desk.message(SUMMARY)
+    return started_ns
 
-    record = wait_for(lambda: (r := appliance.run(run_id)) and r["delivered_volume_ml"] is not None and r, 8)
+
+def test_a_summary_after_the_run_was_recorded_completes_its_record():
+    desk = Desk()
+    started_ns = play_until_the_summary(desk, analyse_before_it=True)
+    ((run_id, first),) = [(w.run_id, w.record) for w in desk.written]
+    assert first["delivered_volume_ml"] is None          # recorded before the injector reported
+    assert first["injection_start_ns"] == started_ns      # the injection had started (STATE injecting)
+    assert desk.written[0].procedure_id == "p1"
+    desk.work()
+
+    (record,) = desk.records(run_id)[1:]
     assert_has_the_injectors_figures(record)
-    assert record["injection_start_ns"] == run["injection_start_ns"] and record["procedure_id"] == pid
+    assert record["injection_start_ns"] == first["injection_start_ns"] and desk.written[1].procedure_id == "p1"
     assert {k: record[k] for k in ("start_ns", "end_ns", "duration_s", "frames", "rois")} == \
-        {k: run[k] for k in ("start_ns", "end_ns", "duration_s", "frames", "rois")}
-    assert [r["run_id"] for r in appliance.runs()] == [run_id]
-    assert len([r for r in appliance.log.runs(pid) if r["run_id"] == run_id]) == 2
+        {k: first[k] for k in ("start_ns", "end_ns", "duration_s", "frames", "rois")}
+    assert len({w.key for w in desk.written}) == 2         # two records of one run, both kept by the log
 
-    status = appliance.status()
-    (brief,) = status["last_runs"]
-    assert brief["delivered_volume_ml"] == VOLUME_ML and brief["contrast"] is True
+    (brief,) = desk.runs.last_runs()
+    assert brief["run_id"] == run_id and brief["delivered_volume_ml"] == VOLUME_ML and brief["contrast"] is True
     # The volume is the injection's, counted once; the run is still one run.
-    expected = {"runs": 1, "contrast_runs": 1, "contrast_ml": VOLUME_ML, "injections": 1}
-    assert {k: status["procedure"]["totals"][k] for k in expected} == expected
-    assert appliance.log.flush(5)
-    assert {k: appliance.procedure(pid)["totals"][k] for k in expected} == expected
-    assert status["counters"]["runs"] == 1 and status["counters"]["contrast_runs"] == 1
+    assert {k: desk.runs.totals.to_dict()[k] for k in EXPECTED} == EXPECTED
+    injection = dict(SUMMARY.to_dict(), start_ns=first["injection_start_ns"], stop_ns=desk.now)
+    assert {k: procedure_totals({}, [record], [injection]).to_dict()[k] for k in EXPECTED} == EXPECTED
+    assert (desk.runs.runs_total, desk.runs.contrast_runs_total) == (1, 1)
 
     # The device resends its SUMMARY: counted and matched once.
-    (inj,) = appliance.log.injections(pid)
-    resent = Summary(seq=inj["seq"], device_ms=inj["device_ms"],
-                     programmed_volume=round(inj["programmed_volume_ml"] * 100),
-                     delivered_volume=round(inj["delivered_volume_ml"] * 100),
-                     programmed_flow=round(inj["programmed_flow_ml_s"] * 100),
-                     peak_flow=round(inj["peak_flow_ml_s"] * 100), peak_pressure=inj["peak_pressure_kpa"],
-                     pressure_limit=inj["pressure_limit_kpa"], duration_ms=inj["duration_ms"],
-                     rise_ms=inj["rise_ms"], xray_delay_ms=inj["xray_delay_ms"])
-    appliance._on_message(resent, time.monotonic_ns())   # as the bridge delivers a message
-    appliance._worker.submit(lambda: None).result(timeout=10)
-    assert appliance.log.flush(5)
-    assert len([r for r in appliance.log.runs(pid) if r["run_id"] == run_id]) == 2
-    assert {k: appliance.status()["procedure"]["totals"][k] for k in expected} == expected
+    desk.frames(INJECT_S + INJECTION_MS / 1000 + 0.5, xray=False)
+    desk.message(SUMMARY)
+    desk.work()
+    assert len(desk.written) == 2 and desk.queue == []
+    assert {k: desk.runs.totals.to_dict()[k] for k in EXPECTED} == EXPECTED
 
     # A label given afterwards keeps the figures (it re-records the newest record).
-    appliance.label_run(run_id, "baseline")
-    assert appliance.log.flush(5)
-    relabelled = appliance.run(run_id)
-    assert relabelled["label"] == "baseline"
-    assert_has_the_injectors_figures(relabelled)
+    pid, write = desk.runs.label(run_id, "baseline", committed=None, current=False, open_procedure_id="p1")
+    assert pid == "p1" and write.procedure_id == "p1" and write.key == f"run:{run_id}:label:{desk.now}"
+    assert write.record["label"] == "baseline"
+    assert_has_the_injectors_figures(write.record)
 
 
-def test_a_summary_while_the_run_waits_for_analysis_is_in_its_first_record(appliance):
+def test_a_summary_while_the_run_waits_for_analysis_is_in_its_first_record():
     """Not the pipeline's doing: it matched the injection (without summary) when the run ended."""
-    gate = threading.Event()
-    appliance._worker.submit(gate.wait, 20)             # hold the analysis worker: the run ends, unanalysed
-    try:
-        (run_id,) = wait_for(lambda: set(appliance._finishing), 8)
-        wait_for(lambda: injections_counted(appliance) == 1, 8)   # the SUMMARY came meanwhile
-        assert appliance.runs() == []
-    finally:
-        gate.set()
-    (record,) = wait_for(appliance.runs, 10)
-    assert record["run_id"] == run_id
-    assert_has_the_injectors_figures(record)
-    appliance._worker.submit(lambda: None).result(timeout=10)
-    assert appliance.log.flush(5)
-    assert len(appliance.log.runs()) == 1                # complete when first recorded: no second record
-    totals = appliance.status()["procedure"]["totals"]
-    assert (totals["runs"], totals["contrast_runs"], totals["contrast_ml"]) == (1, 1, VOLUME_ML)
+    desk = Desk()
+    play_until_the_summary(desk, analyse_before_it=False)   # the worker is busy: the run ends, unanalysed
+    assert desk.runs.analysing("s1-0")
+    assert desk.runs.totals.injections == 1                 # the SUMMARY came meanwhile
+    assert desk.written == []
+    desk.work()
+    (write,) = desk.written                                 # complete when first recorded: no second record
+    assert write.run_id == "s1-0" and not desk.runs.analysing("s1-0")
+    assert_has_the_injectors_figures(write.record)
+    totals = desk.runs.totals
+    assert (totals.runs, totals.contrast_runs, totals.contrast_ml) == (1, 1, VOLUME_ML)
 
 
 def test_merged_figures_are_the_ones_a_timely_summary_gives():
@@ -132,3 +127,38 @@ def test_merged_figures_are_the_ones_a_timely_summary_gives():
                    injection=before).summary()
         assert merge_injection(late, {"start_ns": start, "stop_ns": stop, "summary": summary}) == timely
     assert {key for key, _ in INJECTOR_FIGURES} <= set(timely)
+
+
+# -- the whole appliance, on its simulators -------------------------------------------------------------------
+@pytest.fixture
+def appliance(tmp_path, monkeypatch):
+    monkeypatch.setitem(SCENARIOS, SCRIPT.name, SCRIPT)   # a scenario of this test, served by the simulator
+    t0 = time.monotonic_ns() + NS // 2
+    video = PhantomVideo(PhantomConfig(size=(128, 128), intensity="log"), timeline=TIMELINE, period_s=60.0)
+    device = Appliance(Settings(data_dir=tmp_path, phantom_size=128,
+                                serial=f"injsim://?scenario={SCRIPT.name}&t0_ns={t0}"),
+                       source=PhantomSource(video, t0_ns=t0))
+    device.start()
+    yield device
+    device.stop()
+
+
+def test_the_appliance_records_a_late_summary_in_the_runs_own_procedure(appliance):
+    (run,) = wait_for(appliance.runs, 8)
+    run_id, pid = run["run_id"], run["procedure_id"]
+    assert run["delivered_volume_ml"] is None and run["injection_start_ns"] is not None
+    record = wait_for(lambda: (r := appliance.run(run_id)) and r["delivered_volume_ml"] is not None and r, 8)
+    assert_has_the_injectors_figures(record)
+    assert record["injection_start_ns"] == run["injection_start_ns"] and record["procedure_id"] == pid
+    assert [r["run_id"] for r in appliance.runs()] == [run_id]
+    assert appliance.log.flush(5)
+    assert len([r for r in appliance.log.runs(pid) if r["run_id"] == run_id]) == 2
+    status = appliance.status()
+    assert {k: status["procedure"]["totals"][k] for k in EXPECTED} == EXPECTED
+    assert {k: appliance.procedure(pid)["totals"][k] for k in EXPECTED} == EXPECTED
+    assert status["last_runs"][0]["delivered_volume_ml"] == VOLUME_ML
+    assert status["counters"]["runs"] == 1 and status["counters"]["contrast_runs"] == 1
+    appliance.label_run(run_id, "baseline")
+    assert appliance.log.flush(5)
+    assert appliance.run(run_id)["label"] == "baseline"
+    assert_has_the_injectors_figures(appliance.run(run_id))

@@ -5,7 +5,7 @@ import pytest
 
 from firmware_bridge.clock import DeviceClock
 from firmware_bridge.framing import Decoder
-from firmware_bridge.link import DOWN, SILENT, UP, IllegalTransition, Link
+from firmware_bridge.link import DOWN, SILENT, TRANSITIONS, UP, IllegalTransition, Link
 from firmware_bridge.messages import Ack, Fault, Heartbeat, Hello, Sample, Summary, TimeReq, TimeResp, Xray, parse
 
 MS = 1_000_000
@@ -41,11 +41,15 @@ def test_states_follow_the_line():
 
 def test_illegal_transitions_are_rejected():
     link = opened()
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(IllegalTransition, match="silent to silent"):
         link.port_opened(1)  # silent -> silent
+    assert link.state == SILENT                  # a refused transition changes nothing
     link.port_closed(2)
-    with pytest.raises(IllegalTransition, match="down to up"):
-        link._set_state(UP, "test", type("O", (), {"events": []})())
+    assert link.feed(Heartbeat(0, 0).encode(), 3).events == []   # no port: packets do not bring it up
+    assert link.state == DOWN
+    # Down never goes straight to up, nor up to up: every transition the link makes is one of these.
+    assert TRANSITIONS == {(DOWN, SILENT), (SILENT, UP), (UP, SILENT), (UP, DOWN), (SILENT, DOWN)}
+    assert (DOWN, UP) not in TRANSITIONS
 
 
 def test_reliable_messages_acked_every_time_delivered_once():

@@ -63,7 +63,7 @@ def test_every_type_has_a_class():
     assert set(MESSAGE_CLASSES) == set(MsgType)
 
 
-def test_payload_sizes_match_the_issue():
+def test_payload_sizes_match_the_protocol_document():
     sizes = {Hello: 42, Heartbeat: 1, TimeResp: 4, State: 2, Sample: 9, Summary: 26, Xray: 1, Ack: 2, TimeReq: 4}
     for cls, n in sizes.items():
         assert len(cls(0, 0).payload()) == n, cls.__name__

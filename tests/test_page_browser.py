@@ -12,6 +12,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.test_api_stream import ROOT, start_server, stop_server
+from tests.waiting import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -46,11 +47,7 @@ def browser():
 def wait_js(page, expression: str, timeout_ms: float) -> None:
     """Poll a JS expression until true. Playwright's wait_for_function evaluates through `new Function`, which the
     page's Content-Security-Policy (rightly) forbids; page.evaluate goes through the debugger and is not affected."""
-    deadline = time.monotonic() + timeout_ms / 1000
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_ms / 1000:.1f} s: {expression}")
-        time.sleep(0.02)
+    wait_for(lambda: page.evaluate(expression), timeout_ms / 1000, interval=0.02, explain=lambda: expression)
 
 
 def mono_to_wall_ms(t_mono_ns: int) -> float:
@@ -59,14 +56,10 @@ def mono_to_wall_ms(t_mono_ns: int) -> float:
 
 
 def first_event(url: str, kind: str, seconds: float) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    def find():
         events = httpx.get(url + "/api/events", params={"limit": 1000}).json()["events"]
-        for e in events:
-            if e["kind"] == kind:
-                return e
-        time.sleep(0.1)
-    raise AssertionError(f"no {kind} event in {seconds} s")
+        return next((e for e in events if e["kind"] == kind), None)
+    return wait_for(find, seconds, interval=0.1, explain=lambda: f"no {kind} event")
 
 
 def test_status_page_live_and_stale(browser, tmp_path):
@@ -104,7 +97,7 @@ def test_status_page_live_and_stale(browser, tmp_path):
         points = "(document.querySelector('#tdc-lines polyline')?.getAttribute('points') || '').split(' ').length"
         wait_js(page, f"{points} > 3", timeout_ms=5000)
         t1, n1 = float(page.text_content("#run-timer")), page.evaluate(points)
-        time.sleep(0.6)
+        time.sleep(0.6)   # time passing is what is under test: the timer and the curve move with it
         assert float(page.text_content("#run-timer")) > t1
         assert page.evaluate(points) > n1, "the curve did not grow"
         # Weight and creatinine set through the API give the Cigarroa limit on the contrast bar (70 kg, 2.0 -> 175).

@@ -5,12 +5,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 from api.routes.page import NO_VIDEO_NOTE
 from tests.test_api_stream import ROOT, free_port, stop_server
 from tests.test_page_browser import browser, wait_js  # noqa: F401  (the module's Chromium fixture)
+from tests.waiting import wait_for
 
 
 def start_injector_only(data_dir) -> tuple[subprocess.Popen, str]:
@@ -20,17 +20,19 @@ def start_injector_only(data_dir) -> tuple[subprocess.Popen, str]:
                              str(data_dir), "--serial", "injsim://?scenario=faults"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def link_up() -> bool:
         try:
             with urllib.request.urlopen(url + "/api/status", timeout=1) as r:
-                if json.loads(r.read())["injector"]["link"] == "up":
-                    return proc, url
+                return json.loads(r.read())["injector"]["link"] == "up"
         except OSError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"server not ready in 30 s: {proc.communicate()[1][-3000:]}")
+            return False
+    try:
+        wait_for(link_up, 30, interval=0.1)
+    except AssertionError:
+        proc.kill()
+        raise AssertionError(f"server not ready in 30 s: {proc.communicate()[1][-3000:]}") from None
+    return proc, url
 
 
 def test_page_says_no_video_plainly_and_shows_the_injector_fault(browser, tmp_path):  # noqa: F811

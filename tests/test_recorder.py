@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from core.analysis.pipeline import FramePipeline
+from core.appliance.replay import replay
 from core.sources.frames import Frame
 from core.sources.phantom.config import PhantomConfig
 from core.sources.phantom.render import render_run
-from core.store.recorder import SERIAL_MAGIC, ProcedureRecorder, RecordingSource, load_runs, read_serial, replay
+from core.sources.recording import SERIAL_MAGIC, RecordingSource, load_runs, read_serial
+from core.store.recorder import ProcedureRecorder
 from core.vocab import NS
 from firmware_bridge.link import Link
 from firmware_bridge.simulator import InjectorDevice
@@ -242,7 +244,7 @@ def test_replay_command_prints_runs_and_messages(tmp_path, phantom):
     live(rec, phantom, device_bytes(6.0))
     rec.close()
     out = io.StringIO()
-    from core.store.recorder import replay_main
+    from api.cli.replay import replay_main
 
     assert replay_main(tmp_path, out) == 0
     report = json.loads(out.getvalue())
@@ -367,3 +369,37 @@ def test_the_appliance_records_the_phantom_with_its_burnt_in_text_blanked(tmp_pa
     assert not run.frames[:, outside].any()
     lit = [f for f in run.frames if f.any()]                  # the pre-roll may hold the dark screen before X-ray
     assert len(lit) > 20 and all((f[inside] > 0).mean() > 0.99 for f in lit)    # the anatomy is kept
+
+
+def test_a_replayed_recording_pairs_runs_and_injections_as_the_appliance_did_live(tmp_path, monkeypatch):
+    """X-ray edges and injections reach the replay's pipeline through the appliance's dispatcher, and a SUMMARY
+    that came after its run ended completes the run in the replay as it did live."""
+    from core.appliance.appliance import Appliance
+    from core.ops.settings import Settings
+    from core.sources.phantom.video import PhantomSource
+    from core.sources.phantom.video import PhantomVideo
+    from firmware_bridge.simulator import SCENARIOS
+    from tests.test_late_summary import SCRIPT, TIMELINE
+    from tests.waiting import wait_for
+
+    monkeypatch.setitem(SCENARIOS, SCRIPT.name, SCRIPT)
+    t0 = time.monotonic_ns() + NS // 2
+    video = PhantomVideo(PhantomConfig(size=(96, 96), intensity="log"), timeline=TIMELINE, period_s=60.0)
+    device = Appliance(Settings(data_dir=tmp_path, phantom_size=96, record=True, record_raw=True,
+                                serial=f"injsim://?scenario={SCRIPT.name}&t0_ns={t0}"),
+                       source=PhantomSource(video, t0_ns=t0))
+    device.start()
+    try:
+        (run,) = wait_for(lambda: [r for r in device.runs() if r["delivered_volume_ml"] is not None], 10)
+        wait_for(lambda: device.recorder.stats()["runs_recorded"], 5)
+    finally:
+        device.stop()
+    result = replay(tmp_path / "recordings")
+    (replayed,) = result.runs
+    assert {m.to_dict()["type"] for m, _ in result.messages} >= {"XRAY", "SAMPLE", "SUMMARY"}
+    same = ("start_ns", "end_ns", "pulses", "contrast", "injections", "delivered_volume_ml", "peak_flow_ml_s",
+            "injection_duration_ms", "injector_xray_delay_ms", "xray_source")
+    assert {k: replayed[k] for k in same} == {k: run[k] for k in same}
+    for key in ("injection_start_ns", "injection_stop_ns"):      # the link's clock mapping, within its error
+        assert abs(replayed[key] - run[key]) < 50_000_000, key
+    assert replayed["delivered_volume_ml"] == SCRIPT.injections[0].volume_ml

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.ops.config import config_main, render_toml
+from api.cli.config import config_main
+from core.ops.config import render_toml
 from core.ops.settings import Settings, SettingsError
 
 

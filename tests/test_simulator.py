@@ -8,7 +8,8 @@ from itertools import pairwise
 import pytest
 import serial
 
-from firmware_bridge.checker import check_main
+from api.cli.check import check_main
+from api.cli.simulate import simulate_main
 from firmware_bridge.framing import Decoder
 from firmware_bridge.link import Link
 from firmware_bridge.messages import (
@@ -25,7 +26,8 @@ from firmware_bridge.messages import (
     parse,
 )
 from firmware_bridge.scenarios import PROCEDURE, PROCEDURE_PERIOD_S
-from firmware_bridge.simulator import SCENARIOS, InjectorDevice, Scenario, SimInjection, parse_sim_url, simulate_main
+from firmware_bridge.simulator import SCENARIOS, InjectorDevice, Scenario, SimInjection, parse_sim_url
+from tests.waiting import wait_for
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -236,7 +238,12 @@ def test_url_handler_reads_and_answers():
                 port.write(frame)
             got += out.messages
         assert of(got, Hello) and of(got, Sample) and link.state == "up"
-        assert port.cts and port.in_waiting >= 0
+        # in_waiting counts what the device has sent and nobody has read: that many bytes come without waiting.
+        waiting = wait_for(lambda: port.in_waiting, 1)
+        started = time.monotonic()
+        data = port.read(waiting)
+        assert len(data) == waiting and time.monotonic() - started < 0.1
+        assert link.feed(data, time.monotonic_ns()).messages and port.cts
     finally:
         port.close()
     with pytest.raises(serial.PortNotOpenError):
@@ -247,12 +254,9 @@ def _run_sim(port, scenario, seconds, **kw):
     out = io.StringIO()
     th = threading.Thread(target=simulate_main, args=(port, scenario), kwargs={"seconds": seconds, "out": out, **kw})
     th.start()
-    for _ in range(200):
-        m = re.search(r" on (\S+)$", out.getvalue().strip())
-        if m:
-            return th, m.group(1)
-        time.sleep(0.01)
-    raise AssertionError("simulator did not print its port")
+    m = wait_for(lambda: re.search(r" on (\S+)$", out.getvalue().strip()), 2, interval=0.01,
+                 explain=lambda: "simulator did not print its port")
+    return th, m.group(1)
 
 
 @pytest.mark.parametrize("where", ["pty", "socket://127.0.0.1:0"])
@@ -302,10 +306,8 @@ def test_simulate_main_disconnects_on_a_socket():
                             reconnect_min_s=0.05, reconnect_max_s=0.25)
     bridge.start()
     try:
-        end = time.monotonic() + 4.5
-        while time.monotonic() < end and not (links[-1:] == ["up"] and "down" in links
-                                              and any(isinstance(m, Summary) for m in msgs)):
-            time.sleep(0.05)
+        wait_for(lambda: links[-1:] == ["up"] and "down" in links and any(isinstance(m, Summary) for m in msgs),
+                 4.5, explain=lambda: links)
     finally:
         bridge.stop()
         th.join(3)

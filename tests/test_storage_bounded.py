@@ -155,7 +155,7 @@ def test_low_space_alarm_fires_before_the_disk_is_full_and_clears(tmp_path):
         assert "900 MB free" in alarm["message"] and "min_free_mb" in alarm["message"]
         assert client.get("/healthz").status_code == 503
         free[0] = 1030 * MB    # just above the threshold: within the hysteresis, still low
-        time.sleep(0.3)
+        time.sleep(0.3)        # several storage checks pass: the alarm must not clear in any of them
         assert "disk_low" in kinds()
         free[0] = 4000 * MB
         wait_for(lambda: "disk_low" not in kinds(), 5)
@@ -267,7 +267,7 @@ def test_the_appliance_shows_the_recorders_alarm_and_logs_it_once(tmp_path):
     try:
         alarm = wait_for(lambda: [a for a in appliance.status()["alarms"] if a["kind"] == "recording"], 5)
         assert "recording failed" in alarm[0]["message"]
-        time.sleep(0.3)   # several storage checks
+        time.sleep(0.3)   # several storage checks pass: the alarm must be logged once, not once per check
         assert appliance.log.flush(5)
         logged = [e for e in appliance.log.events(limit=1000)
                   if e["kind"] == "alarm" and e["data"]["alarm"] == "recording"]

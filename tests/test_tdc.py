@@ -1,4 +1,4 @@
-"""Time-density curve timing (DOMAIN.md definitions) and the gamma-variate fit."""
+"""Time-density curve timing (docs/domain.md, run timing) and the gamma-variate fit."""
 import math
 
 import numpy as np
@@ -163,7 +163,8 @@ def test_width_and_slopes_match_the_curve():
 
 
 def test_contrast_already_there_is_an_arrival_at_the_start():
-    """Residual contrast above 10% of the peak at t = 0 is "reaching" the level (DOMAIN.md), noise is not."""
+    """Residual contrast above 10% of the peak at t = 0 is "reaching" the level (docs/domain.md, run timing),
+    noise is not."""
     t, y = sampled(noise=0.02, seed=2)
     arrival, _, _ = truth_timing()
     residual = 0.3 * np.exp(-t / 0.5)

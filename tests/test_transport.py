@@ -1,4 +1,5 @@
 """Transport and InjectorBridge on real ptys, sockets and injsim://: unplug, replug, backoff, stop."""
+import logging
 import os
 import socket
 import threading
@@ -12,17 +13,9 @@ from firmware_bridge.bridge import InjectorBridge
 from firmware_bridge.messages import Summary, Xray
 from firmware_bridge.simulator import InjectorDevice, Scenario, SimInjection
 from firmware_bridge.transport import SerialTransport, backoff
+from tests.waiting import wait_for
 
 S = 1_000_000_000
-
-
-def wait_for(cond, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class Recorder:
@@ -114,18 +107,18 @@ def test_pty_unplug_and_replug(tmp_path):
                             reconnect_min_s=0.05, reconnect_max_s=0.2)
     try:
         bridge.start()
-        assert wait_for(lambda: bridge.link_state == "up")
-        assert wait_for(lambda: any(isinstance(m, Summary) for m, _ in rec.messages))
-        assert wait_for(lambda: bridge.counters()["duplicates"] >= 1)  # a resend, deduplicated
+        wait_for(lambda: bridge.link_state == "up", 5)
+        wait_for(lambda: any(isinstance(m, Summary) for m, _ in rec.messages), 5)
+        wait_for(lambda: bridge.counters()["duplicates"] >= 1, 5)  # a resend, deduplicated
         line.unplug()
-        assert wait_for(lambda: bridge.link_state == "down", 2)
+        wait_for(lambda: bridge.link_state == "down", 2)
         time.sleep(0.4)  # stays unplugged through a few reconnect attempts
         assert bridge.link_state == "down"
         line.replug()
         line.hear_acks = True
-        assert wait_for(lambda: rec.states()[-2:] == ["silent", "up"], 3)
-        assert wait_for(lambda: dev.acks_received >= 1, 2)  # the resends after the replug got their ACK
-        time.sleep(0.3)
+        wait_for(lambda: rec.states()[-2:] == ["silent", "up"], 3)
+        wait_for(lambda: dev.acks_received >= 1, 2)  # the resends after the replug got their ACK
+        time.sleep(0.3)  # time for a copy still on the line to arrive: it must not be delivered again
     finally:
         bridge.stop()
         line.close()
@@ -147,10 +140,10 @@ def test_injsim_disconnect_scenario_delivers_the_summary_once():
                             on_link=rec.on_link, reconnect_min_s=0.05, reconnect_max_s=0.25)
     bridge.start()
     try:
-        assert wait_for(lambda: "down" in rec.states(), 2)
-        assert wait_for(lambda: rec.states()[-1:] == ["up"] and "down" in rec.states(), 5)
-        assert wait_for(lambda: any(isinstance(m, Summary) for m, _ in rec.messages), 3)
-        time.sleep(0.6)
+        wait_for(lambda: "down" in rec.states(), 2)
+        wait_for(lambda: rec.states()[-1:] == ["up"] and "down" in rec.states(), 5)
+        wait_for(lambda: any(isinstance(m, Summary) for m, _ in rec.messages), 3)
+        time.sleep(0.6)  # time for resent copies to arrive: none may be delivered again
     finally:
         bridge.stop()
     assert [m.delivered_volume for m, _ in rec.messages if isinstance(m, Summary)] == [1000]
@@ -165,7 +158,7 @@ def test_events_line_up_with_the_timeline_within_a_frame():
                             on_link=rec.on_link)
     bridge.start()
     try:
-        assert wait_for(lambda: any(isinstance(m, Xray) for m, _ in rec.messages), 3)
+        wait_for(lambda: any(isinstance(m, Xray) for m, _ in rec.messages), 3)
     finally:
         bridge.stop()
     ((_, host_ns),) = [(m, t) for m, t in rec.messages if isinstance(m, Xray)]
@@ -181,16 +174,20 @@ def test_backoff_doubles_to_the_maximum_and_stop_is_prompt():
         raise serial.SerialException(f"could not open port {url}: [Errno 2] No such file or directory")
 
     t = SerialTransport("/dev/ttyUSB-missing", on_open=lambda n: None, on_data=lambda d, n: None,
-                        on_lost=lambda n, r: None, reconnect_min_s=0.02, reconnect_max_s=0.08, opener=opener)
+                        on_lost=lambda n, r: None, reconnect_min_s=0.02, reconnect_max_s=0.16, opener=opener)
     t.start()
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    t.stop()
+    try:
+        wait_for(lambda: len(attempts) >= 7, 5)
+    finally:
+        t0 = time.monotonic()
+        t.stop()
     assert time.monotonic() - t0 < 1.0
     gaps = [b - a for a, b in zip(attempts, attempts[1:])]
-    assert len(gaps) >= 4
-    # Waits are at least the backoff (scheduling on a busy machine can only add to them).
-    assert gaps[0] >= 0.019 and gaps[1] >= 0.039 and all(g >= 0.079 for g in gaps[3:])
+    # Each wait is its backoff step (0.02, 0.04, 0.08, then the 0.16 cap), bounded on both sides: from below
+    # exactly, from above with room for a busy machine's scheduling, but less than the next step would need
+    # (a wait stuck at the maximum, never capped, or not doubled, falls outside).
+    for gap, step in zip(gaps, [0.02, 0.04, 0.08, 0.16, 0.16, 0.16]):
+        assert step * 0.95 <= gap < step + 0.1, (gaps, step)
     assert t.open_failures == len(attempts) and "No such file" in t.last_error
 
 
@@ -199,15 +196,18 @@ def test_backoff_sequence():
     assert [next(it) for _ in range(8)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
 
 
-def test_missing_port_never_raises_and_reports_down():
+def test_missing_port_never_raises_and_reports_down(caplog):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: connection refused
     rec = Recorder()
     bridge = InjectorBridge(f"socket://127.0.0.1:{port}", on_message=rec.on_message, on_link=rec.on_link,
                             reconnect_min_s=0.05, reconnect_max_s=0.1)
-    bridge.start()
-    time.sleep(0.3)
+    with caplog.at_level(logging.WARNING, logger="firmware_bridge.transport"):
+        bridge.start()
+        # It really tried the port (and failed): without this, a bridge that never opens would pass too.
+        wait_for(lambda: any("cannot open serial port" in r.getMessage() and "refused" in r.getMessage()
+                                    for r in caplog.records), 2), caplog.text
     t0 = time.monotonic()
     bridge.stop()
     assert time.monotonic() - t0 < 1.0
@@ -228,12 +228,12 @@ def test_socket_server_goes_away_and_comes_back():
         for _ in range(2):
             conn, _ = srv.accept()
             # pyserial's open flushes what is already waiting: send once the bridge reports the open.
-            assert wait_for(lambda: bridge.link_state == "silent", 2)
+            wait_for(lambda: bridge.link_state == "silent", 2)
             dev.connected(time.monotonic_ns())
             conn.sendall(dev.poll(time.monotonic_ns()))
-            assert wait_for(lambda: bridge.link_state == "up", 2)
+            wait_for(lambda: bridge.link_state == "up", 2)
             conn.close()
-            assert wait_for(lambda: bridge.link_state == "down", 2)
+            wait_for(lambda: bridge.link_state == "down", 2)
     finally:
         bridge.stop()
         srv.close()
@@ -248,7 +248,7 @@ def test_callback_errors_are_counted_not_fatal():
     bridge = InjectorBridge("injsim://?scenario=nominal&seed=21", on_message=bad, on_link=lambda *a: None)
     bridge.start()
     try:
-        assert wait_for(lambda: bridge.counters()["callback_errors"] >= 3, 3)
+        wait_for(lambda: bridge.counters()["callback_errors"] >= 3, 3)
         assert bridge.link_state == "up"
     finally:
         bridge.stop()
@@ -275,7 +275,7 @@ def test_reader_survives_an_internal_error():
                         on_data=on_data, on_lost=lambda n, r: events.append(r), reconnect_min_s=0.02)
     t.start()
     try:
-        assert wait_for(lambda: events.count("open") >= 2 and len(calls) >= 2, 3)
+        wait_for(lambda: events.count("open") >= 2 and len(calls) >= 2, 3)
     finally:
         t.stop()
     assert "internal error: KeyError('bug in the chain')" in events and "KeyError" in t.last_error
@@ -289,7 +289,7 @@ def test_raw_byte_tap_replays_to_the_same_messages():
                             on_link=rec.on_link, on_bytes=lambda d, t: taps.append((t, d)))
     bridge.start()
     try:
-        assert wait_for(lambda: len(rec.messages) > 20, 3)
+        wait_for(lambda: len(rec.messages) > 20, 3)
     finally:
         bridge.stop()
     link = Link()

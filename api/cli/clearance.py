@@ -16,10 +16,10 @@ def add_parser(sub) -> None:
     parser.add_argument("post", nargs="+", metavar="RUN", help="later venogram(s) (.npy or DICOM), in order: each "
                         "is measured against the baseline, all sharing one reference lumen")
     parser.add_argument("--centerline", metavar="X,Y;X,Y;...", help="vessel centreline in baseline pixels "
-                           "(default: found automatically)")
+                        "(default: found automatically)")
     parser.add_argument("--diameter", type=argtypes.DIAMETER_PX, metavar="PX",
-                           help="operator's reference lumen diameter in pixels: a floor under the reference "
-                           "measured along the vein (the widest lumen any run shows)")
+                        help="operator's reference lumen diameter in pixels: a floor under the reference "
+                        "measured along the vein (the widest lumen any run shows)")
     parser.add_argument("--grades", metavar="II,III",
                         help="lysis grade thresholds in %% clearance (default: the grade_thresholds setting, 50,95)")
     parser.add_argument("--segments", metavar="NAME:A-B,...", help="named parts of the centreline by arc fraction")

@@ -17,7 +17,8 @@ def settings_from(args: argparse.Namespace):
 
 def _recording_flags() -> argparse.ArgumentParser:
     flags = argparse.ArgumentParser(add_help=False)
-    flags.add_argument("--fps", type=argtypes.FPS, help="frame rate of .npy input (required for .npy; DICOM says its own)")
+    flags.add_argument("--fps", type=argtypes.FPS,
+                       help="frame rate of .npy input (required for .npy; DICOM says its own)")
     flags.add_argument("--intensity", choices=["lin", "log"], help="default: lin for uint16, log for uint8, "
                        "or what the DICOM file says")
     return flags

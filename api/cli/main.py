@@ -18,8 +18,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in (run, simulate, check, analyze, clearance, export, config, doctor, replay):
         command.add_parser(sub)
-
-
     return parser
 
 

@@ -15,20 +15,21 @@ def add_parser(sub) -> None:
     parser.add_argument("--host", type=argtypes.TEXT, help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=argtypes.PORT, help="HTTP port (default 8000)")
     parser.add_argument("--data-dir", type=argtypes.TEXT,
-                     help="where the event log lives (default: per-user data directory)")
+                        help="where the event log lives (default: per-user data directory)")
     parser.add_argument("--serial", type=argtypes.TEXT,
-                     help="injector serial port or pyserial URL (default: built-in simulator)")
+                        help="injector serial port or pyserial URL (default: built-in simulator)")
     parser.add_argument("--video", help="none, phantom (the built-in fluoroscopy phantom), a grabber /dev/videoN, or "
-                     "a .npy / DICOM file or folder to replay (default: phantom, but none when --serial is given)")
-    parser.add_argument("--fps", dest="video_fps", type=argtypes.FPS, help="frame rate of a replayed file (required for .npy; DICOM says its own)")
+                        "a .npy / DICOM file or folder to replay (default: phantom, but none when --serial is given)")
+    parser.add_argument("--fps", dest="video_fps", type=argtypes.FPS,
+                        help="frame rate of a replayed file (required for .npy; DICOM says its own)")
     parser.add_argument("--phantom-intensity", choices=["lin", "log"],
-                     help="phantom output: log = 8-bit display video (default), lin = 16-bit linear")
+                        help="phantom output: log = 8-bit display video (default), lin = 16-bit linear")
     parser.add_argument("--replay-speed", type=argtypes.REPLAY_SPEED,
-                     help="replayed files: times real time, 0 = as fast as possible")
+                        help="replayed files: times real time, 0 = as fast as possible")
     parser.add_argument("--crop", dest="video_crop", metavar="X,Y,W,H",
-                     help="the collimated field in frame pixels (default: found automatically)")
+                        help="the collimated field in frame pixels (default: found automatically)")
     parser.add_argument("--record", action="store_true", default=None,
-                     help="record contrast runs and the raw serial bytes for replay (data-dir/recordings)")
+                        help="record contrast runs and the raw serial bytes for replay (data-dir/recordings)")
     parser.set_defaults(func=run)
 
 

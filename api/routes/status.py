@@ -1,9 +1,9 @@
 """Live status, health and metrics: for in-room displays, vendors' systems, monitoring and the status page."""
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from api import metrics
-from api.routes.deps import ApplianceDep, HubDep
+from api.routes.deps import ApplianceDep
 from api.routes.models import Health, Status
 
 router = APIRouter(tags=["status"])
@@ -29,10 +29,8 @@ async def healthz(appliance: ApplianceDep) -> JSONResponse:
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format",
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                              "description": "Counters and gauges, one family per value"}})
-async def get_metrics(appliance: ApplianceDep, hub: HubDep) -> PlainTextResponse:
-    values = dict(appliance.metrics())
-    values.update({"api_stream_clients": hub.clients, "api_stream_slow_disconnects": hub.dropped_clients,
-                   "api_stream_status_messages": hub.status_messages,
-                   "api_stream_event_messages": hub.event_messages,
-                   "api_stream_sample_errors": hub.sample_errors})
-    return PlainTextResponse(metrics.render(values), media_type=metrics.CONTENT_TYPE)
+async def get_metrics(request: Request) -> Response:
+    state = request.app.state
+    if getattr(state, "metrics_registry", None) is None:   # one per app; it reads the appliance at each scrape
+        state.metrics_registry = metrics.new_registry(lambda: metrics.appliance_values(state.appliance, state.hub))
+    return Response(metrics.scrape(state.metrics_registry), media_type=metrics.CONTENT_TYPE)

@@ -7,7 +7,7 @@ window of k distinct pulses (``window_s``, a fraction of a venous bolus), and wh
 is decided per 4x4-pixel block from the light of its 3x3-block neighbourhood, never by the pixel's own
 noise (which then weighs 1/144 in the choice): the value is an unbiased window mean.
 
-Opacity follows DOMAIN.md: ``ln(mask) - ln(frame)`` for linear data, ``mask - frame`` (display levels) for
+Opacity follows docs/domain.md: ``ln(mask) - ln(frame)`` for linear data, ``mask - frame`` (display levels) for
 log-encoded video. Both are proportional to iodine along the ray; the unit does not matter because
 clearance calibrates every run on its own patent stations.
 
@@ -33,7 +33,7 @@ from core.sources.stacks import FrameStack
 __all__ = ["peak_opacity", "peak_and_mask", "distinct_frames", "DEFAULT_WINDOW_S"]
 
 DEFAULT_WINDOW_S = 0.25      # averaging window around the peak; a venous bolus lasts seconds
-MASK_ARRIVAL_FRACTION = 0.1  # contrast "arrives" at 10% of its peak rise (the DOMAIN.md TDC arrival)
+MASK_ARRIVAL_FRACTION = 0.1  # contrast "arrives" at 10% of its peak rise (the TDC arrival of docs/domain.md)
 SIGNAL_QUANTILE = 99.5       # the vessel is a few % of the field: its opacity shows in this quantile
 STATIC_PROBES = 16           # consecutive distinct-frame pairs compared to find overlay pixels
 STATIC_SHARE = 0.85          # a pixel equal to its previous frame this often is overlay, not anatomy

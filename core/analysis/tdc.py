@@ -1,4 +1,4 @@
-"""Time-density curves: arrival / peak / washout (DOMAIN.md) and a gamma-variate fit. Pure, no I/O.
+"""Time-density curves: arrival / peak / washout (docs/domain.md) and a gamma-variate fit. Pure, no I/O.
 
 A TDC is the mean opacity of an ROI per X-ray pulse (repeated video frames collapsed), baseline 0. Noise on a
 single pulse is a sizeable fraction of the peak, so the timing comes from a gamma variate
@@ -266,7 +266,7 @@ def _levenberg_marquardt(t: np.ndarray, y: np.ndarray, p: np.ndarray, iters: int
 
 
 def tdc_metrics(t, y) -> TdcMetrics:
-    """DOMAIN.md timing of one TDC. ``t`` seconds (any origin), ``y`` baseline-0 mean opacity per pulse."""
+    """The timing of one TDC (docs/domain.md). ``t`` seconds (any origin), ``y`` baseline-0 mean opacity per pulse."""
     t, y = _check(t, y)
     sd = noise_sd(y)
     ys = smooth(y)
@@ -312,7 +312,7 @@ def _rise_crossing(t: np.ndarray, ys: np.ndarray, level: float, k: int) -> float
 
 def _first_reach(t: np.ndarray, y: np.ndarray, ys: np.ndarray, level: float, before: float,
                  sd: float) -> float:
-    """DOMAIN.md's "first time the TDC reaches the level", robust to noise: the start of the first stretch
+    """docs/domain.md's "first time the TDC reaches the level", robust to noise: the start of the first stretch
     above ``level`` (before ``before``) whose excess over it is significant (contrast already there at the
     start of the run counts; a noise wiggle does not). ``before`` when there is none."""
     above = ys >= level

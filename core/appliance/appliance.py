@@ -24,8 +24,9 @@ from core.analysis.clearance.tracker import ClearanceTracker
 from core.analysis.images import opacity_png
 from core.analysis.kernels import MAX_ROIS
 from core.analysis.pipeline import FramePipeline
-from core.analysis.runs import RunEvent, injection_overlaps, merge_injection, run_takes_injection
-from core.analysis.totals import ProcedureTotals
+from core.analysis.runs import RunEvent
+from core.appliance.books import Clock, InjectionBook, RunBook, procedure_totals
+from core.appliance.dispatch import Dispatcher
 from core.appliance.injector import InjectorCondition
 from core.appliance.worker import AnalysisWorker
 from core.ops.settings import VIDEO_NONE, Settings
@@ -40,6 +41,7 @@ from core.store.records import OPEN_PROCEDURE
 from core.store.space import SpaceMonitor, available_bytes
 from core.vocab import NS, RUN_LABELS, check_roi
 from firmware_bridge.bridge import InjectorBridge
+from firmware_bridge.messages import MsgType
 from firmware_bridge.plausibility import ReportLimiter, Violation
 
 log = logging.getLogger("cathlab.appliance")
@@ -49,20 +51,21 @@ FRAME_STALL_NS = 1 * NS           # no frame for this long: the video source is 
 NO_VIDEO_PERIOD_S = 0.05          # without video, the injector's side inputs are applied this often
 KEEP_RUN_IMAGES = 50              # peak-opacity PNGs served by the API (a few hundred kB each)
 TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a procedure has a handful)
-RECENT_RUNS = 12                  # newest records of this session's last runs, kept for relabels
-INJECTION_MEMORY = 32             # injector summaries kept to complete runs that ended before them
 SPACE_CHECK_S = 5.0               # free space and the recorder's state are looked at this often
 
 
 class Appliance:
     def __init__(self, settings: Settings, *, source: FrameSource | None = None,
-                 free_bytes: Callable[[Path], int] = available_bytes, space_check_s: float = SPACE_CHECK_S) -> None:
-        """``free_bytes`` reads the space left on the data directory's filesystem (injectable for tests)."""
+                 free_bytes: Callable[[Path], int] = available_bytes, space_check_s: float = SPACE_CHECK_S,
+                 clock: Clock = time.monotonic_ns, worker: AnalysisWorker | None = None) -> None:
+        """``free_bytes`` reads the space left on the data directory's filesystem, ``clock`` the host monotonic
+        ns every time stamp comes from, ``worker`` runs the analyses in order (all injectable for tests)."""
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.session = uuid.uuid4().hex[:8]      # run ids stay unique across restarts
+        self.clock = clock
         # One origin for both simulators, a moment ahead so neither starts late.
-        self.t0_ns = time.monotonic_ns() + NS // 5
+        self.t0_ns = clock() + NS // 5
         self.log = EventLog(self.data_dir, max_age_days=settings.event_retention_days,
                             max_bytes=int(settings.event_retention_mb * 2**20))
         self.procs = Procedures(self.log)   # before log.start(): an open procedure is resumed
@@ -93,32 +96,25 @@ class Appliance:
                                      reconnect_min_s=settings.reconnect_min_s,
                                      reconnect_max_s=settings.reconnect_max_s,
                                      on_violation=self._on_violation)
-        self.totals = ProcedureTotals()
         self.clearance = ClearanceTracker(max_runs=TRACKED_RUNS)
         # Run-end analyses and the tracker's updates in order; pictures for readers only when those are done.
-        self._worker = AnalysisWorker("analysis")
+        self._worker = worker if worker is not None else AnalysisWorker("analysis")
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Lock()
         self._injector = InjectorCondition()     # state, live values and fault alarm, under self._lock
-        self._injecting_since: int | None = None
+        # Injections and run records (under self._lock); the dispatcher is the reader thread's.
+        self._injections = InjectionBook()
+        self._runs = RunBook(clock)
+        self._dispatcher = Dispatcher(self._injections, lambda task: self._inbox.append(lambda: task(self.pipeline)),
+                                      lambda: self.bridge.device)
         self._doubted: tuple[object, set[str]] | None = None   # (message, fields not to take), reader thread
         self._violation_log = ReportLimiter(60.0)
         self._frame_errors = 0
-        self._runs_total = 0
-        self._contrast_runs_total = 0
         self._run_view: dict | None = None
         self._xray_view: dict = {"on": False, "pulse_rate": None}
         self._pipeline_alarms: list[dict] = []
         self._run_view_ns = 0
-        self._last_runs: collections.deque[dict] = collections.deque(maxlen=10)
-        self._finishing: set[str] = set()      # ended runs whose analysis is still on the worker
-        # run id -> the newest record written for it, with its procedure_id: it may not be committed yet.
-        self._recent_summaries: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self._run_pngs: collections.OrderedDict[str, bytes] = collections.OrderedDict()
-        self._labels: dict[str, str] = {}
-        # Injections whose SUMMARY came (start_ns, stop_ns, summary, key): a run that ended before its
-        # SUMMARY was matched takes the injector's figures from here (see _late_injection).
-        self._summaries: collections.deque[dict] = collections.deque(maxlen=INJECTION_MEMORY)
         self._latest_clearance: dict | None = None
         # The latest result's picture, rendered once per result (the result object is the key).
         self._clearance_png: tuple[dict, Future] | None = None
@@ -136,7 +132,7 @@ class Appliance:
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
         self.log.start()
-        self.started_ns = time.monotonic_ns()
+        self.started_ns = self.clock()
         self._resume_procedure()
         self.log.record("appliance_start", {"session": self.session, "video": self._video_name(),
                                             "serial": self.settings.serial or "simulator"})
@@ -205,12 +201,8 @@ class Appliance:
         proc = self.procs.current()
         if proc is None:
             return
-        fields = proc.get("fields", {})
-        self.totals.set_patient(fields.get("weight_kg"), fields.get("creatinine_mg_dl"))
-        for run in self.log.latest_runs(proc["id"], limit=10_000):   # a relabelled run counts once
-            self.totals.add_run(run)
-        for injection in self.log.injections(proc["id"], limit=10_000):
-            self.totals.add_injection(injection)
+        self._runs.resume(proc.get("fields", {}), self.log.latest_runs(proc["id"], limit=10_000),
+                          self.log.injections(proc["id"], limit=10_000))
 
     # -- frame thread ----------------------------------------------------------------------------------
     def _frame_loop(self) -> None:
@@ -235,7 +227,7 @@ class Appliance:
                 self._find_field(frame.pixels)
             if events or frame.t_ns - self._run_view_ns >= SNAPSHOT_PERIOD_NS:
                 self._publish_run_view(frame.t_ns)
-        for event in self.pipeline.close(time.monotonic_ns()):
+        for event in self.pipeline.close(self.clock()):
             self._on_run_event(event)
 
     def _no_video_loop(self) -> None:
@@ -309,7 +301,7 @@ class Appliance:
         self.log.record("xray_off", {"run_id": run_id}, t_mono_ns=event.t_ns)
         keep_recording = self.recorder.end_run(run_id, run.end_ns) if self.recorder is not None else None
         with self._lock:
-            self._finishing.add(run_id)
+            self._runs.ended(run_id)
             if self._run_view is not None and self._run_view["index"] == run.index:
                 self._run_view = None
         try:
@@ -320,77 +312,35 @@ class Appliance:
     # -- analysis worker -------------------------------------------------------------------------------
     def _finish_run(self, event: RunEvent, run_id: str, keep_recording) -> None:
         run = event.run
-        self._complete_injection(run)
+        with self._lock:
+            self._injections.complete(run)   # a SUMMARY that came since the run ended, before the analysis
         if event.finish is not None:
             try:
                 event.finish()
             except Exception:  # boundary: an analysis bug must not lose the run; it is logged as detected
                 log.exception("run %s: analysis failed", run_id)
-        summary = dict(run.summary(), run_id=run_id)
         with self._lock:
             # Under the lock with label_run: a label given while the run was analysed is in this record.
-            label = summary["label"] = self._labels.get(run_id)
-            procedure = self.procs.current()
-            pid = None if procedure is None else procedure["id"]
-            self.log.record_run(summary, key=f"run:{run_id}", procedure_id=pid)
-            self._finishing.discard(run_id)
-            self._remember_run(run_id, summary, pid)
-            self.totals.add_run(summary)
-            self._runs_total += 1
-            self._contrast_runs_total += bool(run.contrast)
-            self._last_runs.appendleft(_brief(summary))
+            write = self._runs.recorded(run_id, run.summary(), self._open_procedure_id())
+            self.log.record_run(write.record, key=write.key, procedure_id=write.procedure_id)
         if keep_recording is not None:
-            keep_recording(bool(run.contrast), summary)
+            keep_recording(bool(run.contrast), write.record)
         if run.contrast and run.peak_opacity is not None:
-            self._measure_clearance(run_id, self._masked(run.peak_opacity), label)
-
-    def _complete_injection(self, run) -> None:
-        """The pipeline matched the run's injection when the run ended; a SUMMARY that came since (the
-        operator stopped X-ray before the injection ended, or during this run's wait for the worker) is
-        taken from here, before the analysis, which then times and classifies the run with it."""
-        injection = run.injection
-        if injection is not None and injection.get("summary") is not None:
-            return
-        with self._lock:
-            known = [s for s in self._summaries if injection_overlaps(s, run.start_ns, run.end_ns)
-                     and (injection is None or s["start_ns"] == injection["start_ns"])]
-        if known:
-            first = known[0]
-            run.injection = dict(injection or {"count": len(known)}, start_ns=first["start_ns"],
-                                 stop_ns=first["stop_ns"], summary=dict(first["summary"]))
+            self._measure_clearance(run_id, self._masked(run.peak_opacity), write.record["label"])
 
     def _late_injection(self, injection: dict) -> None:
         """An injection SUMMARY that came after the run it overlapped was recorded: the run is recorded again
-        with the injector's figures, as a contrast run. A run still queued for the worker when the SUMMARY
-        came takes it in _complete_injection; one being analysed then is recorded before this task runs
-        (one worker, in order), so it is found here."""
+        with the injector's figures. A run still queued for the worker when the SUMMARY came took it before
+        its analysis; one being analysed then is recorded before this task runs (one worker, in order)."""
         with self._lock:
-            procedure = self.procs.current()
-            open_id = None if procedure is None else procedure["id"]
-            for run_id, record in list(self._recent_summaries.items()):
-                if not run_takes_injection(record, injection):
-                    continue
-                pid = record["procedure_id"]
-                merged = merge_injection(record, injection)
-                merged["label"] = self._labels.get(run_id, record.get("label"))
-                updated = {k: v for k, v in merged.items() if k != "procedure_id"}
-                self.log.record_run(updated, key=f"run:{run_id}:{injection['key']}", procedure_id=pid)
-                self._remember_run(run_id, updated, pid)
-                if pid == open_id:
-                    self.totals.replace_run(record, merged)   # contrast volume came with the injection
-                self._contrast_runs_total += not record["contrast"]
-                for i, brief in enumerate(self._last_runs):
-                    if brief["run_id"] == run_id:
-                        self._last_runs[i] = _brief(updated)
-                log.info("run %s completed by a late injector summary (%s ml)", run_id,
-                         updated["delivered_volume_ml"])
+            for write in self._runs.take_injection(injection, self._open_procedure_id()):
+                self.log.record_run(write.record, key=write.key, procedure_id=write.procedure_id)
+                log.info("run %s completed by a late injector summary (%s ml)", write.run_id,
+                         write.record["delivered_volume_ml"])
 
-    def _remember_run(self, run_id: str, record: dict, procedure_id: str | None) -> None:
-        """Keep the newest record of a recent run (under self._lock): it is what a relabel re-records."""
-        self._recent_summaries[run_id] = dict(record, procedure_id=procedure_id)
-        self._recent_summaries.move_to_end(run_id)
-        while len(self._recent_summaries) > RECENT_RUNS:
-            self._recent_summaries.popitem(last=False)
+    def _open_procedure_id(self) -> str | None:
+        procedure = self.procs.current()
+        return None if procedure is None else procedure["id"]
 
     def _masked(self, peak: np.ndarray) -> np.ndarray:
         """Burnt-in text and the black surround are not measured: NaN there."""
@@ -455,43 +405,38 @@ class Appliance:
                             t_mono_ns=host_ns)
 
     def _on_message(self, msg, host_ns: int) -> None:
-        data = msg.to_dict()
-        kind = data["type"]
         doubted = self._doubted[1] if self._doubted is not None and self._doubted[0] is msg else set()
         self._doubted = None
-        if kind == "SAMPLE":
-            with self._lock:
-                self._injector.on_sample(data, host_ns, volume_doubted="volume" in doubted)
-            if data["flow_ml_s"] > 0 and self._injecting_since is None:
-                self._injection_started(host_ns)
-            return  # telemetry is summarised per injection, not logged per sample
-        if kind in ("STATE", "HEARTBEAT"):
-            with self._lock:
-                old, cleared = self._injector.on_state(data["state"])
-            if old != data["state"]:
-                self.log.record("injector_state", {"from": old, "to": data["state"]}, t_mono_ns=host_ns)
-                if data["state"] == "injecting" and self._injecting_since is None:
-                    self._injection_started(host_ns)
-            self._fault_cleared(cleared, host_ns)
-        elif kind == "XRAY":
-            self._inbox.append(lambda: self.pipeline.xray_signal(data["on"], host_ns))
-            self.log.record("xray_signal", {"on": data["on"]}, t_mono_ns=host_ns)
-        elif kind == "SUMMARY":
-            if "xray_delay_ms" in doubted:
-                data = dict(data, xray_delay_ms=None, implausible=sorted(doubted))
-            self._injection_finished(data, host_ns)
-        elif kind == "FAULT":
-            with self._lock:
-                alarm = self._injector.on_fault(data, host_ns)
-            self.log.record("injector_fault", dict(data, alarm=alarm), t_mono_ns=host_ns)
-        elif kind == "HELLO":
-            # Devices repeat HELLO every 10 s; the log wants the device's identity when it changes.
-            identity = {k: v for k, v in data.items() if k not in ("seq", "device_ms")}
-            with self._lock:
-                new_identity, cleared = self._injector.on_hello(identity, data["device_ms"])
-            if new_identity:
-                self.log.record("injector_hello", data, t_mono_ns=host_ns)
-            self._fault_cleared(cleared, host_ns)
+        dispatched = self._dispatcher.dispatch(msg, host_ns, doubted)   # the pipeline's part
+        data = dispatched.data
+        match msg.TYPE:
+            case MsgType.SAMPLE:   # telemetry is summarised per injection, not logged per sample
+                with self._lock:
+                    self._injector.on_sample(data, host_ns, volume_doubted="volume" in doubted)
+            case MsgType.STATE | MsgType.HEARTBEAT:
+                with self._lock:
+                    old, cleared = self._injector.on_state(data["state"])
+                if old != data["state"]:
+                    self.log.record("injector_state", {"from": old, "to": data["state"]}, t_mono_ns=host_ns)
+                self._fault_cleared(cleared, host_ns)
+            case MsgType.XRAY:
+                self.log.record("xray_signal", {"on": data["on"]}, t_mono_ns=host_ns)
+            case MsgType.FAULT:
+                with self._lock:
+                    alarm = self._injector.on_fault(data, host_ns)
+                self.log.record("injector_fault", dict(data, alarm=alarm), t_mono_ns=host_ns)
+            case MsgType.HELLO:
+                # Devices repeat HELLO every 10 s; the log wants the device's identity when it changes.
+                identity = {k: v for k, v in data.items() if k not in ("seq", "device_ms")}
+                with self._lock:
+                    new_identity, cleared = self._injector.on_hello(identity, data["device_ms"])
+                if new_identity:
+                    self.log.record("injector_hello", data, t_mono_ns=host_ns)
+                self._fault_cleared(cleared, host_ns)
+        if dispatched.injection_started:
+            self._injection_started(host_ns)
+        if dispatched.injection is not None:
+            self._injection_finished(dispatched.injection)
 
     def _fault_cleared(self, reason: str | None, host_ns: int) -> None:
         if reason is not None:
@@ -503,35 +448,24 @@ class Appliance:
                 self._ensure_procedure()
             except ValueError:    # the operator opened one in the same instant: the injection is in it
                 pass
-        self._injecting_since = host_ns
-        self._inbox.append(lambda: self.pipeline.injection(host_ns, None, None))
         self.log.record("injection_start", {}, t_mono_ns=host_ns)
 
-    def _injection_finished(self, summary: dict, host_ns: int) -> None:
-        # SUMMARY arrives after the injection; its duration dates the start when no sample did.
-        start = self._injecting_since or host_ns - summary["duration_ms"] * 1_000_000
-        self._injecting_since = None
-        self._inbox.append(lambda: self.pipeline.injection(start, host_ns, summary))
-        injection = dict(summary, start_ns=start, stop_ns=host_ns)
-        device = self.bridge.device or {}
-        key = f"injection:{device.get('serial_no', 'unknown')}:{summary['seq']}:{summary['duration_ms']}"
-        self.log.record_injection(injection, key=key)
+    def _injection_finished(self, injection: dict) -> None:
+        self.log.record_injection(dict(injection["summary"], start_ns=injection["start_ns"],
+                                       stop_ns=injection["stop_ns"]), key=injection["key"])
         with self._lock:
-            counted = self.totals.add_injection(injection)
-            if counted:   # a resent SUMMARY is not matched twice
-                late = {"start_ns": start, "stop_ns": host_ns, "summary": summary, "key": key}
-                self._summaries.append(late)
+            counted = self._runs.count_injection(injection)   # a resent SUMMARY is not matched twice
+            if counted:
+                self._injections.remember(injection)
         if counted:
             # The run it overlapped may have ended and been recorded already: the worker looks, after the
             # analyses queued before it.
-            self._worker.submit(self._late_injection, late)
+            self._worker.submit(self._late_injection, injection)
 
     def _on_link(self, old: str, new: str, reason: str) -> None:
         with self._lock:
             self._injector.on_link(new)
-        if new != "up":
-            now = time.monotonic_ns()
-            self._inbox.append(lambda: self.pipeline.xray_signal_lost(now))
+        self._dispatcher.link_changed(new, self.clock())
         self.log.record("serial_link", {"from": old, "to": new, "reason": reason})
 
     # -- writes (from the API) -------------------------------------------------------------------------
@@ -546,7 +480,7 @@ class Appliance:
     def start_procedure(self, label: str | None = None) -> dict:
         proc = self.procs.start(label)
         with self._lock:
-            self.totals = ProcedureTotals()
+            self._runs.new_procedure()
             self._latest_clearance = None
         self._worker.submit(self._reset_clearance)
         return proc
@@ -563,37 +497,21 @@ class Appliance:
         with self._lock:
             current = self._run_view
             is_current = current is not None and f"{self.session}-{current['index']}" == run_id
-            analysing = run_id in self._finishing       # its record takes the label when it is written
-            # The newest record of a recent run may still be queued for the log: this one wins.
-            record = None if analysing else self._recent_summaries.get(run_id, committed)
-            if record is None and not is_current and not analysing:
-                raise LookupError(f"no run {run_id!r}")
-            if record is None:
-                procedure = self.procs.current()   # its record is written in the open procedure
-                pid = None if procedure is None else procedure["id"]
-            else:
-                pid = record["procedure_id"]
-            self._labels[run_id] = label
-            for brief in self._last_runs:
-                if brief["run_id"] == run_id:
-                    brief["label"] = label
+            pid, write = self._runs.label(run_id, label, committed=committed, current=is_current,
+                                          open_procedure_id=self._open_procedure_id())
             self.log.record("run_label", {"run_id": run_id, "label": label}, procedure_id=pid)
-            if record is not None:
+            if write is not None:
                 # The newest record of a run is the one that counts (EventLog.run), so a relabel is durable.
                 # Written under the lock, so no other re-record of this run can slip in between.
-                updated = {k: v for k, v in record.items() if k not in ("procedure_id", "recorded_wall")}
-                updated["label"] = label
-                self.log.record_run(updated, key=f"run:{run_id}:label:{time.monotonic_ns()}", procedure_id=pid)
-                if run_id in self._recent_summaries:
-                    self._remember_run(run_id, updated, pid)
+                self.log.record_run(write.record, key=write.key, procedure_id=pid)
         self._worker.submit(self._relabel_clearance, run_id, label, pid)
 
     def set_patient(self, weight_kg: float | None, creatinine_mg_dl: float | None) -> dict:
         if self.procs.current() is None:
             raise ValueError("no open procedure: start one first")
         with self._lock:
-            self.totals.set_patient(weight_kg, creatinine_mg_dl)   # validates
-            totals = self.totals.to_dict()
+            self._runs.totals.set_patient(weight_kg, creatinine_mg_dl)   # validates
+            totals = self._runs.totals.to_dict()
         self.procs.set_fields(weight_kg=weight_kg, creatinine_mg_dl=creatinine_mg_dl)
         return totals
 
@@ -609,13 +527,14 @@ class Appliance:
 
     def set_centerline(self, points: list[tuple[float, float]] | None, diameter_px: float | None) -> None:
         # Validated and applied on the worker that owns the tracker; a bad centreline raises here.
-        result = self._worker.submit(self.clearance.set_centerline, points, diameter_px).result(timeout=10)
+        # The tracker is looked up when the task runs: a new procedure queued before it replaces the tracker.
+        result = self._worker.submit(lambda: self.clearance.set_centerline(points, diameter_px)).result(timeout=10)
         self.log.record("centerline_set", {"points": points, "diameter_px": diameter_px})
         self._publish_clearance(result)
 
     # -- read side -------------------------------------------------------------------------------------
     def status(self) -> dict:
-        now = time.monotonic_ns()
+        now = self.clock()
         with self._lock:
             injector = {
                 "link": self.bridge.link_state,
@@ -628,13 +547,13 @@ class Appliance:
             xray = dict(self._xray_view, pulse_rate=run["pulse_rate"] if run else None)
             procedure = self.procs.current()
             if procedure is not None:
-                procedure = dict(procedure, totals=self.totals.to_dict())
+                procedure = dict(procedure, totals=self._runs.totals.to_dict())
             return {
                 "injector": injector,
                 "video": {"enabled": self.source is not None, "source": self._video_name()},
                 "xray": xray,
                 "run": run,
-                "last_runs": list(self._last_runs),
+                "last_runs": self._runs.last_runs(),
                 "procedure": procedure,
                 "clearance": _headline(self._latest_clearance),
                 "counters": self._counters(now),
@@ -650,8 +569,8 @@ class Appliance:
             "frames_dropped": self.source.dropped if self.source is not None else 0,
             "frames_rejected": self.pipeline.rejected,
             "frame_errors": self._frame_errors,
-            "runs": self._runs_total,
-            "contrast_runs": self._contrast_runs_total,
+            "runs": self._runs.runs_total,
+            "contrast_runs": self._runs.contrast_runs_total,
             "last_frame_age_s": None if last_frame is None else (now_ns - last_frame) / NS,
             "serial": self.bridge.counters(),
             "eventlog": self.log.stats(),
@@ -670,7 +589,7 @@ class Appliance:
             if last is None or now_ns - last > FRAME_STALL_NS:
                 alarms.append({"kind": "video", "message": "no frames from the video source"})
         alarms += self._pipeline_alarms
-        alarms += self.totals.alarms()
+        alarms += self._runs.totals.alarms()
         if self.space.alarm is not None:
             alarms.append(dict(self.space.alarm))
         recorder_alarm = self.recorder.alarm if self.recorder is not None else None
@@ -680,7 +599,7 @@ class Appliance:
 
     def metrics(self) -> dict[str, float]:
         """Flat numeric counters for Prometheus."""
-        status_counters = self._counters(time.monotonic_ns())
+        status_counters = self._counters(self.clock())
         serial = status_counters.pop("serial")
         eventlog = status_counters.pop("eventlog")
         flat: dict[str, float] = {k: v for k, v in status_counters.items() if isinstance(v, (int, float))}
@@ -727,13 +646,8 @@ class Appliance:
         proc = self.procs.get(pid)
         if proc is None:
             return None
-        totals = ProcedureTotals()
-        fields = proc.get("fields", {})
-        totals.set_patient(fields.get("weight_kg"), fields.get("creatinine_mg_dl"))
-        for run in self.log.latest_runs(pid, limit=10_000):
-            totals.add_run(run)
-        for injection in self.log.injections(pid, limit=10_000):
-            totals.add_injection(injection)
+        totals = procedure_totals(proc.get("fields", {}), self.log.latest_runs(pid, limit=10_000),
+                                  self.log.injections(pid, limit=10_000))
         return dict(proc, totals=totals.to_dict(), clearance=self.log.clearance_results(pid))
 
     def events(self, after: int = 0, limit: int = 100) -> list[dict]:
@@ -751,12 +665,3 @@ def _headline(result: dict | None) -> dict | None:
             "grade", "removal_ge_75", "shift_px", "registration_score", "notes")
     return {k: result.get(k) for k in keys}
 
-
-def _brief(summary: dict) -> dict:
-    keys = ("run_id", "label", "contrast", "duration_s", "frames", "pulses", "pulse_rate",
-            "injection_delay_s", "delivered_volume_ml")
-    brief = {k: summary.get(k) for k in keys}
-    rois = summary.get("rois") or []
-    if rois:
-        brief.update({k: rois[0].get(k) for k in ("arrival_s", "peak_s", "washout_s", "mtt_s")})
-    return brief

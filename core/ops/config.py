@@ -1,4 +1,4 @@
-"""``cathlab-edge config``: validate the configuration, and with ``--show`` print what is in force.
+"""The settings in force as a TOML file (``cathlab-edge config --show`` prints it).
 
 The output is itself a valid settings file (TOML), each line commented with where its value came from, so a
 biomedical engineer can copy it to /etc/cathlab-edge/config.toml as a starting point. Settings that are not
@@ -7,26 +7,10 @@ set (None: the built-in simulators, an automatic crop) have no TOML spelling and
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from core.ops.settings import Settings, SettingsError
-
-
-def config_main(config_path: str | None, show: bool, out: TextIO, err: TextIO | None = None) -> int:
-    """0: the configuration is valid (printed with ``show``); 2: it is not, and ``err`` says why."""
-    err = err if err is not None else sys.stderr
-    try:
-        settings = Settings.from_sources(config_path)
-    except SettingsError as exc:
-        print(f"cathlab-edge: {exc}", file=err)
-        return 2
-    if show:
-        out.write(render_toml(settings, config_path))
-    else:
-        print(f"configuration ok ({config_path or 'no config file'}; environment CATHLAB_*)", file=out)
-    return 0
+from core.ops.settings import Settings
 
 
 def render_toml(settings: Settings, config_path: str | Path | None = None) -> str:

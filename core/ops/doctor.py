@@ -1,9 +1,8 @@
-"""``cathlab-edge doctor``: check what the appliance needs from its box, and say what to fix.
+"""The box check: what the appliance needs from its box, and what to fix (``cathlab-edge doctor`` prints it).
 
 Checks the injector serial port, the frame grabber (or replay file), the data directory (exists, writable,
-free space), the clock (monotonic against wall, NTP synchronisation) and the API token file. Each check says
-ok / warn / FAIL with the reason, and for anything not ok, the fix. Exit status 0 when nothing FAILed, 1 else.
-Warnings (NTP state unknown, token not yet created) do not fail: the appliance runs, but look at them.
+free space), the clock (monotonic against wall, NTP synchronisation) and the API token file. Each ``Check``
+says ok / warn / FAIL with the reason, and for anything not ok, the fix.
 """
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from core.identity import content_label
 from core.ops.settings import Settings
@@ -34,22 +32,6 @@ class Check:
     status: str
     detail: str
     fix: str = ""
-
-
-def doctor_main(settings: Settings, out: TextIO) -> int:
-    checks = run_checks(settings)
-    width = max(len(c.name) for c in checks)
-    for c in checks:
-        print(f"[{c.status:^4}] {c.name:<{width}}  {c.detail}", file=out)
-        if c.fix and c.status != OK:
-            print(f"       {'':<{width}}  fix: {c.fix}", file=out)
-    failed = sum(c.status == FAIL for c in checks)
-    warned = sum(c.status == WARN for c in checks)
-    if failed:
-        print(f"{failed} problem(s) to fix, {warned} warning(s)", file=out)
-        return 1
-    print(f"all checks passed ({warned} warning(s))" if warned else "all checks passed", file=out)
-    return 0
 
 
 def run_checks(settings: Settings) -> list[Check]:

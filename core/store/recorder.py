@@ -25,15 +25,12 @@ partial file and sets ``alarm``, logged once; later failures are only counted un
 Disk writes happen on the recorder's own thread behind a bounded queue, so a slow disk costs recorded pulses
 (counted in ``stats()["dropped"]``), never frames of the live pipeline.
 
-Replay: ``load_runs``, ``read_serial``, ``RecordingSource`` (a FrameSource of the recorded pulses) and
-``replay(directory)``, which feeds the bytes through ``firmware_bridge.link.Link`` and the pulses through
-``core.analysis.pipeline.FramePipeline`` in arrival order, as the appliance does live.
+Reading a recording: ``core.sources.recording``; replaying it through the pipeline: ``core.appliance.replay``.
 """
 from __future__ import annotations
 
 import collections
 import datetime as dt
-import heapq
 import json
 import logging
 import os
@@ -41,24 +38,19 @@ import queue
 import re
 import struct
 import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
-from core.sources.frames import Frame, FrameSource
+from core.sources.frames import Frame
+from core.sources.recording import SERIAL_MAGIC, SERIAL_RECORD
 from core.vocab import NS
 
 log = logging.getLogger("cathlab.recorder")
 
-SERIAL_MAGIC = b"CLSER\x001\n"
-_RECORD = struct.Struct("<qI")
 _NPY_HEADER_LEN = 128                 # fixed, so the shape can be written once the pulse count is known
 _NAME = re.compile(r"^(run|serial)-(\d{6})")
-HOLD_S = 1.0                          # last-image-hold replayed after each run: longer than any end-of-run gap
-MAX_HOLD_S = 10.0                     # repeats rebuilt between two pulses at most (a gap in the index is a drop)
 QUEUE_DEPTH = 64                      # ~4 s of 15 p/s pulses at 1024x1024: about 64 MB in flight at most
 SERIAL_RETRY_NS = 5 * NS              # after a failed serial write, try the disk again this much later
 
@@ -79,7 +71,7 @@ class ProcedureRecorder:
             raise ValueError(f"retention_bytes must be positive, got {retention_bytes}")
         if preroll_s < 0:
             raise ValueError(f"preroll_s must not be negative, got {preroll_s}")
-        if serial_chunk_bytes <= len(SERIAL_MAGIC) + _RECORD.size:
+        if serial_chunk_bytes <= len(SERIAL_MAGIC) + SERIAL_RECORD.size:
             raise ValueError(f"serial_chunk_bytes too small: {serial_chunk_bytes}")
         self.directory = Path(directory)
         self.retention_bytes = int(retention_bytes)
@@ -118,10 +110,11 @@ class ProcedureRecorder:
             return
         with self._serial_lock:
             try:
-                if self._serial_fh is None or self._serial_size + _RECORD.size + len(data) > self.serial_chunk_bytes:
+                size = self._serial_size + SERIAL_RECORD.size + len(data)
+                if self._serial_fh is None or size > self.serial_chunk_bytes:
                     self._rotate_serial()
-                self._serial_fh.write(_RECORD.pack(t_ns, len(data)) + data)
-                self._serial_size += _RECORD.size + len(data)
+                self._serial_fh.write(SERIAL_RECORD.pack(t_ns, len(data)) + data)
+                self._serial_size += SERIAL_RECORD.size + len(data)
                 self._counts["serial_bytes"] += len(data)
             except OSError as exc:
                 self._close_serial_quietly()
@@ -474,193 +467,3 @@ def _dir_size(directory: Path) -> int:
         except FileNotFoundError:
             pass
     return total
-
-
-# -- replay ------------------------------------------------------------------------------------------------
-@dataclass
-class RecordedRun:
-    meta: dict
-    frames: np.ndarray         # (P, H, W), memory-mapped
-
-    @property
-    def pulses(self) -> Iterator[Frame]:
-        for pixels, t_ns, index in zip(self.frames, self.meta["pulse_t_ns"], self.meta["pulse_index"]):
-            yield Frame(pixels, int(t_ns), int(index))
-
-    def video_line(self, hold_s: float = HOLD_S, until_ns: int | None = None) -> Iterator[Frame]:
-        """The video as the pipeline saw it live: each pulse, then its repeats at the frame rate up to the next
-        pulse's frame index, and last-image-hold for ``hold_s`` after the run (stopping before ``until_ns``).
-
-        Only pulses are stored; the repeats carry no information but are what tells the run detector that
-        X-ray stopped, so a replay without them would merge consecutive runs.
-        """
-        period = NS / float(self.meta["fps"])
-        times, indices = self.meta["pulse_t_ns"], self.meta["pulse_index"]
-        cap = int(MAX_HOLD_S * float(self.meta["fps"]))
-        for k, pixels in enumerate(self.frames):
-            t_k, i_k = int(times[k]), int(indices[k])
-            yield Frame(pixels, t_k, i_k)
-            if k + 1 < len(times):
-                repeats = min(int(indices[k + 1]) - i_k - 1, cap)
-            else:
-                repeats = int(round(hold_s * float(self.meta["fps"])))
-            for r in range(1, repeats + 1):
-                t = t_k + int(round(r * period))
-                if until_ns is not None and t >= until_ns:
-                    break
-                yield Frame(pixels, t, i_k + r)
-
-
-@dataclass
-class SerialRecording:
-    records: list[tuple[int, bytes]] = field(default_factory=list)   # (arrival t_ns, bytes)
-    truncated: int = 0                                               # files whose last record was cut short
-
-
-def load_runs(directory: Path | str) -> list[RecordedRun]:
-    """Every recorded run, oldest first. A run whose files disagree raises ValueError naming the file."""
-    runs = []
-    for npy in sorted(Path(directory).glob("run-*.npy")):
-        sidecar = npy.with_suffix(".json")
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{sidecar}: unreadable sidecar ({exc})") from None
-        frames = np.load(npy, mmap_mode="r")
-        times, indices = meta.get("pulse_t_ns", []), meta.get("pulse_index", [])
-        if frames.ndim != 3 or not len(frames) == len(times) == len(indices):
-            raise ValueError(f"{npy}: {frames.shape} frames but {len(times)} pulse times, {len(indices)} indices")
-        runs.append(RecordedRun(meta, frames))
-    return runs
-
-
-def read_serial(directory: Path | str) -> SerialRecording:
-    """All serial chunks of a recording, in order."""
-    rec = SerialRecording()
-    for path in sorted(Path(directory).glob("serial-*.bin")):
-        data = path.read_bytes()
-        if not data.startswith(SERIAL_MAGIC):
-            raise ValueError(f"{path}: not a cathlab-edge serial recording (bad magic)")
-        pos = len(SERIAL_MAGIC)
-        while pos < len(data):
-            if pos + _RECORD.size > len(data):
-                rec.truncated += 1
-                break
-            t_ns, length = _RECORD.unpack_from(data, pos)
-            pos += _RECORD.size
-            if pos + length > len(data):
-                rec.truncated += 1
-                break
-            rec.records.append((t_ns, data[pos:pos + length]))
-            pos += length
-    return rec
-
-
-class RecordingSource(FrameSource):
-    """The recorded pulses of a procedure, run after run, as a frame source.
-
-    ``speed=None`` hands them out at once with their recorded times (replay for tests, same results);
-    a number paces them at that multiple of real time, on the current monotonic clock.
-    """
-
-    name = "recording"
-
-    def __init__(self, directory: Path | str, speed: float | None = None) -> None:
-        super().__init__()
-        if speed is not None and speed <= 0:
-            raise ValueError(f"replay speed must be positive, got {speed}")
-        self.runs = load_runs(directory)
-        if not self.runs:
-            raise ValueError(f"{directory}: no recorded runs")
-        first = self.runs[0]
-        self.intensity = first.meta["intensity"]
-        self.fps = float(first.meta["fps"])
-        self.shape = tuple(first.frames.shape[1:])
-        self.dtype = first.frames.dtype
-        self._speed = speed
-        self._iter = _video_line(self.runs)
-        self._origin: tuple[int, int] | None = None
-
-    def read(self) -> Frame | None:
-        frame = next(self._iter, None)
-        if frame is None or self._closed.is_set():
-            return None
-        if self._speed is None:
-            return Frame(np.asarray(frame.pixels), frame.t_ns, frame.index)
-        if self._origin is None:
-            self._origin = (frame.t_ns, time.monotonic_ns())
-        rec0, now0 = self._origin
-        due = now0 + int((frame.t_ns - rec0) / self._speed)
-        if not self._wait_until(due):
-            return None
-        return Frame(np.asarray(frame.pixels), due, frame.index)
-
-
-def _video_line(runs: list[RecordedRun]) -> Iterator[Frame]:
-    for n, run in enumerate(runs):
-        until = int(runs[n + 1].meta["pulse_t_ns"][0]) if n + 1 < len(runs) and runs[n + 1].meta["pulse_t_ns"] \
-            else None
-        yield from run.video_line(until_ns=until)
-
-
-@dataclass
-class ReplayResult:
-    messages: list[tuple[object, int]]     # (decoded message, host ns), as the link delivered them live
-    run_events: list                       # core.analysis.runs.RunEvent from the pipeline
-    frames: int
-    link_events: list[tuple[str, str, str]]
-
-
-def replay(directory: Path | str, *, on_frame: Callable[[Frame], None] | None = None,
-           silent_s: float = 3.0) -> ReplayResult:
-    """Feed a recording through the same link and frame pipeline as the live appliance, in arrival order."""
-    from core.analysis.pipeline import FramePipeline
-    from firmware_bridge.link import Link
-
-    serial = read_serial(directory)
-    runs = load_runs(directory)
-    if not serial.records and not runs:
-        raise ValueError(f"{directory}: nothing recorded")
-    link = Link(silent_s)
-    pipeline = FramePipeline(runs[0].meta["intensity"]) if runs else None
-    result = ReplayResult([], [], 0, [])
-    stream_frames = ((f.t_ns, 1, f) for f in _video_line(runs))
-    stream_bytes = ((t, 0, b) for t, b in serial.records)
-    opened = False
-    for t_ns, kind, item in heapq.merge(stream_bytes, stream_frames, key=lambda e: (e[0], e[1])):
-        if kind == 0:
-            out = link.port_opened(t_ns) if not opened else None
-            opened = True
-            if out is not None:
-                result.link_events += out.events
-            out = link.feed(item, t_ns)
-            result.messages += out.messages
-            result.link_events += out.events
-        else:
-            frame = Frame(np.array(item.pixels), item.t_ns, item.index)
-            result.frames += 1
-            last_t = frame.t_ns
-            if on_frame is not None:
-                on_frame(frame)
-            result.run_events += pipeline.process(frame)
-    if pipeline is not None and result.frames:
-        result.run_events += pipeline.close(last_t + NS)
-    return result
-
-
-def replay_main(directory: str | Path, out) -> int:
-    """``cathlab-edge replay DIR``: run a recorded procedure through the pipeline and print what it finds."""
-    import collections as _c
-
-    try:
-        result = replay(directory)
-    except (ValueError, OSError) as exc:
-        print(f"cathlab-edge: cannot replay {directory}: {exc}", file=out)
-        return 2
-    by_type = _c.Counter(m.to_dict()["type"] for m, _ in result.messages)
-    runs = [{"run": e.run.index, "start_ns": e.run.start_ns, "end_ns": e.run.end_ns, "pulses": e.run.pulses,
-             "pulse_rate": None if e.run.pulse_rate is None else round(e.run.pulse_rate, 2)}
-            for e in result.run_events if e.kind == "run_end"]
-    print(json.dumps({"frames": result.frames, "messages": dict(sorted(by_type.items())),
-                      "link_events": [list(e) for e in result.link_events], "runs": runs}, indent=1), file=out)
-    return 0

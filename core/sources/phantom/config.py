@@ -14,9 +14,11 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from core.sources.phantom.features import Collateral, Device, ParallelVein
 from core.sources.phantom.geometry import ThrombusSegment
 
 MAX_SHIFT_PX = 48.0     # table / patient shift the registration must cope with
+MAX_TABLE_SHIFT_PX = 160.0   # table moves between runs of one procedure (table_shift_px, table_travel_px)
 
 # An iliofemoral vein: enters at the bottom (femoral), bends medially-up into the iliac. Normalised (x, y).
 DEFAULT_VESSEL = ((0.40, 1.10), (0.42, 0.85), (0.47, 0.62), (0.56, 0.42), (0.61, 0.22), (0.60, -0.10))
@@ -68,6 +70,17 @@ class PhantomConfig:
     electronic_sd: float = 0.0           # additive Gaussian read noise, in quanta
     display_gain: float = 70.0           # display levels per unit ln(I)
     supersample: int = 2                 # sub-samples per pixel side for the projected path length
+    # Real-anatomy conditions; the defaults leave every render exactly as without them.
+    diameter_profile: tuple[tuple[float, float], ...] = ()   # (arc fraction, lumen diameter px) points, linear
+                                         # between them, constant past the ends; empty: diameter_px everywhere
+    table_shift_px: tuple[float, float] = (0.0, 0.0)   # table move of this run (dx, dy), |.| <= table_travel_px
+    table_travel_px: float = 0.0         # largest table move of the procedure (<= 160 px; the same for all its
+                                         # runs): vessel and anatomy run on this much further past the frame
+    contrast_scale: float = 1.0          # iodine concentration factor of this run (injection, dilution, kV)
+    background: str = "smooth"           # "smooth" blobs | "anatomy": + bone edges and soft-tissue texture
+    parallel: ParallelVein | None = None     # a clean paired vein beside the main one
+    collateral: Collateral | None = None     # a branch leaving the main vein (rejoining it or ending)
+    device: Device | None = None             # a catheter / sheath along the centreline (radiopaque, no contrast)
 
     def __post_init__(self) -> None:
         try:
@@ -93,8 +106,9 @@ class PhantomConfig:
                 residual_contrast=self.residual_contrast, electronic_sd=self.electronic_sd)
         if self.pulse_rate > self.fps:
             raise ValueError(f"pulse_rate {self.pulse_rate} exceeds the video line rate {self.fps}")
-        if self.diameter_px > min(h, w) / 4:
-            raise ValueError(f"diameter_px {self.diameter_px} is too large for a {h}x{w} image")
+        if self.max_diameter_px > min(h, w) / 4:
+            raise ValueError(f"diameter {self.max_diameter_px} is too large for a {h}x{w} image")
+        self._check_anatomy()
         if not 0.0 <= self.thrombus_fraction <= 1.0:
             raise ValueError(f"thrombus_fraction must be in [0, 1], got {self.thrombus_fraction}")
         if (len(self.shift_px) != 2 or not all(is_number(v) for v in self.shift_px)
@@ -124,6 +138,41 @@ class PhantomConfig:
             raise ValueError("vessel_points needs at least two points")
         if not all(isinstance(seg, ThrombusSegment) for seg in self.segments):
             raise ValueError("segments must be ThrombusSegment instances")
+
+    def _check_anatomy(self) -> None:
+        prof = self.diameter_profile
+        try:
+            ok = all(len(p) == 2 and is_number(p[0]) and is_number(p[1]) for p in prof)
+        except TypeError:
+            ok = False
+        if not ok or any(not (0.0 <= f <= 1.0 and math.isfinite(d) and d > 0) for f, d in prof) \
+                or any(b[0] < a[0] for a, b in zip(prof, prof[1:])):
+            raise ValueError(f"diameter_profile must be (fraction 0..1 ascending, diameter > 0) pairs, got {prof!r}")
+        check_finite(table_travel_px=self.table_travel_px)
+        if not 0.0 <= self.table_travel_px <= MAX_TABLE_SHIFT_PX:
+            raise ValueError(f"table_travel_px must be in [0, {MAX_TABLE_SHIFT_PX}], got {self.table_travel_px}")
+        ts = self.table_shift_px
+        if (len(ts) != 2 or not all(is_number(v) for v in ts)
+                or any(not math.isfinite(v) or abs(v) > self.table_travel_px for v in ts)):
+            raise ValueError(f"table_shift_px must be (dx, dy) within +-table_travel_px "
+                             f"({self.table_travel_px}), got {ts}")
+        check_positive(contrast_scale=self.contrast_scale)
+        if self.background not in ("smooth", "anatomy"):
+            raise ValueError(f"background must be 'smooth' or 'anatomy', got {self.background!r}")
+        for name, kind in (("parallel", ParallelVein), ("collateral", Collateral), ("device", Device)):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, kind):
+                raise ValueError(f"{name} must be a {kind.__name__} or None, got {v!r}")
+
+    @property
+    def max_diameter_px(self) -> float:
+        """Widest lumen anywhere along the main vein (px)."""
+        return max([self.diameter_px] if not self.diameter_profile else [d for _, d in self.diameter_profile])
+
+    @property
+    def run_on_px(self) -> float:
+        """Straight run-on of the vessel past both scripted ends: no end shows under any allowed shift."""
+        return MAX_SHIFT_PX + self.max_diameter_px + self.table_travel_px
 
     @property
     def speed_px_s(self) -> float:

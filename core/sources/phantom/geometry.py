@@ -4,12 +4,15 @@ Kept apart from the scene and renderer (scene.py, render.py) so the ground truth
 geometry: the burden truth is the analytic thrombus area per station, and the projected path
 length L of every pixel is the analytic chord of the same cross-section along the beam.
 
-Cross-section model at arc length s: the lumen is the disc |(d, z)| <= R, with d the in-plane
-perpendicular offset from the centreline and z the depth along the beam. The thrombus is the part
-of the lumen inside an eccentric disc of radius rt(s) centred at (dc, zc) = k R (cos a, sin a),
+Cross-section model at arc length s: the lumen is the disc |(d, z)| <= R(s), with d the in-plane
+perpendicular offset from the centreline and z the depth along the beam; R(s) is constant or follows a
+diameter profile (taper, steps at confluences). A wall-adherent ("layer") thrombus is the concentric
+annulus ri(s) <= |(d, z)| <= R(s), ri = R sqrt(1 - b_layer). A focal thrombus is the part of the remaining
+disc |(d, z)| <= ri inside an eccentric disc of radius rt(s) centred at (dc, zc) = k R (cos a, sin a),
 i.e. stuck to the wall at angle a (0 = side wall, a notch in projection; 90 deg = anterior wall,
 so it only shortens the path along the ray and never shows as a hole). rt(s) is solved so that
-the occupied area fraction equals the scripted burden at s exactly.
+the occupied area fraction equals the scripted burden at s exactly (where a layer and a focal
+segment overlap, the larger of the two burdens).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ class ThrombusSegment:
     angle_deg: float = 0.0       # wall position: 0/180 side walls, 90/270 anterior/posterior wall
     taper_px: float = 12.0       # smooth ramp length at each end
     name: str = ""
+    kind: str = "focal"          # "focal": eccentric wall disc | "layer": concentric wall-adherent annulus
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.start < self.end <= 1.0:
@@ -37,6 +41,8 @@ class ThrombusSegment:
             raise ValueError(f"segment burden must be in [0, 1], got {self.burden}")
         if self.taper_px < 0:
             raise ValueError(f"segment taper_px must be >= 0, got {self.taper_px}")
+        if self.kind not in ("focal", "layer"):
+            raise ValueError(f"segment kind must be 'focal' or 'layer', got {self.kind!r}")
 
 
 def catmull_rom(points: np.ndarray, per_span: int = 64) -> np.ndarray:
@@ -67,16 +73,17 @@ def resample_polyline(curve: np.ndarray, step: float) -> tuple[np.ndarray, np.nd
     return pts, s
 
 
-def lens_area(R: float, c: np.ndarray, r: np.ndarray) -> np.ndarray:
+def lens_area(R: float | np.ndarray, c: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Area of the intersection of the disc (0, R) with discs of radius r centred at distance c."""
     c = np.asarray(c, dtype=float)
     r = np.asarray(r, dtype=float)
-    c, r = np.broadcast_arrays(c, r)
+    R = np.asarray(R, dtype=float)
+    c, r, R = np.broadcast_arrays(c, r, R)
     out = np.zeros(c.shape)
     inside = c <= np.abs(R - r)
-    out[inside] = np.pi * np.minimum(R, r[inside]) ** 2
+    out[inside] = np.pi * np.minimum(R[inside], r[inside]) ** 2
     part = (~inside) & (c < R + r) & (r > 0)
-    cc, rr = c[part], r[part]
+    cc, rr, R = c[part], r[part], R[part]
     a1 = np.clip((cc**2 + R**2 - rr**2) / (2 * cc * R), -1, 1)
     a2 = np.clip((cc**2 + rr**2 - R**2) / (2 * cc * rr), -1, 1)
     k = (-cc + R + rr) * (cc + R - rr) * (cc - R + rr) * (cc + R + rr)
@@ -85,14 +92,14 @@ def lens_area(R: float, c: np.ndarray, r: np.ndarray) -> np.ndarray:
     return out
 
 
-def solve_thrombus_radius(R: float, c: float, burden: np.ndarray) -> np.ndarray:
+def solve_thrombus_radius(R: float | np.ndarray, c: float | np.ndarray, burden: np.ndarray) -> np.ndarray:
     """Radius rt of the wall disc at centre distance c giving occupied fraction ``burden`` (bisection).
 
     The intersection area grows monotonically with rt from 0 to the full lumen at rt = R + c.
     """
-    target = np.asarray(burden, dtype=float) * np.pi * R**2
+    target = np.asarray(burden, dtype=float) * np.pi * np.asarray(R, dtype=float) ** 2
     lo = np.zeros_like(target)
-    hi = np.full_like(target, R + c)
+    hi = np.broadcast_to(np.asarray(R + c, dtype=float), target.shape).copy()
     for _ in range(60):  # 2^-60 of R: far below anything the image can see
         mid = 0.5 * (lo + hi)
         small = lens_area(R, c, mid) < target
@@ -109,11 +116,13 @@ def smoothstep(x: np.ndarray) -> np.ndarray:
 
 
 def burden_profile(s: np.ndarray, length: float, segments: tuple[ThrombusSegment, ...],
-                   fraction: float) -> tuple[np.ndarray, np.ndarray]:
+                   fraction: float, kind: str = "focal") -> tuple[np.ndarray, np.ndarray]:
     """Scripted burden b(s) and wall angle (rad) per station; overlapping segments keep the larger."""
     b = np.zeros_like(s, dtype=float)
     ang = np.zeros_like(s, dtype=float)
     for seg in segments:
+        if seg.kind != kind:
+            continue
         s0, s1 = seg.start * length, seg.end * length
         # Tapers never eat the plateau: at most a third of the segment each.
         t = max(min(seg.taper_px, (s1 - s0) / 3), 1e-9)
@@ -128,29 +137,53 @@ def burden_profile(s: np.ndarray, length: float, segments: tuple[ThrombusSegment
 
 @dataclass
 class CrossSections:
-    """Thrombus tables on the fine station grid (all arrays indexed like ``s``)."""
-    radius: float
+    """Lumen and thrombus tables on the fine station grid (all arrays indexed like ``s``)."""
+    radius: float        # nominal lumen radius (the config's diameter_px / 2)
     s: np.ndarray
     burden: np.ndarray   # occupied area / lumen area (exact by construction)
     dc: np.ndarray       # thrombus disc centre, in-plane offset (px, signed like d)
     zc: np.ndarray       # thrombus disc centre, depth along the beam (px)
     rt: np.ndarray       # thrombus disc radius (px), 0 where there is no thrombus
+    R: np.ndarray        # lumen radius (px) per station
+    ri: np.ndarray       # inner radius of the wall layer (px); = R where there is none
 
     def at(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(dc, zc, rt) at arbitrary arc lengths, linear between fine stations."""
         return (np.interp(s, self.s, self.dc), np.interp(s, self.s, self.zc),
                 np.interp(s, self.s, self.rt))
 
+    def lumen_at(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(R, ri) at arbitrary arc lengths, linear between fine stations."""
+        return np.interp(s, self.s, self.R), np.interp(s, self.s, self.ri)
+
+
+def radius_profile(s: np.ndarray, length: float, radius: float,
+                   profile: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """Lumen radius per station: ``profile`` (arc fraction, diameter px) points, linear between them and
+    constant past the first and last; empty: the constant ``radius``."""
+    if not profile:
+        return np.full(np.shape(s), radius, dtype=float)
+    fr = np.asarray([p[0] for p in profile], dtype=float) * length
+    dia = np.asarray([p[1] for p in profile], dtype=float)
+    return 0.5 * np.interp(s, fr, dia)
+
 
 def build_cross_sections(s_lo: float, s_hi: float, length: float, radius: float,
                          segments: tuple[ThrombusSegment, ...], fraction: float,
-                         wall_offset: float) -> CrossSections:
-    """Tables over [s_lo, s_hi]; segment fractions refer to the scripted vessel [0, length]."""
+                         wall_offset: float, profile: tuple[tuple[float, float], ...] = ()) -> CrossSections:
+    """Tables over [s_lo, s_hi]; segment and profile fractions refer to the scripted vessel [0, length]."""
     s = np.arange(s_lo, s_hi + STATION_STEP_PX, STATION_STEP_PX)
-    b, ang = burden_profile(s, length, segments, fraction)
-    c = wall_offset * radius
-    rt = solve_thrombus_radius(radius, c, b)
-    return CrossSections(radius, s, b, c * np.cos(ang), c * np.sin(ang), rt)
+    R = radius_profile(s, length, radius, profile)
+    b_focal, ang = burden_profile(s, length, segments, fraction)
+    b_layer, _ = burden_profile(s, length, segments, fraction, kind="layer")
+    b_layer = np.minimum(b_layer, 1.0 - 1e-9)   # a layer leaves a (possibly tiny) channel
+    ri = R * np.sqrt(1.0 - b_layer)
+    # The focal disc fills the given fraction of the whole lumen, taking the layer's share as already occupied.
+    inner = np.clip((b_focal - b_layer) / (1.0 - b_layer), 0.0, 1.0)
+    c = wall_offset * R
+    rt = solve_thrombus_radius(ri, c, inner)
+    b = b_layer + (1.0 - b_layer) * inner
+    return CrossSections(radius, s, b, c * np.cos(ang), c * np.sin(ang), rt, R, ri)
 
 
 def path_length(d: np.ndarray, R: float, dc: np.ndarray | float = 0.0, zc: np.ndarray | float = 0.0,

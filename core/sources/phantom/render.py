@@ -44,6 +44,10 @@ class Renderer:
         if np.any(conc > 0):
             att = np.exp(-(cfg.mu_iodine * conc * scene.vessel_path)).astype(np.float32)
             quanta[scene.vessel_pos] *= att
+        if scene.branch_pos.size:
+            conc_b = bolus.concentration(scene.branch_s, t_s)
+            if np.any(conc_b > 0):
+                quanta[scene.branch_pos] *= np.exp(-(cfg.mu_iodine * conc_b * scene.branch_vals)).astype(np.float32)
         if cfg.noise == "poisson" and rng is not None:
             quanta = rng.poisson(quanta).astype(np.float32)
         elif cfg.noise == "gaussian" and rng is not None:
@@ -77,12 +81,14 @@ def abc_exposure(cfg: PhantomConfig, k: np.ndarray | int) -> np.ndarray:
 
 def bolus_truth(cfg: PhantomConfig, inject_start_s: float | None, volume_ml: float,
                 residual_from_s: float) -> BolusTruth:
-    peak = cfg.bolus_peak * volume_ml / cfg.reference_volume_ml if inject_start_s is not None else 0.0
+    # contrast_scale: this run's iodine strength (1.0 leaves the legacy numbers exactly as they were)
+    peak = (cfg.bolus_peak * volume_ml / cfg.reference_volume_ml * cfg.contrast_scale
+            if inject_start_s is not None else 0.0)
     a, b = cfg.bolus_a, cfg.bolus_b_s
     K = peak / ((a * b) ** a * math.exp(-a)) if peak > 0 else 0.0   # gamma variate maximum is at tau = a b
     t0 = (inject_start_s if inject_start_s is not None else 0.0) + cfg.transit_delay_s
     return BolusTruth(inject_start_s, t0, a, b, K, cfg.speed_px_s, peak, cfg.transit_delay_s,
-                      cfg.residual_contrast, residual_from_s, cfg.residual_washout_s)
+                      cfg.residual_contrast * cfg.contrast_scale, residual_from_s, cfg.residual_washout_s)
 
 
 def _pulse_of_frames(n_frames: int, fps: float, pulse_rate: float) -> np.ndarray:

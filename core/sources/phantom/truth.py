@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.sources.phantom.config import is_number
+from core.sources.phantom.features import FeatureTruth
 from core.sources.phantom.geometry import CrossSections
 from core.vocab import check_roi
 
@@ -24,17 +25,20 @@ class SegmentTruth:
     name: str
     s_start: float          # anatomical arc length (px from the scripted vessel's start), tapers included
     s_end: float
-    burden: float           # thrombus volume / lumen volume over [s_start, s_end]
+    burden: float           # thrombus volume / reference lumen volume over [s_start, s_end]
     peak_burden: float      # largest station burden in the segment
 
 
 @dataclass
 class SceneTruth:
-    """Geometry and burden truth of one scene (one shift, one thrombus fraction)."""
+    """Geometry and burden truth of one scene (one shift, one thrombus fraction).
+
+    Burden is a volume fraction: sum of thrombus cross-section / sum of reference (lumen) cross-section.
+    """
     size: tuple[int, int]
-    diameter_px: float
+    diameter_px: float               # the config's nominal diameter; the local one is stations_diameter
     thrombus_fraction: float
-    shift_px: tuple[float, float]
+    shift_px: tuple[float, float]    # total scene shift (dx, dy): patient shift + table_shift_px
     centreline_xy: np.ndarray        # (N, 2) frame coordinates (x, y), 1 px apart, from the inflow end
     centreline_s: np.ndarray         # (N,) arc length of each point (anatomical: independent of shift)
     stations_s: np.ndarray           # (M,) stations every 1 px of arc length (negative on the run-on below s = 0)
@@ -45,15 +49,41 @@ class SceneTruth:
     burden: float                    # thrombus volume / lumen volume over analysed_s
     segments: tuple[SegmentTruth, ...]
     collimator: tuple[float, float, float] | None   # (cx, cy, radius) in frame coordinates
+    table_shift_px: tuple[float, float]     # the table part of shift_px
+    stations_diameter: np.ndarray           # (M,) reference lumen diameter (px) per station
+    stations_reference_area: np.ndarray     # (M,) pi R^2 (px^2)
+    stations_thrombus_area: np.ndarray      # (M,) thrombus cross-section (px^2) = burden * reference area
+    features: tuple[FeatureTruth, ...]      # parallel vein, collateral, device (frame coordinates)
     _xs: CrossSections = field(repr=False)
     _path: np.ndarray = field(repr=False)           # (H, W) contrast-filled path length per pixel
     _path_clean: np.ndarray = field(repr=False)     # (H, W) the same without thrombus
     _s_map: np.ndarray = field(repr=False)          # (H, W) arc length per pixel (nan off the vessel)
+    _branch_path: np.ndarray = field(repr=False)    # (H, W) contrast path of parallel vein + collateral
+    _device_path: np.ndarray = field(repr=False)    # (H, W) device wall material path
 
     def cross_section(self, s: float) -> tuple[float, float, float, float]:
         """Thrombus geometry at arc length s: (lumen radius, disc centre d, disc centre z, disc radius)."""
         dc, zc, rt = self._xs.at(np.asarray([s], dtype=float))
-        return self._xs.radius, float(dc[0]), float(zc[0]), float(rt[0])
+        R, _ = self._xs.lumen_at(np.asarray([s], dtype=float))
+        return float(R[0]), float(dc[0]), float(zc[0]), float(rt[0])
+
+    def layer_radius(self, s: float) -> float:
+        """Inner radius of the wall-adherent layer at arc length s (= the lumen radius where there is none)."""
+        return float(self._xs.lumen_at(np.asarray([s], dtype=float))[1][0])
+
+    def feature(self, name: str) -> FeatureTruth:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def branch_path_map(self) -> np.ndarray:
+        """Contrast-filled path length (px) of the parallel vein and collateral per pixel (0 elsewhere)."""
+        return self._branch_path.copy()
+
+    def device_path_map(self) -> np.ndarray:
+        """Device wall material path (px) per pixel; its attenuation is mu_px times this, mask frames included."""
+        return self._device_path.copy()
 
     def roi_at(self, s: float, half: int = 8) -> tuple[int, int, int, int]:
         """An (x, y, w, h) box of side 2 * half centred on the centreline at arc length s, clipped to the frame."""
@@ -75,12 +105,20 @@ class SceneTruth:
         return self._s_map.copy()
 
     def burden_between(self, s0: float, s1: float) -> float:
-        """Thrombus volume / lumen volume between two arc lengths (the reference lumen is a constant tube)."""
-        if not s0 < s1:
-            raise ValueError(f"need s0 < s1, got {s0}, {s1}")
-        grid = np.linspace(s0, s1, max(int((s1 - s0) / 0.05), 2) + 1)
-        vals = np.interp(grid, self._xs.s, self._xs.burden)
+        """Thrombus volume / reference lumen volume between two arc lengths."""
+        return burden_between(self._xs, s0, s1)
+
+
+def burden_between(xs: CrossSections, s0: float, s1: float) -> float:
+    """Integral of thrombus area / integral of lumen area over [s0, s1] (fine grid, trapezoid rule)."""
+    if not s0 < s1:
+        raise ValueError(f"need s0 < s1, got {s0}, {s1}")
+    grid = np.linspace(s0, s1, max(int((s1 - s0) / 0.05), 2) + 1)
+    vals = np.interp(grid, xs.s, xs.burden)
+    if np.ptp(xs.R) == 0:        # a constant tube: the area cancels
         return float(np.trapezoid(vals, grid) / (s1 - s0))
+    area = np.interp(grid, xs.s, xs.R) ** 2
+    return float(np.trapezoid(vals * area, grid) / np.trapezoid(area, grid))
 
 
 @dataclass(frozen=True)
@@ -139,12 +177,14 @@ class TdcModel:
         times = np.asarray(times, dtype=float)
         if times.ndim != 1 or not np.all(np.isfinite(times)):
             raise ValueError("times must be a 1-D array of finite seconds")
-        L = self.scene.path[y:y + h, x:x + w]
-        s = self.scene.s_map[y:y + h, x:x + w]
         active = self.scene.active_mask[y:y + h, x:x + w]
-        sel = (L > 0) & active
-        weight = self.mu * L[sel] / L.size
-        s_sel = s[sel]
+        weights, s_list = [], []
+        for L, s in ((self.scene.path, self.scene.s_map), (self.scene.branch_path, self.scene.branch_s_map)):
+            L, s = L[y:y + h, x:x + w], s[y:y + h, x:x + w]
+            sel = (L > 0) & active
+            weights.append(self.mu * L[sel] / L.size)
+            s_list.append(s[sel])
+        weight, s_sel = np.concatenate(weights), np.concatenate(s_list)
         out = np.zeros(len(times))
         if weight.size == 0:
             return out
