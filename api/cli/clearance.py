@@ -47,8 +47,7 @@ def clearance_main(baseline: str, post: str, fps: float | None, intensity: str |
     run or a list of them; ``grades``: "II,III" text or two numbers (None: 50, 95)."""
     # Loaded when the command runs, not each time the parser of every command is built.
     from core.analysis.clearance.figure import render_clearance_png
-    from core.analysis.clearance.grading import parse_segments
-    from core.analysis.clearance.grading import DEFAULT_GRADES, check_thresholds
+    from core.analysis.clearance.grading import DEFAULT_GRADES, check_thresholds, parse_segments
     from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS, check_operator_centerline, measure_runs
     from core.analysis.peak import peak_and_mask
     from core.analysis.vessel import parse_centerline

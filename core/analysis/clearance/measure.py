@@ -123,8 +123,11 @@ def _check_diameter(diameter_px, shape) -> float | None:
     return float(diameter_px)
 
 
-def _register(base, peak, mask0, mask1) -> Registration:
-    if mask0 is not None and mask1 is not None:
+def register_runs(base, peak, mask0=None, mask1=None) -> Registration:
+    """A later run against the baseline, on the anatomy of the masks when both are given and the registration
+    takes them, up to MAX_SHIFT_PX."""
+    import inspect
+    if mask0 is not None and mask1 is not None and "fixed_mask" in inspect.signature(register).parameters:
         return register(base, peak, fixed_mask=mask0, moving_mask=mask1, max_shift=MAX_SHIFT_PX)
     return register(base, peak, max_shift=MAX_SHIFT_PX)
 
@@ -161,7 +164,7 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
     stations = make_stations(line, STATION_SPACING_PX)
     regs = list(registrations) if registrations is not None else [None] * len(posts)
     masks = list(masks) if masks is not None else [None] * (len(posts) + 1)
-    regs = [r if r is not None else _register(base, p, masks[0], masks[k + 1]) for k, (r, p) in
+    regs = [r if r is not None else register_runs(base, p, masks[0], masks[k + 1]) for k, (r, p) in
             enumerate(zip(regs, posts))]
 
     # The profile window must hold the widest lumen anywhere along the vessel (a taper, a confluence).
@@ -179,7 +182,11 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         d_run, trusted = _shared_reference(runs)
         axis = _axis(runs)
         for r in runs:
-            r.full = r.patent & round_column(r.lumen.centre, r.lumen.width, axis)
+            # A run registered a pixel off sits a pixel off the axis everywhere: that offset is measured on its
+            # stations as wide as the reference, and removed.
+            wide = r.patent & np.isfinite(d_run) & (r.lumen.width >= 0.96 * d_run) & np.isfinite(axis)
+            off = float(np.median((r.lumen.centre - axis)[wide])) if wide.sum() >= MIN_STATIONS else 0.0
+            r.full = r.patent & round_column(r.lumen.centre - off, r.lumen.width, axis)
         _densities(runs)
         if it == 0:
             for r in runs:
