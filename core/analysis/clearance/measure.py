@@ -102,15 +102,16 @@ class _Run:
         self.ref, self.patent = run_reference(self.lumen.width, stations.s, STATION_SPACING_PX)
         self.integral = self.lumen.integral.copy()
         self.line = None
+        self.axis = np.zeros(len(stations.s))   # the vein's axis in this run's profiles (offset along the normal)
         self.borrowed = False       # density line taken unscaled from another run (none of its own)
 
-    def fill_missing(self, d_ref: np.ndarray) -> None:
-        """Stations with no column at all (an occlusion) but a measured image: what fills the reference lumen."""
-        miss = ~np.isfinite(self.integral) & np.isfinite(d_ref)
-        if miss.any():
-            st = self.stations
-            sub = Stations(st.xy[miss], st.normal[miss], st.tangent[miss], st.s[miss], st.length)
-            self.integral[miss] = integral_at(self.peak, sub, np.zeros(miss.sum()), d_ref[miss])
+    def integrate(self, d_ref: np.ndarray) -> None:
+        """The filled cross-section's integral over the whole reference lumen on the vein's axis, background
+        beside it: a column cut on one side (or absent: an occlusion) is integrated where the lumen is, not
+        where its remains are, so the background bands never touch the lumen's own edge."""
+        st = self.stations
+        whole = integral_at(self.peak, st, self.axis, d_ref)
+        self.integral = np.where(np.isfinite(whole), whole, self.integral)
 
 
 def _check_diameter(diameter_px, shape) -> float | None:
@@ -186,6 +187,7 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
             # stations as wide as the reference, and removed.
             wide = r.patent & np.isfinite(d_run) & (r.lumen.width >= 0.96 * d_run) & np.isfinite(axis)
             off = float(np.median((r.lumen.centre - axis)[wide])) if wide.sum() >= MIN_STATIONS else 0.0
+            r.axis = np.where(np.isfinite(axis), axis + off, 0.0)
             r.full = r.patent & round_column(r.lumen.centre - off, r.lumen.width, axis)
         _densities(runs)
         if it == 0:
@@ -199,7 +201,7 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         d_ref[low] = floor
         source[low] = "operator"
     for r in runs:
-        r.fill_missing(d_ref)
+        r.integrate(d_ref)
     ref_area = dens.reference_area(d_ref)
     fills = [dens.filled_area(r.integral, dens.line_at(r.line, stations.s)) for r in runs]
 
