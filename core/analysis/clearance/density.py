@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from core.analysis.lumen import running_mean
+
 MIN_PATENT = 8                 # patent stations a run needs to read its own density
 OUTLIER_SD = 3.0
 
@@ -48,8 +50,14 @@ def density_line(s: np.ndarray, density: np.ndarray, patent: np.ndarray) -> tupl
     return level, c1
 
 
-def low_density(s: np.ndarray, density: np.ndarray, line: tuple[float, float] | None) -> np.ndarray:
-    """Stations whose density reads clearly below the run's line (thrombus in front of the lumen)."""
+def low_density(s: np.ndarray, density: np.ndarray, line: tuple[float, float] | None, half: int = 0
+                ) -> np.ndarray:
+    """Stations whose density reads clearly below the run's line (thrombus in front of the lumen).
+
+    A thrombus in front extends along the vessel and tapers in and out, noise does not: besides the stations
+    low on their own, those whose running mean over +-``half`` stations is low (a small front thrombus lowers
+    every station by less than one station's noise), and the stations within ``half`` of either (the tapers).
+    """
     if line is None:
         return np.zeros(s.shape, dtype=bool)
     ok = np.isfinite(density)
@@ -58,7 +66,19 @@ def low_density(s: np.ndarray, density: np.ndarray, line: tuple[float, float] | 
     sd = 1.4826 * float(np.median(np.abs(np.diff(density[ok])))) / math.sqrt(2.0)
     expect = line_at(line, s)
     with np.errstate(invalid="ignore"):
-        return ok & (density < expect - np.maximum(OUTLIER_SD * sd, 0.04 * expect))
+        low = ok & (density < expect - np.maximum(OUTLIER_SD * sd, 0.04 * expect))
+        if half > 0:
+            mean = running_mean(np.where(ok, density - expect, np.nan), half)
+            n = 2 * half + 1
+            low |= ok & (mean < -np.maximum(OUTLIER_SD * sd / math.sqrt(n), 0.04 * expect))
+            low = _dilate(low, half) & ok
+    return low
+
+
+def _dilate(mask: np.ndarray, half: int) -> np.ndarray:
+    c = np.concatenate([[0], np.cumsum(mask)])
+    i = np.arange(len(mask))
+    return (c[np.minimum(i + half + 1, len(mask))] - c[np.maximum(i - half, 0)]) > 0
 
 
 def line_at(line: tuple[float, float], s: np.ndarray) -> np.ndarray:

@@ -192,7 +192,8 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         _densities(runs)
         if it == 0:
             for r in runs:
-                low = dens.low_density(stations.s, r.lumen.density, r.line)
+                half = max(1, int(round(np.nanmedian(r.lumen.width) / (2 * STATION_SPACING_PX))))
+                low = dens.low_density(stations.s, r.lumen.density, r.line, half)
                 r.ref, r.patent = run_reference(r.lumen.width, stations.s, STATION_SPACING_PX, exclude=low)
     d_ref = d_run.copy()
     source = np.where(np.isfinite(d_run), "run", "operator")
