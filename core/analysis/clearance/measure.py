@@ -24,7 +24,7 @@ import numbers
 import numpy as np
 
 from core.analysis.clearance import density as dens
-from core.analysis.clearance import safeguards
+from core.analysis.clearance import device, safeguards
 from core.analysis.clearance.grading import DEFAULT_GRADES, check_segments, check_thresholds, grade
 from core.analysis.lumen import integral_at, measure_lumen, run_reference, running_mean, running_median
 from core.analysis.registration import Registration, register
@@ -36,6 +36,7 @@ PROGRESSION_PCT = -5.0            # a clearance below this is progression, not a
 REMOVAL_FLAG_PCT = 75.0           # CLOUT end point
 DEFECT_BURDEN = 0.25              # a station this occluded (smoothed) is drawn as a defect
 MIN_STATIONS = 5
+MAX_DEVICE_SHARE = 0.6          # beyond this share of the vessel under a device, no grade
 ROUND_OFFSET = 0.04               # a column's middle this share of its width off its track: one side is cut
 MAX_SHIFT_PX = 160                # table moves between runs
 # An operator's centreline: a venogram's vein is drawn with a few dozen clicks (one every few centimetres, more
@@ -104,6 +105,7 @@ class _Run:
         self.line = None
         self.axis = np.zeros(len(stations.s))   # the vein's axis in this run's profiles (offset along the normal)
         self.borrowed = False       # density line taken unscaled from another run (none of its own)
+        self.device = np.zeros(len(stations.s), dtype=bool)   # stations where this run holds a device
 
     def integrate(self, d_ref: np.ndarray) -> None:
         """The filled cross-section's integral over the whole reference lumen on the vein's axis, background
@@ -204,6 +206,13 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
     for r in runs:
         r.integrate(d_ref)
     ref_area = dens.reference_area(d_ref)
+    devices = _devices(runs, masks, d_ref)
+    if any(d.any() for d in devices):
+        # A device displaces contrast: its stations read no run's contrast density.
+        for r in runs:
+            r.line = None
+            r.full = r.full & ~r.device
+        _densities(runs)
     fills = [dens.filled_area(r.integral, dens.line_at(r.line, stations.s)) for r in runs]
 
     entries, pairs = [], []
@@ -212,15 +221,21 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         if used.sum() < MIN_STATIONS:
             raise ValueError(f"only {int(used.sum())} stations measured in both runs (need {MIN_STATIONS}): "
                              "the centreline is outside the field or under an overlay")
+        name = "post" if len(runs) == 2 else f"post {k}"
+        device_warning, device_note = _device_outcome(devices[k - 1], used, name)
+        if device_note:
+            notes.append(device_note)
+        if not device_warning:
+            used = used & ~devices[k - 1]
         b0 = dens.burden(fills[0], ref_area, used)
         b1 = dens.burden(fills[k], ref_area, used)
         warnings = [w for w in (safeguards.registration_warning(run.reg.score),
                                 safeguards.path_warning(run.lumen.centre, d_ref, used),
-                                safeguards.reference_warning(trusted, used)) if w]
+                                safeguards.reference_warning(trusted, used), device_warning) if w]
         for name, r in (("baseline", runs[0]), (f"post {k}", run)):
             if r.borrowed:
                 warnings.append(f"the {name} run shows no round contrast column to read its contrast density from")
-        for name, r in (("baseline", runs[0]), ("post" if len(runs) == 2 else f"post {k}", run)):
+        for name, r in (("baseline", runs[0]), (name, run)):
             warnings += safeguards.contrast_warnings(name, r.lumen.height, r.lumen.integral, r.lumen.width,
                                                      r.lumen.noise, r.patent)
         clear, why = _clearance(b0, b1)
@@ -273,6 +288,45 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
     if "registration_residual" in last:
         result["registration_residual"] = last["registration_residual"]
     return result
+
+
+def _devices(runs: list[_Run], masks: list, d_ref: np.ndarray) -> list[np.ndarray]:
+    """Per later run, the stations where its mask or the baseline's holds a device the other does not (none
+    without both masks); each run's ``device`` the stations where it holds one."""
+    none = np.zeros(len(d_ref), dtype=bool)
+    for r in runs:
+        r.device = none.copy()
+    if masks[0] is None:
+        return [none] * (len(runs) - 1)
+    half = max(1, int(round(float(np.nanmedian(d_ref)) / (2 * STATION_SPACING_PX))))
+    base = runs[0]
+    att0 = device.mask_attenuation(masks[0], base.stations, base.axis, d_ref)
+    contrast = float(np.nanmedian(base.integral[base.patent])) if base.patent.any() else float("nan")
+    out = []
+    for r, m in zip(runs[1:], masks[1:]):
+        if m is None or m.shape != masks[0].shape:
+            out.append(none)
+            continue
+        att = device.mask_attenuation(m, r.stations, r.axis, d_ref)
+        in_run, in_base = device.device_stations(att, att0, contrast, half)
+        r.device |= in_run
+        base.device |= in_base
+        out.append(in_run | in_base)
+    return out
+
+
+def _device_outcome(dev: np.ndarray, used: np.ndarray, name: str) -> tuple[str | None, str | None]:
+    """(warning, note) for a device found on one of the two runs: its stations are left out of the burden when
+    enough of the vessel remains, else the comparison is not gradable."""
+    n = int((dev & used).sum())
+    if n == 0:
+        return None, None
+    share = n / max(int(used.sum()), 1)
+    if used.sum() - n < MIN_STATIONS or share > MAX_DEVICE_SHARE:
+        return (f"a device (catheter, sheath) in the lumen on the baseline or {name} run over {share * 100:.0f}% "
+                "of the vessel: it displaces contrast like thrombus"), None
+    return None, (f"a device (catheter, sheath) in the lumen on the baseline or {name} run: its {share * 100:.0f}% "
+                  "of the vessel left out of the burden")
 
 
 def _shared_reference(runs: list[_Run]) -> tuple[np.ndarray, np.ndarray]:

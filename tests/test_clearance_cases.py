@@ -1,0 +1,60 @@
+"""Venographic clearance on the phantom's named scenarios (core/sources/phantom/cases.py): a device in the
+lumen, a collateral, the automatic centreline. Frames go the whole way a recorded run goes (rendered stack ->
+FrameStack -> peak opacity and mask -> registration on the masks -> densitometry)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.analysis.clearance.measure import measure_runs
+from core.analysis.peak import peak_and_mask
+from core.sources.phantom.cases import make_case
+from core.sources.phantom.render import render_run
+from core.sources.stacks import FrameStack
+
+_cache: dict = {}
+
+
+def _case(name: str, seed: int):
+    """(case, [(peak, mask)] baseline first, the baseline's truth centreline over the analysed range)."""
+    key = (name, seed)
+    if key not in _cache:
+        case = make_case(name, seed)
+        runs, truth = [], None
+        for cfg in case.configs:
+            run = render_run(cfg)
+            stack = FrameStack(run.frames, run.fps, cfg.intensity, 12 if cfg.intensity == "lin" else 8,
+                               np.arange(run.frames.shape[0]) / run.fps, "phantom")
+            runs.append(peak_and_mask(stack))
+            truth = truth or run.truth
+        a0, a1 = case.truth.analysed_s
+        s = truth.scene.centreline_s
+        _cache[key] = (case, runs, truth.scene.centreline_xy[(s >= a0) & (s <= a1)])
+    return _cache[key]
+
+
+def _measure(name: str, seed: int, given: bool = True) -> tuple[dict, object]:
+    case, runs, line = _case(name, seed)
+    res = measure_runs(runs[0][0], [p for p, _ in runs[1:]], centerline=line if given else None,
+                       masks=[m for _, m in runs])
+    return res, case
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_catheter_on_the_post_run_is_left_out_of_the_burden(seed):
+    res, case = _measure("catheter", seed)
+    assert res["gradable"], res["warnings"]
+    assert any("device" in n for n in res["notes"])
+    assert res["clearance_pct"] == pytest.approx(case.truth.clearance_pct[0], abs=5.0)
+    assert res["grade"] == case.truth.grade[0]
+
+
+def test_no_device_is_found_without_one():
+    res, _ = _measure("table120", 0)
+    assert not any("device" in n for n in res["notes"] + res["warnings"])
+
+
+def test_without_masks_no_device_is_looked_for():
+    case, runs, line = _case("catheter", 0)
+    res = measure_runs(runs[0][0], [runs[1][0]], centerline=line)
+    assert not any("device" in n for n in res["notes"])
