@@ -58,3 +58,15 @@ def test_without_masks_no_device_is_looked_for():
     case, runs, line = _case("catheter", 0)
     res = measure_runs(runs[0][0], [runs[1][0]], centerline=line)
     assert not any("device" in n for n in res["notes"])
+
+
+@pytest.mark.parametrize("name, seed", [("collateral", 1), ("collateral", 2), ("collateral", 3),
+                                        ("focal_parallel", 1), ("focal_parallel", 3)])
+def test_a_branch_beside_the_vein_leaves_the_background_alone(name, seed):
+    """A collateral's junctions and a paired vein put contrast in one background band: the lower band is the
+    background, so neither reads as thrombus."""
+    res, case = _measure(name, seed)
+    assert res["gradable"], res["warnings"]
+    assert res["burden_baseline_pct"] == pytest.approx(case.truth.burden_pct[0], abs=3.0)
+    assert res["burden_post_pct"] == pytest.approx(case.truth.burden_pct[1], abs=3.0)
+    assert res["clearance_pct"] == pytest.approx(case.truth.clearance_pct[0], abs=5.0)

@@ -300,15 +300,16 @@ def _devices(runs: list[_Run], masks: list, d_ref: np.ndarray) -> list[np.ndarra
         return [none] * (len(runs) - 1)
     half = max(1, int(round(float(np.nanmedian(d_ref)) / (2 * STATION_SPACING_PX))))
     base = runs[0]
-    att0 = device.mask_attenuation(masks[0], base.stations, base.axis, d_ref)
+    across, prof0 = device.mask_profiles(masks[0], base.stations, d_ref)
     contrast = float(np.nanmedian(base.integral[base.patent])) if base.patent.any() else float("nan")
     out = []
     for r, m in zip(runs[1:], masks[1:]):
         if m is None or m.shape != masks[0].shape:
             out.append(none)
             continue
-        att = device.mask_attenuation(m, r.stations, r.axis, d_ref)
-        in_run, in_base = device.device_stations(att, att0, contrast, half)
+        _, prof = device.mask_profiles(m, r.stations, d_ref)
+        diff = device.ridge(across, prof0 - prof, r.axis, d_ref)      # log I: a device lowers the run's mask
+        in_run, in_base = device.device_stations(diff, contrast, half)
         r.device |= in_run
         base.device |= in_base
         out.append(in_run | in_base)
