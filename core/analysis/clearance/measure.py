@@ -157,18 +157,19 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
     segs = check_segments(segments)
     notes: list[str] = []
     floor = _check_diameter(diameter_px, base.shape)
-    if centerline is None:
-        vessel = find_vessel(base, floor)
-        line, d_guess = vessel.centerline, vessel.diameter_px
-        notes.append("centreline found automatically (from the bottom end)")
-    else:
-        line = check_centerline(centerline, base.shape)
-        d_guess = floor if floor is not None else diameter_along(base, line)
-    stations = make_stations(line, STATION_SPACING_PX)
     regs = list(registrations) if registrations is not None else [None] * len(posts)
     masks = list(masks) if masks is not None else [None] * (len(posts) + 1)
     regs = [r if r is not None else register_runs(base, p, masks[0], masks[k + 1]) for k, (r, p) in
             enumerate(zip(regs, posts))]
+    path_doubt = None
+    if centerline is None:
+        line, d_guess, path_doubt, found_on = _automatic_centerline(base, posts, regs, floor)
+        notes.append("centreline found automatically (from the bottom end)"
+                     + ("" if found_on == 0 else f", on the post {found_on} run, which shows the vein further"))
+    else:
+        line = check_centerline(centerline, base.shape)
+        d_guess = floor if floor is not None else diameter_along(base, line)
+    stations = make_stations(line, STATION_SPACING_PX)
 
     # The profile window must hold the widest lumen anywhere along the vessel (a taper, a confluence).
     max_d = 1.5 * d_guess
@@ -231,7 +232,7 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         b1 = dens.burden(fills[k], ref_area, used)
         warnings = [w for w in (safeguards.registration_warning(run.reg.score),
                                 safeguards.path_warning(run.lumen.centre, d_ref, used),
-                                safeguards.reference_warning(trusted, used), device_warning) if w]
+                                safeguards.reference_warning(trusted, used), device_warning, path_doubt) if w]
         for name, r in (("baseline", runs[0]), (f"post {k}", run)):
             if r.borrowed:
                 warnings.append(f"the {name} run shows no round contrast column to read its contrast density from")
@@ -288,6 +289,50 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
     if "registration_residual" in last:
         result["registration_residual"] = last["registration_residual"]
     return result
+
+
+def _automatic_centerline(base, posts, regs, floor):
+    """(centreline in baseline pixels, diameter, warning or None, run it was found on) of the vein found on every
+    run: the longest path wins (a thrombus the baseline's path stopped at, the completion run shows open); where
+    the runs' paths part by more than a diameter over more than two, the path is in doubt (a collateral or a
+    paired vein taken on one run): the result is not gradable."""
+    h, w = base.shape
+    found = []
+    for k, (img, reg) in enumerate(zip([base] + list(posts), [None] + list(regs))):
+        try:
+            v = find_vessel(img, floor)
+        except ValueError:
+            if k == 0:
+                raise
+            continue
+        line = v.centerline if reg is None else v.centerline - [reg.dx, reg.dy]
+        inside = (line[:, 0] >= 0) & (line[:, 0] <= w - 1) & (line[:, 1] >= 0) & (line[:, 1] <= h - 1)
+        if inside.sum() >= 2:
+            idx = np.flatnonzero(inside)
+            found.append((k, line[idx[0]:idx[-1] + 1][inside[idx[0]:idx[-1] + 1]], v.diameter_px))
+    lengths = [float(np.hypot(*np.diff(ln, axis=0).T).sum()) for _, ln, _ in found]
+    best = int(np.argmax(lengths))
+    k_best, line, d = found[best]
+    doubt = None
+    for k, other, _ in found:
+        if k == k_best:
+            continue
+        apart = _apart(other, line, max(d, 6.0))
+        if apart > 2 * d:
+            doubt = (f"the automatic centreline differs between runs over {apart:.0f} px (a collateral or a paired "
+                     "vein taken on one run): draw the centreline")
+    return line, d, doubt, k_best
+
+
+def _apart(a: np.ndarray, b: np.ndarray, limit: float) -> float:
+    """Length (px) of polyline ``a`` (1 px apart) farther than ``limit`` from every point of ``b``."""
+    step = max(1, len(b) // 400)
+    bb = b[::step]
+    far = 0
+    for chunk in np.array_split(a, max(1, len(a) // 256)):
+        dist = np.sqrt(((chunk[:, None, :] - bb[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
+        far += int((dist > limit + step).sum())
+    return float(far)
 
 
 def _devices(runs: list[_Run], masks: list, d_ref: np.ndarray) -> list[np.ndarray]:
