@@ -1,10 +1,13 @@
-"""The words every room shares, defined once: the time unit, the run labels, ROI boxes."""
+"""The words every room shares, defined once: the time unit, the run labels, the video words, ROI boxes."""
 from __future__ import annotations
 
 NS = 1_000_000_000   # nanoseconds per second: time inside the appliance is time.monotonic_ns()
 
 # What the operator calls a contrast run of the procedure (a label is optional; these are the only words).
 RUN_LABELS = ("baseline", "intraprocedural", "completion")
+
+# The two video sources that are words rather than a device or a file: no video at all, the built-in phantom.
+VIDEO_NONE, VIDEO_PHANTOM = "none", "phantom"
 
 
 def check_roi(roi, shape: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -2,7 +2,7 @@
 """COBS frame decoder with CRC-16/CCITT-FALSE check: the per-byte hot path of the serial bridge.
 
 Pure-Python reference with the same behaviour: ``firmware_bridge.framing.RefDecoder`` (and
-``firmware_bridge.framing.crc16_ref``); tests run both on the same inputs.
+``firmware_bridge.wire.crc16_ref``); tests run both on the same inputs.
 
 Wire rules (docs/serial-protocol.md): a frame is the COBS encoding of ``header | payload | crc16-LE``
 followed by one 0x00. The decoder never holds more than MAX_FRAME bytes: of an oversized frame it keeps
@@ -50,7 +50,7 @@ cdef inline unsigned short _crc16(const unsigned char* p, Py_ssize_t n) noexcept
 
 
 def crc16(const unsigned char[::1] data not None) -> int:
-    """CRC-16/CCITT-FALSE of ``data`` (reference: ``firmware_bridge.framing.crc16_ref``)."""
+    """CRC-16/CCITT-FALSE of ``data`` (reference: ``firmware_bridge.wire.crc16_ref``)."""
     if data.shape[0] == 0:
         return 0xFFFF
     return _crc16(&data[0], data.shape[0])

@@ -1,123 +1,23 @@
-"""Framing: packet <-> wire bytes (CRC-16/CCITT-FALSE, COBS, 0x00 delimiter).
+"""Framing: a byte stream in, CRC-verified packets out (COBS frames between 0x00 delimiters).
 
 ``Decoder`` wraps the compiled ``ext._cobs.CobsDecoder``; ``RefDecoder`` is the pure-Python
-reference with the same behaviour, kept for tests and as executable documentation.
-A packet here is ``header | payload`` (the crc is added by ``encode_frame`` and checked and stripped
-by the decoders).
+reference with the same behaviour, kept for tests and as executable documentation. Both recover an intact
+version-1 packet from the tail of a failed frame by the lengths of ``messages.V1_PACKET_LENGTHS``; one
+packet's encoding is ``firmware_bridge.wire``.
 """
 from __future__ import annotations
 
 from ext import _cobs
 
-MAX_PACKET = 254  # header + payload + crc, before COBS
-MAX_FRAME = 255   # COBS adds one byte to a packet of at most 254 bytes
-MIN_PACKET = 10   # header (8) + crc (2)
-DELIMITER = b"\x00"
-
-assert (_cobs.MAX_PACKET, _cobs.MAX_FRAME, _cobs.MIN_PACKET) == (MAX_PACKET, MAX_FRAME, MIN_PACKET)
-
-
-def crc16_ref(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, not reflected, xorout 0 ("123456789" -> 0x29B1)."""
-    crc = 0xFFFF
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
-
-
-def crc16(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE through the compiled kernel (reference: ``crc16_ref``)."""
-    return _cobs.crc16(bytes(data))
-
-
-def cobs_encode(data: bytes) -> bytes:
-    """COBS-encode ``data`` (no trailing delimiter). A full 254-byte block at the end gets no extra code
-    byte, so a 254-byte packet encodes to 255 bytes."""
-    out = bytearray(b"\x00")
-    code_at, code = 0, 1
-    last = len(data) - 1
-    for i, b in enumerate(data):
-        if b == 0:
-            out[code_at] = code
-            code_at, code = len(out), 1
-            out.append(0)
-        else:
-            out.append(b)
-            code += 1
-            if code == 0xFF and i < last:
-                out[code_at] = code
-                code_at, code = len(out), 1
-                out.append(0)
-    out[code_at] = code
-    return bytes(out)
-
-
-def cobs_decode(frame: bytes) -> bytes:
-    """Decode one COBS frame (no delimiter). Raises ValueError on a zero byte or a code past the end."""
-    out = bytearray()
-    i, n = 0, len(frame)
-    while i < n:
-        code = frame[i]
-        if code == 0:
-            raise ValueError("COBS frame contains a zero byte")
-        i += 1
-        if i + code - 1 > n:
-            raise ValueError(f"COBS code {code} at offset {i - 1} runs past the frame end ({n} bytes)")
-        block = frame[i:i + code - 1]
-        if 0 in block:
-            raise ValueError("COBS frame contains a zero byte")
-        out += block
-        i += code - 1
-        if code < 0xFF and i < n:
-            out.append(0)
-    return bytes(out)
-
-
-def encode_frame(packet: bytes) -> bytes:
-    """Wire bytes of one packet (header + payload): append crc (LE), COBS-encode, add the delimiter."""
-    if len(packet) + 2 > MAX_PACKET:
-        raise ValueError(f"packet of {len(packet)} bytes + crc exceeds {MAX_PACKET} bytes")
-    if len(packet) + 2 < MIN_PACKET:
-        raise ValueError(f"packet of {len(packet)} bytes is shorter than the 8-byte header")
-    body = bytes(packet) + crc16(packet).to_bytes(2, "little")
-    return cobs_encode(body) + DELIMITER
-
-
-def v1_packet_lengths() -> bytes:
-    """The decoders' ``recover_lengths`` table: for each type code, the smallest then the largest packet
-    length (header + payload, crc excluded) a version-1 packet of that type has (docs/serial-protocol.md
-    section 4); unknown types get (255, 0) and are never recovered from the tail of a failed frame."""
-    global _V1_LENGTHS
-    if _V1_LENGTHS is None:
-        import struct
-
-        from .messages import _FORMATS, FAULT_TEXT_MAX, HEADER, MESSAGE_CLASSES  # they import this module
-        lo, hi = bytearray([255] * 256), bytearray(256)
-        for type_code, cls in MESSAGE_CLASSES.items():
-            fixed = variable = 0
-            for kind in cls.KINDS.values():
-                if kind in _FORMATS:
-                    fixed += struct.calcsize("<" + _FORMATS[kind][0])
-                elif kind.startswith("char["):
-                    fixed += int(kind[5:-1])
-                else:  # "text": the rest of the packet
-                    variable += FAULT_TEXT_MAX
-            lo[type_code], hi[type_code] = HEADER.size + fixed, HEADER.size + fixed + variable
-        _V1_LENGTHS = bytes(lo + hi)
-    return _V1_LENGTHS
-
-
-_V1_LENGTHS: bytes | None = None
+from .messages import V1_PACKET_LENGTHS
+from .wire import MAX_FRAME, MAX_PACKET, MIN_PACKET, cobs_decode, crc16_ref
 
 
 class RefDecoder:
     """Pure-Python reference of ``ext._cobs.CobsDecoder``: same packets, same counters."""
 
     def __init__(self, recover: bool = True) -> None:
-        self._lengths = v1_packet_lengths() if recover else None
+        self._lengths = V1_PACKET_LENGTHS if recover else None
         self._version = 1
         self._buf = bytearray()
         self._dropped = 0
@@ -206,7 +106,7 @@ class Decoder:
     the tail of a failed frame (``recover=False``: the plain decoder, which loses it)."""
 
     def __init__(self, recover: bool = True) -> None:
-        self._k = _cobs.CobsDecoder(v1_packet_lengths() if recover else None)
+        self._k = _cobs.CobsDecoder(V1_PACKET_LENGTHS if recover else None)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         if not isinstance(data, (bytes, bytearray, memoryview)):

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from enum import IntEnum
 from typing import ClassVar
 
-from .framing import MAX_PACKET, encode_frame
+from .wire import MAX_PACKET, encode_frame
 
 PROTOCOL_VERSION = 1
 HEADER = struct.Struct("<BBHI")  # version, type, seq, device_ms
@@ -390,3 +390,24 @@ def parse(packet: bytes) -> Message:
 def header_of(packet: bytes) -> tuple[int, int, int, int]:
     """(version, type, seq, device_ms) of a packet of at least 8 bytes, without judging it."""
     return HEADER.unpack_from(packet)
+
+
+def _packet_lengths() -> bytes:
+    """The decoders' ``recover_lengths`` table: for each type code, the smallest then the largest packet
+    length (header + payload, crc excluded) a version-1 packet of that type has (docs/serial-protocol.md
+    section 4); unknown types get (255, 0) and are never recovered from the tail of a failed frame."""
+    lo, hi = bytearray([255] * 256), bytearray(256)
+    for type_code, cls in MESSAGE_CLASSES.items():
+        fixed = variable = 0
+        for kind in cls.KINDS.values():
+            if kind in _FORMATS:
+                fixed += struct.calcsize("<" + _FORMATS[kind][0])
+            elif kind.startswith("char["):
+                fixed += int(kind[5:-1])
+            else:  # "text": the rest of the packet
+                variable += FAULT_TEXT_MAX
+        lo[type_code], hi[type_code] = HEADER.size + fixed, HEADER.size + fixed + variable
+    return bytes(lo + hi)
+
+
+V1_PACKET_LENGTHS = _packet_lengths()

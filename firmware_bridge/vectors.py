@@ -20,7 +20,6 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .framing import DELIMITER, crc16
 from .messages import (
     _FORMATS,
     MESSAGE_CLASSES,
@@ -37,6 +36,7 @@ from .messages import (
     TimeResp,
     Xray,
 )
+from .wire import DELIMITER, crc16
 
 VECTORS_PATH = Path(__file__).parent / "c" / "vectors.txt"
 

@@ -121,13 +121,11 @@ def test_an_events_page_is_bounded_in_bytes_and_paging_still_reaches_every_event
         _page_through_bulky_events(client)
 
 
-def test_event_pages_are_built_two_at_a_time_and_few_wait(monkeypatch):
+def test_event_pages_are_built_two_at_a_time_and_few_wait():
     # 100 pages asked for at once ran 40 at a time in the thread pool and starved the frame thread of the GIL
     # (109 frames dropped, red team); queued without a bound they would fill the in-flight budget /healthz shares.
-    monkeypatch.setattr(events_routes, "PAGE_WAIT_S", 0.2)
-
     async def scenario():
-        gate = events_routes.PageGate()
+        gate = events_routes.PageGate(wait_s=0.2)
         building = [await gate.enter() for _ in range(events_routes.PAGES_AT_ONCE)]
         waiting = [asyncio.ensure_future(gate.enter()) for _ in range(events_routes.PAGES_WAITING)]
         await asyncio.sleep(0)

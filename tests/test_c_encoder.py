@@ -113,5 +113,5 @@ def test_protocol_document_cobs_walkthrough_matches_the_encoder():
 
 
 def crc_le(packet):
-    from firmware_bridge.framing import crc16
+    from firmware_bridge.wire import crc16
     return crc16(packet).to_bytes(2, "little").hex(" ")

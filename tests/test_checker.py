@@ -10,8 +10,9 @@ import pytest
 
 from api.cli.check import check_main
 from firmware_bridge.checker import StreamCheck
-from firmware_bridge.framing import Decoder, encode_frame
+from firmware_bridge.framing import Decoder
 from firmware_bridge.messages import Ack, Heartbeat, Hello, Sample, State, Summary, TimeReq, TimeResp, Xray, parse
+from firmware_bridge.wire import encode_frame
 
 MS = 1_000_000
 S = 1_000_000_000

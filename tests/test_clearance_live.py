@@ -73,7 +73,7 @@ def test_a_centreline_set_right_after_a_new_procedure_lands_on_the_new_tracker(t
     device.start()
     try:
         image, _ = synthetic_vessel(size=(128, 128))
-        worker.submit(lambda: device.clearance.add_run("old-0", image, "baseline")).result(timeout=10)
+        worker.submit(lambda: device.clearance.tracker.add_run("old-0", image, "baseline")).result(timeout=10)
         gate = threading.Event()
         worker.submit(gate.wait, 10)              # the worker is busy: what follows queues behind it
         device.start_procedure("next")            # queues the reset of the tracker
@@ -91,6 +91,6 @@ def test_a_centreline_set_right_after_a_new_procedure_lands_on_the_new_tracker(t
         gate.set()
         drawer.join(10)
         assert refused and "no baseline yet" in refused[0]
-        assert device.clearance.baseline_id is None and device.status()["clearance"] is None
+        assert device.clearance.tracker.baseline_id is None and device.status()["clearance"] is None
     finally:
         device.stop()

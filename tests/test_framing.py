@@ -7,17 +7,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ext import _cobs
-from firmware_bridge.framing import (
-    MAX_FRAME,
-    Decoder,
-    RefDecoder,
-    cobs_decode,
-    cobs_encode,
-    crc16,
-    crc16_ref,
-    encode_frame,
-)
+from firmware_bridge.framing import Decoder, RefDecoder
 from firmware_bridge.messages import Heartbeat, Hello, Sample, Summary
+from firmware_bridge.wire import MAX_FRAME, cobs_decode, cobs_encode, crc16, crc16_ref, encode_frame
 from tests.v1_packets import packets as v1_packets
 
 COUNTERS = ("frames", "crc_errors", "framing_errors", "oversized", "bytes_discarded", "recovered")

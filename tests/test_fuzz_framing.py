@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge.framing import MAX_FRAME, Decoder, RefDecoder, encode_frame
+from firmware_bridge.framing import Decoder, RefDecoder
+from firmware_bridge.wire import MAX_FRAME, encode_frame
 from tests.v1_packets import packets as v1_packets
 from tests.v1_packets import random_packet
 

@@ -17,16 +17,15 @@ from core.sources.phantom.config import PhantomConfig
 from core.sources.phantom.video import PhantomSource, PhantomVideo
 from core.vocab import NS
 from firmware_bridge.messages import InjectorState, Sample, State, Summary, Xray
-from firmware_bridge.scenarios import ScriptedRun
-from firmware_bridge.simulator import SCENARIOS, Scenario, SimInjection
+from firmware_bridge.scenarios import LATE_SUMMARY, LATE_SUMMARY_PERIOD_S, SCENARIOS
 from tests.desk import Desk
 from tests.waiting import wait_for
 
-XRAY_ON_S, XRAY_OFF_S, INJECT_S, VOLUME_ML, FLOW_ML_S = 1.0, 2.5, 1.5, 10.0, 4.0
+(RUN,) = TIMELINE = LATE_SUMMARY
+XRAY_ON_S, XRAY_OFF_S, INJECT_S, VOLUME_ML, FLOW_ML_S = RUN.xray_on_s, RUN.xray_off_s, RUN.inject_start_s, \
+    RUN.volume_ml, RUN.flow_ml_s
 INJECTION_MS = round(VOLUME_ML / FLOW_ML_S * 1000)
-SCRIPT = Scenario("late-summary", "X-ray stopped before the injection ends, so its SUMMARY comes after the run",
-                  60.0, xray=((XRAY_ON_S, XRAY_OFF_S),), injections=(SimInjection(INJECT_S, VOLUME_ML, FLOW_ML_S),))
-TIMELINE = (ScriptedRun("baseline", XRAY_ON_S, XRAY_OFF_S, INJECT_S, volume_ml=VOLUME_ML, flow_ml_s=FLOW_ML_S),)
+SCRIPT = SCENARIOS["late-summary"]          # the injector's side of the timeline, served by the simulator
 SUMMARY = Summary(seq=7, device_ms=4050, programmed_volume=1000, delivered_volume=round(VOLUME_ML * 100),
                   programmed_flow=round(FLOW_ML_S * 100), peak_flow=round(FLOW_ML_S * 100), peak_pressure=640,
                   pressure_limit=2000, duration_ms=INJECTION_MS, rise_ms=120,
@@ -131,10 +130,10 @@ def test_merged_figures_are_the_ones_a_timely_summary_gives():
 
 # -- the whole appliance, on its simulators -------------------------------------------------------------------
 @pytest.fixture
-def appliance(tmp_path, monkeypatch):
-    monkeypatch.setitem(SCENARIOS, SCRIPT.name, SCRIPT)   # a scenario of this test, served by the simulator
+def appliance(tmp_path):
     t0 = time.monotonic_ns() + NS // 2
-    video = PhantomVideo(PhantomConfig(size=(128, 128), intensity="log"), timeline=TIMELINE, period_s=60.0)
+    video = PhantomVideo(PhantomConfig(size=(128, 128), intensity="log"), timeline=TIMELINE,
+                         period_s=LATE_SUMMARY_PERIOD_S)
     device = Appliance(Settings(data_dir=tmp_path, phantom_size=128,
                                 serial=f"injsim://?scenario={SCRIPT.name}&t0_ns={t0}"),
                        source=PhantomSource(video, t0_ns=t0))

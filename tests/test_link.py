@@ -106,7 +106,7 @@ def test_seq_wraps_without_a_gap():
     (b"\x01\x11\x00\x00\x00\x00\x00\x00" + bytes(3), "malformed"),
 ])
 def test_bad_packets_counted_and_skipped(bad, counter):
-    from firmware_bridge.framing import encode_frame
+    from firmware_bridge.wire import encode_frame
     link = opened()
     out = link.feed(encode_frame(bad) + Sample(1, 0).encode(), S)
     assert [type(m) for m, _ in out.messages] == [Sample]

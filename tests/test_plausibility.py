@@ -11,7 +11,8 @@ from firmware_bridge.bridge import InjectorBridge
 from firmware_bridge.link import Link
 from firmware_bridge.messages import Heartbeat, InjectorState, Sample, State, Summary, Xray
 from firmware_bridge.plausibility import Plausibility, ReportLimiter
-from firmware_bridge.simulator import SCENARIOS, InjectorDevice
+from firmware_bridge.scenarios import SCENARIOS
+from firmware_bridge.simulator import InjectorDevice
 from tests.waiting import wait_for
 
 MS = 1_000_000

@@ -371,22 +371,21 @@ def test_the_appliance_records_the_phantom_with_its_burnt_in_text_blanked(tmp_pa
     assert len(lit) > 20 and all((f[inside] > 0).mean() > 0.99 for f in lit)    # the anatomy is kept
 
 
-def test_a_replayed_recording_pairs_runs_and_injections_as_the_appliance_did_live(tmp_path, monkeypatch):
+def test_a_replayed_recording_pairs_runs_and_injections_as_the_appliance_did_live(tmp_path):
     """X-ray edges and injections reach the replay's pipeline through the appliance's dispatcher, and a SUMMARY
     that came after its run ended completes the run in the replay as it did live."""
     from core.appliance.appliance import Appliance
     from core.ops.settings import Settings
-    from core.sources.phantom.video import PhantomSource
-    from core.sources.phantom.video import PhantomVideo
-    from firmware_bridge.simulator import SCENARIOS
-    from tests.test_late_summary import SCRIPT, TIMELINE
+    from core.sources.phantom.video import PhantomSource, PhantomVideo
+    from firmware_bridge.scenarios import LATE_SUMMARY, LATE_SUMMARY_PERIOD_S, SCENARIOS
     from tests.waiting import wait_for
 
-    monkeypatch.setitem(SCENARIOS, SCRIPT.name, SCRIPT)
     t0 = time.monotonic_ns() + NS // 2
-    video = PhantomVideo(PhantomConfig(size=(96, 96), intensity="log"), timeline=TIMELINE, period_s=60.0)
+    script = SCENARIOS["late-summary"]
+    video = PhantomVideo(PhantomConfig(size=(96, 96), intensity="log"), timeline=LATE_SUMMARY,
+                         period_s=LATE_SUMMARY_PERIOD_S)
     device = Appliance(Settings(data_dir=tmp_path, phantom_size=96, record=True, record_raw=True,
-                                serial=f"injsim://?scenario={SCRIPT.name}&t0_ns={t0}"),
+                                serial=f"injsim://?scenario={script.name}&t0_ns={t0}"),
                        source=PhantomSource(video, t0_ns=t0))
     device.start()
     try:
@@ -402,4 +401,4 @@ def test_a_replayed_recording_pairs_runs_and_injections_as_the_appliance_did_liv
     assert {k: replayed[k] for k in same} == {k: run[k] for k in same}
     for key in ("injection_start_ns", "injection_stop_ns"):      # the link's clock mapping, within its error
         assert abs(replayed[key] - run[key]) < 50_000_000, key
-    assert replayed["delivered_volume_ml"] == SCRIPT.injections[0].volume_ml
+    assert replayed["delivered_volume_ml"] == script.injections[0].volume_ml

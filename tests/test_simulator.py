@@ -25,8 +25,8 @@ from firmware_bridge.messages import (
     Xray,
     parse,
 )
-from firmware_bridge.scenarios import PROCEDURE, PROCEDURE_PERIOD_S
-from firmware_bridge.simulator import SCENARIOS, InjectorDevice, Scenario, SimInjection, parse_sim_url
+from firmware_bridge.scenarios import PROCEDURE, PROCEDURE_PERIOD_S, SCENARIOS, Scenario, SimInjection
+from firmware_bridge.simulator import InjectorDevice, parse_sim_url
 from tests.waiting import wait_for
 
 MS = 1_000_000
@@ -58,8 +58,8 @@ def of(got, cls):
 
 
 def test_scenario_names_match_the_cli():
-    assert set(SCENARIOS) == {"procedure", "nominal", "repeated", "hold-resume", "faults", "noisy", "disconnects",
-                              "continuous"}
+    assert set(SCENARIOS) == {"procedure", "late-summary", "nominal", "repeated", "hold-resume", "faults", "noisy",
+                              "disconnects", "continuous"}
 
 
 @pytest.mark.parametrize("name", sorted(set(SCENARIOS) - {"noisy"}))

@@ -11,7 +11,8 @@ import serial
 
 from firmware_bridge.bridge import InjectorBridge
 from firmware_bridge.messages import Summary, Xray
-from firmware_bridge.simulator import InjectorDevice, Scenario, SimInjection
+from firmware_bridge.scenarios import Scenario, SimInjection
+from firmware_bridge.simulator import InjectorDevice
 from firmware_bridge.transport import SerialTransport, backoff
 from tests.waiting import wait_for
 

@@ -110,7 +110,7 @@ def _make_private(data_dir) -> None:
 def _open_replay(settings):
     """A replayed file or folder, opened before the server starts: a bad one is a one-line error (ValueError)
     here rather than a traceback from the lifespan, and the appliance plays this source (decoded once)."""
-    from core.ops.settings import VIDEO_NONE, VIDEO_PHANTOM
+    from core.vocab import VIDEO_NONE, VIDEO_PHANTOM
 
     video = settings.video_source
     if video in (VIDEO_NONE, VIDEO_PHANTOM) or video.startswith("/dev/"):

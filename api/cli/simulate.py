@@ -7,7 +7,9 @@ import time
 from typing import TextIO
 
 from api import argtypes
-from firmware_bridge.simulator import SCENARIOS, InjectorDevice, open_line, play
+from firmware_bridge.scenarios import SCENARIOS
+from firmware_bridge.sim_lines import open_line, play
+from firmware_bridge.simulator import InjectorDevice
 
 
 def add_parser(sub) -> None:

@@ -40,19 +40,20 @@ async def list_events(request: Request, appliance: ApplianceDep,
 
 
 class PageGate:
-    """``PAGES_AT_ONCE`` pages built at a time, at most ``PAGES_WAITING`` more waiting (``PAGE_WAIT_S`` at most);
+    """``PAGES_AT_ONCE`` pages built at a time, at most ``PAGES_WAITING`` more waiting (``wait_s`` at most);
     beyond that a 503 at once, so queued pages never fill the server's in-flight budget that /healthz shares."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait_s: float = PAGE_WAIT_S) -> None:
         self._building = asyncio.Semaphore(PAGES_AT_ONCE)
         self._waiting = 0
+        self._wait_s = wait_s
 
     async def enter(self) -> bool:
         if self._waiting >= PAGES_WAITING:
             return False
         self._waiting += 1
         try:
-            await asyncio.wait_for(self._building.acquire(), PAGE_WAIT_S)
+            await asyncio.wait_for(self._building.acquire(), self._wait_s)
             return True
         except TimeoutError:
             return False

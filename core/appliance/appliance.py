@@ -6,6 +6,8 @@ work through an inbox it drains between frames, so the pipeline needs no locks. 
 of an ended run, clearance, field detection) run in order on one worker thread, and the event log's writer
 thread keeps disk I/O off the frame path. The API reads
 snapshots published under one lock and calls the write methods below; it never computes state itself.
+The parts it wires have their own modules here: the books, the dispatcher, the injector's events and condition,
+the live clearance, the collimated field, storage housekeeping and the read side (status).
 """
 from __future__ import annotations
 
@@ -15,42 +17,35 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 
-import numpy as np
-
-from core.analysis.clearance.tracker import ClearanceTracker
-from core.analysis.images import opacity_png
 from core.analysis.kernels import MAX_ROIS
 from core.analysis.pipeline import FramePipeline
 from core.analysis.runs import RunEvent
 from core.appliance.books import Clock, InjectionBook, RunBook, procedure_totals
+from core.appliance.clearance import LiveClearance
+from core.appliance.device_events import DeviceEvents
 from core.appliance.dispatch import Dispatcher
+from core.appliance.field import FieldWatch
 from core.appliance.injector import InjectorCondition
+from core.appliance.status import FrameViews, StatusReader
+from core.appliance.storage import StorageWatch
 from core.appliance.worker import AnalysisWorker
-from core.ops.settings import VIDEO_NONE, Settings
+from core.ops.settings import Settings
 from core.ops.watchdog import ProgressCheck, Watchdog
-from core.sources.collimator import FieldDetector
 from core.sources.frames import FrameSource
 from core.sources.open import open_video
 from core.store.eventlog import EventLog
 from core.store.procedures import Procedures
-from core.store.recorder import ProcedureRecorder, privacy_mask
-from core.store.records import OPEN_PROCEDURE
+from core.store.recorder import ProcedureRecorder
 from core.store.space import SpaceMonitor, available_bytes
 from core.vocab import NS, RUN_LABELS, check_roi
 from firmware_bridge.bridge import InjectorBridge
-from firmware_bridge.messages import MsgType
-from firmware_bridge.plausibility import ReportLimiter, Violation
 
 log = logging.getLogger("cathlab.appliance")
 
 SNAPSHOT_PERIOD_NS = NS // 10     # the current run's view for the API, refreshed at most 10 times a second
-FRAME_STALL_NS = 1 * NS           # no frame for this long: the video source is stalled
 NO_VIDEO_PERIOD_S = 0.05          # without video, the injector's side inputs are applied this often
-KEEP_RUN_IMAGES = 50              # peak-opacity PNGs served by the API (a few hundred kB each)
-TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a procedure has a handful)
 SPACE_CHECK_S = 5.0               # free space and the recorder's state are looked at this often
 
 
@@ -73,53 +68,41 @@ class Appliance:
         self.source = source if source is not None else open_video(settings, self.t0_ns, self._on_grabber)
         intensity = self.source.intensity if self.source is not None else "log"
         self.pipeline = FramePipeline(intensity, crop=settings.video_crop, defer_finish=True)
-        # Without a configured crop the collimated field is found from the first distinct frames; with one,
-        # recordings still need the burnt-in text found, to blank it.
-        blank_recordings = settings.record and not settings.record_raw
-        self._field = (FieldDetector(crop=settings.video_crop)
-                       if settings.video_crop is None or blank_recordings else None)
-        self._field_busy = False
-        self._field_mask: np.ndarray | None = None   # bool, frame shape: where measurements may look
         self.recorder = None
         if settings.record:
             self.recorder = ProcedureRecorder(self.data_dir / "recordings",
                                               int(settings.record_retention_mb * 2**20),
                                               keep_raw=settings.record_raw)
-        self.space = SpaceMonitor(self.data_dir, settings.min_free_mb * 2**20, free_bytes)
+        self._storage = StorageWatch(SpaceMonitor(self.data_dir, settings.min_free_mb * 2**20, free_bytes),
+                                     self.log, self.recorder, settings.min_free_mb)
         self._space_check_s = space_check_s
-        self._recorder_alarm: str | None = None
         self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        self._lock = threading.Lock()
+        self._injector = InjectorCondition()     # state, live values and fault alarm, under self._lock
+        self._device = DeviceEvents(self._lock, self._injector, self.log)   # the reader thread's
         url = settings.serial or f"injsim://?scenario=procedure&t0_ns={self.t0_ns}"
         self.bridge = InjectorBridge(url, on_message=self._on_message, on_link=self._on_link,
                                      on_bytes=self.recorder.serial if self.recorder else None,
                                      baudrate=settings.baudrate, silent_s=settings.link_silent_s,
                                      reconnect_min_s=settings.reconnect_min_s,
                                      reconnect_max_s=settings.reconnect_max_s,
-                                     on_violation=self._on_violation)
-        self.clearance = ClearanceTracker(max_runs=TRACKED_RUNS)
+                                     on_violation=self._device.on_violation)
         # Run-end analyses and the tracker's updates in order; pictures for readers only when those are done.
         self._worker = worker if worker is not None else AnalysisWorker("analysis")
+        self.clearance = LiveClearance(self._worker, self.log, self.procs)
+        self._field = FieldWatch(settings.video_crop, settings.record and not settings.record_raw, self._worker,
+                                 self.log, self.recorder)
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
-        self._lock = threading.Lock()
-        self._injector = InjectorCondition()     # state, live values and fault alarm, under self._lock
         # Injections and run records (under self._lock); the dispatcher is the reader thread's.
         self._injections = InjectionBook()
         self._runs = RunBook(clock)
         self._dispatcher = Dispatcher(self._injections, lambda task: self._inbox.append(lambda: task(self.pipeline)),
                                       lambda: self.bridge.device)
-        self._doubted: tuple[object, set[str]] | None = None   # (message, fields not to take), reader thread
-        self._violation_log = ReportLimiter(60.0)
-        self._frame_errors = 0
-        self._run_view: dict | None = None
-        self._xray_view: dict = {"on": False, "pulse_rate": None}
-        self._pipeline_alarms: list[dict] = []
-        self._run_view_ns = 0
-        self._run_pngs: collections.OrderedDict[str, bytes] = collections.OrderedDict()
-        self._latest_clearance: dict | None = None
-        # The latest result's picture, rendered once per result (the result object is the key).
-        self._clearance_png: tuple[dict, Future] | None = None
-        # Runs measured by the tracker, that is of this procedure (worker thread; bounded like the images).
-        self._clearance_runs: collections.deque[str] = collections.deque(maxlen=KEEP_RUN_IMAGES)
+        self._views = FrameViews()               # the frame thread's, published under self._lock
+        self._status = StatusReader(self._lock, clock, views=self._views, pipeline=self.pipeline,
+                                    source=self.source, bridge=self.bridge, log=self.log, procs=self.procs,
+                                    injector=self._injector, runs=self._runs, clearance=self.clearance,
+                                    storage=self._storage)
         self._stop = threading.Event()
         loop = self._frame_loop if self.source is not None else self._no_video_loop
         self._frame_thread = threading.Thread(target=loop, name="frames", daemon=True)
@@ -134,9 +117,9 @@ class Appliance:
         self.log.start()
         self.started_ns = self.clock()
         self._resume_procedure()
-        self.log.record("appliance_start", {"session": self.session, "video": self._video_name(),
+        self.log.record("appliance_start", {"session": self.session, "video": self._status.video_name(),
                                             "serial": self.settings.serial or "simulator"})
-        self._check_storage()   # before the first frame: a recording must not start on a nearly full disk
+        self._storage.check()   # before the first frame: a recording must not start on a nearly full disk
         self._housekeeper.start()
         self.bridge.start()
         self._frame_thread.start()
@@ -168,33 +151,9 @@ class Appliance:
     def _housekeeping(self) -> None:
         while not self._stop.wait(self._space_check_s):
             try:
-                self._check_storage()
+                self._storage.check()
             except Exception:  # boundary: a probe bug must not end the checks for good
                 log.exception("storage check failed")
-
-    def _check_storage(self) -> None:
-        """The low-space alarm (raised and cleared once each, in the log too) and the recorder's own alarm.
-        Below min_free_mb recordings pause: the event log has the better claim on what is left."""
-        changed, alarm = self.space.check()
-        if changed:
-            if alarm is not None:
-                log.warning("%s", alarm["message"])
-                self.log.record("alarm", {"alarm": "disk_low", "message": alarm["message"],
-                                          "free_mb": round(self.space.free / 2**20, 1)})
-                if self.recorder is not None:
-                    self.recorder.pause(f"less than min_free_mb ({self.settings.min_free_mb} MB) free")
-            else:
-                log.warning("disk space is back: %.0f MB free", self.space.free / 2**20)
-                self.log.record("alarm_cleared", {"alarm": "disk_low", "free_mb": round(self.space.free / 2**20, 1)})
-                if self.recorder is not None:
-                    self.recorder.resume()
-        recorder_alarm = self.recorder.alarm if self.recorder is not None else None
-        if recorder_alarm != self._recorder_alarm:
-            if recorder_alarm is not None:
-                self.log.record("alarm", {"alarm": "recording", "message": recorder_alarm})
-            elif self._recorder_alarm is not None:
-                self.log.record("alarm_cleared", {"alarm": "recording"})
-            self._recorder_alarm = recorder_alarm
 
     def _resume_procedure(self) -> None:
         """An open procedure survives a restart: rebuild its totals from what it recorded."""
@@ -215,7 +174,7 @@ class Appliance:
                 events = self.pipeline.process(frame)
             except Exception as exc:  # boundary: a bad frame is counted and logged, the stream goes on
                 with self._lock:
-                    self._frame_errors += 1
+                    self._views.frame_errors += 1
                 log.warning("frame rejected: %s", exc)
                 continue
             new_pulse = not self.pipeline.last_stats.repeat
@@ -224,8 +183,8 @@ class Appliance:
             for event in events:
                 self._on_run_event(event)
             if new_pulse:
-                self._find_field(frame.pixels)
-            if events or frame.t_ns - self._run_view_ns >= SNAPSHOT_PERIOD_NS:
+                self._field.add(frame.pixels)
+            if events or frame.t_ns - self._views.run_ns >= SNAPSHOT_PERIOD_NS:
                 self._publish_run_view(frame.t_ns)
         for event in self.pipeline.close(self.clock()):
             self._on_run_event(event)
@@ -240,34 +199,7 @@ class Appliance:
             view = {"on": bool(device_on), "source": None if device_on is None else "device",
                     "image_on": None, "device_on": device_on}
             with self._lock:
-                self._xray_view = view   # no pipeline alarms: nothing to disagree with, no frames to miss
-
-    def _video_name(self) -> str:
-        return VIDEO_NONE if self.source is None else self.source.name
-
-    def _find_field(self, pixels: np.ndarray) -> None:
-        field = self._field
-        if field is not None and not self._field_busy and field.add(pixels):
-            self._field_busy = True
-            self._worker.submit(self._detect_field, field)   # about a second at 1024x1024: off the frame path
-
-    def _detect_field(self, field: FieldDetector) -> None:
-        try:
-            geometry = field.detect()
-        except Exception:  # boundary: a field we cannot find leaves the whole frame measured
-            log.exception("collimated field detection failed")
-            geometry = None
-        finally:
-            self._field_busy = False
-        if geometry is not None:
-            if self.recorder is not None:
-                self.recorder.set_mask(privacy_mask(geometry))   # outside the field and text: blanked
-            # A mask, not a new crop: every run keeps one image geometry, so runs before and after the
-            # detection still register against each other. A configured crop is measured as configured.
-            if self.settings.video_crop is None:
-                self._field_mask = geometry.mask
-            self.log.record("video_field", {"shape": geometry.shape, "crop": list(geometry.crop),
-                                            "text_boxes": [list(b) for b in geometry.text_boxes]})
+                self._views.xray = view   # no pipeline alarms: nothing to disagree with, no frames to miss
 
     def _on_grabber(self, kind: str, data: dict) -> None:
         self.log.record(kind, data)
@@ -286,8 +218,8 @@ class Appliance:
         xray = self.pipeline.xray_state()
         alarms = self.pipeline.alarms(now_ns)
         with self._lock:
-            self._run_view, self._run_view_ns = view, now_ns
-            self._xray_view, self._pipeline_alarms = xray, alarms
+            self._views.run, self._views.run_ns = view, now_ns
+            self._views.xray, self._views.pipeline_alarms = xray, alarms
 
     def _on_run_event(self, event: RunEvent) -> None:
         run = event.run
@@ -302,8 +234,8 @@ class Appliance:
         keep_recording = self.recorder.end_run(run_id, run.end_ns) if self.recorder is not None else None
         with self._lock:
             self._runs.ended(run_id)
-            if self._run_view is not None and self._run_view["index"] == run.index:
-                self._run_view = None
+            if self._views.run is not None and self._views.run["index"] == run.index:
+                self._views.run = None
         try:
             self._worker.submit(self._finish_run, event, run_id, keep_recording)
         except RuntimeError:  # the worker already stopped (a slow shutdown): finish here, lose nothing
@@ -319,14 +251,17 @@ class Appliance:
                 event.finish()
             except Exception:  # boundary: an analysis bug must not lose the run; it is logged as detected
                 log.exception("run %s: analysis failed", run_id)
+        peak = self._field.masked(run.peak_opacity) if run.contrast and run.peak_opacity is not None else None
+        if peak is not None:
+            self.clearance.keep_image(run_id, peak)
         with self._lock:
             # Under the lock with label_run: a label given while the run was analysed is in this record.
             write = self._runs.recorded(run_id, run.summary(), self._open_procedure_id())
             self.log.record_run(write.record, key=write.key, procedure_id=write.procedure_id)
         if keep_recording is not None:
             keep_recording(bool(run.contrast), write.record)
-        if run.contrast and run.peak_opacity is not None:
-            self._measure_clearance(run_id, self._masked(run.peak_opacity), write.record["label"])
+        if peak is not None:
+            self.clearance.measure(run_id, peak, write.record["label"])
 
     def _late_injection(self, injection: dict) -> None:
         """An injection SUMMARY that came after the run it overlapped was recorded: the run is recorded again
@@ -342,105 +277,20 @@ class Appliance:
         procedure = self.procs.current()
         return None if procedure is None else procedure["id"]
 
-    def _masked(self, peak: np.ndarray) -> np.ndarray:
-        """Burnt-in text and the black surround are not measured: NaN there."""
-        mask = self._field_mask
-        if mask is None or mask.shape != peak.shape:
-            return peak
-        return np.where(mask, peak, np.float32(np.nan))
-
     def _ensure_procedure(self) -> None:
         # Headless and unattended: every run belongs to a procedure, opened automatically if nobody did.
         if self.settings.auto_procedure and self.procs.current() is None:
             self.start_procedure("auto")
 
-    def _measure_clearance(self, run_id: str, peak: np.ndarray, label: str | None) -> None:
-        png = opacity_png(peak)
-        with self._lock:
-            self._run_pngs[run_id] = png
-            while len(self._run_pngs) > KEEP_RUN_IMAGES:
-                self._run_pngs.popitem(last=False)
-        try:
-            result = self.clearance.add_run(run_id, peak, label)
-        except Exception:  # boundary: one unmeasurable run must not stop later ones
-            log.exception("clearance of run %s failed", run_id)
-            return
-        self._clearance_runs.append(run_id)
-        self._publish_clearance(result)
-
-    def _publish_clearance(self, result: dict | None, procedure_id: str | None = OPEN_PROCEDURE) -> None:
-        if result is None:
-            return
-        with self._lock:
-            procedure = self.procs.current()
-            if procedure_id is OPEN_PROCEDURE or procedure is None or procedure["id"] == procedure_id:
-                self._latest_clearance = result   # the page shows the open procedure's clearance
-        self.log.record_clearance(result, key=f"clearance:{result['run_id']}:{result.get('baseline_run_id')}",
-                                  procedure_id=procedure_id)
-
-    def _relabel_clearance(self, run_id: str, label: str, procedure_id: str | None) -> None:
-        if run_id not in self._clearance_runs:
-            # Not a measured contrast run of this procedure: nothing to re-pair. The tracker is new for each
-            # procedure, so a run of an earlier one is never paired with this one's baseline.
-            return
-        try:
-            self._publish_clearance(self.clearance.relabel(run_id, label), procedure_id)
-        except Exception:  # boundary: a relabel the tracker refuses must not stop the worker
-            log.exception("relabelling run %s for clearance failed", run_id)
-
-    def _reset_clearance(self) -> None:
-        self.clearance = ClearanceTracker(max_runs=TRACKED_RUNS)   # a new procedure is new anatomy: no baseline yet
-        self._clearance_runs.clear()
-
     # -- bridge callbacks (reader thread) --------------------------------------------------------------
-    def _on_violation(self, violation: Violation, host_ns: int) -> None:
-        # The bridge calls this just before it delivers the message: _on_message leaves the field out.
-        if self._doubted is None or self._doubted[0] is not violation.message:
-            self._doubted = (violation.message, set())
-        self._doubted[1].add(violation.field)
-        held = self._violation_log.admit(violation.kind, host_ns)
-        if held is not None:   # one entry per kind a minute, with how many were held back; counters have all
-            self.log.record("protocol_violation", {"kind": violation.kind, "text": violation.text,
-                                                   "field": violation.field, "held_back": held},
-                            t_mono_ns=host_ns)
-
     def _on_message(self, msg, host_ns: int) -> None:
-        doubted = self._doubted[1] if self._doubted is not None and self._doubted[0] is msg else set()
-        self._doubted = None
+        doubted = self._device.doubted(msg)
         dispatched = self._dispatcher.dispatch(msg, host_ns, doubted)   # the pipeline's part
-        data = dispatched.data
-        match msg.TYPE:
-            case MsgType.SAMPLE:   # telemetry is summarised per injection, not logged per sample
-                with self._lock:
-                    self._injector.on_sample(data, host_ns, volume_doubted="volume" in doubted)
-            case MsgType.STATE | MsgType.HEARTBEAT:
-                with self._lock:
-                    old, cleared = self._injector.on_state(data["state"])
-                if old != data["state"]:
-                    self.log.record("injector_state", {"from": old, "to": data["state"]}, t_mono_ns=host_ns)
-                self._fault_cleared(cleared, host_ns)
-            case MsgType.XRAY:
-                self.log.record("xray_signal", {"on": data["on"]}, t_mono_ns=host_ns)
-            case MsgType.FAULT:
-                with self._lock:
-                    alarm = self._injector.on_fault(data, host_ns)
-                self.log.record("injector_fault", dict(data, alarm=alarm), t_mono_ns=host_ns)
-            case MsgType.HELLO:
-                # Devices repeat HELLO every 10 s; the log wants the device's identity when it changes.
-                identity = {k: v for k, v in data.items() if k not in ("seq", "device_ms")}
-                with self._lock:
-                    new_identity, cleared = self._injector.on_hello(identity, data["device_ms"])
-                if new_identity:
-                    self.log.record("injector_hello", data, t_mono_ns=host_ns)
-                self._fault_cleared(cleared, host_ns)
+        self._device.on_message(msg.TYPE, dispatched.data, host_ns, doubted)
         if dispatched.injection_started:
             self._injection_started(host_ns)
         if dispatched.injection is not None:
             self._injection_finished(dispatched.injection)
-
-    def _fault_cleared(self, reason: str | None, host_ns: int) -> None:
-        if reason is not None:
-            self.log.record("injector_fault_cleared", {"reason": reason}, t_mono_ns=host_ns)
 
     def _injection_started(self, host_ns: int) -> None:
         if self.source is None:   # no X-ray runs to open one: the injection belongs to a procedure
@@ -481,8 +331,7 @@ class Appliance:
         proc = self.procs.start(label)
         with self._lock:
             self._runs.new_procedure()
-            self._latest_clearance = None
-        self._worker.submit(self._reset_clearance)
+        self.clearance.new_procedure()
         return proc
 
     def end_procedure(self) -> dict | None:
@@ -495,7 +344,7 @@ class Appliance:
             raise ValueError(f"label must be one of {', '.join(RUN_LABELS)}")   # the refused text is not echoed
         committed = self.log.run(run_id)
         with self._lock:
-            current = self._run_view
+            current = self._views.run
             is_current = current is not None and f"{self.session}-{current['index']}" == run_id
             pid, write = self._runs.label(run_id, label, committed=committed, current=is_current,
                                           open_procedure_id=self._open_procedure_id())
@@ -504,7 +353,7 @@ class Appliance:
                 # The newest record of a run is the one that counts (EventLog.run), so a relabel is durable.
                 # Written under the lock, so no other re-record of this run can slip in between.
                 self.log.record_run(write.record, key=write.key, procedure_id=pid)
-        self._worker.submit(self._relabel_clearance, run_id, label, pid)
+        self.clearance.relabel(run_id, label, pid)
 
     def set_patient(self, weight_kg: float | None, creatinine_mg_dl: float | None) -> dict:
         if self.procs.current() is None:
@@ -526,91 +375,16 @@ class Appliance:
         self.log.record("rois_set", {"rois": rois})
 
     def set_centerline(self, points: list[tuple[float, float]] | None, diameter_px: float | None) -> None:
-        # Validated and applied on the worker that owns the tracker; a bad centreline raises here.
         # The tracker is looked up when the task runs: a new procedure queued before it replaces the tracker.
-        result = self._worker.submit(lambda: self.clearance.set_centerline(points, diameter_px)).result(timeout=10)
-        self.log.record("centerline_set", {"points": points, "diameter_px": diameter_px})
-        self._publish_clearance(result)
+        self.clearance.set_centerline(points, diameter_px)
 
     # -- read side -------------------------------------------------------------------------------------
     def status(self) -> dict:
-        now = self.clock()
-        with self._lock:
-            injector = {
-                "link": self.bridge.link_state,
-                "state": self._injector.state,
-                **self._injector.live(now),
-                "device": self.bridge.device,
-                "fault": self._injector.active_fault(),
-            }
-            run = self._run_view
-            xray = dict(self._xray_view, pulse_rate=run["pulse_rate"] if run else None)
-            procedure = self.procs.current()
-            if procedure is not None:
-                procedure = dict(procedure, totals=self._runs.totals.to_dict())
-            return {
-                "injector": injector,
-                "video": {"enabled": self.source is not None, "source": self._video_name()},
-                "xray": xray,
-                "run": run,
-                "last_runs": self._runs.last_runs(),
-                "procedure": procedure,
-                "clearance": _headline(self._latest_clearance),
-                "counters": self._counters(now),
-                "alarms": self._alarms(now),
-                "uptime_s": (now - self.started_ns) / NS if self.started_ns else 0.0,
-            }
-
-    def _counters(self, now_ns: int) -> dict:
-        last_frame = self.pipeline.last_frame_ns
-        return {
-            "frames": self.pipeline.frames,
-            "pulses": self.pipeline.pulses,
-            "frames_dropped": self.source.dropped if self.source is not None else 0,
-            "frames_rejected": self.pipeline.rejected,
-            "frame_errors": self._frame_errors,
-            "runs": self._runs.runs_total,
-            "contrast_runs": self._runs.contrast_runs_total,
-            "last_frame_age_s": None if last_frame is None else (now_ns - last_frame) / NS,
-            "serial": self.bridge.counters(),
-            "eventlog": self.log.stats(),
-        }
-
-    def _alarms(self, now_ns: int) -> list[dict]:
-        alarms = list(self.log.alarms)
-        if self.bridge.link_state != "up":
-            alarms.append({"kind": "serial_link", "message": f"injector link {self.bridge.link_state}"})
-        alarms += self._injector.alarms()
-        if self.source is not None:   # without video by design there are no frames to miss
-            grabber_alarm = getattr(self.source, "alarm", None)
-            if grabber_alarm:
-                alarms.append({"kind": "video", "message": grabber_alarm})
-            last = self.pipeline.last_frame_ns
-            if last is None or now_ns - last > FRAME_STALL_NS:
-                alarms.append({"kind": "video", "message": "no frames from the video source"})
-        alarms += self._pipeline_alarms
-        alarms += self._runs.totals.alarms()
-        if self.space.alarm is not None:
-            alarms.append(dict(self.space.alarm))
-        recorder_alarm = self.recorder.alarm if self.recorder is not None else None
-        if recorder_alarm is not None:
-            alarms.append({"kind": "recording", "message": recorder_alarm})
-        return alarms
+        return self._status.status(self.started_ns)
 
     def metrics(self) -> dict[str, float]:
         """Flat numeric counters for Prometheus."""
-        status_counters = self._counters(self.clock())
-        serial = status_counters.pop("serial")
-        eventlog = status_counters.pop("eventlog")
-        flat: dict[str, float] = {k: v for k, v in status_counters.items() if isinstance(v, (int, float))}
-        for name, value in serial.items():
-            if isinstance(value, dict):
-                for sub, count in value.items():
-                    flat[f"serial_{name}_{sub}".lower()] = count
-            elif isinstance(value, (int, float)):
-                flat[f"serial_{name}"] = value
-        flat.update({f"eventlog_{k}": v for k, v in eventlog.items() if isinstance(v, (int, float))})
-        return flat
+        return self._status.metrics()
 
     def runs(self, limit: int = 50) -> list[dict]:
         """Oldest first; a relabelled run appears once, as its newest record."""
@@ -620,24 +394,11 @@ class Appliance:
         return self.log.run(run_id)
 
     def run_image_png(self, run_id: str) -> bytes | None:
-        with self._lock:
-            return self._run_pngs.get(run_id)
+        return self.clearance.run_png(run_id)
 
     def clearance_png(self) -> bytes | None:
-        """The latest clearance picture; None before the first result. Rendered once per result, on the worker
-        behind any run-end analysis; concurrent callers share that render. TimeoutError when it takes > 10 s."""
-        with self._lock:
-            result = self._latest_clearance
-            if result is None:
-                return None
-            cached = self._clearance_png
-            if cached is None or cached[0] is not result:
-                cached = self._clearance_png = (result, self._worker.submit_on_demand(self._render_clearance,
-                                                                                       result))
-        return cached[1].result(timeout=10)
-
-    def _render_clearance(self, result: dict) -> bytes:
-        return self.clearance.render_png(result)    # the tracker belongs to the worker thread
+        """The latest clearance picture; None before the first result; TimeoutError when it takes > 10 s."""
+        return self.clearance.png()
 
     def procedures(self, limit: int = 50) -> list[dict]:
         return self.procs.recent(limit)
@@ -655,13 +416,4 @@ class Appliance:
 
     def subscribe(self, callback: Callable[[dict], None]) -> Callable[[], None]:
         return self.log.subscribe(callback)
-
-
-def _headline(result: dict | None) -> dict | None:
-    """The numbers a room display shows; stations and centreline stay in the event log and the API."""
-    if result is None:
-        return None
-    keys = ("run_id", "baseline_run_id", "label", "burden_baseline_pct", "burden_post_pct", "clearance_pct",
-            "grade", "removal_ge_75", "shift_px", "registration_score", "notes")
-    return {k: result.get(k) for k in keys}
 

@@ -21,9 +21,10 @@ from platformdirs import user_data_dir
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.vocab import VIDEO_NONE, VIDEO_PHANTOM
+
 ENV_PREFIX = "CATHLAB_"
 # The two words the video setting takes besides a device, file or folder.
-VIDEO_NONE, VIDEO_PHANTOM = "none", "phantom"
 
 
 def default_data_dir() -> Path:

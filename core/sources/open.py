@@ -2,17 +2,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
-from core.ops.settings import VIDEO_NONE, VIDEO_PHANTOM, Settings
 from core.sources.folder import DirectorySource
 from core.sources.frames import FrameSource
 from core.sources.replay import replay
+from core.vocab import VIDEO_NONE, VIDEO_PHANTOM
 
 # One (dx, dy) per run of firmware_bridge.scenarios.PROCEDURE.
 DEMO_SHIFTS = ((0.0, 0.0), (0.0, 0.0), (14.0, -9.0), (14.0, -9.0), (-22.0, 11.0), (-22.0, 11.0))
 
 
-def open_video(settings: Settings, t0_ns: int, on_event=None) -> FrameSource | None:
+class VideoSettings(Protocol):
+    """What ``open_video`` reads of the appliance's settings (core.ops.settings.Settings has them all)."""
+    video_source: str
+    video_fps: float | None
+    phantom_size: int
+    phantom_intensity: str
+    reconnect_min_s: float
+    reconnect_max_s: float
+    replay_speed: float | None
+    replay_loop: bool
+
+
+def open_video(settings: VideoSettings, t0_ns: int, on_event=None) -> FrameSource | None:
     """The frame source named by ``settings.video_source``: None for "none" (no video), the built-in phantom on
     the shared timeline for "phantom", /dev/videoN a V4L2 grabber, a folder or file a replay."""
     video = settings.video_source

@@ -17,8 +17,8 @@ import numpy as np
 
 from core.sources.phantom.config import PhantomConfig
 from core.sources.phantom.overlay import Overlay
-from core.sources.phantom.scene import Scene
-from core.sources.phantom.truth import BolusTruth, PhantomRun, RunTruth, TdcModel
+from core.sources.phantom.scene import Scene, TdcModel
+from core.sources.phantom.truth import BolusTruth, PhantomRun, RunTruth
 
 LIN_MAX = 4095          # 12-bit detector
 LIN_FULL_SCALE = 3600   # DN for i0 quanta at full exposure: headroom for noise and ABC overshoot

@@ -28,7 +28,8 @@ from core.sources.phantom.geometry import (
     path_length,
     resample_polyline,
 )
-from core.sources.phantom.truth import BolusTruth, SceneTruth, SegmentTruth
+from core.sources.phantom.truth import TDC_STEP_S, BolusTruth, SceneTruth, SegmentTruth, TimingTruth
+from core.vocab import check_roi
 
 
 def background_mu(cfg: PhantomConfig, shift: tuple[float, float]) -> np.ndarray:
@@ -241,3 +242,51 @@ class Scene:
             idx = self.active_idx[self.branch_pos]
             out[idx] += mu * bolus.concentration(self.branch_s, t_s) * self.branch_vals
         return out.reshape(self.size)
+
+
+class TdcModel:
+    """Noise-free mean ROI opacity of one run on the continuous model."""
+
+    def __init__(self, scene: Scene, bolus: BolusTruth, run_start_s: float, run_end_s: float,
+                 mu_iodine: float) -> None:
+        self.scene, self.bolus = scene, bolus
+        self.run_start_s, self.run_end_s, self.mu = run_start_s, run_end_s, mu_iodine
+
+    def tdc(self, roi: tuple[int, int, int, int], times: np.ndarray) -> np.ndarray:
+        x, y, w, h = check_roi(roi, self.scene.size)
+        times = np.asarray(times, dtype=float)
+        if times.ndim != 1 or not np.all(np.isfinite(times)):
+            raise ValueError("times must be a 1-D array of finite seconds")
+        active = self.scene.active_mask[y:y + h, x:x + w]
+        weights, s_list = [], []
+        for L, s in ((self.scene.path, self.scene.s_map), (self.scene.branch_path, self.scene.branch_s_map)):
+            L, s = L[y:y + h, x:x + w], s[y:y + h, x:x + w]
+            sel = (L > 0) & active
+            weights.append(self.mu * L[sel] / L.size)
+            s_list.append(s[sel])
+        weight, s_sel = np.concatenate(weights), np.concatenate(s_list)
+        out = np.zeros(len(times))
+        if weight.size == 0:
+            return out
+        t_abs = times + self.run_start_s
+        chunk = max(1, 4_000_000 // weight.size)
+        for i in range(0, len(times), chunk):
+            c = self.bolus.concentration(s_sel[None, :], t_abs[i:i + chunk, None])
+            out[i:i + chunk] = c @ weight
+        return out
+
+    def timing(self, roi: tuple[int, int, int, int], step_s: float = TDC_STEP_S) -> TimingTruth:
+        if not step_s > 0:
+            raise ValueError(f"step_s must be positive, got {step_s}")
+        duration = self.run_end_s - self.run_start_s
+        times = np.arange(int(duration / step_s + 0.5) + 1) * step_s
+        curve = self.tdc(roi, times)
+        delay = None if self.bolus.inject_start_s is None else self.bolus.inject_start_s - self.run_start_s
+        k = int(np.argmax(curve))
+        peak = float(curve[k])
+        if peak <= 0:
+            return TimingTruth(None, None, None, 0.0, delay)
+        arrival = int(np.argmax(curve >= 0.1 * peak))
+        after = np.nonzero(curve[k:] <= 0.5 * peak)[0]
+        washout = round(float(times[k + after[0]]), 9) if after.size else None
+        return TimingTruth(round(float(times[arrival]), 9), round(float(times[k]), 9), washout, peak, delay)

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from core.sources.phantom.config import is_number
 from core.sources.phantom.features import FeatureTruth
 from core.sources.phantom.geometry import CrossSections
-from core.vocab import check_roi
-
-if TYPE_CHECKING:
-    from core.sources.phantom.scene import Scene
 
 TDC_STEP_S = 1e-3       # truth time-density curves are evaluated on this grid
 
@@ -164,52 +160,12 @@ class TimingTruth:
     injection_delay_s: float | None   # injection start - run start; subtract it for times from injection
 
 
-class TdcModel:
-    """Noise-free mean ROI opacity of one run on the continuous model."""
+class CurveModel(Protocol):
+    """The noise-free ROI curves of one run (``scene.TdcModel``: it needs the scene, which needs this module)."""
 
-    def __init__(self, scene: Scene, bolus: BolusTruth, run_start_s: float, run_end_s: float,
-                 mu_iodine: float) -> None:
-        self.scene, self.bolus = scene, bolus
-        self.run_start_s, self.run_end_s, self.mu = run_start_s, run_end_s, mu_iodine
+    def tdc(self, roi: tuple[int, int, int, int], times: np.ndarray) -> np.ndarray: ...
 
-    def tdc(self, roi: tuple[int, int, int, int], times: np.ndarray) -> np.ndarray:
-        x, y, w, h = check_roi(roi, self.scene.size)
-        times = np.asarray(times, dtype=float)
-        if times.ndim != 1 or not np.all(np.isfinite(times)):
-            raise ValueError("times must be a 1-D array of finite seconds")
-        active = self.scene.active_mask[y:y + h, x:x + w]
-        weights, s_list = [], []
-        for L, s in ((self.scene.path, self.scene.s_map), (self.scene.branch_path, self.scene.branch_s_map)):
-            L, s = L[y:y + h, x:x + w], s[y:y + h, x:x + w]
-            sel = (L > 0) & active
-            weights.append(self.mu * L[sel] / L.size)
-            s_list.append(s[sel])
-        weight, s_sel = np.concatenate(weights), np.concatenate(s_list)
-        out = np.zeros(len(times))
-        if weight.size == 0:
-            return out
-        t_abs = times + self.run_start_s
-        chunk = max(1, 4_000_000 // weight.size)
-        for i in range(0, len(times), chunk):
-            c = self.bolus.concentration(s_sel[None, :], t_abs[i:i + chunk, None])
-            out[i:i + chunk] = c @ weight
-        return out
-
-    def timing(self, roi: tuple[int, int, int, int], step_s: float = TDC_STEP_S) -> TimingTruth:
-        if not step_s > 0:
-            raise ValueError(f"step_s must be positive, got {step_s}")
-        duration = self.run_end_s - self.run_start_s
-        times = np.arange(int(duration / step_s + 0.5) + 1) * step_s
-        curve = self.tdc(roi, times)
-        delay = None if self.bolus.inject_start_s is None else self.bolus.inject_start_s - self.run_start_s
-        k = int(np.argmax(curve))
-        peak = float(curve[k])
-        if peak <= 0:
-            return TimingTruth(None, None, None, 0.0, delay)
-        arrival = int(np.argmax(curve >= 0.1 * peak))
-        after = np.nonzero(curve[k:] <= 0.5 * peak)[0]
-        washout = round(float(times[k + after[0]]), 9) if after.size else None
-        return TimingTruth(round(float(times[arrival]), 9), round(float(times[k]), 9), washout, peak, delay)
+    def timing(self, roi: tuple[int, int, int, int], step_s: float = ...) -> TimingTruth: ...
 
 
 @dataclass
@@ -240,7 +196,7 @@ class RunTruth:
     display_offset: float | None     # log: v = offset + gain * ln(quanta)
     display_gain: float | None
     dn_per_quantum: float | None     # lin: DN = quanta * dn_per_quantum
-    _model: TdcModel = field(repr=False)
+    _model: CurveModel = field(repr=False)
 
     # The scene fields most callers want, at top level.
     @property

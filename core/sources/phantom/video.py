@@ -12,8 +12,8 @@ import numpy as np
 from core.sources.frames import Frame, PacedSource
 from core.sources.phantom.config import PhantomConfig, check_positive, is_number
 from core.sources.phantom.render import Renderer, abc_exposure, bolus_truth
-from core.sources.phantom.scene import Scene
-from core.sources.phantom.truth import BolusTruth, SceneTruth, TdcModel, TimingTruth
+from core.sources.phantom.scene import Scene, TdcModel
+from core.sources.phantom.truth import BolusTruth, SceneTruth, TimingTruth
 from firmware_bridge.scenarios import PROCEDURE, PROCEDURE_PERIOD_S, ScriptedRun
 
 
