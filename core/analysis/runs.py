@@ -36,6 +36,7 @@ class Run:
     injection: dict | None = None      # the overlapping injection: start / stop ns and the injector summary
     xray: dict | None = None           # arbitration: source and the device's edges when it reported them
     peak_opacity: np.ndarray | None = field(default=None, repr=False)   # float32 over the crop, contrast runs
+    mask_log: np.ndarray | None = field(default=None, repr=False)       # its contrast-free mask, log units
 
     @property
     def pulses(self) -> int:
