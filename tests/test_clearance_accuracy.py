@@ -52,8 +52,10 @@ def test_tapering_vein_with_focal_thrombus(kind):
     _check(res, t0, t1)
 
 
-@pytest.mark.xfail(reason="open: analytic 15% wall residue on a 16-22 px taper reads clearance 36.6 vs 30.7 "
-                          "(the phantom's focal75_vs_residue reads within 4 points); the grade is right", strict=False)
+@pytest.mark.xfail(reason="open: analytic 15% wall residue on a 16-22 px taper reads clearance 35.8 vs 30.7 "
+                          "(each burden within 3 points, the ratio compounds them; not the narrow-vessel front-wall "
+                          "over-read; the phantom's focal75_vs_residue reads within 4 points); the grade is right",
+                   strict=False)
 def test_diffuse_residue_on_the_post_run_is_not_graded_complete():
     """A focal 75% thrombus against a post run with thin residue lining the whole vein: grade I, not III."""
     base, post, t0, t1 = _truth_pair(dict(width=(16.0, 22.0), thrombi=[(0.3, 0.6, 0.75, "side")]),

@@ -50,6 +50,7 @@ class Lumen:
     centre: np.ndarray      # (M,) the column's middle, offset from the station along its normal (px)
     height: np.ndarray      # (M,) the column's peak opacity
     noise: float            # opacity noise sd of one profile sample (background bands)
+    beside: np.ndarray | None = None   # (M,) the highest contrast beside the column (another vessel) / its height
 
     @property
     def density(self) -> np.ndarray:
@@ -194,8 +195,11 @@ def measure_lumen(image: np.ndarray, stations: Stations, max_diameter: float, al
     noise = _noise(p, across, centre, width)
     ok &= np.isfinite(integral)
     nan = np.full(m, np.nan)
+    outside = np.abs(across[None, :] - np.nan_to_num(centre)[:, None]) > (np.nan_to_num(width) / 2 + g + 2.0)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+        beside = np.nanmax(np.where(outside, _smooth_across(p), np.nan), axis=1) / height
     return Lumen(np.where(ok, integral, nan), np.where(ok, width, nan), np.where(ok, centre, nan),
-                 np.where(ok, height, nan), noise)
+                 np.where(ok, height, nan), noise, np.where(ok, beside, nan))
 
 
 def _smooth_across(p: np.ndarray) -> np.ndarray:

@@ -230,7 +230,8 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
             used = used & ~devices[k - 1]
         b0 = dens.burden(fills[0], ref_area, used)
         b1 = dens.burden(fills[k], ref_area, used)
-        warnings = [w for w in (safeguards.registration_warning(run.reg.score),
+        beside = safeguards.vessel_beside_warning(runs[0].lumen.beside, used) if centerline is None else None
+        warnings = [w for w in (safeguards.registration_warning(run.reg.score), beside,
                                 safeguards.path_warning(run.lumen.centre, d_ref, used),
                                 safeguards.reference_warning(trusted, used), device_warning, path_doubt) if w]
         for name, r in (("baseline", runs[0]), (f"post {k}", run)):

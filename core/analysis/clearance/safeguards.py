@@ -10,6 +10,8 @@ import numpy as np
 WEAK_REGISTRATION = 0.35      # normalised correlation below this: the runs may not show the same anatomy
 OFF_PATH_SHARE = 0.25         # share of stations whose column is off the baseline's path
 OFF_PATH_RADII = 0.7          # "off the path": the column's middle this many reference radii away
+BESIDE_HEIGHT = 0.3           # contrast beside the column, as a share of its height: another vessel
+BESIDE_SHARE = 0.2            # ... over this share of an automatic centreline's stations
 MIN_TRUSTED_SHARE = 0.3       # share of stations whose reference some run showed patent (not bridged)
 FAINT_SNR = 4.0               # patent column height over the profile noise sd
 CLIPPED_FILL = 0.93           # integral / (height x width): 0.79 for a round lumen, ~1 for a flat (clipped) top
@@ -32,6 +34,21 @@ def path_warning(centre: np.ndarray, ref_diameter: np.ndarray, used: np.ndarray)
     if share > OFF_PATH_SHARE:
         return (f"the contrast column leaves the baseline's path over {share * 100:.0f}% of the vessel "
                 "(a collateral or a wrong registration)")
+    return None
+
+
+def vessel_beside_warning(beside: np.ndarray | None, used: np.ndarray) -> str | None:
+    """Another opacified vessel beside an automatic centreline (a paired vein, a collateral): the path may have
+    crossed to it, and nothing tells which one the operator treats."""
+    if beside is None:
+        return None
+    have = used & np.isfinite(beside)
+    if have.sum() < 5:
+        return None
+    share = float((beside[have] > BESIDE_HEIGHT).mean())
+    if share > BESIDE_SHARE:
+        return (f"another vessel runs beside the automatic centreline over {share * 100:.0f}% of it (a paired vein "
+                "or a collateral): draw the centreline")
     return None
 
 
