@@ -101,7 +101,7 @@ def _median_se(prof: np.ndarray, sel: np.ndarray) -> np.ndarray:
     """Standard error of a band's median per profile, from the noise of the profiles (differences of samples
     2 px apart, robust to the columns' edges; not the band's own spread, which a branch in it inflates):
     1.25 sd / sqrt(samples), counted per pixel (samples are half a pixel apart and averaged along)."""
-    d = prof[:, 4:] - prof[:, :-4]
+    d = prof[::4, 4:] - prof[::4, :-4]        # every 4th profile: plenty of samples, a quarter of the time
     d = d[np.isfinite(d)]
     sd = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2.0) if d.size else float("nan")
     n = np.maximum(np.sum(sel & np.isfinite(prof), axis=1) * ACROSS_STEP_PX, 1.0)

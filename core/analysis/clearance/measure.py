@@ -165,7 +165,7 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
     if centerline is None:
         line, d_guess, path_doubt, found_on = _automatic_centerline(base, posts, regs, floor)
         notes.append("centreline found automatically (from the bottom end)"
-                     + ("" if found_on == 0 else f", on the post {found_on} run, which shows the vein further"))
+                     + ("" if found_on == 0 else f", on the post {found_on} run (the vein at least as long there)"))
     else:
         line = check_centerline(centerline, base.shape)
         d_guess = floor if floor is not None else diameter_along(base, line)
@@ -294,14 +294,16 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
 
 def _automatic_centerline(base, posts, regs, floor):
     """(centreline in baseline pixels, diameter, warning or None, run it was found on) of the vein found on every
-    run: the longest path wins (a thrombus the baseline's path stopped at, the completion run shows open); where
+    run: the longest path wins (a thrombus the baseline's path stopped at, the completion run shows open), the
+    latest of those about as long; where
     the runs' paths part by more than a diameter over more than two, the path is in doubt (a collateral or a
     paired vein taken on one run): the result is not gradable."""
     h, w = base.shape
     found = []
     for k, (img, reg) in enumerate(zip([base] + list(posts), [None] + list(regs))):
         try:
-            v = find_vessel(img, floor)
+            # Later runs take the baseline's diameter: the same vein, and its measurement is half the search.
+            v = find_vessel(img, floor if k == 0 or not found else found[0][2])
         except ValueError:
             if k == 0:
                 raise
@@ -311,8 +313,10 @@ def _automatic_centerline(base, posts, regs, floor):
         if inside.sum() >= 2:
             idx = np.flatnonzero(inside)
             found.append((k, line[idx[0]:idx[-1] + 1][inside[idx[0]:idx[-1] + 1]], v.diameter_px))
-    lengths = [float(np.hypot(*np.diff(ln, axis=0).T).sum()) for _, ln, _ in found]
-    best = int(np.argmax(lengths))
+    lengths = np.array([float(np.hypot(*np.diff(ln, axis=0).T).sum()) for _, ln, _ in found])
+    # Within 5% of the longest, the latest run's path: after treatment it shows the vein's own lumen, not the
+    # column beside a thrombus the baseline's path follows.
+    best = int(np.flatnonzero(lengths >= 0.95 * lengths.max())[-1])
     k_best, line, d = found[best]
     doubt = None
     for k, other, _ in found:
