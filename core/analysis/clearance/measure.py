@@ -96,10 +96,11 @@ def _defects(burden: np.ndarray, stations: Stations, diameter_px: float, shift=(
 class _Run:
     """One run measured at the stations: lumen, own reference, density, filled cross-section."""
 
-    def __init__(self, peak: np.ndarray, stations: Stations, reg: Registration, max_d: float) -> None:
+    def __init__(self, peak: np.ndarray, stations: Stations, reg: Registration, max_d: float,
+                 beside: bool = False) -> None:
         self.peak, self.reg = peak, reg
         self.stations = stations.moved(reg.dx, reg.dy)
-        self.lumen = measure_lumen(peak, self.stations, max_d)
+        self.lumen = measure_lumen(peak, self.stations, max_d, beside=beside)
         self.ref, self.patent = run_reference(self.lumen.width, stations.s, STATION_SPACING_PX)
         self.integral = self.lumen.integral.copy()
         self.line = None
@@ -173,11 +174,11 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
 
     # The profile window must hold the widest lumen anywhere along the vessel (a taper, a confluence).
     max_d = 1.5 * d_guess
-    runs = [_Run(base, stations, Registration(0.0, 0.0, 1.0), max_d)]
+    runs = [_Run(base, stations, Registration(0.0, 0.0, 1.0), max_d, beside=centerline is None)]
     wide = np.nanpercentile(runs[0].lumen.width, 95) if np.isfinite(runs[0].lumen.width).any() else 0.0
     if wide > 0.8 * max_d:
         max_d = 1.3 * wide
-        runs = [_Run(base, stations, Registration(0.0, 0.0, 1.0), max_d)]
+        runs = [_Run(base, stations, Registration(0.0, 0.0, 1.0), max_d, beside=centerline is None)]
     runs += [_Run(p, stations, r, max_d) for p, r in zip(posts, regs)]
 
     # The shared reference: the widest lumen any run shows at each station, the operator's diameter a floor.
