@@ -32,7 +32,10 @@ def procedure():
             run = getattr(event, "run", None)
             if event.kind == "run_end" and run is not None and run.peak_opacity is not None:
                 scripted = next(i for i, r in enumerate(PROCEDURE) if r.xray_on_s <= t <= r.xray_off_s + 1.0)
-                runs.append((scripted, f"run{run.index}", tracker.add_run(f"run{run.index}", run.peak_opacity, None)))
+                # The pipeline keeps each contrast run's mask beside its peak: the tracker registers on it.
+                assert run.mask_log is not None and run.mask_log.shape == run.peak_opacity.shape
+                runs.append((scripted, f"run{run.index}", tracker.add_run(f"run{run.index}", run.peak_opacity, None,
+                                                                          mask=run.mask_log)))
     return video, tracker, runs
 
 
@@ -94,3 +97,71 @@ def test_a_centreline_set_right_after_a_new_procedure_lands_on_the_new_tracker(t
         assert device.clearance.tracker.baseline_id is None and device.status()["clearance"] is None
     finally:
         device.stop()
+
+
+class _Log:
+    def __init__(self):
+        self.events = []
+
+    def record(self, kind, data, *, key=None, procedure_id=None):
+        self.events.append((kind, data, key))
+
+    def record_clearance(self, result, *, key, procedure_id=None):
+        self.events.append(("clearance", result, key))
+
+
+class _Procs:
+    def current(self):
+        return None
+
+
+def test_live_clearance_passes_the_mask_logs_revisions_and_takes_the_settings_grades(tmp_path):
+    from core.appliance.appliance import Appliance
+    from core.appliance.clearance import LiveClearance
+    from core.appliance.worker import AnalysisWorker
+    from core.ops.settings import Settings
+
+    device = Appliance(Settings(data_dir=tmp_path, video="none", grade_thresholds="40,90"))
+    assert device.clearance.tracker.grade_thresholds == (40.0, 90.0)
+
+    log, worker = _Log(), AnalysisWorker("test")
+    live = LiveClearance(worker, log, _Procs(), (40.0, 90.0))
+    seen = {}
+
+    def add_run(run_id, peak, label, mask=None):
+        seen["mask"] = mask
+        return {"run_id": run_id, "baseline_run_id": "r0", "label": label, "clearance_pct": 12.0, "grade": None,
+                "gradable": False, "progression": False, "warnings": ["weak registration"],
+                "residual_defects": [{"start_frac": 0.2, "end_frac": 0.3}],
+                "revisions": [{"run_id": "r1", "burden_post_pct_was": 10.0, "burden_post_pct": 12.5}]}
+    live.tracker.add_run = add_run
+    mask = np.ones((32, 32), np.float32)
+    live.measure("r2", np.zeros((32, 32), np.float32), None, mask)
+    assert seen["mask"] is mask
+    kinds = [k for k, _, _ in log.events]
+    assert kinds == ["clearance", "clearance_revised"]
+    assert log.events[1][1]["run_id"] == "r1" and log.events[1][1]["by_run_id"] == "r2"
+    head = live.headline()
+    assert head["gradable"] is False and head["warnings"] == ["weak registration"]
+    assert head["residual_defects"] and head["progression"] is False
+    worker.shutdown()
+    live._reset()
+    assert live.tracker.grade_thresholds == (40.0, 90.0)
+
+
+@pytest.mark.parametrize("extra, shown", [({"gradable": False, "grade": None, "warnings": ["weak registration"]},
+                                           "NOT GRADABLE"),
+                                          ({"progression": True, "grade": None, "clearance_pct": -12.0},
+                                           "PROGRESSION"),
+                                          ({"grade": "II"}, "grade II")])
+def test_the_status_page_says_not_gradable_and_progression_plainly(extra, shown):
+    from api.routes.page import render
+    clearance = {"run_id": "r2", "baseline_run_id": "r0", "clearance_pct": 60.0, "grade": "II", "gradable": True,
+                 "progression": False, "warnings": [], "residual_defects": [{"start_frac": 0.2, "end_frac": 0.3}]}
+    status = {"injector": {"link": "down"}, "xray": {}, "run": None, "procedure": None,
+              "clearance": {**clearance, **extra}}
+    page = render(status)
+    assert f">{shown}<" in page
+    assert "residual defects: 1" in page
+    if extra.get("warnings"):
+        assert "not gradable: weak registration" in page

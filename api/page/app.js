@@ -121,15 +121,21 @@ function renderClearance(c) {
   const pct = c.clearance_pct ?? c.pct;
   setText("clearance-pct", num(pct) ? `${pct.toFixed(0)}%` : "—");
   const grade = c.grade ?? c.lysis_grade ?? "";
-  setText("clearance-grade", grade ? `grade ${grade}` : "");
+  // Progression and not gradable say so in the grade's place (as api/routes/page.py words them).
+  const flag = c.progression === true ? "PROGRESSION" : c.gradable === false ? "NOT GRADABLE" : "";
+  setText("clearance-grade", flag || (grade ? `grade ${grade}` : ""));
   const g = String(grade).toUpperCase();
-  $("clearance-grade").className = "grade " + (g === "III" || g === "3" ? "g3" : g === "II" || g === "2" ? "g2" : g ? "g1" : "");
+  $("clearance-grade").className = "grade " + (c.progression === true ? "g1" : c.gradable === false ? "ng"
+    : g === "III" || g === "3" ? "g3" : g === "II" || g === "2" ? "g2" : g ? "g1" : "");
   const burden = num(c.burden_baseline_pct) && num(c.burden_post_pct)
     ? `thrombus burden ${fmt(c.burden_baseline_pct, 0)}% → ${fmt(c.burden_post_pct, 0)}%` : "";
   const removal = c.removal_ge_75 === true ? "≥ 75% removed" : c.removal_ge_75 === false ? "< 75% removed" : "";
+  const defects = Array.isArray(c.residual_defects) && c.residual_defects.length
+    ? `residual defects: ${c.residual_defects.length} (marked on the image)` : "";
+  const why = Array.isArray(c.warnings) && c.warnings.length ? `not gradable: ${c.warnings.join("; ")}` : "";
   setText("clearance-note", [c.baseline_run_id && `baseline ${c.baseline_run_id}`, c.run_id && `${c.label || "post"} ${c.run_id}`,
-    burden, removal].filter(Boolean).join(" · "));
-  const key = JSON.stringify([c.baseline_run_id, c.run_id, pct, c.grade]);
+    burden, removal, defects, why].filter(Boolean).join(" · "));
+  const key = JSON.stringify([c.baseline_run_id, c.run_id, pct, c.grade, c.gradable, c.burden_post_pct]);
   if (key !== lastClearanceKey) {
     lastClearanceKey = key;
     const img = $("clearance-img");

@@ -86,14 +86,32 @@ def render(status: dict) -> str:
         "contrast_note": "",
         "contrast_split": contrast_split(totals),
         "clearance_pct": f"{_num(clearance.get('clearance_pct'), 0)}%" if clearance else "—",
-        "clearance_grade": f"grade {clearance['grade']}" if clearance.get("grade") else "",
-        "clearance_note": "" if clearance else CLEARANCE_WAITING,
+        "clearance_grade": _clearance_grade(clearance),
+        "clearance_note": _clearance_note(clearance) if clearance else CLEARANCE_WAITING,
         "runs": run_rows,
         "counters": "no video" if no_video else
                     f"frames {counters.get('frames', '—')} · dropped {counters.get('frames_dropped', '—')}",
     }
     safe = {k: v if k in ("alarms", "warnings", "runs") else html.escape(str(v)) for k, v in values.items()}
     return Template(_PAGE.joinpath("index.html").read_text(encoding="utf-8")).substitute(safe)
+
+
+def _clearance_grade(c: dict) -> str:
+    """As app.js words it: progression and not gradable in the grade's place."""
+    if c.get("progression") is True:
+        return "PROGRESSION"
+    if c.get("gradable") is False:
+        return "NOT GRADABLE"
+    return f"grade {c['grade']}" if c.get("grade") else ""
+
+
+def _clearance_note(c: dict) -> str:
+    parts = []
+    if c.get("residual_defects"):
+        parts.append(f"residual defects: {len(c['residual_defects'])} (marked on the image)")
+    if c.get("warnings"):
+        parts.append("not gradable: " + "; ".join(str(w) for w in c["warnings"]))
+    return " · ".join(parts)
 
 
 def _xray_source(source) -> str:

@@ -192,6 +192,11 @@ class FrameKernel:
     def has_mask(self) -> bool:
         return self._mask_term is not None
 
+    @property
+    def mask_log(self) -> np.ndarray | None:
+        """A copy of the mask over the crop in log units (what the opacity is measured against), or None."""
+        return None if self._mask_term is None else self._mask_term.copy()
+
     def set_mask(self, mask: np.ndarray) -> None:
         """Mask (contrast-free reference), float, frame shape or crop shape; resets the peak maps."""
         if not isinstance(mask, np.ndarray) or mask.dtype.kind != "f":

@@ -295,17 +295,18 @@ class FramePipeline:
         timer, self.timer = self.timer, None
         run.injection = self._overlapping_injection(run)
         run.xray = self._device_xray(run)
-        peak = None
+        peak = mask = None
         if self.kernel is not None:
             if self.kernel.has_mask:
-                peak = self.kernel.peak.copy()
+                peak, mask = self.kernel.peak.copy(), self.kernel.mask_log
             self.kernel.clear_mask()
         crops = None
         if timer is not None and self.crop_source is not None:
             crops = partial(self.crop_source, list(timer.index))
-        return partial(self._analyse_run, run, timer, peak, crops)
+        return partial(self._analyse_run, run, timer, peak, crops, mask)
 
-    def _analyse_run(self, run: Run, timer: RunTimer | None, peak: np.ndarray | None, crops) -> None:
+    def _analyse_run(self, run: Run, timer: RunTimer | None, peak: np.ndarray | None, crops,
+                     mask: np.ndarray | None = None) -> None:
         """Timing fits, automatic ROI and the peak image of an ended run. Touches only what it is given."""
         injection = run.injection
         if timer is not None:
@@ -326,6 +327,8 @@ class FramePipeline:
             # smoothed noise-free opacity: it was not measured, which is not the same as no contrast.
             peak[~np.isfinite(peak) | (peak == 0)] = np.nan
             run.peak_opacity = peak
+            # The same pixels unmeasured in the mask: the registration leaves burnt-in text and the surround out.
+            run.mask_log = None if mask is None else np.where(np.isfinite(peak), mask, np.float32(np.nan))
 
     def _overlapping_injection(self, run: Run) -> dict | None:
         end = run.end_ns if run.end_ns is not None else run.pulse_ns[-1]

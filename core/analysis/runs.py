@@ -44,6 +44,7 @@ class Run:
     xray: dict | None = None           # arbitration: source and the device's edges when it reported them
     peak_opacity: np.ndarray | None = field(default=None, repr=False)   # float32 over the crop, contrast runs
     repeats: int = 0                   # new frames identical to an earlier one of the run: a replayed loop
+    mask_log: np.ndarray | None = field(default=None, repr=False)       # its contrast-free mask, log units
 
     @property
     def pulses(self) -> int:

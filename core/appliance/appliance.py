@@ -92,7 +92,7 @@ class Appliance:
                                      on_violation=self._device.on_violation)
         # Run-end analyses and the tracker's updates in order; pictures for readers only when those are done.
         self._worker = worker if worker is not None else AnalysisWorker("analysis")
-        self.clearance = LiveClearance(self._worker, self.log, self.procs)
+        self.clearance = LiveClearance(self._worker, self.log, self.procs, settings.grade_thresholds)
         self._field = FieldWatch(settings.video_crop, settings.record and not settings.record_raw, self._worker,
                                  self.log, self.recorder)
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
@@ -266,7 +266,8 @@ class Appliance:
         if keep_recording is not None:
             keep_recording(bool(run.contrast), write.record)
         if peak is not None:
-            self.clearance.measure(run_id, peak, write.record["label"])
+            mask = self._field.masked(run.mask_log) if run.mask_log is not None else None
+            self.clearance.measure(run_id, peak, write.record["label"], mask)
 
     def _late_injection(self, injection: dict) -> None:
         """An injection SUMMARY that came after the run it overlapped was recorded: the run is recorded again

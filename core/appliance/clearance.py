@@ -14,6 +14,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from core.analysis.clearance.grading import DEFAULT_GRADES
 from core.analysis.clearance.tracker import ClearanceTracker
 from core.analysis.images import opacity_png
 from core.appliance.worker import AnalysisWorker
@@ -26,12 +27,15 @@ log = logging.getLogger("cathlab.appliance")
 KEEP_RUN_IMAGES = 50              # peak-opacity PNGs served by the API (a few hundred kB each)
 TRACKED_RUNS = 12                 # contrast runs the clearance tracker keeps (a procedure has a handful)
 HEADLINE = ("run_id", "baseline_run_id", "label", "burden_baseline_pct", "burden_post_pct", "clearance_pct",
-            "grade", "removal_ge_75", "shift_px", "registration_score", "notes")
+            "grade", "removal_ge_75", "shift_px", "registration_score", "notes", "gradable", "progression",
+            "warnings", "residual_defects", "grade_thresholds")
 
 
 class LiveClearance:
-    def __init__(self, worker: AnalysisWorker, log: EventLog, procs: Procedures) -> None:
-        self.tracker = ClearanceTracker(max_runs=TRACKED_RUNS)   # worker thread only
+    def __init__(self, worker: AnalysisWorker, log: EventLog, procs: Procedures,
+                 grade_thresholds: tuple[float, float] = DEFAULT_GRADES) -> None:
+        self._grades = tuple(grade_thresholds)
+        self.tracker = self._new_tracker()   # worker thread only
         self._worker = worker
         self._log = log
         self._procs = procs
@@ -68,10 +72,11 @@ class LiveClearance:
             while len(self._run_pngs) > KEEP_RUN_IMAGES:
                 self._run_pngs.popitem(last=False)
 
-    def measure(self, run_id: str, peak: np.ndarray, label: str | None) -> None:
-        """A contrast run's peak-opacity map measured by the tracker, and the result published."""
+    def measure(self, run_id: str, peak: np.ndarray, label: str | None, mask: np.ndarray | None = None) -> None:
+        """A contrast run's peak-opacity map measured by the tracker (``mask``: its contrast-free mask, for the
+        registration on the anatomy and a device in the lumen), and the result published."""
         try:
-            result = self.tracker.add_run(run_id, peak, label)
+            result = self.tracker.add_run(run_id, peak, label, mask=mask)
         except Exception:  # boundary: one unmeasurable run must not stop later ones
             log.exception("clearance of run %s failed", run_id)
             return
@@ -87,6 +92,12 @@ class LiveClearance:
                 self._latest = result   # the page shows the open procedure's clearance
         self._log.record_clearance(result, key=f"clearance:{result['run_id']}:{result.get('baseline_run_id')}",
                                    procedure_id=procedure_id)
+        for rev in result.get("revisions") or ():
+            # An earlier run's burden revised against the wider lumen this run showed: logged, never silent.
+            self._log.record("clearance_revised", {**rev, "by_run_id": result["run_id"],
+                                                   "baseline_run_id": result.get("baseline_run_id")},
+                             key=f"clearance_revised:{rev.get('run_id')}:{result['run_id']}",
+                             procedure_id=procedure_id)
 
     def _relabel(self, run_id: str, label: str, procedure_id: str | None) -> None:
         if run_id not in self._measured:
@@ -98,8 +109,11 @@ class LiveClearance:
         except Exception:  # boundary: a relabel the tracker refuses must not stop the worker
             log.exception("relabelling run %s for clearance failed", run_id)
 
+    def _new_tracker(self) -> ClearanceTracker:
+        return ClearanceTracker(max_runs=TRACKED_RUNS, grade_thresholds=self._grades)
+
     def _reset(self) -> None:
-        self.tracker = ClearanceTracker(max_runs=TRACKED_RUNS)   # a new procedure is new anatomy: no baseline yet
+        self.tracker = self._new_tracker()   # a new procedure is new anatomy: no baseline yet
         self._measured.clear()
 
     # -- read side -------------------------------------------------------------------------------------

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     video_fps: float | None = Field(None, gt=0, le=240)
     # The collimated field (x, y, w, h) in frame pixels; None: found automatically (core.sources.collimator).
     video_crop: Annotated[tuple[int, int, int, int] | None, NoDecode] = None
+    # Lysis grade thresholds (% clearance): II from the first, III above the second (SIR 50,95; CaVenT 50,90).
+    grade_thresholds: Annotated[tuple[float, float], NoDecode] = (50.0, 95.0)
     # Replayed files: times real time, 0 for as fast as possible (TOML has no None); start over at the end.
     replay_speed: float = Field(1.0, ge=0, le=100)
     replay_loop: bool = True
@@ -175,6 +177,26 @@ class Settings(BaseSettings):
             x, y, w, h = value
             if x < 0 or y < 0 or w <= 0 or h <= 0:
                 raise ValueError(f"crop needs x, y >= 0 and w, h > 0, got {value}")
+        return value
+
+    @field_validator("grade_thresholds", mode="before")
+    @classmethod
+    def _parse_grades(cls, value: Any) -> Any:
+        # From the environment or a flag the thresholds are the text "50,95".
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",")]
+            try:
+                value = tuple(float(p) for p in parts)
+            except ValueError:
+                raise ValueError(f"expected 'II,III' (two numbers), got {value!r}") from None
+        return value
+
+    @field_validator("grade_thresholds")
+    @classmethod
+    def _check_grades(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
+        if not (0.0 < lo < hi <= 100.0):
+            raise ValueError(f"grade thresholds need 0 < II < III <= 100, got {value}")
         return value
 
     @field_validator("allowed_hosts", mode="before")

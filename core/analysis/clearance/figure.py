@@ -13,7 +13,7 @@ def render_clearance_png(baseline_peak: np.ndarray, post_peak: np.ndarray, resul
     """Both peak-opacity images side by side (contrast dark, as a venogram reads) with the findings.
 
     Beside the vessel, right of the direction of the centreline: a strip coloured by station burden and the
-    defects (red, with their mean burden); left: the named segments (blue, with their burden). Titles carry
+    defects (red, with their mean burden: the baseline's on the left, the residual ones on the later run); left: the named segments (blue, with their burden). Titles carry
     each run's burden, the banner the clearance, grade and the >= 75% flag: the picture a physician reads.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -51,10 +51,9 @@ def render_clearance_png(baseline_peak: np.ndarray, post_peak: np.ndarray, resul
                             cmap="RdYlGn_r", vmin=0, vmax=100, linewidths=0)
             miss = ~np.isfinite(vals)
             ax.scatter(strip[miss, 0], strip[miss, 1], s=7, c="#999999", linewidths=0)
-            if k == 0:
-                for d in result.get("defects", []):
-                    _mark_span(ax, p, normal, frac, d["start_frac"], d["end_frac"], off + max(6.0, 0.5 * off),
-                               _fmt_pct(d["mean_burden_pct"]), "#d62728", w)
+            for d in result.get("defects" if k == 0 else "residual_defects", []):
+                _mark_span(ax, p, normal, frac, d["start_frac"], d["end_frac"], off + max(6.0, 0.5 * off),
+                           _fmt_pct(d["mean_burden_pct"]), "#d62728", w)
             for seg in result.get("segments", []):
                 _mark_span(ax, p, normal, frac, seg["start"], seg["end"], -off,
                            f"{seg['name']} {_fmt_pct(seg.get(key))}", "#1f77b4", w)
@@ -70,8 +69,15 @@ def render_clearance_png(baseline_peak: np.ndarray, post_peak: np.ndarray, resul
         why = next((n for n in result.get("notes", []) if "burden" in n), "baseline burden too low")
         head = f"Clearance not measurable: {why}"
         size = 11
+    elif result.get("progression"):
+        head = f"PROGRESSION: clearance {clear:.1f}% (more thrombus than at baseline), not graded"
+        size = 14
+    elif result.get("gradable") is False:
+        why = (result.get("warnings") or ["doubtful comparison"])[0]
+        head = f"Clearance {clear:.1f}%   NOT GRADABLE: {why}"
+        size = 11
     else:
-        head = (f"Clearance {clear:.0f}%   grade {result.get('grade')}   "
+        head = (f"Clearance {clear:.1f}%   grade {result.get('grade')}   "
                 f">=75% removal: {'yes' if result.get('removal_ge_75') else 'no'}")
         size = 14
     fig.suptitle(head, fontsize=size, fontweight="bold")

@@ -1,198 +1,51 @@
-"""Venographic clearance: densitometric thrombus burden on the baseline and a later run, % clearance, grade.
+"""Venographic clearance: thrombus burden of a baseline and later runs against one reference lumen, % clearance,
+grade, residual defects and the reasons a result must not be graded.
 
-Method (DOMAIN.md):
-- Stations every ``STATION_SPACING_PX`` along the analysed centreline (baseline image coordinates); at each,
-  the cross-section profile of the peak-opacity image, minus a straight background line fitted beyond
-  the lumen on both sides, integrated across the vessel. In projection that integral is proportional to
-  the contrast-filled cross-section area, whatever the profile's shape: a side-wall thrombus (a notch)
-  and an anterior-wall one (only shorter chords, no hole) both count by their volume.
-- Reference: each run is calibrated on its own patent stations (the bolus differs between runs): the
-  patent level is found as an upper quantile of the station integrals (smoothed over one diameter), the
-  stations within measurement noise of it are the patent ones, and the reference is fitted to them: a
-  straight line along the vessel, since contrast dilutes downstream. That is k * pi/4 * D^2 with k
-  (opacity per unit path) measured, never assumed. Burden per station is ``1 - integral / reference``;
-  per segment and overall, the mean over stations (the volume fraction).
-- The later run is registered to the baseline (core/analysis/registration.py) and sampled at the same anatomical
-  stations; only stations measured in both runs count.
-- Clearance ``(b_base - b_post) / b_base * 100``; undefined (null, with the reason) when the baseline has
-  too little thrombus to divide by. Grade I / II / III at configurable thresholds (SIR 50 / 95 by
-  default, CaVenT 50 / 90), and the CLOUT ">= 75% removal" flag.
-
-Assumption to know about: the calibration needs patent stations. If more than ``1 - CALIBRATION_QUANTILE``
-of the analysed length is thrombosed the reference comes from thrombosed stations and the burden reads low;
-the result says so in ``notes`` when few stations look patent.
+Method (DOMAIN.md "Venographic clearance"):
+- Stations every ``STATION_SPACING_PX`` along the analysed centreline (baseline coordinates); each later run is
+  registered to the baseline and measured at the same anatomical stations.
+- Per run and station (core/analysis/lumen.py): the contrast column's width from its edges, its integrated
+  opacity, hence the run's contrast density along the vessel (clearance/density.py) and the filled
+  cross-section ``integral / density``.
+- Reference lumen per station: the widest lumen any run of the procedure shows there, each run's widths
+  smoothed robustly along the vessel first (the narrowed part bridged, noise averaged, never maximised), with
+  the operator's diameter as a floor. So a taper or a step is no thrombus, and a thrombus lining the whole
+  vein on one run is measured against the lumen another run shows.
+- Burden: sum of thrombus cross-section over sum of reference cross-section (a volume fraction), overall and
+  per named segment. Clearance ``(b_base - b_post) / b_base * 100``; below -5% progression (no grade); graded
+  from the value as displayed (one decimal) at configurable thresholds; not graded when a safeguard
+  (clearance/safeguards.py) says the comparison is doubtful.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
 
 import numpy as np
 
+from core.analysis.clearance import density as dens
+from core.analysis.clearance import device, safeguards
 from core.analysis.clearance.grading import DEFAULT_GRADES, check_segments, check_thresholds, grade
+from core.analysis.clearance.path import automatic_centerline
+from core.analysis.lumen import integral_at, measure_lumen, run_reference, running_mean, running_median
 from core.analysis.registration import Registration, register
-from core.analysis.vessel import (
-    Stations,
-    check_centerline,
-    diameter_along,
-    find_vessel,
-    make_stations,
-    profile_window,
-    sample_profiles,
-    subtract_background,
-)
+from core.analysis.vessel import Stations, check_centerline, diameter_along, make_stations
 
 STATION_SPACING_PX = 2.0          # "cross-section profiles every few pixels"
-ACROSS_STEP_PX = 0.5              # sample step across the vessel
-CALIBRATION_QUANTILE = 0.8        # patent reference: this quantile of the smoothed station integrals
-PATENT_NOISE_SD = 3.0             # stations within this many noise sd below the patent level are patent
-PATENT_TOLERANCE = 0.1            # ... but never more than 10% below it
-QUARTER_OUTLIER = 0.03            # a quarter this far below the others' patent line is thrombus, not dilution
-MIN_TREND_SPAN = 0.5              # patent stations must span half the vessel to fit a drifting reference
 MIN_BASELINE_BURDEN_PCT = 5.0     # below this the baseline has too little thrombus for a clearance ratio
+PROGRESSION_PCT = -5.0            # a clearance below this is progression, not a grade
 REMOVAL_FLAG_PCT = 75.0           # CLOUT end point
 DEFECT_BURDEN = 0.25              # a station this occluded (smoothed) is drawn as a defect
 MIN_STATIONS = 5
+MAX_DEVICE_SHARE = 0.6          # beyond this share of the vessel under a device, no grade
+ROUND_OFFSET = 0.04               # a column's middle this share of its width off its track: one side is cut
+MAX_SHIFT_PX = 160                # table moves between runs
 # An operator's centreline: a venogram's vein is drawn with a few dozen clicks (one every few centimetres, more
 # along a bend); 256 leaves ample room. It crosses the field once, so it is at most twice the image's
 # perimeter half (w + h) long; a longer one zigzags, and its analysis time grows with its length (a 4,096-point
 # scribble held the analysis worker for 10-50 s).
 MAX_CENTERLINE_POINTS = 256
 MAX_CENTERLINE_LENGTH_FACTOR = 2.0   # times (width + height) of the image
-
-
-# --------------------------------------------------------------------------------------------- densitometry
-
-@dataclass
-class RunDensity:
-    """Per-station densitometry of one run."""
-    integral: np.ndarray      # (M,) background-subtracted integrated opacity (nan: not measured)
-    reference: float          # patent-lumen integral of this run (at the middle of the vessel)
-    burden: np.ndarray        # (M,) 1 - integral / reference (nan: not measured)
-    patent_fraction: float    # share of measured stations counted as patent
-
-
-def _across(diameter_px: float) -> tuple[np.ndarray, float]:
-    inner, half = profile_window(diameter_px)
-    n = int(math.ceil(half / ACROSS_STEP_PX))
-    return np.arange(-n, n + 1) * ACROSS_STEP_PX, inner
-
-
-def station_integrals(peak: np.ndarray, stations: Stations, diameter_px: float) -> np.ndarray:
-    """Integrated opacity across the vessel at every station (nan where any sample is not measured)."""
-    across, inner = _across(diameter_px)
-    along = (np.arange(4) - 1.5) * (STATION_SPACING_PX / 4)    # the station's strip along the vessel
-    prof = sample_profiles(peak, stations, across, along)
-    ok = np.all(np.isfinite(prof), axis=1)
-    out = np.full(len(prof), np.nan)
-    if ok.any():
-        net = subtract_background(prof[ok], across, inner)
-        win = np.abs(across) <= inner
-        out[ok] = net[:, win].sum(axis=1) * ACROSS_STEP_PX
-    return out
-
-
-def _smooth_valid(v: np.ndarray, half: int) -> np.ndarray:
-    """Moving mean over +-half stations, of the measured ones only."""
-    ok = np.isfinite(v)
-    c = np.concatenate([[0.0], np.cumsum(np.where(ok, v, 0.0))])
-    n = np.concatenate([[0], np.cumsum(ok)])
-    i = np.arange(len(v))
-    lo, hi = np.maximum(i - half, 0), np.minimum(i + half + 1, len(v))
-    cnt = n[hi] - n[lo]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(cnt > 0, (c[hi] - c[lo]) / cnt, np.nan)
-
-
-def densitometry(integral: np.ndarray, diameter_px: float, use: np.ndarray, s: np.ndarray | None = None) -> RunDensity:
-    """Calibrate one run on its own patent stations (among ``use``) and turn integrals into burden.
-
-    The patent reference may drift linearly along the vessel (contrast dilutes downstream, the field is
-    not uniform): it is a straight line in arc length ``s`` through the patent stations, found robustly
-    (upper quantile per quarter of the vessel, Theil-Sen through the four), then refitted by least squares
-    on every station near it. Without ``s``, or when the patent stations do not span the vessel, a constant.
-    """
-    half = max(1, int(round(diameter_px / (2 * STATION_SPACING_PX))))
-    smooth = _smooth_valid(np.where(use, integral, np.nan), half)
-    good = use & np.isfinite(smooth)
-    vals = smooth[good]
-    if vals.size < MIN_STATIONS:
-        raise ValueError(f"only {vals.size} stations measured in both runs (need {MIN_STATIONS}): "
-                         "the centreline is outside the field or under an overlay")
-    pos = np.asarray(s, dtype=float)[good] if s is not None else np.zeros(vals.size)
-    # The upper quantile finds the patent level; the reference is then fitted to every station near it,
-    # so a clean vessel (all stations patent) measures zero on average instead of the quantile's offset.
-    level = float(np.quantile(vals, CALIBRATION_QUANTILE))
-    if not level > 0:
-        raise ValueError("no contrast along the centreline (the reference lumen integral is not positive)")
-    centre = float(np.mean(pos))
-    line_level, slope = _envelope(pos, vals, centre) if s is not None else (level, 0.0)
-    line = line_level + slope * (pos - centre)
-    # "Near" is set by the measurement noise: the station-to-station scatter of the raw integrals (a mild
-    # diffuse thrombus a few % deep must not count as patent, noise must).
-    raw = integral[good]
-    noise = 1.4826 * float(np.median(np.abs(np.diff(raw)))) / math.sqrt(2.0) if raw.size > 2 else 0.0
-    tol = min(max(PATENT_NOISE_SD * noise / math.sqrt(2 * half + 1), 0.005 * level), PATENT_TOLERANCE * level)
-    patent = vals >= line - tol
-    if not patent.any():           # cannot happen with a sane envelope; keep the constant reference then
-        slope, patent = 0.0, vals >= level - tol
-    p_pos, p_vals = pos[patent], vals[patent]
-    span = np.ptp(p_pos) / max(np.ptp(pos), 1e-9) if p_pos.size > 1 else 0.0
-    if s is not None and span >= MIN_TREND_SPAN and abs(slope) > 0:
-        A = np.column_stack([np.ones(p_pos.size), p_pos - centre])
-        (c0, c1), *_ = np.linalg.lstsq(A, p_vals, rcond=None)
-    else:
-        c0, c1 = float(np.mean(p_vals)), 0.0
-    at = np.asarray(s, dtype=float) if s is not None else np.zeros(integral.shape)
-    reference = c0 + c1 * (at - centre)
-    if not np.all(reference[good] > 0):
-        raise ValueError("the patent reference falls to zero along the vessel: no usable contrast")
-    burden = 1.0 - integral / reference
-    return RunDensity(integral, float(c0), burden, patent.sum() / vals.size)
-
-
-def _envelope(pos: np.ndarray, vals: np.ndarray, centre: float) -> tuple[float, float]:
-    """(level at ``centre``, slope) of the patent level along the vessel.
-
-    The upper quantile of each quarter of the vessel is its patent level unless the quarter is mostly
-    thrombus. A straight line through the four; a quarter far below it (thrombus) is dropped and the
-    line refitted, as long as three quarters agree; otherwise the level is flat (the global quantile).
-    Twice, the second time on values with the first slope removed (a trend inside a quarter inflates its
-    quantile).
-    """
-    flat = (float(np.quantile(vals, CALIBRATION_QUANTILE)), 0.0)
-    if np.ptp(pos) <= 0 or vals.size < 4 * MIN_STATIONS:
-        return flat
-    edges = np.quantile(pos, [0.0, 0.25, 0.5, 0.75, 1.0])
-    quarters = [(pos >= lo) & (pos <= hi) for lo, hi in zip(edges[:-1], edges[1:])]
-    quarters = [q for q in quarters if q.sum() >= MIN_STATIONS]
-    if len(quarters) < 3:
-        return flat
-    xs = np.array([float(np.mean(pos[q])) for q in quarters]) - centre
-    slope, level = 0.0, flat[0]
-    for _ in range(2):
-        resid = vals - slope * (pos - centre)
-        ys = np.array([float(np.quantile(resid[q], CALIBRATION_QUANTILE)) for q in quarters]) + slope * xs
-        keep = np.ones(len(ys), dtype=bool)
-        while keep.sum() >= 3:
-            # Each quarter against the line through the others (a thrombosed quarter would pull a line
-            # through all of them towards itself and hide).
-            loo = np.full(len(ys), np.inf)
-            for i in np.flatnonzero(keep):
-                others = keep.copy()
-                others[i] = False
-                b1, b0 = np.polyfit(xs[others], ys[others], 1)
-                loo[i] = (ys[i] - (b0 + b1 * xs[i])) / max(abs(b0), 1e-12)
-            worst = int(np.argmin(loo))
-            if loo[worst] >= -QUARTER_OUTLIER:
-                break
-            keep[worst] = False
-        if keep.sum() < 3:
-            return flat
-        c1, c0 = np.polyfit(xs[keep], ys[keep], 1)
-        slope, level = float(c1), float(c0)
-    return level, slope
 
 
 def _pct(v: float | None, nd: int = 1) -> float | None:
@@ -208,107 +61,368 @@ def _clearance(b0: float, b1: float) -> tuple[float | None, str | None]:
     return (b0 - b1) / b0 * 100.0, None
 
 
-def _defects(burden: np.ndarray, stations: Stations, diameter_px: float) -> list[dict]:
-    """Stretches of the centreline whose (smoothed) burden exceeds DEFECT_BURDEN."""
+def verdict(clear: float | None, gradable: bool, thresholds) -> dict:
+    """clearance_pct, grade, progression, removal_ge_75 from a clearance, graded as displayed (one decimal)."""
+    shown = None if clear is None else round(float(clear), 1) + 0.0
+    progression = shown is not None and shown < PROGRESSION_PCT
+    return {"clearance_pct": shown,
+            "grade": grade(shown, thresholds) if gradable and not progression else None,
+            "progression": bool(progression),
+            "removal_ge_75": None if shown is None else bool(shown >= REMOVAL_FLAG_PCT)}
+
+
+def _defects(burden: np.ndarray, stations: Stations, diameter_px: float, shift=(0.0, 0.0),
+             where: bool = False) -> list[dict]:
+    """Stretches of the centreline whose (smoothed) burden exceeds DEFECT_BURDEN; with ``where`` also x, y of
+    the worst station (in the coordinates of the run, i.e. moved by ``shift``)."""
     half = max(1, int(round(diameter_px / (2 * STATION_SPACING_PX))))
-    sm = _smooth_valid(burden, half)
+    sm = running_mean(burden, half)
     hot = np.nan_to_num(sm, nan=0.0) > DEFECT_BURDEN
     edges = np.diff(np.concatenate([[0], hot.astype(int), [0]]))
     out = []
     for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
         seg = burden[a:b]
-        out.append({"start_frac": round(float(stations.frac[a]), 4), "end_frac": round(float(stations.frac[b - 1]), 4),
-                    "peak_burden_pct": _pct(float(np.nanmax(seg)) if np.isfinite(seg).any() else None),
-                    "mean_burden_pct": _pct(float(np.nanmean(seg)) if np.isfinite(seg).any() else None)})
+        has = np.isfinite(seg).any()
+        d = {"start_frac": round(float(stations.frac[a]), 4), "end_frac": round(float(stations.frac[b - 1]), 4),
+             "peak_burden_pct": _pct(float(np.nanmax(seg)) if has else None),
+             "mean_burden_pct": _pct(float(np.nanmean(seg)) if has else None)}
+        if where:
+            k = a + int(np.nanargmax(np.nan_to_num(sm[a:b], nan=-1.0)))
+            d["x"] = round(float(stations.xy[k, 0] + shift[0]), 1)
+            d["y"] = round(float(stations.xy[k, 1] + shift[1]), 1)
+        out.append(d)
+    return out
+
+
+class _Run:
+    """One run measured at the stations: lumen, own reference, density, filled cross-section."""
+
+    def __init__(self, peak: np.ndarray, stations: Stations, reg: Registration, max_d: float,
+                 beside: bool = False) -> None:
+        self.peak, self.reg = peak, reg
+        self.stations = stations.moved(reg.dx, reg.dy)
+        self.lumen = measure_lumen(peak, self.stations, max_d, beside=beside)
+        self.ref, self.patent = run_reference(self.lumen.width, stations.s, STATION_SPACING_PX)
+        self.integral = self.lumen.integral.copy()
+        self.line = None
+        self.axis = np.zeros(len(stations.s))   # the vein's axis in this run's profiles (offset along the normal)
+        self.borrowed = False       # density line taken unscaled from another run (none of its own)
+        self.device = np.zeros(len(stations.s), dtype=bool)   # stations where this run holds a device
+
+    def integrate(self, d_ref: np.ndarray) -> None:
+        """The filled cross-section's integral over the whole reference lumen on the vein's axis, background
+        beside it: a column cut on one side (or absent: an occlusion) is integrated where the lumen is, not
+        where its remains are, so the background bands never touch the lumen's own edge."""
+        st = self.stations
+        whole = integral_at(self.peak, st, self.axis, d_ref)
+        self.integral = np.where(np.isfinite(whole), whole, self.integral)
+
+
+def _check_diameter(diameter_px, shape) -> float | None:
+    if diameter_px is None:
+        return None
+    if not (isinstance(diameter_px, numbers.Real) and math.isfinite(diameter_px)
+            and 1.0 <= diameter_px <= min(shape) / 2):
+        raise ValueError(f"diameter must be a number of pixels between 1 and {min(shape) / 2:g}, "
+                         f"got {diameter_px!r}")
+    return float(diameter_px)
+
+
+def register_runs(base, peak, mask0=None, mask1=None) -> Registration:
+    """A later run against the baseline, on the anatomy of the masks when both are given and the registration
+    takes them, up to MAX_SHIFT_PX."""
+    import inspect
+    if mask0 is not None and mask1 is not None and "fixed_mask" in inspect.signature(register).parameters:
+        return register(base, peak, fixed_mask=mask0, moving_mask=mask1, max_shift=MAX_SHIFT_PX)
+    return register(base, peak, max_shift=MAX_SHIFT_PX)
+
+
+def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, diameter_px=None, segments=None,
+                 grade_thresholds=DEFAULT_GRADES, registrations=None, masks=None) -> dict:
+    """Every later run against the baseline, all sharing one cross-run reference lumen.
+
+    The top-level keys describe the last run (the ``--json`` object of two runs), ``runs`` lists every later
+    run in order. ``centerline`` (N, 2) in baseline pixels (its ends bound the analysed part) is found
+    automatically when None; ``diameter_px`` is the operator's reference diameter, a floor under the measured
+    reference. ``registrations`` (one per later run, or None entries) skip the search; ``masks`` (the baseline's
+    then each later run's contrast-free mask image) let the registration use the anatomy.
+    """
+    base = check_peak_image(baseline_peak, "baseline")
+    posts = [check_peak_image(p, f"post {k + 1}" if len(later_peaks) > 1 else "post")
+             for k, p in enumerate(later_peaks)]
+    if not posts:
+        raise ValueError("need at least one run after the baseline")
+    for p in posts:
+        if base.shape != p.shape:
+            raise ValueError(f"baseline and post images differ in size: {base.shape} vs {p.shape}")
+    thresholds = check_thresholds(grade_thresholds)
+    segs = check_segments(segments)
+    notes: list[str] = []
+    floor = _check_diameter(diameter_px, base.shape)
+    regs = list(registrations) if registrations is not None else [None] * len(posts)
+    masks = list(masks) if masks is not None else [None] * (len(posts) + 1)
+    regs = [r if r is not None else register_runs(base, p, masks[0], masks[k + 1]) for k, (r, p) in
+            enumerate(zip(regs, posts))]
+    path_doubt = None
+    if centerline is None:
+        line, d_guess, path_doubt, found_on = automatic_centerline(base, posts, regs, floor)
+        notes.append("centreline found automatically (from the bottom end)"
+                     + ("" if found_on == 0 else f", on the post {found_on} run (the vein at least as long there)"))
+    else:
+        line = check_centerline(centerline, base.shape)
+        d_guess = floor if floor is not None else diameter_along(base, line)
+    stations = make_stations(line, STATION_SPACING_PX)
+
+    # The profile window must hold the widest lumen anywhere along the vessel (a taper, a confluence).
+    max_d = 1.5 * d_guess
+    runs = [_Run(base, stations, Registration(0.0, 0.0, 1.0), max_d, beside=centerline is None)]
+    wide = np.nanpercentile(runs[0].lumen.width, 95) if np.isfinite(runs[0].lumen.width).any() else 0.0
+    if wide > 0.8 * max_d:
+        max_d = 1.3 * wide
+        runs = [_Run(base, stations, Registration(0.0, 0.0, 1.0), max_d, beside=centerline is None)]
+    runs += [_Run(p, stations, r, max_d) for p, r in zip(posts, regs)]
+
+    # The shared reference: the widest lumen any run shows at each station, the operator's diameter a floor.
+    # Twice: stations whose density then reads low (a thrombus in front, a flattened top) leave the reference.
+    for it in range(2):
+        d_run, trusted = _shared_reference(runs)
+        axis = _axis(runs)
+        for r in runs:
+            # A run registered a pixel off sits a pixel off the axis everywhere: that offset is measured on its
+            # stations as wide as the reference, and removed.
+            wide = r.patent & np.isfinite(d_run) & (r.lumen.width >= 0.96 * d_run) & np.isfinite(axis)
+            off = float(np.median((r.lumen.centre - axis)[wide])) if wide.sum() >= MIN_STATIONS else 0.0
+            r.axis = np.where(np.isfinite(axis), axis + off, 0.0)
+            r.full = r.patent & round_column(r.lumen.centre - off, r.lumen.width, axis)
+        _densities(runs)
+        if it == 0:
+            for r in runs:
+                half = max(1, int(round(np.nanmedian(r.lumen.width) / (2 * STATION_SPACING_PX))))
+                low = dens.low_density(stations.s, r.lumen.density, r.line, half)
+                r.ref, r.patent = run_reference(r.lumen.width, stations.s, STATION_SPACING_PX, exclude=low)
+    d_ref = d_run.copy()
+    source = np.where(np.isfinite(d_run), "run", "operator")
+    if floor is not None:
+        low = ~(d_run >= floor)
+        d_ref[low] = floor
+        source[low] = "operator"
+    for r in runs:
+        r.integrate(d_ref)
+    ref_area = dens.reference_area(d_ref)
+    devices = _devices(runs, masks, d_ref)
+    if any(d.any() for d in devices):
+        # A device displaces contrast: its stations read no run's contrast density.
+        for r in runs:
+            r.line = None
+            r.full = r.full & ~r.device
+        _densities(runs)
+    fills = [dens.filled_area(r.integral, dens.line_at(r.line, stations.s)) for r in runs]
+
+    entries, pairs = [], []
+    for k, run in enumerate(runs[1:], start=1):
+        used = np.isfinite(fills[0]) & np.isfinite(fills[k]) & np.isfinite(ref_area)
+        if used.sum() < MIN_STATIONS:
+            raise ValueError(f"only {int(used.sum())} stations measured in both runs (need {MIN_STATIONS}): "
+                             "the centreline is outside the field or under an overlay")
+        name = "post" if len(runs) == 2 else f"post {k}"
+        device_warning, device_note = _device_outcome(devices[k - 1], used, name)
+        if device_note:
+            notes.append(device_note)
+        if not device_warning:
+            used = used & ~devices[k - 1]
+        b0 = dens.burden(fills[0], ref_area, used)
+        b1 = dens.burden(fills[k], ref_area, used)
+        beside = safeguards.vessel_beside_warning(runs[0].lumen.beside, used) if centerline is None else None
+        warnings = [w for w in (safeguards.registration_warning(run.reg.score), beside,
+                                safeguards.path_warning(run.lumen.centre, d_ref, used),
+                                safeguards.reference_warning(trusted, used), device_warning, path_doubt) if w]
+        for name, r in (("baseline", runs[0]), (f"post {k}", run)):
+            if r.borrowed:
+                warnings.append(f"the {name} run shows no round contrast column to read its contrast density from")
+        for name, r in (("baseline", runs[0]), (name, run)):
+            warnings += safeguards.contrast_warnings(name, r.lumen.height, r.lumen.integral, r.lumen.width,
+                                                     r.lumen.noise, r.patent)
+        clear, why = _clearance(b0, b1)
+        v = verdict(clear, not warnings, thresholds)
+        st_b0 = np.where(used, 1.0 - fills[0] / ref_area, np.nan)
+        st_b1 = np.where(used, 1.0 - fills[k] / ref_area, np.nan)
+        entry = {"burden_baseline_pct": _pct(b0), "burden_post_pct": _pct(b1), **v, "gradable": not warnings,
+                 "warnings": warnings, "shift_px": [round(run.reg.dx, 1) + 0.0, round(run.reg.dy, 1) + 0.0],
+                 "registration_score": round(run.reg.score, 3),
+                 "residual_defects": _defects(st_b1, stations, float(np.nanmedian(d_ref)),
+                                              (run.reg.dx, run.reg.dy), where=True)}
+        if getattr(run.reg, "residual", None) is not None:
+            entry["registration_residual"] = round(float(run.reg.residual), 4)
+        entries.append(entry)
+        pairs.append((used, st_b0, st_b1, why, fills[k]))
+
+    used, st_b0, st_b1, why, fill_last = pairs[-1]
+    last = entries[-1]
+    if why:
+        notes.append(why)
+    d_show = floor if floor is not None else float(np.nanmedian(d_ref))
+    result = {
+        "burden_baseline_pct": last["burden_baseline_pct"],
+        "burden_post_pct": last["burden_post_pct"],
+        "clearance_pct": last["clearance_pct"],
+        "grade": last["grade"],
+        "removal_ge_75": last["removal_ge_75"],
+        "progression": last["progression"],
+        "gradable": last["gradable"],
+        "warnings": last["warnings"],
+        "shift_px": last["shift_px"],
+        "registration_score": last["registration_score"],
+        "diameter_px": round(float(d_show), 2),
+        "grade_thresholds": list(thresholds),
+        "centerline": [[round(float(x), 2), round(float(y), 2)] for x, y in line],
+        "stations": [
+            {"s_px": round(float(s), 1), "frac": round(float(f), 4), "x": round(float(x), 1), "y": round(float(y), 1),
+             "burden_baseline_pct": _pct(st_b0[k]) if used[k] else None,
+             "burden_post_pct": _pct(st_b1[k]) if used[k] else None}
+            for k, (s, f, (x, y)) in enumerate(zip(stations.s, stations.frac, stations.xy))],
+        "reference": [{"s_px": round(float(s), 1), "width_px": None if not np.isfinite(d) else round(float(d), 2),
+                       "source": str(src)} for s, d, src in zip(stations.s, d_ref, source)],
+        "segments": _segments(segs, stations, used, fills[0], fill_last, ref_area, last["gradable"], thresholds),
+        "defects": _defects(st_b0, stations, float(np.nanmedian(d_ref))),
+        "residual_defects": last["residual_defects"],
+        "stations_measured": int(used.sum()),
+        "notes": notes,
+        "runs": entries,
+    }
+    if "registration_residual" in last:
+        result["registration_residual"] = last["registration_residual"]
+    return result
+
+
+def _devices(runs: list[_Run], masks: list, d_ref: np.ndarray) -> list[np.ndarray]:
+    """Per later run, the stations where its mask or the baseline's holds a device the other does not (none
+    without both masks); each run's ``device`` the stations where it holds one."""
+    none = np.zeros(len(d_ref), dtype=bool)
+    for r in runs:
+        r.device = none.copy()
+    if masks[0] is None:
+        return [none] * (len(runs) - 1)
+    half = max(1, int(round(float(np.nanmedian(d_ref)) / (2 * STATION_SPACING_PX))))
+    base = runs[0]
+    across, prof0 = device.mask_profiles(masks[0], base.stations, d_ref)
+    contrast = float(np.nanmedian(base.integral[base.patent])) if base.patent.any() else float("nan")
+    out = []
+    for r, m in zip(runs[1:], masks[1:]):
+        if m is None or m.shape != masks[0].shape:
+            out.append(none)
+            continue
+        _, prof = device.mask_profiles(m, r.stations, d_ref)
+        diff = device.ridge(across, prof0 - prof, r.axis, d_ref)      # log I: a device lowers the run's mask
+        in_run, in_base = device.device_stations(diff, contrast, half)
+        r.device |= in_run
+        base.device |= in_base
+        out.append(in_run | in_base)
+    return out
+
+
+def _device_outcome(dev: np.ndarray, used: np.ndarray, name: str) -> tuple[str | None, str | None]:
+    """(warning, note) for a device found on one of the two runs: its stations are left out of the burden when
+    enough of the vessel remains, else the comparison is not gradable."""
+    n = int((dev & used).sum())
+    if n == 0:
+        return None, None
+    share = n / max(int(used.sum()), 1)
+    if used.sum() - n < MIN_STATIONS or share > MAX_DEVICE_SHARE:
+        return (f"a device (catheter, sheath) in the lumen on the baseline or {name} run over {share * 100:.0f}% "
+                "of the vessel: it displaces contrast like thrombus"), None
+    return None, (f"a device (catheter, sheath) in the lumen on the baseline or {name} run: its {share * 100:.0f}% "
+                  "of the vessel left out of the burden")
+
+
+def _shared_reference(runs: list[_Run]) -> tuple[np.ndarray, np.ndarray]:
+    """(widest reference any run shows per station, stations some run shows patent)."""
+    refs = np.vstack([r.ref for r in runs])
+    have = np.isfinite(refs).any(axis=0)
+    d_run = np.where(have, np.max(np.where(np.isfinite(refs), refs, -1.0), axis=0), np.nan)
+    return d_run, np.any(np.vstack([r.patent for r in runs]), axis=0)
+
+
+def _track(centre: np.ndarray, width: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(centre) & np.isfinite(width)
+    if ok.sum() < 3:
+        return np.full(centre.shape, np.nan)
+    d = float(np.median(width[ok]))
+    return running_median(np.where(ok, centre, np.nan), max(2, int(round(2 * d / STATION_SPACING_PX))))
+
+
+def _axis(runs: list[_Run]) -> np.ndarray:
+    """The vein's axis per station (offset along the normal): the smoothed column middle of the run that shows
+    the widest lumen there, i.e. a whole column, not one cut on a side."""
+    refs = np.vstack([np.nan_to_num(r.ref, nan=-1.0) for r in runs])
+    tracks = np.vstack([_track(r.lumen.centre, r.lumen.width) for r in runs])
+    best = np.argmax(refs, axis=0)
+    return tracks[best, np.arange(refs.shape[1])]
+
+
+def round_column(centre: np.ndarray, width: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Stations whose column sits symmetric on the vein's axis: a round lumen (whole, or lined evenly by
+    thrombus), the only kind whose shape tells its contrast density. A thrombus beside the lumen cuts one side
+    of the column, moves its middle off the axis, and reads too dense."""
+    ok = np.isfinite(centre) & np.isfinite(width) & np.isfinite(axis)
+    with np.errstate(invalid="ignore"):
+        return ok & (np.abs(centre - axis) <= np.maximum(0.5, ROUND_OFFSET * width))
+
+
+def _densities(runs: list[_Run]) -> None:
+    """Each run's density line from its own patent columns; a run with too few takes another run's line scaled
+    by the integrals' ratio on the stations patent in both (normalised between runs)."""
+    s = runs[0].stations.s
+    for r in runs:
+        r.line = dens.density_line(s, r.lumen.density, r.full)
+    for r in runs:
+        if r.line is not None:
+            continue
+        for o in runs:
+            if o.line is None:
+                continue
+            q = dens.contrast_ratio(r.integral, o.integral, r.full & o.full)
+            if q is not None and q > 0:
+                r.line = (o.line[0] * q, o.line[1] * q)
+                break
+        if r.line is None:
+            # Nothing round to read: the first readable run's line, unscaled; said in the warnings.
+            r.line = next((o.line for o in runs if o.line is not None and o.line is not r.line), None)
+            r.borrowed = True
+        if r.line is None:
+            raise ValueError("no patent contrast column to read the contrast density from (no usable contrast)")
+        if not np.all(dens.line_at(r.line, s) > 0):
+            raise ValueError("the contrast density falls to zero along the vessel: no usable contrast")
+
+
+def _segments(segs, stations, used, fill0, fill1, ref_area, gradable, thresholds) -> list[dict]:
+    out = []
+    for name, a, b in segs:
+        inside = used & (stations.frac >= a) & (stations.frac <= b)
+        entry = {"name": name, "start": a, "end": b, "stations": int(inside.sum())}
+        if inside.sum() == 0:
+            entry.update(burden_baseline_pct=None, burden_post_pct=None, clearance_pct=None, grade=None,
+                         removal_ge_75=None, progression=False, note="no station measured in this segment")
+        else:
+            sb0 = dens.burden(fill0, ref_area, inside)
+            sb1 = dens.burden(fill1, ref_area, inside)
+            sc, swhy = _clearance(sb0, sb1)
+            entry.update(burden_baseline_pct=_pct(sb0), burden_post_pct=_pct(sb1), **verdict(sc, gradable, thresholds))
+            if swhy:
+                entry["note"] = swhy
+        out.append(entry)
     return out
 
 
 def measure_clearance(baseline_peak: np.ndarray, post_peak: np.ndarray, *, centerline=None, diameter_px=None,
                       segments=None, grade_thresholds=DEFAULT_GRADES, registration: Registration | None = None,
-                      ) -> dict:
+                      masks=None) -> dict:
     """Burden of both runs, clearance, grade, per-station and per-segment results (the ``--json`` object).
 
-    ``centerline`` (N, 2) x, y in baseline pixels (its ends bound the analysed part) and ``diameter_px``
-    (reference lumen) are found automatically when None. ``segments`` are (name, start, end) arc fractions
-    or the ``"name:a-b,..."`` string. ``registration`` skips the search when the shift is already known.
+    ``registration`` skips the search when the shift is already known; see ``measure_runs``.
     """
-    base = check_peak_image(baseline_peak, "baseline")
-    post = check_peak_image(post_peak, "post")
-    if base.shape != post.shape:
-        raise ValueError(f"baseline and post images differ in size: {base.shape} vs {post.shape}")
-    thresholds = check_thresholds(grade_thresholds)
-    segs = check_segments(segments)
-    notes: list[str] = []
-    if diameter_px is not None:
-        if not (isinstance(diameter_px, numbers.Real) and math.isfinite(diameter_px)
-                and 1.0 <= diameter_px <= min(base.shape) / 2):
-            raise ValueError(f"diameter must be a number of pixels between 1 and {min(base.shape) / 2:g}, "
-                             f"got {diameter_px!r}")
-        diameter_px = float(diameter_px)
-    if centerline is None:
-        vessel = find_vessel(base, diameter_px)
-        line, diameter_px = vessel.centerline, vessel.diameter_px
-        notes.append("centreline found automatically (from the bottom end)")
-    else:
-        line = check_centerline(centerline, base.shape)
-        if diameter_px is None:
-            diameter_px = diameter_along(base, line)
-            notes.append("reference diameter measured automatically")
-    reg = registration if registration is not None else register(base, post)
-    stations = make_stations(line, STATION_SPACING_PX)
-    i0 = station_integrals(base, stations, diameter_px)
-    i1 = station_integrals(post, stations.moved(reg.dx, reg.dy), diameter_px)
-    use = np.isfinite(i0) & np.isfinite(i1)
-    d0 = densitometry(i0, diameter_px, use, stations.s)
-    d1 = densitometry(i1, diameter_px, use, stations.s)
-    for name, d in (("baseline", d0), ("post", d1)):
-        if d.patent_fraction < 1.0 - CALIBRATION_QUANTILE:
-            notes.append(f"few patent stations on the {name} run ({d.patent_fraction * 100:.0f}%): "
-                         "its burden may read low")
-    # A volume fraction lies in [0, 1]; noise can push a clean vessel's mean a little below 0.
-    b0 = float(np.clip(np.mean(d0.burden[use]), 0.0, 1.0))
-    b1 = float(np.clip(np.mean(d1.burden[use]), 0.0, 1.0))
-    clear, why = _clearance(b0, b1)
-    if why:
-        notes.append(why)
-    result = {
-        "burden_baseline_pct": _pct(b0),
-        "burden_post_pct": _pct(b1),
-        "clearance_pct": None if clear is None else round(clear, 1),
-        "grade": grade(clear, thresholds),
-        "removal_ge_75": None if clear is None else bool(clear >= REMOVAL_FLAG_PCT),
-        "shift_px": [round(reg.dx, 1) + 0.0, round(reg.dy, 1) + 0.0],
-        "registration_score": round(reg.score, 3),
-        "diameter_px": round(float(diameter_px), 2),
-        "grade_thresholds": list(thresholds),
-        "centerline": [[round(float(x), 2), round(float(y), 2)] for x, y in line],
-        "stations": [
-            {"s_px": round(float(s), 1), "frac": round(float(f), 4), "x": round(float(x), 1), "y": round(float(y), 1),
-             "burden_baseline_pct": _pct(d0.burden[k]) if use[k] else None,
-             "burden_post_pct": _pct(d1.burden[k]) if use[k] else None}
-            for k, (s, f, (x, y)) in enumerate(zip(stations.s, stations.frac, stations.xy))],
-        "segments": [],
-        "defects": _defects(np.where(use, d0.burden, np.nan), stations, diameter_px),
-        "stations_measured": int(use.sum()),
-        "notes": notes,
-    }
-    for name, a, b in segs:
-        inside = use & (stations.frac >= a) & (stations.frac <= b)
-        entry = {"name": name, "start": a, "end": b, "stations": int(inside.sum())}
-        if inside.sum() == 0:
-            entry.update(burden_baseline_pct=None, burden_post_pct=None, clearance_pct=None, grade=None,
-                         removal_ge_75=None, note="no station measured in this segment")
-        else:
-            sb0 = float(np.clip(np.mean(d0.burden[inside]), 0.0, 1.0))
-            sb1 = float(np.clip(np.mean(d1.burden[inside]), 0.0, 1.0))
-            sc, swhy = _clearance(sb0, sb1)
-            entry.update(burden_baseline_pct=_pct(sb0), burden_post_pct=_pct(sb1),
-                         clearance_pct=None if sc is None else round(sc, 1), grade=grade(sc, thresholds),
-                         removal_ge_75=None if sc is None else bool(sc >= REMOVAL_FLAG_PCT))
-            if swhy:
-                entry["note"] = swhy
-        result["segments"].append(entry)
-    return result
+    return measure_runs(baseline_peak, [post_peak], centerline=centerline, diameter_px=diameter_px,
+                        segments=segments, grade_thresholds=grade_thresholds, registrations=[registration],
+                        masks=masks)
 
 
 def check_operator_centerline(points, shape: tuple[int, int]) -> np.ndarray:

@@ -9,10 +9,14 @@ import numpy as np
 
 from core.analysis.clearance.figure import render_clearance_png
 from core.analysis.clearance.grading import DEFAULT_GRADES, check_thresholds
-from core.analysis.clearance.measure import check_operator_centerline, check_peak_image, measure_clearance
-from core.analysis.registration import Registration, register
+from core.analysis.clearance.measure import check_operator_centerline, check_peak_image, measure_runs, register_runs
+from core.analysis.registration import Registration
 from core.analysis.vessel import find_vessel
 from core.vocab import RUN_LABELS
+
+# What a later run's wider lumen can change in an earlier result.
+REVISED_KEYS = ("burden_baseline_pct", "burden_post_pct", "clearance_pct", "grade", "gradable", "progression",
+                "warnings", "removal_ge_75", "residual_defects")
 
 
 @dataclass
@@ -20,6 +24,7 @@ class _Run:
     run_id: str
     peak: np.ndarray
     label: str | None
+    mask: np.ndarray | None = None
 
 
 @dataclass
@@ -32,9 +37,14 @@ class ClearanceTracker:
     "intraprocedural" / "completion" are measured against the matching baseline, or not paired if none
     matches; None (automatic) is measured like them, except that a run with an opacified vessel that
     matches no baseline is the first run of a new anatomy, so it becomes that anatomy's baseline.
-    ``add_run`` returns the result against the baseline (the ``measure_clearance`` dict plus ``run_id``,
+    ``add_run`` returns the result against the baseline (the ``measure_runs`` dict plus ``run_id``,
     ``baseline_run_id``, ``label``), or None for a baseline or an unpaired run. Relabelling replays the
     runs in order with their labels, so the state is always what those labels imply.
+
+    Every run paired with a baseline shares one reference lumen with it and the other runs of its anatomy:
+    a later run that shows a wider lumen revises the burden (and clearance) of the earlier ones. The result
+    then lists them in ``revisions`` (run_id, the burden and clearance before and after) for the log, and
+    ``result(run_id)`` of an earlier run reads the revised values.
     """
     min_score: float = 0.35
     grade_thresholds: tuple[float, float] = DEFAULT_GRADES
@@ -48,6 +58,7 @@ class ClearanceTracker:
     _vessels: dict[str, tuple[np.ndarray, float] | None] = field(default_factory=dict, init=False, repr=False)
     _centerlines: dict[str, tuple[np.ndarray, float | None]] = field(default_factory=dict, init=False, repr=False)
     _latest: dict | None = field(default=None, init=False, repr=False)
+    _paired: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.grade_thresholds = check_thresholds(self.grade_thresholds)
@@ -57,14 +68,20 @@ class ClearanceTracker:
             raise ValueError(f"max_runs must be an integer >= 2, got {self.max_runs!r}")
 
     # -- inputs
-    def add_run(self, run_id: str, peak_opacity: np.ndarray, label: str | None = None) -> dict | None:
-        """A finished contrast run: its clearance against its anatomy's baseline, or None."""
+    def add_run(self, run_id: str, peak_opacity: np.ndarray, label: str | None = None,
+                mask: np.ndarray | None = None) -> dict | None:
+        """A finished contrast run: its clearance against its anatomy's baseline, or None. ``mask``: the run's
+        contrast-free mask image (core.analysis.peak.peak_and_mask), for registration on the anatomy."""
         run_id = self._check_id(run_id)
         if run_id in self._runs:
             raise ValueError(f"run {run_id!r} was already added")
         _check_label(label)
         peak = check_peak_image(peak_opacity, f"run {run_id}").copy()
-        self._runs[run_id] = _Run(run_id, peak, label)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=np.float32)
+            if mask.shape != peak.shape:
+                raise ValueError(f"run {run_id!r}: mask {mask.shape} and peak {peak.shape} differ in size")
+        self._runs[run_id] = _Run(run_id, peak, label, mask)
         self._order.append(run_id)
         self._forget_old()
         return self._place(run_id)
@@ -151,8 +168,9 @@ class ClearanceTracker:
     def _registration(self, base_id: str, run_id: str) -> Registration | None:
         key = (base_id, run_id)
         if key not in self._registrations:
-            a, b = self._runs[base_id].peak, self._runs[run_id].peak
-            self._registrations[key] = register(a, b) if a.shape == b.shape else None
+            a, b = self._runs[base_id], self._runs[run_id]
+            self._registrations[key] = (register_runs(a.peak, b.peak, a.mask, b.mask)
+                                        if a.peak.shape == b.peak.shape else None)
         return self._registrations[key]
 
     def _best_baseline(self, run_id: str) -> tuple[str, Registration] | None:
@@ -185,19 +203,38 @@ class ClearanceTracker:
             if found is None:
                 return None
             line, diameter = found
+        paired = [r for r in self._paired.get(base_id, []) if r in self._runs] + [run_id]
+        runs = [self._runs[r] for r in paired]
+        masks = None
+        if self._runs[base_id].mask is not None and all(r.mask is not None for r in runs):
+            masks = [self._runs[base_id].mask] + [r.mask for r in runs]
+        operator = diameter if base_id in self._centerlines else None
         try:
-            result = measure_clearance(self._runs[base_id].peak, run.peak, centerline=line, diameter_px=diameter,
-                                       grade_thresholds=self.grade_thresholds, registration=reg)
+            res = measure_runs(self._runs[base_id].peak, [r.peak for r in runs], centerline=line,
+                               diameter_px=operator, grade_thresholds=self.grade_thresholds,
+                               registrations=[self._registration(base_id, r) for r in paired], masks=masks)
         except ValueError:
             self.unpaired += 1
             return None
-        result.update(run_id=run_id, baseline_run_id=base_id, label=run.label)
+        self._paired[base_id] = paired
+        revisions = []
+        for rid, entry in zip(paired[:-1], res["runs"][:-1]):
+            old = self._results.get(rid)
+            if old is None:
+                continue
+            changed = {k: entry[k] for k in REVISED_KEYS if k in entry and old.get(k) != entry[k]}
+            if changed:
+                revisions.append({"run_id": rid, **{f"{k}_was": old.get(k) for k in changed}, **changed})
+                old.update({k: entry[k] for k in REVISED_KEYS if k in entry})
+        result = {k: v for k, v in res.items() if k != "runs"}
+        result.update(run_id=run_id, baseline_run_id=base_id, label=run.label, revisions=revisions)
         self._results[run_id] = result
         self._latest = result
         return result
 
     def _replay(self) -> None:
         self._baselines, self._results, self._latest, self.unpaired = [], {}, None, 0
+        self._paired = {}
         for run_id in self._order:
             self._place(run_id)
 
@@ -210,6 +247,10 @@ class ClearanceTracker:
             self._results.pop(victim, None)
             self._vessels.pop(victim, None)
             self._centerlines.pop(victim, None)
+            self._paired.pop(victim, None)
+            for ids in self._paired.values():
+                if victim in ids:
+                    ids.remove(victim)
             if victim in self._baselines:
                 self._baselines.remove(victim)
             self._registrations = {k: v for k, v in self._registrations.items() if victim not in k}

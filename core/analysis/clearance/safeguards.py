@@ -1,0 +1,78 @@
+"""When a clearance must not be graded: the reasons, in words the operator reads (``warnings``).
+
+No grade beats a wrong grade, but refusing is not a way to pass: each check is loose enough that an ordinary
+venogram pair (a moved table, a fainter bolus, a tapering vein, 8-bit video) stays gradable.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+WEAK_REGISTRATION = 0.35      # normalised correlation below this: the runs may not show the same anatomy
+OFF_PATH_SHARE = 0.25         # share of stations whose column is off the baseline's path
+OFF_PATH_RADII = 0.7          # "off the path": the column's middle this many reference radii away
+BESIDE_HEIGHT = 0.3           # contrast beside the column, as a share of its height: another vessel
+BESIDE_SHARE = 0.2            # ... over this share of an automatic centreline's stations
+MIN_TRUSTED_SHARE = 0.3       # share of stations whose reference some run showed patent (not bridged)
+FAINT_SNR = 4.0               # patent column height over the profile noise sd
+CLIPPED_FILL = 0.93           # integral / (height x width): 0.79 for a round lumen, ~1 for a flat (clipped) top
+
+
+def registration_warning(score: float) -> str | None:
+    if score < WEAK_REGISTRATION:
+        return (f"weak registration (match {score:.2f} < {WEAK_REGISTRATION:g}): the runs may not show the "
+                "same anatomy")
+    return None
+
+
+def path_warning(centre: np.ndarray, ref_diameter: np.ndarray, used: np.ndarray) -> str | None:
+    """The later run's contrast column runs beside the baseline's centreline (a collateral, a wrong shift)."""
+    have = used & np.isfinite(centre)
+    if have.sum() < 5:
+        return None
+    off = np.abs(centre[have]) > np.maximum(2.5, OFF_PATH_RADII * ref_diameter[have] / 2)
+    share = float(off.mean())
+    if share > OFF_PATH_SHARE:
+        return (f"the contrast column leaves the baseline's path over {share * 100:.0f}% of the vessel "
+                "(a collateral or a wrong registration)")
+    return None
+
+
+def vessel_beside_warning(beside: np.ndarray | None, used: np.ndarray) -> str | None:
+    """Another opacified vessel beside an automatic centreline (a paired vein, a collateral): the path may have
+    crossed to it, and nothing tells which one the operator treats."""
+    if beside is None:
+        return None
+    have = used & np.isfinite(beside)
+    if have.sum() < 5:
+        return None
+    share = float((beside[have] > BESIDE_HEIGHT).mean())
+    if share > BESIDE_SHARE:
+        return (f"another vessel runs beside the automatic centreline over {share * 100:.0f}% of it (a paired vein "
+                "or a collateral): draw the centreline")
+    return None
+
+
+def reference_warning(trusted: np.ndarray, used: np.ndarray) -> str | None:
+    if not used.any():
+        return None
+    share = float((trusted & used).sum() / used.sum())
+    if share < MIN_TRUSTED_SHARE:
+        return (f"only {share * 100:.0f}% of the stations have a reference lumen some run showed patent "
+                f"(need {MIN_TRUSTED_SHARE * 100:.0f}%)")
+    return None
+
+
+def contrast_warnings(name: str, height: np.ndarray, integral: np.ndarray, width: np.ndarray, noise: float,
+                      patent: np.ndarray) -> list[str]:
+    out = []
+    use = patent & np.isfinite(height) & np.isfinite(width) & (height > 0)
+    if use.sum() < 5:
+        return out
+    h = float(np.median(height[use]))
+    if np.isfinite(noise) and noise > 0 and h / noise < FAINT_SNR:
+        out.append(f"contrast too faint on the {name} run (column {h / noise:.1f} noise sd high, "
+                   f"need {FAINT_SNR:g})")
+    fill = float(np.median(integral[use] / (height[use] * width[use])))
+    if fill > CLIPPED_FILL:
+        out.append(f"flat-topped contrast column on the {name} run (clipped or saturated): densities unreliable")
+    return out

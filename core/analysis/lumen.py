@@ -1,0 +1,327 @@
+"""The lumen of a vein per station, from the contrast column across the centreline, and its reference.
+
+Per station (core.analysis.vessel stations), on a peak-opacity image:
+- the cross-section profile, minus a background line through the median of a band just outside each edge
+  (a band per side, so a parallel vein in one band moves its median little, and never the other side's);
+- the two edges of the column, sub-pixel: where the profile crosses half its height. A projected circular
+  lumen ``k 2 sqrt(R^2 - d^2)`` is half its height at ``d = R sqrt(3) / 2``, so the diameter is the
+  half-height width / (sqrt(3) / 2); the half-height crossing sits where the chord changes slowly, so the
+  blur of the detector and of the sampling moves it little (the zero crossing would move a lot);
+- the integral across the column (edges plus a margin): proportional to the contrast-filled area;
+- hence the local contrast density ``k = integral / (pi / 4 * width^2)``: the profile's shape tells a
+  narrower column (smaller width, same k) from fainter contrast (same width, smaller k).
+
+The reference of one run (``run_reference``) follows the vein as it tapers and steps: thrombus only ever
+narrows a lumen, so the reference is an upper envelope of the smoothed widths (a morphological closing fills
+every dip shorter than the closing length and keeps tapers and steps), the stations near it are the patent
+ones, and the reference is the running mean of the patent widths, bridged linearly across the narrowed part.
+A mean, not the envelope itself: noise must not inflate a maximum, so a clean vein reads (near) zero.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.analysis.vessel import Stations, sample_profiles
+
+__all__ = ["Lumen", "measure_lumen", "run_reference", "running_mean", "HALF_WIDTH_FACTOR"]
+
+ACROSS_STEP_PX = 0.5
+HALF_WIDTH_FACTOR = math.sqrt(3.0) / 2.0     # half-height width / diameter of a projected circle
+# Pixel-area averaging and bilinear sampling blur the profile (variance ~1/12 + 1/6 px^2, plus the strip along
+# a curving vessel): the half-height crossings of a blurred circle move in by ~10 var / D (second order in the
+# blur, from the chord's curvature there); added back so an operator's diameter compares with the measured one.
+BLUR_VAR_PX2 = 0.33
+PEAK_CORE = 0.4                              # the height is the mean over the middle +-0.4 R, / its circle mean
+_CORE_MEAN = float(np.mean(np.sqrt(1.0 - np.linspace(-PEAK_CORE, PEAK_CORE, 4001) ** 2)))
+CLOSING_LENGTHS = 12.0       # dips shorter than this many reference diameters are bridged
+PATENT_SD = 3.0              # a station this many noise sd below the envelope is narrowed
+BRANCH_SE = 5.0              # bands this many standard errors apart: the higher one holds contrast
+PATENT_FLOOR = 0.04          # ... or this fraction below it, whichever is more
+
+
+@dataclass
+class Lumen:
+    """Per-station measurements of one run (NaN where not measured)."""
+    integral: np.ndarray    # (M,) opacity integrated across the column (opacity x px), background removed
+    width: np.ndarray       # (M,) lumen diameter from the column's edges (px)
+    centre: np.ndarray      # (M,) the column's middle, offset from the station along its normal (px)
+    height: np.ndarray      # (M,) the column's peak opacity
+    noise: float            # opacity noise sd of one profile sample (background bands)
+    beside: np.ndarray | None = None   # (M,) the highest contrast beside the column (another vessel) / its height
+
+    @property
+    def density(self) -> np.ndarray:
+        """Local contrast density per unit path length: integral / (pi / 4 * width^2)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.integral / (math.pi / 4.0 * self.width ** 2)
+
+    @property
+    def area(self) -> np.ndarray:
+        """Cross-section area (px^2) of a circle of the measured width."""
+        return math.pi / 4.0 * self.width ** 2
+
+
+def _gap(d: np.ndarray) -> np.ndarray:
+    return np.maximum(2.0, 0.3 * d)
+
+
+def _band(d: np.ndarray) -> np.ndarray:
+    return np.maximum(3.0, 0.5 * d)
+
+
+def _background(prof: np.ndarray, across: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per profile, the line through the medians of the bands [lo - band, lo - gap] and [hi + gap, hi + band]
+    (``lo``, ``hi``: the column's edges, (M,)), each at its band's middle."""
+    d = hi - lo
+    g, b = _gap(d), _band(d)
+    a = across[None, :]
+    left = (a >= (lo - g - b)[:, None]) & (a <= (lo - g)[:, None])
+    right = (a >= (hi + g)[:, None]) & (a <= (hi + g + b)[:, None])
+    with np.errstate(invalid="ignore"), _quiet():
+        vl = np.nanmedian(np.where(left, prof, np.nan), axis=1)
+        vr = np.nanmedian(np.where(right, prof, np.nan), axis=1)
+    xl, xr = lo - g - b / 2, hi + g + b / 2
+    vl = np.where(np.isfinite(vl), vl, vr)
+    vr = np.where(np.isfinite(vr), vr, vl)
+    # Contrast only adds opacity: a band clearly above the other holds a branch leaving the vein (a collateral's
+    # junction) or a neighbouring vein, so the lower band is the background, flat.
+    with np.errstate(invalid="ignore"), _quiet():
+        se = np.sqrt(_median_se(prof, left) ** 2 + _median_se(prof, right) ** 2)
+        branch = np.abs(vl - vr) > BRANCH_SE * se
+    low = np.minimum(vl, vr)
+    vl, vr = np.where(branch, low, vl), np.where(branch, low, vr)
+    slope = (vr - vl) / np.maximum(xr - xl, 1e-6)
+    return vl[:, None] + slope[:, None] * (a - xl[:, None])
+
+
+def _median_se(prof: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """Standard error of a band's median per profile, from the noise of the profiles (differences of samples
+    2 px apart, robust to the columns' edges; not the band's own spread, which a branch in it inflates):
+    1.25 sd / sqrt(samples), counted per pixel (samples are half a pixel apart and averaged along)."""
+    d = prof[::16, 4:] - prof[::16, :-4]      # every 16th profile: plenty of samples, little time
+    d = d[np.isfinite(d)]
+    sd = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2.0) if d.size else float("nan")
+    n = np.maximum(np.sum(sel & np.isfinite(prof), axis=1) * ACROSS_STEP_PX, 1.0)
+    return 1.25 * sd / np.sqrt(n)
+
+
+class _quiet:
+    """numpy's all-NaN-slice warnings off (a band entirely outside the field is expected, and handled)."""
+    def __enter__(self):
+        import warnings
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._w.__exit__(*exc)
+
+
+def _edges(p: np.ndarray, across: np.ndarray, centre: np.ndarray, search: np.ndarray, height: np.ndarray):
+    """Sub-pixel half-height crossings left and right of the column's top near ``centre`` (NaN if none)."""
+    m, k = p.shape
+    idx = np.arange(k)[None, :]
+    near = np.abs(across[None, :] - centre[:, None]) <= search[:, None]
+    top = np.argmax(np.where(near, np.nan_to_num(p, nan=-np.inf), -np.inf), axis=1)
+    level = 0.5 * height
+    below = ~(p >= level[:, None])                     # NaN counts as below: the column ends there
+    jl = np.where(below & (idx < top[:, None]), idx, -1).max(axis=1)
+    jr = np.where(below & (idx > top[:, None]), idx, k).min(axis=1)
+    ok = (jl >= 0) & (jr < k)
+    rows = np.arange(m)
+    jl_, jr_ = np.clip(jl, 0, k - 2), np.clip(jr, 1, k - 1)
+    p0, p1 = p[rows, jl_], p[rows, jl_ + 1]
+    q0, q1 = p[rows, jr_ - 1], p[rows, jr_]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fl = np.clip((level - p0) / (p1 - p0), 0.0, 1.0)
+        fr = np.clip((q0 - level) / (q0 - q1), 0.0, 1.0)
+    step = across[1] - across[0]
+    left = across[jl_] + np.nan_to_num(fl, nan=0.5) * step
+    right = across[jr_ - 1] + np.nan_to_num(fr, nan=0.5) * step
+    ok &= np.isfinite(p0) & np.isfinite(q1) & (height > 0)
+    return np.where(ok, left, np.nan), np.where(ok, right, np.nan)
+
+
+def _height(p: np.ndarray, across: np.ndarray, centre: np.ndarray, half_core: np.ndarray) -> np.ndarray:
+    """The column's height: the mean of its middle, over the mean a circle has there (unbiased by noise, unlike
+    a maximum)."""
+    core = np.abs(across[None, :] - centre[:, None]) <= half_core[:, None]
+    with np.errstate(invalid="ignore"), _quiet():
+        return np.nanmean(np.where(core, p, np.nan), axis=1) / _CORE_MEAN
+
+
+def measure_lumen(image: np.ndarray, stations: Stations, max_diameter: float, along: np.ndarray | None = None,
+                  beside: bool = False) -> Lumen:
+    """Integral, width, centre and height of the contrast column at every station of ``image``.
+
+    ``max_diameter`` bounds the widest lumen on the vessel (the profile reaches 1.6 of it each side). The
+    column is looked for within a third of that of the station (the centreline is on the vessel). ``beside``:
+    also the highest contrast beside the column (``Lumen.beside``).
+    """
+    d_max = float(max_diameter)
+    half = 1.6 * d_max + 6.0
+    n = int(math.ceil(half / ACROSS_STEP_PX))
+    across = np.arange(-n, n + 1) * ACROSS_STEP_PX
+    if along is None:
+        along = np.array([-0.75, -0.25, 0.25, 0.75])
+    prof = sample_profiles(image, stations, across, along)
+    m = prof.shape[0]
+    # First pass: background from the outer bands, the column's top within a third of d_max, its edges.
+    lo0 = np.full(m, -0.6 * d_max)
+    p = prof - _background(prof, across, lo0, -lo0)
+    centre = np.zeros(m)
+    search = np.full(m, max(2.0, d_max / 3.0))
+    with np.errstate(invalid="ignore"), _quiet():
+        sm = np.nanmax(_smooth_across(p)[:, np.abs(across) <= search[0]], axis=1)
+    left, right = _edges(p, across, centre, search, sm)
+    width = (right - left) / HALF_WIDTH_FACTOR
+    # Two refinements: background beside this column's own edges, an unbiased height, edges again.
+    for _ in range(2):
+        centre = np.where(np.isfinite(left), 0.5 * (left + right), 0.0)
+        w = np.where(np.isfinite(width), width, d_max)
+        p = prof - _background(prof, across, centre - w / 2, centre + w / 2)
+        height = _height(p, across, centre, PEAK_CORE * w / 2)
+        left, right = _edges(p, across, centre, np.maximum(1.0, 0.25 * w), height)
+        width = (right - left) / HALF_WIDTH_FACTOR
+    centre = 0.5 * (left + right)
+    ok = np.isfinite(width) & (width > 0)
+    width = np.where(ok, width + 10.0 * BLUR_VAR_PX2 / np.where(ok, width, 1.0), np.nan)
+    g = _gap(np.where(ok, width, 0.0))
+    inside = np.abs(across[None, :] - np.nan_to_num(centre)[:, None]) <= (np.nan_to_num(width) / 2 + g)[:, None]
+    span = np.where(inside, p, 0.0)
+    integral = np.where(ok & ~np.any(inside & ~np.isfinite(p), axis=1), span.sum(axis=1) * ACROSS_STEP_PX, np.nan)
+    noise = _noise(p, across, centre, width)
+    ok &= np.isfinite(integral)
+    nan = np.full(m, np.nan)
+    near = None
+    if beside:
+        outside = np.abs(across[None, :] - np.nan_to_num(centre)[:, None]) > (np.nan_to_num(width) / 2 + g + 2)[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+            near = np.where(ok, np.nanmax(np.where(outside, _smooth_across(p), np.nan), axis=1) / height, nan)
+    return Lumen(np.where(ok, integral, nan), np.where(ok, width, nan), np.where(ok, centre, nan),
+                 np.where(ok, height, nan), noise, near)
+
+
+def _smooth_across(p: np.ndarray) -> np.ndarray:
+    """A 5-sample (2 px) moving mean across: the first top search sees the column, not one noisy sample."""
+    pad = np.pad(np.nan_to_num(p), ((0, 0), (2, 2)), mode="edge")
+    out = np.lib.stride_tricks.sliding_window_view(pad, 5, axis=1).mean(axis=2)
+    return np.where(np.isfinite(p), out, np.nan)
+
+
+def _noise(p: np.ndarray, across: np.ndarray, centre: np.ndarray, width: np.ndarray) -> float:
+    """Robust sd of one profile sample outside the columns (differences of samples 2 px apart)."""
+    far = np.abs(across[None, :] - np.nan_to_num(centre)[:, None]) > (np.nan_to_num(width) + 4.0)[:, None]
+    d = p[:, 4:] - p[:, :-4]
+    sel = far[:, 4:] & far[:, :-4] & np.isfinite(d)
+    if sel.sum() < 16:
+        return float("nan")
+    v = d[sel]
+    return float(1.4826 * np.median(np.abs(v - np.median(v))) / math.sqrt(2.0))
+
+
+# --------------------------------------------------------------------------------------------- along the vessel
+
+def running_mean(v: np.ndarray, half: int, use: np.ndarray | None = None) -> np.ndarray:
+    """Mean of the finite (and ``use``) values within +-half stations; NaN where there are none."""
+    ok = np.isfinite(v) if use is None else (np.isfinite(v) & use)
+    c = np.concatenate([[0.0], np.cumsum(np.where(ok, v, 0.0))])
+    n = np.concatenate([[0], np.cumsum(ok)])
+    i = np.arange(len(v))
+    lo, hi = np.maximum(i - half, 0), np.minimum(i + half + 1, len(v))
+    cnt = n[hi] - n[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, (c[hi] - c[lo]) / cnt, np.nan)
+
+
+def running_median(v: np.ndarray, half: int) -> np.ndarray:
+    """Median of the finite values within +-half stations (NaN where none)."""
+    m = len(v)
+    pad = np.concatenate([np.full(half, np.nan), v, np.full(half, np.nan)])
+    win = np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1)[:m]
+    with _quiet():
+        return np.nanmedian(win, axis=1)
+
+
+def _closing(v: np.ndarray, half: int) -> np.ndarray:
+    """Grey closing (running max, then running min) over +-half stations, NaN gaps interpolated.
+
+    The ends are continued flat for twice the window, so the closing is as anti-extensive at an end as
+    inside (a taper's narrow end is not lifted to the width a window further on)."""
+    m = len(v)
+    if half <= 0 or m < 3:
+        return v.copy()
+    ok = np.isfinite(v)
+    x = np.interp(np.arange(m), np.flatnonzero(ok), v[ok]) if ok.any() else np.zeros(m)
+    x = np.concatenate([np.full(2 * half, x[0]), x, np.full(2 * half, x[-1])])
+    dil = np.lib.stride_tricks.sliding_window_view(x, 2 * half + 1).max(axis=1)       # centred on 2h .. end-2h
+    ero = np.lib.stride_tricks.sliding_window_view(dil, 2 * half + 1).min(axis=1)     # centred on the m stations
+    return np.where(ok, ero, np.nan)
+
+
+def _interp_valid(s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(v)
+    if ok.sum() == 0:
+        return v.copy()
+    if ok.sum() == 1:
+        return np.full_like(v, v[ok][0])
+    return np.interp(s, s[ok], v[ok])
+
+
+def run_reference(width: np.ndarray, s: np.ndarray, spacing: float, exclude: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(reference diameter per station, patent mask) of one run's widths along the vessel.
+
+    Smoothed over a diameter (median: a notch's edge is not smeared), its upper envelope by a closing over
+    ``CLOSING_LENGTHS`` diameters, the stations within noise of the envelope patent, and the reference the
+    running mean (over a diameter) of the patent widths, interpolated across the rest. NaN where the run
+    measured nothing. ``exclude``: stations known not to show the whole lumen (a thrombus in front of it
+    flattens the column's top, so its half-height edges read wide).
+    """
+    ok = np.isfinite(width)
+    if exclude is not None and (ok & ~exclude).sum() >= 3:
+        width = np.where(exclude, np.nan, width)
+        ok = np.isfinite(width)
+    ref = np.full(width.shape, np.nan)
+    patent = np.zeros(width.shape, dtype=bool)
+    if ok.sum() < 3:
+        return ref, patent
+    d = float(np.median(width[ok]))
+    half = max(1, int(round(d / (2 * spacing))))
+    smooth = running_median(width, half)
+    envelope = _closing(smooth, max(1, int(round(CLOSING_LENGTHS * d / (2 * spacing)))))
+    raw_sd = 1.4826 * float(np.median(np.abs(np.diff(width[ok])))) / math.sqrt(2.0) if ok.sum() > 2 else 0.0
+    tol = np.maximum(PATENT_SD * raw_sd / math.sqrt(2 * half + 1), PATENT_FLOOR * envelope)
+    patent = ok & (smooth >= envelope - tol)
+    if patent.sum() < 3:
+        patent = ok
+    mean = running_mean(width, half, patent)
+    ref = _interp_valid(s, np.where(patent, mean, np.nan))
+    # The run says nothing beyond the stations it measured (an end under an overlay, outside the field).
+    first, last = np.flatnonzero(ok)[[0, -1]]
+    ref[:first] = np.nan
+    ref[last + 1:] = np.nan
+    return ref, patent
+
+
+def integral_at(image: np.ndarray, stations: Stations, centre: np.ndarray, width: np.ndarray,
+                along: np.ndarray | None = None) -> np.ndarray:
+    """Integrated opacity over the window a lumen of ``width`` centred at ``centre`` would fill (plus the margin),
+    background beside it: where a run shows no column at all (an occlusion), what fills the reference lumen."""
+    if len(stations.s) == 0:
+        return np.zeros(0)
+    d_max = float(np.nanmax(width)) if np.isfinite(width).any() else 1.0
+    half = 1.6 * d_max + 6.0
+    n = int(math.ceil(half / ACROSS_STEP_PX))
+    across = np.arange(-n, n + 1) * ACROSS_STEP_PX
+    if along is None:
+        along = np.array([-0.75, -0.25, 0.25, 0.75])
+    prof = sample_profiles(image, stations, across, along)
+    w = np.nan_to_num(width, nan=d_max)
+    p = prof - _background(prof, across, centre - w / 2, centre + w / 2)
+    inside = np.abs(across[None, :] - centre[:, None]) <= (w / 2 + _gap(w))[:, None]
+    bad = np.any(inside & ~np.isfinite(p), axis=1)
+    return np.where(bad, np.nan, np.where(inside, p, 0.0).sum(axis=1) * ACROSS_STEP_PX)
