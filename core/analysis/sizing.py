@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.analysis.lumen import Lumen, measure_lumen, running_mean, running_median
+from core.analysis.lumen import Lumen, measure_lumen, running_median
 from core.analysis.vessel import Stations, check_centerline, diameter_along, find_vessel, make_stations
 
 __all__ = ["Sizing", "measure_sizing", "LESION_FRACTION", "STENT_THRESHOLD_PCT"]
 
 SPACING_PX = 1.0
-SMOOTH_DIAMETERS = 0.15      # half window of the along-vessel smoothing, in diameters (at least 1 station)
+SMOOTH_DIAMETERS = 0.1       # half window of the along-vessel smoothing, in diameters (at least 1 station)
 LESION_FRACTION = 0.8        # a station below this fraction of its reference is part of the lesion
 STENT_THRESHOLD_PCT = 50.0   # residual stenosis at which a stent is commonly considered (informs only)
 FIT_LOW = 0.07               # a station this fraction (or 2.5 sd) below the fit is narrowed: left out
@@ -36,6 +36,8 @@ WIDE_FRACTION = 1.12         # edge-on compression: wider than the reference by 
 FAINT_FRACTION = 0.75        # ... with a contrast density below this fraction of the patent lumen's
 EDGE_ON_MIN_DIAMETERS = 0.5  # ... over at least this many diameters
 MIN_STATIONS = 8
+DENS_FULL_PX = 6.0           # a column this narrow is sized by densitometry alone ...
+DENS_BLEND_PX = 4.0          # ... blending into its edges over this many px more
 
 
 @dataclass
@@ -134,10 +136,10 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
         raise ValueError(f"no vessel lumen measured along the centreline ({int(ok.sum())} of {len(ok)} stations)")
     d_typ = float(np.median(lumen.width[ok]))
     half = max(1, int(round(SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
-    width = running_mean(running_median(lumen.width, half), half)
-    width = np.where(ok, width, np.nan)
-    reference, used = reference_fit(stations.s, width, d_typ)
-    diameter = _with_densitometric(width, lumen, used, half)
+    width = np.where(ok, running_median(lumen.width, half), np.nan)
+    _, used = reference_fit(stations.s, width, d_typ)
+    diameter = running_median(_with_densitometric(lumen, used, half), half)
+    reference, used = reference_fit(stations.s, diameter, d_typ)
     with np.errstate(invalid="ignore", divide="ignore"):
         stenosis = 100.0 * (1.0 - diameter / reference)
     valid = np.isfinite(stenosis)
@@ -179,9 +181,11 @@ def reference_fit(s: np.ndarray, width: np.ndarray, d_typ: float) -> tuple[np.nd
     return np.maximum(fit, 1.0), use
 
 
-def _with_densitometric(width: np.ndarray, lumen: Lumen, patent: np.ndarray, half: int) -> np.ndarray:
-    """The edge diameter, and where it is missing the densitometric one: sqrt(integral / (pi / 4 k)) with k the
-    contrast density of the nearby patent lumen."""
+def _with_densitometric(lumen: Lumen, patent: np.ndarray, half: int) -> np.ndarray:
+    """The edge diameter, blended into the densitometric one ``sqrt(integral / (pi / 4 k))`` (k: the contrast
+    density of the nearby patent lumen) where the column is narrow enough for the blur to move its edges
+    (a thin column's height drops, its half-height edges move out), and that alone where no edge is found."""
+    width = lumen.width
     k = lumen.density
     k_ref = running_median(np.where(patent & np.isfinite(k), k, np.nan), max(8, 8 * half))
     ok = np.isfinite(k_ref)
@@ -190,7 +194,9 @@ def _with_densitometric(width: np.ndarray, lumen: Lumen, patent: np.ndarray, hal
     k_ref = np.interp(np.arange(len(k_ref)), np.flatnonzero(ok), k_ref[ok])
     with np.errstate(invalid="ignore", divide="ignore"):
         dens = np.sqrt(np.clip(lumen.integral, 0.0, None) / (math.pi / 4.0 * k_ref))
-    return np.where(np.isfinite(width), width, dens)
+    a = np.clip((DENS_FULL_PX + DENS_BLEND_PX - width) / DENS_BLEND_PX, 0.0, 1.0)
+    blend = np.where(np.isfinite(dens), (1.0 - a) * width + a * dens, width)
+    return np.where(np.isfinite(width), blend, dens)
 
 
 def _lesion_span(s: np.ndarray, d: np.ndarray, ref: np.ndarray, k: int) -> tuple[float, float] | None:
