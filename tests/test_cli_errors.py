@@ -156,7 +156,8 @@ def test_the_numeric_flags_are_all_checked():
     assert len(flags) == 13
 
 
-REQUIRED = {"analyze": ["x.npy"], "vessel": ["x.npy"], "clearance": ["a.npy", "b.npy"], "simulate-injector": ["--port", "pty"],
+REQUIRED = {"analyze": ["x.npy"], "vessel": ["x.npy"], "clearance": ["a.npy", "b.npy"],
+            "simulate-injector": ["--port", "pty"],
             "serial-check": ["--port", "loop://"]}
 
 

@@ -33,8 +33,10 @@ def run(args: argparse.Namespace) -> int:
 
 def vessel_main(frames: str, fps: float | None, intensity: str | None, centerline: str | None,
                 mm_per_px: float | None, catheter: str | None, catheter_french: float | None, as_json: bool,
-                image: str | None, out=sys.stdout, err=sys.stderr) -> int:
-    """0 on success, 2 with one line on ``err`` for bad input."""
+                image: str | None, out=None, err=None) -> int:
+    """0 on success, 2 with one line on ``err`` (default: stderr) for bad input."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
     # Loaded when the command runs, not each time the parser of every command is built.
     from core.analysis.calibration import catheter_mm_per_px, dicom_mm_per_px, parse_catheter
     from core.analysis.peak import peak_and_mask

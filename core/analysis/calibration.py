@@ -27,7 +27,8 @@ MAX_CATHETER_PX = 40.0       # widest catheter the profile window looks for (px)
 # (measured on the phantom's catheters, 4-8 px).
 EDGE_BIAS_PX = 0.35
 MIN_SNR = 6.0                # the catheter's wall stands this many noise sd above the background
-MIN_LENGTH_PX = 8.0          # the two points must be this far apart
+MIN_LENGTH_PX = 8.0
+STEADY_FRACTION = 0.2        # a catheter's width varies along it by less than this (robust sd / width)          # the two points must be this far apart
 MIN_FRENCH, MAX_FRENCH = 3.0, 30.0
 
 
@@ -95,7 +96,8 @@ def catheter_width_px(mask: np.ndarray, points: np.ndarray) -> float:
     snr = float(np.median(peaks)) / max(noise, 1e-9)
     if not snr > MIN_SNR:
         raise ValueError("catheter points are not on a catheter (no attenuating line along them)")
-    if not (1.0 <= width <= MAX_CATHETER_PX) or float(np.std(widths)) > 0.5 * width:
+    spread = 1.4826 * float(np.median(np.abs(np.asarray(widths) - np.median(widths))))
+    if not (1.0 <= width <= MAX_CATHETER_PX) or spread > STEADY_FRACTION * width:
         raise ValueError("catheter points are not on a catheter (no steady width between them)")
     return width
 

@@ -36,6 +36,7 @@ WIDE_FRACTION = 1.12         # edge-on compression: wider than the reference by 
 FAINT_FRACTION = 0.75        # ... with a contrast density below this fraction of the patent lumen's
 EDGE_ON_MIN_DIAMETERS = 0.5  # ... over at least this many diameters
 MIN_STATIONS = 8
+MIN_SNR = 5.0                # the contrast column's height over the noise of one profile sample
 DENS_FULL_PX = 6.0           # a column this narrow is sized by densitometry alone ...
 DENS_BLEND_PX = 4.0          # ... blending into its edges over this many px more
 
@@ -134,6 +135,9 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     ok = np.isfinite(lumen.width)
     if ok.sum() < MIN_STATIONS:
         raise ValueError(f"no vessel lumen measured along the centreline ({int(ok.sum())} of {len(ok)} stations)")
+    snr = float(np.median(lumen.height[ok])) / lumen.noise if lumen.noise > 0 else math.inf
+    if not snr >= MIN_SNR:
+        raise ValueError(f"no opacified vessel along the centreline (its column is {snr:.1f} noise sd high)")
     d_typ = float(np.median(lumen.width[ok]))
     half = max(1, int(round(SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
     width = np.where(ok, running_median(lumen.width, half), np.nan)
