@@ -27,8 +27,8 @@ MAX_CATHETER_PX = 40.0       # widest catheter the profile window looks for (px)
 # (measured on the phantom's catheters, 4-8 px).
 EDGE_BIAS_PX = 0.35
 MIN_SNR = 6.0                # the catheter's wall stands this many noise sd above the background
-MIN_LENGTH_PX = 8.0
-STEADY_FRACTION = 0.2        # a catheter's width varies along it by less than this (robust sd / width)          # the two points must be this far apart
+MIN_LENGTH_PX = 8.0          # the two points must be this far apart
+STEADY_FRACTION = 0.2        # a catheter's width varies along it by less than this (robust sd / width)
 MIN_FRENCH, MAX_FRENCH = 3.0, 30.0
 
 
