@@ -14,7 +14,7 @@ from core.analysis.calibration import catheter_mm_per_px, dicom_mm_per_px, parse
 from core.analysis.peak import peak_and_mask
 from core.analysis.sizing import measure_sizing
 from core.sources.phantom.render import render_run
-from core.sources.phantom.sizing_cases import lesion_length, make_sizing_case
+from core.sources.phantom.sizing_cases import analysed_span, lesion_length, make_sizing_case
 from core.sources.stacks import FrameStack
 from tests.dicom_files import write_multiframe
 
@@ -76,6 +76,20 @@ def test_the_thin_end_of_a_clean_tapering_vein_is_not_a_lesion(seed, intensity):
         # the reference follows the taper: its thin end is not the wide end's
         assert prof[0]["reference_px"] < 0.85 * prof[-1]["reference_px"] or \
             prof[-1]["reference_px"] < 0.85 * prof[0]["reference_px"]
+
+
+def test_a_step_at_a_confluence_is_not_a_lesion():
+    probe = make_sizing_case(9, 0.0, "lin")
+    s0, s1, length = analysed_span(probe.config)
+    at = (s0 + 0.5 * (s1 - s0)) / length
+    step = ((0.0, 16.0), (at - 3 / length, 16.0), (at + 3 / length, 27.0), (1.0, 27.0))
+    case = make_sizing_case(9, 0.0, "lin", diameter_profile=step, diameter_px=16.0)
+    run = render_run(case.config)
+    stack = FrameStack(run.frames, run.fps, "lin", 12, np.arange(run.frames.shape[0]) / run.fps, "phantom")
+    peak, _ = peak_and_mask(stack)
+    for line in (case.truth.centreline_xy, None):
+        result = measure_sizing(peak, line).to_json()
+        assert result["diameter_stenosis_pct"] < 15.0 and result["lesion_length_px"] == 0.0, result
 
 
 def test_operator_calibration_scales_every_length():

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.analysis.lumen import Lumen, measure_lumen, running_median
+from core.analysis.lumen import CLOSING_LENGTHS, Lumen, measure_lumen, running_median
 from core.analysis.vessel import Stations, check_centerline, diameter_along, find_vessel, make_stations
 
 __all__ = ["Sizing", "measure_sizing", "LESION_FRACTION", "STENT_THRESHOLD_PCT"]
@@ -36,6 +36,8 @@ WIDE_FRACTION = 1.12         # edge-on compression: wider than the reference by 
 FAINT_FRACTION = 0.75        # ... with a contrast density below this fraction of the patent lumen's
 EDGE_ON_MIN_DIAMETERS = 0.5  # ... over at least this many diameters
 MIN_STATIONS = 8
+STEP_GAP = 0.03             # the fit and the envelope reference agreeing this closely: the fit
+STEP_BLEND = 0.04           # ... the envelope taking over fully this much further apart
 GUESS_STATIONS = 60          # stations sampled for the first diameter guess
 MIN_SNR = 5.0                # the contrast column's height over the noise of one profile sample
 DENS_FULL_PX = 6.0           # a column this narrow is sized by densitometry alone ...
@@ -146,7 +148,8 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     width = np.where(ok, running_median(lumen.width, half), np.nan)
     _, used = reference_fit(stations.s, width, d_typ)
     diameter = running_median(_with_densitometric(lumen, used, half), half)
-    reference, used = reference_fit(stations.s, diameter, d_typ)
+    fit, used = reference_fit(stations.s, diameter, d_typ)
+    reference = _follow_steps(fit, diameter, stations.s, d_typ)
     with np.errstate(invalid="ignore", divide="ignore"):
         stenosis = 100.0 * (1.0 - diameter / reference)
     valid = np.isfinite(stenosis)
@@ -155,7 +158,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     lesion = int(np.nanargmax(np.where(valid, stenosis, -np.inf)))
     span = _lesion_span(stations.s, diameter, reference, lesion)
     sizing = Sizing(stations, lumen, diameter, reference, stenosis, lesion, span, mm_per_px, calibration)
-    sizing.warnings.extend(_edge_on_warnings(sizing, used, d_typ))
+    sizing.warnings.extend(_edge_on_warnings(sizing, fit, used, d_typ))
     return sizing
 
 
@@ -200,6 +203,33 @@ def reference_fit(s: np.ndarray, width: np.ndarray, d_typ: float) -> tuple[np.nd
     return np.maximum(fit, 1.0), use
 
 
+def _follow_steps(fit: np.ndarray, diameter: np.ndarray, s: np.ndarray, d_typ: float) -> np.ndarray:
+    """The fit, except where the vein steps (a confluence) and a polynomial cannot follow it: there the upper
+    envelope of the diameters (a grey closing over CLOSING_LENGTHS diameters of their running median, as
+    clearance's reference: dips shorter than that are bridged, steps and tapers kept), blended in smoothly where
+    the two differ by more than a few percent."""
+    half = max(1, int(round(d_typ / (2 * SPACING_PX))))
+    env = _closing(running_median(diameter, half), max(1, int(round(CLOSING_LENGTHS * d_typ / (2 * SPACING_PX)))))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.abs(fit - env) / env
+    a = np.clip((gap - STEP_GAP) / STEP_BLEND, 0.0, 1.0)
+    a = np.where(np.isfinite(a), a, 0.0)
+    return np.where(np.isfinite(env), (1.0 - a) * fit + a * env, fit)
+
+
+def _closing(v: np.ndarray, half: int) -> np.ndarray:
+    """Grey closing (running max, then running min) over +-half stations, NaN gaps interpolated, the ends
+    continued flat (a taper's thin end is not lifted to the width a window further on)."""
+    ok = np.isfinite(v)
+    if half <= 0 or len(v) < 3 or not ok.any():
+        return v.copy()
+    x = np.interp(np.arange(len(v)), np.flatnonzero(ok), v[ok])
+    x = np.concatenate([np.full(2 * half, x[0]), x, np.full(2 * half, x[-1])])
+    dil = np.lib.stride_tricks.sliding_window_view(x, 2 * half + 1).max(axis=1)
+    ero = np.lib.stride_tricks.sliding_window_view(dil, 2 * half + 1).min(axis=1)
+    return np.where(ok, ero, np.nan)
+
+
 def _with_densitometric(lumen: Lumen, patent: np.ndarray, half: int) -> np.ndarray:
     """The edge diameter, blended into the densitometric one ``sqrt(integral / (pi / 4 k))`` (k: the contrast
     density of the nearby patent lumen) where the column is narrow enough for the blur to move its edges
@@ -238,8 +268,9 @@ def _cross(s0: float, s1: float, g0: float, g1: float) -> float:
     return s0 + (s1 - s0) * g0 / (g0 - g1) if g0 != g1 else 0.5 * (s0 + s1)
 
 
-def _edge_on_warnings(sz: Sizing, patent: np.ndarray, d_typ: float) -> list[str]:
-    """A stretch wider than its reference with clearly fainter contrast: a compression seen edge-on."""
+def _edge_on_warnings(sz: Sizing, fit: np.ndarray, patent: np.ndarray, d_typ: float) -> list[str]:
+    """A stretch wider than the vein's fit with clearly fainter contrast: a compression seen edge-on (the fit,
+    not the step-following reference, which follows a widening as it follows a confluence)."""
     k = sz.lumen.density
     k_pat = k[patent & np.isfinite(k)]
     if k_pat.size < MIN_STATIONS:
@@ -248,7 +279,7 @@ def _edge_on_warnings(sz: Sizing, patent: np.ndarray, d_typ: float) -> list[str]
     half = max(1, int(round(0.25 * d_typ / SPACING_PX)))
     k_s = running_median(k, half)
     with np.errstate(invalid="ignore"):
-        flag = (sz.diameter > WIDE_FRACTION * sz.reference) & (k_s < FAINT_FRACTION * k0)
+        flag = (sz.diameter > WIDE_FRACTION * fit) & (k_s < FAINT_FRACTION * k0)
     out = []
     edges = np.diff(np.concatenate([[0], flag.astype(int), [0]]))
     for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):

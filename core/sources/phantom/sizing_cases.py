@@ -54,7 +54,7 @@ def _anatomy(rng: np.random.Generator, **kw) -> PhantomConfig:
     return PhantomConfig(vessel_points=pts, segments=(), background="anatomy", **kw)
 
 
-def _range(cfg: PhantomConfig) -> tuple[float, float, float]:
+def analysed_span(cfg: PhantomConfig) -> tuple[float, float, float]:
     """(analysed s0, s1, scripted length) of a configuration."""
     anat, s_pts, length, _ = vessel_model(cfg, 0.0)
     s0, s1 = analysed_range(cfg, anat, s_pts)
@@ -71,7 +71,7 @@ def make_sizing_case(seed: int = 0, stenosis_pct: float = 50.0, intensity: str =
     kw.update(FAST)
     kw.update(overrides)
     cfg = _anatomy(rng, **kw)
-    s0, s1, length = _range(cfg)
+    s0, s1, length = analysed_span(cfg)
     p = stenosis_pct / 100.0
     centre = rng.uniform(s0 + 0.4 * (s1 - s0), s0 + 0.65 * (s1 - s0))
     ref_at = lambda s: d0 + (d1 - d0) * np.clip(s / length, 0.0, 1.0)   # noqa: E731
