@@ -21,10 +21,10 @@ from tests.dicom_files import write_multiframe
 _cache: dict = {}
 
 
-def _rendered(seed: int, pct: float, intensity: str, catheter: bool = False):
-    key = (seed, pct, intensity, catheter)
+def _rendered(seed: int, pct: float, intensity: str, catheter: bool = False, length: float | None = None):
+    key = (seed, pct, intensity, catheter, length)
     if key not in _cache:
-        case = make_sizing_case(seed, pct, intensity, catheter=catheter)
+        case = make_sizing_case(seed, pct, intensity, catheter=catheter, length_diameters=length)
         run = render_run(case.config)
         stack = FrameStack(run.frames, run.fps, intensity, 12 if intensity == "lin" else 8,
                            np.arange(run.frames.shape[0]) / run.fps, "phantom")
@@ -50,10 +50,11 @@ def test_lesion_length_truth_is_the_cosine_dip_below_80_percent():
     assert case.truth.mld_px == pytest.approx(0.5 * case.truth.reference_px)
 
 
-@pytest.mark.parametrize("seed,pct,intensity", [(0, 30.0, "lin"), (1, 50.0, "lin"), (2, 70.0, "lin"),
-                                                (3, 30.0, "log"), (4, 50.0, "log"), (5, 70.0, "log")])
-def test_stenosis_on_a_tapering_vein_with_the_centreline_given(seed, pct, intensity):
-    case, _, peak, _ = _rendered(seed, pct, intensity)
+@pytest.mark.parametrize("seed,pct,intensity,length", [
+    (0, 30.0, "lin", None), (1, 50.0, "lin", None), (2, 70.0, "lin", None), (3, 30.0, "log", None),
+    (4, 50.0, "log", None), (5, 70.0, "log", None), (10, 62.0, "log", 1.2), (11, 45.0, "lin", 1.2)])
+def test_stenosis_on_a_tapering_vein_with_the_centreline_given(seed, pct, intensity, length):
+    case, _, peak, _ = _rendered(seed, pct, intensity, length=length)
     result = measure_sizing(peak, case.truth.centreline_xy).to_json()
     _check_lesion(result, case.truth, 5.0)
     assert result["calibration"] is None and result["mld_mm"] is None and result["warnings"] == []

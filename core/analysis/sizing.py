@@ -26,7 +26,7 @@ from core.analysis.vessel import Stations, check_centerline, diameter_along, fin
 __all__ = ["Sizing", "measure_sizing", "LESION_FRACTION", "STENT_THRESHOLD_PCT"]
 
 SPACING_PX = 1.0
-SMOOTH_DIAMETERS = 0.1       # half window of the along-vessel smoothing, in diameters (at least 1 station)
+SMOOTH_DIAMETERS = 0.05      # half window of the along-vessel smoothing, in diameters (at least 1 station)
 LESION_FRACTION = 0.8        # a station below this fraction of its reference is part of the lesion
 STENT_THRESHOLD_PCT = 50.0   # residual stenosis at which a stent is commonly considered (informs only)
 FIT_LOW = 0.07               # a station this fraction (or 2.5 sd) below the fit is narrowed: left out

@@ -62,9 +62,10 @@ def analysed_span(cfg: PhantomConfig) -> tuple[float, float, float]:
 
 
 def make_sizing_case(seed: int = 0, stenosis_pct: float = 50.0, intensity: str = "lin",
-                     catheter: bool = False, **overrides) -> SizingCase:
+                     catheter: bool = False, length_diameters: float | None = None, **overrides) -> SizingCase:
     """A tapering vein (seeded widths, path, place of the narrowing) with a ``stenosis_pct`` concentric
-    narrowing (0: none) several diameters long, in the middle part of the field."""
+    narrowing (0: none) ``length_diameters`` reference diameters long end to end (None: 2 to 3.5, seeded), in
+    the middle part of the field."""
     rng = np.random.default_rng(10_000 + seed)
     d0, d1 = rng.uniform(12.0, 15.0), rng.uniform(20.0, 26.0)
     kw = dict(seed=seed, intensity=intensity, diameter_px=d0, diameter_profile=((0.0, d0), (1.0, d1)))
@@ -75,7 +76,8 @@ def make_sizing_case(seed: int = 0, stenosis_pct: float = 50.0, intensity: str =
     p = stenosis_pct / 100.0
     centre = rng.uniform(s0 + 0.4 * (s1 - s0), s0 + 0.65 * (s1 - s0))
     ref_at = lambda s: d0 + (d1 - d0) * np.clip(s / length, 0.0, 1.0)   # noqa: E731
-    half = rng.uniform(2.0, 3.5) * float(ref_at(centre)) / 2.0
+    span = rng.uniform(2.0, 3.5) if length_diameters is None else float(length_diameters)
+    half = span * float(ref_at(centre)) / 2.0
     if p > 0:
         ss = centre + np.linspace(-half, half, DIP_POINTS)
         dd = ref_at(ss) * (1.0 - p * (1.0 + np.cos(np.pi * (ss - centre) / half)) / 2.0)
