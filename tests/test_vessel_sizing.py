@@ -253,9 +253,9 @@ def test_sizing_a_1024_run_takes_under_half_a_second():
 
     img, line = _curved_vein_1024()
     best = math.inf
-    for _ in range(3):          # best of three: the machine is shared
-        t = time.perf_counter()
+    for _ in range(3):          # CPU time, best of three: the machine is shared
+        t = time.process_time()
         r = measure_sizing(img, line)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.process_time() - t)
     assert r.diameter_stenosis_pct < 15.0
     assert best < 0.5, best
