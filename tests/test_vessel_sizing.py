@@ -181,6 +181,7 @@ def test_cli_catheter_calibration_and_text(tmp_path, capsys):
     (["--mm-per-px", "0.2", "--catheter", "1,1;5,5"], "not allowed with"),
     (["--catheter-french", "100", "--catheter", "1,1;5,5"], "out of range"),
     (["--centerline", "1,1;9999,5"], "outside"),
+    (["--centerline", ";".join(f"{i % 60},{i // 60}" for i in range(300))], "at most 256 points"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, extra, fragment):
     np.save(tmp_path / "run.npy", np.random.default_rng(0).integers(90, 110, (4, 64, 64), dtype=np.uint8))

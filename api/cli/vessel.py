@@ -39,10 +39,11 @@ def vessel_main(frames: str, fps: float | None, intensity: str | None, centerlin
     err = err if err is not None else sys.stderr
     # Loaded when the command runs, not each time the parser of every command is built.
     from core.analysis.calibration import catheter_mm_per_px, dicom_mm_per_px, parse_catheter
+    from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS, check_operator_centerline
     from core.analysis.peak import peak_and_mask
     from core.analysis.sizing import measure_sizing
     from core.analysis.sizing_figure import render_sizing_png
-    from core.analysis.vessel import check_centerline, parse_centerline
+    from core.analysis.vessel import parse_centerline
     from core.sources.stacks import load_stack
 
     try:
@@ -52,11 +53,13 @@ def vessel_main(frames: str, fps: float | None, intensity: str | None, centerlin
         if mm_per_px is not None and catheter is not None:
             raise ValueError("give --mm-per-px or --catheter, not both")
         line = parse_centerline(centerline) if centerline is not None else None
+        if line is not None and len(line) > MAX_CENTERLINE_POINTS:
+            check_operator_centerline(line, (1 << 30, 1 << 30))   # too many points: said before the long load
         cath = parse_catheter(catheter) if catheter is not None else None
         stack = load_stack(frames, fps=fps, intensity=intensity)
         peak, mask = peak_and_mask(stack)
         if line is not None:
-            line = check_centerline(line, peak.shape)
+            line = check_operator_centerline(line, peak.shape)
         source, mm = None, None
         if mm_per_px is not None:
             source, mm = "operator", float(mm_per_px)
