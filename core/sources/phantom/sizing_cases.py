@@ -62,10 +62,11 @@ def analysed_span(cfg: PhantomConfig) -> tuple[float, float, float]:
 
 
 def make_sizing_case(seed: int = 0, stenosis_pct: float = 50.0, intensity: str = "lin",
-                     catheter: bool = False, length_diameters: float | None = None, **overrides) -> SizingCase:
+                     catheter: bool = False, length_diameters: float | None = None,
+                     at: float | None = None, **overrides) -> SizingCase:
     """A tapering vein (seeded widths, path, place of the narrowing) with a ``stenosis_pct`` concentric
     narrowing (0: none) ``length_diameters`` reference diameters long end to end (None: 2 to 3.5, seeded), in
-    the middle part of the field."""
+    the middle part of the field (or at fraction ``at`` of the analysed range)."""
     rng = np.random.default_rng(10_000 + seed)
     d0, d1 = rng.uniform(12.0, 15.0), rng.uniform(20.0, 26.0)
     kw = dict(seed=seed, intensity=intensity, diameter_px=d0, diameter_profile=((0.0, d0), (1.0, d1)))
@@ -75,6 +76,8 @@ def make_sizing_case(seed: int = 0, stenosis_pct: float = 50.0, intensity: str =
     s0, s1, length = analysed_span(cfg)
     p = stenosis_pct / 100.0
     centre = rng.uniform(s0 + 0.4 * (s1 - s0), s0 + 0.65 * (s1 - s0))
+    if at is not None:
+        centre = s0 + float(at) * (s1 - s0)
     ref_at = lambda s: d0 + (d1 - d0) * np.clip(s / length, 0.0, 1.0)   # noqa: E731
     span = rng.uniform(2.0, 3.5) if length_diameters is None else float(length_diameters)
     half = span * float(ref_at(centre)) / 2.0
