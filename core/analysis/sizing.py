@@ -82,6 +82,9 @@ class Sizing:
         mm = self.mm_per_px
         k = self.lesion
         st = self.stations
+        # The middle of the column there (the centreline may run a little off it).
+        off = self.lumen.centre[k]
+        xy = st.xy[k] + (off if np.isfinite(off) else 0.0) * st.normal[k]
         return {
             "calibration": self.calibration,
             "mm_per_px": _r(mm, 5),
@@ -93,7 +96,7 @@ class Sizing:
             "area_stenosis_pct": _r(self.area_stenosis_pct, 1),
             "lesion_length_px": _r(self.lesion_length_px, 1),
             "lesion_length_mm": _mm(self.lesion_length_px, mm),
-            "lesion": {"x": _r(st.xy[k, 0], 1), "y": _r(st.xy[k, 1], 1), "frac": _r(st.frac[k], 4)},
+            "lesion": {"x": _r(xy[0], 1), "y": _r(xy[1], 1), "frac": _r(st.frac[k], 4)},
             "residual_stenosis_ge_50": bool(round(self.diameter_stenosis_pct, 1) >= STENT_THRESHOLD_PCT),
             "profile": [{"s_px": _r(s, 1), "diameter_px": _r(d, 2), "reference_px": _r(r, 2)}
                         for s, d, r in zip(st.s, self.diameter, self.reference)],
