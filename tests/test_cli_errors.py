@@ -153,10 +153,11 @@ def numeric_flags():
 def test_the_numeric_flags_are_all_checked():
     flags = numeric_flags()
     assert ("analyze", "--fps") in flags and ("run", "--port") in flags and ("simulate-injector", "--ber") in flags
-    assert len(flags) == 10
+    assert len(flags) == 13
 
 
-REQUIRED = {"analyze": ["x.npy"], "clearance": ["a.npy", "b.npy"], "simulate-injector": ["--port", "pty"],
+REQUIRED = {"analyze": ["x.npy"], "vessel": ["x.npy"], "clearance": ["a.npy", "b.npy"],
+            "simulate-injector": ["--port", "pty"],
             "serial-check": ["--port", "loop://"]}
 
 

@@ -7,7 +7,8 @@ import sys
 import traceback
 
 from api.argtypes import OneLineParser
-from api.cli import analyze, check, clearance, config, doctor, export, fleet_ingest, fleet_report, replay, run, simulate
+from api.cli import (analyze, check, clearance, config, doctor, export, fleet_ingest, fleet_report, replay, run,
+                     simulate, vessel)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         help="log verbosity (default: the log_level setting, info)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (run, simulate, check, analyze, clearance, export, config, doctor, replay, fleet_ingest,
+    for command in (run, simulate, check, analyze, clearance, vessel, export, config, doctor, replay, fleet_ingest,
                     fleet_report):
         command.add_parser(sub)
     return parser
