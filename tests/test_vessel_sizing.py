@@ -248,15 +248,3 @@ def test_bench_sizing_1024(benchmark):
     result = benchmark(lambda: measure_sizing(img, line))
     assert result.diameter_stenosis_pct < 15.0
 
-
-def test_sizing_a_1024_run_takes_under_half_a_second():
-    import time
-
-    img, line = _curved_vein_1024()
-    best = math.inf
-    for _ in range(3):          # CPU time, best of three: the machine is shared
-        t = time.process_time()
-        r = measure_sizing(img, line)
-        best = min(best, time.process_time() - t)
-    assert r.diameter_stenosis_pct < 15.0
-    assert best < 0.5, best
