@@ -142,11 +142,8 @@ def test_longest_operator_centreline_1024(benchmark, pair):
     """The worst centreline ``PUT /api/centerline`` accepts: 256 points zigzagging across the vessel
     to the length limit, 2 x (w + h). It holds the analysis worker for this long at most (a 4,096-point scribble
     took 10-50 s before the limit)."""
-    from core.analysis.clearance.measure import (
-        MAX_CENTERLINE_LENGTH_FACTOR,
-        MAX_CENTERLINE_POINTS,
-        check_operator_centerline,
-    )
+    from core.analysis.clearance.measure import (MAX_CENTERLINE_LENGTH_FACTOR, MAX_CENTERLINE_POINTS,
+                                                 check_operator_centerline)
 
     stacks, _, _ = pair
     a, b = (peak_opacity(s) for s in stacks)

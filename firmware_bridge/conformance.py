@@ -9,20 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .link import Link, PacketInfo
-from .messages import (
-    CAP_SAMPLES,
-    CAP_TIME_SYNC,
-    CAP_XRAY,
-    PROTOCOL_VERSION,
-    RELIABLE_TYPES,
-    Heartbeat,
-    Hello,
-    InjectorState,
-    Sample,
-    State,
-    TimeResp,
-    Xray,
-)
+from .messages import (CAP_SAMPLES, CAP_TIME_SYNC, CAP_XRAY, PROTOCOL_VERSION, RELIABLE_TYPES, Heartbeat, Hello,
+                       InjectorState, Sample, State, TimeResp, Xray)
 
 HELLO_PERIOD_S = 10.0
 HEARTBEAT_MAX_S = 1.0

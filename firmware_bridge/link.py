@@ -18,20 +18,8 @@ from dataclasses import dataclass, field
 
 from .clock import DeviceClock
 from .framing import Decoder
-from .messages import (
-    DEVICE_TYPES,
-    RELIABLE_TYPES,
-    Ack,
-    Hello,
-    MalformedPacket,
-    Message,
-    TimeReq,
-    TimeResp,
-    UnknownType,
-    UnsupportedVersion,
-    header_of,
-    parse,
-)
+from .messages import (DEVICE_TYPES, RELIABLE_TYPES, Ack, Hello, MalformedPacket, Message, TimeReq, TimeResp,
+                       UnknownType, UnsupportedVersion, header_of, parse)
 from .plausibility import Plausibility, Violation
 
 log = logging.getLogger(__name__)

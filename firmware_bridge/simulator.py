@@ -17,25 +17,8 @@ from itertools import count
 from urllib.parse import urlsplit
 
 from .framing import Decoder
-from .messages import (
-    CAP_SAMPLES,
-    CAP_TIME_SYNC,
-    CAP_XRAY,
-    Ack,
-    Fault,
-    Heartbeat,
-    Hello,
-    InjectorState,
-    Message,
-    ProtocolError,
-    Sample,
-    State,
-    Summary,
-    TimeReq,
-    TimeResp,
-    Xray,
-    parse,
-)
+from .messages import (CAP_SAMPLES, CAP_TIME_SYNC, CAP_XRAY, Ack, Fault, Heartbeat, Hello, InjectorState, Message,
+                       ProtocolError, Sample, State, Summary, TimeReq, TimeResp, Xray, parse)
 from .scenarios import SCENARIOS, Scenario
 
 HEARTBEAT_PERIOD_S = 1.0

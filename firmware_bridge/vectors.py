@@ -20,22 +20,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .messages import (
-    _FORMATS,
-    MESSAGE_CLASSES,
-    Ack,
-    Fault,
-    Heartbeat,
-    Hello,
-    Message,
-    MsgType,
-    Sample,
-    State,
-    Summary,
-    TimeReq,
-    TimeResp,
-    Xray,
-)
+from .messages import (_FORMATS, MESSAGE_CLASSES, Ack, Fault, Heartbeat, Hello, Message, MsgType, Sample, State,
+                       Summary, TimeReq, TimeResp, Xray)
 from .wire import DELIMITER, crc16
 
 VECTORS_PATH = Path(__file__).parent / "c" / "vectors.txt"

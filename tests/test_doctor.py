@@ -8,16 +8,7 @@ import secrets
 import pytest
 
 from api.cli.doctor import doctor_main
-from core.ops.doctor import (
-    FAIL,
-    OK,
-    WARN,
-    check_clock,
-    check_data_dir,
-    check_serial,
-    check_token,
-    check_video,
-)
+from core.ops.doctor import FAIL, OK, WARN, check_clock, check_data_dir, check_serial, check_token, check_video
 from core.ops.settings import Settings
 
 

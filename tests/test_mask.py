@@ -4,14 +4,7 @@ import pytest
 
 from core.analysis.autoroi import box_means, box_peak_map, choose_roi, coarse_side, roi_side
 from core.analysis.kernels import make_tables
-from core.analysis.mask import (
-    MAX_MASK_PULSES,
-    OnsetWatcher,
-    choose_mask,
-    log_lut,
-    sample_stride,
-    valid_pixels,
-)
+from core.analysis.mask import MAX_MASK_PULSES, OnsetWatcher, choose_mask, log_lut, sample_stride, valid_pixels
 
 H = W = 120
 P = 60

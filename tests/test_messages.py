@@ -6,24 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware_bridge.framing import Decoder
-from firmware_bridge.messages import (
-    MESSAGE_CLASSES,
-    Ack,
-    Fault,
-    Heartbeat,
-    Hello,
-    MalformedPacket,
-    MsgType,
-    Sample,
-    State,
-    Summary,
-    TimeReq,
-    TimeResp,
-    UnknownType,
-    UnsupportedVersion,
-    Xray,
-    parse,
-)
+from firmware_bridge.messages import (MESSAGE_CLASSES, Ack, Fault, Heartbeat, Hello, MalformedPacket, MsgType, Sample,
+                                      State, Summary, TimeReq, TimeResp, UnknownType, UnsupportedVersion, Xray, parse)
 
 u8, u16, u32 = st.integers(0, 255), st.integers(0, 65535), st.integers(0, 2**32 - 1)
 i32 = st.integers(-2**31, 2**31 - 1)

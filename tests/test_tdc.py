@@ -4,14 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from core.analysis.tdc import (
-    _solve_fraction,
-    downsample,
-    fit_gamma,
-    gamma_variate,
-    noise_sd,
-    tdc_metrics,
-)
+from core.analysis.tdc import _solve_fraction, downsample, fit_gamma, gamma_variate, noise_sd, tdc_metrics
 from core.vocab import check_roi
 
 T0, A, B = 1.2, 2.5, 0.35

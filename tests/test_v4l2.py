@@ -14,15 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from core.sources.v4l2 import (
-    FLAG_ERROR,
-    FLAG_TIMESTAMP_MONOTONIC,
-    CaptureFormat,
-    RawBuffer,
-    V4L2Source,
-    map_timestamp,
-    to_grey,
-)
+from core.sources.v4l2 import (FLAG_ERROR, FLAG_TIMESTAMP_MONOTONIC, CaptureFormat, RawBuffer, V4L2Source,
+                               map_timestamp, to_grey)
 from core.vocab import NS
 
 W, H = 32, 16   # the smallest frames are 16 px on a side (core.sources.frames.MIN_FRAME_SIDE)

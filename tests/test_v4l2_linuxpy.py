@@ -22,16 +22,8 @@ import numpy as np
 import pytest
 from linuxpy.video import raw
 
-from core.sources.v4l2 import (
-    FLAG_ERROR,
-    FLAG_TIMESTAMP_MASK,
-    FLAG_TIMESTAMP_MONOTONIC,
-    CaptureFormat,
-    LinuxpyGrabber,
-    V4L2Source,
-    probe_device,
-    to_grey,
-)
+from core.sources.v4l2 import (FLAG_ERROR, FLAG_TIMESTAMP_MASK, FLAG_TIMESTAMP_MONOTONIC, CaptureFormat, LinuxpyGrabber,
+                               V4L2Source, probe_device, to_grey)
 
 W, H = 64, 48
 PAD = 32                                  # some grabbers pad lines (alignment): bytesperline > 2 * width

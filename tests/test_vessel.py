@@ -4,14 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.analysis.vessel import (
-    find_vessel,
-    fit_diameter,
-    make_stations,
-    parse_centerline,
-    sample_profiles,
-    subtract_background,
-)
+from core.analysis.vessel import (find_vessel, fit_diameter, make_stations, parse_centerline, sample_profiles,
+                                  subtract_background)
 from tests.test_clearance import synthetic_vessel
 
 

@@ -6,17 +6,8 @@ from fastapi.exceptions import HTTPException
 
 from api.auth import UNAUTHORIZED, TokenDep
 from api.routes.deps import NOT_STORED, ApplianceDep, WritableDep, durable
-from api.routes.models import (
-    ID_PATTERN,
-    UNPARSABLE,
-    HandInjection,
-    Message,
-    Patient,
-    Procedure,
-    ProcedureList,
-    ProcedureStart,
-    Totals,
-)
+from api.routes.models import (ID_PATTERN, UNPARSABLE, HandInjection, Message, Patient, Procedure, ProcedureList,
+                               ProcedureStart, Totals)
 
 router = APIRouter(prefix="/api/procedures", tags=["procedures"])
 ProcedureIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="Procedure id")]

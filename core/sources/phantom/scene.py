@@ -11,33 +11,12 @@ import numpy as np
 
 from core.sources.phantom.background import anatomy_mu
 from core.sources.phantom.config import MAX_SHIFT_PX, PhantomConfig
-from core.sources.phantom.features import (
-    FeatureTruth,
-    branch_axis,
-    branch_truth,
-    check_device_fits,
-    chord,
-    device_chords,
-    device_span,
-    device_truth,
-    own_arc,
-)
-from core.sources.phantom.geometry import (
-    build_cross_sections,
-    catmull_rom,
-    nearest_on_polyline,
-    path_length,
-    resample_polyline,
-)
-from core.sources.phantom.truth import (
-    PLATEAU_FRACTION,
-    PLATEAU_MIN_S,
-    TDC_STEP_S,
-    BolusTruth,
-    SceneTruth,
-    SegmentTruth,
-    TimingTruth,
-)
+from core.sources.phantom.features import (FeatureTruth, branch_axis, branch_truth, check_device_fits, chord,
+                                           device_chords, device_span, device_truth, own_arc)
+from core.sources.phantom.geometry import (build_cross_sections, catmull_rom, nearest_on_polyline, path_length,
+                                           resample_polyline)
+from core.sources.phantom.truth import (PLATEAU_FRACTION, PLATEAU_MIN_S, TDC_STEP_S, BolusTruth, SceneTruth,
+                                        SegmentTruth, TimingTruth)
 from core.vocab import check_roi
 
 
