@@ -18,21 +18,9 @@ from core.analysis.clearance.figure import render_clearance_png
 from core.analysis.clearance.grading import grade, parse_segments
 from core.analysis.clearance.measure import measure_clearance
 from core.analysis.clearance.tracker import ClearanceTracker
+from tests.vein_images import cap_offset, nearest_on_polyline
 
 # --------------------------------------------------------------------------------------------- the synthetic vessel
-
-def _cap_offset(burden: np.ndarray, R: float) -> np.ndarray:
-    """Offset c of the chord cutting off the cap {u > c} whose area is ``burden`` * pi R^2 (bisection)."""
-    lo = np.full_like(burden, -R)
-    hi = np.full_like(burden, R)
-    for _ in range(50):
-        c = 0.5 * (lo + hi)
-        area = R * R * np.arccos(np.clip(c / R, -1, 1)) - c * np.sqrt(np.clip(R * R - c * c, 0, None))
-        big = area > burden * np.pi * R * R
-        lo = np.where(big, c, lo)
-        hi = np.where(big, hi, c)
-    return 0.5 * (lo + hi)
-
 
 def synthetic_vessel(size=(256, 256), diameter=12.0, k=0.05, thrombi=(), shift=(0.0, 0.0), noise=0.0, seed=0,
                      background=0.0, points=None, dilution=0.0):
@@ -43,35 +31,12 @@ def synthetic_vessel(size=(256, 256), diameter=12.0, k=0.05, thrombi=(), shift=(
         ys = np.linspace(0.95 * h, 0.05 * h, 24)
         points = np.column_stack([0.5 * w + 0.12 * w * np.sin(2 * np.pi * (ys / h) * 1.2), ys])
     pts = np.asarray(points, dtype=float) + np.asarray(shift, dtype=float)
-    seg_len = np.hypot(*np.diff(pts, axis=0).T)
-    s_pts = np.concatenate([[0.0], np.cumsum(seg_len)])
-    length = s_pts[-1]
     R = diameter / 2.0
     ss = 2
     xs = (np.arange(w * ss) + 0.5) / ss - 0.5
     ys_ = (np.arange(h * ss) + 0.5) / ss - 0.5
-    best = np.full((h * ss, w * ss), np.inf)
-    S = np.zeros(best.shape)
-    Dsign = np.full(best.shape, np.inf)
     band = R + 2.0
-    for i in range(len(pts) - 1):
-        a, b = pts[i], pts[i + 1]
-        # Only the segment's bounding box (plus the lumen) can be nearest within the lumen: cost ~ vessel length.
-        c0, c1 = np.searchsorted(xs, [min(a[0], b[0]) - band, max(a[0], b[0]) + band])
-        r0, r1 = np.searchsorted(ys_, [min(a[1], b[1]) - band, max(a[1], b[1]) + band])
-        if c0 >= c1 or r0 >= r1:
-            continue
-        u = (b - a) / seg_len[i]
-        px = xs[None, c0:c1] - a[0]
-        py = ys_[r0:r1, None] - a[1]
-        t = np.clip(px * u[0] + py * u[1], 0, seg_len[i])
-        ex, ey = px - t * u[0], py - t * u[1]
-        d2 = ex * ex + ey * ey
-        win = best[r0:r1, c0:c1]
-        upd = d2 < win
-        win[upd] = d2[upd]
-        S[r0:r1, c0:c1][upd] = (s_pts[i] + t)[upd]
-        Dsign[r0:r1, c0:c1][upd] = (np.where(u[0] * py - u[1] * px >= 0, 1.0, -1.0) * np.sqrt(d2))[upd]
+    S, Dsign, length = nearest_on_polyline(pts, xs, ys_, band)
     # truth burden along s
     s_grid = np.linspace(0, length, 2001)
     b_grid = np.zeros_like(s_grid)
@@ -82,7 +47,7 @@ def synthetic_vessel(size=(256, 256), diameter=12.0, k=0.05, thrombi=(), shift=(
         kind_grid[inside] = 1.0 if kind == "side" else 0.0
     b_px = np.interp(S, s_grid, b_grid)
     side = np.interp(S, s_grid, kind_grid) > 0.5
-    c = _cap_offset(b_px, R)
+    c = cap_offset(b_px, np.full_like(b_px, R))
     d = Dsign
     hh = np.sqrt(np.clip(R * R - d * d, 0, None))
     L = 2 * hh

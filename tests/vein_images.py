@@ -30,7 +30,7 @@ def default_points(size):
     return np.column_stack([0.5 * w + 0.1 * w * np.sin(2 * np.pi * (ys / h) * 1.1), ys])
 
 
-def _nearest(pts, xs, ys, band):
+def nearest_on_polyline(pts, xs, ys, band):
     """Arc length S and signed distance D of every (sub)pixel to the polyline (inf far from it)."""
     seg_len = np.hypot(*np.diff(pts, axis=0).T)
     s_pts = np.concatenate([[0.0], np.cumsum(seg_len)])
@@ -73,7 +73,7 @@ def vein(size=(320, 320), width=(16.0, 16.0), step=None, k=0.05, thrombi=(), shi
     xs = (np.arange(w * ss) + 0.5) / ss - 0.5
     ys = (np.arange(h * ss) + 0.5) / ss - 0.5
     dmax = max(max(width), *(step[1:] if step else (0,)))
-    S, D, length = _nearest(pts, xs, ys, dmax / 2 + 2 + (abs(parallel) + dmax if parallel else 0))
+    S, D, length = nearest_on_polyline(pts, xs, ys, dmax / 2 + 2 + (abs(parallel) + dmax if parallel else 0))
 
     def radius(sv):
         f = sv / length

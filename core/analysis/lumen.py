@@ -162,12 +162,7 @@ def measure_lumen(image: np.ndarray, stations: Stations, max_diameter: float, al
     also the highest contrast beside the column (``Lumen.beside``).
     """
     d_max = float(max_diameter)
-    half = 1.6 * d_max + 6.0
-    n = int(math.ceil(half / ACROSS_STEP_PX))
-    across = np.arange(-n, n + 1) * ACROSS_STEP_PX
-    if along is None:
-        along = np.array([-0.75, -0.25, 0.25, 0.75])
-    prof = sample_profiles(image, stations, across, along)
+    prof, across = _wide_profiles(image, stations, d_max, along)
     m = prof.shape[0]
     # First pass: background from the outer bands, the column's top within a third of d_max, its edges.
     lo0 = np.full(m, -0.6 * d_max)
@@ -314,14 +309,19 @@ def integral_at(image: np.ndarray, stations: Stations, centre: np.ndarray, width
     if len(stations.s) == 0:
         return np.zeros(0)
     d_max = float(np.nanmax(width)) if np.isfinite(width).any() else 1.0
-    half = 1.6 * d_max + 6.0
-    n = int(math.ceil(half / ACROSS_STEP_PX))
-    across = np.arange(-n, n + 1) * ACROSS_STEP_PX
-    if along is None:
-        along = np.array([-0.75, -0.25, 0.25, 0.75])
-    prof = sample_profiles(image, stations, across, along)
+    prof, across = _wide_profiles(image, stations, d_max, along)
     w = np.nan_to_num(width, nan=d_max)
     p = prof - _background(prof, across, centre - w / 2, centre + w / 2)
     inside = np.abs(across[None, :] - centre[:, None]) <= (w / 2 + _gap(w))[:, None]
     bad = np.any(inside & ~np.isfinite(p), axis=1)
     return np.where(bad, np.nan, np.where(inside, p, 0.0).sum(axis=1) * ACROSS_STEP_PX)
+
+
+def _wide_profiles(image: np.ndarray, stations, d_max: float, along) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-section profiles wide enough for the widest lumen (1.6 of it each side, plus the background bands),
+    and their positions across the vessel."""
+    n = int(math.ceil((1.6 * d_max + 6.0) / ACROSS_STEP_PX))
+    across = np.arange(-n, n + 1) * ACROSS_STEP_PX
+    if along is None:
+        along = np.array([-0.75, -0.25, 0.25, 0.75])
+    return sample_profiles(image, stations, across, along), across

@@ -7,8 +7,8 @@ import threading
 import uuid
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
+from core.fleet.client import mqtt_client
 from core.fleet.config import TOPIC_ROOT, FleetConfigError, appliance_id
 from core.fleet.link import broker_of
 from core.ops.doctor import FAIL, OK, Check
@@ -27,11 +27,6 @@ def check_broker(settings: Settings, timeout: float = 5.0) -> Check:
         return Check(NAME, FAIL, str(exc), "fix the fleet_* settings (cathlab-edge config --show)")
     connected, acked = threading.Event(), threading.Event()
     result: dict = {}
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cathlab-doctor-{uuid.uuid4().hex[:8]}",
-                         protocol=mqtt.MQTTv5)
-    if broker.username is not None:
-        client.username_pw_set(broker.username, broker.password)
-
     def on_connect(_c, _u, _flags, reason, _p) -> None:
         result["connack"] = reason
         connected.set()
@@ -39,12 +34,9 @@ def check_broker(settings: Settings, timeout: float = 5.0) -> Check:
     def on_publish(_c, _u, _mid, reason, _p) -> None:
         result["puback"] = reason
         acked.set()
-    client.on_connect, client.on_publish = on_connect, on_publish
     try:
-        if broker.tls:
-            client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None,
-                           certfile=str(broker.client_cert) if broker.client_cert else None,
-                           keyfile=str(broker.client_key) if broker.client_key else None)
+        client = mqtt_client(broker, f"cathlab-doctor-{uuid.uuid4().hex[:8]}")   # TLS files are read here
+        client.on_connect, client.on_publish = on_connect, on_publish
         client.connect(broker.host, broker.port, keepalive=10)
     except ssl.SSLError as exc:
         return Check(NAME, FAIL, f"TLS with {broker.url} failed: {exc}",

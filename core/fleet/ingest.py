@@ -19,11 +19,11 @@ import time
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from psycopg.types.json import Jsonb
 
+from core.fleet.client import mqtt_client
 from core.fleet.config import TOPIC_ROOT, Broker, split_topic
 
 log = logging.getLogger("cathlab.fleet")
@@ -157,14 +157,7 @@ class Ingester:
 
     def _client(self) -> mqtt.Client:
         b = self.broker
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
-                             manual_ack=True)
-        if b.username is not None:
-            client.username_pw_set(b.username, b.password)
-        if b.tls:
-            client.tls_set(ca_certs=str(b.ca_file) if b.ca_file else None,
-                           certfile=str(b.client_cert) if b.client_cert else None,
-                           keyfile=str(b.client_key) if b.client_key else None)
+        client = mqtt_client(b, self.client_id, manual_ack=True)
         client.reconnect_delay_set(1, 5)   # central: come back soon after a broker restart
         client.on_connect = self._on_connect
         client.on_disconnect = lambda *a: self.connected.clear()

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from importlib import metadata
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from core.fleet.client import mqtt_client
 from core.fleet.config import EVENT_SCHEMA, STATUS_SCHEMA, Broker, events_topic, status_topic
 from core.store import database, schema
 from core.store.eventlog import EventLog
@@ -145,14 +145,7 @@ class Publisher:
     # ------------------------------------------------------------------ MQTT client
     def _make_client(self) -> mqtt.Client:
         b = self.broker
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cathlab-edge-{self.appliance_id}",
-                             protocol=mqtt.MQTTv5)
-        if b.username is not None:
-            client.username_pw_set(b.username, b.password)
-        if b.tls:
-            client.tls_set(ca_certs=str(b.ca_file) if b.ca_file else None,
-                           certfile=str(b.client_cert) if b.client_cert else None,
-                           keyfile=str(b.client_key) if b.client_key else None)
+        client = mqtt_client(b, f"cathlab-edge-{self.appliance_id}")
         client.max_inflight_messages_set(self._window)
         client.reconnect_delay_set(1, self._reconnect_max)
         client.will_set(self.status_topic, self._status_payload(online=False), qos=1, retain=True)
