@@ -90,33 +90,44 @@ def migrate(conn: psycopg.Connection) -> int:
     return found
 
 
-def event_row(topic: str, payload: bytes) -> tuple | None:
-    """The cathlab_events row of one message, or None if it is not a version-1 event."""
+def _message(topic: str, payload: bytes) -> tuple[str, str, dict] | None:
+    """(site, appliance id from the topic, the JSON object), or None for a message that is neither."""
     where = split_topic(topic)
     if where is None:
         return None
-    site, aid, _ = where
     try:
         msg = json.loads(payload)
-        if not str(msg.get("schema", "")).startswith("cathlab.event/1"):
-            return None
+    except ValueError:
+        return None
+    return (where[0], where[1], msg) if isinstance(msg, dict) else None
+
+
+def event_row(topic: str, payload: bytes) -> tuple | None:
+    """The cathlab_events row of one message, or None if it is not a version-1 event."""
+    found = _message(topic, payload)
+    if found is None:
+        return None
+    site, aid, msg = found
+    if not str(msg.get("schema", "")).startswith("cathlab.event/1"):
+        return None
+    try:
         return (aid, int(msg["id"]), site, msg.get("room"), msg.get("procedure_id"), msg["t_wall"],
                 str(msg["kind"]), Jsonb(msg.get("data", {})))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 
 def status_row(topic: str, payload: bytes) -> tuple | None:
-    where = split_topic(topic)
-    if where is None:
+    """The cathlab_appliances row of one status message, or None."""
+    found = _message(topic, payload)
+    if found is None:
         return None
-    site, aid, _ = where
+    site, aid, msg = found
     try:
-        msg = json.loads(payload)
         backlog = msg.get("backlog")
         return (aid, site, msg.get("room"), bool(msg.get("online")), msg.get("version"),
                 int(backlog) if backlog is not None else None, Jsonb(msg))
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError):
         return None
 
 
