@@ -1,7 +1,7 @@
 """Venographic clearance: thrombus burden of a baseline and later runs against one reference lumen, % clearance,
 grade, residual defects and the reasons a result must not be graded.
 
-Method (DOMAIN.md "Venographic clearance"):
+Method (docs/domain.md, clearance):
 - Stations every ``STATION_SPACING_PX`` along the analysed centreline (baseline coordinates); each later run is
   registered to the baseline and measured at the same anatomical stations.
 - Per run and station (core/analysis/lumen.py): the contrast column's width from its edges, its integrated

@@ -1,6 +1,6 @@
 """Named, seeded venogram scenarios for clearance: a baseline run, later run(s), and their analytic truth.
 
-Every condition DOMAIN.md names for venographic clearance has a case: tapering and stepped veins, focal
+Every condition docs/domain.md names for venographic clearance has a case: tapering and stepped veins, focal
 (side or front) and diffuse wall-adherent thrombus, a paired vein, a collateral, a device in the lumen,
 table moves and contrast strength differing between runs. The seed varies the anatomy (path curvature and
 position, lumen widths, thrombus place, wall side) and the noise; the truth is computed from the same

@@ -1,7 +1,7 @@
 """Rendering the phantom: a scene, iodine and exposure to detector or display frames, and ``render_run``, one
 acquisition with every frame and its truth (accuracy tests). The live timeline is core/sources/phantom/video.py.
 
-Physics (DOMAIN.md): linear detector I = I0 * e * exp(-(mu_bg(x, y) + mu_iodine * c(s, t) * L(x, y))), with e
+Physics (docs/domain.md): linear detector I = I0 * e * exp(-(mu_bg(x, y) + mu_iodine * c(s, t) * L(x, y))), with e
 the exposure (automatic brightness control), c the iodine concentration at the pixel's centreline station s
 and L the contrast-filled path length through the lumen (core/sources/phantom/geometry.py). Linear frames are
 12-bit counts proportional to I; display frames are v = offset + gain * ln(I) in 8 bits (bright = more

@@ -183,7 +183,7 @@ PLATEAU_MIN_S = 1.0         # ... for longer than this
 
 @dataclass(frozen=True)
 class TimingTruth:
-    """DOMAIN.md timing of a noise-free ROI time-density curve, seconds from the run's first frame."""
+    """The timing (docs/domain.md) of a noise-free ROI time-density curve, seconds from the run's first frame."""
     arrival_s: float | None      # first time the TDC reaches 10% of its peak
     peak_s: float | None         # time of the TDC maximum
     washout_s: float | None      # first time after the peak the TDC is back at 50% of peak (None: not in run)
