@@ -1,11 +1,20 @@
 """Live vessel sizing in-process (TestClient) against the real appliance on its simulators: runs labelled
 completion measured on the worker, sizing on request, the operator's calibration, the status page."""
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import TOKEN_FILE
+from core.analysis.clearance.measure import check_operator_centerline
+from core.analysis.peak import peak_and_mask
+from core.analysis.sizing import measure_sizing
+from core.appliance.sizing import LiveSizing, NotKept
+from core.appliance.worker import AnalysisWorker
 from core.ops.settings import Settings
+from core.sources.phantom.render import render_run
+from core.sources.phantom.sizing_cases import make_sizing_case
+from core.sources.stacks import FrameStack
 from tests.waiting import wait_for
 
 VESSEL_KEYS = {"calibration", "mm_per_px", "reference_diameter_px", "reference_diameter_mm", "mld_px", "mld_mm",
@@ -104,3 +113,65 @@ def test_catheter_calibration_is_measured_on_a_kept_run(live):
                                              "run_id": run_id}, headers=h)
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["msg"]
+
+
+# -- LiveSizing on its worker, on a phantom vein of known geometry with a 6 F catheter ------------------------
+class ListLog:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def record(self, kind: str, data: dict, **_) -> None:
+        self.events.append((kind, data))
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    case = make_sizing_case(0, 50.0, "lin", catheter=True)
+    run = render_run(case.config)
+    stack = FrameStack(run.frames, run.fps, "lin", 12, np.arange(run.frames.shape[0]) / run.fps, "phantom")
+    peak, mask = peak_and_mask(stack)
+    return case.truth, peak, mask
+
+
+@pytest.fixture
+def sizing():
+    worker = AnalysisWorker("test-sizing")
+    log = ListLog()
+    yield LiveSizing(worker, log), worker, log
+    worker.shutdown()
+
+
+def test_a_run_recorded_completion_is_sized_with_the_centreline_and_the_catheter(phantom, sizing):
+    truth, peak, mask = phantom
+    live, worker, log = sizing
+    worker.submit(live.add_run, "s-1", peak, mask, "intraprocedural").result(timeout=10)
+    assert live.result("s-1") is None and live.headline() is None      # not completion: not sized
+    cal = live.set_calibration(catheter_french=6.0, catheter=truth.catheter_xy.tolist(), run_id="s-1")
+    assert cal["calibration"] == "catheter" and cal["mm_per_px"] == pytest.approx(2.0 / truth.catheter_px, rel=0.1)
+    assert ("calibration_set", cal) in log.events
+    drawn = np.vstack([truth.centreline_xy[::10], truth.centreline_xy[-1:]])   # as an operator draws it
+    live.set_centerline([tuple(p) for p in drawn])
+    worker.submit(live.add_run, "s-2", peak, mask, "completion").result(timeout=10)
+    result = live.result("s-2")
+    # As the command measures it: the operator's centreline checked (and resampled) the same way.
+    line = check_operator_centerline(drawn, peak.shape)
+    expected = measure_sizing(peak, line, mm_per_px=cal["mm_per_px"], calibration="catheter")
+    assert result == expected.to_json()
+    logged = [d for k, d in log.events if k == "vessel_sizing"]
+    assert logged == [{"run_id": "s-2", "centerline": "operator", "vessel": result}]
+    assert live.headline()["run_id"] == "s-2" and live.headline()["mld_mm"] == result["mld_mm"]
+
+
+def test_relabelled_completion_is_sized_and_a_new_procedure_forgets(phantom, sizing):
+    _, peak, mask = phantom
+    live, worker, log = sizing
+    worker.submit(live.add_run, "s-1", peak, mask, None).result(timeout=10)
+    live.relabel("s-1", "completion", "p1")
+    worker.submit(lambda: None).result(timeout=10)
+    assert live.result("s-1")["calibration"] is None and live.headline()["run_id"] == "s-1"
+    live.new_procedure()
+    assert live.headline() is None
+    with pytest.raises(NotKept):
+        live.request("s-1")
+    with pytest.raises(ValueError, match="mm_per_px must be a finite number"):
+        live.set_calibration(mm_per_px=float("inf"))
