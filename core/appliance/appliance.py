@@ -7,7 +7,7 @@ of an ended run, clearance, field detection) run in order on one worker thread, 
 thread keeps disk I/O off the frame path. The API reads
 snapshots published under one lock and calls the write methods below; it never computes state itself.
 The parts it wires have their own modules here: the books, the dispatcher, the injector's events and condition,
-the live clearance, the collimated field, storage housekeeping and the read side (status).
+the live clearance and vessel sizing, the collimated field, storage housekeeping and the read side (status).
 """
 from __future__ import annotations
 
