@@ -7,6 +7,7 @@ const REOPEN_MS = 8000;
 const MAX_RUN_ROWS = 5;  // what fits a 1080p screen with everything else
 // Before the first clearance result (as api/routes/page.py renders it): the baseline is chosen automatically.
 const CLEARANCE_WAITING = "No clearance yet. Baseline: the first contrast run, unless a run is labelled baseline.";
+const VESSEL_WAITING = "No vessel sizing yet: measured on runs labelled completion.";
 // Without video by configuration (as api/routes/page.py renders it): said plainly, not as an alarm.
 const NO_VIDEO_NOTE = "no video: runs are not timed; X-ray from the injector's signal";
 let lastMessage = 0;
@@ -145,6 +146,17 @@ function renderClearance(c) {
   }
 }
 
+// The latest vessel sizing, worded as api/routes/page.py words it: millimetres when calibrated, else pixels.
+function renderVessel(v) {
+  if (!v) { setText("vessel", VESSEL_WAITING); return; }
+  const mm = v.calibration != null && num(v.mm_per_px);
+  const size = (k) => mm ? `${fmt(v[k + "_mm"])} mm` : `${fmt(v[k + "_px"])} px`;
+  setText("vessel", [`run ${v.run_id}`, `reference ${size("reference_diameter")}`, `MLD ${size("mld")}`,
+    `stenosis ${fmt(v.diameter_stenosis_pct, 0)}%`, `lesion ${size("lesion_length")}`,
+    v.residual_stenosis_ge_50 ? "RESIDUAL STENOSIS ≥ 50%" : "residual stenosis < 50%",
+    mm ? `${v.calibration} calibration ${v.mm_per_px.toFixed(3)} mm/px` : "pixels (no calibration)"].join(" · "));
+}
+
 function renderRuns(runs) {
   const rows = runs.slice(0, MAX_RUN_ROWS).map((r) => `<tr><td>${esc(r.run_id ?? r.index)}</td><td>${esc(r.label ?? (r.contrast ? "contrast" : ""))}</td>` +
     `<td>${fmt(r.duration_s)}</td><td>${fmt(r.pulse_rate)}</td><td>${fmt(r.injection_delay_s)}</td>` +
@@ -194,6 +206,7 @@ function render(s) {
   renderContrast(t);
   renderCurve(s);
   renderClearance(s.clearance);
+  renderVessel(s.vessel);
   renderRuns(s.last_runs || []);
   renderAlarms(s.alarms || []);
   renderWarnings(s.warnings || []);

@@ -1,4 +1,4 @@
-"""Analysis settings (ROIs, centreline) and the latest clearance image."""
+"""Analysis settings (ROIs, centreline, calibration) and the latest clearance image."""
 from typing import Annotated
 
 from fastapi import APIRouter, Body
@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from api.auth import UNAUTHORIZED, TokenDep
 from api.routes.deps import NOT_STORED, ApplianceDep, WritableDep, durable
-from api.routes.models import BUSY, UNPARSABLE, Centerline, Message, Rois
+from api.routes.models import BUSY, UNPARSABLE, Calibration, CalibrationSet, Centerline, Message, Rois
 
 router = APIRouter(prefix="/api", tags=["analysis"])
 
@@ -39,3 +39,13 @@ def clearance_image(appliance: ApplianceDep) -> Response:
     if png is None:
         raise HTTPException(404, "no clearance measured yet")
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+@router.put("/calibration", response_model=Calibration, dependencies=[TokenDep, WritableDep],
+            responses={**UNAUTHORIZED, **UNPARSABLE, **BUSY, **NOT_STORED,
+                       404: {"model": Message, "description": "No image kept for the catheter's run"}},
+            summary="Set the vessel sizing calibration: mm per pixel, or a catheter of known size on a run")
+def set_calibration(appliance: ApplianceDep, body: Annotated[CalibrationSet, Body()]) -> dict:
+    catheter = None if body.catheter is None else [tuple(p) for p in body.catheter]
+    return durable(appliance, appliance.set_calibration(mm_per_px=body.mm_per_px, catheter=catheter,
+                                                        catheter_french=body.catheter_french, run_id=body.run_id))

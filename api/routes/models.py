@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS
 from core.analysis.totals import CREATININE_RANGE_MG_DL, MAX_CONCENTRATION_MG_ML, MAX_INJECTION_ML, WEIGHT_RANGE_KG
@@ -137,6 +137,25 @@ class Health(BaseModel):
 
 
 # -- runs, procedures, events ----------------------------------------------------------------------------
+class Vessel(_Open):
+    """The same JSON as ``cathlab-edge vessel --json``."""
+    calibration: Literal["dicom", "catheter", "operator"] | None = Field(description="Where mm_per_px came from; "
+                                                                                     "null: pixels only")
+    mm_per_px: float | None = None
+    reference_diameter_px: float
+    reference_diameter_mm: float | None = None
+    mld_px: float = Field(description="Minimal lumen diameter at the lesion")
+    mld_mm: float | None = None
+    diameter_stenosis_pct: float
+    area_stenosis_pct: float
+    lesion_length_px: float
+    lesion_length_mm: float | None = None
+    lesion: dict[str, float] = Field(description="x, y of the narrowest point and its arc fraction frac")
+    residual_stenosis_ge_50: bool
+    profile: list[dict[str, Any]] = Field(description="s_px, diameter_px, reference_px along the vessel")
+    warnings: list[str]
+
+
 class Run(_Open):
     run_id: str
     procedure_id: str | None = None
@@ -145,6 +164,8 @@ class Run(_Open):
     pulses: int | None = None
     pulse_rate: float | None = None
     label: str | None = None
+    vessel: Vessel | None = Field(None, description="Vessel sizing (single run): measured for runs labelled "
+                                                    "completion and on request; null when not measured")
 
 
 class RunList(BaseModel):
@@ -290,3 +311,31 @@ class Centerline(_Closed):
 
 class Accepted(_Open):
     ok: bool = True
+
+
+class CalibrationSet(_Closed):
+    mm_per_px: float | None = Field(None, gt=0, le=10, description="Millimetres per pixel at the vessel")
+    catheter_french: float | None = Field(None, ge=3, le=30, description="Catheter size in French (outer "
+                                                                         "diameter F/3 mm)")
+    catheter: list[Point] | None = Field(None, min_length=2, max_length=2,
+                                         description="Two [x, y] points along the catheter on the run's image")
+    run_id: RunId | None = Field(None, description="The run whose contrast-free image shows the catheter (kept "
+                                                   "while the run's image is: GET /api/runs/{id}/image.png)")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        catheter = (self.catheter_french, self.catheter, self.run_id)
+        if self.mm_per_px is not None:
+            if any(v is not None for v in catheter):
+                raise ValueError("give mm_per_px, or catheter_french with catheter and run_id, not both")
+        elif any(v is None for v in catheter):
+            raise ValueError("give mm_per_px, or catheter_french with catheter and run_id")
+        return self
+
+
+class Calibration(_Open):
+    calibration: Literal["operator", "catheter"]
+    mm_per_px: float
+    catheter_french: float | None = None
+    catheter: list[list[float]] | None = None
+    run_id: str | None = None

@@ -24,6 +24,8 @@ _HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": _CSP, "X-Con
 # The clearance panel before the first result; app.js says the same. The baseline is chosen automatically
 # (core.analysis.clearance.tracker.ClearanceTracker): the operator only has to act to choose another one.
 CLEARANCE_WAITING = "No clearance yet. Baseline: the first contrast run, unless a run is labelled baseline."
+# The sizing panel before the first result; app.js says the same.
+VESSEL_WAITING = "No vessel sizing yet: measured on runs labelled completion."
 # Without video by configuration (app.js says the same): said plainly, not as an alarm.
 NO_VIDEO_NOTE = "no video: runs are not timed; X-ray from the injector's signal"
 
@@ -88,6 +90,7 @@ def render(status: dict) -> str:
         "clearance_pct": f"{_num(clearance.get('clearance_pct'), 0)}%" if clearance else "—",
         "clearance_grade": _clearance_grade(clearance),
         "clearance_note": _clearance_note(clearance) if clearance else CLEARANCE_WAITING,
+        "vessel": vessel_text(status.get("vessel")),
         "runs": run_rows,
         "counters": "no video" if no_video else
                     f"frames {counters.get('frames', '—')} · dropped {counters.get('frames_dropped', '—')}",
@@ -112,6 +115,21 @@ def _clearance_note(c: dict) -> str:
     if c.get("warnings"):
         parts.append("not gradable: " + "; ".join(str(w) for w in c["warnings"]))
     return " · ".join(parts)
+
+
+def vessel_text(v: dict | None) -> str:
+    """The latest sizing as app.js words it: millimetres when calibrated, else pixels."""
+    if not v:
+        return VESSEL_WAITING
+    mm = v.get("calibration") is not None and v.get("mm_per_px") is not None
+
+    def size(key: str) -> str:
+        return f"{_num(v.get(key + '_mm'))} mm" if mm else f"{_num(v.get(key + '_px'))} px"
+    return " · ".join([
+        f"run {v.get('run_id')}", f"reference {size('reference_diameter')}", f"MLD {size('mld')}",
+        f"stenosis {_num(v.get('diameter_stenosis_pct'), 0)}%", f"lesion {size('lesion_length')}",
+        "RESIDUAL STENOSIS ≥ 50%" if v.get("residual_stenosis_ge_50") else "residual stenosis < 50%",
+        f"{v['calibration']} calibration {v['mm_per_px']:.3f} mm/px" if mm else "pixels (no calibration)"])
 
 
 def _xray_source(source) -> str:

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from api.auth import UNAUTHORIZED, TokenDep
 from api.routes.deps import NOT_STORED, ApplianceDep, WritableDep, durable
-from api.routes.models import ID_PATTERN, UNPARSABLE, Message, Run, RunLabel, RunLabelled, RunList
+from api.routes.models import BUSY, ID_PATTERN, UNPARSABLE, Message, Run, RunLabel, RunLabelled, RunList, Vessel
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 RunIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="Run id, as listed by `GET /api/runs`")]
@@ -45,3 +45,11 @@ def run_image(appliance: ApplianceDep, run_id: RunIdPath) -> Response:
 def label_run(appliance: ApplianceDep, run_id: RunIdPath, body: Annotated[RunLabel, Body()]) -> dict:
     appliance.label_run(run_id, body.label)
     return durable(appliance, {"run_id": run_id, "label": body.label})
+
+
+@router.put("/{run_id}/vessel", response_model=Vessel, dependencies=[TokenDep, WritableDep],
+            responses={**UNAUTHORIZED, **BUSY, **NOT_STORED,
+                       404: {"model": Message, "description": "No image kept for this run"}},
+            summary="Measure the vessel of a run now (diameters, reference, % stenosis, lesion length)")
+def measure_vessel(appliance: ApplianceDep, run_id: RunIdPath) -> dict:
+    return durable(appliance, appliance.measure_vessel(run_id))

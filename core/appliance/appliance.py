@@ -7,7 +7,7 @@ of an ended run, clearance, field detection) run in order on one worker thread, 
 thread keeps disk I/O off the frame path. The API reads
 snapshots published under one lock and calls the write methods below; it never computes state itself.
 The parts it wires have their own modules here: the books, the dispatcher, the injector's events and condition,
-the live clearance, the collimated field, storage housekeeping and the read side (status).
+the live clearance and vessel sizing, the collimated field, storage housekeeping and the read side (status).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from core.appliance.device_events import DeviceEvents
 from core.appliance.dispatch import Dispatcher
 from core.appliance.field import FieldWatch
 from core.appliance.injector import InjectorCondition
+from core.appliance.sizing import LiveSizing
 from core.appliance.status import FrameViews, StatusReader
 from core.appliance.storage import StorageWatch
 from core.appliance.worker import AnalysisWorker
@@ -93,6 +94,7 @@ class Appliance:
         # Run-end analyses and the tracker's updates in order; pictures for readers only when those are done.
         self._worker = worker if worker is not None else AnalysisWorker("analysis")
         self.clearance = LiveClearance(self._worker, self.log, self.procs, settings.grade_thresholds)
+        self.sizing = LiveSizing(self._worker, self.log)
         self._field = FieldWatch(settings.video_crop, settings.record and not settings.record_raw, self._worker,
                                  self.log, self.recorder)
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
@@ -268,6 +270,7 @@ class Appliance:
         if peak is not None:
             mask = self._field.masked(run.mask_log) if run.mask_log is not None else None
             self.clearance.measure(run_id, peak, write.record["label"], mask)
+            self.sizing.add_run(run_id, peak, mask, write.record["label"])
 
     def _late_injection(self, injection: dict) -> None:
         """An injection SUMMARY that came after the run it overlapped was recorded: the run is recorded again
@@ -338,6 +341,7 @@ class Appliance:
         with self._lock:
             self._runs.new_procedure()
         self.clearance.new_procedure()
+        self.sizing.new_procedure()
         return proc
 
     def end_procedure(self) -> dict | None:
@@ -360,6 +364,7 @@ class Appliance:
                 # Written under the lock, so no other re-record of this run can slip in between.
                 self.log.record_run(write.record, key=write.key, procedure_id=pid)
         self.clearance.relabel(run_id, label, pid)
+        self.sizing.relabel(run_id, label, pid)
 
     def set_patient(self, weight_kg: float | None, creatinine_mg_dl: float | None) -> dict:
         if self.procs.current() is None:
@@ -398,10 +403,11 @@ class Appliance:
     def set_centerline(self, points: list[tuple[float, float]] | None, diameter_px: float | None) -> None:
         # The tracker is looked up when the task runs: a new procedure queued before it replaces the tracker.
         self.clearance.set_centerline(points, diameter_px)
+        self.sizing.set_centerline(points)
 
     # -- read side -------------------------------------------------------------------------------------
     def status(self) -> dict:
-        return dict(self._status.status(self.started_ns), fleet=self.fleet.snapshot())
+        return dict(self._status.status(self.started_ns), fleet=self.fleet.snapshot(), vessel=self.sizing.headline())
 
     def metrics(self) -> dict[str, float]:
         """Flat numeric counters for Prometheus."""
@@ -419,7 +425,17 @@ class Appliance:
         return self.log.latest_runs(limit=limit)
 
     def run(self, run_id: str) -> dict | None:
-        return self.log.run(run_id)
+        """The run's newest record with its vessel sizing (null when not measured)."""
+        record = self.log.run(run_id)
+        return None if record is None else dict(record, vessel=self.sizing.result(run_id))
+
+    def measure_vessel(self, run_id: str) -> dict:
+        """Size a run's vessel now; NotKept without its image, ValueError when it cannot be measured."""
+        return self.sizing.request(run_id)
+
+    def set_calibration(self, **calibration) -> dict:
+        """The operator's calibration for vessel sizing (mm_per_px, or a catheter on a kept run)."""
+        return self.sizing.set_calibration(**calibration)
 
     def run_image_png(self, run_id: str) -> bytes | None:
         return self.clearance.run_png(run_id)

@@ -1,0 +1,168 @@
+"""The appliance's vessel sizing: every contrast run labelled completion is measured (diameters, reference, %
+stenosis, lesion length) on the analysis worker, and any kept run on request; the operator's calibration.
+
+Each contrast run's peak-opacity image and contrast-free mask are kept (a bounded number, newest last) so a run
+relabelled completion later, a request, or a catheter calibration can use them. The arrays and the calibration
+belong to the worker thread; readers get the results published under this object's lock.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+
+import numpy as np
+
+from core.analysis.calibration import MAX_FRENCH, MIN_FRENCH, catheter_mm_per_px
+from core.analysis.clearance.measure import check_operator_centerline
+from core.analysis.sizing import measure_sizing
+from core.appliance.worker import AnalysisWorker
+from core.store.eventlog import EventLog
+from core.store.records import OPEN_PROCEDURE
+
+log = logging.getLogger("cathlab.appliance")
+
+KEPT_RUNS = 12          # peak and mask arrays kept for sizing (8 MB each at 1024x1024)
+KEPT_RESULTS = 200      # sizing results served with their runs (a few kB each)
+MAX_MM_PER_PX = 10.0    # as the command's --mm-per-px
+SIZED_LABEL = "completion"
+HEADLINE = ("run_id", "calibration", "mm_per_px", "reference_diameter_px", "reference_diameter_mm", "mld_px",
+            "mld_mm", "diameter_stenosis_pct", "lesion_length_px", "lesion_length_mm", "residual_stenosis_ge_50")
+WAIT_S = 10.0
+
+
+class NotKept(LookupError):
+    """The run's images are not (or no longer) kept: unknown, not a contrast run, or too old."""
+
+
+class LiveSizing:
+    def __init__(self, worker: AnalysisWorker, log: EventLog) -> None:
+        self._worker = worker
+        self._log = log
+        self._lock = threading.Lock()
+        self._images: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = \
+            collections.OrderedDict()                                     # worker thread
+        self._calibration: dict | None = None                             # worker thread
+        self._centerline: np.ndarray | None = None                        # worker thread
+        self._results: collections.OrderedDict[str, dict] = collections.OrderedDict()
+        self._latest: dict | None = None
+
+    # -- from other threads ----------------------------------------------------------------------------
+    def new_procedure(self) -> None:
+        with self._lock:
+            self._latest = None
+        self._worker.submit(self._reset)
+
+    def set_centerline(self, points: list[tuple[float, float]] | None) -> None:
+        self._worker.submit(self._set_centerline, points)
+
+    def relabel(self, run_id: str, label: str, procedure_id: str | None) -> None:
+        if label == SIZED_LABEL:
+            self._worker.submit(self._measure_kept, run_id, procedure_id)
+
+    def request(self, run_id: str) -> dict:
+        """Measure a kept run now (behind the queued analyses): its result, NotKept, or ValueError with the
+        reason it cannot be measured."""
+        return self._worker.submit(self._measure_or_raise, run_id, OPEN_PROCEDURE).result(timeout=WAIT_S)
+
+    def set_calibration(self, mm_per_px: float | None = None, catheter_french: float | None = None,
+                        catheter: list[tuple[float, float]] | None = None, run_id: str | None = None) -> dict:
+        """The operator's number, or a catheter of ``catheter_french`` between two points on ``run_id``'s mask.
+        ValueError (or NotKept) with the reason when refused; recorded as a ``calibration_set`` event."""
+        calibration = self._worker.submit(self._calibrate, mm_per_px, catheter_french, catheter,
+                                          run_id).result(timeout=WAIT_S)
+        self._log.record("calibration_set", calibration)
+        return calibration
+
+    def result(self, run_id: str) -> dict | None:
+        with self._lock:
+            return self._results.get(run_id)
+
+    def headline(self) -> dict | None:
+        with self._lock:
+            latest = self._latest
+        return None if latest is None else {k: latest.get(k) for k in HEADLINE}
+
+    # -- worker thread ---------------------------------------------------------------------------------
+    def add_run(self, run_id: str, peak: np.ndarray, mask: np.ndarray | None, label: str | None) -> None:
+        """A contrast run's images, kept; measured now when it is labelled completion."""
+        self._images[run_id] = (peak, mask)
+        while len(self._images) > KEPT_RUNS:
+            self._images.popitem(last=False)
+        if label == SIZED_LABEL:
+            self._measure_kept(run_id, OPEN_PROCEDURE)
+
+    def _measure_kept(self, run_id: str, procedure_id) -> None:
+        try:
+            self._measure_or_raise(run_id, procedure_id)
+        except NotKept:
+            pass                                 # not a contrast run with its images here: nothing to size
+        except ValueError as exc:                # no vessel: said in the log, the run stays unsized
+            self._log.record("vessel_sizing_failed", {"run_id": run_id, "reason": str(exc).splitlines()[0]},
+                             procedure_id=procedure_id)
+        except Exception:  # boundary: one unmeasurable run must not stop later ones
+            log.exception("vessel sizing of run %s failed", run_id)
+
+    def _measure_or_raise(self, run_id: str, procedure_id) -> dict:
+        if run_id not in self._images:
+            raise NotKept(f"no image kept for run {run_id!r}")
+        peak, _ = self._images[run_id]
+        cal = self._calibration or {}
+        line = None
+        if self._centerline is not None:
+            try:
+                line = check_operator_centerline(self._centerline, peak.shape)
+            except ValueError:
+                line = None                      # drawn on an image of another size: found automatically
+        sizing = measure_sizing(peak, line, mm_per_px=cal.get("mm_per_px"), calibration=cal.get("calibration"))
+        result = sizing.to_json()
+        with self._lock:
+            self._results[run_id] = result
+            while len(self._results) > KEPT_RESULTS:
+                self._results.popitem(last=False)
+            self._latest = dict(result, run_id=run_id)
+        self._log.record("vessel_sizing", {"run_id": run_id, "centerline": "operator" if line is not None else
+                                           "automatic", "vessel": result}, procedure_id=procedure_id)
+        return result
+
+    def _calibrate(self, mm_per_px, french, catheter, run_id) -> dict:
+        if mm_per_px is not None:
+            if catheter is not None or french is not None or run_id is not None:
+                raise ValueError("give mm_per_px, or catheter_french with catheter and run_id, not both")
+            mm = _number(mm_per_px, "mm_per_px")
+            if not 0.0 < mm <= MAX_MM_PER_PX:
+                raise ValueError(f"mm_per_px must be in (0, {MAX_MM_PER_PX:g}] mm/px, got {mm:g}")
+            calibration = {"calibration": "operator", "mm_per_px": mm}
+        else:
+            if french is None or catheter is None or run_id is None:
+                raise ValueError("give mm_per_px, or catheter_french with catheter and run_id")
+            french = _number(french, "catheter_french")
+            if not MIN_FRENCH <= french <= MAX_FRENCH:
+                raise ValueError(f"catheter_french must be in [{MIN_FRENCH:g}, {MAX_FRENCH:g}] F, got {french:g}")
+            if run_id not in self._images:
+                raise NotKept(f"no image kept for run {run_id!r}")
+            mask = self._images[run_id][1]
+            if mask is None:
+                raise ValueError(f"run {run_id!r} has no contrast-free mask image to measure the catheter on")
+            points = np.asarray(catheter, dtype=float)
+            mm = catheter_mm_per_px(mask, points, french)
+            calibration = {"calibration": "catheter", "mm_per_px": mm, "catheter_french": french,
+                           "catheter": points.tolist(), "run_id": run_id}
+        self._calibration = calibration
+        return dict(calibration)
+
+    def _set_centerline(self, points) -> None:
+        self._centerline = None if points is None else np.asarray(points, dtype=float)
+
+    def _reset(self) -> None:
+        # A new procedure is a new patient: a new magnification and a new vein.
+        self._images.clear()
+        self._calibration = None
+        self._centerline = None
+
+
+def _number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
