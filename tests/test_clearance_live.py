@@ -78,8 +78,10 @@ def test_a_centreline_set_right_after_a_new_procedure_lands_on_the_new_tracker(t
         image, _ = synthetic_vessel(size=(128, 128))
         worker.submit(lambda: device.clearance.tracker.add_run("old-0", image, "baseline")).result(timeout=10)
         gate = threading.Event()
-        worker.submit(gate.wait, 10)              # the worker is busy: what follows queues behind it
-        device.start_procedure("next")            # queues the reset of the tracker
+        busy = worker.submit(gate.wait, 10)       # the worker is busy: what follows queues behind it
+        wait_for(busy.running, 5)
+        device.start_procedure("next")            # queues the reset of the tracker (and of the other live analyses)
+        queued = worker.pending()[0]
         refused: list[str] = []
 
         def draw() -> None:
@@ -90,7 +92,7 @@ def test_a_centreline_set_right_after_a_new_procedure_lands_on_the_new_tracker(t
 
         drawer = threading.Thread(target=draw)
         drawer.start()
-        wait_for(lambda: worker.pending()[0] == 2, 5)   # the reset, then the centreline
+        wait_for(lambda: worker.pending()[0] == queued + 1, 5)   # the resets, then the centreline
         gate.set()
         drawer.join(10)
         assert refused and "no baseline yet" in refused[0]
