@@ -18,7 +18,8 @@ class EventReads:
     """Queries over committed data; what is only queued is not seen."""
 
     def query(self, sql: str, args: tuple) -> list[tuple]:
-        raise NotImplementedError
+        """Rows of ``sql`` on a read connection: EventLog, which mixes these reads in, supplies it."""
+        raise NotImplementedError   # the abstract hook of this mixin, not a stub
 
     def events(self, after: int = 0, limit: int = 100, procedure_id: str | None = None) -> list[dict]:
         """Committed events with id > after, in id order; page on with the last one's id as ``after``."""
