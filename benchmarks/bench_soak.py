@@ -321,6 +321,7 @@ def run_soak(duration_s: float, data_dir: Path, *, size: int = 1024, clients: in
         if watcher is not None:
             watcher.start()
         t0 = time.monotonic()
+        tick = 0
         while True:
             now = time.monotonic() - t0
             st = _status(port)
@@ -334,10 +335,14 @@ def run_soak(duration_s: float, data_dir: Path, *, size: int = 1024, clients: in
             watching_on = watcher is not None and watcher.is_alive()
             if now >= duration_s and not watching_on:
                 break
-            if watching_on:
-                watcher.join(sample_every_s)
-            else:
-                time.sleep(min(sample_every_s, max(0.0, duration_s - now)))
+            # Samples on a fixed schedule: a watcher ending between two must not squeeze in one a few ms later.
+            tick += 1
+            next_at = tick * sample_every_s
+            while (wait := next_at - (time.monotonic() - t0)) > 0:
+                if watcher is not None and watcher.is_alive():
+                    watcher.join(wait)
+                else:
+                    time.sleep(wait)
     finally:
         load.stop()
         if proc.poll() is None:
