@@ -78,18 +78,16 @@ def _background(prof: np.ndarray, across: np.ndarray, lo: np.ndarray, hi: np.nda
     d = hi - lo
     g, b = _gap(d), _band(d)
     a = across[None, :]
-    left = (a >= (lo - g - b)[:, None]) & (a <= (lo - g)[:, None])
-    right = (a >= (hi + g)[:, None]) & (a <= (hi + g + b)[:, None])
-    with np.errstate(invalid="ignore"), _quiet():
-        vl = np.nanmedian(np.where(left, prof, np.nan), axis=1)
-        vr = np.nanmedian(np.where(right, prof, np.nan), axis=1)
+    vl, nl = _band_median(prof, across, lo - g - b, lo - g)
+    vr, nr = _band_median(prof, across, hi + g, hi + g + b)
     xl, xr = lo - g - b / 2, hi + g + b / 2
     vl = np.where(np.isfinite(vl), vl, vr)
     vr = np.where(np.isfinite(vr), vr, vl)
     # Contrast only adds opacity: a band clearly above the other holds a branch leaving the vein (a collateral's
     # junction) or a neighbouring vein, so the lower band is the background, flat.
     with np.errstate(invalid="ignore"), _quiet():
-        se = np.sqrt(_median_se(prof, left) ** 2 + _median_se(prof, right) ** 2)
+        sd = _sample_sd(prof)
+        se = np.sqrt(_median_se(sd, nl) ** 2 + _median_se(sd, nr) ** 2)
         branch = np.abs(vl - vr) > BRANCH_SE * se
     low = np.minimum(vl, vr)
     vl, vr = np.where(branch, low, vl), np.where(branch, low, vr)
@@ -97,14 +95,43 @@ def _background(prof: np.ndarray, across: np.ndarray, lo: np.ndarray, hi: np.nda
     return vl[:, None] + slope[:, None] * (a - xl[:, None])
 
 
-def _median_se(prof: np.ndarray, sel: np.ndarray) -> np.ndarray:
-    """Standard error of a band's median per profile, from the noise of the profiles (differences of samples
-    2 px apart, robust to the columns' edges; not the band's own spread, which a branch in it inflates):
-    1.25 sd / sqrt(samples), counted per pixel (samples are half a pixel apart and averaged along)."""
-    d = prof[::16, 4:] - prof[::16, :-4]      # every 16th profile: plenty of samples, little time
+def _band_median(prof: np.ndarray, across: np.ndarray, start: np.ndarray, stop: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(median, count) of each profile's finite samples with start <= across <= stop: ``np.nanmedian`` of the
+    band (NaN where it holds none), on the band's samples alone (``across`` ascends, so a band is a slice):
+    the whole width went through NumPy's per-row fallback, the dearest step of a long centreline."""
+    m, k = prof.shape
+    ok = np.isfinite(start) & np.isfinite(stop)
+    i0 = np.where(ok, np.searchsorted(across, start, side="left"), 0)
+    i1 = np.where(ok, np.searchsorted(across, stop, side="right"), 0)
+    span = int(max(int((i1 - i0).max(initial=0)), 0))
+    if span == 0:
+        return np.full(m, np.nan, dtype=prof.dtype), np.zeros(m, dtype=np.intp)
+    idx = i0[:, None] + np.arange(span)[None, :]
+    vals = prof[np.arange(m)[:, None], np.minimum(idx, k - 1)]
+    keep = (idx < i1[:, None]) & np.isfinite(vals)
+    vals = np.sort(np.where(keep, vals, np.inf), axis=1)      # the band's finite samples first, in order
+    n = keep.sum(axis=1)
+    rows = np.arange(m)
+    low = vals[rows, np.maximum(n - 1, 0) // 2]
+    high = vals[rows, np.minimum(n // 2, span - 1)]
+    with np.errstate(invalid="ignore"):
+        mid = (low + high) / prof.dtype.type(2)
+    return np.where(n > 0, mid, np.nan).astype(prof.dtype, copy=False), n
+
+
+def _sample_sd(prof: np.ndarray) -> float:
+    """Noise sd of one profile sample (differences of samples 2 px apart, robust to the columns' edges; not a
+    band's own spread, which a branch in it inflates), from every 16th profile: plenty of samples, little time."""
+    d = prof[::16, 4:] - prof[::16, :-4]
     d = d[np.isfinite(d)]
-    sd = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2.0) if d.size else float("nan")
-    n = np.maximum(np.sum(sel & np.isfinite(prof), axis=1) * ACROSS_STEP_PX, 1.0)
+    return 1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2.0) if d.size else float("nan")
+
+
+def _median_se(sd: float, count: np.ndarray) -> np.ndarray:
+    """Standard error of a band's median per profile from its finite samples' ``count``: 1.25 sd / sqrt(n),
+    counted per pixel (samples are half a pixel apart and averaged along)."""
+    n = np.maximum(count * ACROSS_STEP_PX, 1.0)
     return 1.25 * sd / np.sqrt(n)
 
 

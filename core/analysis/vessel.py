@@ -13,11 +13,12 @@ cylinder-projection fit (chord 2 sqrt(R^2 - d^2)) of the most opacified stations
 """
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from ext import _vessel
 
 __all__ = [
     "Stations", "Vessel", "diameter_along", "find_vessel", "make_stations", "sample_profiles", "parse_centerline",
@@ -101,27 +102,26 @@ def make_stations(centerline: np.ndarray, spacing: float, smooth_px: float = 4.0
 
 
 def sample_profiles(image: np.ndarray, stations: Stations, across: np.ndarray, along: np.ndarray) -> np.ndarray:
-    """(M, K) profiles: ``image`` at xy + a * normal + b * tangent, bilinear, averaged over ``along`` b.
+    """(M, K) float32 profiles: ``image`` at xy + a * normal + b * tangent, bilinear, averaged over ``along`` b.
 
     NaN for samples outside the image or touching a NaN pixel; callers drop any profile holding one.
+    Compiled (ext/_vessel.pyx; NumPy reference core/analysis/vessel_ref.py): the widest profiles of a long
+    centreline are millions of samples.
     """
-    img = np.asarray(image, dtype=np.float32)
-    h, w = img.shape
-    a = np.asarray(across, dtype=float)[None, :, None]
-    b = np.asarray(along, dtype=float)[None, None, :]
-    x = stations.xy[:, 0, None, None] + a * stations.normal[:, 0, None, None] + b * stations.tangent[:, 0, None, None]
-    y = stations.xy[:, 1, None, None] + a * stations.normal[:, 1, None, None] + b * stations.tangent[:, 1, None, None]
-    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
-    x0 = np.clip(np.floor(x), 0, max(w - 2, 0)).astype(np.intp)
-    y0 = np.clip(np.floor(y), 0, max(h - 2, 0)).astype(np.intp)
-    fx = (x - x0).astype(np.float32)
-    fy = (y - y0).astype(np.float32)
-    x1 = np.minimum(x0 + 1, w - 1)
-    y1 = np.minimum(y0 + 1, h - 1)
-    v = (img[y0, x0] * (1 - fx) * (1 - fy) + img[y0, x1] * fx * (1 - fy)
-         + img[y1, x0] * (1 - fx) * fy + img[y1, x1] * fx * fy)
-    v = np.where(inside, v, np.nan)
-    return v.mean(axis=2)
+    img = np.ascontiguousarray(image, dtype=np.float32)
+    if img.ndim != 2 or min(img.shape) < 1:
+        raise ValueError(f"sample_profiles needs a 2-D image, got shape {img.shape}")
+    xy, normal, tangent = (np.ascontiguousarray(np.reshape(v, (-1, 2)), dtype=np.float64)
+                           for v in (stations.xy, stations.normal, stations.tangent))
+    if not len(xy) == len(normal) == len(tangent):
+        raise ValueError("stations' xy, normal and tangent differ in length")
+    a = np.ascontiguousarray(np.ravel(across), dtype=np.float64)
+    b = np.ascontiguousarray(np.ravel(along), dtype=np.float64)
+    if b.size == 0:
+        raise ValueError("sample_profiles needs at least one sample along the vessel")
+    out = np.empty((len(xy), a.size), dtype=np.float32)
+    _vessel.sample_profiles(img, xy, normal, tangent, a, b, out)
+    return out
 
 
 def profile_window(diameter_px: float) -> tuple[float, float]:
@@ -234,30 +234,18 @@ _STEPS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
 def _dijkstra(mask: np.ndarray, cost: np.ndarray, start: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Geodesic distance inside ``mask`` from ``start`` (8-neighbours, step length x mean cost), and the
-    predecessor of each node (flat index, -1 for none)."""
+    predecessor of each node (flat index, -1 for none). Compiled (ext/_vessel.pyx geodesic; reference
+    core/analysis/vessel_ref.py): a heap in Python took a third of the automatic centreline's time."""
     h, w = mask.shape
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    c = np.ascontiguousarray(cost, dtype=np.float32 if cost.dtype == np.float32 else np.float64)
+    if c.shape != m.shape:
+        raise ValueError(f"cost {c.shape} and mask {m.shape} differ in shape")
+    if not (0 <= start[0] < h and 0 <= start[1] < w):
+        raise ValueError(f"start {start} is outside the {w}x{h} grid")
     dist = np.full(h * w, np.inf)
     prev = np.full(h * w, -1, dtype=np.int64)
-    m = mask.ravel()
-    c = cost.ravel()
-    s0 = start[0] * w + start[1]
-    dist[s0] = 0.0
-    heap = [(0.0, s0)]
-    while heap:
-        d, u = heapq.heappop(heap)
-        if d > dist[u]:
-            continue
-        uy, ux = divmod(u, w)
-        for dy, dx in _STEPS:
-            vy, vx = uy + dy, ux + dx
-            if 0 <= vy < h and 0 <= vx < w:
-                v = vy * w + vx
-                if m[v]:
-                    nd = d + (1.4142135623730951 if dy and dx else 1.0) * 0.5 * (c[u] + c[v])
-                    if nd < dist[v]:
-                        dist[v] = nd
-                        prev[v] = u
-                        heapq.heappush(heap, (nd, v))
+    _vessel.geodesic(m, c, int(start[0]) * w + int(start[1]), dist, prev)
     return dist.reshape(h, w), prev
 
 

@@ -15,126 +15,43 @@ Method (docs/domain.md, clearance):
   per named segment. Clearance ``(b_base - b_post) / b_base * 100``; below -5% progression (no grade); graded
   from the value as displayed (one decimal) at configurable thresholds; not graded when a safeguard
   (clearance/safeguards.py) says the comparison is doubtful.
+
+This module runs the measurement; its parts live beside it: inputs.py (the checked inputs), runs.py (one run at
+the stations, devices), reference.py (the cross-run reference, axis and densities), result.py (percentages,
+verdict, defects, segments).
 """
 from __future__ import annotations
-
-import math
-import numbers
 
 import numpy as np
 
 from core.analysis.clearance import density as dens
-from core.analysis.clearance import device, safeguards
-from core.analysis.clearance.grading import DEFAULT_GRADES, check_segments, check_thresholds, grade
+from core.analysis.clearance import safeguards
+from core.analysis.clearance.grading import DEFAULT_GRADES, check_segments, check_thresholds
+from core.analysis.clearance.inputs import (
+    MAX_CENTERLINE_LENGTH_FACTOR,
+    MAX_CENTERLINE_POINTS,
+    _check_diameter,
+    check_operator_centerline,
+    check_peak_image,
+)
 from core.analysis.clearance.path import automatic_centerline
-from core.analysis.lumen import integral_at, measure_lumen, run_reference, running_mean, running_median
-from core.analysis.registration import Registration, register
-from core.analysis.vessel import Stations, check_centerline, diameter_along, make_stations
+from core.analysis.clearance.reference import _axis, _densities, _shared_reference, round_column
+from core.analysis.clearance.result import _clearance, _defects, _pct, _segments, verdict
+from core.analysis.clearance.runs import (
+    MIN_STATIONS,
+    STATION_SPACING_PX,
+    _device_outcome,
+    _devices,
+    _Run,
+    register_runs,
+)
+from core.analysis.lumen import run_reference
+from core.analysis.registration import Registration
+from core.analysis.vessel import check_centerline, diameter_along, make_stations
 
-STATION_SPACING_PX = 2.0          # "cross-section profiles every few pixels"
-MIN_BASELINE_BURDEN_PCT = 5.0     # below this the baseline has too little thrombus for a clearance ratio
-PROGRESSION_PCT = -5.0            # a clearance below this is progression, not a grade
-REMOVAL_FLAG_PCT = 75.0           # CLOUT end point
-DEFECT_BURDEN = 0.25              # a station this occluded (smoothed) is drawn as a defect
-MIN_STATIONS = 5
-MAX_DEVICE_SHARE = 0.6          # beyond this share of the vessel under a device, no grade
-ROUND_OFFSET = 0.04               # a column's middle this share of its width off its track: one side is cut
-MAX_SHIFT_PX = 160                # table moves between runs
-# An operator's centreline: a venogram's vein is drawn with a few dozen clicks (one every few centimetres, more
-# along a bend); 256 leaves ample room. It crosses the field once, so it is at most twice the image's
-# perimeter half (w + h) long; a longer one zigzags, and its analysis time grows with its length (a 4,096-point
-# scribble held the analysis worker for 10-50 s).
-MAX_CENTERLINE_POINTS = 256
-MAX_CENTERLINE_LENGTH_FACTOR = 2.0   # times (width + height) of the image
-
-
-def _pct(v: float | None, nd: int = 1) -> float | None:
-    return None if v is None or not np.isfinite(v) else round(float(v) * 100.0, nd)
-
-
-def _clearance(b0: float, b1: float) -> tuple[float | None, str | None]:
-    if not np.isfinite(b0) or not np.isfinite(b1):
-        return None, "not measured"
-    if b0 * 100.0 < MIN_BASELINE_BURDEN_PCT:
-        return None, (f"baseline burden {b0 * 100:.1f}% is below {MIN_BASELINE_BURDEN_PCT:g}%: "
-                      "too little thrombus to measure clearance against")
-    return (b0 - b1) / b0 * 100.0, None
-
-
-def verdict(clear: float | None, gradable: bool, thresholds) -> dict:
-    """clearance_pct, grade, progression, removal_ge_75 from a clearance, graded as displayed (one decimal)."""
-    shown = None if clear is None else round(float(clear), 1) + 0.0
-    progression = shown is not None and shown < PROGRESSION_PCT
-    return {"clearance_pct": shown,
-            "grade": grade(shown, thresholds) if gradable and not progression else None,
-            "progression": bool(progression),
-            "removal_ge_75": None if shown is None else bool(shown >= REMOVAL_FLAG_PCT)}
-
-
-def _defects(burden: np.ndarray, stations: Stations, diameter_px: float, shift=(0.0, 0.0),
-             where: bool = False) -> list[dict]:
-    """Stretches of the centreline whose (smoothed) burden exceeds DEFECT_BURDEN; with ``where`` also x, y of
-    the worst station (in the coordinates of the run, i.e. moved by ``shift``)."""
-    half = max(1, int(round(diameter_px / (2 * STATION_SPACING_PX))))
-    sm = running_mean(burden, half)
-    hot = np.nan_to_num(sm, nan=0.0) > DEFECT_BURDEN
-    edges = np.diff(np.concatenate([[0], hot.astype(int), [0]]))
-    out = []
-    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-        seg = burden[a:b]
-        has = np.isfinite(seg).any()
-        d = {"start_frac": round(float(stations.frac[a]), 4), "end_frac": round(float(stations.frac[b - 1]), 4),
-             "peak_burden_pct": _pct(float(np.nanmax(seg)) if has else None),
-             "mean_burden_pct": _pct(float(np.nanmean(seg)) if has else None)}
-        if where:
-            k = a + int(np.nanargmax(np.nan_to_num(sm[a:b], nan=-1.0)))
-            d["x"] = round(float(stations.xy[k, 0] + shift[0]), 1)
-            d["y"] = round(float(stations.xy[k, 1] + shift[1]), 1)
-        out.append(d)
-    return out
-
-
-class _Run:
-    """One run measured at the stations: lumen, own reference, density, filled cross-section."""
-
-    def __init__(self, peak: np.ndarray, stations: Stations, reg: Registration, max_d: float,
-                 beside: bool = False) -> None:
-        self.peak, self.reg = peak, reg
-        self.stations = stations.moved(reg.dx, reg.dy)
-        self.lumen = measure_lumen(peak, self.stations, max_d, beside=beside)
-        self.ref, self.patent = run_reference(self.lumen.width, stations.s, STATION_SPACING_PX)
-        self.integral = self.lumen.integral.copy()
-        self.line = None
-        self.axis = np.zeros(len(stations.s))   # the vein's axis in this run's profiles (offset along the normal)
-        self.borrowed = False       # density line taken unscaled from another run (none of its own)
-        self.device = np.zeros(len(stations.s), dtype=bool)   # stations where this run holds a device
-
-    def integrate(self, d_ref: np.ndarray) -> None:
-        """The filled cross-section's integral over the whole reference lumen on the vein's axis, background
-        beside it: a column cut on one side (or absent: an occlusion) is integrated where the lumen is, not
-        where its remains are, so the background bands never touch the lumen's own edge."""
-        st = self.stations
-        whole = integral_at(self.peak, st, self.axis, d_ref)
-        self.integral = np.where(np.isfinite(whole), whole, self.integral)
-
-
-def _check_diameter(diameter_px, shape) -> float | None:
-    if diameter_px is None:
-        return None
-    if not (isinstance(diameter_px, numbers.Real) and math.isfinite(diameter_px)
-            and 1.0 <= diameter_px <= min(shape) / 2):
-        raise ValueError(f"diameter must be a number of pixels between 1 and {min(shape) / 2:g}, "
-                         f"got {diameter_px!r}")
-    return float(diameter_px)
-
-
-def register_runs(base, peak, mask0=None, mask1=None) -> Registration:
-    """A later run against the baseline, on the anatomy of the masks when both are given and the registration
-    takes them, up to MAX_SHIFT_PX."""
-    import inspect
-    if mask0 is not None and mask1 is not None and "fixed_mask" in inspect.signature(register).parameters:
-        return register(base, peak, fixed_mask=mask0, moving_mask=mask1, max_shift=MAX_SHIFT_PX)
-    return register(base, peak, max_shift=MAX_SHIFT_PX)
+# The measurement's parts live beside it (inputs, runs, reference, result); these names stay importable from here.
+__all__ = ["MAX_CENTERLINE_LENGTH_FACTOR", "MAX_CENTERLINE_POINTS", "STATION_SPACING_PX", "check_operator_centerline",
+           "check_peak_image", "measure_clearance", "measure_runs", "register_runs", "round_column", "verdict"]
 
 
 def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, diameter_px=None, segments=None,
@@ -294,125 +211,6 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
     return result
 
 
-def _devices(runs: list[_Run], masks: list, d_ref: np.ndarray) -> list[np.ndarray]:
-    """Per later run, the stations where its mask or the baseline's holds a device the other does not (none
-    without both masks); each run's ``device`` the stations where it holds one."""
-    none = np.zeros(len(d_ref), dtype=bool)
-    for r in runs:
-        r.device = none.copy()
-    if masks[0] is None:
-        return [none] * (len(runs) - 1)
-    half = max(1, int(round(float(np.nanmedian(d_ref)) / (2 * STATION_SPACING_PX))))
-    base = runs[0]
-    across, prof0 = device.mask_profiles(masks[0], base.stations, d_ref)
-    contrast = float(np.nanmedian(base.integral[base.patent])) if base.patent.any() else float("nan")
-    out = []
-    for r, m in zip(runs[1:], masks[1:]):
-        if m is None or m.shape != masks[0].shape:
-            out.append(none)
-            continue
-        _, prof = device.mask_profiles(m, r.stations, d_ref)
-        diff = device.ridge(across, prof0 - prof, r.axis, d_ref)      # log I: a device lowers the run's mask
-        in_run, in_base = device.device_stations(diff, contrast, half)
-        r.device |= in_run
-        base.device |= in_base
-        out.append(in_run | in_base)
-    return out
-
-
-def _device_outcome(dev: np.ndarray, used: np.ndarray, name: str) -> tuple[str | None, str | None]:
-    """(warning, note) for a device found on one of the two runs: its stations are left out of the burden when
-    enough of the vessel remains, else the comparison is not gradable."""
-    n = int((dev & used).sum())
-    if n == 0:
-        return None, None
-    share = n / max(int(used.sum()), 1)
-    if used.sum() - n < MIN_STATIONS or share > MAX_DEVICE_SHARE:
-        return (f"a device (catheter, sheath) in the lumen on the baseline or {name} run over {share * 100:.0f}% "
-                "of the vessel: it displaces contrast like thrombus"), None
-    return None, (f"a device (catheter, sheath) in the lumen on the baseline or {name} run: its {share * 100:.0f}% "
-                  "of the vessel left out of the burden")
-
-
-def _shared_reference(runs: list[_Run]) -> tuple[np.ndarray, np.ndarray]:
-    """(widest reference any run shows per station, stations some run shows patent)."""
-    refs = np.vstack([r.ref for r in runs])
-    have = np.isfinite(refs).any(axis=0)
-    d_run = np.where(have, np.max(np.where(np.isfinite(refs), refs, -1.0), axis=0), np.nan)
-    return d_run, np.any(np.vstack([r.patent for r in runs]), axis=0)
-
-
-def _track(centre: np.ndarray, width: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(centre) & np.isfinite(width)
-    if ok.sum() < 3:
-        return np.full(centre.shape, np.nan)
-    d = float(np.median(width[ok]))
-    return running_median(np.where(ok, centre, np.nan), max(2, int(round(2 * d / STATION_SPACING_PX))))
-
-
-def _axis(runs: list[_Run]) -> np.ndarray:
-    """The vein's axis per station (offset along the normal): the smoothed column middle of the run that shows
-    the widest lumen there, i.e. a whole column, not one cut on a side."""
-    refs = np.vstack([np.nan_to_num(r.ref, nan=-1.0) for r in runs])
-    tracks = np.vstack([_track(r.lumen.centre, r.lumen.width) for r in runs])
-    best = np.argmax(refs, axis=0)
-    return tracks[best, np.arange(refs.shape[1])]
-
-
-def round_column(centre: np.ndarray, width: np.ndarray, axis: np.ndarray) -> np.ndarray:
-    """Stations whose column sits symmetric on the vein's axis: a round lumen (whole, or lined evenly by
-    thrombus), the only kind whose shape tells its contrast density. A thrombus beside the lumen cuts one side
-    of the column, moves its middle off the axis, and reads too dense."""
-    ok = np.isfinite(centre) & np.isfinite(width) & np.isfinite(axis)
-    with np.errstate(invalid="ignore"):
-        return ok & (np.abs(centre - axis) <= np.maximum(0.5, ROUND_OFFSET * width))
-
-
-def _densities(runs: list[_Run]) -> None:
-    """Each run's density line from its own patent columns; a run with too few takes another run's line scaled
-    by the integrals' ratio on the stations patent in both (normalised between runs)."""
-    s = runs[0].stations.s
-    for r in runs:
-        r.line = dens.density_line(s, r.lumen.density, r.full)
-    for r in runs:
-        if r.line is not None:
-            continue
-        for o in runs:
-            if o.line is None:
-                continue
-            q = dens.contrast_ratio(r.integral, o.integral, r.full & o.full)
-            if q is not None and q > 0:
-                r.line = (o.line[0] * q, o.line[1] * q)
-                break
-        if r.line is None:
-            # Nothing round to read: the first readable run's line, unscaled; said in the warnings.
-            r.line = next((o.line for o in runs if o.line is not None and o.line is not r.line), None)
-            r.borrowed = True
-        if r.line is None:
-            raise ValueError("no patent contrast column to read the contrast density from (no usable contrast)")
-        if not np.all(dens.line_at(r.line, s) > 0):
-            raise ValueError("the contrast density falls to zero along the vessel: no usable contrast")
-
-
-def _segments(segs, stations, used, fill0, fill1, ref_area, gradable, thresholds) -> list[dict]:
-    out = []
-    for name, a, b in segs:
-        inside = used & (stations.frac >= a) & (stations.frac <= b)
-        entry = {"name": name, "start": a, "end": b, "stations": int(inside.sum())}
-        if inside.sum() == 0:
-            entry.update(burden_baseline_pct=None, burden_post_pct=None, clearance_pct=None, grade=None,
-                         removal_ge_75=None, progression=False, note="no station measured in this segment")
-        else:
-            sb0 = dens.burden(fill0, ref_area, inside)
-            sb1 = dens.burden(fill1, ref_area, inside)
-            sc, swhy = _clearance(sb0, sb1)
-            entry.update(burden_baseline_pct=_pct(sb0), burden_post_pct=_pct(sb1), **verdict(sc, gradable, thresholds))
-            if swhy:
-                entry["note"] = swhy
-        out.append(entry)
-    return out
-
-
 def measure_clearance(baseline_peak: np.ndarray, post_peak: np.ndarray, *, centerline=None, diameter_px=None,
                       segments=None, grade_thresholds=DEFAULT_GRADES, registration: Registration | None = None,
                       masks=None) -> dict:
@@ -423,34 +221,3 @@ def measure_clearance(baseline_peak: np.ndarray, post_peak: np.ndarray, *, cente
     return measure_runs(baseline_peak, [post_peak], centerline=centerline, diameter_px=diameter_px,
                         segments=segments, grade_thresholds=grade_thresholds, registrations=[registration],
                         masks=masks)
-
-
-def check_operator_centerline(points, shape: tuple[int, int]) -> np.ndarray:
-    """An operator's centreline (``--centerline``, ``PUT /api/centerline``) checked for the image ``shape``:
-    at most ``MAX_CENTERLINE_POINTS`` points and ``MAX_CENTERLINE_LENGTH_FACTOR * (w + h)`` px long, so one
-    request cannot hold the analysis worker."""
-    arr = np.asarray(points, dtype=float)
-    if arr.ndim >= 1 and len(arr) > MAX_CENTERLINE_POINTS:
-        raise ValueError(f"a centreline has at most {MAX_CENTERLINE_POINTS} points (a vein needs a few dozen), "
-                         f"got {len(arr)}")
-    line = check_centerline(arr, shape)
-    h, w = shape
-    limit = MAX_CENTERLINE_LENGTH_FACTOR * (w + h)
-    length = float(np.hypot(*np.diff(line, axis=0).T).sum())
-    if length > limit:
-        raise ValueError(f"the centreline is {length:.0f} px long, more than {limit:.0f} px "
-                         f"({MAX_CENTERLINE_LENGTH_FACTOR:g} x (width + height)): a vein crosses the image once")
-    return line
-
-
-def check_peak_image(img, name: str) -> np.ndarray:
-    """A peak-opacity image as float32, or ValueError naming what is wrong with it."""
-    arr = np.asarray(img)
-    if arr.ndim != 2 or min(arr.shape) < 16:
-        raise ValueError(f"the {name} peak-opacity image must be 2-D and at least 16x16, got shape {arr.shape}")
-    if arr.dtype.kind not in "fiu":
-        raise ValueError(f"the {name} peak-opacity image must be numeric, got {arr.dtype}")
-    arr = arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).any():
-        raise ValueError(f"the {name} peak-opacity image has no measured pixels")
-    return arr

@@ -1,0 +1,89 @@
+"""One run of a clearance measurement at the shared stations: registered to the baseline, its lumen measured
+(core/analysis/lumen.py), its own reference and patent stations, the filled cross-section's integral; and the
+stations where it holds a device (a catheter or sheath displaces contrast like thrombus)."""
+from __future__ import annotations
+
+import numpy as np
+
+from core.analysis.clearance import device
+from core.analysis.lumen import integral_at, measure_lumen, run_reference
+from core.analysis.registration import Registration, register
+from core.analysis.vessel import Stations
+
+STATION_SPACING_PX = 2.0          # "cross-section profiles every few pixels"
+MIN_STATIONS = 5
+MAX_DEVICE_SHARE = 0.6          # beyond this share of the vessel under a device, no grade
+MAX_SHIFT_PX = 160                # table moves between runs
+
+
+class _Run:
+    """One run measured at the stations: lumen, own reference, density, filled cross-section."""
+
+    def __init__(self, peak: np.ndarray, stations: Stations, reg: Registration, max_d: float,
+                 beside: bool = False) -> None:
+        self.peak, self.reg = peak, reg
+        self.stations = stations.moved(reg.dx, reg.dy)
+        self.lumen = measure_lumen(peak, self.stations, max_d, beside=beside)
+        self.ref, self.patent = run_reference(self.lumen.width, stations.s, STATION_SPACING_PX)
+        self.integral = self.lumen.integral.copy()
+        self.line = None
+        self.axis = np.zeros(len(stations.s))   # the vein's axis in this run's profiles (offset along the normal)
+        self.borrowed = False       # density line taken unscaled from another run (none of its own)
+        self.device = np.zeros(len(stations.s), dtype=bool)   # stations where this run holds a device
+
+    def integrate(self, d_ref: np.ndarray) -> None:
+        """The filled cross-section's integral over the whole reference lumen on the vein's axis, background
+        beside it: a column cut on one side (or absent: an occlusion) is integrated where the lumen is, not
+        where its remains are, so the background bands never touch the lumen's own edge."""
+        st = self.stations
+        whole = integral_at(self.peak, st, self.axis, d_ref)
+        self.integral = np.where(np.isfinite(whole), whole, self.integral)
+
+
+def register_runs(base, peak, mask0=None, mask1=None) -> Registration:
+    """A later run against the baseline, on the anatomy of the masks when both are given and the registration
+    takes them, up to MAX_SHIFT_PX."""
+    import inspect
+    if mask0 is not None and mask1 is not None and "fixed_mask" in inspect.signature(register).parameters:
+        return register(base, peak, fixed_mask=mask0, moving_mask=mask1, max_shift=MAX_SHIFT_PX)
+    return register(base, peak, max_shift=MAX_SHIFT_PX)
+
+
+def _devices(runs: list[_Run], masks: list, d_ref: np.ndarray) -> list[np.ndarray]:
+    """Per later run, the stations where its mask or the baseline's holds a device the other does not (none
+    without both masks); each run's ``device`` the stations where it holds one."""
+    none = np.zeros(len(d_ref), dtype=bool)
+    for r in runs:
+        r.device = none.copy()
+    if masks[0] is None:
+        return [none] * (len(runs) - 1)
+    half = max(1, int(round(float(np.nanmedian(d_ref)) / (2 * STATION_SPACING_PX))))
+    base = runs[0]
+    across, prof0 = device.mask_profiles(masks[0], base.stations, d_ref)
+    contrast = float(np.nanmedian(base.integral[base.patent])) if base.patent.any() else float("nan")
+    out = []
+    for r, m in zip(runs[1:], masks[1:]):
+        if m is None or m.shape != masks[0].shape:
+            out.append(none)
+            continue
+        _, prof = device.mask_profiles(m, r.stations, d_ref)
+        diff = device.ridge(across, prof0 - prof, r.axis, d_ref)      # log I: a device lowers the run's mask
+        in_run, in_base = device.device_stations(diff, contrast, half)
+        r.device |= in_run
+        base.device |= in_base
+        out.append(in_run | in_base)
+    return out
+
+
+def _device_outcome(dev: np.ndarray, used: np.ndarray, name: str) -> tuple[str | None, str | None]:
+    """(warning, note) for a device found on one of the two runs: its stations are left out of the burden when
+    enough of the vessel remains, else the comparison is not gradable."""
+    n = int((dev & used).sum())
+    if n == 0:
+        return None, None
+    share = n / max(int(used.sum()), 1)
+    if used.sum() - n < MIN_STATIONS or share > MAX_DEVICE_SHARE:
+        return (f"a device (catheter, sheath) in the lumen on the baseline or {name} run over {share * 100:.0f}% "
+                "of the vessel: it displaces contrast like thrombus"), None
+    return None, (f"a device (catheter, sheath) in the lumen on the baseline or {name} run: its {share * 100:.0f}% "
+                  "of the vessel left out of the burden")
