@@ -18,8 +18,16 @@ from functools import partial
 import numpy as np
 
 from core.analysis.kernels import FrameKernel, build_mask
-from core.analysis.runs import (DSA_MAX_RATE, MIN_DSA_RATE, MIN_PULSE_RATE, SLOW_CONFIRM_PULSES, Run, RunDetector,
-                                RunEvent, injection_overlaps)
+from core.analysis.runs import (
+    DSA_MAX_RATE,
+    MIN_DSA_RATE,
+    MIN_PULSE_RATE,
+    SLOW_CONFIRM_PULSES,
+    Run,
+    RunDetector,
+    RunEvent,
+    injection_overlaps,
+)
 from core.analysis.runtimer import RunTimer
 from core.analysis.xray import XrayArbiter
 from core.sources.frames import Frame, frame_problem
@@ -130,7 +138,8 @@ class FramePipeline:
 
     def injection(self, start_ns: int, stop_ns: int | None = None, summary: dict | None = None) -> None:
         """An injection from the injector: start (STATE injecting / first SAMPLE with flow), later its stop
-        and SUMMARY. Calls with the same ``start_ns`` update one injection."""
+        and SUMMARY; or one given by hand (a moment: ``stop_ns == start_ns``, its entry as the summary).
+        Calls with the same ``start_ns`` update one injection."""
         if not isinstance(start_ns, int) or isinstance(start_ns, bool):
             raise ValueError(f"start_ns must be an integer monotonic time, got {start_ns!r}")
         if stop_ns is not None and (not isinstance(stop_ns, int) or stop_ns < start_ns):
@@ -326,10 +335,12 @@ class FramePipeline:
         end = run.end_ns if run.end_ns is not None else run.pulse_ns[-1]
         with self._lock:
             injections = list(self._injections)
-        overlapping = [inj for inj in injections if injection_overlaps(inj, run.start_ns, end)]
+        overlapping = sorted((inj for inj in injections if injection_overlaps(inj, run.start_ns, end)),
+                             key=lambda inj: inj["start_ns"])
         if not overlapping:
             return None
-        # The first one times the run (injection delay); a second one in the same run is counted.
+        # The first one times the run (injection delay); a second one in the same run is counted. A hand
+        # injection entered later may have started earlier than the injector's.
         return dict(overlapping[0], count=len(overlapping))
 
     def _device_xray(self, run: Run) -> dict:

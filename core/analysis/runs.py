@@ -101,6 +101,7 @@ class Run:
             "injection_start_ns": start,
             "injection_stop_ns": inj.get("stop_ns"),
             "injection_delay_s": None if start is None else round((start - self.start_ns) / NS, 3),
+            "injection_source": injection_source(start, summary),
         })
         out.update({key: summary.get(src) for key, src in INJECTOR_FIGURES})
         timing = self.timing or {}
@@ -138,10 +139,31 @@ def merge_injection(record: dict, injection: dict) -> dict:
     out.update({key: summary.get(src) for key, src in INJECTOR_FIGURES})
     if out.get("injection_start_ns") is None:
         start = injection["start_ns"]
-        out.update(injection_start_ns=start, injection_delay_s=round((start - record["start_ns"]) / NS, 3),
-                   injections=max(1, out.get("injections") or 0))
+        offset_s = (start - record["start_ns"]) / NS
+        out.update(injection_start_ns=start, injection_delay_s=round(offset_s, 3),
+                   injections=max(1, out.get("injections") or 0),
+                   rois=[timed_from_injection(roi, offset_s) for roi in out.get("rois") or []])
+    out["injection_source"] = injection_source(out["injection_start_ns"], summary)
     if out.get("injection_stop_ns") is None:
         out["injection_stop_ns"] = injection["stop_ns"]
+    return out
+
+
+def injection_source(start_ns: int | None, summary: dict) -> str | None:
+    """Who gave the run's injection: ``"hand"`` (entered by staff), ``"injector"``, None without one."""
+    if start_ns is None:
+        return None
+    return "hand" if summary.get("source") == "hand" else "injector"
+
+
+def timed_from_injection(roi: dict, offset_s: float) -> dict:
+    """An ROI's times from an injection start learnt after the run was timed (``offset_s`` on the run
+    clock): what RoiCurve.to_dict gives with it, from the recorded centroid and arrival."""
+    out = dict(roi)
+    if roi.get("centroid_s") is not None:
+        out["mtt_s"] = round(roi["centroid_s"] - offset_s, 4)
+    if roi.get("arrival_s") is not None:
+        out["arrival_after_injection_s"] = round(roi["arrival_s"] - offset_s, 4)
     return out
 
 

@@ -4,7 +4,8 @@ The appliance holds both under its lock and writes what they return to the event
 caller (host monotonic ns) or from the injected clock, so tests run them in simulated time.
 
 - ``InjectionBook``: the injection going on (from the first SAMPLE with flow or STATE injecting to its
-  SUMMARY) and the injections reported lately, to complete a run that ended before its injection's SUMMARY.
+  SUMMARY) and the injections reported lately (the injector's and hand entries), to complete a run that ended
+  before its injection's SUMMARY or before staff entered the hand injection.
 - ``RunBook``: the records of this session's recent runs and the open procedure's totals: labels (given
   while a run is analysed, or after, in the run's own procedure), and the re-record a late SUMMARY asks for.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from core.analysis.runs import Run, injection_overlaps, merge_injection, run_takes_injection
 from core.analysis.totals import ProcedureTotals
@@ -60,12 +62,32 @@ class InjectionBook:
         injection = run.injection
         if injection is not None and injection.get("summary") is not None:
             return
-        known = [s for s in self._reported if injection_overlaps(s, run.start_ns, run.end_ns)
-                 and (injection is None or s["start_ns"] == injection["start_ns"])]
+        known = sorted((s for s in self._reported if injection_overlaps(s, run.start_ns, run.end_ns)
+                        and (injection is None or s["start_ns"] == injection["start_ns"])),
+                       key=lambda s: s["start_ns"])
         if known:
             first = known[0]
             run.injection = dict(injection or {"count": len(known)}, start_ns=first["start_ns"],
                                  stop_ns=first["stop_ns"], summary=dict(first["summary"]))
+
+
+def hand_injection(entry: dict, start_ns: int, key: str) -> dict:
+    """A hand entry (``source: "hand"``) as an injection the pipeline and the books match to runs like the
+    injector's: a moment at ``start_ns`` (host monotonic; how long it lasted nobody says), so it times the run
+    whose exposure holds it, and the run's ``mtt_s`` is measured from it."""
+    return {"start_ns": start_ns, "stop_ns": start_ns, "summary": dict(entry), "key": key}
+
+
+def monotonic_at(at_wall: str | None, now_ns: int, wall_now_ns: int) -> int:
+    """An entry's ISO-8601 wall time (with its offset; None: now) on the host monotonic clock, where runs
+    are timed: as far before ``now_ns`` as it is before the wall clock's ``wall_now_ns``."""
+    if at_wall is None:
+        return now_ns
+    when = datetime.fromisoformat(at_wall)
+    if when.tzinfo is None:
+        raise ValueError("at needs its UTC offset (a wall time alone is ambiguous)")
+    at_ns = int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+    return now_ns - (wall_now_ns - at_ns)
 
 
 @dataclass(frozen=True)
