@@ -106,6 +106,12 @@ def test_status_page_live_and_stale(browser, tmp_path):
                       headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.text
         wait_js(page, "document.getElementById('contrast-limit').textContent === '175'", timeout_ms=1000)
+        # While the run grows its automatic ROI is provisional; once the run is recorded its own record gives the
+        # final ROI, why it is there, and its curve.
+        assert "automatic, provisional" in page.text_content("#tdc-roi")
+        wait_js(page, "/· automatic: venous segment/.test(document.getElementById('tdc-roi').textContent)",
+                timeout_ms=15000)
+        wait_js(page, "/^run .*-\\d+ · ended$/.test(document.getElementById('tdc-title').textContent)", timeout_ms=3000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "status-page.png"))
 

@@ -13,7 +13,7 @@ const NO_VIDEO_NOTE = "no video: runs are not timed; X-ray from the injector's s
 let lastMessage = 0;
 let source = null;
 let lastClearanceKey = null;
-let curve = { runKey: null, points: [] };
+let curve = { runKey: null, points: [], live: false, finalId: null, roi: "" };
 
 const $ = (id) => document.getElementById(id);
 const num = (v) => typeof v === "number" && Number.isFinite(v);
@@ -90,14 +90,49 @@ function curvesOf(run) {
 }
 
 const COLOURS = ["#5dade2", "#f5b041", "#af7ac5", "#58d68d"];
+// The ROI under the curve, as api/routes/page.py words it (roi_text): where it is and, automatic, why there.
+function roiText(roi, auto, reason, provisional = false) {
+  if (!Array.isArray(roi) || roi.length !== 4) return "";
+  const [x, y, w, h] = roi;
+  const where = `ROI ${x},${y} ${w}×${h} px`;
+  if (!auto) return `${where} · configured`;
+  if (provisional) return `${where} · automatic, provisional: where contrast rose first (chosen when the run ends)`;
+  return reason ? `${where} · automatic: ${reason}` : `${where} · automatic`;
+}
+
 function renderCurve(s) {
   // The last run that had a curve stays on screen (a fluoroscopy-only run has none) until another one has.
   const run = s.run;
   const curves = curvesOf(run).filter((c) => c.length > 0);
-  if (run && curves.length) curve = { runKey: run.run_id ?? run.index, points: curves, live: true };
-  else if (curve.live && (!run || (run.run_id ?? run.index) !== curve.runKey)) curve.live = false;
+  if (run && curves.length) {
+    const tdc = run.tdc || {};
+    curve = { runKey: run.run_id ?? run.index, points: curves, live: true, finalId: null,
+              roi: roiText(tdc.roi, tdc.auto, null, !!tdc.auto) };
+  } else if (curve.live && (!run || (run.run_id ?? run.index) !== curve.runKey)) curve.live = false;
+  if (!curve.live) showFinal(s.last_runs || []);
+  drawCurve();
+}
+
+// An ended run's own record holds its final curves and ROI (the live curve was of a provisional automatic
+// ROI): fetched once, when its brief appears. A page opened later shows the newest contrast run's.
+function showFinal(runs) {
+  const key = curve.runKey;
+  const brief = key === null ? runs.find((r) => r.roi && r.contrast)
+    : runs.find((r) => r.roi && (r.run_id === key || String(r.run_id).endsWith(`-${key}`)));
+  if (!brief || curve.finalId === brief.run_id) return;
+  curve.finalId = brief.run_id;
+  curve.roi = `run ${brief.run_id} · ${roiText(brief.roi, brief.roi_auto, brief.roi_reason)}`;
+  fetch(`/api/runs/${encodeURIComponent(brief.run_id)}`).then((r) => (r.ok ? r.json() : null)).then((rec) => {
+    if (!rec || curve.live || curve.finalId !== brief.run_id) return;
+    const points = (rec.rois || []).map((r) => r && r.curve).filter((c) => Array.isArray(c) && c.length);
+    if (points.length) { curve.points = points; curve.runKey = brief.run_id; drawCurve(); }
+  }).catch(() => {});
+}
+
+function drawCurve() {
   setText("tdc-title", curve.runKey === null ? "no contrast run yet"
     : `run ${curve.runKey}${curve.live ? " · live" : " · ended"}`);
+  setText("tdc-roi", curve.roi || "");
   let tMax = 10, yMax = 0;
   for (const c of curve.points) for (const [t, y] of c) { if (t > tMax) tMax = t; if (y > yMax) yMax = y; }
   yMax = yMax > 0 ? yMax * 1.1 : 1;

@@ -217,9 +217,11 @@ def procedure_totals(fields: dict, runs: list[dict], injections: list[dict],
 def brief(summary: dict) -> dict:
     """What the status page shows of a run."""
     keys = ("run_id", "label", "contrast", "duration_s", "frames", "pulses", "pulse_rate",
-            "injection_delay_s", "delivered_volume_ml")
+            "injection_delay_s", "injection_source", "delivered_volume_ml")
     out = {k: summary.get(k) for k in keys}
     rois = summary.get("rois") or []
     if rois:
         out.update({k: rois[0].get(k) for k in ("arrival_s", "peak_s", "washout_s", "mtt_s")})
+        # The ROI those times are of, and why the automatic one is where it is.
+        out.update(roi=rois[0].get("roi"), roi_auto=rois[0].get("auto"), roi_reason=rois[0].get("reason"))
     return out
