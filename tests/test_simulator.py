@@ -12,8 +12,19 @@ from api.cli.check import check_main
 from api.cli.simulate import simulate_main
 from firmware_bridge.framing import Decoder
 from firmware_bridge.link import Link
-from firmware_bridge.messages import (Fault, Hello, InjectorState, MsgType, Sample, State, Summary, TimeReq, TimeResp,
-                                      Xray, parse)
+from firmware_bridge.messages import (
+    Fault,
+    Hello,
+    InjectorState,
+    MsgType,
+    Sample,
+    State,
+    Summary,
+    TimeReq,
+    TimeResp,
+    Xray,
+    parse,
+)
 from firmware_bridge.scenarios import PROCEDURE, PROCEDURE_PERIOD_S, SCENARIOS, Scenario, SimInjection
 from firmware_bridge.simulator import InjectorDevice, parse_sim_url
 from tests.waiting import wait_for
@@ -47,7 +58,7 @@ def of(got, cls):
 
 
 def test_scenario_names_match_the_cli():
-    assert set(SCENARIOS) == {"procedure", "late-summary", "nominal", "repeated", "hold-resume", "faults", "noisy",
+    assert set(SCENARIOS) == {"procedure", "dsa", "late-summary", "nominal", "repeated", "hold-resume", "faults", "noisy",
                               "disconnects", "continuous"}
 
 
@@ -56,7 +67,9 @@ def test_scenarios_are_clean_protocol(name):
     link, got = play(InjectorDevice(name, t0_ns=0, seed=1), 2 * SCENARIOS[name].period_s + 1)
     c = link.counters()
     assert c["crc_errors"] == c["framing_errors"] == c["seq_gaps"] == c["malformed"] == c["duplicates"] == 0
-    assert len(of(got, Summary)) >= 2 and of(got, Hello)
+    # Every scenario's injections are summarised (the DSA venogram is hand-injected: X-ray edges only).
+    assert len(of(got, Summary)) >= 2 * len(SCENARIOS[name].injections) and of(got, Hello)
+    assert len(of(got, Xray)) >= 2 * len(SCENARIOS[name].xray)
 
 
 def test_procedure_follows_the_shared_timeline():

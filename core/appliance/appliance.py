@@ -84,7 +84,8 @@ class Appliance:
         self._lock = threading.Lock()
         self._injector = InjectorCondition()     # state, live values and fault alarm, under self._lock
         self._device = DeviceEvents(self._lock, self._injector, self.log)   # the reader thread's
-        url = settings.serial or f"injsim://?scenario=procedure&t0_ns={self.t0_ns}"
+        # The injector simulator plays the phantom's timeline (its X-ray signal and the injector's injections).
+        url = settings.serial or f"injsim://?scenario={settings.phantom_timeline}&t0_ns={self.t0_ns}"
         self.bridge = InjectorBridge(url, on_message=self._on_message, on_link=self._on_link,
                                      on_bytes=self.recorder.serial if self.recorder else None,
                                      baudrate=settings.baudrate, silent_s=settings.link_silent_s,
