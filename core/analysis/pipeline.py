@@ -216,7 +216,12 @@ class FramePipeline:
                 self._add_pulse(pixels, frame.t_ns, frame.index)
             else:
                 self._pending.append((np.array(pixels), frame.t_ns, frame.index))
-        events = [self._on_event(e) for e in self.runs.feed(frame.t_ns, frame.index, new_pulse)]
+        device_off = None
+        if not new_pulse and self.runs.current is not None:
+            with self._lock:
+                last = self._device_edges[-1] if self._device_edges and self.arbiter.device_on is not None else None
+            device_off = last[1] if last is not None and not last[0] else None
+        events = [self._on_event(e) for e in self.runs.feed(frame.t_ns, frame.index, new_pulse, device_off)]
         return closed + events
 
     def close(self, t_ns: int) -> list[RunEvent]:
@@ -289,7 +294,8 @@ class FramePipeline:
                         "not an exposure", run.index, run.repeats)
         elif rate is not None and rate < DSA_MAX_RATE:
             log.info("run %d: %.2f frames/s, no repeated frames: a DSA (or slow fluoroscopy) run; X-ray off "
-                     "declared after %.1f s without a new frame", run.index, rate, self.runs.gap_s(run))
+                     "declared after %.1f s without a new frame%s", run.index, rate, self.runs.gap_s(run),
+                     " (the device's X-ray signal went off)" if run.device_off else "")
 
     def _end_run(self, run: Run):
         """What must be taken now, before the next run changes it; returns the slow rest as a callable."""
