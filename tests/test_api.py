@@ -293,22 +293,6 @@ def test_the_empty_clearance_panel_says_the_baseline_is_chosen_automatically(liv
     assert "label a baseline" not in page + script
 
 
-def test_the_automatic_rois_reason_is_shown_with_the_roi(live):
-    client, _, _ = live
-    status = wait_until(client, lambda s: any(r["contrast"] and r.get("roi") for r in s["last_runs"]), 40)
-    brief = next(r for r in status["last_runs"] if r["contrast"] and r.get("roi"))
-    assert brief["roi_auto"] is True and "venous segment" in brief["roi_reason"]
-    record = client.get(f"/api/runs/{brief['run_id']}").json()["rois"][0]
-    assert (record["roi"], record["auto"], record["reason"]) == (brief["roi"], True, brief["roi_reason"])
-    x, y, w, h = brief["roi"]
-    text = f"run {brief['run_id']} · ROI {x},{y} {w}×{h} px · automatic: {brief['roi_reason']}"
-    page = render(dict(status, run=None, last_runs=[brief]))
-    assert f'id="tdc-roi">{escape(text)}<' in page
-    script = client.get("/static/app.js").text             # the live page words it the same way
-    assert "`${where} · automatic: ${reason}`" in script and "ROI ${x},${y} ${w}×${h} px" in script
-    assert "run ${brief.run_id} · " in script
-
-
 # -- writes ---------------------------------------------------------------------------------------------------
 WRITES = [("post", "/api/procedures", {"label": "x"}), ("post", "/api/procedures/current/end", None),
           ("put", "/api/procedures/current/patient", {"weight_kg": 70, "creatinine_mg_dl": 1.0}),
@@ -563,3 +547,21 @@ def test_a_contrast_run_has_its_curves_and_a_peak_opacity_png(live):
     r = client.put("/api/centerline", json={"points": [[128, 20], [128, 230]], "diameter_px": 12}, headers=h)
     assert r.status_code == 200, r.text
     assert client.put("/api/centerline", json={"points": None}, headers=h).status_code == 200
+
+
+# After the contrast-run test: waiting for a contrast run earlier would move the procedure tests past the
+# baseline run.
+def test_the_automatic_rois_reason_is_shown_with_the_roi(live):
+    client, _, _ = live
+    status = wait_until(client, lambda s: any(r["contrast"] and r.get("roi") for r in s["last_runs"]), 40)
+    brief = next(r for r in status["last_runs"] if r["contrast"] and r.get("roi"))
+    assert brief["roi_auto"] is True and "venous segment" in brief["roi_reason"]
+    record = client.get(f"/api/runs/{brief['run_id']}").json()["rois"][0]
+    assert (record["roi"], record["auto"], record["reason"]) == (brief["roi"], True, brief["roi_reason"])
+    x, y, w, h = brief["roi"]
+    text = f"run {brief['run_id']} · ROI {x},{y} {w}×{h} px · automatic: {brief['roi_reason']}"
+    page = render(dict(status, run=None, last_runs=[brief]))
+    assert f'id="tdc-roi">{escape(text)}<' in page
+    script = client.get("/static/app.js").text             # the live page words it the same way
+    assert "`${where} · automatic: ${reason}`" in script and "ROI ${x},${y} ${w}×${h} px" in script
+    assert "run ${brief.run_id} · " in script
