@@ -386,6 +386,7 @@ def test_hand_injections_count_toward_the_contrast_limit(live):
     assert hand[-2]["data"]["concentration_mg_ml"] == 240 and hand[-2]["data"]["at"].startswith("2026-12-04T10:00")
     for bad in ({"volume_ml": 0}, {"volume_ml": 600}, {"volume_ml": 5, "concentration_mg_ml": -1},
                 {"volume_ml": 5, "at": "yesterday"}, {"volume_ml": 5, "at": "2026-12-04T10:00:00"},
+                {"volume_ml": 5, "at": "2099-01-01T00:00:00+00:00"},
                 {"volume_ml": 5, "extra": 1}):
         assert client.post("/api/procedures/current/injections", json=bad, headers=h).status_code == 422, bad
 

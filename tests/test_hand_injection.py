@@ -138,3 +138,7 @@ def test_wall_time_of_an_entry_on_the_monotonic_clock():
     assert monotonic_at(None, now_ns, wall_ns) == now_ns
     with pytest.raises(ValueError):
         monotonic_at("2026-12-04T10:00:00", now_ns, wall_ns)     # no offset: ambiguous
+    with pytest.raises(ValueError, match="future"):
+        monotonic_at((wall_now + timedelta(minutes=5)).isoformat(), now_ns, wall_ns)
+    soon = (wall_now + timedelta(seconds=20)).isoformat()       # another clock a little ahead of this one
+    assert monotonic_at(soon, now_ns, wall_ns) == now_ns + 20 * NS

@@ -24,6 +24,7 @@ Clock = Callable[[], int]        # host monotonic ns, e.g. time.monotonic_ns
 INJECTION_MEMORY = 32            # injector summaries kept to complete runs that ended before them
 RECENT_RUNS = 12                 # newest records of this session's last runs, kept for relabels
 SHOWN_RUNS = 10                  # briefs of the last runs, for the status page
+ENTRY_CLOCK_SLACK_NS = 60 * 1_000_000_000   # a hand entry's time may lead this box's wall clock by this much
 
 
 class InjectionBook:
@@ -87,6 +88,9 @@ def monotonic_at(at_wall: str | None, now_ns: int, wall_now_ns: int) -> int:
     if when.tzinfo is None:
         raise ValueError("at needs its UTC offset (a wall time alone is ambiguous)")
     at_ns = int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+    if at_ns > wall_now_ns + ENTRY_CLOCK_SLACK_NS:
+        # A contrast given later than now is a typing error: it would time a run that has not happened.
+        raise ValueError(f"at {at_wall} is in the future")
     return now_ns - (wall_now_ns - at_ns)
 
 
