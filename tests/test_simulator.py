@@ -12,19 +12,8 @@ from api.cli.check import check_main
 from api.cli.simulate import simulate_main
 from firmware_bridge.framing import Decoder
 from firmware_bridge.link import Link
-from firmware_bridge.messages import (
-    Fault,
-    Hello,
-    InjectorState,
-    MsgType,
-    Sample,
-    State,
-    Summary,
-    TimeReq,
-    TimeResp,
-    Xray,
-    parse,
-)
+from firmware_bridge.messages import (Fault, Hello, InjectorState, MsgType, Sample, State, Summary, TimeReq, TimeResp,
+                                      Xray, parse)
 from firmware_bridge.scenarios import PROCEDURE, PROCEDURE_PERIOD_S, SCENARIOS, Scenario, SimInjection
 from firmware_bridge.simulator import InjectorDevice, parse_sim_url
 from tests.waiting import wait_for
@@ -58,8 +47,8 @@ def of(got, cls):
 
 
 def test_scenario_names_match_the_cli():
-    assert set(SCENARIOS) == {"procedure", "dsa", "late-summary", "nominal", "repeated", "hold-resume", "faults", "noisy",
-                              "disconnects", "continuous"}
+    assert set(SCENARIOS) == {"procedure", "dsa", "late-summary", "nominal", "repeated", "hold-resume", "faults",
+                              "noisy", "disconnects", "continuous"}
 
 
 @pytest.mark.parametrize("name", sorted(set(SCENARIOS) - {"noisy"}))

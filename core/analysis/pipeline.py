@@ -18,16 +18,8 @@ from functools import partial
 import numpy as np
 
 from core.analysis.kernels import FrameKernel, build_mask
-from core.analysis.runs import (
-    DSA_MAX_RATE,
-    MIN_DSA_RATE,
-    MIN_PULSE_RATE,
-    SLOW_CONFIRM_PULSES,
-    Run,
-    RunDetector,
-    RunEvent,
-    injection_overlaps,
-)
+from core.analysis.runs import (DSA_MAX_RATE, MIN_DSA_RATE, MIN_PULSE_RATE, SLOW_CONFIRM_PULSES, Run, RunDetector,
+                                RunEvent, injection_overlaps)
 from core.analysis.runtimer import RunTimer
 from core.analysis.xray import XrayArbiter
 from core.sources.frames import Frame, frame_problem

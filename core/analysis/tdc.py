@@ -17,16 +17,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.analysis.curve import (
-    check_curve,
-    crossing_down,
-    downsample,
-    noise_sd,
-    peak_interp,
-    rise_crossing,
-    sample_centroid,
-    smooth,
-)
+from core.analysis.curve import (check_curve, crossing_down, downsample, noise_sd, peak_interp, rise_crossing,
+                                 sample_centroid, smooth)
 from core.analysis.gamma import GammaFit, fit_gamma, solve_fraction
 
 ARRIVAL_FRACTION = 0.1      # arrival: first time the TDC reaches 10% of its peak
