@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 
+from core.analysis.gamma import gamma_variate
 from core.analysis.offline import analyze_stack
 from core.analysis.pipeline import FramePipeline
-from core.analysis.tdc import gamma_variate, tdc_metrics
+from core.analysis.tdc import tdc_metrics
 from core.sources.frames import Frame
 from core.sources.phantom.config import PhantomConfig
 from core.sources.phantom.render import render_run

@@ -28,6 +28,9 @@ class ScriptedRun:
     volume_ml: float = 0.0
     flow_ml_s: float = 0.0
     thrombus_fraction: float = 1.0  # thrombus left, relative to the baseline (phantom ground truth)
+    # A DSA program: (from X-ray on s, exposures/s) steps, e.g. ((0, 4), (3, 1)); empty: the phantom's pulse rate.
+    frame_rates: tuple[tuple[float, float], ...] = ()
+    by_hand: bool = False           # contrast injected by hand: the phantom shows it, the injector gives none
 
     @property
     def inject_stop_s(self) -> float | None:
@@ -47,6 +50,16 @@ PROCEDURE: tuple[ScriptedRun, ...] = (
     ScriptedRun("completion", 38.0, 44.0, 39.0, volume_ml=12.0, flow_ml_s=6.0, thrombus_fraction=0.15),
 )
 PROCEDURE_PERIOD_S = 50.0  # the live demo repeats the procedure with this period
+
+# A digital (DSA) venogram as the live phantom plays it: a fluoroscopy positioning run, then a hand-injected sheath
+# venogram acquired at 4 frames/s for the inflow and 1 frame/s for the venous phase (one run across the change).
+# The injector gives no contrast: only its X-ray signal. PROCEDURE stays the shared procedure the end-to-end and
+# clearance tests follow; this one is chosen with the ``phantom_timeline`` setting.
+DSA_VENOGRAM: tuple[ScriptedRun, ...] = (
+    ScriptedRun("fluoro", 1.0, 3.0, None),
+    ScriptedRun("baseline", 5.0, 13.0, 5.5, volume_ml=8.0, frame_rates=((0.0, 4.0), (3.0, 1.0)), by_hand=True),
+)
+DSA_VENOGRAM_PERIOD_S = 20.0
 
 # X-ray stopped before the injection ends, so the injector's SUMMARY comes after the run ended (and often after
 # it was recorded): X-ray 1.0-2.5 s, 10 ml at 4 ml/s from 1.5 s, ending at ~4.0 s, its SUMMARY 50 ms later.
@@ -174,12 +187,19 @@ def _from_timeline(name: str, description: str, timeline: tuple[ScriptedRun, ...
     """The injector's side of a timeline the phantom plays too."""
     return Scenario(name, description, period_s, xray=tuple((r.xray_on_s, r.xray_off_s) for r in timeline),
                     injections=tuple(SimInjection(r.inject_start_s, r.volume_ml, r.flow_ml_s)
-                                     for r in timeline if r.inject_start_s is not None))
+                                     for r in timeline if r.inject_start_s is not None and not r.by_hand))
 
+
+# The timelines the live phantom can play (setting ``phantom_timeline``), each with its injector scenario's name.
+TIMELINES: dict[str, tuple[tuple[ScriptedRun, ...], float]] = {
+    "procedure": (PROCEDURE, PROCEDURE_PERIOD_S), "dsa": (DSA_VENOGRAM, DSA_VENOGRAM_PERIOD_S)}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     _from_timeline("procedure", "the shared DVT procedure timeline (firmware_bridge.scenarios.PROCEDURE), repeating",
                    PROCEDURE, PROCEDURE_PERIOD_S),
+    _from_timeline("dsa", "a fluoroscopy run, then a hand-injected DSA venogram at 4 then 1 frames/s: the X-ray "
+                   "signal only (firmware_bridge.scenarios.DSA_VENOGRAM); every 20 s", DSA_VENOGRAM,
+                   DSA_VENOGRAM_PERIOD_S),
     _from_timeline("late-summary", "X-ray stopped before the injection ends, so its SUMMARY comes after the run "
                    "(firmware_bridge.scenarios.LATE_SUMMARY); every 60 s", LATE_SUMMARY, LATE_SUMMARY_PERIOD_S),
     Scenario("nominal", "one iliofemoral venogram: X-ray on, 10 ml at 5 ml/s, X-ray off; every 12 s",

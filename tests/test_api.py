@@ -386,6 +386,7 @@ def test_hand_injections_count_toward_the_contrast_limit(live):
     assert hand[-2]["data"]["concentration_mg_ml"] == 240 and hand[-2]["data"]["at"].startswith("2026-12-04T10:00")
     for bad in ({"volume_ml": 0}, {"volume_ml": 600}, {"volume_ml": 5, "concentration_mg_ml": -1},
                 {"volume_ml": 5, "at": "yesterday"}, {"volume_ml": 5, "at": "2026-12-04T10:00:00"},
+                {"volume_ml": 5, "at": "2099-01-01T00:00:00+00:00"},
                 {"volume_ml": 5, "extra": 1}):
         assert client.post("/api/procedures/current/injections", json=bad, headers=h).status_code == 422, bad
 
@@ -547,3 +548,21 @@ def test_a_contrast_run_has_its_curves_and_a_peak_opacity_png(live):
     r = client.put("/api/centerline", json={"points": [[128, 20], [128, 230]], "diameter_px": 12}, headers=h)
     assert r.status_code == 200, r.text
     assert client.put("/api/centerline", json={"points": None}, headers=h).status_code == 200
+
+
+# After the contrast-run test: waiting for a contrast run earlier would move the procedure tests past the
+# baseline run.
+def test_the_automatic_rois_reason_is_shown_with_the_roi(live):
+    client, _, _ = live
+    status = wait_until(client, lambda s: any(r["contrast"] and r.get("roi") for r in s["last_runs"]), 40)
+    brief = next(r for r in status["last_runs"] if r["contrast"] and r.get("roi"))
+    assert brief["roi_auto"] is True and "venous segment" in brief["roi_reason"]
+    record = client.get(f"/api/runs/{brief['run_id']}").json()["rois"][0]
+    assert (record["roi"], record["auto"], record["reason"]) == (brief["roi"], True, brief["roi_reason"])
+    x, y, w, h = brief["roi"]
+    text = f"run {brief['run_id']} · ROI {x},{y} {w}×{h} px · automatic: {brief['roi_reason']}"
+    page = render(dict(status, run=None, last_runs=[brief]))
+    assert f'id="tdc-roi">{escape(text)}<' in page
+    script = client.get("/static/app.js").text             # the live page words it the same way
+    assert "`${where} · automatic: ${reason}`" in script and "ROI ${x},${y} ${w}×${h} px" in script
+    assert "run ${brief.run_id} · " in script

@@ -6,6 +6,7 @@ Chromium is a requirement of this test, not an option: without it the test fails
 """
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx2 as httpx
@@ -80,6 +81,7 @@ def test_status_page_live_and_stale(browser, tmp_path):
         wait_js(page, "document.getElementById('xray').textContent === 'OFF'", timeout_ms=10000)
         page.evaluate(WATCH, ["xray", "^X-RAY ON$"])
         page.evaluate(WATCH, ["flow", "^[1-9]"])
+        page.evaluate(WATCH, ["tdc-roi", "automatic, provisional"])
         wait_js(page, "window.__seen && 'xray' in window.__seen", timeout_ms=15000)
         wait_js(page, "'flow' in window.__seen", timeout_ms=15000)
         seen = page.evaluate("window.__seen")
@@ -106,6 +108,32 @@ def test_status_page_live_and_stale(browser, tmp_path):
                       headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.text
         wait_js(page, "document.getElementById('contrast-limit').textContent === '175'", timeout_ms=1000)
+        # While the run grows its automatic ROI is provisional; once the run is recorded its own record gives the
+        # final ROI, why it is there, and its curve.
+        wait_js(page, "'tdc-roi' in window.__seen", timeout_ms=1000)
+        wait_js(page, "/· automatic: venous segment/.test(document.getElementById('tdc-roi').textContent)",
+                timeout_ms=15000)
+        ended = "/^run .*-\\d+ · ended$/.test(document.getElementById('tdc-title').textContent)"
+        wait_js(page, ended, timeout_ms=3000)
+        # A page opened after the run shows the same run's final curve and ROI (read from the API).
+        later = browser.new_page(viewport={"width": 1920, "height": 1080})
+        later.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        later.goto(url + "/")
+        wait_js(later, ended, timeout_ms=3000)
+        assert later.text_content("#tdc-title") == page.text_content("#tdc-title")
+        assert later.text_content("#tdc-roi") == page.text_content("#tdc-roi")
+        later.close()
+        # Contrast given by hand half a minute ago, entered on the page with the time it was given.
+        given = time.time() - 30
+        page.fill("#hand-ml", "4")
+        page.fill("#hand-at", time.strftime("%H:%M:%S", time.localtime(given)))
+        page.fill("#hand-token", token)
+        page.click("#hand-form button")
+        wait_js(page, "document.getElementById('hand-result').textContent === 'added 4.0 ml'", timeout_ms=3000)
+        hand = [e["data"] for e in httpx.get(url + "/api/events", params={"limit": 1000}).json()["events"]
+                if e["kind"] == "injection" and e["data"].get("source") == "hand"]
+        assert [h["delivered_volume_ml"] for h in hand] == [4.0]
+        assert abs(datetime.fromisoformat(hand[0]["at"]).timestamp() - given) < 1.5, hand
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "status-page.png"))
 

@@ -7,6 +7,7 @@ import pytest
 
 from core.analysis.pipeline import FramePipeline
 from core.sources.frames import Frame
+from core.sources.phantom.config import PhantomConfig
 from core.sources.phantom.dsa import dsa_config
 from core.sources.phantom.render import render_run
 from core.vocab import NS
@@ -102,3 +103,47 @@ def test_subtracted_dsa_with_a_flat_background_is_a_run():
     events += p.close(t)
     ends = [e.run for e in events if e.kind == "run_end"]
     assert len(ends) == 1 and ends[0].pulses == 12 and ends[0].start_ns == 0 and not ends[0].replay
+
+
+def play_with_device(pipeline, run, device_edges_s):
+    """The frames with the device's X-ray edges ((on, video s), in order) applied as they come; returns the
+    ended runs with the video time each end was declared."""
+    edges = list(device_edges_s)
+    ended = []
+    for i, f in enumerate(run.frames):
+        t = int(round(i * NS / run.fps))
+        while edges and edges[0][1] * NS <= t:
+            on, at = edges.pop(0)
+            pipeline.xray_signal(on, int(round(at * NS)))
+        ended += [(e.run, t / NS) for e in pipeline.process(Frame(f, t, i)) if e.kind == "run_end"]
+    return ended
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_slow_fluoroscopy_ends_soon_after_the_devices_xray_off(seed):
+    """3.75 pulses/s cannot be told from DSA by its rate: from the images alone its end waits for a 1 s
+    program step (2.5 s); when the device's X-ray signal went off, 2.5 of its own intervals (0.67 s)."""
+    cfg = PhantomConfig(size=(64, 64), intensity="log", seed=seed, pulse_rate=3.75, xray_s=4.0, inject_at_s=None,
+                        lih_before_s=0.5, lih_after_s=4.0)
+    run = render_run(cfg)
+    truth = run.truth
+    last_pulse = truth.pulse_times_s[-1]
+    ((image_only, declared_image),) = play_with_device(FramePipeline("log"), run, [])
+    assert declared_image - last_pulse == pytest.approx(2.5, abs=1 / run.fps + 1e-9)
+    ((with_device, declared),) = play_with_device(FramePipeline("log"), run,
+                                                  [(True, truth.run_start_s), (False, truth.run_end_s)])
+    assert declared - last_pulse == pytest.approx(2.5 / 3.75, abs=1 / run.fps + 1e-9)
+    assert with_device.device_off and not image_only.device_off
+    assert with_device.pulses == image_only.pulses == len(truth.pulse_times_s)
+    assert with_device.end_ns == image_only.end_ns          # the exposure's end is the same; only its news is sooner
+
+
+def test_a_dsa_program_under_the_devices_xray_on_keeps_its_washout():
+    """The device's signal stays on for the whole program: the slow step does not end the run."""
+    cfg = dsa_config(2, rates=((0.0, 4.0), (4.0, 1.0)), lih_after_s=4.0, size=(96, 96))
+    run = render_run(cfg)
+    truth = run.truth
+    ((dsa, declared),) = play_with_device(FramePipeline("lin"), run,
+                                          [(True, truth.run_start_s), (False, truth.run_end_s)])
+    assert dsa.pulses == len(truth.pulse_times_s) and dsa.device_off
+    assert declared - truth.pulse_times_s[-1] == pytest.approx(2.5, abs=1 / run.fps + 1e-9)   # 1 s intervals

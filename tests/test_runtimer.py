@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
+from core.analysis.gamma import gamma_variate
 from core.analysis.runtimer import RunTimer
-from core.analysis.tdc import gamma_variate
 from tests.test_tdc import RATE, T0, A, B, truth_timing
 
 

@@ -47,8 +47,8 @@ def of(got, cls):
 
 
 def test_scenario_names_match_the_cli():
-    assert set(SCENARIOS) == {"procedure", "late-summary", "nominal", "repeated", "hold-resume", "faults", "noisy",
-                              "disconnects", "continuous"}
+    assert set(SCENARIOS) == {"procedure", "dsa", "late-summary", "nominal", "repeated", "hold-resume", "faults",
+                              "noisy", "disconnects", "continuous"}
 
 
 @pytest.mark.parametrize("name", sorted(set(SCENARIOS) - {"noisy"}))
@@ -56,7 +56,9 @@ def test_scenarios_are_clean_protocol(name):
     link, got = play(InjectorDevice(name, t0_ns=0, seed=1), 2 * SCENARIOS[name].period_s + 1)
     c = link.counters()
     assert c["crc_errors"] == c["framing_errors"] == c["seq_gaps"] == c["malformed"] == c["duplicates"] == 0
-    assert len(of(got, Summary)) >= 2 and of(got, Hello)
+    # Every scenario's injections are summarised (the DSA venogram is hand-injected: X-ray edges only).
+    assert len(of(got, Summary)) >= 2 * len(SCENARIOS[name].injections) and of(got, Hello)
+    assert len(of(got, Xray)) >= 2 * len(SCENARIOS[name].xray)
 
 
 def test_procedure_follows_the_shared_timeline():

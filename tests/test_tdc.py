@@ -4,7 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from core.analysis.tdc import _solve_fraction, downsample, fit_gamma, gamma_variate, noise_sd, tdc_metrics
+from core.analysis.curve import downsample, noise_sd
+from core.analysis.gamma import fit_gamma, gamma_variate, solve_fraction
+from core.analysis.tdc import tdc_metrics
 from core.vocab import check_roi
 
 T0, A, B = 1.2, 2.5, 0.35
@@ -36,7 +38,7 @@ def test_gamma_variate_shape():
 
 @pytest.mark.parametrize("f,rising", [(0.1, True), (0.5, False), (0.9, True), (0.01, False)])
 def test_fraction_solver_hits_the_level(f, rising):
-    x = _solve_fraction(A, f, rising)
+    x = solve_fraction(A, f, rising)
     assert (x < 1) == rising
     assert x ** A * math.exp(A * (1 - x)) == pytest.approx(f, rel=1e-9)
 

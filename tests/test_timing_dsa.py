@@ -66,8 +66,10 @@ def test_plateau_peak_is_stable_across_noise():
     assert abs(np.mean(peaks) - truth.truth_timing(roi["roi"]).peak_s) < 1 / 3.0
 
 
-@pytest.mark.parametrize("intensity", ["lin", "log"])
-def test_inverted_sign_dicom_times_like_its_upright_copy(tmp_path, intensity):
+@pytest.mark.parametrize("intensity,rel", [("lin", "LIN"), ("log", "LOG"), ("log", "DISP")])
+def test_inverted_sign_dicom_times_like_its_upright_copy(tmp_path, intensity, rel):
+    """Each Pixel Intensity Relationship with both signs: +1 (contrast dark) and -1 (contrast bright, the
+    stored values inverted). DISP is display-ready grey levels: the phantom's display video, read as log."""
     from core.sources.phantom.dsa import frame_time_vector_ms
     from core.sources.stacks import load_stack
     from tests.dicom_files import write_multiframe
@@ -76,15 +78,20 @@ def test_inverted_sign_dicom_times_like_its_upright_copy(tmp_path, intensity):
     run = render_run(cfg)
     frames, times = exposure_stack(run)
     bits = 12 if intensity == "lin" else 8
+    if rel == "DISP":
+        # Display-ready grey levels stored in 10 bits of 16 (the pixel type alone would say linear).
+        frames, bits = frames.astype(np.uint16) * 4, 10
     top = (1 << bits) - 1
-    rel = "LIN" if intensity == "lin" else "LOG"
     up, inv = tmp_path / "up.dcm", tmp_path / "inv.dcm"
     write_multiframe(up, frames, frame_time_ms=None, frame_time_vector=frame_time_vector_ms(times),
                      relationship=rel, bits_stored=bits, sign=1)
     write_multiframe(inv, (top - frames.astype(np.int32)).astype(frames.dtype), frame_time_ms=None,
                      frame_time_vector=frame_time_vector_ms(times), relationship=rel, bits_stored=bits, sign=-1)
-    a = analyze_stack(load_stack(up), injection_start_s=run.truth.injection_delay_s)
-    b = analyze_stack(load_stack(inv), injection_start_s=run.truth.injection_delay_s)
+    upright, inverted = load_stack(up), load_stack(inv)
+    assert upright.intensity == inverted.intensity == intensity
+    assert np.array_equal(upright.frames, inverted.frames)     # brighter = more photons again
+    a = analyze_stack(upright, injection_start_s=run.truth.injection_delay_s)
+    b = analyze_stack(inverted, injection_start_s=run.truth.injection_delay_s)
     ra, rb = a["rois"][0], b["rois"][0]
     assert a["runs"] == b["runs"] == 1 and ra["roi"] == rb["roi"]
     for key in ("arrival_s", "peak_s", "washout_s", "mtt_s", "centroid_s"):

@@ -13,7 +13,8 @@ const NO_VIDEO_NOTE = "no video: runs are not timed; X-ray from the injector's s
 let lastMessage = 0;
 let source = null;
 let lastClearanceKey = null;
-let curve = { runKey: null, points: [] };
+let curve = { runKey: null, points: [], live: false, finalId: null, finalDrawn: false, roi: "" };
+const recorded = new Map();   // run_id -> its newest record from the stream (keepRecord)
 
 const $ = (id) => document.getElementById(id);
 const num = (v) => typeof v === "number" && Number.isFinite(v);
@@ -90,14 +91,71 @@ function curvesOf(run) {
 }
 
 const COLOURS = ["#5dade2", "#f5b041", "#af7ac5", "#58d68d"];
+// The ROI under the curve, as api/routes/page.py words it (roi_text): where it is and, automatic, why there.
+function roiText(roi, auto, reason, provisional = false) {
+  if (!Array.isArray(roi) || roi.length !== 4) return "";
+  const [x, y, w, h] = roi;
+  const where = `ROI ${x},${y} ${w}×${h} px`;
+  if (!auto) return `${where} · configured`;
+  if (provisional) return `${where} · automatic, provisional: where contrast rose first (chosen when the run ends)`;
+  return reason ? `${where} · automatic: ${reason}` : `${where} · automatic`;
+}
+
 function renderCurve(s) {
   // The last run that had a curve stays on screen (a fluoroscopy-only run has none) until another one has.
   const run = s.run;
   const curves = curvesOf(run).filter((c) => c.length > 0);
-  if (run && curves.length) curve = { runKey: run.run_id ?? run.index, points: curves, live: true };
-  else if (curve.live && (!run || (run.run_id ?? run.index) !== curve.runKey)) curve.live = false;
+  if (run && curves.length) {
+    const tdc = run.tdc || {};
+    curve = { runKey: run.run_id ?? run.index, points: curves, live: true, finalId: null, finalDrawn: false,
+              roi: roiText(tdc.roi, tdc.auto, null, !!tdc.auto) };
+  } else if (curve.live && (!run || (run.run_id ?? run.index) !== curve.runKey)) curve.live = false;
+  if (!curve.live) showFinal(s.last_runs || []);
+  drawCurve();
+}
+
+// An ended run's own record holds its final curves and ROI (the live curve was of a provisional automatic
+// ROI): taken from the stream's run event once the record is committed. A page opened later shows the
+// newest contrast run's, read from the API.
+function showFinal(runs) {
+  const key = curve.runKey;
+  const brief = key === null ? runs.find((r) => r.roi && r.contrast)
+    : runs.find((r) => r.roi && (r.run_id === key || String(r.run_id).endsWith(`-${key}`)));
+  if (!brief) return;
+  if (curve.finalId !== brief.run_id) {
+    curve.finalId = brief.run_id;
+    curve.finalDrawn = false;
+    curve.roi = `run ${brief.run_id} · ${roiText(brief.roi, brief.roi_auto, brief.roi_reason)}`;
+    if (key === null) {
+      fetch(`/api/runs/${encodeURIComponent(brief.run_id)}`).then((r) => (r.ok ? r.json() : null))
+        .then((rec) => { if (rec) keepRecord(rec); }).catch(() => {});
+    }
+  }
+  const rec = recorded.get(brief.run_id);
+  if (rec && !curve.finalDrawn && !curve.live) {
+    const points = (rec.rois || []).map((r) => r && r.curve).filter((c) => Array.isArray(c) && c.length);
+    if (points.length) { curve.points = points; curve.runKey = brief.run_id; }
+    curve.finalDrawn = true;
+  }
+}
+
+// Run records as the stream commits them (the newest few), for the curve panel.
+function keepRecord(rec) {
+  if (!rec || !rec.run_id) return;
+  recorded.set(rec.run_id, rec);
+  while (recorded.size > 8) recorded.delete(recorded.keys().next().value);
+}
+
+function onEvent(text) {
+  let ev;
+  try { ev = JSON.parse(text); } catch (e) { return; }
+  if (ev && ev.kind === "run") keepRecord(ev.data);
+}
+
+function drawCurve() {
   setText("tdc-title", curve.runKey === null ? "no contrast run yet"
     : `run ${curve.runKey}${curve.live ? " · live" : " · ended"}`);
+  setText("tdc-roi", curve.roi || "");
   let tMax = 10, yMax = 0;
   for (const c of curve.points) for (const [t, y] of c) { if (t > tMax) tMax = t; if (y > yMax) yMax = y; }
   yMax = yMax > 0 ? yMax * 1.1 : 1;
@@ -224,7 +282,7 @@ function connect() {
   if (source) source.close();
   source = new EventSource("/api/stream");
   source.addEventListener("status", (e) => { alive(); render(JSON.parse(e.data)); });
-  source.addEventListener("event", () => alive());
+  source.addEventListener("event", (e) => { alive(); onEvent(e.data); });
   source.onerror = () => {
     // The browser retries by itself while CONNECTING; a refused or non-stream answer closes it for good.
     if (source.readyState === EventSource.CLOSED) setTimeout(connect, 1000);
@@ -245,16 +303,29 @@ lastMessage = Date.now();  // the server-rendered values are fresh; judge stalen
 connect();
 setInterval(tick, 250);
 
-// Contrast given by hand: entered with the write token, counted in the totals (and the limit) at once.
+// When a hand injection was given: the time of day typed (this browser's local time), the latest such moment
+// not after now (an injection just before midnight entered after it is yesterday's); empty: now.
+function givenAt(hhmmss) {
+  if (!hhmmss) return null;
+  const [h, m, sec] = hhmmss.split(":").map(Number);
+  const when = new Date();
+  when.setHours(h, m, sec || 0, 0);
+  if (when.getTime() > Date.now() + 60000) when.setDate(when.getDate() - 1);
+  return when.toISOString();
+}
+
+// Contrast given by hand: entered with the write token, counted in the totals (and the limit) at once; its time
+// (when given) times the run going on then (mtt_s from it).
 $("hand-form")?.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const conc = $("hand-conc").value;
-  const body = { volume_ml: Number($("hand-ml").value), concentration_mg_ml: conc === "" ? null : Number(conc), at: null };
+  const body = { volume_ml: Number($("hand-ml").value), concentration_mg_ml: conc === "" ? null : Number(conc),
+                 at: givenAt($("hand-at").value) };
   try {
     const r = await fetch("/api/procedures/current/injections", {
       method: "POST", body: JSON.stringify(body),
       headers: { "Content-Type": "application/json", Authorization: `Bearer ${$("hand-token").value}` } });
     setText("hand-result", r.ok ? `added ${fmt(body.volume_ml, 1)} ml` : `refused (${r.status})`);
-    if (r.ok) { renderContrast(await r.json()); $("hand-ml").value = ""; }
+    if (r.ok) { renderContrast(await r.json()); $("hand-ml").value = ""; $("hand-at").value = ""; }
   } catch (e) { setText("hand-result", "not sent"); }
 });

@@ -111,10 +111,15 @@ class RunBrief(_Open):
     pulses: int | None = None
     pulse_rate: float | None = None
     injection_delay_s: float | None = None
+    injection_source: str | None = Field(None, description="Who gave the run's injection: injector, hand or null")
     delivered_volume_ml: float | None = None
     arrival_s: float | None = None
     peak_s: float | None = None
     washout_s: float | None = None
+    mtt_s: float | None = Field(None, description="Centroid - injection start; null without a known start")
+    roi: list[int] | None = Field(None, description="[x, y, w, h] of the ROI the times are of")
+    roi_auto: bool | None = Field(None, description="The ROI was placed automatically")
+    roi_reason: str | None = Field(None, description="Why the automatic ROI is where it is")
 
 
 class Status(_Open):

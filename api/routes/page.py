@@ -92,11 +92,23 @@ def render(status: dict) -> str:
         "clearance_note": _clearance_note(clearance) if clearance else CLEARANCE_WAITING,
         "vessel": vessel_text(status.get("vessel")),
         "runs": run_rows,
+        "tdc_roi": _tdc_roi(run, runs),
         "counters": "no video" if no_video else
                     f"frames {counters.get('frames', '—')} · dropped {counters.get('frames_dropped', '—')}",
     }
     safe = {k: v if k in ("alarms", "warnings", "runs") else html.escape(str(v)) for k, v in values.items()}
     return Template(_PAGE.joinpath("index.html").read_text(encoding="utf-8")).substitute(safe)
+
+
+def _tdc_roi(run: dict | None, runs: list[dict]) -> str:
+    """The live run's ROI while it grows, else the newest run's final one (what app.js shows under the curve)."""
+    tdc = (run or {}).get("tdc")
+    if tdc:
+        return roi_text(tdc.get("roi"), tdc.get("auto"), None, provisional=bool(tdc.get("auto")))
+    for r in runs:
+        if r.get("roi"):
+            return f"run {r.get('run_id')} · " + roi_text(r["roi"], r.get("roi_auto"), r.get("roi_reason"))
+    return ""
 
 
 def _clearance_grade(c: dict) -> str:
@@ -152,6 +164,19 @@ def asset(name: str) -> Response:
         return Response('{"detail":"no such asset"}', status_code=404, media_type="application/json")
     return Response(_PAGE.joinpath(name).read_text(encoding="utf-8"), media_type=_ASSETS[name],
                     headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
+def roi_text(roi, auto, reason, provisional: bool = False) -> str:
+    """The ROI under the time-density curve, as app.js words it: where it is and, automatic, why there."""
+    if not isinstance(roi, (list, tuple)) or len(roi) != 4:
+        return ""
+    x, y, w, h = roi
+    where = f"ROI {x},{y} {w}×{h} px"
+    if not auto:
+        return f"{where} · configured"
+    if provisional:
+        return f"{where} · automatic, provisional: where contrast rose first (chosen when the run ends)"
+    return f"{where} · automatic: {reason}" if reason else f"{where} · automatic"
 
 
 def contrast_split(totals: dict) -> str:

@@ -6,7 +6,7 @@ import textwrap
 
 import numpy as np
 
-from core.analysis.tdc import gamma_variate
+from core.analysis.gamma import gamma_variate
 
 
 def render_curves_png(result: dict, image: np.ndarray | None = None) -> bytes:

@@ -130,7 +130,8 @@ class FramePipeline:
 
     def injection(self, start_ns: int, stop_ns: int | None = None, summary: dict | None = None) -> None:
         """An injection from the injector: start (STATE injecting / first SAMPLE with flow), later its stop
-        and SUMMARY. Calls with the same ``start_ns`` update one injection."""
+        and SUMMARY; or one given by hand (a moment: ``stop_ns == start_ns``, its entry as the summary).
+        Calls with the same ``start_ns`` update one injection."""
         if not isinstance(start_ns, int) or isinstance(start_ns, bool):
             raise ValueError(f"start_ns must be an integer monotonic time, got {start_ns!r}")
         if stop_ns is not None and (not isinstance(stop_ns, int) or stop_ns < start_ns):
@@ -207,7 +208,12 @@ class FramePipeline:
                 self._add_pulse(pixels, frame.t_ns, frame.index)
             else:
                 self._pending.append((np.array(pixels), frame.t_ns, frame.index))
-        events = [self._on_event(e) for e in self.runs.feed(frame.t_ns, frame.index, new_pulse)]
+        device_off = None
+        if not new_pulse and self.runs.current is not None:
+            with self._lock:
+                last = self._device_edges[-1] if self._device_edges and self.arbiter.device_on is not None else None
+            device_off = last[1] if last is not None and not last[0] else None
+        events = [self._on_event(e) for e in self.runs.feed(frame.t_ns, frame.index, new_pulse, device_off)]
         return closed + events
 
     def close(self, t_ns: int) -> list[RunEvent]:
@@ -280,7 +286,8 @@ class FramePipeline:
                         "not an exposure", run.index, run.repeats)
         elif rate is not None and rate < DSA_MAX_RATE:
             log.info("run %d: %.2f frames/s, no repeated frames: a DSA (or slow fluoroscopy) run; X-ray off "
-                     "declared after %.1f s without a new frame", run.index, rate, self.runs.gap_s(run))
+                     "declared after %.1f s without a new frame%s", run.index, rate, self.runs.gap_s(run),
+                     " (the device's X-ray signal went off)" if run.device_off else "")
 
     def _end_run(self, run: Run):
         """What must be taken now, before the next run changes it; returns the slow rest as a callable."""
@@ -326,10 +333,12 @@ class FramePipeline:
         end = run.end_ns if run.end_ns is not None else run.pulse_ns[-1]
         with self._lock:
             injections = list(self._injections)
-        overlapping = [inj for inj in injections if injection_overlaps(inj, run.start_ns, end)]
+        overlapping = sorted((inj for inj in injections if injection_overlaps(inj, run.start_ns, end)),
+                             key=lambda inj: inj["start_ns"])
         if not overlapping:
             return None
-        # The first one times the run (injection delay); a second one in the same run is counted.
+        # The first one times the run (injection delay); a second one in the same run is counted. A hand
+        # injection entered later may have started earlier than the injector's.
         return dict(overlapping[0], count=len(overlapping))
 
     def _device_xray(self, run: Run) -> dict:

@@ -45,6 +45,7 @@ class Run:
     peak_opacity: np.ndarray | None = field(default=None, repr=False)   # float32 over the crop, contrast runs
     repeats: int = 0                   # new frames identical to an earlier one of the run: a replayed loop
     mask_log: np.ndarray | None = field(default=None, repr=False)       # its contrast-free mask, log units
+    device_off: bool = False           # the device's X-ray signal went off during the run and stayed off
 
     @property
     def pulses(self) -> int:
@@ -101,6 +102,7 @@ class Run:
             "injection_start_ns": start,
             "injection_stop_ns": inj.get("stop_ns"),
             "injection_delay_s": None if start is None else round((start - self.start_ns) / NS, 3),
+            "injection_source": injection_source(start, summary),
         })
         out.update({key: summary.get(src) for key, src in INJECTOR_FIGURES})
         timing = self.timing or {}
@@ -138,10 +140,31 @@ def merge_injection(record: dict, injection: dict) -> dict:
     out.update({key: summary.get(src) for key, src in INJECTOR_FIGURES})
     if out.get("injection_start_ns") is None:
         start = injection["start_ns"]
-        out.update(injection_start_ns=start, injection_delay_s=round((start - record["start_ns"]) / NS, 3),
-                   injections=max(1, out.get("injections") or 0))
+        offset_s = (start - record["start_ns"]) / NS
+        out.update(injection_start_ns=start, injection_delay_s=round(offset_s, 3),
+                   injections=max(1, out.get("injections") or 0),
+                   rois=[timed_from_injection(roi, offset_s) for roi in out.get("rois") or []])
+    out["injection_source"] = injection_source(out["injection_start_ns"], summary)
     if out.get("injection_stop_ns") is None:
         out["injection_stop_ns"] = injection["stop_ns"]
+    return out
+
+
+def injection_source(start_ns: int | None, summary: dict) -> str | None:
+    """Who gave the run's injection: ``"hand"`` (entered by staff), ``"injector"``, None without one."""
+    if start_ns is None:
+        return None
+    return "hand" if summary.get("source") == "hand" else "injector"
+
+
+def timed_from_injection(roi: dict, offset_s: float) -> dict:
+    """An ROI's times from an injection start learnt after the run was timed (``offset_s`` on the run
+    clock): what RoiCurve.to_dict gives with it, from the recorded centroid and arrival."""
+    out = dict(roi)
+    if roi.get("centroid_s") is not None:
+        out["mtt_s"] = round(roi["centroid_s"] - offset_s, 4)
+    if roi.get("arrival_s") is not None:
+        out["arrival_after_injection_s"] = round(roi["arrival_s"] - offset_s, 4)
     return out
 
 
@@ -160,7 +183,10 @@ class RunDetector:
 
     X-ray turns on at the first of ``confirm_pulses`` new pulses that follow each other within the longest
     pulse interval (so a burnt-in clock that ticks once a second is not an exposure), and off once no new
-    pulse came for ``off_gap_intervals`` pulse intervals.
+    pulse came for ``off_gap_intervals`` pulse intervals. Below 7.5 frames/s slow fluoroscopy and a DSA program
+    (which may slow down to 1 frame/s) look alike, so the gap allows for 1 s intervals there, unless the
+    device's X-ray signal went off during the run (``device_off_ns``): then no exposure is coming, whatever the
+    program, and the gap is that of the current rate again.
     """
 
     def __init__(self, confirm_pulses: int = 2, off_gap_intervals: float = 2.5,
@@ -183,15 +209,20 @@ class RunDetector:
     def xray_on(self) -> bool:
         return self.current is not None
 
-    def feed(self, t_ns: int, frame_index: int, new_pulse: bool) -> list[RunEvent]:
+    def feed(self, t_ns: int, frame_index: int, new_pulse: bool,
+             device_off_ns: int | None = None) -> list[RunEvent]:
+        """``device_off_ns``: when the device's X-ray signal last went off, if it is off now (None: on, or no
+        signal); an off edge during the current run ends it after the current rate's gap."""
         events: list[RunEvent] = []
         run = self.current
         if run is not None:
             if new_pulse:
                 run.pulse_ns.append(t_ns)
                 run.last_frame = frame_index
-            elif t_ns - run.pulse_ns[-1] > self._gap_ns(run):
-                events.append(self._end(run))
+            else:
+                run.device_off = device_off_ns is not None and device_off_ns >= run.start_ns
+                if t_ns - run.pulse_ns[-1] > self._gap_ns(run):
+                    events.append(self._end(run))
             return events
         if not new_pulse:
             if self._pending and t_ns - self._pending[-1][0] > self._max_interval_ns:
@@ -230,9 +261,10 @@ class RunDetector:
 
     def _gap_ns(self, run: Run) -> int:
         """How long without a new pulse means X-ray off: ``off_gap_intervals`` intervals of the current rate;
-        at DSA rates at least that many of 1 s, since the program may slow down, so a slow run ends later."""
+        at DSA rates at least that many of 1 s, since the program may slow down, so a slow run ends later;
+        not once the device said X-ray off during the run (no slower exposure is coming)."""
         interval = self._interval_ns(run)
-        if interval * DSA_MAX_RATE > NS:
+        if interval * DSA_MAX_RATE > NS and not run.device_off:
             interval = max(interval, int(DSA_SLOW_STEP_S * NS))
         return min(int(interval * self._off_gap), int(self._max_interval_ns * self._off_gap))
 

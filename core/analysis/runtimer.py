@@ -12,9 +12,10 @@ import numpy as np
 
 from core.analysis.autoroi import (PEAK_WINDOW_S, box_fill_times, box_peak_map, choose_venous_roi, coarse_side,
                                    static_density)
+from core.analysis.curve import downsample
 from core.analysis.mask import (MAX_MASK_PULSES, VALID_PULSES, MaskChoice, OnsetWatcher, log_lut, sample_stride,
                                 valid_pixels)
-from core.analysis.tdc import RoiCurve, TdcMetrics, downsample, tdc_metrics
+from core.analysis.tdc import RoiCurve, TdcMetrics, tdc_metrics
 from core.vocab import check_roi
 
 MAX_PULSES = 1800           # per run (2 min at 15 p/s): beyond, timing uses the first MAX_PULSES pulses

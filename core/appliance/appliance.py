@@ -23,7 +23,7 @@ from pathlib import Path
 from core.analysis.kernels import MAX_ROIS
 from core.analysis.pipeline import FramePipeline
 from core.analysis.runs import RunEvent
-from core.appliance.books import Clock, InjectionBook, RunBook, procedure_totals
+from core.appliance.books import Clock, InjectionBook, RunBook, hand_injection, monotonic_at, procedure_totals
 from core.appliance.clearance import LiveClearance
 from core.appliance.device_events import DeviceEvents
 from core.appliance.dispatch import Dispatcher
@@ -84,7 +84,8 @@ class Appliance:
         self._lock = threading.Lock()
         self._injector = InjectorCondition()     # state, live values and fault alarm, under self._lock
         self._device = DeviceEvents(self._lock, self._injector, self.log)   # the reader thread's
-        url = settings.serial or f"injsim://?scenario=procedure&t0_ns={self.t0_ns}"
+        # The injector simulator plays the phantom's timeline (its X-ray signal and the injector's injections).
+        url = settings.serial or f"injsim://?scenario={settings.phantom_timeline}&t0_ns={self.t0_ns}"
         self.bridge = InjectorBridge(url, on_message=self._on_message, on_link=self._on_link,
                                      on_bytes=self.recorder.serial if self.recorder else None,
                                      baudrate=settings.baudrate, silent_s=settings.link_silent_s,
@@ -273,14 +274,14 @@ class Appliance:
             self.sizing.add_run(run_id, peak, mask, write.record["label"])
 
     def _late_injection(self, injection: dict) -> None:
-        """An injection SUMMARY that came after the run it overlapped was recorded: the run is recorded again
-        with the injector's figures. A run still queued for the worker when the SUMMARY came took it before
+        """An injection SUMMARY (or a hand entry) that came after the run it overlapped was recorded: the run
+        is recorded again with its figures. A run still queued for the worker when it came took it before
         its analysis; one being analysed then is recorded before this task runs (one worker, in order)."""
         with self._lock:
             for write in self._runs.take_injection(injection, self._open_procedure_id()):
                 self.log.record_run(write.record, key=write.key, procedure_id=write.procedure_id)
-                log.info("run %s completed by a late injector summary (%s ml)", write.run_id,
-                         write.record["delivered_volume_ml"])
+                log.info("run %s completed by a late %s injection (%s ml)", write.run_id,
+                         write.record["injection_source"], write.record["delivered_volume_ml"])
 
     def _open_procedure_id(self) -> str | None:
         procedure = self.procs.current()
@@ -378,16 +379,29 @@ class Appliance:
     def add_hand_injection(self, volume_ml: float, concentration_mg_ml: float | None,
                            at_wall: str | None) -> dict:
         """Contrast given by hand, entered by staff: an ``injection`` event of the open procedure (the same
-        record as the injector's, ``source: "hand"``) counted in its totals; answers the totals."""
+        record as the injector's, ``source: "hand"``) counted in its totals; answers the totals. Its time
+        (``at``, else now) is matched to runs like an injector's start: the run going on then takes it now,
+        at its end, or recorded again when it was recorded already, and times ``mtt_s`` from it."""
         if self.procs.current() is None:
             raise ValueError("no open procedure: start one first")
+        now_ns, wall_ns = self.clock(), self.log.wall_clock_ns()
+        # The wall clock only dates the entry: the run it matches is found on the monotonic clock.
+        start_ns = monotonic_at(at_wall, now_ns, wall_ns)
+        at_wall = at_wall or datetime.fromtimestamp(wall_ns / 1e9, timezone.utc).isoformat()
         entry = {"source": "hand", "delivered_volume_ml": float(volume_ml),
                  "concentration_mg_ml": None if concentration_mg_ml is None else float(concentration_mg_ml),
-                 "at": at_wall or datetime.fromtimestamp(self.log.wall_clock_ns() / 1e9, timezone.utc).isoformat()}
+                 "at": at_wall, "start_ns": start_ns}
+        injection = hand_injection(entry, start_ns, f"hand:{uuid.uuid4().hex}")
         with self._lock:
             self._runs.totals.add_injection(entry)       # validates before anything is recorded
             totals = self._runs.totals.to_dict()
-            self.log.record_injection(entry, key=f"hand:{uuid.uuid4().hex}")
+            self.log.record_injection(entry, key=injection["key"])
+            self._injections.remember(injection)         # a run ended and waiting for its analysis
+        self._inbox.append(lambda: self.pipeline.injection(start_ns, start_ns, entry))   # a run going on
+        try:
+            self._worker.submit(self._late_injection, injection)   # a run recorded already
+        except RuntimeError:   # the worker stopped (shutting down): nothing left to record again
+            pass
         return totals
 
     def set_rois(self, rois: list[tuple[int, int, int, int]] | None) -> None:

@@ -4,7 +4,8 @@ The appliance holds both under its lock and writes what they return to the event
 caller (host monotonic ns) or from the injected clock, so tests run them in simulated time.
 
 - ``InjectionBook``: the injection going on (from the first SAMPLE with flow or STATE injecting to its
-  SUMMARY) and the injections reported lately, to complete a run that ended before its injection's SUMMARY.
+  SUMMARY) and the injections reported lately (the injector's and hand entries), to complete a run that ended
+  before its injection's SUMMARY or before staff entered the hand injection.
 - ``RunBook``: the records of this session's recent runs and the open procedure's totals: labels (given
   while a run is analysed, or after, in the run's own procedure), and the re-record a late SUMMARY asks for.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from core.analysis.runs import Run, injection_overlaps, merge_injection, run_takes_injection
 from core.analysis.totals import ProcedureTotals
@@ -22,6 +24,7 @@ Clock = Callable[[], int]        # host monotonic ns, e.g. time.monotonic_ns
 INJECTION_MEMORY = 32            # injector summaries kept to complete runs that ended before them
 RECENT_RUNS = 12                 # newest records of this session's last runs, kept for relabels
 SHOWN_RUNS = 10                  # briefs of the last runs, for the status page
+ENTRY_CLOCK_SLACK_NS = 60 * 1_000_000_000   # a hand entry's time may lead this box's wall clock by this much
 
 
 class InjectionBook:
@@ -60,12 +63,35 @@ class InjectionBook:
         injection = run.injection
         if injection is not None and injection.get("summary") is not None:
             return
-        known = [s for s in self._reported if injection_overlaps(s, run.start_ns, run.end_ns)
-                 and (injection is None or s["start_ns"] == injection["start_ns"])]
+        known = sorted((s for s in self._reported if injection_overlaps(s, run.start_ns, run.end_ns)
+                        and (injection is None or s["start_ns"] == injection["start_ns"])),
+                       key=lambda s: s["start_ns"])
         if known:
             first = known[0]
             run.injection = dict(injection or {"count": len(known)}, start_ns=first["start_ns"],
                                  stop_ns=first["stop_ns"], summary=dict(first["summary"]))
+
+
+def hand_injection(entry: dict, start_ns: int, key: str) -> dict:
+    """A hand entry (``source: "hand"``) as an injection the pipeline and the books match to runs like the
+    injector's: a moment at ``start_ns`` (host monotonic; how long it lasted nobody says), so it times the run
+    whose exposure holds it, and the run's ``mtt_s`` is measured from it."""
+    return {"start_ns": start_ns, "stop_ns": start_ns, "summary": dict(entry), "key": key}
+
+
+def monotonic_at(at_wall: str | None, now_ns: int, wall_now_ns: int) -> int:
+    """An entry's ISO-8601 wall time (with its offset; None: now) on the host monotonic clock, where runs
+    are timed: as far before ``now_ns`` as it is before the wall clock's ``wall_now_ns``."""
+    if at_wall is None:
+        return now_ns
+    when = datetime.fromisoformat(at_wall)
+    if when.tzinfo is None:
+        raise ValueError("at needs its UTC offset (a wall time alone is ambiguous)")
+    at_ns = int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+    if at_ns > wall_now_ns + ENTRY_CLOCK_SLACK_NS:
+        # A contrast given later than now is a typing error: it would time a run that has not happened.
+        raise ValueError(f"at {at_wall} is in the future")
+    return now_ns - (wall_now_ns - at_ns)
 
 
 @dataclass(frozen=True)
@@ -195,9 +221,11 @@ def procedure_totals(fields: dict, runs: list[dict], injections: list[dict],
 def brief(summary: dict) -> dict:
     """What the status page shows of a run."""
     keys = ("run_id", "label", "contrast", "duration_s", "frames", "pulses", "pulse_rate",
-            "injection_delay_s", "delivered_volume_ml")
+            "injection_delay_s", "injection_source", "delivered_volume_ml")
     out = {k: summary.get(k) for k in keys}
     rois = summary.get("rois") or []
     if rois:
         out.update({k: rois[0].get(k) for k in ("arrival_s", "peak_s", "washout_s", "mtt_s")})
+        # The ROI those times are of, and why the automatic one is where it is.
+        out.update(roi=rois[0].get("roi"), roi_auto=rois[0].get("auto"), roi_reason=rois[0].get("reason"))
     return out

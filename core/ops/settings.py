@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # Phantom only: "log" is 8-bit display video, "lin" 16-bit linear detector frames.
     phantom_intensity: str = Field("log", pattern="^(lin|log)$")
     phantom_size: int = Field(512, ge=64, le=2048)
+    # What the built-in simulators play (firmware_bridge.scenarios.TIMELINES): "procedure", the DVT procedure at
+    # 15 pulses/s with the injector's venograms; "dsa", a hand-injected DSA venogram at 4 then 1 frames/s.
+    phantom_timeline: str = Field("procedure", pattern="^(procedure|dsa)$")
 
     # Iodine concentration of the injector's contrast (mg iodine / ml; e.g. 300 for iohexol 300): the serial
     # protocol does not carry it. None: iodine grams unknown for injector volumes.

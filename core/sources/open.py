@@ -19,6 +19,7 @@ class VideoSettings(Protocol):
     video_fps: float | None
     phantom_size: int
     phantom_intensity: str
+    phantom_timeline: str
     reconnect_min_s: float
     reconnect_max_s: float
     replay_speed: float | None
@@ -38,8 +39,12 @@ def open_video(settings: VideoSettings, t0_ns: int, on_event=None) -> FrameSourc
         fps = settings.video_fps or 30.0
         config = PhantomConfig(size=(settings.phantom_size, settings.phantom_size),
                                intensity=settings.phantom_intensity, fps=fps, pulse_rate=min(15.0, fps))
+        from firmware_bridge.scenarios import TIMELINES
+
+        timeline, period_s = TIMELINES[settings.phantom_timeline]
         # The table moves between thrombectomy passes, so the demo exercises registration too.
-        return PhantomSource(PhantomVideo(config, shifts=DEMO_SHIFTS), t0_ns=t0_ns)
+        shifts = DEMO_SHIFTS if settings.phantom_timeline == "procedure" else None
+        return PhantomSource(PhantomVideo(config, timeline, period_s, shifts=shifts), t0_ns=t0_ns)
     if video.startswith("/dev/"):
         from core.sources.v4l2 import open_grabber  # linuxpy is only needed with a grabber
 

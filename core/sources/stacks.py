@@ -178,9 +178,11 @@ def _fewer_photons_brighter(ds, name: str) -> bool:
 
 def _intensity(ds, dtype: np.dtype) -> str:
     """Pixel Intensity Relationship (0028,1040): LIN is linear in the X-ray intensity; LOG is its logarithm,
-    which is what the display-video path ("log") differences; DISP is display-ready grey levels (a monitor
-    curve of unknown shape, monotone): analysed like grabbed display video, whose timing a monotone curve does
-    not move. Anything else: by the pixel type, as before."""
+    which is what the display-video path ("log") differences; DISP is display-ready grey levels (the modality's
+    display curve, monotone, roughly logarithmic like the grabber's video): "log" too, differenced as is. Taking
+    ln() of display values would compress the contrast a second time; at a venogram's small contrast a curve
+    that is not exactly logarithmic mostly scales the curve's height, not its times. Anything else: by the
+    pixel type (docs/domain.md)."""
     relationship = str(ds.get("PixelIntensityRelationship", "")).strip().upper()
     if relationship == "LIN":
         return "lin"

@@ -18,7 +18,8 @@ from firmware_bridge.scenarios import PROCEDURE, PROCEDURE_PERIOD_S, ScriptedRun
 
 
 class PhantomVideo:
-    """The live appliance's video source: the scripted procedure, rendered pulse by pulse on demand.
+    """The live appliance's video source: the scripted procedure, rendered pulse by pulse on demand. A run with a
+    DSA program (``ScriptedRun.frame_rates``) exposes at its rates, each exposure held until the next.
 
     Pulses are seeded by (seed, cycle, run, pulse), so a frame depends only on its time, never on the
     order of calls. Repeated frames and last-image-hold return the cached pulse (read-only array).
@@ -44,6 +45,10 @@ class PhantomVideo:
             raise ValueError(f"shifts needs one (dx, dy) per run ({len(runs)}), got {len(shifts)}")
         for sh in shifts:
             replace(config, shift_px=tuple(sh))   # validates the range
+        # A run's DSA program: its exposure times from X-ray on (validated like an offline acquisition's).
+        self._offsets = [None if not r.frame_rates else np.asarray(
+            replace(config, frame_rates=tuple(r.frame_rates), xray_s=r.xray_off_s - r.xray_on_s).pulse_offsets_s())
+            for r in runs]
         self.config = config
         self.timeline = runs
         self.period_s = float(period_s)
@@ -66,9 +71,24 @@ class PhantomVideo:
             self._scenes[key] = Scene(self.config, key[0], key[1])
         return self._scenes[key]
 
-    def _n_pulses(self, run: ScriptedRun) -> int:
+    def _n_pulses(self, i: int) -> int:
+        if self._offsets[i] is not None:
+            return len(self._offsets[i])
         # pulses at xray_on + k / rate strictly before xray_off
+        run = self.timeline[i]
         return max(1, math.ceil((run.xray_off_s - run.xray_on_s) * self.config.pulse_rate - 1e-9))
+
+    def _pulse_index(self, i: int, since_on_s: float) -> int:
+        """The pulse of run i on screen ``since_on_s`` after its X-ray on: the latest not after it."""
+        if self._offsets[i] is not None:
+            return max(0, int(np.searchsorted(self._offsets[i], since_on_s + 1e-9, side="right")) - 1)
+        return min(int(math.floor(since_on_s * self.config.pulse_rate + 1e-9)), self._n_pulses(i) - 1)
+
+    def _pulse_time(self, i: int, k: int) -> float:
+        run = self.timeline[i]
+        if self._offsets[i] is not None:
+            return run.xray_on_s + float(self._offsets[i][k])
+        return run.xray_on_s + k / self.config.pulse_rate
 
     def bolus(self, i: int) -> BolusTruth:
         """Bolus truth of run i, times in seconds from the cycle origin."""
@@ -109,9 +129,7 @@ class PhantomVideo:
             raise ValueError(f"t_s must be a finite time >= 0, got {t_s!r}")
         cycle, i, local = self._locate(float(t_s))
         if i is not None:
-            run = self.timeline[i]
-            k = min(int(math.floor((local - run.xray_on_s) * self.config.pulse_rate + 1e-9)),
-                    self._n_pulses(run) - 1)
+            k = self._pulse_index(i, local - self.timeline[i].xray_on_s)
             frame, on = self._pulse(cycle, i, k), True
         else:
             # Last-image-hold of the most recent run, this cycle or the previous one; dark before any run.
@@ -122,7 +140,7 @@ class PhantomVideo:
                 j, c = len(self.timeline) - 1, cycle - 1
             else:
                 return self._blank, False
-            frame, on = self._pulse(c, j, self._n_pulses(self.timeline[j]) - 1), False
+            frame, on = self._pulse(c, j, self._n_pulses(j) - 1), False
         ov = self._renderer.overlay
         if ov is not None and ov.counter_box is not None:
             frame = frame.copy()
@@ -133,9 +151,8 @@ class PhantomVideo:
     def _pulse(self, cycle: int, i: int, k: int) -> np.ndarray:
         key = (cycle, i, k)
         if key != self._cache_key:
-            run = self.timeline[i]
             rng = np.random.default_rng([self.config.seed, cycle, i, k])
-            frame = self._renderer.pulse(self._scene(i), self.bolus(i), run.xray_on_s + k / self.config.pulse_rate,
+            frame = self._renderer.pulse(self._scene(i), self.bolus(i), self._pulse_time(i, k),
                                          float(abc_exposure(self.config, k)), rng)
             frame.flags.writeable = False
             self._cache_key, self._cache = key, frame
