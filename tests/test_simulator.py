@@ -269,7 +269,10 @@ def _samples_checked(port, seconds):
 def test_continuous_passes_serial_check_as_injsim_url():
     t0 = time.monotonic_ns() - int(0.45 * S)  # the first injection starts 50 ms from now
     rc, samples = _samples_checked(f"injsim://?scenario=continuous&t0_ns={t0}", 1.2)
-    assert rc == 0 and 45 <= samples <= 62
+    # 50 Hz while injecting: not more than the time since t0 allows (a loaded machine may read a little past
+    # the 1.2 s, and the handler then delivers what fell due meanwhile), and most of the 1.15 s of injection.
+    elapsed_injecting_s = (time.monotonic_ns() - t0) / S - 0.5
+    assert rc == 0 and 45 <= samples <= 50 * elapsed_injecting_s + 2, (samples, elapsed_injecting_s)
 
 
 def test_continuous_passes_serial_check_from_simulate_injector():
