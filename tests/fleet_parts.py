@@ -112,8 +112,10 @@ class Mosquitto:
             "persistence true",
             f"persistence_location {d / 'data'}/",
             "autosave_interval 1",
-            # Sessions of offline ingesters queue without limit: a restarted one must find every message.
-            "max_queued_messages 0",
+            # Sessions of offline ingesters queue far more than any test sends: a restarted one must find every
+            # message. Not 0 (no limit): mosquitto 2.0.x (Debian's 2.0.11) then closes the connection after
+            # every PUBLISH its ACL denies, racing its own "not authorized" PUBACK (docs/fleet.md).
+            "max_queued_messages 10000000",
             "max_inflight_messages 0",
             "set_tcp_nodelay true",
             f"log_dest file {d / 'mosquitto.log'}",

@@ -132,7 +132,7 @@ def test_impostor_and_wrong_password_are_refused_and_nothing_arrives(broker, pg,
         impostor = Publisher(event_log, _broker(broker, "box1", tmp_path), site="s1", room=None,
                              appliance_id="box2", hold_s=0.5)
         impostor.start()
-        wait_for(lambda: impostor.refusals > 0, 60, "the refusal", lambda: impostor.snapshot())
+        wait_for(lambda: impostor.refusals > 0, 20, "the refusal", lambda: impostor.snapshot())
         assert "refused to take events" in impostor.last_refusal and "'box2'" in impostor.last_refusal
         impostor.stop()
         wrong = Publisher(event_log, _broker(broker, "box1", tmp_path, password="nope"), site="s1", room=None,
