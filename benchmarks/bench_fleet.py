@@ -7,11 +7,18 @@ Run (as root, mosquitto and postgresql installed): .venv/bin/python -m pytest be
 The frame path while draining is stood in for by a 30 fps loop that records one event per frame (the
 appliance's frame thread only ever calls ``record()``, a queue append): a frame is late when its tick starts
 more than one frame period after it was due.
+
+The five appliances replay what a real appliance writes: the module first runs one (phantom video at 30 fps, the
+injector simulator's scripted procedure) for one period of the procedure and keeps its events with their times;
+each publisher's log then gets those events again at their recorded times, every room starting at another point
+of the procedure. A second run drives the same five at a flat ``CATHLAB_FLEET_RATE`` (50/s) for headroom.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,6 +31,7 @@ import pytest
 from core.fleet import config as fleet_config
 from core.fleet.publisher import Publisher
 from core.store.eventlog import EventLog
+from firmware_bridge.scenarios import SCENARIOS
 from tests.fleet_parts import Mosquitto, Postgres, have_parts
 
 pytestmark = pytest.mark.skipif(have_parts() is not None, reason=have_parts() or "")
@@ -31,9 +39,14 @@ pytestmark = pytest.mark.skipif(have_parts() is not None, reason=have_parts() or
 ROOT = Path(__file__).resolve().parents[1]
 USERS = {"ingest": "ingest-pw", **{f"box{i}": f"box{i}-pw" for i in range(1, 6)}}
 BACKLOG = int(os.environ.get("CATHLAB_FLEET_BACKLOG", "100000"))
-# Events/s per simulated appliance: the simulator's `continuous` scenario makes a few a minute (one injection a
-# minute and its runs, states and summaries); this is far above it, to show headroom.
+# The headroom run's events/s per appliance. Measured on a real appliance (120 s each): the injector simulator's
+# `continuous` scenario alone (no video) writes 10 events a minute, its scripted procedure with the phantom's
+# runs 72.5 a minute (at most 8 in one second): 50/s is 40 times the busier one.
 RATE = float(os.environ.get("CATHLAB_FLEET_RATE", "50"))
+# The replayed recording: the scripted procedure with the phantom (default), or `continuous` (no video: the
+# phantom plays only the procedure's timeline), for one period.
+RECORD_SCENARIO = os.environ.get("CATHLAB_FLEET_SCENARIO", "procedure")
+RECORD_S = float(os.environ.get("CATHLAB_FLEET_RECORD_S", str(SCENARIOS[RECORD_SCENARIO].period_s)))
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +150,47 @@ def test_backlog_drain_rate(parts, tmp_path, benchmark):
     assert info["broker_acked_per_s"] >= 2000
 
 
-def test_five_appliances_two_ingesters(parts, tmp_path, benchmark):
+@pytest.fixture(scope="module")
+def recorded_procedure(tmp_path_factory) -> list[tuple[float, str, dict]]:
+    """(seconds from the first event, kind, data) of what a real appliance wrote in ``RECORD_S``."""
+    from core.appliance.appliance import Appliance
+    from core.ops.settings import Settings
+
+    data = tmp_path_factory.mktemp("recorded")
+    serial = None if RECORD_SCENARIO == "procedure" else f"injsim://?scenario={RECORD_SCENARIO}"
+    device = Appliance(Settings(data_dir=data, serial=serial, log_format="text", log_level="warning"))
+    device.start()
+    time.sleep(RECORD_S)
+    device.stop()
+    conn = sqlite3.connect(data / "events.sqlite3")
+    rows = conn.execute("SELECT t_mono_ns, kind, data FROM events ORDER BY id").fetchall()
+    conn.close()
+    return [((t - rows[0][0]) / 1e9, kind, json.loads(d)) for t, kind, d in rows]
+
+
+def _replay(events: list[tuple[float, str, dict]], offset_s: float):
+    """The recording as a loop starting ``offset_s`` into it: (due time from the start, kind, data), forever."""
+    period = max(RECORD_S, events[-1][0] + 1e-3)
+    shifted = sorted((((t - offset_s) % period, kind, data) for t, kind, data in events), key=lambda e: e[0])
+    k = 0
+    while True:
+        for t, kind, data in shifted:
+            yield k * period + t, kind, data
+        k += 1
+
+
+@pytest.mark.parametrize("load", ["recorded", "flat"])
+def test_five_appliances_two_ingesters(parts, tmp_path, benchmark, load, request):
+    """``recorded``: each appliance replays the recording (``RECORD_SCENARIO``) for one period;
+    ``flat``: ``RATE`` events/s each for CATHLAB_FLEET_SECONDS (20 s)."""
     pg, broker = parts
     dsn = pg.new_db()
-    duration_s = float(os.environ.get("CATHLAB_FLEET_SECONDS", "20"))
+    if load == "recorded":
+        events = request.getfixturevalue("recorded_procedure")
+        duration_s = RECORD_S
+    else:
+        events = None
+        duration_s = float(os.environ.get("CATHLAB_FLEET_SECONDS", "20"))
     ingesters = _ingesters(broker, dsn, tmp_path, 2)
     logs, pubs, stop = [], [], threading.Event()
     for i in range(1, 6):
@@ -150,17 +200,24 @@ def test_five_appliances_two_ingesters(parts, tmp_path, benchmark):
         pubs.append(Publisher(log, _broker(broker, f"box{i}", tmp_path), site="bench", room=f"room{i}",
                               appliance_id=f"box{i}"))
 
-    def produce(log) -> None:
-        n, t0 = 0, time.monotonic()
-        while not stop.is_set():
-            log.record("tick", {"n": n})
-            n += 1
-            time.sleep(max(0.0, t0 + n / RATE - time.monotonic()))
+    def produce(log, room: int) -> None:
+        t0 = time.monotonic()
+        if events is None:
+            n = 0
+            while not stop.is_set():
+                log.record("tick", {"n": n})
+                n += 1
+                stop.wait(max(0.0, t0 + n / RATE - time.monotonic()))
+            return
+        for due, kind, data in _replay(events, room * RECORD_S / 5):
+            if stop.wait(max(0.0, t0 + due - time.monotonic())):
+                return
+            log.record(kind, data, procedure_id=None)
 
     def run():
         for p in pubs:
             p.start()
-        producers = [threading.Thread(target=produce, args=(log,), daemon=True) for log in logs]
+        producers = [threading.Thread(target=produce, args=(log, i), daemon=True) for i, log in enumerate(logs)]
         t0 = time.perf_counter()
         for t in producers:
             t.start()
@@ -181,7 +238,9 @@ def test_five_appliances_two_ingesters(parts, tmp_path, benchmark):
     by_ingester = _stop_ingesters(ingesters)
     for log in logs:
         log.close()
-    info = {"appliances": 5, "ingesters": 2, "events": total, "per_s": round(total / elapsed),
+    info = {"load": load if events is None else f"recorded {RECORD_SCENARIO}", "appliances": 5, "ingesters": 2,
+            "seconds": duration_s, "events": total,
+            "offered_per_s": round(total / duration_s, 1), "per_s": round(total / elapsed, 1),
             "by_ingester": by_ingester,
             "lag_p50_ms": round(lag[0] * 1e3, 1), "lag_p99_ms": round(lag[1] * 1e3, 1)}
     benchmark.extra_info.update(info)

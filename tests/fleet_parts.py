@@ -78,15 +78,33 @@ def make_ca(directory: Path) -> dict[str, Path]:
     return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
 
 
+def make_client_cert(directory: Path, name: str) -> tuple[Path, Path]:
+    """A client certificate with CN ``name`` signed by the CA that ``make_ca`` left in ``directory``."""
+    d = Path(directory)
+    cert, key, csr = d / f"{name}.pem", d / f"{name}.key", d / f"{name}.csr"
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
+        "-out", str(csr), "-subj", f"/CN={name}")
+    run("x509", "-req", "-in", str(csr), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"), "-CAcreateserial",
+        "-out", str(cert), "-days", "2")
+    return cert, key
+
+
 class Mosquitto:
     """One broker: ``users`` {name: password}; ``start()``, ``stop()`` (a clean shutdown saves the persistence
-    file), ``start()`` again on the same port and data, ``close()`` removes everything."""
+    file), ``start()`` again on the same port and data, ``close()`` removes everything.
 
-    def __init__(self, users: dict[str, str], *, tls: bool = True) -> None:
+    ``cert_users``: a second TLS listener (``cert_url``) where these log in by client certificate alone, the
+    certificate's CN being the user name (``client_certs[name]`` = (cert, key)); the same ACL applies."""
+
+    def __init__(self, users: dict[str, str], *, tls: bool = True, cert_users: tuple[str, ...] = ()) -> None:
         self.dir = _owned_tempdir("fleet-mqtt-", "mosquitto")
         self.port = free_port()
+        self.cert_port = free_port() if cert_users else None
         self.users = dict(users)
-        self.tls = tls
+        self.tls = tls or bool(cert_users)
+        self.cert_users = cert_users
+        self.client_certs: dict[str, tuple[Path, Path]] = {}
         self.proc: subprocess.Popen | None = None
         self.ca_file: Path | None = None
         self._write_config()
@@ -94,6 +112,10 @@ class Mosquitto:
     @property
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://localhost:{self.port}"
+
+    @property
+    def cert_url(self) -> str:
+        return f"mqtts://localhost:{self.cert_port}"
 
     def _write_config(self) -> None:
         d = self.dir
@@ -104,25 +126,30 @@ class Mosquitto:
                            capture_output=True)
         (d / "acl").write_text(ACL)
         (d / "data").mkdir()
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous false",
-            f"password_file {passwd}",
-            f"acl_file {d / 'acl'}",
+        ca = make_ca(d) if self.tls else None
+        tls = [f"cafile {ca['ca']}", f"certfile {ca['cert']}", f"keyfile {ca['key']}"] if ca else []
+        lines = ["per_listener_settings true"] if self.cert_users else []
+        lines += [f"listener {self.port} 127.0.0.1", "allow_anonymous false", f"password_file {passwd}",
+                  f"acl_file {d / 'acl'}", *tls]
+        if self.cert_users:
+            lines += [f"listener {self.cert_port} 127.0.0.1", "allow_anonymous false", f"acl_file {d / 'acl'}",
+                      *tls, "require_certificate true", "use_identity_as_username true"]
+            self.client_certs = {name: make_client_cert(d, name) for name in self.cert_users}
+        lines += [
             "persistence true",
             f"persistence_location {d / 'data'}/",
             "autosave_interval 1",
-            # Sessions of offline ingesters queue without limit: a restarted one must find every message.
-            "max_queued_messages 0",
+            # Sessions of offline ingesters queue far more than any test sends: a restarted one must find every
+            # message. Not 0 (no limit): mosquitto 2.0.x (Debian's 2.0.11) then closes the connection after
+            # every PUBLISH its ACL denies, racing its own "not authorized" PUBACK (docs/fleet.md).
+            "max_queued_messages 10000000",
             "max_inflight_messages 0",
             "set_tcp_nodelay true",
             f"log_dest file {d / 'mosquitto.log'}",
             "log_type error", "log_type warning", "log_type notice", "log_type information",
         ]
-        if self.tls:
-            ca = make_ca(d)
+        if ca is not None:
             self.ca_file = ca["ca"]
-            lines += [f"cafile {ca['ca']}", f"certfile {ca['cert']}", f"keyfile {ca['key']}"]
         (d / "mosquitto.conf").write_text("\n".join(lines) + "\n")
         for path in d.rglob("*"):
             shutil.chown(path, "mosquitto", "mosquitto")

@@ -33,7 +33,7 @@ def pg():
 
 @pytest.fixture
 def broker():
-    server = Mosquitto(USERS)
+    server = Mosquitto(USERS, cert_users=("box1",))
     server.start()
     yield server
     server.close()
@@ -43,6 +43,12 @@ def _broker(server: Mosquitto, user: str, tmp_path, password: str | None = None)
     pw = tmp_path / f"{user}.pw"
     pw.write_text((password or USERS[user]) + "\n")
     return fleet_config.parse_broker(server.url, username=user, password_file=pw, ca_file=server.ca_file)
+
+
+def _cert_broker(server: Mosquitto, user: str):
+    """``user`` logs in by client certificate alone (its CN is the user name the ACL knows)."""
+    cert, key = server.client_certs[user]
+    return fleet_config.parse_broker(server.cert_url, ca_file=server.ca_file, client_cert=cert, client_key=key)
 
 
 def wait_for(cond, timeout: float, what: str, state=lambda: "") -> None:
@@ -90,7 +96,7 @@ def test_events_reach_postgres_once_and_cursor_is_durable(broker, pg, tmp_path):
         event_log.record("tick", {"i": i})
     assert event_log.flush(5)
     with Ingesting(_broker(broker, "ingest", tmp_path), dsn):
-        pub = Publisher(event_log, _broker(broker, "box1", tmp_path), site="s1", room="r1", appliance_id="box1",
+        pub = Publisher(event_log, _cert_broker(broker, "box1"), site="s1", room="r1", appliance_id="box1",
                         status_interval_s=0.5)
         pub.start()
         wait_for(lambda: pub.link == "up", 10, "the link")
@@ -132,7 +138,7 @@ def test_impostor_and_wrong_password_are_refused_and_nothing_arrives(broker, pg,
         impostor = Publisher(event_log, _broker(broker, "box1", tmp_path), site="s1", room=None,
                              appliance_id="box2", hold_s=0.5)
         impostor.start()
-        wait_for(lambda: impostor.refusals > 0, 60, "the refusal", lambda: impostor.snapshot())
+        wait_for(lambda: impostor.refusals > 0, 20, "the refusal", lambda: impostor.snapshot())
         assert "refused to take events" in impostor.last_refusal and "'box2'" in impostor.last_refusal
         impostor.stop()
         wrong = Publisher(event_log, _broker(broker, "box1", tmp_path, password="nope"), site="s1", room=None,
@@ -250,6 +256,13 @@ def test_doctor_says_plainly_when_the_broker_refuses(broker, tmp_path):
     no_ca = check_broker(settings("box1", "box1-pw", "box1", ca=False))
     assert no_ca.status == "FAIL" and "TLS" in no_ca.detail
     assert check_broker(Settings(data_dir=tmp_path / "d")).status == "ok"
+    cert, key = broker.client_certs["box1"]
+    by_cert = check_broker(Settings(data_dir=tmp_path / "d", fleet_broker=broker.cert_url, fleet_client_cert=cert,
+                                    fleet_client_key=key, fleet_ca_file=broker.ca_file, appliance_id="box1"))
+    assert by_cert.status == "ok", by_cert
+    no_cert = check_broker(Settings(data_dir=tmp_path / "d", fleet_broker=broker.cert_url,
+                                    fleet_ca_file=broker.ca_file, appliance_id="box1"))
+    assert no_cert.status == "FAIL" and "without a client certificate" in no_cert.detail, no_cert
 
 
 def test_appliance_forwards_its_log_and_shows_the_link(broker, pg, tmp_path):

@@ -106,6 +106,8 @@ def test_broker_outage_appliance_sigkill_and_ingester_restart_lose_and_double_no
 
         _kill(app)                         # power cut of the appliances, mid-stream
         _kill(box2)
+        wait_for(lambda: _online(dsn, "box1") is False and _online(dsn, "box2") is False, 15,
+                 "the last wills marking both boxes offline", lambda: (_online(dsn, "box1"), _online(dsn, "box2")))
         app = _spawn(app_argv, tmp_path / "app.log")
         procs.append(app)
         box2 = _spawn(box2_argv, tmp_path / "box2.log", box2_env)
@@ -147,6 +149,12 @@ def test_broker_outage_appliance_sigkill_and_ingester_restart_lose_and_double_no
         for name in ("app.log", "ingest.log", "box2.log"):
             if (tmp_path / name).exists():
                 print(name, (tmp_path / name).read_text()[-3000:])
+
+
+def _online(dsn: str, aid: str) -> bool | None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT online FROM cathlab_appliances WHERE appliance_id = %s", (aid,)).fetchone()
+    return None if row is None else row[0]
 
 
 def _has_table(dsn: str) -> bool:

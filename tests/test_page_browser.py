@@ -155,3 +155,29 @@ def test_status_page_live_and_stale(browser, tmp_path):
     finally:
         stop_server(proc)
 
+
+
+def test_page_says_the_fleet_broker_refuses_this_box(browser, tmp_path):
+    """Another box's appliance_id with this box's credentials: the broker's ACL refuses every event, and the
+    page's counters line says so (the issue: refused boxes say so in doctor and on the page)."""
+    from tests.fleet_parts import Mosquitto, have_parts
+    if have_parts() is not None:
+        pytest.skip(have_parts())
+    broker = Mosquitto({"box1": "box1-pw"})
+    broker.start()
+    pw = tmp_path / "box1.pw"
+    pw.write_text("box1-pw")
+    proc = None
+    try:
+        proc, url = start_server(tmp_path / "data", CATHLAB_FLEET_BROKER=broker.url, CATHLAB_FLEET_USERNAME="box1",
+                                 CATHLAB_FLEET_PASSWORD_FILE=str(pw), CATHLAB_FLEET_CA_FILE=str(broker.ca_file),
+                                 CATHLAB_APPLIANCE_ID="box2")
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        page.goto(url + "/")
+        wait_js(page, "/fleet denied \\(.*refused to take events.*'box2'/.test("
+                      "document.getElementById('counters').textContent)", timeout_ms=20000)
+        assert httpx.get(url + "/api/status").json()["fleet"]["last_forwarded_id"] == 0
+    finally:
+        if proc is not None:
+            stop_server(proc)
+        broker.close()

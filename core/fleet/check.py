@@ -34,9 +34,16 @@ def check_broker(settings: Settings, timeout: float = 5.0) -> Check:
     def on_publish(_c, _u, _mid, reason, _p) -> None:
         result["puback"] = reason
         acked.set()
+
+    def on_disconnect(_c, _u, _flags, reason, _p) -> None:
+        # Closed before any CONNACK: with TLS 1.3 a listener that wants a client certificate (or refuses this
+        # one) accepts the handshake and drops the connection right after.
+        result.setdefault("closed", reason)
+        connected.set()
+        acked.set()
     try:
         client = mqtt_client(broker, f"cathlab-doctor-{uuid.uuid4().hex[:8]}")   # TLS files are read here
-        client.on_connect, client.on_publish = on_connect, on_publish
+        client.on_connect, client.on_publish, client.on_disconnect = on_connect, on_publish, on_disconnect
         client.connect(broker.host, broker.port, keepalive=10)
     except ssl.SSLError as exc:
         return Check(NAME, FAIL, f"TLS with {broker.url} failed: {exc}",
@@ -49,11 +56,21 @@ def check_broker(settings: Settings, timeout: float = 5.0) -> Check:
         if not connected.wait(timeout):
             return Check(NAME, FAIL, f"{broker.url} did not answer the MQTT connect within {timeout:g} s",
                          "check that fleet_broker points at an MQTT broker (mqtts:// for TLS)")
+        if "connack" not in result:
+            cert = "with" if broker.client_cert else "without"
+            return Check(NAME, FAIL, f"{broker.url} closed the connection before answering the MQTT connect "
+                         f"({cert} a client certificate): {result['closed']}",
+                         "the broker may want a client certificate its CA signed: set fleet_client_cert and "
+                         "fleet_client_key (or check that fleet_broker is this box's listener)")
         if result["connack"].is_failure:
             return Check(NAME, FAIL, f"{broker.url} refused the credentials of user {broker.username!r}: "
                          f"{result['connack']}", "check fleet_username and fleet_password_file")
         info = client.publish(f"{TOPIC_ROOT}/{settings.site}/{aid}/doctor", b"{}", qos=1)
-        if not acked.wait(timeout) or info.rc != mqtt.MQTT_ERR_SUCCESS:
+        if acked.wait(timeout) and "puback" not in result:   # some brokers refuse a publish by closing
+            return Check(NAME, FAIL, f"{broker.url} closed the connection on a test message from user "
+                         f"{broker.username!r} as appliance {aid!r}: {result['closed']}",
+                         "set appliance_id to the id the broker's ACL gives this user (often the user name)")
+        if "puback" not in result or info.rc != mqtt.MQTT_ERR_SUCCESS:
             return Check(NAME, FAIL, f"{broker.url} did not acknowledge a test message within {timeout:g} s")
         if result["puback"].is_failure:
             return Check(NAME, FAIL, f"{broker.url} refuses user {broker.username!r} to publish as appliance "
