@@ -122,6 +122,7 @@ class Appliance:
         self.log.start()
         self.started_ns = self.clock()
         self._resume_procedure()
+        self.sizing.resume()        # the log's: sizing results outlive the process that measured them
         self.log.record("appliance_start", {"session": self.session, "video": self._status.video_name(),
                                             "serial": self.settings.serial or "simulator"})
         self._storage.check()   # before the first frame: a recording must not start on a nearly full disk

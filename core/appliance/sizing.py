@@ -30,6 +30,8 @@ SIZED_LABEL = "completion"
 HEADLINE = ("run_id", "calibration", "mm_per_px", "reference_diameter_px", "reference_diameter_mm", "mld_px",
             "mld_mm", "diameter_stenosis_pct", "lesion_length_px", "lesion_length_mm", "residual_stenosis_ge_50")
 WAIT_S = 10.0
+RESUMED_KINDS = ("vessel_sizing", "calibration_set", "centerline_set")
+MAX_RESUMED_EVENTS = 1000   # of those kinds in one procedure: a procedure has a handful
 
 
 class NotKept(LookupError):
@@ -49,6 +51,27 @@ class LiveSizing:
         self._latest: dict | None = None
 
     # -- from other threads ----------------------------------------------------------------------------
+    def resume(self) -> None:
+        """After a restart: the results, the latest one, the calibration and the centreline rebuilt from the
+        event log as they stood (the images are not kept across a restart: those runs cannot be re-measured)."""
+        for event in self._log.latest_events(("vessel_sizing",), limit=KEPT_RESULTS):
+            self._keep_result(event["data"]["run_id"], event["data"]["vessel"])
+        # Since the newest procedure start (a new procedure forgets the calibration, centreline and latest).
+        starts = self._log.latest_events(("procedure_start",), limit=1)
+        since = starts[-1]["id"] if starts else 0
+        calibration = centerline = latest = None
+        for event in self._log.latest_events(RESUMED_KINDS, after=since, limit=MAX_RESUMED_EVENTS):
+            data = event["data"]
+            if event["kind"] == "vessel_sizing":
+                latest = dict(data["vessel"], run_id=data["run_id"])
+            elif event["kind"] == "calibration_set":
+                calibration = data
+            else:
+                centerline = data.get("points")
+        with self._lock:
+            self._latest = latest
+        self._worker.submit(self._restore, calibration, centerline)
+
     def new_procedure(self) -> None:
         with self._lock:
             self._latest = None
@@ -117,14 +140,23 @@ class LiveSizing:
                 line = None                      # drawn on an image of another size: found automatically
         sizing = measure_sizing(peak, line, mm_per_px=cal.get("mm_per_px"), calibration=cal.get("calibration"))
         result = sizing.to_json()
+        self._keep_result(run_id, result)
         with self._lock:
-            self._results[run_id] = result
-            while len(self._results) > KEPT_RESULTS:
-                self._results.popitem(last=False)
             self._latest = dict(result, run_id=run_id)
         self._log.record("vessel_sizing", {"run_id": run_id, "centerline": "operator" if line is not None else
                                            "automatic", "vessel": result}, procedure_id=procedure_id)
         return result
+
+    def _keep_result(self, run_id: str, result: dict) -> None:
+        with self._lock:
+            self._results[run_id] = result
+            self._results.move_to_end(run_id)
+            while len(self._results) > KEPT_RESULTS:
+                self._results.popitem(last=False)
+
+    def _restore(self, calibration: dict | None, centerline) -> None:
+        self._calibration = calibration
+        self._set_centerline(centerline)
 
     def _calibrate(self, mm_per_px, french, catheter, run_id) -> dict:
         if mm_per_px is not None:
