@@ -17,6 +17,7 @@ import numpy as np
 from core.analysis.calibration import MAX_FRENCH, MIN_FRENCH, catheter_mm_per_px
 from core.analysis.clearance.measure import check_operator_centerline
 from core.analysis.sizing import measure_sizing
+from core.analysis.sizing_plot import profile_plot
 from core.appliance.worker import AnalysisWorker
 from core.store.eventlog import EventLog
 from core.store.records import OPEN_PROCEDURE
@@ -28,7 +29,8 @@ KEPT_RESULTS = 200      # sizing results served with their runs (a few kB each)
 MAX_MM_PER_PX = 10.0    # as the command's --mm-per-px
 SIZED_LABEL = "completion"
 HEADLINE = ("run_id", "calibration", "mm_per_px", "reference_diameter_px", "reference_diameter_mm", "mld_px",
-            "mld_mm", "diameter_stenosis_pct", "lesion_length_px", "lesion_length_mm", "residual_stenosis_ge_50")
+            "mld_mm", "diameter_stenosis_pct", "lesion_length_px", "lesion_length_mm", "residual_stenosis_ge_50",
+            "warnings")
 WAIT_S = 10.0
 RESUMED_KINDS = ("vessel_sizing", "calibration_set", "centerline_set")
 MAX_RESUMED_EVENTS = 1000   # of those kinds in one procedure: a procedure has a handful
@@ -49,6 +51,7 @@ class LiveSizing:
         self._centerline: np.ndarray | None = None                        # worker thread
         self._results: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self._latest: dict | None = None
+        self._plot: dict | None = None        # the latest's diameter profile for the page, made once per result
 
     # -- from other threads ----------------------------------------------------------------------------
     def resume(self) -> None:
@@ -68,13 +71,11 @@ class LiveSizing:
                 calibration = data
             else:
                 centerline = data.get("points")
-        with self._lock:
-            self._latest = latest
+        self._set_latest(latest)
         self._worker.submit(self._restore, calibration, centerline)
 
     def new_procedure(self) -> None:
-        with self._lock:
-            self._latest = None
+        self._set_latest(None)
         self._worker.submit(self._reset)
 
     def set_centerline(self, points: list[tuple[float, float]] | None) -> None:
@@ -103,9 +104,15 @@ class LiveSizing:
             return self._results.get(run_id)
 
     def headline(self) -> dict | None:
+        """The numbers and the diameter profile (``plot``, core.analysis.sizing_plot) the status page shows."""
         with self._lock:
-            latest = self._latest
-        return None if latest is None else {k: latest.get(k) for k in HEADLINE}
+            latest, plot = self._latest, self._plot
+        return None if latest is None else dict({k: latest.get(k) for k in HEADLINE}, plot=plot)
+
+    def _set_latest(self, latest: dict | None) -> None:
+        plot = None if latest is None else profile_plot(latest)
+        with self._lock:
+            self._latest, self._plot = latest, plot
 
     # -- worker thread ---------------------------------------------------------------------------------
     def add_run(self, run_id: str, peak: np.ndarray, mask: np.ndarray | None, label: str | None) -> None:
@@ -141,8 +148,7 @@ class LiveSizing:
         sizing = measure_sizing(peak, line, mm_per_px=cal.get("mm_per_px"), calibration=cal.get("calibration"))
         result = sizing.to_json()
         self._keep_result(run_id, result)
-        with self._lock:
-            self._latest = dict(result, run_id=run_id)
+        self._set_latest(dict(result, run_id=run_id))
         self._log.record("vessel_sizing", {"run_id": run_id, "centerline": "operator" if line is not None else
                                            "automatic", "vessel": result}, procedure_id=procedure_id)
         return result
