@@ -403,8 +403,8 @@ class Appliance:
 
     def set_centerline(self, points: list[tuple[float, float]] | None, diameter_px: float | None) -> None:
         # The tracker is looked up when the task runs: a new procedure queued before it replaces the tracker.
-        self.clearance.set_centerline(points, diameter_px)
-        self.sizing.set_centerline(points)
+        drawn_on = self.clearance.set_centerline(points, diameter_px)
+        self.sizing.set_centerline(points, drawn_on)
 
     # -- read side -------------------------------------------------------------------------------------
     def status(self) -> dict:
