@@ -199,7 +199,9 @@ def test_table_shift_is_bounded_by_the_travel():
     for kw in (dict(table_shift_px=(10.0, 0.0)), dict(table_travel_px=200.0),
                dict(table_travel_px=50.0, table_shift_px=(0.0, 60.0)), dict(contrast_scale=0.0),
                dict(background="bones"), dict(diameter_profile=((0.5, 10.0), (0.2, 12.0))),
-               dict(diameter_profile=((0.0, 100.0),)), dict(parallel="left")):
+               dict(diameter_profile=((0.0, 100.0),)), dict(parallel="left"),
+               dict(depth_profile=((0.5, 0.0),)), dict(depth_profile=((0.5, 1.5),)),
+               dict(depth_profile=((0.6, 0.5), (0.4, 0.5)))):
         with pytest.raises(ValueError):
             replace(FLAT, **kw)
     with pytest.raises(ValueError):

@@ -206,13 +206,62 @@ function renderClearance(c) {
 
 // The latest vessel sizing, worded as api/routes/page.py words it: millimetres when calibrated, else pixels.
 function renderVessel(v) {
-  if (!v) { setText("vessel", VESSEL_WAITING); return; }
+  const flag = $("vessel-flag");
+  if (!v) {
+    setText("vessel", VESSEL_WAITING); setText("vessel-pct", "—"); setText("vessel-mld", "");
+    setText("vessel-flag", ""); flag.className = "grade"; renderVesselPlot(null);
+    return;
+  }
   const mm = v.calibration != null && num(v.mm_per_px);
   const size = (k) => mm ? `${fmt(v[k + "_mm"])} mm` : `${fmt(v[k + "_px"])} px`;
+  setText("vessel-pct", num(v.diameter_stenosis_pct) ? `${v.diameter_stenosis_pct.toFixed(0)}%` : "—");
+  setText("vessel-mld", `MLD ${size("mld")}`);
+  setText("vessel-flag", v.residual_stenosis_ge_50 ? "RESIDUAL ≥ 50%" : "");
+  flag.className = "grade" + (v.residual_stenosis_ge_50 ? " stent" : "");
+  const warnings = Array.isArray(v.warnings) ? v.warnings : [];
   setText("vessel", [`run ${v.run_id}`, `reference ${size("reference_diameter")}`, `MLD ${size("mld")}`,
     `stenosis ${fmt(v.diameter_stenosis_pct, 0)}%`, `lesion ${size("lesion_length")}`,
     v.residual_stenosis_ge_50 ? "RESIDUAL STENOSIS ≥ 50%" : "residual stenosis < 50%",
-    mm ? `${v.calibration} calibration ${v.mm_per_px.toFixed(3)} mm/px` : "pixels (no calibration)"].join(" · "));
+    mm ? `${v.calibration} calibration ${v.mm_per_px.toFixed(3)} mm/px` : "pixels (no calibration)",
+    ...warnings].join(" · "));
+  renderVesselPlot(v.plot);
+}
+
+// Diameter and reference along the vessel (core/analysis/sizing_plot.py thins them), the lesion's stretch
+// shaded and its narrowest point marked: what the operator reads from across the room.
+let lastPlotKey = null;
+function renderVesselPlot(p) {
+  const ok = p && Array.isArray(p.s) && p.s.length > 1;
+  // An <svg> has no .hidden property (HTMLElement only): the attribute itself.
+  $("vessel-plot").toggleAttribute("hidden", !ok); $("vessel-legend").hidden = !ok;
+  const key = ok ? JSON.stringify([p.s.length, p.s[0], p.s[p.s.length - 1], p.lesion_s, p.diameter[0], p.unit]) : null;
+  if (key === lastPlotKey) return;
+  lastPlotKey = key;
+  if (!ok) { $("vessel-grid").innerHTML = ""; $("vessel-lines").innerHTML = ""; return; }
+  const W = 600, H = 180, top = 10, bottom = 26;
+  const s0 = p.s[0], s1 = p.s[p.s.length - 1];
+  const yMax = Math.max(...p.reference, ...p.diameter) * 1.1 || 1;
+  const x = (s) => ((s - s0) / (s1 - s0 || 1)) * W;
+  const y = (d) => H - bottom - (Math.max(0, d) / yMax) * (H - top - bottom);
+  const line = (vals, cls) => `<polyline class="${cls}" points="${p.s.map((s, i) =>
+    `${x(s).toFixed(1)},${y(vals[i]).toFixed(1)}`).join(" ")}"/>`;
+  const yStep = [0.5, 1, 2, 5, 10, 20, 50].find((st) => yMax / st <= 5) || 100;
+  let grid = "";
+  for (let d = yStep; d < yMax; d += yStep) {
+    grid += `<line class="grid" x1="0" x2="${W}" y1="${y(d)}" y2="${y(d)}"/>` +
+      `<text class="axis-label" x="4" y="${y(d) - 3}">${d} ${p.unit}</text>`;
+  }
+  grid += `<text class="axis-label" x="${W - 4}" y="${H - 6}" text-anchor="end">${fmt(s1 - s0, 0)} ${p.unit} along the vessel</text>`;
+  $("vessel-grid").innerHTML = grid;
+  let lesion = "";
+  if (num(p.lesion_from_s) && num(p.lesion_to_s)) {
+    lesion = `<rect class="lesion" x="${x(p.lesion_from_s)}" y="${top}" width="${Math.max(3, x(p.lesion_to_s) - x(p.lesion_from_s))}" height="${H - top - bottom}"/>`;
+  }
+  const k = p.s.indexOf(p.lesion_s);
+  const mld = k >= 0 ? `<line class="mld" x1="${x(p.lesion_s)}" x2="${x(p.lesion_s)}" y1="${y(p.diameter[k])}" y2="${y(p.reference[k])}"/>` +
+    `<text class="mld-label" x="${Math.min(W - 60, x(p.lesion_s) + 6)}" y="${y(p.diameter[k]) + 20}">MLD</text>` : "";
+  $("vessel-lines").innerHTML = lesion + line(p.reference.map((r) => 0.8 * r), "eighty") +
+    line(p.reference, "reference") + line(p.diameter, "diameter") + mld;
 }
 
 function renderRuns(runs) {

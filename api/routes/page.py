@@ -91,6 +91,7 @@ def render(status: dict) -> str:
         "clearance_grade": _clearance_grade(clearance),
         "clearance_note": _clearance_note(clearance) if clearance else CLEARANCE_WAITING,
         "vessel": vessel_text(status.get("vessel")),
+        **vessel_numbers(status.get("vessel")),
         "runs": run_rows,
         "tdc_roi": _tdc_roi(run, runs),
         "counters": "no video" if no_video else
@@ -141,7 +142,19 @@ def vessel_text(v: dict | None) -> str:
         f"run {v.get('run_id')}", f"reference {size('reference_diameter')}", f"MLD {size('mld')}",
         f"stenosis {_num(v.get('diameter_stenosis_pct'), 0)}%", f"lesion {size('lesion_length')}",
         "RESIDUAL STENOSIS ≥ 50%" if v.get("residual_stenosis_ge_50") else "residual stenosis < 50%",
-        f"{v['calibration']} calibration {v['mm_per_px']:.3f} mm/px" if mm else "pixels (no calibration)"])
+        f"{v['calibration']} calibration {v['mm_per_px']:.3f} mm/px" if mm else "pixels (no calibration)",
+        *(str(w) for w in v.get("warnings") or ())])
+
+
+def vessel_numbers(v: dict | None) -> dict:
+    """The big numbers of the sizing panel as app.js shows them (its plot is drawn by app.js)."""
+    if not v:
+        return {"vessel_pct": "—", "vessel_mld": "", "vessel_flag": ""}
+    mm = v.get("calibration") is not None and v.get("mm_per_px") is not None
+    mld = f"{_num(v.get('mld_mm'))} mm" if mm else f"{_num(v.get('mld_px'))} px"
+    pct = _num(v.get("diameter_stenosis_pct"), 0)
+    return {"vessel_pct": f"{pct}%" if pct != "—" else pct, "vessel_mld": f"MLD {mld}",
+            "vessel_flag": "RESIDUAL ≥ 50%" if v.get("residual_stenosis_ge_50") else ""}
 
 
 def _xray_source(source) -> str:

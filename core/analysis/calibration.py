@@ -3,9 +3,11 @@ marked by two points along it, the DICOM file's own spacing; otherwise None (pix
 
 - Catheter: outer diameter F / 3 mm. Its width is measured in the contrast-free image (the mask: raw frames
   before the contrast, log units, where the radiopaque wall attenuates) across the segment between the two
-  points: the outer edges are the steepest rise and fall of the background-subtracted attenuation profile
-  (a hollow catheter's profile has two wall peaks and a dip between them, so a half-height rule would find
-  the inner wall; the outer edge of any projected circle is where its chord changes fastest).
+  points. Each station's outer edges are first the steepest rise and fall of the background-subtracted
+  attenuation profile (a hollow catheter's profile has two wall peaks and a dip between them, so a half-height
+  rule would find the inner wall): they say where the catheter is and that its width is steady. The width
+  itself is a fit of a blurred projected tube to the stations' mean profile (core.analysis.catheter_fit): the
+  steepest slope lies inside the edge by an amount that depends on the blur, which the fit measures.
 - DICOM: Imager Pixel Spacing (0018,1164) is at the detector; divided by the Estimated Radiographic
   Magnification Factor (0018,1114) it is at the patient. Without that factor, Pixel Spacing (0028,0030) when
   the modality calibrated it. Spacings are (row, column): their mean when they differ a little.
@@ -17,15 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from core.analysis.catheter_fit import fit_tube
 from core.analysis.vessel import make_stations, sample_profiles
 
 __all__ = ["dicom_mm_per_px", "catheter_width_px", "parse_catheter", "catheter_mm_per_px", "MAX_CATHETER_PX"]
 
 ACROSS_STEP_PX = 0.25
 MAX_CATHETER_PX = 40.0       # widest catheter the profile window looks for (px)
-# The steepest slope of an edge blurred by pixel-area averaging and bilinear sampling lies this far inside it
-# (measured on the phantom's catheters, 4-8 px).
-EDGE_BIAS_PX = 0.35
 MIN_SNR = 6.0                # the catheter's wall stands this many noise sd above the background
 MIN_LENGTH_PX = 8.0          # the two points must be this far apart
 STEADY_FRACTION = 0.2        # a catheter's width varies along it by less than this (robust sd / width)
@@ -75,7 +75,7 @@ def catheter_width_px(mask: np.ndarray, points: np.ndarray) -> float:
     fine = _smooth(prof, 2)
     coarse = _smooth(prof, 8)            # +-2 px: a hollow catheter's two walls read as one bump
     near = np.abs(across) <= 0.5 * half
-    widths, peaks = [], []
+    widths, peaks, centres = [], [], []
     for pf, pc in zip(fine, coarse):
         c = int(np.argmax(np.where(near, pc, -np.inf)))
         top = pc[c]
@@ -91,15 +91,29 @@ def catheter_width_px(mask: np.ndarray, points: np.ndarray) -> float:
         left = _peak_at(g, across, (idx >= lo - reach) & (idx <= c), +1)
         right = _peak_at(g, across, (idx >= c) & (idx <= hi + reach), -1)
         widths.append(right - left)
+        centres.append((left + right) / 2.0)
         peaks.append(top)
-    width = float(np.median(widths)) + EDGE_BIAS_PX
+    width = float(np.median(widths))
     snr = float(np.median(peaks)) / max(noise, 1e-9)
     if not snr > MIN_SNR:
         raise ValueError("catheter points are not on a catheter (no attenuating line along them)")
     spread = 1.4826 * float(np.median(np.abs(np.asarray(widths) - np.median(widths))))
     if not (1.0 <= width <= MAX_CATHETER_PX) or spread > STEADY_FRACTION * width:
         raise ValueError("catheter points are not on a catheter (no steady width between them)")
-    return width
+    return catheter_fit_width(across, prof, np.asarray(centres), width, st.normal[0])
+
+
+def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray, width: float,
+                       normal: np.ndarray) -> float:
+    """The fitted outer width of the stations' profiles ``prof``, each moved onto the straight line through
+    their edge midpoints ``centres`` (a catheter is straight over a few tens of px) and averaged."""
+    k = np.arange(len(centres), dtype=float)
+    line = np.polyval(np.polyfit(k, centres, 1), k)
+    keep = np.abs(centres - line) <= max(1.0, 3.0 * 1.4826 * float(np.median(np.abs(centres - line))))
+    mean = np.mean([np.interp(across + c, across, p) for c, p in zip(line[keep], prof[keep])], axis=0)
+    window = np.abs(across) <= 0.8 * width + 4.0
+    fit = fit_tube(across[window], mean[window], width, (float(normal[0]), float(normal[1])))
+    return fit.width_px
 
 
 def _smooth(p: np.ndarray, half: int) -> np.ndarray:

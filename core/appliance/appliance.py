@@ -123,6 +123,7 @@ class Appliance:
         self.log.start()
         self.started_ns = self.clock()
         self._resume_procedure()
+        self.sizing.resume()        # the log's: sizing results outlive the process that measured them
         self.log.record("appliance_start", {"session": self.session, "video": self._status.video_name(),
                                             "serial": self.settings.serial or "simulator"})
         self._storage.check()   # before the first frame: a recording must not start on a nearly full disk
@@ -416,8 +417,8 @@ class Appliance:
 
     def set_centerline(self, points: list[tuple[float, float]] | None, diameter_px: float | None) -> None:
         # The tracker is looked up when the task runs: a new procedure queued before it replaces the tracker.
-        self.clearance.set_centerline(points, diameter_px)
-        self.sizing.set_centerline(points)
+        drawn_on = self.clearance.set_centerline(points, diameter_px)
+        self.sizing.set_centerline(points, drawn_on)
 
     # -- read side -------------------------------------------------------------------------------------
     def status(self) -> dict:

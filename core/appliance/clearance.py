@@ -53,11 +53,17 @@ class LiveClearance:
             self._latest = None
         self._worker.submit(self._reset)
 
-    def set_centerline(self, points: list[tuple[float, float]] | None, diameter_px: float | None) -> None:
-        """Validated and applied on the worker; a bad centreline raises here."""
-        result = self._worker.submit(lambda: self.tracker.set_centerline(points, diameter_px)).result(timeout=10)
-        self._log.record("centerline_set", {"points": points, "diameter_px": diameter_px})
+    def set_centerline(self, points: list[tuple[float, float]] | None, diameter_px: float | None) -> str | None:
+        """Validated and applied on the worker; a bad centreline raises here. Answers the run it is drawn on
+        (the baseline's image coordinates)."""
+        def apply():
+            drawn_on = self.tracker.baseline_id
+            return self.tracker.set_centerline(points, diameter_px), drawn_on
+        result, drawn_on = self._worker.submit(apply).result(timeout=10)
+        self._log.record("centerline_set", {"points": points, "diameter_px": diameter_px,
+                                            "baseline_run_id": drawn_on})
         self._publish(result)
+        return drawn_on
 
     def relabel(self, run_id: str, label: str, procedure_id: str | None) -> None:
         self._worker.submit(self._relabel, run_id, label, procedure_id)

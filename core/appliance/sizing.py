@@ -15,8 +15,9 @@ import threading
 import numpy as np
 
 from core.analysis.calibration import MAX_FRENCH, MIN_FRENCH, catheter_mm_per_px
-from core.analysis.clearance.measure import check_operator_centerline
+from core.analysis.clearance.measure import check_operator_centerline, register_runs
 from core.analysis.sizing import measure_sizing
+from core.analysis.sizing_plot import profile_plot
 from core.appliance.worker import AnalysisWorker
 from core.store.eventlog import EventLog
 from core.store.records import OPEN_PROCEDURE
@@ -28,8 +29,12 @@ KEPT_RESULTS = 200      # sizing results served with their runs (a few kB each)
 MAX_MM_PER_PX = 10.0    # as the command's --mm-per-px
 SIZED_LABEL = "completion"
 HEADLINE = ("run_id", "calibration", "mm_per_px", "reference_diameter_px", "reference_diameter_mm", "mld_px",
-            "mld_mm", "diameter_stenosis_pct", "lesion_length_px", "lesion_length_mm", "residual_stenosis_ge_50")
+            "mld_mm", "diameter_stenosis_pct", "lesion_length_px", "lesion_length_mm", "residual_stenosis_ge_50",
+            "warnings")
 WAIT_S = 10.0
+RESUMED_KINDS = ("vessel_sizing", "calibration_set", "centerline_set")
+MAX_RESUMED_EVENTS = 1000   # of those kinds in one procedure: a procedure has a handful
+MIN_REGISTRATION_SCORE = 0.35   # as clearance pairs a run with its baseline (ClearanceTracker.min_score)
 
 
 class NotKept(LookupError):
@@ -44,18 +49,41 @@ class LiveSizing:
         self._images: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = \
             collections.OrderedDict()                                     # worker thread
         self._calibration: dict | None = None                             # worker thread
-        self._centerline: np.ndarray | None = None                        # worker thread
+        # The operator's centreline and the run it was drawn on (None: taken as this run's own).
+        self._centerline: tuple[np.ndarray, str | None] | None = None     # worker thread
         self._results: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self._latest: dict | None = None
+        self._plot: dict | None = None        # the latest's diameter profile for the page, made once per result
 
     # -- from other threads ----------------------------------------------------------------------------
+    def resume(self) -> None:
+        """After a restart: the results, the latest one, the calibration and the centreline rebuilt from the
+        event log as they stood (the images are not kept across a restart: those runs cannot be re-measured)."""
+        for event in self._log.latest_events(("vessel_sizing",), limit=KEPT_RESULTS):
+            self._keep_result(event["data"]["run_id"], event["data"]["vessel"])
+        # Since the newest procedure start (a new procedure forgets the calibration, centreline and latest).
+        starts = self._log.latest_events(("procedure_start",), limit=1)
+        since = starts[-1]["id"] if starts else 0
+        calibration = centerline = latest = None
+        for event in self._log.latest_events(RESUMED_KINDS, after=since, limit=MAX_RESUMED_EVENTS):
+            data = event["data"]
+            if event["kind"] == "vessel_sizing":
+                latest = dict(data["vessel"], run_id=data["run_id"])
+            elif event["kind"] == "calibration_set":
+                calibration = data
+            else:
+                centerline = (data.get("points"), data.get("baseline_run_id"))
+        self._set_latest(latest)
+        self._worker.submit(self._restore, calibration, centerline)
+
     def new_procedure(self) -> None:
-        with self._lock:
-            self._latest = None
+        self._set_latest(None)
         self._worker.submit(self._reset)
 
-    def set_centerline(self, points: list[tuple[float, float]] | None) -> None:
-        self._worker.submit(self._set_centerline, points)
+    def set_centerline(self, points: list[tuple[float, float]] | None, drawn_on: str | None = None) -> None:
+        """The operator's centreline, in the image coordinates of run ``drawn_on`` (the clearance baseline it
+        was drawn on): registered to each run measured later, as clearance registers its runs."""
+        self._worker.submit(self._set_centerline, (points, drawn_on))
 
     def relabel(self, run_id: str, label: str, procedure_id: str | None) -> None:
         if label == SIZED_LABEL:
@@ -80,9 +108,15 @@ class LiveSizing:
             return self._results.get(run_id)
 
     def headline(self) -> dict | None:
+        """The numbers and the diameter profile (``plot``, core.analysis.sizing_plot) the status page shows."""
         with self._lock:
-            latest = self._latest
-        return None if latest is None else {k: latest.get(k) for k in HEADLINE}
+            latest, plot = self._latest, self._plot
+        return None if latest is None else dict({k: latest.get(k) for k in HEADLINE}, plot=plot)
+
+    def _set_latest(self, latest: dict | None) -> None:
+        plot = None if latest is None else profile_plot(latest)
+        with self._lock:
+            self._latest, self._plot = latest, plot
 
     # -- worker thread ---------------------------------------------------------------------------------
     def add_run(self, run_id: str, peak: np.ndarray, mask: np.ndarray | None, label: str | None) -> None:
@@ -107,24 +141,56 @@ class LiveSizing:
     def _measure_or_raise(self, run_id: str, procedure_id) -> dict:
         if run_id not in self._images:
             raise NotKept(f"no image kept for run {run_id!r}")
-        peak, _ = self._images[run_id]
+        peak, mask = self._images[run_id]
         cal = self._calibration or {}
-        line = None
-        if self._centerline is not None:
-            try:
-                line = check_operator_centerline(self._centerline, peak.shape)
-            except ValueError:
-                line = None                      # drawn on an image of another size: found automatically
+        line, how = self._operator_line(run_id, peak, mask)
         sizing = measure_sizing(peak, line, mm_per_px=cal.get("mm_per_px"), calibration=cal.get("calibration"))
         result = sizing.to_json()
+        self._keep_result(run_id, result)
+        self._set_latest(dict(result, run_id=run_id))
+        self._log.record("vessel_sizing", {"run_id": run_id, **how, "vessel": result}, procedure_id=procedure_id)
+        return result
+
+    def _operator_line(self, run_id: str, peak: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray | None,
+                                                                                                 dict]:
+        """The operator's centreline moved onto this run (the table moves between runs), or None (found
+        automatically) with the reason, for the log."""
+        if self._centerline is None:
+            return None, {"centerline": "automatic"}
+        points, drawn_on = self._centerline
+        note: dict = {}
+        shift = np.zeros(2)
+        if drawn_on is not None and drawn_on != run_id:
+            if drawn_on not in self._images:
+                return None, {"centerline": "automatic", "centerline_note": f"drawn on run {drawn_on}, whose image "
+                              "is no longer kept: it cannot be registered to this run"}
+            base_peak, base_mask = self._images[drawn_on]
+            if base_peak.shape != peak.shape:
+                return None, {"centerline": "automatic", "centerline_note": f"drawn on run {drawn_on}, an image "
+                              "of another size"}
+            reg = register_runs(base_peak, peak, base_mask, mask)
+            if reg.score < MIN_REGISTRATION_SCORE:
+                return None, {"centerline": "automatic", "centerline_note": f"run {drawn_on} it was drawn on "
+                              f"does not register to this run (score {reg.score:.2f})"}
+            shift = np.array([reg.dx, reg.dy])
+            note = {"registered_to": drawn_on, "centerline_shift_px": [round(reg.dx, 1), round(reg.dy, 1)],
+                    "registration_score": round(reg.score, 3)}
+        try:
+            line = check_operator_centerline(points + shift, peak.shape)
+        except ValueError as exc:
+            return None, {"centerline": "automatic", "centerline_note": str(exc).splitlines()[0], **note}
+        return line, {"centerline": "operator", **note}
+
+    def _keep_result(self, run_id: str, result: dict) -> None:
         with self._lock:
             self._results[run_id] = result
+            self._results.move_to_end(run_id)
             while len(self._results) > KEPT_RESULTS:
                 self._results.popitem(last=False)
-            self._latest = dict(result, run_id=run_id)
-        self._log.record("vessel_sizing", {"run_id": run_id, "centerline": "operator" if line is not None else
-                                           "automatic", "vessel": result}, procedure_id=procedure_id)
-        return result
+
+    def _restore(self, calibration: dict | None, centerline) -> None:
+        self._calibration = calibration
+        self._set_centerline(centerline)
 
     def _calibrate(self, mm_per_px, french, catheter, run_id) -> dict:
         if mm_per_px is not None:
@@ -152,8 +218,9 @@ class LiveSizing:
         self._calibration = calibration
         return dict(calibration)
 
-    def _set_centerline(self, points) -> None:
-        self._centerline = None if points is None else np.asarray(points, dtype=float)
+    def _set_centerline(self, centerline) -> None:
+        points, drawn_on = centerline if centerline is not None else (None, None)
+        self._centerline = None if points is None else (np.asarray(points, dtype=float), drawn_on)
 
     def _reset(self) -> None:
         # A new procedure is a new patient: a new magnification and a new vein.

@@ -56,6 +56,20 @@ class EventReads:
                           f"{where} ORDER BY g.first DESC LIMIT ?", args)
         return [typed_row(r) for r in reversed(rows)]
 
+    def latest_events(self, kinds: tuple[str, ...], after: int = 0, limit: int = 50,
+                      within: int = 200_000) -> list[dict]:
+        """The newest ``limit`` committed events of ``kinds`` with id > ``after``, among the newest ``within``
+        ids (kind has no index: this bounds the scan), oldest first: what a live result rebuilds itself from
+        after a restart."""
+        if type(after) is not int or after < 0:
+            raise ValueError(f"after must be a non-negative int, got {after!r}")
+        limit = check_limit(limit)
+        marks = ", ".join("?" * len(kinds))
+        rows = self.query(f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.kind IN ({marks}) AND e.id > ? "
+                          "AND e.id > (SELECT COALESCE(MAX(id), 0) FROM events) - ? ORDER BY e.id DESC LIMIT ?",
+                          (*kinds, after, int(within), limit))
+        return [event_row(r) for r in reversed(rows)]
+
     def injections(self, procedure_id: str | None = None, limit: int = 50) -> list[dict]:
         return self._typed_rows("injections", procedure_id, limit)
 

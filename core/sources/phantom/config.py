@@ -73,6 +73,9 @@ class PhantomConfig:
     # Real-anatomy conditions; the defaults leave every render exactly as without them.
     diameter_profile: tuple[tuple[float, float], ...] = ()   # (arc fraction, lumen diameter px) points, linear
                                          # between them, constant past the ends; empty: diameter_px everywhere
+    depth_profile: tuple[tuple[float, float], ...] = ()   # (arc fraction, depth / width of the lumen) points,
+                                         # linear between them, 1 past the ends: a flattened (compressed) vein
+                                         # seen edge-on looks as wide as diameter_profile says, but fainter
     table_shift_px: tuple[float, float] = (0.0, 0.0)   # table move of this run (dx, dy), |.| <= table_travel_px
     table_travel_px: float = 0.0         # largest table move of the procedure (<= 160 px; the same for all its
                                          # runs): vessel and anatomy run on this much further past the frame
@@ -154,6 +157,14 @@ class PhantomConfig:
         if not ok or any(not (0.0 <= f <= 1.0 and math.isfinite(d) and d > 0) for f, d in prof) \
                 or any(b[0] < a[0] for a, b in zip(prof, prof[1:])):
             raise ValueError(f"diameter_profile must be (fraction 0..1 ascending, diameter > 0) pairs, got {prof!r}")
+        dep = self.depth_profile
+        try:
+            ok = all(len(p) == 2 and is_number(p[0]) and is_number(p[1]) for p in dep)
+        except TypeError:
+            ok = False
+        if not ok or any(not (0.0 <= f <= 1.0 and 0.0 < r <= 1.0) for f, r in dep) \
+                or any(b[0] < a[0] for a, b in zip(dep, dep[1:])):
+            raise ValueError(f"depth_profile must be (fraction 0..1 ascending, ratio in (0, 1]) pairs, got {dep!r}")
         check_finite(table_travel_px=self.table_travel_px)
         if not 0.0 <= self.table_travel_px <= MAX_TABLE_SHIFT_PX:
             raise ValueError(f"table_travel_px must be in [0, {MAX_TABLE_SHIFT_PX}], got {self.table_travel_px}")

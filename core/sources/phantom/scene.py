@@ -11,12 +11,33 @@ import numpy as np
 
 from core.sources.phantom.background import anatomy_mu
 from core.sources.phantom.config import MAX_SHIFT_PX, PhantomConfig
-from core.sources.phantom.features import (FeatureTruth, branch_axis, branch_truth, check_device_fits, chord,
-                                           device_chords, device_span, device_truth, own_arc)
-from core.sources.phantom.geometry import (build_cross_sections, catmull_rom, nearest_on_polyline, path_length,
-                                           resample_polyline)
-from core.sources.phantom.truth import (PLATEAU_FRACTION, PLATEAU_MIN_S, TDC_STEP_S, BolusTruth, SceneTruth,
-                                        SegmentTruth, TimingTruth)
+from core.sources.phantom.features import (
+    FeatureTruth,
+    branch_axis,
+    branch_truth,
+    check_device_fits,
+    chord,
+    device_chords,
+    device_span,
+    device_truth,
+    own_arc,
+)
+from core.sources.phantom.geometry import (
+    build_cross_sections,
+    catmull_rom,
+    nearest_on_polyline,
+    path_length,
+    resample_polyline,
+)
+from core.sources.phantom.truth import (
+    PLATEAU_FRACTION,
+    PLATEAU_MIN_S,
+    TDC_STEP_S,
+    BolusTruth,
+    SceneTruth,
+    SegmentTruth,
+    TimingTruth,
+)
 from core.vocab import check_roi
 
 
@@ -90,6 +111,13 @@ def analysed_range(cfg: PhantomConfig, anat: np.ndarray, s_pts: np.ndarray) -> t
     return float(s_pts[starts[k]]), float(s_pts[ends[k] - 1])
 
 
+def depth_ratio(s: np.ndarray, length: float, profile: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """Depth / width of the lumen per arc length: ``profile`` points, linear between them, 1 past its ends."""
+    fr = np.asarray([p[0] for p in profile], dtype=float) * length
+    ratio = np.asarray([p[1] for p in profile], dtype=float)
+    return np.interp(s, fr, ratio, left=1.0, right=1.0)
+
+
 def _pixel_mean(sub: np.ndarray, h: int, w: int, ss: int) -> np.ndarray:
     # A detector pixel integrates its area: average the sub-samples.
     return sub.reshape(h, ss, w, ss).mean(axis=(1, 3))
@@ -120,6 +148,11 @@ class Scene:
         Lc_sub = np.zeros_like(d_sub)
         L_sub[near] = path_length(d_sub[near], ri, dc, zc, rt)
         Lc_sub[near] = path_length(d_sub[near], R)
+        if cfg.depth_profile:
+            # A flattened lumen: every chord along the beam shorter by its depth ratio (an ellipse's chord).
+            depth = depth_ratio(s_sub[near], self.length, cfg.depth_profile)
+            L_sub[near] *= depth
+            Lc_sub[near] *= depth
         self.device_path = np.zeros((h, w))
         if cfg.device is not None:
             lo, hi = device_span(cfg.device, s_pts, self.length)

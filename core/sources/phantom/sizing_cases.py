@@ -1,4 +1,5 @@
-"""Seeded venograms for vessel sizing: a tapering vein with a concentric narrowing of known geometry, and truth.
+"""Seeded venograms for vessel sizing: a tapering vein with a concentric narrowing of known geometry, and truth;
+and a vein flattened over a few diameters and seen edge-on (make_edge_on_case: wider and fainter there).
 
 The narrowing is a cosine dip of the lumen diameter, ``d(s) = ref(s) * (1 - p * (1 + cos(pi (s - c) / h)) / 2)``
 for |s - c| < h, on a vein tapering linearly along its arc; the truth follows from that formula alone
@@ -104,3 +105,37 @@ def make_sizing_case(seed: int = 0, stenosis_pct: float = 50.0, intensity: str =
     truth = SizingTruth(ref, ref * (1.0 - p), 100.0 * p, lesion_length(p, half),
                         (float(xy[k, 0]), float(xy[k, 1])), float(centre), xy[inside], cath_px, cath_xy)
     return SizingCase(cfg, truth)
+
+
+@dataclass(frozen=True)
+class EdgeOnCase:
+    config: PhantomConfig
+    xy: tuple[float, float]      # the middle of the flattened stretch (frame coordinates)
+    centreline_xy: np.ndarray    # (N, 2) over the analysed range, inflow end first
+    half_px: float               # half length of the flattened stretch (px of arc)
+
+
+def make_edge_on_case(seed: int = 0, intensity: str = "lin", widening_pct: float = 35.0,
+                      depth_ratio: float = 0.45, length_diameters: float = 3.0) -> EdgeOnCase:
+    """A tapering vein compressed flat over ``length_diameters`` and seen edge-on: its projected width grows
+    by up to ``widening_pct`` while its depth falls to ``depth_ratio`` of that width (a cosine bump in both),
+    so it reads wider and fainter; its cross-section is ``(1 + w) * depth_ratio`` of the round vein's."""
+    base = make_sizing_case(seed, 0.0, intensity)
+    cfg = base.config
+    rng = np.random.default_rng(20_000 + seed)
+    s0, s1, length = analysed_span(cfg)
+    (_, d0), (_, d1) = cfg.diameter_profile[0], cfg.diameter_profile[-1]
+    centre = rng.uniform(s0 + 0.4 * (s1 - s0), s0 + 0.6 * (s1 - s0))
+    ref_at = lambda s: d0 + (d1 - d0) * np.clip(s / length, 0.0, 1.0)   # noqa: E731
+    half = length_diameters * float(ref_at(centre)) / 2.0
+    ss = centre + np.linspace(-half, half, DIP_POINTS)
+    bump = (1.0 + np.cos(np.pi * (ss - centre) / half)) / 2.0
+    width = ref_at(ss) * (1.0 + widening_pct / 100.0 * bump)
+    depth = 1.0 - (1.0 - depth_ratio) * bump
+    cfg = replace(cfg, diameter_profile=((0.0, d0),) + tuple((float(s / length), float(d)) for s, d in zip(ss, width))
+                  + ((1.0, d1),), depth_profile=tuple((float(s / length), float(r)) for s, r in zip(ss, depth)))
+    anat, s_pts, _, _ = vessel_model(cfg, 0.0)
+    xy = anat + np.asarray(cfg.shift_px) + np.asarray(cfg.table_shift_px)
+    k = int(np.argmin(np.abs(s_pts - centre)))
+    inside = (s_pts >= s0) & (s_pts <= s1)
+    return EdgeOnCase(cfg, (float(xy[k, 0]), float(xy[k, 1])), xy[inside], half)

@@ -1,0 +1,54 @@
+"""The diameter profile of a sizing result, made small enough for the status page to draw live: a few hundred
+numbers instead of one row per pixel, in millimetres when calibrated, with the lesion's place and stretch.
+
+Computed from the result's JSON alone (not the image), so a result rebuilt from the event log draws the same.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from core.analysis.sizing import LESION_FRACTION
+
+MAX_POINTS = 120     # a 1080p panel is a few hundred px wide: more points draw nothing more
+
+
+def profile_plot(result: dict, max_points: int = MAX_POINTS) -> dict | None:
+    """``{"unit", "s", "diameter", "reference", "lesion_s", "lesion_from_s", "lesion_to_s"}`` (None without
+    a profile). Stations are thinned by keeping, in each of ``max_points`` bins, the one most narrowed against
+    its reference: a short narrowing is never thinned away, and the lesion's station is always kept."""
+    rows = result.get("profile") or []
+    s = np.array([_f(r.get("s_px")) for r in rows])
+    d = np.array([_f(r.get("diameter_px")) for r in rows])
+    ref = np.array([_f(r.get("reference_px")) for r in rows])
+    ok = np.isfinite(s) & np.isfinite(d) & np.isfinite(ref) & (ref > 0)
+    if ok.sum() < 2:
+        return None
+    s, d, ref = s[ok], d[ok], ref[ok]
+    ratio = d / ref
+    lesion = int(np.argmin(ratio))                 # the station of greatest % stenosis, as sizing picks it
+    below = ratio < LESION_FRACTION
+    lo = hi = lesion
+    if below[lesion]:
+        while lo > 0 and below[lo - 1]:
+            lo -= 1
+        while hi < len(s) - 1 and below[hi + 1]:
+            hi += 1
+    keep = {lesion, 0, len(s) - 1}
+    for part in np.array_split(np.arange(len(s)), min(max_points, len(s))):
+        keep.add(int(part[np.argmin(ratio[part])]))
+    idx = np.array(sorted(keep))
+    mm = result.get("mm_per_px") if result.get("calibration") is not None else None
+    f = float(mm) if mm else 1.0
+
+    def scaled(v: np.ndarray) -> list[float]:
+        return [round(float(x) * f, 2) for x in v]
+    return {"unit": "mm" if mm else "px", "s": scaled(s[idx]), "diameter": scaled(d[idx]),
+            "reference": scaled(ref[idx]), "lesion_s": round(float(s[lesion]) * f, 2),
+            "lesion_from_s": round(float(s[lo]) * f, 2) if below[lesion] else None,
+            "lesion_to_s": round(float(s[hi]) * f, 2) if below[lesion] else None}
+
+
+def _f(v) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else math.nan
