@@ -24,7 +24,7 @@ import numbers
 import numpy as np
 
 from core.analysis.clearance import density as dens
-from core.analysis.clearance import device, safeguards
+from core.analysis.clearance import device, normalise, reference, safeguards
 from core.analysis.clearance.grading import DEFAULT_GRADES, check_segments, check_thresholds, grade
 from core.analysis.clearance.path import automatic_centerline
 from core.analysis.lumen import integral_at, measure_lumen, run_reference, running_mean, running_median
@@ -194,11 +194,11 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
             off = float(np.median((r.lumen.centre - axis)[wide])) if wide.sum() >= MIN_STATIONS else 0.0
             r.axis = np.where(np.isfinite(axis), axis + off, 0.0)
             r.full = r.patent & round_column(r.lumen.centre - off, r.lumen.width, axis)
-        _densities(runs)
+        # Pooled between runs only once the reference is settled: the first lines find each run's own low stations.
+        _densities(runs, pool=it == 1)
         if it == 0:
             for r in runs:
-                half = max(1, int(round(np.nanmedian(r.lumen.width) / (2 * STATION_SPACING_PX))))
-                low = dens.low_density(stations.s, r.lumen.density, r.line, half)
+                low = dens.low_density(stations.s, r.lumen.density, r.line, _half(r))
                 r.ref, r.patent = run_reference(r.lumen.width, stations.s, STATION_SPACING_PX, exclude=low)
     d_ref = d_run.copy()
     source = np.where(np.isfinite(d_run), "run", "operator")
@@ -217,15 +217,20 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
             r.full = r.full & ~r.device
         _densities(runs)
     fills = [dens.filled_area(r.integral, dens.line_at(r.line, stations.s)) for r in runs]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        beyond = reference.overfilled([1.0 - f / ref_area for f in fills], _half(runs[0]))
+    if beyond.any():
+        notes.append(f"{beyond.mean() * 100:.0f}% of the vessel left out: more contrast there than its reference "
+                     "lumen holds (a branch's junction or a tributary beside it)")
 
     entries, pairs = [], []
     for k, run in enumerate(runs[1:], start=1):
-        used = np.isfinite(fills[0]) & np.isfinite(fills[k]) & np.isfinite(ref_area)
+        used = np.isfinite(fills[0]) & np.isfinite(fills[k]) & np.isfinite(ref_area) & ~beyond
         if used.sum() < MIN_STATIONS:
             raise ValueError(f"only {int(used.sum())} stations measured in both runs (need {MIN_STATIONS}): "
                              "the centreline is outside the field or under an overlay")
         name = "post" if len(runs) == 2 else f"post {k}"
-        device_warning, device_note = _device_outcome(devices[k - 1], used, name)
+        device_warning, device_note = _device_outcome(devices[k - 1], used, name, runs[0].device & run.device)
         if device_note:
             notes.append(device_note)
         if not device_warning:
@@ -295,8 +300,10 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
 
 
 def _devices(runs: list[_Run], masks: list, d_ref: np.ndarray) -> list[np.ndarray]:
-    """Per later run, the stations where its mask or the baseline's holds a device the other does not (none
-    without both masks); each run's ``device`` the stations where it holds one."""
+    """Per later run, the stations where its mask or the baseline's holds a device: one the other does not (from
+    the masks' difference), or one in either mask alone, in both runs or not (a catheter or sheath left in
+    place: the difference cancels it, its walls do not); none without the baseline's mask. Each run's
+    ``device`` the stations where it holds one."""
     none = np.zeros(len(d_ref), dtype=bool)
     for r in runs:
         r.device = none.copy()
@@ -304,42 +311,54 @@ def _devices(runs: list[_Run], masks: list, d_ref: np.ndarray) -> list[np.ndarra
         return [none] * (len(runs) - 1)
     half = max(1, int(round(float(np.nanmedian(d_ref)) / (2 * STATION_SPACING_PX))))
     base = runs[0]
-    across, prof0 = device.mask_profiles(masks[0], base.stations, d_ref)
+    # A device in both runs can leave no lumen measured at its stations: the nearest reference holds there.
+    d_ref = device.nearest_filled(d_ref)
+    profs = [device.mask_profiles(m, r.stations, d_ref) if m is not None and m.shape == masks[0].shape else None
+             for r, m in zip(runs, masks)]
+    for r, p in zip(runs, profs):
+        if p is not None:
+            height = float(np.nanmedian(r.lumen.height[r.patent])) if r.patent.any() else float("nan")
+            r.device |= device.tube_stations(p[0], p[1], r.axis, d_ref, height, half)
+    base_static = base.device.copy()
     contrast = float(np.nanmedian(base.integral[base.patent])) if base.patent.any() else float("nan")
     out = []
-    for r, m in zip(runs[1:], masks[1:]):
-        if m is None or m.shape != masks[0].shape:
-            out.append(none)
+    for r, p in zip(runs[1:], profs[1:]):
+        if p is None:
+            out.append(base_static)
             continue
-        _, prof = device.mask_profiles(m, r.stations, d_ref)
-        diff = device.ridge(across, prof0 - prof, r.axis, d_ref)      # log I: a device lowers the run's mask
+        diff = device.ridge(p[0], profs[0][1] - p[1], r.axis, d_ref)      # log I: a device lowers the run's mask
         in_run, in_base = device.device_stations(diff, contrast, half)
         r.device |= in_run
         base.device |= in_base
-        out.append(in_run | in_base)
+        out.append(r.device | in_base | base_static)
     return out
 
 
-def _device_outcome(dev: np.ndarray, used: np.ndarray, name: str) -> tuple[str | None, str | None]:
-    """(warning, note) for a device found on one of the two runs: its stations are left out of the burden when
-    enough of the vessel remains, else the comparison is not gradable."""
-    n = int((dev & used).sum())
+def _device_outcome(dev: np.ndarray, used: np.ndarray, name: str, both: np.ndarray | None = None
+                    ) -> tuple[str | None, str | None]:
+    """(warning, note) for a device found on either run (``both``: the stations where both hold it, a device
+    left in place): its stations are left out of the burden when enough of the vessel remains, else the
+    comparison is not gradable."""
+    # Stations under a device the runs measured no lumen at count too: they are left out all the same.
+    n = int(dev.sum())
     if n == 0:
         return None, None
-    share = n / max(int(used.sum()), 1)
-    if used.sum() - n < MIN_STATIONS or share > MAX_DEVICE_SHARE:
-        return (f"a device (catheter, sheath) in the lumen on the baseline or {name} run over {share * 100:.0f}% "
+    share = n / max(int((used | dev).sum()), 1)
+    in_both = both is not None and int((both & dev).sum()) >= n / 2
+    where = f"on the baseline and {name} runs (left in place)" if in_both else f"on the baseline or {name} run"
+    if (used & ~dev).sum() < MIN_STATIONS or share > MAX_DEVICE_SHARE:
+        return (f"a device (catheter, sheath) in the lumen {where} over {share * 100:.0f}% "
                 "of the vessel: it displaces contrast like thrombus"), None
-    return None, (f"a device (catheter, sheath) in the lumen on the baseline or {name} run: its {share * 100:.0f}% "
+    return None, (f"a device (catheter, sheath) in the lumen {where}: its {share * 100:.0f}% "
                   "of the vessel left out of the burden")
 
 
 def _shared_reference(runs: list[_Run]) -> tuple[np.ndarray, np.ndarray]:
-    """(widest reference any run shows per station, stations some run shows patent)."""
+    """(widest reference any run shows per station, the runs within noise of it averaged (clearance/reference.py),
+    stations some run shows patent)."""
     refs = np.vstack([r.ref for r in runs])
-    have = np.isfinite(refs).any(axis=0)
-    d_run = np.where(have, np.max(np.where(np.isfinite(refs), refs, -1.0), axis=0), np.nan)
-    return d_run, np.any(np.vstack([r.patent for r in runs]), axis=0)
+    sds = np.array([reference.smoothed_sd(r.lumen.width, _half(r)) for r in runs])
+    return reference.shared_width(refs, sds), np.any(np.vstack([r.patent for r in runs]), axis=0)
 
 
 def _track(centre: np.ndarray, width: np.ndarray) -> np.ndarray:
@@ -368,12 +387,21 @@ def round_column(centre: np.ndarray, width: np.ndarray, axis: np.ndarray) -> np.
         return ok & (np.abs(centre - axis) <= np.maximum(0.5, ROUND_OFFSET * width))
 
 
-def _densities(runs: list[_Run]) -> None:
-    """Each run's density line from its own patent columns; a run with too few takes another run's line scaled
-    by the integrals' ratio on the stations patent in both (normalised between runs)."""
+def _half(r: _Run) -> int:
+    """Stations in a lumen's radius."""
+    w = r.lumen.width
+    return max(1, int(round(np.nanmedian(w) / (2 * STATION_SPACING_PX)))) if np.isfinite(w).any() else 1
+
+
+def _densities(runs: list[_Run], pool: bool = True) -> None:
+    """Each run's density line from its own patent columns, pooled with the baseline's where the two show the same
+    lumen (clearance/normalise.py); a run with too few takes another run's line scaled by the integrals' ratio on
+    the stations patent in both (normalised between runs)."""
     s = runs[0].stations.s
     for r in runs:
         r.line = dens.density_line(s, r.lumen.density, r.full)
+    if pool:
+        normalise.pool(s, runs, [_half(r) for r in runs])
     for r in runs:
         if r.line is not None:
             continue
