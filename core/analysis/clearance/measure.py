@@ -17,15 +17,15 @@ Method (docs/domain.md, clearance):
   (clearance/safeguards.py) says the comparison is doubtful.
 
 This module runs the measurement; its parts live beside it: inputs.py (the checked inputs), runs.py (one run at
-the stations, devices), reference.py (the cross-run reference, axis and densities), result.py (percentages,
-verdict, defects, segments).
+the stations, devices), reference.py (the cross-run reference, axis and densities; noise.py and normalise.py
+its statistics), result.py (percentages, verdict, defects, segments).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from core.analysis.clearance import density as dens
-from core.analysis.clearance import safeguards
+from core.analysis.clearance import noise, safeguards
 from core.analysis.clearance.grading import DEFAULT_GRADES, check_segments, check_thresholds
 from core.analysis.clearance.inputs import (
     MAX_CENTERLINE_LENGTH_FACTOR,
@@ -42,6 +42,7 @@ from core.analysis.clearance.runs import (
     STATION_SPACING_PX,
     _device_outcome,
     _devices,
+    _half,
     _Run,
     register_runs,
 )
@@ -111,11 +112,11 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
             off = float(np.median((r.lumen.centre - axis)[wide])) if wide.sum() >= MIN_STATIONS else 0.0
             r.axis = np.where(np.isfinite(axis), axis + off, 0.0)
             r.full = r.patent & round_column(r.lumen.centre - off, r.lumen.width, axis)
-        _densities(runs)
+        # Pooled between runs only once the reference is settled: the first lines find each run's own low stations.
+        _densities(runs, pool=it == 1)
         if it == 0:
             for r in runs:
-                half = max(1, int(round(np.nanmedian(r.lumen.width) / (2 * STATION_SPACING_PX))))
-                low = dens.low_density(stations.s, r.lumen.density, r.line, half)
+                low = dens.low_density(stations.s, r.lumen.density, r.line, _half(r))
                 r.ref, r.patent = run_reference(r.lumen.width, stations.s, STATION_SPACING_PX, exclude=low)
     d_ref = d_run.copy()
     source = np.where(np.isfinite(d_run), "run", "operator")
@@ -134,15 +135,20 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
             r.full = r.full & ~r.device
         _densities(runs)
     fills = [dens.filled_area(r.integral, dens.line_at(r.line, stations.s)) for r in runs]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        beyond = noise.overfilled([1.0 - f / ref_area for f in fills], _half(runs[0]))
+    if beyond.any():
+        notes.append(f"{beyond.mean() * 100:.0f}% of the vessel left out: more contrast there than its reference "
+                     "lumen holds (a branch's junction or a tributary beside it)")
 
     entries, pairs = [], []
     for k, run in enumerate(runs[1:], start=1):
-        used = np.isfinite(fills[0]) & np.isfinite(fills[k]) & np.isfinite(ref_area)
+        used = np.isfinite(fills[0]) & np.isfinite(fills[k]) & np.isfinite(ref_area) & ~beyond
         if used.sum() < MIN_STATIONS:
             raise ValueError(f"only {int(used.sum())} stations measured in both runs (need {MIN_STATIONS}): "
                              "the centreline is outside the field or under an overlay")
         name = "post" if len(runs) == 2 else f"post {k}"
-        device_warning, device_note = _device_outcome(devices[k - 1], used, name)
+        device_warning, device_note = _device_outcome(devices[k - 1], used, name, runs[0].device & run.device)
         if device_note:
             notes.append(device_note)
         if not device_warning:

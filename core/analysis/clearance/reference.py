@@ -6,18 +6,19 @@ from __future__ import annotations
 import numpy as np
 
 from core.analysis.clearance import density as dens
-from core.analysis.clearance.runs import STATION_SPACING_PX, _Run
+from core.analysis.clearance import noise, normalise
+from core.analysis.clearance.runs import STATION_SPACING_PX, _half, _Run
 from core.analysis.lumen import running_median
 
 ROUND_OFFSET = 0.04               # a column's middle this share of its width off its track: one side is cut
 
 
 def _shared_reference(runs: list[_Run]) -> tuple[np.ndarray, np.ndarray]:
-    """(widest reference any run shows per station, stations some run shows patent)."""
+    """(widest reference any run shows per station, the runs within noise of it averaged (clearance/noise.py),
+    stations some run shows patent)."""
     refs = np.vstack([r.ref for r in runs])
-    have = np.isfinite(refs).any(axis=0)
-    d_run = np.where(have, np.max(np.where(np.isfinite(refs), refs, -1.0), axis=0), np.nan)
-    return d_run, np.any(np.vstack([r.patent for r in runs]), axis=0)
+    sds = np.array([noise.smoothed_sd(r.lumen.width, _half(r)) for r in runs])
+    return noise.shared_width(refs, sds), np.any(np.vstack([r.patent for r in runs]), axis=0)
 
 
 def _track(centre: np.ndarray, width: np.ndarray) -> np.ndarray:
@@ -46,12 +47,15 @@ def round_column(centre: np.ndarray, width: np.ndarray, axis: np.ndarray) -> np.
         return ok & (np.abs(centre - axis) <= np.maximum(0.5, ROUND_OFFSET * width))
 
 
-def _densities(runs: list[_Run]) -> None:
-    """Each run's density line from its own patent columns; a run with too few takes another run's line scaled
-    by the integrals' ratio on the stations patent in both (normalised between runs)."""
+def _densities(runs: list[_Run], pool: bool = True) -> None:
+    """Each run's density line from its own patent columns, pooled with the baseline's where the two show the same
+    lumen (clearance/normalise.py); a run with too few takes another run's line scaled by the integrals' ratio on
+    the stations patent in both (normalised between runs)."""
     s = runs[0].stations.s
     for r in runs:
         r.line = dens.density_line(s, r.lumen.density, r.full)
+    if pool:
+        normalise.pool(s, runs, [_half(r) for r in runs])
     for r in runs:
         if r.line is not None:
             continue

@@ -50,8 +50,10 @@ def register_runs(base, peak, mask0=None, mask1=None) -> Registration:
 
 
 def _devices(runs: list[_Run], masks: list, d_ref: np.ndarray) -> list[np.ndarray]:
-    """Per later run, the stations where its mask or the baseline's holds a device the other does not (none
-    without both masks); each run's ``device`` the stations where it holds one."""
+    """Per later run, the stations where its mask or the baseline's holds a device: one the other does not (from
+    the masks' difference), or one in either mask alone, in both runs or not (a catheter or sheath left in
+    place: the difference cancels it, its walls do not); none without the baseline's mask. Each run's
+    ``device`` the stations where it holds one."""
     none = np.zeros(len(d_ref), dtype=bool)
     for r in runs:
         r.device = none.copy()
@@ -59,31 +61,49 @@ def _devices(runs: list[_Run], masks: list, d_ref: np.ndarray) -> list[np.ndarra
         return [none] * (len(runs) - 1)
     half = max(1, int(round(float(np.nanmedian(d_ref)) / (2 * STATION_SPACING_PX))))
     base = runs[0]
-    across, prof0 = device.mask_profiles(masks[0], base.stations, d_ref)
+    # A device in both runs can leave no lumen measured at its stations: the nearest reference holds there.
+    d_ref = device.nearest_filled(d_ref)
+    profs = [device.mask_profiles(m, r.stations, d_ref) if m is not None and m.shape == masks[0].shape else None
+             for r, m in zip(runs, masks)]
+    for r, p in zip(runs, profs):
+        if p is not None:
+            height = float(np.nanmedian(r.lumen.height[r.patent])) if r.patent.any() else float("nan")
+            r.device |= device.tube_stations(p[0], p[1], r.axis, d_ref, height, half)
+    base_static = base.device.copy()
     contrast = float(np.nanmedian(base.integral[base.patent])) if base.patent.any() else float("nan")
     out = []
-    for r, m in zip(runs[1:], masks[1:]):
-        if m is None or m.shape != masks[0].shape:
-            out.append(none)
+    for r, p in zip(runs[1:], profs[1:]):
+        if p is None:
+            out.append(base_static)
             continue
-        _, prof = device.mask_profiles(m, r.stations, d_ref)
-        diff = device.ridge(across, prof0 - prof, r.axis, d_ref)      # log I: a device lowers the run's mask
+        diff = device.ridge(p[0], profs[0][1] - p[1], r.axis, d_ref)      # log I: a device lowers the run's mask
         in_run, in_base = device.device_stations(diff, contrast, half)
         r.device |= in_run
         base.device |= in_base
-        out.append(in_run | in_base)
+        out.append(r.device | in_base | base_static)
     return out
 
 
-def _device_outcome(dev: np.ndarray, used: np.ndarray, name: str) -> tuple[str | None, str | None]:
-    """(warning, note) for a device found on one of the two runs: its stations are left out of the burden when
-    enough of the vessel remains, else the comparison is not gradable."""
-    n = int((dev & used).sum())
+def _device_outcome(dev: np.ndarray, used: np.ndarray, name: str, both: np.ndarray | None = None
+                    ) -> tuple[str | None, str | None]:
+    """(warning, note) for a device found on either run (``both``: the stations where both hold it, a device
+    left in place): its stations are left out of the burden when enough of the vessel remains, else the
+    comparison is not gradable."""
+    # Stations under a device the runs measured no lumen at count too: they are left out all the same.
+    n = int(dev.sum())
     if n == 0:
         return None, None
-    share = n / max(int(used.sum()), 1)
-    if used.sum() - n < MIN_STATIONS or share > MAX_DEVICE_SHARE:
-        return (f"a device (catheter, sheath) in the lumen on the baseline or {name} run over {share * 100:.0f}% "
+    share = n / max(int((used | dev).sum()), 1)
+    in_both = both is not None and int((both & dev).sum()) >= n / 2
+    where = f"on the baseline and {name} runs (left in place)" if in_both else f"on the baseline or {name} run"
+    if (used & ~dev).sum() < MIN_STATIONS or share > MAX_DEVICE_SHARE:
+        return (f"a device (catheter, sheath) in the lumen {where} over {share * 100:.0f}% "
                 "of the vessel: it displaces contrast like thrombus"), None
-    return None, (f"a device (catheter, sheath) in the lumen on the baseline or {name} run: its {share * 100:.0f}% "
+    return None, (f"a device (catheter, sheath) in the lumen {where}: its {share * 100:.0f}% "
                   "of the vessel left out of the burden")
+
+
+def _half(r: _Run) -> int:
+    """Stations in a lumen's radius."""
+    w = r.lumen.width
+    return max(1, int(round(np.nanmedian(w) / (2 * STATION_SPACING_PX)))) if np.isfinite(w).any() else 1

@@ -1,10 +1,10 @@
 """Named, seeded venogram scenarios for clearance: a baseline run, later run(s), and their analytic truth.
 
 Every condition docs/domain.md names for venographic clearance has a case: tapering and stepped veins, focal
-(side or front) and diffuse wall-adherent thrombus, a paired vein, a collateral, a device in the lumen,
-table moves and contrast strength differing between runs. The seed varies the anatomy (path curvature and
-position, lumen widths, thrombus place, wall side) and the noise; the truth is computed from the same
-geometry the frames are rendered from (vessel_model), before anything is rendered.
+(side or front) and diffuse wall-adherent thrombus, a paired vein, a collateral, a device in the lumen (on one run,
+or left in place in both), table moves and contrast strength differing between runs. The seed varies the
+anatomy (path curvature and position, lumen widths, thrombus place, wall side) and the noise; the truth is
+computed from the same geometry the frames are rendered from (vessel_model), before anything is rendered.
 
 Truth conventions: arc lengths s are anatomical (px along the main centreline from the scripted inflow end,
 the same in every run whatever the shift); ``analysed_s`` is the part of the vein inside the field in every
@@ -248,6 +248,18 @@ def _catheter(rng, seed):
     return base, (_post(rng, base, seed, 0.3, device=dev),), "a catheter / sheath in the lumen on the post run"
 
 
+def _sheath_both(rng, seed):
+    """A sheath left in place: the same device, at the same anatomical place, in both runs (their masks'
+    difference cancels it)."""
+    base = _focal(rng, _anatomy(rng, seed=seed), 0.15, lo=0.5, hi=0.95)
+    s0, s1, length = _range(base)
+    tip = rng.uniform(s0 + 0.25 * (s1 - s0), s0 + 0.45 * (s1 - s0)) / length
+    dev = Device(end=tip, outer_diameter_px=rng.uniform(4.5, 7.0), wall_px=1.0, offset_px=rng.uniform(-1.5, 1.5),
+                 name="sheath")
+    base = replace(base, device=dev)
+    return base, (_post(rng, base, seed, 0.3),), "a sheath in the lumen in both runs (static: left in place)"
+
+
 def _collateral(rng, seed):
     clean = _anatomy(rng, seed=seed)
     s0, s1, length = _range(clean)
@@ -272,6 +284,7 @@ BUILDERS = {
     "contrast40": _contrast40,
     "catheter": _catheter,
     "collateral": _collateral,
+    "sheath_both": _sheath_both,        # appended: the other cases' seeds stay as they were
 }
 CASE_NAMES = tuple(BUILDERS)
 
