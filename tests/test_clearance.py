@@ -450,3 +450,20 @@ def test_tracker_operator_centerline(runs):
         tr.set_centerline([[1, 2]], 12.0)
     with pytest.raises(ValueError, match="outside"):
         tr.set_centerline([[1, 2], [3000, 2]], 12.0)
+
+
+@pytest.mark.parametrize("share, gradable", [(0.15, True), (0.6, False)])
+def test_a_vessel_alongside_much_of_the_vein_makes_it_not_gradable(share, gradable):
+    """Another vein running alongside (touching) on the post run puts more contrast in the stations' windows than
+    the lumen holds: those stations are left out; over most of the vessel what is left is too little to grade."""
+    base, truth = synthetic_vessel(thrombi=[(0.1, 0.3, 0.5, "depth")], noise=0.01, seed=4, background=0.2)
+    post, _ = synthetic_vessel(noise=0.01, seed=5, background=0.2)
+    beside, _ = synthetic_vessel(shift=(10.0, 0.0))
+    rows = np.arange(post.shape[0])[:, None]
+    alongside = (rows >= post.shape[0] * 0.05) & (rows < post.shape[0] * (0.05 + share))   # from the top end
+    post = post + np.where(alongside, beside, 0.0).astype(np.float32)
+    res = measure_clearance(base, post, centerline=truth["centerline"], diameter_px=12.0)
+    overfilled = [w for w in res["warnings"] if "more contrast than its lumen" in w]
+    assert res["gradable"] is gradable and bool(overfilled) is not gradable, res["warnings"]
+    assert any("left out: more contrast there" in n for n in res["notes"]), res["notes"]
+    assert res["clearance_pct"] == pytest.approx(100.0, abs=5.0)      # reported for the record either way

@@ -12,6 +12,7 @@ OFF_PATH_SHARE = 0.25         # share of stations whose column is off the baseli
 OFF_PATH_RADII = 0.7          # "off the path": the column's middle this many reference radii away
 BESIDE_HEIGHT = 0.3           # contrast beside the column, as a share of its height: another vessel
 BESIDE_SHARE = 0.2            # ... over this share of an automatic centreline's stations
+MAX_OVERFILLED_SHARE = 0.4    # share of the vessel left out for holding another vessel's contrast
 MIN_TRUSTED_SHARE = 0.3       # share of stations whose reference some run showed patent (not bridged)
 FAINT_SNR = 4.0               # patent column height over the profile noise sd
 CLIPPED_FILL = 0.93           # integral / (height x width): 0.79 for a round lumen, ~1 for a flat (clipped) top
@@ -49,6 +50,16 @@ def vessel_beside_warning(beside: np.ndarray | None, used: np.ndarray) -> str | 
     if share > BESIDE_SHARE:
         return (f"another vessel runs beside the automatic centreline over {share * 100:.0f}% of it (a paired vein "
                 "or a collateral): draw the centreline")
+    return None
+
+
+def overfilled_warning(overfilled: np.ndarray) -> str | None:
+    """Much of the vessel holds more contrast than its lumen can: the burden rests on what is left, beside
+    other vessels (confluences, collaterals) the centreline may not follow."""
+    share = float(overfilled.mean()) if overfilled.size else 0.0
+    if share > MAX_OVERFILLED_SHARE:
+        return (f"{share * 100:.0f}% of the vessel holds more contrast than its lumen can (other vessels over it): "
+                "the burden rests on too little of it")
     return None
 
 
