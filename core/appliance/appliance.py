@@ -128,7 +128,8 @@ class Appliance:
         self.started_ns = self.clock()
         self._resume_procedure()
         self.sizing.resume()        # the log's: sizing results outlive the process that measured them
-        self.clearance.resume()     # the tracker from the kept images, the labels and centrelines in the log
+        # The tracker from the kept images, the labels and centrelines in the log; sizing gets the images too.
+        self.clearance.resume(on_restored=lambda run_id, peak, mask: self.sizing.add_run(run_id, peak, mask, None))
         self.log.record("appliance_start", {"session": self.session, "video": self._status.video_name(),
                                             "serial": self.settings.serial or "simulator"})
         self._storage.check()   # before the first frame: a recording must not start on a nearly full disk

@@ -61,9 +61,10 @@ class LiveClearance:
         self.unsaved = 0      # measured runs whose images could not be kept for a restart (worker thread)
 
     # -- from other threads: queued on the worker --------------------------------------------------------
-    def resume(self) -> None:
+    def resume(self, on_restored: Callable[[str, np.ndarray, np.ndarray | None], None] | None = None) -> None:
         """After a restart: the open procedure's latest result from the log at once, then (on the worker) the
-        tracker rebuilt from the kept images, the runs' newest labels and the operator's centrelines."""
+        tracker rebuilt from the kept images, the runs' newest labels and the operator's centrelines.
+        ``on_restored(run_id, peak, mask)`` is called on the worker for each run restored (vessel sizing's)."""
         procedure = self._procs.current()
         if procedure is None:
             self._worker.submit(self._keep_open_only)
@@ -75,7 +76,7 @@ class LiveClearance:
         if logged:
             with self._lock:
                 self._latest = logged[-1]["data"]
-        self._worker.submit(self._restore, procedure["id"], since)
+        self._worker.submit(self._restore, procedure["id"], since, on_restored)
 
     def procedure_ended(self) -> None:
         """A closed procedure's images go (a restart resumes only an open one)."""
@@ -141,7 +142,7 @@ class LiveClearance:
         for gone in self._images.run_ids(procedure["id"]) - set(self.tracker.run_ids):
             self._images.discard(procedure["id"], gone)
 
-    def _restore(self, procedure_id: str, since: int) -> None:
+    def _restore(self, procedure_id: str, since: int, on_restored) -> None:
         images = self._images
         if images is None:
             return
@@ -165,6 +166,8 @@ class LiveClearance:
             self._measured.append(run_id)
             restored.append(run_id)
             self.keep_image(run_id, planes[0])
+            if on_restored is not None:
+                on_restored(run_id, planes[0], planes[1] if len(planes) > 1 else None)
         # The operator's centrelines, in order, each on the baseline it was drawn on.
         for event in self._log.latest_events(("centerline_set",), after=since, limit=MAX_RESUMED_EVENTS):
             data = event["data"]
