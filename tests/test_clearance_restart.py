@@ -187,17 +187,26 @@ def test_run_images_are_written_atomically_and_a_failing_disk_is_counted_not_rai
     assert sum("not kept" in r.getMessage() for r in caplog.records) == 1      # said once, then counted
 
 
-def test_an_appliance_whose_disk_refuses_the_images_still_measures_clearance(tmp_path):
-    (tmp_path / "run_images").write_bytes(b"")       # every image write fails, as on a full disk
+@pytest.mark.parametrize("disk", ["refuses", "low"])
+def test_an_appliance_whose_disk_refuses_the_images_still_measures_clearance(tmp_path, disk):
+    if disk == "refuses":
+        (tmp_path / "run_images").write_bytes(b"")   # every image write fails, as on a full disk
     config = PhantomConfig(size=(256, 256), intensity="log", seed=4, diameter_px=14.0)
-    device, _ = start(tmp_path, config, one_run("baseline", 1.0) + (
-        ScriptedRun("completion", 7.5, 13.5, 8.5, volume_ml=10.0, flow_ml_s=5.0, thrombus_fraction=0.4),))
+    video = PhantomVideo(config, timeline=one_run("baseline", 1.0) + (
+        ScriptedRun("completion", 7.5, 13.5, 8.5, volume_ml=10.0, flow_ml_s=5.0, thrombus_fraction=0.4),),
+        period_s=60.0)
+    # "low": below min_free_mb (the free-space alarm): the event log has the better claim, nothing is written.
+    device = Appliance(Settings(data_dir=tmp_path, phantom_size=256),
+                       source=PhantomSource(video, t0_ns=time.monotonic_ns() + 300_000_000), worker=AnalysisWorker(),
+                       free_bytes=(lambda path: 0) if disk == "low" else (lambda path: 2**40))
+    device.start()
     try:
         device.start_procedure("full disk")
         result = wait_for(lambda: device.status()["clearance"], 30, explain=device.status)
         assert result["baseline_run_id"] != result["run_id"]
         counters = device.status()["counters"]["run_images"]
-        assert counters["failed"] == 2 and counters["not_kept"] == 2 and counters["saved"] == 0
-        assert device.metrics()["run_images_failed"] == 2
+        assert counters["not_kept"] == 2 and counters["saved"] == 0 and counters["bytes"] == 0
+        counted = "failed" if disk == "refuses" else "skipped_low_space"
+        assert counters[counted] == 2 and device.metrics()[f"run_images_{counted}"] == 2
     finally:
         device.stop()
