@@ -91,10 +91,14 @@ def test_a_completion_run_after_a_restart_is_measured_against_the_baseline_along
     finally:
         second.stop()
 
-    # A closed procedure's images go; a restart without an open procedure restores nothing.
+    # Another restart: the result comes back as it was (the tracker rebuilt from both runs, not re-logged);
+    # then a closed procedure's images go.
     third = Appliance(Settings(data_dir=tmp_path, video="none"), worker=AnalysisWorker())
     third.start()
     try:
+        wait_for(lambda: len(logged(third, "clearance_resumed")) == 2, 10)     # this start's, after the second's
+        assert third.status()["clearance"] == result
+        assert third.clearance_png()[:8] == b"\x89PNG\r\n\x1a\n"
         third.end_procedure()
         wait_for(lambda: not any((tmp_path / "run_images").rglob("*.npy")), 10,
                  explain=lambda: list((tmp_path / "run_images").rglob("*")))
