@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
@@ -146,6 +147,7 @@ class LiveClearance:
         images = self._images
         if images is None:
             return
+        t0 = time.monotonic()
         images.keep_only(procedure_id)
         kept = images.run_ids(procedure_id)
         restored, missing = [], []
@@ -182,7 +184,8 @@ class LiveClearance:
             with self._lock:
                 self._latest = latest
         self._log.record("clearance_resumed", {"runs": restored, "not_kept": missing[-TRACKED_RUNS:],
-                                               "baseline_run_ids": list(self.tracker.baselines)})
+                                               "baseline_run_ids": list(self.tracker.baselines),
+                                               "took_s": round(time.monotonic() - t0, 3)})
 
     def _publish(self, result: dict | None, procedure_id: str | None = OPEN_PROCEDURE) -> None:
         if result is None:
