@@ -1,12 +1,11 @@
 """Live vessel sizing survives an appliance restart: the results, the latest one, the operator's calibration and
-centreline are rebuilt from the event log (the images are not: those runs cannot be re-measured)."""
+centreline are rebuilt from the event log, the open procedure's run images from the files clearance keeps."""
 import time
 
 import numpy as np
 import pytest
 
 from core.appliance.appliance import Appliance
-from core.appliance.sizing import NotKept
 from core.appliance.worker import AnalysisWorker
 from core.ops.settings import Settings
 from core.sources.phantom.config import PhantomConfig
@@ -62,17 +61,21 @@ def test_sizing_results_and_calibration_survive_a_restart(tmp_path):
         assert second.procs.current()["id"] == proc["id"]
         assert second.run(run_id)["vessel"] == sized
         assert second.status()["vessel"] == headline
-        with pytest.raises(NotKept):            # its image died with the first process
-            second.measure_vessel(run_id)
-        # The next completion run is measured with the operator's calibration and centreline of before.
-        worker.submit(second.sizing.add_run, "after-1", tube(line, 16), None, "completion").result(timeout=10)
+        # Its images came back from the run images kept on disk (blanked of the burnt-in text): the same sizing.
+        remeasured = second.measure_vessel(run_id)
+        assert remeasured["mld_px"] == pytest.approx(sized["mld_px"], abs=0.2)
+        assert remeasured["reference_diameter_px"] == pytest.approx(sized["reference_diameter_px"], abs=0.2)
+        # The next completion run (here the same anatomy again, as the kept baseline image) is measured with the
+        # operator's calibration, and the centreline drawn on the baseline registered to it: that image is kept.
+        planes = np.load(tmp_path / "run_images" / proc["id"] / f"{run_id}.npy")
+        worker.submit(second.sizing.add_run, "after-1", planes[0], planes[1], "completion").result(timeout=10)
         after = second.sizing.result("after-1")
         assert after["calibration"] == "operator" and after["mm_per_px"] == 0.25
-        assert after["mld_px"] == pytest.approx(16, abs=2)
+        assert after["mld_px"] == pytest.approx(sized["mld_px"], abs=0.2)
         assert second.log.flush(5)
-        # The centreline came back too, but the run it was drawn on did not: it is not guessed onto this run.
         logged = [e["data"] for e in second.log.events(limit=1000) if e["kind"] == "vessel_sizing"]
-        assert logged[-1]["centerline"] == "automatic" and run_id in logged[-1]["centerline_note"]
+        assert logged[-1]["centerline"] == "operator" and logged[-1]["registered_to"] == run_id
+        assert logged[-1]["centerline_shift_px"] == pytest.approx([0, 0], abs=0.5)
         assert second.status()["vessel"]["run_id"] == "after-1"
     finally:
         second.stop()

@@ -41,6 +41,7 @@ from core.sources.open import open_video
 from core.store.eventlog import EventLog
 from core.store.procedures import Procedures
 from core.store.recorder import ProcedureRecorder
+from core.store.run_images import RunImages
 from core.store.space import SpaceMonitor, available_bytes
 from core.vocab import NS, RUN_LABELS, check_roi
 from firmware_bridge.bridge import InjectorBridge
@@ -94,10 +95,13 @@ class Appliance:
                                      on_violation=self._device.on_violation)
         # Run-end analyses and the tracker's updates in order; pictures for readers only when those are done.
         self._worker = worker if worker is not None else AnalysisWorker("analysis")
-        self.clearance = LiveClearance(self._worker, self.log, self.procs, settings.grade_thresholds)
+        self._field = FieldWatch(settings.video_crop, self._worker, self.log, self.recorder)
+        # The open procedure's run images, blanked, on disk: clearance's baseline outlives a restart.
+        self.run_images = RunImages(self.data_dir / "run_images", low_space=lambda: self._storage.space.alarm
+                                    is not None)
+        self.clearance = LiveClearance(self._worker, self.log, self.procs, settings.grade_thresholds,
+                                       images=self.run_images, blank=self._field.blanked)
         self.sizing = LiveSizing(self._worker, self.log)
-        self._field = FieldWatch(settings.video_crop, settings.record and not settings.record_raw, self._worker,
-                                 self.log, self.recorder)
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
         # Injections and run records (under self._lock); the dispatcher is the reader thread's.
         self._injections = InjectionBook()
@@ -124,6 +128,8 @@ class Appliance:
         self.started_ns = self.clock()
         self._resume_procedure()
         self.sizing.resume()        # the log's: sizing results outlive the process that measured them
+        # The tracker from the kept images, the labels and centrelines in the log; sizing gets the images too.
+        self.clearance.resume(on_restored=lambda run_id, peak, mask: self.sizing.add_run(run_id, peak, mask, None))
         self.log.record("appliance_start", {"session": self.session, "video": self._status.video_name(),
                                             "serial": self.settings.serial or "simulator"})
         self._storage.check()   # before the first frame: a recording must not start on a nearly full disk
@@ -347,7 +353,9 @@ class Appliance:
         return proc
 
     def end_procedure(self) -> dict | None:
-        return self.procs.end()
+        ended = self.procs.end()
+        self.clearance.procedure_ended()
+        return ended
 
     def label_run(self, run_id: str, label: str) -> None:
         """Label a recorded run, or the current one (applied when it ends). The label is recorded in the

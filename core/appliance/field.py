@@ -1,5 +1,6 @@
 """The collimated field: found once from the first distinct pulses, off the frame path, then used to blank
-recordings (outside the field and in the burnt-in text) and to leave the surround out of measurements."""
+recordings and the run images kept on disk (outside the field and in the burnt-in text) and to leave the
+surround out of measurements."""
 from __future__ import annotations
 
 import logging
@@ -15,14 +16,15 @@ log = logging.getLogger("cathlab.appliance")
 
 
 class FieldWatch:
-    def __init__(self, crop: tuple[int, int, int, int] | None, blank_recordings: bool, worker: AnalysisWorker,
+    def __init__(self, crop: tuple[int, int, int, int] | None, worker: AnalysisWorker,
                  log: EventLog, recorder: ProcedureRecorder | None) -> None:
-        """Without a configured ``crop`` the field is found to mask measurements; with one, recordings that
-        must be blanked still need the burnt-in text found."""
+        """Without a configured ``crop`` the field is found to mask measurements; with one, the burnt-in text
+        is still found: recordings and the run images kept on disk are blanked there."""
         self._crop = crop
-        self._detector = FieldDetector(crop=crop) if crop is None or blank_recordings else None
+        self._detector = FieldDetector(crop=crop)
         self._busy = False
         self._mask: np.ndarray | None = None   # bool, frame shape: where measurements may look
+        self._keep: np.ndarray | None = None   # bool, frame shape: what a stored image keeps (privacy_mask)
         self._worker = worker
         self._log = log
         self._recorder = recorder
@@ -43,8 +45,9 @@ class FieldWatch:
         finally:
             self._busy = False
         if geometry is not None:
+            self._keep = privacy_mask(geometry)
             if self._recorder is not None:
-                self._recorder.set_mask(privacy_mask(geometry))   # outside the field and text: blanked
+                self._recorder.set_mask(self._keep)   # outside the field and text: blanked
             # A mask, not a new crop: every run keeps one image geometry, so runs before and after the
             # detection still register against each other. A configured crop is measured as configured.
             if self._crop is None:
@@ -58,3 +61,16 @@ class FieldWatch:
         if mask is None or mask.shape != peak.shape:
             return peak
         return np.where(mask, peak, np.float32(np.nan))
+
+    def blanked(self, image: np.ndarray) -> np.ndarray | None:
+        """A copy for the disk, NaN outside the field and in every burnt-in text box, as recordings blank them
+        (where C-arms print the patient's name); None while the field is not known: never stored raw."""
+        keep = self._keep
+        if keep is None:
+            return None
+        if image.shape != keep.shape and self._crop is not None:
+            x, y, w, h = self._crop
+            keep = keep[y:y + h, x:x + w]      # the pipeline's images are of the configured crop
+        if image.shape != keep.shape:
+            return None
+        return np.where(keep, image, np.float32(np.nan)).astype(np.float32, copy=False)

@@ -58,7 +58,8 @@ class LiveSizing:
     # -- from other threads ----------------------------------------------------------------------------
     def resume(self) -> None:
         """After a restart: the results, the latest one, the calibration and the centreline rebuilt from the
-        event log as they stood (the images are not kept across a restart: those runs cannot be re-measured)."""
+        event log as they stood. The open procedure's run images come back from the clearance side's files
+        (``add_run`` from LiveClearance.resume, queued after this); other runs cannot be re-measured."""
         for event in self._log.latest_events(("vessel_sizing",), limit=KEPT_RESULTS):
             self._keep_result(event["data"]["run_id"], event["data"]["vessel"])
         # Since the newest procedure start (a new procedure forgets the calibration, centreline and latest).

@@ -94,6 +94,7 @@ class StatusReader:
             "last_frame_age_s": None if last_frame is None else (now_ns - last_frame) / NS,
             "serial": self._bridge.counters(),
             "eventlog": self._log.stats(),
+            "run_images": self._clearance.disk_stats(),
         }
 
     def _alarms(self, now_ns: int) -> list[dict]:
@@ -118,6 +119,7 @@ class StatusReader:
         status_counters = self._counters(self._clock())
         serial = status_counters.pop("serial")
         eventlog = status_counters.pop("eventlog")
+        run_images = status_counters.pop("run_images")
         flat: dict[str, float] = {k: v for k, v in status_counters.items() if isinstance(v, (int, float))}
         for name, value in serial.items():
             if isinstance(value, dict):
@@ -126,4 +128,5 @@ class StatusReader:
             elif isinstance(value, (int, float)):
                 flat[f"serial_{name}"] = value
         flat.update({f"eventlog_{k}": v for k, v in eventlog.items() if isinstance(v, (int, float))})
+        flat.update({f"run_images_{k}": v for k, v in run_images.items() if isinstance(v, (int, float))})
         return flat

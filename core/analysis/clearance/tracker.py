@@ -86,11 +86,14 @@ class ClearanceTracker:
         self._forget_old()
         return self._place(run_id)
 
-    def set_centerline(self, points, diameter_px: float | None) -> dict | None:
+    def set_centerline(self, points, diameter_px: float | None, baseline_id: str | None = None) -> dict | None:
         """Operator's centreline and reference diameter for the current anatomy, in the image coordinates of
         its baseline (``baseline_id``); None clears them (automatic again). Other anatomies are unaffected;
-        a new baseline for this anatomy starts automatic again. Returns the new latest result."""
-        base = self.baseline_id
+        a new baseline for this anatomy starts automatic again. Returns the new latest result.
+        ``baseline_id`` given: the one it was drawn on (a restart restoring what the operator set), if kept."""
+        if baseline_id is not None and baseline_id not in self._runs:
+            raise ValueError(f"run {baseline_id!r} is not kept: the centreline drawn on it cannot be restored")
+        base = baseline_id if baseline_id is not None else self.baseline_id
         if base is None:
             if points is None:
                 return self._latest     # nothing drawn, nothing to clear
@@ -134,6 +137,11 @@ class ClearanceTracker:
     @property
     def baselines(self) -> tuple[str, ...]:
         return tuple(self._baselines)
+
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        """The runs kept, oldest first (at most ``max_runs``)."""
+        return tuple(self._order)
 
     def render_png(self, result: dict | None = None) -> bytes:
         """Side-by-side PNG of a result's two runs (default: the latest result)."""
