@@ -167,3 +167,31 @@ def test_the_status_page_says_not_gradable_and_progression_plainly(extra, shown)
     assert "residual defects: 1" in page
     if extra.get("warnings"):
         assert "not gradable: weak registration" in page
+
+
+def test_a_re_measurement_is_logged_and_a_repeated_result_is_not(tmp_path):
+    """A run relabelled after it was measured is measured again: the new result is an event of its own (the log's
+    newest clearance of the run says what the page shows); the same result published again is logged once."""
+    from core.appliance.clearance import LiveClearance
+    from core.appliance.worker import AnalysisWorker
+    from core.store.eventlog import EventLog
+
+    log, worker = EventLog(tmp_path), AnalysisWorker("test")
+    log.start()
+    try:
+        live = LiveClearance(worker, log, _Procs(), (50.0, 95.0))
+        result = {"run_id": "r2", "baseline_run_id": "r0", "label": None, "clearance_pct": 40.0, "grade": "I",
+                  "gradable": True, "progression": False, "warnings": [], "residual_defects": []}
+        relabelled = dict(result, label="completion")
+        live.tracker.add_run = lambda run_id, peak, label, mask=None: dict(result)
+        live.tracker.relabel = lambda run_id, label: dict(relabelled)
+        peak = np.zeros((32, 32), np.float32)
+        live.measure("r2", peak, None)
+        live.measure("r2", peak, None)                    # the same result again (a rebuild): not a new event
+        worker.submit(live._relabel, "r2", "completion", None).result(timeout=10)
+        assert log.flush(5)
+        logged = [e["data"] for e in log.events(limit=100) if e["kind"] == "clearance"]
+        assert [e["label"] for e in logged] == [None, "completion"]
+    finally:
+        worker.shutdown()
+        log.close()

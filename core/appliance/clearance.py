@@ -12,6 +12,8 @@ order with their newest labels, and the operator's centrelines on the baselines 
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -194,8 +196,7 @@ class LiveClearance:
             procedure = self._procs.current()
             if procedure_id is OPEN_PROCEDURE or procedure is None or procedure["id"] == procedure_id:
                 self._latest = result   # the page shows the open procedure's clearance
-        self._log.record_clearance(result, key=f"clearance:{result['run_id']}:{result.get('baseline_run_id')}",
-                                   procedure_id=procedure_id)
+        self._log.record_clearance(result, key=result_key(result), procedure_id=procedure_id)
         for rev in result.get("revisions") or ():
             # An earlier run's burden revised against the wider lumen this run showed: logged, never silent.
             self._log.record("clearance_revised", {**rev, "by_run_id": result["run_id"],
@@ -261,3 +262,10 @@ class LiveClearance:
             return self.tracker.render_png(result)    # the tracker belongs to the worker thread
         except ValueError:
             return None     # a result read back from the log whose runs' images were not kept
+
+
+def result_key(result: dict) -> str:
+    """The idempotency key of a clearance result: the same result published twice (a restart's rebuild) is
+    logged once; a re-measurement that changed anything (a relabel, a new centreline) is a new event."""
+    digest = hashlib.sha256(json.dumps(result, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"clearance:{result['run_id']}:{result.get('baseline_run_id')}:{digest}"
