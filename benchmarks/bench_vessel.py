@@ -1,0 +1,50 @@
+"""Vessel sizing speed: one 60-frame 1024x1024 run measured (its peak-opacity image, the centreline given or
+found, diameters, reference, lesion) in under 0.5 s on one core.
+
+Run with ``.venv/bin/python -m pytest benchmarks/bench_vessel.py --benchmark-only``. The run is the project's
+sizing phantom (a tapering vein with a 50% narrowing; 16-bit linear and 8-bit display video), rendered once per
+session. Timed like bench_clearance.py: one BLAS thread, the process pinned to one CPU, the process's CPU time,
+the target asserted on the fastest round. Each benchmark also checks its answer, so a fast wrong result fails.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from benchmarks.bench_clearance import one_core  # noqa: F401  (the module's one-core fixture)
+from core.analysis.peak import peak_opacity
+from core.analysis.sizing import measure_sizing
+from core.sources.phantom.render import render_run
+from core.sources.phantom.sizing_cases import make_sizing_case
+from core.sources.stacks import FrameStack
+
+pytestmark = pytest.mark.benchmark(timer=time.process_time)
+
+TARGET_S = 0.5
+SIZE = (1024, 1024)
+
+
+@pytest.fixture(scope="module", params=["lin", "log"])
+def run(request):
+    # 60 video frames: 6 of last-image-hold, then 54 at 15 pulses/s with the vein filled from the start.
+    case = make_sizing_case(seed=3, stenosis_pct=50.0, intensity=request.param, size=SIZE, lih_before_s=0.2,
+                            xray_s=1.8, lih_after_s=0.0, inject_at_s=0.0, transit_delay_s=0.0,
+                            bolus_speed_px_s=2000.0)
+    r = render_run(case.config)
+    stack = FrameStack(r.frames, r.fps, request.param, 12 if request.param == "lin" else 8,
+                       np.arange(r.frames.shape[0]) / r.fps, "phantom")
+    assert stack.frames.shape == (60,) + SIZE
+    return stack, case.truth
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["centreline", "automatic"])
+def test_one_run_sized(benchmark, run, given):
+    stack, truth = run
+    line = truth.centreline_xy if given else None
+    res = benchmark.pedantic(lambda: measure_sizing(peak_opacity(stack), line), rounds=5, iterations=1,
+                             warmup_rounds=1)
+    assert res.diameter_stenosis_pct == pytest.approx(truth.diameter_stenosis_pct, abs=5.0 if given else 7.0)
+    benchmark.extra_info["target_s"] = TARGET_S
+    assert benchmark.stats.stats.min < TARGET_S
