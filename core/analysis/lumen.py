@@ -349,8 +349,9 @@ def _window(across: np.ndarray, centre: np.ndarray, half: np.ndarray,
 def _smooth_across(p: np.ndarray) -> np.ndarray:
     """A 5-sample (2 px) moving mean across: the first top search sees the column, not one noisy sample."""
     pad = np.pad(np.nan_to_num(p), ((0, 0), (2, 2)), mode="edge")
-    out = np.lib.stride_tricks.sliding_window_view(pad, 5, axis=1).mean(axis=2)
-    return np.where(np.isfinite(p), out, np.nan)
+    k = p.shape[1]
+    out = pad[:, 0:k] + pad[:, 1:k + 1] + pad[:, 2:k + 2] + pad[:, 3:k + 3] + pad[:, 4:k + 4]   # 5 slices: cheap
+    return np.where(np.isfinite(p), out / 5, np.nan)
 
 
 def _noise(p: np.ndarray, across: np.ndarray, centre: np.ndarray, width: np.ndarray) -> float:
