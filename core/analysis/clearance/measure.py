@@ -113,7 +113,15 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
             r.axis = np.where(np.isfinite(axis), axis + off, 0.0)
             r.full = r.patent & round_column(r.lumen.centre - off, r.lumen.width, axis)
         # Pooled between runs only once the reference is settled: the first lines find each run's own low stations.
-        _densities(runs, pool=it == 1)
+        try:
+            _densities(runs, pool=it == 1)
+        except ValueError as exc:
+            # Say why when another vessel over the lumen is what left no column to read.
+            share = float(np.any(np.vstack([r.lumen.crowded for r in runs]), axis=0).mean())
+            if share > safeguards.MAX_OVERFILLED_SHARE / 2:
+                raise ValueError(f"{exc}: another vessel's contrast column overlaps the lumen over {share * 100:.0f}% "
+                                 "of the vessel") from exc
+            raise
         if it == 0:
             for r in runs:
                 low = dens.low_density(stations.s, r.lumen.density, r.line, _half(r))
