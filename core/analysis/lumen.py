@@ -50,7 +50,8 @@ RISE_SD = 6.0                # a rise this many noise sd (of the smoothed profil
 RISE_FRACTION = 0.08         # ... and at least this share of the column's height
 CROWDED = 0.15               # a valley above this share of the height: the columns overlap, no lumen measured
 MIN_BAND_PX = 2.0            # a background band cut shorter than this by a neighbour is not used
-INNER_VALLEY = 0.85          # a valley nearer the lumen's axis than this share of its radius is inside the lumen
+INNER_VALLEY = 0.85          # a valley nearer the lumen's axis than this share of its radius is inside the lumen ...
+HUMP_REACH = 1.15            # ... when the hump beyond it ends within this share of the radius (+1 px of blur)
 
 
 @dataclass
@@ -176,11 +177,14 @@ def _top(p: np.ndarray, across: np.ndarray, centre: np.ndarray, search: np.ndarr
     return np.argmax(np.where(near, np.nan_to_num(p, nan=-np.inf), -np.inf), axis=1)
 
 
-def _rise_outwards(ps: np.ndarray, top: np.ndarray, rise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rise_outwards(ps: np.ndarray, top: np.ndarray, rise: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """From ``top`` towards higher indices: (index where a neighbour's ascent begins, or the profile's length when
-    none; the valley's level, NaN when none). The profile falls along the column's flank; once it has fallen by
-    ``rise``, the first sample ``rise`` above the lowest so far starts another column, whose ascent begins at the last sample within half
-    of ``rise`` of that lowest level (a flat gap between the columns stays the column's own)."""
+    none; the valley's level, NaN when none; index where that second column has fallen back to the valley's
+    level, the profile's length when it does not within the profile). The profile falls along the column's
+    flank; once it has fallen by ``rise``, the first sample ``rise`` above the lowest so far starts another
+    column, whose ascent begins at the last sample within half of ``rise`` of that lowest level (a flat gap
+    between the columns stays the column's own)."""
     m, k = ps.shape
     idx = np.arange(k)[None, :]
     after = (idx >= top[:, None]) & np.isfinite(ps)
@@ -194,9 +198,12 @@ def _rise_outwards(ps: np.ndarray, top: np.ndarray, rise: np.ndarray) -> tuple[n
     first = np.where(found, np.argmax(up, axis=1), k)
     rows = np.arange(m)
     floor = low[rows, np.clip(first, 0, k - 1)]
-    foot = fallen & (idx < first[:, None]) & (ps <= (floor + 0.5 * rise)[:, None])
+    level = (floor + 0.5 * rise)[:, None]
+    foot = fallen & (idx < first[:, None]) & (ps <= level)
     start = np.where(found, np.where(foot.any(axis=1), k - 1 - np.argmax(foot[:, ::-1], axis=1), top), k)
-    return start, np.where(found, floor, np.nan)
+    back = (idx > first[:, None]) & np.isfinite(ps) & (ps <= level)
+    end = np.where(found & back.any(axis=1), np.argmax(back, axis=1), k)
+    return start, np.where(found, floor, np.nan), end
 
 
 def _valleys(p: np.ndarray, across: np.ndarray, top: np.ndarray, height: np.ndarray, sd: float,
@@ -205,22 +212,28 @@ def _valleys(p: np.ndarray, across: np.ndarray, top: np.ndarray, height: np.ndar
     at index ``top``, -inf / +inf when none; stations where the two columns overlap: the valley between them
     above CROWDED of the column's ``height``). A rise counts beyond RISE_SD noise sd of the smoothed profile and
     RISE_FRACTION of the height: background drifts and noise do not end a column. ``lumen``: (axis, radius) of
-    the lumen expected at each station: a valley within INNER_VALLEY of its radius of the axis is contrast
-    flowing around a central thrombus (two humps of one lumen), not a neighbour."""
+    the lumen expected at each station: a valley within INNER_VALLEY of its radius of the axis, the hump beyond
+    it ending within the lumen's edge, is contrast flowing around a central thrombus (two humps of one lumen),
+    not a neighbour."""
     ps = _smooth_across(p)
     k = ps.shape[1]
     with np.errstate(invalid="ignore"):
         rise = np.maximum(RISE_SD * sd, RISE_FRACTION * np.nan_to_num(height, nan=0.0))
-    hi_i, hi_v = _rise_outwards(ps, top, rise)
-    lo_i, lo_v = _rise_outwards(ps[:, ::-1], k - 1 - top, rise)
-    lo_i = k - 1 - lo_i
+    hi_i, hi_v, hi_e = _rise_outwards(ps, top, rise)
+    lo_i, lo_v, lo_e = _rise_outwards(ps[:, ::-1], k - 1 - top, rise)
+    lo_i, lo_e = k - 1 - lo_i, k - 1 - lo_e
     hi = np.where(hi_i < k, across[np.clip(hi_i, 0, k - 1)], np.inf)
     lo = np.where(lo_i >= 0, across[np.clip(lo_i, 0, k - 1)], -np.inf)
+    hi_end = np.where(hi_e < k, across[np.clip(hi_e, 0, k - 1)], np.inf)
+    lo_end = np.where(lo_e >= 0, across[np.clip(lo_e, 0, k - 1)], -np.inf)
     if lumen is not None:
+        # Inside the lumen: the valley near its axis, and the second hump ending within its edge (a neighbour runs
+        # on beyond it, even when the axis is a few px off towards it).
         axis, radius = lumen
+        reach = HUMP_REACH * radius + 1.0
         with np.errstate(invalid="ignore"):
-            inner_hi = hi - axis < INNER_VALLEY * radius
-            inner_lo = axis - lo < INNER_VALLEY * radius
+            inner_hi = (hi - axis < INNER_VALLEY * radius) & (hi_end - axis <= reach)
+            inner_lo = (axis - lo < INNER_VALLEY * radius) & (axis - lo_end <= reach)
         hi, hi_v = np.where(inner_hi, np.inf, hi), np.where(inner_hi, np.nan, hi_v)
         lo, lo_v = np.where(inner_lo, -np.inf, lo), np.where(inner_lo, np.nan, lo_v)
     with np.errstate(invalid="ignore"):

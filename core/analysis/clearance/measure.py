@@ -176,7 +176,8 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         beside = safeguards.vessel_beside_warning(runs[0].lumen.beside, used) if centerline is None else None
         warnings = [w for w in (safeguards.registration_warning(run.reg.score), beside,
                                 safeguards.path_warning(run.lumen.centre, d_ref, used),
-                                safeguards.reference_warning(trusted, used), safeguards.overfilled_warning(beyond | crowded),
+                                safeguards.reference_warning(trusted, used),
+                                safeguards.overfilled_warning(beyond | crowded),
                                 device_warning, path_doubt, few) if w]
         for name, r in (("baseline", runs[0]), (f"post {k}", run)):
             if r.borrowed:
