@@ -138,3 +138,24 @@ def test_contrast_around_a_central_thrombus_is_one_lumen():
     assert not b.crowded.any()
     # Filled: the 12 px lumen less the 6 px core, 75% of its cross-section.
     assert np.nanmedian(b.integral[inside] / a.integral[inside]) == pytest.approx(0.75, abs=0.03)
+
+
+def test_a_paired_vein_stays_out_of_a_window_whose_axis_drifted_towards_it():
+    """The reference lumen's window centred 5 px off the vein's axis towards a paired vein 3 px beyond its edge
+    (the axis followed a column cut on that side by thrombus): the valley before the paired vein lies near that
+    axis, but the paired vein runs on beyond the lumen's edge, so it is a neighbour: the station is left out or
+    measured without it."""
+    from core.analysis.lumen import integral_at
+    alone, truth = synthetic_vessel(points=STRAIGHT, diameter=20.0, noise=0.004, seed=3, background=0.2)
+    other, _ = synthetic_vessel(points=STRAIGHT, diameter=12.0, shift=(19.0, 0.0))
+    stations = make_stations(truth["centerline"], 2.0)
+    m = len(stations.s)
+    off = 5.0 * np.sign(stations.normal[:, 0])        # across is along the normal: +x is towards the paired vein
+    width = np.full(m, 20.0)
+    a, _ = integral_at(alone, stations, off, width)
+    b, crowded = integral_at(alone + other, stations, off, width)
+    mid = slice(5, m - 5)
+    # Left out (the paired vein begins within the window's lumen) or measured as without it; never more.
+    ratio = b[mid] / a[mid]
+    assert np.array_equal(np.isnan(ratio), crowded[mid])
+    assert np.all(np.abs(ratio[np.isfinite(ratio)] - 1.0) < 0.02)
