@@ -8,6 +8,12 @@ Per station (core.analysis.vessel stations), on a peak-opacity image:
   half-height width / (sqrt(3) / 2); the half-height crossing sits where the chord changes slowly, so the
   blur of the detector and of the sampling moves it little (the zero crossing would move a lot);
 - the integral across the column (edges plus a margin): proportional to the contrast-filled area;
+- a neighbouring column (a paired vein, a tributary alongside) ends the column's edge search, its background
+  band and its integral window at the valley between the two (``_valleys``): from the column's top outwards the
+  profile falls, and where it rises again by clearly more than noise another column begins. Where that valley
+  stands high (the two columns overlap) the lumen cannot be measured: the station is left out (NaN, and
+  ``Lumen.crowded``), never read as a narrower or fainter lumen. A valley near the lumen's axis (within the
+  radius the vessel shows along its length) is contrast flowing around a central thrombus, not a neighbour;
 - hence the local contrast density ``k = integral / (pi / 4 * width^2)``: the profile's shape tells a
   narrower column (smaller width, same k) from fainter contrast (same width, smaller k).
 
@@ -40,6 +46,12 @@ CLOSING_LENGTHS = 12.0       # dips shorter than this many reference diameters a
 PATENT_SD = 3.0              # a station this many noise sd below the envelope is narrowed
 BRANCH_SE = 5.0              # bands this many standard errors apart: the higher one holds contrast
 PATENT_FLOOR = 0.04          # ... or this fraction below it, whichever is more
+RISE_SD = 6.0                # a rise this many noise sd (of the smoothed profile) beyond the valley: a neighbour ...
+RISE_FRACTION = 0.08         # ... and at least this share of the column's height
+CROWDED = 0.15               # a valley above this share of the height: the columns overlap, no lumen measured
+MIN_BAND_PX = 2.0            # a background band cut shorter than this by a neighbour is not used
+INNER_VALLEY = 0.85          # a valley nearer the lumen's axis than this share of its radius is inside the lumen ...
+HUMP_REACH = 1.15            # ... when the hump beyond it ends within this share of the radius (+1 px of blur)
 
 
 @dataclass
@@ -51,6 +63,7 @@ class Lumen:
     height: np.ndarray      # (M,) the column's peak opacity
     noise: float            # opacity noise sd of one profile sample (background bands)
     beside: np.ndarray | None = None   # (M,) the highest contrast beside the column (another vessel) / its height
+    crowded: np.ndarray | None = None  # (M,) another column overlaps this one: not measured
 
     @property
     def density(self) -> np.ndarray:
@@ -72,15 +85,26 @@ def _band(d: np.ndarray) -> np.ndarray:
     return np.maximum(3.0, 0.5 * d)
 
 
-def _background(prof: np.ndarray, across: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _background(prof: np.ndarray, across: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                limits: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Per profile, the line through the medians of the bands [lo - band, lo - gap] and [hi + gap, hi + band]
-    (``lo``, ``hi``: the column's edges, (M,)), each at its band's middle."""
+    (``lo``, ``hi``: the column's edges, (M,)), each at its band's middle. ``limits``: (low, high) where
+    neighbouring columns begin (``_valleys``): a band is cut there, and not used when little of it is left."""
     d = hi - lo
     g, b = _gap(d), _band(d)
     a = across[None, :]
-    vl, nl = _band_median(prof, across, lo - g - b, lo - g)
-    vr, nr = _band_median(prof, across, hi + g, hi + g + b)
-    xl, xr = lo - g - b / 2, hi + g + b / 2
+    l0, l1 = lo - g - b, lo - g
+    r0, r1 = hi + g, hi + g + b
+    if limits is not None:
+        l0, r1 = np.maximum(l0, limits[0]), np.minimum(r1, limits[1])
+        with np.errstate(invalid="ignore"):
+            l0 = np.where(l1 - l0 >= MIN_BAND_PX, l0, np.nan)
+            r1 = np.where(r1 - r0 >= MIN_BAND_PX, r1, np.nan)
+    vl, nl = _band_median(prof, across, l0, l1)
+    vr, nr = _band_median(prof, across, r0, r1)
+    # Each band's value at its middle (a band not used takes the other's value: flat, wherever it sits).
+    xl = np.where(np.isfinite(l0), 0.5 * (l0 + l1), l1 - b / 2)
+    xr = np.where(np.isfinite(r1), 0.5 * (r0 + r1), r0 + b / 2)
     vl = np.where(np.isfinite(vl), vl, vr)
     vr = np.where(np.isfinite(vr), vr, vl)
     # Contrast only adds opacity: a band clearly above the other holds a branch leaving the vein (a collateral's
@@ -147,14 +171,88 @@ class _quiet:
         self._w.__exit__(*exc)
 
 
-def _edges(p: np.ndarray, across: np.ndarray, centre: np.ndarray, search: np.ndarray, height: np.ndarray):
-    """Sub-pixel half-height crossings left and right of the column's top near ``centre`` (NaN if none)."""
+def _top(p: np.ndarray, across: np.ndarray, centre: np.ndarray, search: np.ndarray) -> np.ndarray:
+    """Index of the column's top: the profile's maximum within ``search`` of ``centre``."""
+    near = np.abs(across[None, :] - centre[:, None]) <= search[:, None]
+    return np.argmax(np.where(near, np.nan_to_num(p, nan=-np.inf), -np.inf), axis=1)
+
+
+def _rise_outwards(ps: np.ndarray, top: np.ndarray, rise: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From ``top`` towards higher indices: (index where a neighbour's ascent begins, or the profile's length when
+    none; the valley's level, NaN when none; index where that second column has fallen back to the valley's
+    level, the profile's length when it does not within the profile). The profile falls along the column's
+    flank; once it has fallen by ``rise``, the first sample ``rise`` above the lowest so far starts another
+    column, whose ascent begins at the last sample within half of ``rise`` of that lowest level (a flat gap
+    between the columns stays the column's own)."""
+    m, k = ps.shape
+    idx = np.arange(k)[None, :]
+    after = (idx >= top[:, None]) & np.isfinite(ps)
+    # Only once the profile has fallen from its highest point (a top searched near the middle of a column cut on
+    # one side is still on the way up to its peak), the lowest level since.
+    high = np.maximum.accumulate(np.where(after, ps, -np.inf), axis=1)
+    fallen = after & np.logical_or.accumulate(after & (high - ps > rise[:, None]), axis=1)
+    low = np.minimum.accumulate(np.where(fallen, ps, np.inf), axis=1)
+    up = fallen & (ps - low > rise[:, None])
+    found = up.any(axis=1)
+    first = np.where(found, np.argmax(up, axis=1), k)
+    rows = np.arange(m)
+    floor = low[rows, np.clip(first, 0, k - 1)]
+    level = (floor + 0.5 * rise)[:, None]
+    foot = fallen & (idx < first[:, None]) & (ps <= level)
+    start = np.where(found, np.where(foot.any(axis=1), k - 1 - np.argmax(foot[:, ::-1], axis=1), top), k)
+    back = (idx > first[:, None]) & np.isfinite(ps) & (ps <= level)
+    end = np.where(found & back.any(axis=1), np.argmax(back, axis=1), k)
+    return start, np.where(found, floor, np.nan), end
+
+
+def _valleys(p: np.ndarray, across: np.ndarray, top: np.ndarray, height: np.ndarray, sd: float,
+             lumen: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """((low, high) positions across where a neighbouring column begins on either side of the column whose top is
+    at index ``top``, -inf / +inf when none; stations where the two columns overlap: the valley between them
+    above CROWDED of the column's ``height``). A rise counts beyond RISE_SD noise sd of the smoothed profile and
+    RISE_FRACTION of the height: background drifts and noise do not end a column. ``lumen``: (axis, radius) of
+    the lumen expected at each station: a valley within INNER_VALLEY of its radius of the axis, the hump beyond
+    it ending within the lumen's edge, is contrast flowing around a central thrombus (two humps of one lumen),
+    not a neighbour."""
+    ps = _smooth_across(p)
+    k = ps.shape[1]
+    with np.errstate(invalid="ignore"):
+        rise = np.maximum(RISE_SD * sd, RISE_FRACTION * np.nan_to_num(height, nan=0.0))
+    hi_i, hi_v, hi_e = _rise_outwards(ps, top, rise)
+    lo_i, lo_v, lo_e = _rise_outwards(ps[:, ::-1], k - 1 - top, rise)
+    lo_i, lo_e = k - 1 - lo_i, k - 1 - lo_e
+    hi = np.where(hi_i < k, across[np.clip(hi_i, 0, k - 1)], np.inf)
+    lo = np.where(lo_i >= 0, across[np.clip(lo_i, 0, k - 1)], -np.inf)
+    hi_end = np.where(hi_e < k, across[np.clip(hi_e, 0, k - 1)], np.inf)
+    lo_end = np.where(lo_e >= 0, across[np.clip(lo_e, 0, k - 1)], -np.inf)
+    if lumen is not None:
+        # Inside the lumen: the valley near its axis, and the second hump ending within its edge (a neighbour runs
+        # on beyond it, even when the axis is a few px off towards it).
+        axis, radius = lumen
+        reach = HUMP_REACH * radius + 1.0
+        with np.errstate(invalid="ignore"):
+            inner_hi = (hi - axis < INNER_VALLEY * radius) & (hi_end - axis <= reach)
+            inner_lo = (axis - lo < INNER_VALLEY * radius) & (axis - lo_end <= reach)
+        hi, hi_v = np.where(inner_hi, np.inf, hi), np.where(inner_hi, np.nan, hi_v)
+        lo, lo_v = np.where(inner_lo, -np.inf, lo), np.where(inner_lo, np.nan, lo_v)
+    with np.errstate(invalid="ignore"):
+        crowded = np.nan_to_num(np.fmax(lo_v, hi_v), nan=-np.inf) > np.maximum(CROWDED * height, RISE_SD * sd)
+    return (lo, hi), crowded
+
+
+def _edges(p: np.ndarray, across: np.ndarray, centre: np.ndarray, search: np.ndarray, height: np.ndarray,
+           limits: tuple[np.ndarray, np.ndarray] | None = None):
+    """Sub-pixel half-height crossings left and right of the column's top near ``centre`` (NaN if none before
+    ``limits``, where neighbouring columns begin)."""
     m, k = p.shape
     idx = np.arange(k)[None, :]
-    near = np.abs(across[None, :] - centre[:, None]) <= search[:, None]
-    top = np.argmax(np.where(near, np.nan_to_num(p, nan=-np.inf), -np.inf), axis=1)
+    top = _top(p, across, centre, search)
     level = 0.5 * height
     below = ~(p >= level[:, None])                     # NaN counts as below: the column ends there
+    if limits is not None:
+        inside = (across[None, :] >= limits[0][:, None]) & (across[None, :] <= limits[1][:, None])
+        below &= inside
     jl = np.where(below & (idx < top[:, None]), idx, -1).max(axis=1)
     jr = np.where(below & (idx > top[:, None]), idx, k).min(axis=1)
     ok = (jl >= 0) & (jr < k)
@@ -191,28 +289,37 @@ def measure_lumen(image: np.ndarray, stations: Stations, max_diameter: float, al
     d_max = float(max_diameter)
     prof, across = _wide_profiles(image, stations, d_max, along)
     m = prof.shape[0]
-    # First pass: background from the outer bands, the column's top within a third of d_max, its edges.
+    # First pass: background from the outer bands, the column's top within a third of d_max, its edges before
+    # any neighbouring column.
     lo0 = np.full(m, -0.6 * d_max)
     p = prof - _background(prof, across, lo0, -lo0)
     centre = np.zeros(m)
     search = np.full(m, max(2.0, d_max / 3.0))
     with np.errstate(invalid="ignore"), _quiet():
         sm = np.nanmax(_smooth_across(p)[:, np.abs(across) <= search[0]], axis=1)
-    left, right = _edges(p, across, centre, search, sm)
+    sd = _sample_sd(_smooth_across(prof[::16]))
+    limits, crowded = _valleys(p, across, _top(p, across, centre, search), sm, sd)
+    left, right = _edges(p, across, centre, search, sm, limits)
     width = (right - left) / HALF_WIDTH_FACTOR
+    height = sm
+    spacing = float(np.median(np.diff(stations.s))) if len(stations.s) > 1 else 1.0
+    # The lumen expected along the vessel from the stations the first pass saw alone (no valley up the column).
+    lumen = _expected_lumen(np.where(crowded, np.nan, width), 0.5 * (left + right), max(spacing, 0.1))
     # Two refinements: background beside this column's own edges, an unbiased height, edges again.
     for _ in range(2):
         centre = np.where(np.isfinite(left), 0.5 * (left + right), 0.0)
         w = np.where(np.isfinite(width), width, d_max)
-        p = prof - _background(prof, across, centre - w / 2, centre + w / 2)
+        limits, crowded = _valleys(p, across, _top(p, across, centre, np.maximum(1.0, 0.25 * w)), height, sd,
+                                   lumen)
+        p = prof - _background(prof, across, centre - w / 2, centre + w / 2, limits)
         height = _height(p, across, centre, PEAK_CORE * w / 2)
-        left, right = _edges(p, across, centre, np.maximum(1.0, 0.25 * w), height)
+        left, right = _edges(p, across, centre, np.maximum(1.0, 0.25 * w), height, limits)
         width = (right - left) / HALF_WIDTH_FACTOR
     centre = 0.5 * (left + right)
-    ok = np.isfinite(width) & (width > 0)
+    ok = np.isfinite(width) & (width > 0) & ~crowded
     width = np.where(ok, width + 10.0 * BLUR_VAR_PX2 / np.where(ok, width, 1.0), np.nan)
     g = _gap(np.where(ok, width, 0.0))
-    inside = np.abs(across[None, :] - np.nan_to_num(centre)[:, None]) <= (np.nan_to_num(width) / 2 + g)[:, None]
+    inside = _window(across, np.nan_to_num(centre), np.nan_to_num(width) / 2 + g, limits)
     span = np.where(inside, p, 0.0)
     integral = np.where(ok & ~np.any(inside & ~np.isfinite(p), axis=1), span.sum(axis=1) * ACROSS_STEP_PX, np.nan)
     noise = _noise(p, across, centre, width)
@@ -224,14 +331,40 @@ def measure_lumen(image: np.ndarray, stations: Stations, max_diameter: float, al
         with np.errstate(invalid="ignore", divide="ignore"), _quiet():
             near = np.where(ok, np.nanmax(np.where(outside, _smooth_across(p), np.nan), axis=1) / height, nan)
     return Lumen(np.where(ok, integral, nan), np.where(ok, width, nan), np.where(ok, centre, nan),
-                 np.where(ok, height, nan), noise, near)
+                 np.where(ok, height, nan), noise, near, crowded)
+
+
+def _expected_lumen(width: np.ndarray, centre: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """(axis, radius) of the lumen expected at each station from the first pass along the vessel: the running
+    median of the columns' middles, and the upper envelope of their widths (a closing over CLOSING_LENGTHS
+    diameters, as run_reference: a thrombus dividing the column, or narrowing it, is bridged). With too few
+    stations seen alone, radius 0: every valley is a neighbour's (the station left out, never a lumen merged
+    with another)."""
+    ok = np.isfinite(width) & np.isfinite(centre)
+    if ok.sum() < 3:
+        return np.zeros(width.shape), np.zeros(width.shape)
+    d = float(np.median(width[ok]))
+    half = max(1, int(round(d / (2 * spacing))))
+    axis = np.nan_to_num(running_median(np.where(ok, centre, np.nan), half), nan=0.0)
+    smooth = running_median(np.where(ok, width, np.nan), half)
+    env = _closing(smooth, max(1, int(round(CLOSING_LENGTHS * d / (2 * spacing)))))
+    return axis, np.nan_to_num(env, nan=d) / 2
+
+
+def _window(across: np.ndarray, centre: np.ndarray, half: np.ndarray,
+            limits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(M, K) the samples within ``half`` of ``centre`` and between the neighbouring columns' ``limits``."""
+    a = across[None, :]
+    return ((np.abs(a - centre[:, None]) <= half[:, None]) & (a >= limits[0][:, None])
+            & (a <= limits[1][:, None]))
 
 
 def _smooth_across(p: np.ndarray) -> np.ndarray:
     """A 5-sample (2 px) moving mean across: the first top search sees the column, not one noisy sample."""
     pad = np.pad(np.nan_to_num(p), ((0, 0), (2, 2)), mode="edge")
-    out = np.lib.stride_tricks.sliding_window_view(pad, 5, axis=1).mean(axis=2)
-    return np.where(np.isfinite(p), out, np.nan)
+    k = p.shape[1]
+    out = pad[:, 0:k] + pad[:, 1:k + 1] + pad[:, 2:k + 2] + pad[:, 3:k + 3] + pad[:, 4:k + 4]   # 5 slices: cheap
+    return np.where(np.isfinite(p), out / 5, np.nan)
 
 
 def _noise(p: np.ndarray, across: np.ndarray, centre: np.ndarray, width: np.ndarray) -> float:
@@ -330,18 +463,29 @@ def run_reference(width: np.ndarray, s: np.ndarray, spacing: float, exclude: np.
 
 
 def integral_at(image: np.ndarray, stations: Stations, centre: np.ndarray, width: np.ndarray,
-                along: np.ndarray | None = None) -> np.ndarray:
-    """Integrated opacity over the window a lumen of ``width`` centred at ``centre`` would fill (plus the margin),
-    background beside it: where a run shows no column at all (an occlusion), what fills the reference lumen."""
+                along: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(integrated opacity over the window a lumen of ``width`` centred at ``centre`` would fill (plus the margin),
+    background beside it: where a run shows no column at all (an occlusion), what fills the reference lumen;
+    the stations where another vessel's column overlaps that lumen, NaN in the first)."""
     if len(stations.s) == 0:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0, dtype=bool)
     d_max = float(np.nanmax(width)) if np.isfinite(width).any() else 1.0
     prof, across = _wide_profiles(image, stations, d_max, along)
     w = np.nan_to_num(width, nan=d_max)
     p = prof - _background(prof, across, centre - w / 2, centre + w / 2)
-    inside = np.abs(across[None, :] - centre[:, None]) <= (w / 2 + _gap(w))[:, None]
-    bad = np.any(inside & ~np.isfinite(p), axis=1)
-    return np.where(bad, np.nan, np.where(inside, p, 0.0).sum(axis=1) * ACROSS_STEP_PX)
+    # Neighbouring columns found from the lumen's middle outwards (a run with no column there: from wherever the
+    # profile is highest near it), then the background and the window kept off them.
+    with np.errstate(invalid="ignore"), _quiet():
+        top = _top(p, across, centre, np.maximum(1.0, 0.25 * w))
+        height = _height(p, across, centre, PEAK_CORE * w / 2)
+    limits, crowded = _valleys(p, across, top, height, _sample_sd(_smooth_across(prof[::16])), (centre, w / 2))
+    p = prof - _background(prof, across, centre - w / 2, centre + w / 2, limits)
+    inside = _window(across, centre, w / 2 + _gap(w), limits)
+    # ... and where a neighbour begins within the lumen's own edges, the lumen is not all there to integrate.
+    r = HALF_WIDTH_FACTOR * w / 2
+    crowded |= (limits[0] > centre - r) | (limits[1] < centre + r)
+    bad = np.any(inside & ~np.isfinite(p), axis=1) | crowded
+    return np.where(bad, np.nan, np.where(inside, p, 0.0).sum(axis=1) * ACROSS_STEP_PX), crowded
 
 
 def _wide_profiles(image: np.ndarray, stations, d_max: float, along) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ from core.analysis.lumen import running_mean
 
 MIN_PATENT = 8                 # patent stations a run needs to read its own density
 OUTLIER_SD = 3.0
+HIGH_FRACTION = 0.3            # a station this far above the line: another vessel's contrast over the lumen
 
 
 def density_line(s: np.ndarray, density: np.ndarray, patent: np.ndarray) -> tuple[float, float] | None:
@@ -31,9 +32,13 @@ def density_line(s: np.ndarray, density: np.ndarray, patent: np.ndarray) -> tupl
     x, y = s[use], density[use]
     centre = float(np.mean(x))
     # Noise from the station-to-station scatter (robust to any share of thrombosed stations); the first fit on
-    # the upper half, since thrombus only ever lowers a station's density.
+    # the upper half, since thrombus only ever lowers a station's density. Another vessel superimposed on the
+    # lumen raises it (twice the density where a paired vein lies exactly over it): stations far above the upper
+    # half's median, or later the line, are not the lumen's density.
     sd = 1.4826 * float(np.median(np.abs(np.diff(y)))) / math.sqrt(2.0) + 1e-12
-    keep = y >= np.median(y)
+    upper = y >= np.median(y)
+    top = float(np.median(y[upper]))
+    keep = upper & (y - top < max(OUTLIER_SD * sd, HIGH_FRACTION * top))
     c0, c1 = float(np.median(y)), 0.0
     for it in range(5):
         xs, ys = x[keep] - centre, y[keep]
@@ -42,7 +47,8 @@ def density_line(s: np.ndarray, density: np.ndarray, patent: np.ndarray) -> tupl
         else:
             c0, c1 = float(np.mean(ys)), 0.0
         r = y - (c0 + c1 * (x - centre))
-        new = (r > -OUTLIER_SD * sd) if it < 2 else (np.abs(r) < OUTLIER_SD * sd)
+        high = max(OUTLIER_SD * sd, HIGH_FRACTION * c0)
+        new = ((r > -OUTLIER_SD * sd) & (r < high)) if it < 2 else (np.abs(r) < OUTLIER_SD * sd)
         if new.sum() < MIN_PATENT or np.array_equal(new, keep):
             break
         keep = new

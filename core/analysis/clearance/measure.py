@@ -113,7 +113,15 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
             r.axis = np.where(np.isfinite(axis), axis + off, 0.0)
             r.full = r.patent & round_column(r.lumen.centre - off, r.lumen.width, axis)
         # Pooled between runs only once the reference is settled: the first lines find each run's own low stations.
-        _densities(runs, pool=it == 1)
+        try:
+            _densities(runs, pool=it == 1)
+        except ValueError as exc:
+            # Say why when another vessel over the lumen is what left no column to read.
+            share = float(np.any(np.vstack([r.lumen.crowded for r in runs]), axis=0).mean())
+            if share > safeguards.MAX_OVERFILLED_SHARE / 2:
+                raise ValueError(f"{exc}: another vessel's contrast column overlaps the lumen over {share * 100:.0f}% "
+                                 "of the vessel") from exc
+            raise
         if it == 0:
             for r in runs:
                 low = dens.low_density(stations.s, r.lumen.density, r.line, _half(r))
@@ -140,13 +148,23 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
     if beyond.any():
         notes.append(f"{beyond.mean() * 100:.0f}% of the vessel left out: more contrast there than its reference "
                      "lumen holds (a branch's junction or a tributary beside it)")
+    # Stations where another vessel's column overlaps the lumen on some run: no lumen measured there (lumen.py).
+    crowded = np.any(np.vstack([r.crowded for r in runs]), axis=0) & ~beyond
+    if crowded.any():
+        notes.append(f"{crowded.mean() * 100:.0f}% of the vessel left out: another vessel's contrast column overlaps "
+                     "the lumen there (a paired vein or a tributary alongside)")
 
     entries, pairs = [], []
     for k, run in enumerate(runs[1:], start=1):
         used = np.isfinite(fills[0]) & np.isfinite(fills[k]) & np.isfinite(ref_area) & ~beyond
+        few = None
         if used.sum() < MIN_STATIONS:
-            raise ValueError(f"only {int(used.sum())} stations measured in both runs (need {MIN_STATIONS}): "
-                             "the centreline is outside the field or under an overlay")
+            if not (beyond | crowded).any():
+                raise ValueError(f"only {int(used.sum())} stations measured in both runs (need {MIN_STATIONS}): "
+                                 "the centreline is outside the field or under an overlay")
+            # Other vessels over the rest: a result for the record, not graded.
+            few = (f"only {int(used.sum())} stations measured in both runs (need {MIN_STATIONS}): other vessels' "
+                   "contrast over the rest")
         name = "post" if len(runs) == 2 else f"post {k}"
         device_warning, device_note = _device_outcome(devices[k - 1], used, name, runs[0].device & run.device)
         if device_note:
@@ -158,8 +176,9 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         beside = safeguards.vessel_beside_warning(runs[0].lumen.beside, used) if centerline is None else None
         warnings = [w for w in (safeguards.registration_warning(run.reg.score), beside,
                                 safeguards.path_warning(run.lumen.centre, d_ref, used),
-                                safeguards.reference_warning(trusted, used), safeguards.overfilled_warning(beyond),
-                                device_warning, path_doubt) if w]
+                                safeguards.reference_warning(trusted, used),
+                                safeguards.overfilled_warning(beyond | crowded),
+                                device_warning, path_doubt, few) if w]
         for name, r in (("baseline", runs[0]), (f"post {k}", run)):
             if r.borrowed:
                 warnings.append(f"the {name} run shows no round contrast column to read its contrast density from")

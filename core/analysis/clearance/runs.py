@@ -30,14 +30,17 @@ class _Run:
         self.axis = np.zeros(len(stations.s))   # the vein's axis in this run's profiles (offset along the normal)
         self.borrowed = False       # density line taken unscaled from another run (none of its own)
         self.device = np.zeros(len(stations.s), dtype=bool)   # stations where this run holds a device
+        self.crowded = self.lumen.crowded       # stations where another vessel's column overlaps the lumen
 
     def integrate(self, d_ref: np.ndarray) -> None:
         """The filled cross-section's integral over the whole reference lumen on the vein's axis, background
         beside it: a column cut on one side (or absent: an occlusion) is integrated where the lumen is, not
         where its remains are, so the background bands never touch the lumen's own edge."""
         st = self.stations
-        whole = integral_at(self.peak, st, self.axis, d_ref)
-        self.integral = np.where(np.isfinite(whole), whole, self.integral)
+        whole, crowded = integral_at(self.peak, st, self.axis, d_ref)
+        # Another vessel's column over the lumen (found either way): no integral there, never a thrombus.
+        self.crowded = self.lumen.crowded | crowded
+        self.integral = np.where(self.crowded, np.nan, np.where(np.isfinite(whole), whole, self.integral))
 
 
 def register_runs(base, peak, mask0=None, mask1=None) -> Registration:

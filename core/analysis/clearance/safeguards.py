@@ -12,7 +12,7 @@ OFF_PATH_SHARE = 0.25         # share of stations whose column is off the baseli
 OFF_PATH_RADII = 0.7          # "off the path": the column's middle this many reference radii away
 BESIDE_HEIGHT = 0.3           # contrast beside the column, as a share of its height: another vessel
 BESIDE_SHARE = 0.2            # ... over this share of an automatic centreline's stations
-MAX_OVERFILLED_SHARE = 0.4    # share of the vessel left out for holding another vessel's contrast
+MAX_OVERFILLED_SHARE = 0.4    # share of the vessel left out for another vessel's contrast over or beside it
 MIN_TRUSTED_SHARE = 0.3       # share of stations whose reference some run showed patent (not bridged)
 FAINT_SNR = 4.0               # patent column height over the profile noise sd
 CLIPPED_FILL = 0.93           # integral / (height x width): 0.79 for a round lumen, ~1 for a flat (clipped) top
@@ -54,12 +54,13 @@ def vessel_beside_warning(beside: np.ndarray | None, used: np.ndarray) -> str | 
 
 
 def overfilled_warning(overfilled: np.ndarray) -> str | None:
-    """Much of the vessel holds more contrast than its lumen can: the burden rests on what is left, beside
-    other vessels (confluences, collaterals) the centreline may not follow."""
+    """Much of the vessel holds more contrast than its lumen can, or lies under another vessel's column (no lumen
+    measured there): the burden rests on what is left, beside other vessels (confluences, collaterals, a paired
+    vein) the centreline may not follow."""
     share = float(overfilled.mean()) if overfilled.size else 0.0
     if share > MAX_OVERFILLED_SHARE:
-        return (f"{share * 100:.0f}% of the vessel holds more contrast than its lumen can (other vessels over it): "
-                "the burden rests on too little of it")
+        return (f"{share * 100:.0f}% of the vessel holds more contrast than its lumen can or lies under another "
+                "vessel's column (other vessels over or beside it): the burden rests on too little of it")
     return None
 
 
