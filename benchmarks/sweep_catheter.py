@@ -67,7 +67,7 @@ def measure(outer, wall, blur, seed, with_range=False, **kw) -> float | str:
     except ValueError as exc:
         return str(exc)
     err = 100.0 * (fit.width_px / outer - 1.0)
-    lo, hi = fit.width_range_px
+    lo, hi = getattr(fit, "width_range_px", (math.nan, math.nan))
     return (err, lo <= outer <= hi) if with_range else err
 
 

@@ -1,18 +1,19 @@
 """A catheter's outer width from its attenuation profile, whatever the blur: a fit of the projected tube.
 
 A tube of outer radius R and inner radius r = q R projects to the chord ``2 sqrt(R^2 - x^2) - 2 sqrt(r^2 - x^2)``
-across it; the detector, the pixel area and the sampling blur that (modelled as one Gaussian of sd ``sigma``).
-No fixed edge rule is right at every blur: the steepest slope of a blurred chord sits inside the true edge by
-an amount that grows with the blur and shrinks with the wall's nearness (the inner wall's opposite slope pulls
-it back out). So the blur is measured rather than assumed: R, q, sigma and the centre are fitted to the mean
-profile of the stations (each aligned on its own centre), amplitude and offset by least squares, on a grid
-refined by simplex searches. The outer width is 2 R.
+across it (a lumen holding contrast adds some of the inner chord back: empty to as dense as the wall). The
+detector blurs that (one Gaussian of sd ``sigma``), the pixel averages it over its area, and the stations'
+profiles sample the pixels bilinearly; ``bilinear_sampler`` gives that last step exactly, station by station (a
+catheter along a row of pixels meets the grid at one phase only, so no phase average). R, q, sigma are fitted
+to the mean profile of the stations, amplitudes and offset by least squares, on a grid refined by simplex
+searches. The outer width is 2 R.
 
-Measured on analytic tubes (tests/test_catheter_blur.py): within 1% for walls of a quarter of the width or
-more up to 0.5 px blur, within 3% for thick walls up to 1.5 px (the steepest-slope rule with a fixed +0.35 px
-it replaces was 2-10% narrow there). Limit: a thin wall under blur is nearly the same profile as a thinner
-tube with a thicker wall; a 6 px tube with a 1 px wall at 0.5-1 px blur reads up to 13% off (the old rule
-+5-10%), and the phantom's catheters (6 px, 1.2 px wall) within 2.2% (the old rule 2.1%).
+Limit, measured (benchmarks/sweep_catheter.py, docs/catheter-calibration.md): a wall the blur and the pixels do
+not resolve shows only its mid-wall ring and its mass, so a thinner wall with more blur (or none) fits as well
+and the outer width along that valley is not in the profile: +-10-20% at the noise of a mask for a 6 px tube
+with a 1 px wall. Given the noise, the fit takes the least blur the profile allows there (the phantom's
+unblurred catheters: within 6% where the best fit wandered to -15%), and ``width_range_px`` says how wide the
+valley is.
 """
 from __future__ import annotations
 
