@@ -27,7 +27,6 @@ Q_STEPS = np.linspace(0.0, 0.9, 10)      # inner / outer radius: solid to thin-w
 SIGMA_STEPS = np.linspace(0.0, 2.5, 11)  # detector blur sd (px)
 FINE_PX = 0.05                           # the model's grid
 REFINE_STARTS = 3                        # simplex searches from the grid's best radii
-EMPTY_ONLY = False
 LUMEN_MAX = 1.0                          # the lumen's attenuation per px at most this many times the wall's
 BLUR_STEP = 0.1                          # px: the least-blur scan's step
 Z2_BLUR = 1.0                            # misfit rise (noise variances) the least-blur choice may take
@@ -49,17 +48,17 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
              sampler: tuple[np.ndarray, np.ndarray] | None = None, blur_px: float | None = None,
              with_range: bool = False) -> TubeFit:
     """The tube best matching ``profile`` (attenuation, background removed, sampled at ``across`` offsets
-    along ``normal``, symmetric about 0 where the catheter's centre is). The pixel's area and the bilinear
-    sampling along ``normal`` are modelled exactly (their kernels projected on it); the rest of the blur is a
-    Gaussian. The wall's and the lumen's attenuations are free (an empty lumen, or one holding contrast up to
-    denser than the wall): linear least squares with the lumen's >= 0. Every (radius, wall, blur) on a grid
-    is tried (no local minimum to fall in), then simplex searches from the grid's best radii find the bottom.
+    along ``normal``, symmetric about 0 where the catheter's centre is). The pixel's area is modelled exactly
+    (its kernel projected on ``normal``); the rest of the blur is a Gaussian (``blur_px``: fixed, else fitted).
+    The wall's and the lumen's attenuations are free (the lumen empty up to as dense as the wall: linear least
+    squares on those bounds). Every (radius, wall, blur) on a grid is tried (no local minimum to fall in), then
+    simplex searches from the grid's best radii find the bottom.
 
     ``noise_var``: the variance a smooth one-parameter change of the profile's shape is measured with (the mean
-    profile's per-sample variance times its correlation length in samples). Given, ``width_range_px`` holds
-    every outer width whose best fit (wall and blur free) is within ``Z2`` such variances of the best (more
-    when the best misfits by more than the noise): thin walls under blur trade against thicker walls under
-    less blur along a valley this measures rather than hides.
+    profile's per-sample variance times its correlation length in samples). Given, the least blur within
+    ``Z2_BLUR`` such variances of the best fit is taken (``_least_blur``), and ``with_range`` adds
+    ``width_range_px``: every outer width whose best fit (wall and blur free) is within ``Z2`` of them (more
+    when the best misfits by more than the noise).
 
     ``sampler``: (fine grid, (N, F) weights) from ``bilinear_sampler``, the exact map from the tube's
     pixel-averaged profile on the fine grid to the measured samples (any angle, any phase on the pixel grid);
@@ -190,8 +189,8 @@ def _misfit(outer: np.ndarray, inner: np.ndarray, pc: np.ndarray, pp: float) -> 
     safe = np.where(ok, det, 1.0)
     a = (nn * op - on * np_) / safe
     b = (oo * np_ - on * op) / safe
-    best = np.where(ok & (not EMPTY_ONLY) & (a >= 0) & (a + b >= 0) & (a + b <= LUMEN_MAX * a), pp - (a * op + b * np_), np.inf)
-    for k in (-1.0, LUMEN_MAX - 1.0) if not EMPTY_ONLY else (-1.0,):      # b = k a: one column o + k n
+    best = np.where(ok & (a >= 0) & (a + b >= 0) & (a + b <= LUMEN_MAX * a), pp - (a * op + b * np_), np.inf)
+    for k in (-1.0, LUMEN_MAX - 1.0):                       # on an edge b = k a: the one column o + k n
         hh = oo + 2 * k * on + k * k * nn
         hp = op + k * np_
         best = np.minimum(best, np.where((hp > 0) & (hh > 0), pp - hp * hp / np.where(hh > 0, hh, 1.0), pp))
