@@ -15,14 +15,15 @@ marked by two points along it, the DICOM file's own spacing; otherwise None (pix
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from core.analysis.catheter_fit import fit_tube
-from core.analysis.vessel import make_stations, sample_profiles
+from core.analysis.catheter_fit import TubeFit, bilinear_sampler, fine_grid, fit_tube
+from core.analysis.vessel import Stations, make_stations, sample_profiles
 
-__all__ = ["dicom_mm_per_px", "catheter_width_px", "parse_catheter", "catheter_mm_per_px", "MAX_CATHETER_PX"]
+__all__ = ["dicom_mm_per_px", "catheter_width_px", "catheter_fit", "parse_catheter", "catheter_mm_per_px", "MAX_CATHETER_PX"]
 
 ACROSS_STEP_PX = 0.25
 MAX_CATHETER_PX = 40.0       # widest catheter the profile window looks for (px)
@@ -30,6 +31,9 @@ MIN_SNR = 6.0                # the catheter's wall stands this many noise sd abo
 MIN_LENGTH_PX = 8.0          # the two points must be this far apart
 STEADY_FRACTION = 0.2        # a catheter's width varies along it by less than this (robust sd / width)
 MIN_FRENCH, MAX_FRENCH = 3.0, 30.0
+BLOCKS = 8                   # contiguous blocks of stations whose scatter measures the mean profile's noise
+ALONG_PX = np.array([-0.25, 0.25])   # each station's profile: the mean of two lines this far along it
+CORRELATION_PX = 2.0         # across the catheter, samples this close share noise (bilinear, pixel)
 
 
 def parse_catheter(text: str) -> np.ndarray:
@@ -52,6 +56,12 @@ def parse_catheter(text: str) -> np.ndarray:
 def catheter_width_px(mask: np.ndarray, points: np.ndarray) -> float:
     """Outer width (px) of the catheter lying between ``points`` in ``mask`` (log units: lower = more
     attenuating). ValueError when the points are outside the image or not on a catheter."""
+    return catheter_fit(mask, points).width_px
+
+
+def catheter_fit(mask: np.ndarray, points: np.ndarray, with_range: bool = False) -> TubeFit:
+    """The tube fitted to the catheter between ``points`` (catheter_width_px); ``with_range``: with the range
+    of outer widths its profile fits within the noise (TubeFit.width_range_px; slower)."""
     img = np.asarray(mask, dtype=np.float32)
     pts = np.asarray(points, dtype=float)
     h, w = img.shape
@@ -63,8 +73,10 @@ def catheter_width_px(mask: np.ndarray, points: np.ndarray) -> float:
     st = make_stations(pts, 1.0, smooth_px=0.0)
     half = MAX_CATHETER_PX / 2 + 6.0
     across = np.arange(-half, half + 1e-9, ACROSS_STEP_PX)
-    prof = -sample_profiles(img, st, across, np.array([-0.25, 0.25]))
-    prof = prof[np.all(np.isfinite(prof), axis=1)]
+    prof = -sample_profiles(img, st, across, ALONG_PX)
+    finite = np.all(np.isfinite(prof), axis=1)
+    prof = prof[finite]
+    st = replace(st, xy=st.xy[finite], normal=st.normal[finite], tangent=st.tangent[finite], s=st.s[finite])
     if len(prof) < 4:
         raise ValueError("catheter points are not on a catheter (the segment between them is not measured)")
     outer = np.abs(across) >= half - 6.0
@@ -100,20 +112,44 @@ def catheter_width_px(mask: np.ndarray, points: np.ndarray) -> float:
     spread = 1.4826 * float(np.median(np.abs(np.asarray(widths) - np.median(widths))))
     if not (1.0 <= width <= MAX_CATHETER_PX) or spread > STEADY_FRACTION * width:
         raise ValueError("catheter points are not on a catheter (no steady width between them)")
-    return catheter_fit_width(across, prof, np.asarray(centres), width, st.normal[0])
+    return catheter_fit_width(across, prof, np.asarray(centres), width, st, with_range)
 
 
 def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray, width: float,
-                       normal: np.ndarray) -> float:
-    """The fitted outer width of the stations' profiles ``prof``, each moved onto the straight line through
-    their edge midpoints ``centres`` (a catheter is straight over a few tens of px) and averaged."""
+                       stations: Stations, with_range: bool = False) -> TubeFit:
+    """The tube fitted to the stations' profiles ``prof``, each moved onto the straight line through their edge
+    midpoints ``centres`` (a catheter is straight over a few tens of px) and averaged; the model samples the
+    tube exactly as those profiles sampled the image (core.analysis.catheter_fit.bilinear_sampler).
+    ``with_range``: also the outer widths the profile cannot tell apart at the noise measured along it."""
     k = np.arange(len(centres), dtype=float)
     line = np.polyval(np.polyfit(k, centres, 1), k)
     keep = np.abs(centres - line) <= max(1.0, 3.0 * 1.4826 * float(np.median(np.abs(centres - line))))
-    mean = np.mean([np.interp(across + c, across, p) for c, p in zip(line[keep], prof[keep])], axis=0)
     window = np.abs(across) <= 0.8 * width + 4.0
-    fit = fit_tube(across[window], mean[window], width, (float(normal[0]), float(normal[1])))
-    return fit.width_px
+    line = line[keep]
+    aligned = np.array([np.interp(across + c, across, p) for c, p in zip(line, prof[keep])])
+    fine = fine_grid(across[window], width)
+    sampler = bilinear_sampler(fine, across[window], stations.xy[keep], stations.normal[keep],
+                               stations.tangent[keep], line, ALONG_PX, across)
+    normal = stations.normal[0]
+    return fit_tube(across[window], aligned.mean(axis=0)[window], width, (float(normal[0]), float(normal[1])),
+                    noise_var=_mean_profile_noise(aligned[:, window]), sampler=(fine, sampler), with_range=with_range)
+
+
+def _mean_profile_noise(aligned: np.ndarray) -> float:
+    """Variance of a smooth change measured on the stations' mean profile: the per-sample variance of the
+    mean, from the scatter of contiguous blocks of stations (neighbours share pixels; blocks barely do, and a
+    misalignment or a kink counts as the noise it is), times the correlation length across the samples."""
+    m = len(aligned)
+    blocks = max(2, min(BLOCKS, m // 3))
+    means = np.array([b.mean(axis=0) for b in np.array_split(aligned, blocks)])
+    dev = means - means.mean(axis=0)
+    var = float((dev * dev).sum()) / (blocks - 1) / dev.shape[1]        # per sample, one block's mean
+    if var <= 0:
+        return 0.0
+    lags = int(round(CORRELATION_PX / ACROSS_STEP_PX))
+    rho = [float((dev[:, :-j] * dev[:, j:]).sum() / (dev[:, :-j] * dev[:, :-j]).sum())
+           for j in range(1, lags + 1)]
+    return var / blocks * max(1.0, 1.0 + 2.0 * sum(rho))
 
 
 def _smooth(p: np.ndarray, half: int) -> np.ndarray:
