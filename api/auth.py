@@ -16,6 +16,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from core.store.durable import fsync_dir
+
 TOKEN_FILE = "api-token"
 _MIN_LEN = 32  # token_urlsafe(32) gives 43 characters; anything much shorter was not written by us
 
@@ -45,7 +47,7 @@ def ensure_token(data_dir: Path | str) -> tuple[str, bool]:
             return _read(path), False  # another process won the race; its token is the token
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(data_dir)
+    fsync_dir(data_dir)
     return token, True
 
 
@@ -60,20 +62,6 @@ def _read(path: Path) -> str:
     if len(token) < _MIN_LEN or not token.isprintable() or " " in token:
         raise ValueError(f"API token {path} is empty or malformed; delete it and restart to generate a new one")
     return token
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The new directory entry survives a power cut only once the directory itself is synced.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 _bearer = HTTPBearer(auto_error=False, description="The token from `<data_dir>/api-token`.")

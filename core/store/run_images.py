@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.store.durable import fsync_dir
+
 log = logging.getLogger("cathlab.storage")
 
 _SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")   # ids are generated (uuid hex, <session>-<n>): nothing else is a file
@@ -54,7 +56,7 @@ class RunImages:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             self._failed(f"run image {run_id} not kept: {exc.strerror or exc}")
             try:
@@ -142,17 +144,3 @@ def _check(name: str) -> str:
     if not isinstance(name, str) or not _SAFE.match(name):
         raise ValueError(f"not a generated id: {name!r}")
     return name
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename itself is durable only once the directory is synced.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
