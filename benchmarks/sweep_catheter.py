@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from tests.test_catheter_blur import _gauss  # the tests' blur, one copy
+
 try:
     from core.analysis.calibration import catheter_fit
 except ImportError:     # an older tree (the "before" column): the width alone
@@ -23,15 +25,6 @@ except ImportError:     # an older tree (the "before" column): the width alone
 SUB = int(__import__("os").environ.get("SUB", 8))
 MU_WALL = 0.12          # ln attenuation per px of wall (the phantom's Device.mu_px)
 DISPLAY_STEP = 1 / 70   # ln units per 8-bit display level (the phantom's display gain)
-
-
-def _gauss(img: np.ndarray, sd: float, axis: int) -> np.ndarray:
-    r = int(math.ceil(4 * sd))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sd) ** 2)
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (r, r)
-    return np.apply_along_axis(lambda v: np.convolve(v, k / k.sum(), mode="valid"), axis,
-                               np.pad(img, pad, mode="edge"))
 
 
 def tube_mask(outer_px: float, wall_px: float, blur_px: float, seed: int, angle_deg: float | None = None,
