@@ -111,7 +111,8 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
             wide = r.patent & np.isfinite(d_run) & (r.lumen.width >= 0.96 * d_run) & np.isfinite(axis)
             off = float(np.median((r.lumen.centre - axis)[wide])) if wide.sum() >= MIN_STATIONS else 0.0
             r.axis = np.where(np.isfinite(axis), axis + off, 0.0)
-            r.full = r.patent & round_column(r.lumen.centre - off, r.lumen.width, axis)
+            r.round = round_column(r.lumen.centre - off, r.lumen.width, axis)
+            r.full = r.patent & r.round
         # Pooled between runs only once the reference is settled: the first lines find each run's own low stations.
         try:
             _densities(runs, pool=it == 1)
@@ -154,6 +155,9 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         notes.append(f"{crowded.mean() * 100:.0f}% of the vessel left out: another vessel's contrast column overlaps "
                      "the lumen there (a paired vein or a tributary alongside)")
 
+    # The baseline's round columns of even density: where a later run's density is compared with it.
+    base_even = runs[0].full & ~dens.low_density(stations.s, runs[0].lumen.density, runs[0].line, _half(runs[0]))
+
     entries, pairs = [], []
     for k, run in enumerate(runs[1:], start=1):
         used = np.isfinite(fills[0]) & np.isfinite(fills[k]) & np.isfinite(ref_area) & ~beyond
@@ -178,7 +182,10 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
                                 safeguards.path_warning(run.lumen.centre, d_ref, used),
                                 safeguards.reference_warning(trusted, used),
                                 safeguards.overfilled_warning(beyond | crowded),
-                                device_warning, path_doubt, few) if w]
+                                device_warning, path_doubt, few,
+                                safeguards.density_drop_warning(name, run.lumen.density, runs[0].lumen.density,
+                                                                base_even & run.round & used, used, _half(run)))
+                    if w]
         for name, r in (("baseline", runs[0]), (f"post {k}", run)):
             if r.borrowed:
                 warnings.append(f"the {name} run shows no round contrast column to read its contrast density from")

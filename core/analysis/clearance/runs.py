@@ -29,6 +29,7 @@ class _Run:
         self.line = None
         self.axis = np.zeros(len(stations.s))   # the vein's axis in this run's profiles (offset along the normal)
         self.borrowed = False       # density line taken unscaled from another run (none of its own)
+        self.round = np.zeros(len(stations.s), dtype=bool)   # stations whose column sits round on the axis
         self.device = np.zeros(len(stations.s), dtype=bool)   # stations where this run holds a device
         self.crowded = self.lumen.crowded       # stations where another vessel's column overlaps the lumen
 
