@@ -25,7 +25,7 @@ import pytest
 
 from benchmarks.conftest import synthetic_run
 from core.analysis import kernels, kernels_ref
-from core.analysis.kernels import FrameKernel, make_tables
+from core.analysis.kernels import FrameKernel
 
 SIZES = {
     "1024x1024-u16": ((1024, 1024), np.uint16, "lin", 12),

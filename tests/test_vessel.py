@@ -1,11 +1,12 @@
-"""Vessel geometry (core/analysis/vessel.py): stations, profile sampling, cylinder fit, automatic centreline."""
+"""Vessel geometry (core/analysis/vessel.py, vessel_find.py): stations, profile sampling, cylinder fit, automatic
+centreline."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.analysis.vessel import (find_vessel, fit_diameter, make_stations, parse_centerline, sample_profiles,
-                                  subtract_background)
+from core.analysis.vessel import fit_diameter, make_stations, parse_centerline, sample_profiles, subtract_background
+from core.analysis.vessel_find import find_vessel
 from tests.test_clearance import synthetic_vessel
 
 
@@ -97,7 +98,7 @@ def test_parse_centerline():
 
 @pytest.mark.parametrize("diameter", [8.0, 16.0, 30.0])
 def test_diameter_along_a_given_centreline(diameter):
-    from core.analysis.vessel import diameter_along
+    from core.analysis.vessel_find import diameter_along
 
     img, truth = synthetic_vessel(diameter=diameter, thrombi=[(0.4, 0.6, 0.6, "side")], noise=0.01, seed=4)
     assert diameter_along(img, truth["centerline"][2:-2]) == pytest.approx(diameter, rel=0.1)

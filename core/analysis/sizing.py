@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.analysis.lumen import CLOSING_LENGTHS, Lumen, measure_lumen, running_median
-from core.analysis.vessel import Stations, check_centerline, diameter_along, find_vessel, make_stations
+from core.analysis.vessel import Stations, check_centerline, make_stations
+from core.analysis.vessel_find import diameter_along, find_vessel
 
 __all__ = ["Sizing", "measure_sizing", "LESION_FRACTION", "STENT_THRESHOLD_PCT"]
 

@@ -48,7 +48,8 @@ from core.analysis.clearance.runs import (
 )
 from core.analysis.lumen import run_reference
 from core.analysis.registration import Registration
-from core.analysis.vessel import check_centerline, diameter_along, make_stations
+from core.analysis.vessel import check_centerline, make_stations
+from core.analysis.vessel_find import diameter_along
 
 # The measurement's parts live beside it (inputs, runs, reference, result); these names stay importable from here.
 __all__ = ["MAX_CENTERLINE_LENGTH_FACTOR", "MAX_CENTERLINE_POINTS", "STATION_SPACING_PX", "check_operator_centerline",

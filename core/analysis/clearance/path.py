@@ -1,6 +1,6 @@
 """The automatic centreline of a procedure's runs, and when it is in doubt.
 
-The vein is found on every run (core.analysis.vessel.find_vessel), later runs' paths moved into baseline pixels
+The vein is found on every run (core.analysis.vessel_find.find_vessel), later runs' paths moved into baseline pixels
 by their registration: a thrombus the baseline's path stopped at, the completion run shows open. Runs whose
 paths part (a collateral or a paired vein taken on one of them) make the path doubtful.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.analysis.vessel import find_vessel
+from core.analysis.vessel_find import find_vessel
 
 
 def automatic_centerline(base, posts, regs, floor):

@@ -11,7 +11,7 @@ from core.analysis.clearance.figure import render_clearance_png
 from core.analysis.clearance.grading import DEFAULT_GRADES, check_thresholds
 from core.analysis.clearance.measure import check_operator_centerline, check_peak_image, measure_runs, register_runs
 from core.analysis.registration import Registration
-from core.analysis.vessel import find_vessel
+from core.analysis.vessel_find import find_vessel
 from core.vocab import RUN_LABELS
 
 # What a later run's wider lumen can change in an earlier result.
