@@ -15,14 +15,16 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from core.analysis.calibration import catheter_mm_per_px
 from core.analysis.peak import peak_and_mask
 from core.analysis.sizing import measure_sizing
+from core.sources.phantom.features import Collateral, Device, ParallelVein
 from core.sources.phantom.render import render_run
-from core.sources.phantom.sizing_cases import make_sizing_case
+from core.sources.phantom.sizing_cases import analysed_span, make_sizing_case
 from core.sources.stacks import FrameStack
 from tests.test_catheter_blur import _gauss  # the tests' blur, one copy
 
@@ -31,14 +33,35 @@ STENOSIS_TOL = {"given": 5.0, "auto": 7.0}
 MLD_REL, LENGTH_REL, PLACE_PX, MM_TOL = 0.12, 0.35, 8.0, 0.3
 
 
+ANATOMY = ("plain", "paired vein", "collateral", "device through the lesion")
+
+
 def case_for(seed: int):
-    """Seeded scenario: stenosis, intensity, a long narrowing on every fourth seed, a catheter on every third
-    (seeds 1, 4, 7, ...: each with a narrowing to size in mm)."""
+    """Seeded scenario: stenosis, intensity, a long narrowing on every fourth seed, a catheter to calibrate on
+    every third (seeds 1, 4, 7, ...: each with a narrowing to size in mm), and what lies beside or in the vein
+    (ANATOMY, by seed // 2: a clean paired vein 2-14 px beside it, a collateral leaving and rejoining it, a
+    catheter in the lumen through the narrowing)."""
     pct = STENOSES[seed % len(STENOSES)]
     intensity = "lin" if seed % 2 == 0 else "log"
     length = 14.0 if seed % 4 == 3 and pct > 0 else None
     catheter = seed % 3 == 1
-    return make_sizing_case(seed, pct, intensity, catheter=catheter, length_diameters=length), pct, length
+    anatomy = ANATOMY[(seed // 2) % len(ANATOMY)]
+    rng = np.random.default_rng(30_000 + seed)
+    side = float(rng.choice([-1.0, 1.0]))
+    extra = {}
+    if anatomy == "paired vein":
+        extra["parallel"] = ParallelVein(offset_px=side * rng.uniform(30.0, 40.0), diameter_px=rng.uniform(10.0, 14.0))
+    elif anatomy == "collateral":
+        a = rng.uniform(0.2, 0.3)
+        extra["collateral"] = Collateral(a, a + rng.uniform(0.3, 0.4), bulge_px=side * rng.uniform(35.0, 50.0),
+                                         diameter_px=rng.uniform(6.0, 9.0))
+    case = make_sizing_case(seed, pct, intensity, catheter=catheter, length_diameters=length, **extra)
+    if anatomy == "device through the lesion" and not catheter:
+        s0, s1, total = analysed_span(case.config)
+        tip = (case.truth.lesion_s + 0.25 * (s1 - case.truth.lesion_s)) / total
+        case = replace(case, config=replace(case.config, device=Device(end=min(tip, 0.99), outer_diameter_px=
+                                                                        rng.uniform(4.5, 6.5), wall_px=1.0)))
+    return case, pct, length, anatomy
 
 
 def blurred_stack(run, intensity: str, blur: float) -> FrameStack:
@@ -79,7 +102,7 @@ def check(result: dict, truth, pct: float, length: float | None, mode: str, mm_t
 def sweep(seeds, blurs, modes, out=sys.stdout) -> list[dict]:
     rows = []
     for seed in seeds:
-        case, pct, length = case_for(seed)
+        case, pct, length, anatomy = case_for(seed)
         run = render_run(case.config)
         intensity = case.config.intensity
         for blur in blurs:
@@ -105,12 +128,12 @@ def sweep(seeds, blurs, modes, out=sys.stdout) -> list[dict]:
                               else res["mld_mm"] - case.truth.mld_px * mm_true)
                 except ValueError as exc:
                     res, miss, err, mld, mm_err = None, [f"error: {exc}"], math.nan, math.nan, None
-                row = dict(seed=seed, pct=pct, intensity=intensity, long=length is not None, blur=blur, mode=mode,
+                row = dict(seed=seed, anatomy=anatomy, pct=pct, intensity=intensity, long=length is not None, blur=blur, mode=mode,
                            stenosis_err=err, mld_err_pct=mld, mld_mm_err=mm_err, catheter_err=cal_error,
                            miss=miss, cpu_s=time.process_time() - t0)
                 rows.append(row)
                 print(f"seed {seed:2d} {pct:4.0f}% {intensity} {'long ' if row['long'] else 'short'} blur {blur:.1f} "
-                      f"{mode:5s} stenosis {err:+5.1f} mld {mld:+5.1f}%"
+                      f"{mode:5s} {anatomy[:10]:10s} stenosis {err:+5.1f} mld {mld:+5.1f}%"
                       + (f" cath {cal_error:+.1f}%" if isinstance(cal_error, float) else
                          (f" cath {cal_error}" if cal_error else ""))
                       + (f" mm {mm_err:+.2f}" if mm_err is not None else "")
