@@ -65,6 +65,18 @@ def test_data_dir(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".doctor")]   # probe cleaned up
 
 
+def test_data_dir_says_what_the_space_went_to(tmp_path):
+    """Event log (with its WAL), recordings and kept run images, each counted in MB."""
+    (tmp_path / "events.sqlite3").write_bytes(b"x" * 2**20)
+    (tmp_path / "events.sqlite3-wal").write_bytes(b"x" * 2**19)
+    (tmp_path / "recordings" / "p1").mkdir(parents=True)
+    (tmp_path / "recordings" / "p1" / "r.npy").write_bytes(b"x" * 3 * 2**20)
+    (tmp_path / "run_images" / "p1").mkdir(parents=True)
+    (tmp_path / "run_images" / "p1" / "s-1.npy").write_bytes(b"x" * 2**21)
+    detail = check_data_dir(tmp_path, 0).detail
+    assert "event log 1.5 MB" in detail and "recordings 3.0 MB" in detail and "run images 2.0 MB" in detail
+
+
 def test_token_states(tmp_path):
     path = tmp_path / "api-token"
     assert check_token(path).status == WARN

@@ -143,7 +143,28 @@ def check_data_dir(data_dir: Path, min_free_mb: int) -> Check:
     if free_mb < min_free_mb:
         return Check(name, FAIL, f"{data_dir} has {free_mb:.0f} MB free, below {min_free_mb} MB",
                      "free space, lower record_retention_mb, or move data_dir to a larger disk")
-    return Check(name, OK, f"{data_dir} writable, {free_mb:.0f} MB free")
+    return Check(name, OK, f"{data_dir} writable, {free_mb:.0f} MB free; {_usage(data_dir)}")
+
+
+USAGE_PARTS = (("event log", "events.sqlite3*"), ("recordings", "recordings"), ("run images", "run_images"))
+
+
+def _usage(data_dir: Path) -> str:
+    """What the appliance's own files take, by part: where the space went when it runs short."""
+    parts = []
+    for label, pattern in USAGE_PARTS:
+        size = sum(_tree_bytes(p) for p in data_dir.glob(pattern))
+        parts.append(f"{label} {size / 2**20:.1f} MB")
+    return "uses " + ", ".join(parts)
+
+
+def _tree_bytes(path: Path) -> int:
+    try:
+        if path.is_symlink() or not path.is_dir():
+            return path.lstat().st_size
+        return sum(_tree_bytes(p) for p in path.iterdir())
+    except OSError:      # vanished while counted (a rotation, a deleted procedure): counts nothing
+        return 0
 
 
 # -- clock -----------------------------------------------------------------------------------------------
