@@ -313,6 +313,27 @@ def test_ingester_skips_a_refused_row_and_keeps_the_rest(pg):
     ing._conn.close()
 
 
+def test_a_broker_closing_before_it_accepts_is_named_in_the_status(broker, tmp_path):
+    """The certificate listener without a client certificate drops the connection after the TLS handshake: the
+    status says so (paho's reason alone is "Unspecified error")."""
+    from core.fleet.link import FleetLink
+    from core.ops.settings import Settings
+
+    event_log = EventLog(tmp_path / "d")
+    event_log.start()
+    link = FleetLink(Settings(data_dir=tmp_path / "d", fleet_broker=broker.cert_url, fleet_ca_file=broker.ca_file,
+                              appliance_id="box1"), event_log)
+    link.start()
+    try:
+        wait_for(lambda: link.snapshot()["problem"] is not None, 10, "the problem")
+        snap = link.snapshot()
+        assert snap["link"] == "down"
+        assert "closed the connection before accepting it (without a client certificate)" in snap["problem"], snap
+    finally:
+        link.stop()
+        event_log.close()
+
+
 def test_unusable_fleet_files_leave_the_box_running_and_say_why(tmp_path):
     from core.fleet.link import FleetLink
     from core.ops.settings import Settings

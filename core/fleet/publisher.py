@@ -177,6 +177,15 @@ class Publisher:
             self.link = "down"
             self.problem = f"disconnected from {self.broker.url}: {reason}"
             log.warning("fleet: %s", self.problem)
+        elif self.link == "down":
+            # Closed before any CONNACK: with TLS 1.3 a listener that wants a client certificate (or refuses
+            # this one) accepts the handshake and drops the connection right after; paho says only "Unspecified".
+            cert = "with" if self.broker.client_cert else "without"
+            problem = (f"broker {self.broker.url} closed the connection before accepting it ({cert} a client "
+                       f"certificate): {reason}; `cathlab-edge doctor` says what to fix")
+            if problem != self.problem:
+                log.error("fleet: %s", problem)
+            self.problem = problem
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         self._acks.append((mid, reason.value))
