@@ -169,6 +169,9 @@ def test_unit_is_a_notify_service_with_watchdog_restart_and_its_own_user():
     assert svc["NoNewPrivileges"] == ["yes"] and svc["ProtectSystem"] == ["strict"]
     assert any("run" in cmd.split() for cmd in svc["ExecStart"])
     assert "StartLimitBurst" in s["Unit"] and s["Install"]["WantedBy"] == ["multi-user.target"]
+    # One BLAS thread: spinning BLAS workers would take the frame thread's core on a 2-core box.
+    env = " ".join(svc["Environment"]).split()
+    assert "OPENBLAS_NUM_THREADS=1" in env and "OMP_NUM_THREADS=1" in env
 
 
 def test_unit_passes_systemd_analyze_where_available(tmp_path):
