@@ -5,7 +5,8 @@ begins (``valleys``): the lumen's edge search, its background band and its integ
 between the two (core/analysis/lumen.py). Where that valley stands high (the two columns overlap) the lumen cannot
 be measured: the station is ``crowded``, never read as a narrower or fainter lumen. A valley near the lumen's axis
 (within the radius the vessel shows along its length), the hump beyond it ending within the lumen's edge, is
-contrast flowing around a central thrombus, not a neighbour.
+contrast flowing around a central thrombus, not a neighbour. Where the two columns lie closer still, no valley
+shows between them: one wide column beside stations where the neighbour's valley shows (``merged_columns``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ RISE_FRACTION = 0.08         # ... and at least this share of the column's heigh
 CROWDED = 0.15               # a valley above this share of the height: the columns overlap, no lumen measured
 INNER_VALLEY = 0.85          # a valley nearer the lumen's axis than this share of its radius is inside the lumen ...
 HUMP_REACH = 1.15            # ... when the hump beyond it ends within this share of the radius (+1 px of blur)
+MERGED_WIDTH = 1.4           # a column this much wider than the lumen, beside a neighbour: the two merged ...
+MERGED_SHIFT = 0.15          # ... its middle moved this share of the lumen's width towards the other vessel
 
 
 def _rise_outwards(ps: np.ndarray, top: np.ndarray, rise: np.ndarray
@@ -96,3 +99,24 @@ def smooth_across(p: np.ndarray) -> np.ndarray:
     k = p.shape[1]
     out = pad[:, 0:k] + pad[:, 1:k + 1] + pad[:, 2:k + 2] + pad[:, 3:k + 3] + pad[:, 4:k + 4]   # 5 slices: cheap
     return np.where(np.isfinite(p), out / 5, np.nan)
+
+
+def merged_columns(width: np.ndarray, centre: np.ndarray, crowded: np.ndarray, typical: np.ndarray,
+                   track: np.ndarray, reach: int) -> np.ndarray:
+    """Stations along the vessel whose column is two vessels' merged into one (no valley between them, so
+    ``valleys`` sees none): a stretch of columns wider than MERGED_WIDTH of the ``typical`` lumen width there that
+    comes within ``reach`` stations of one where a neighbour's column overlaps the lumen (``crowded``), and either
+    lies between two such, or has its middle moved off the vessel's ``track`` (where the columns standing alone
+    run) by MERGED_SHIFT of that width, towards the other vessel. A neighbour does not stop where its valley
+    fades: it runs on, its column merged with the lumen's where the two lie closer. A wide column centred on the
+    vessel beside one neighbour's stretch (a taper, a confluence's wider trunk), or with none near it, stays."""
+    with np.errstate(invalid="ignore"):
+        wide = np.isfinite(width) & (width > MERGED_WIDTH * typical)
+        shifted = np.abs(centre - track) > MERGED_SHIFT * typical
+    out = np.zeros(width.shape, dtype=bool)
+    edges = np.diff(np.concatenate([[0], wide.astype(np.int8), [0]]))
+    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        before, after = crowded[max(a - reach, 0):a].any(), crowded[b:b + reach].any()
+        if (before and after) or ((before or after) and shifted[a:b].mean() > 0.5):
+            out[a:b] = True
+    return out
