@@ -9,11 +9,9 @@ Per station (core.analysis.vessel stations), on a peak-opacity image:
   blur of the detector and of the sampling moves it little (the zero crossing would move a lot);
 - the integral across the column (edges plus a margin): proportional to the contrast-filled area;
 - a neighbouring column (a paired vein, a tributary alongside) ends the column's edge search, its background
-  band and its integral window at the valley between the two (``_valleys``): from the column's top outwards the
-  profile falls, and where it rises again by clearly more than noise another column begins. Where that valley
-  stands high (the two columns overlap) the lumen cannot be measured: the station is left out (NaN, and
-  ``Lumen.crowded``), never read as a narrower or fainter lumen. A valley near the lumen's axis (within the
-  radius the vessel shows along its length) is contrast flowing around a central thrombus, not a neighbour;
+  band and its integral window at the valley between the two (core/analysis/neighbours.py); where the two
+  columns overlap the station is left out (NaN, and ``Lumen.crowded``), never read as a narrower or fainter
+  lumen;
 - hence the local contrast density ``k = integral / (pi / 4 * width^2)``: the profile's shape tells a
   narrower column (smaller width, same k) from fainter contrast (same width, smaller k).
 
@@ -30,9 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.analysis.along_vessel import closing, interp_valid, quiet, running_mean, running_median
+from core.analysis.neighbours import smooth_across, valleys, window
 from core.analysis.vessel import Stations, sample_profiles
 
-__all__ = ["Lumen", "measure_lumen", "run_reference", "running_mean", "HALF_WIDTH_FACTOR"]
+__all__ = ["Lumen", "measure_lumen", "run_reference", "running_mean", "running_median", "HALF_WIDTH_FACTOR"]
 
 ACROSS_STEP_PX = 0.5
 HALF_WIDTH_FACTOR = math.sqrt(3.0) / 2.0     # half-height width / diameter of a projected circle
@@ -46,12 +46,7 @@ CLOSING_LENGTHS = 12.0       # dips shorter than this many reference diameters a
 PATENT_SD = 3.0              # a station this many noise sd below the envelope is narrowed
 BRANCH_SE = 5.0              # bands this many standard errors apart: the higher one holds contrast
 PATENT_FLOOR = 0.04          # ... or this fraction below it, whichever is more
-RISE_SD = 6.0                # a rise this many noise sd (of the smoothed profile) beyond the valley: a neighbour ...
-RISE_FRACTION = 0.08         # ... and at least this share of the column's height
-CROWDED = 0.15               # a valley above this share of the height: the columns overlap, no lumen measured
 MIN_BAND_PX = 2.0            # a background band cut shorter than this by a neighbour is not used
-INNER_VALLEY = 0.85          # a valley nearer the lumen's axis than this share of its radius is inside the lumen ...
-HUMP_REACH = 1.15            # ... when the hump beyond it ends within this share of the radius (+1 px of blur)
 
 
 @dataclass
@@ -89,7 +84,7 @@ def _background(prof: np.ndarray, across: np.ndarray, lo: np.ndarray, hi: np.nda
                 limits: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Per profile, the line through the medians of the bands [lo - band, lo - gap] and [hi + gap, hi + band]
     (``lo``, ``hi``: the column's edges, (M,)), each at its band's middle. ``limits``: (low, high) where
-    neighbouring columns begin (``_valleys``): a band is cut there, and not used when little of it is left."""
+    neighbouring columns begin (``neighbours.valleys``): a band is cut there, and not used when little of it is left."""
     d = hi - lo
     g, b = _gap(d), _band(d)
     a = across[None, :]
@@ -109,7 +104,7 @@ def _background(prof: np.ndarray, across: np.ndarray, lo: np.ndarray, hi: np.nda
     vr = np.where(np.isfinite(vr), vr, vl)
     # Contrast only adds opacity: a band clearly above the other holds a branch leaving the vein (a collateral's
     # junction) or a neighbouring vein, so the lower band is the background, flat.
-    with np.errstate(invalid="ignore"), _quiet():
+    with np.errstate(invalid="ignore"), quiet():
         sd = _sample_sd(prof)
         se = np.sqrt(_median_se(sd, nl) ** 2 + _median_se(sd, nr) ** 2)
         branch = np.abs(vl - vr) > BRANCH_SE * se
@@ -159,86 +154,10 @@ def _median_se(sd: float, count: np.ndarray) -> np.ndarray:
     return 1.25 * sd / np.sqrt(n)
 
 
-class _quiet:
-    """numpy's all-NaN-slice warnings off (a band entirely outside the field is expected, and handled)."""
-    def __enter__(self):
-        import warnings
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
-
-
 def _top(p: np.ndarray, across: np.ndarray, centre: np.ndarray, search: np.ndarray) -> np.ndarray:
     """Index of the column's top: the profile's maximum within ``search`` of ``centre``."""
     near = np.abs(across[None, :] - centre[:, None]) <= search[:, None]
     return np.argmax(np.where(near, np.nan_to_num(p, nan=-np.inf), -np.inf), axis=1)
-
-
-def _rise_outwards(ps: np.ndarray, top: np.ndarray, rise: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """From ``top`` towards higher indices: (index where a neighbour's ascent begins, or the profile's length when
-    none; the valley's level, NaN when none; index where that second column has fallen back to the valley's
-    level, the profile's length when it does not within the profile). The profile falls along the column's
-    flank; once it has fallen by ``rise``, the first sample ``rise`` above the lowest so far starts another
-    column, whose ascent begins at the last sample within half of ``rise`` of that lowest level (a flat gap
-    between the columns stays the column's own)."""
-    m, k = ps.shape
-    idx = np.arange(k)[None, :]
-    after = (idx >= top[:, None]) & np.isfinite(ps)
-    # Only once the profile has fallen from its highest point (a top searched near the middle of a column cut on
-    # one side is still on the way up to its peak), the lowest level since.
-    high = np.maximum.accumulate(np.where(after, ps, -np.inf), axis=1)
-    fallen = after & np.logical_or.accumulate(after & (high - ps > rise[:, None]), axis=1)
-    low = np.minimum.accumulate(np.where(fallen, ps, np.inf), axis=1)
-    up = fallen & (ps - low > rise[:, None])
-    found = up.any(axis=1)
-    first = np.where(found, np.argmax(up, axis=1), k)
-    rows = np.arange(m)
-    floor = low[rows, np.clip(first, 0, k - 1)]
-    level = (floor + 0.5 * rise)[:, None]
-    foot = fallen & (idx < first[:, None]) & (ps <= level)
-    start = np.where(found, np.where(foot.any(axis=1), k - 1 - np.argmax(foot[:, ::-1], axis=1), top), k)
-    back = (idx > first[:, None]) & np.isfinite(ps) & (ps <= level)
-    end = np.where(found & back.any(axis=1), np.argmax(back, axis=1), k)
-    return start, np.where(found, floor, np.nan), end
-
-
-def _valleys(p: np.ndarray, across: np.ndarray, top: np.ndarray, height: np.ndarray, sd: float,
-             lumen: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
-    """((low, high) positions across where a neighbouring column begins on either side of the column whose top is
-    at index ``top``, -inf / +inf when none; stations where the two columns overlap: the valley between them
-    above CROWDED of the column's ``height``). A rise counts beyond RISE_SD noise sd of the smoothed profile and
-    RISE_FRACTION of the height: background drifts and noise do not end a column. ``lumen``: (axis, radius) of
-    the lumen expected at each station: a valley within INNER_VALLEY of its radius of the axis, the hump beyond
-    it ending within the lumen's edge, is contrast flowing around a central thrombus (two humps of one lumen),
-    not a neighbour."""
-    ps = _smooth_across(p)
-    k = ps.shape[1]
-    with np.errstate(invalid="ignore"):
-        rise = np.maximum(RISE_SD * sd, RISE_FRACTION * np.nan_to_num(height, nan=0.0))
-    hi_i, hi_v, hi_e = _rise_outwards(ps, top, rise)
-    lo_i, lo_v, lo_e = _rise_outwards(ps[:, ::-1], k - 1 - top, rise)
-    lo_i, lo_e = k - 1 - lo_i, k - 1 - lo_e
-    hi = np.where(hi_i < k, across[np.clip(hi_i, 0, k - 1)], np.inf)
-    lo = np.where(lo_i >= 0, across[np.clip(lo_i, 0, k - 1)], -np.inf)
-    hi_end = np.where(hi_e < k, across[np.clip(hi_e, 0, k - 1)], np.inf)
-    lo_end = np.where(lo_e >= 0, across[np.clip(lo_e, 0, k - 1)], -np.inf)
-    if lumen is not None:
-        # Inside the lumen: the valley near its axis, and the second hump ending within its edge (a neighbour runs
-        # on beyond it, even when the axis is a few px off towards it).
-        axis, radius = lumen
-        reach = HUMP_REACH * radius + 1.0
-        with np.errstate(invalid="ignore"):
-            inner_hi = (hi - axis < INNER_VALLEY * radius) & (hi_end - axis <= reach)
-            inner_lo = (axis - lo < INNER_VALLEY * radius) & (axis - lo_end <= reach)
-        hi, hi_v = np.where(inner_hi, np.inf, hi), np.where(inner_hi, np.nan, hi_v)
-        lo, lo_v = np.where(inner_lo, -np.inf, lo), np.where(inner_lo, np.nan, lo_v)
-    with np.errstate(invalid="ignore"):
-        crowded = np.nan_to_num(np.fmax(lo_v, hi_v), nan=-np.inf) > np.maximum(CROWDED * height, RISE_SD * sd)
-    return (lo, hi), crowded
 
 
 def _edges(p: np.ndarray, across: np.ndarray, centre: np.ndarray, search: np.ndarray, height: np.ndarray,
@@ -274,7 +193,7 @@ def _height(p: np.ndarray, across: np.ndarray, centre: np.ndarray, half_core: np
     """The column's height: the mean of its middle, over the mean a circle has there (unbiased by noise, unlike
     a maximum)."""
     core = np.abs(across[None, :] - centre[:, None]) <= half_core[:, None]
-    with np.errstate(invalid="ignore"), _quiet():
+    with np.errstate(invalid="ignore"), quiet():
         return np.nanmean(np.where(core, p, np.nan), axis=1) / _CORE_MEAN
 
 
@@ -295,10 +214,10 @@ def measure_lumen(image: np.ndarray, stations: Stations, max_diameter: float, al
     p = prof - _background(prof, across, lo0, -lo0)
     centre = np.zeros(m)
     search = np.full(m, max(2.0, d_max / 3.0))
-    with np.errstate(invalid="ignore"), _quiet():
-        sm = np.nanmax(_smooth_across(p)[:, np.abs(across) <= search[0]], axis=1)
-    sd = _sample_sd(_smooth_across(prof[::16]))
-    limits, crowded = _valleys(p, across, _top(p, across, centre, search), sm, sd)
+    with np.errstate(invalid="ignore"), quiet():
+        sm = np.nanmax(smooth_across(p)[:, np.abs(across) <= search[0]], axis=1)
+    sd = _sample_sd(smooth_across(prof[::16]))
+    limits, crowded = valleys(p, across, _top(p, across, centre, search), sm, sd)
     left, right = _edges(p, across, centre, search, sm, limits)
     width = (right - left) / HALF_WIDTH_FACTOR
     height = sm
@@ -309,7 +228,7 @@ def measure_lumen(image: np.ndarray, stations: Stations, max_diameter: float, al
     for _ in range(2):
         centre = np.where(np.isfinite(left), 0.5 * (left + right), 0.0)
         w = np.where(np.isfinite(width), width, d_max)
-        limits, crowded = _valleys(p, across, _top(p, across, centre, np.maximum(1.0, 0.25 * w)), height, sd,
+        limits, crowded = valleys(p, across, _top(p, across, centre, np.maximum(1.0, 0.25 * w)), height, sd,
                                    lumen)
         p = prof - _background(prof, across, centre - w / 2, centre + w / 2, limits)
         height = _height(p, across, centre, PEAK_CORE * w / 2)
@@ -319,7 +238,7 @@ def measure_lumen(image: np.ndarray, stations: Stations, max_diameter: float, al
     ok = np.isfinite(width) & (width > 0) & ~crowded
     width = np.where(ok, width + 10.0 * BLUR_VAR_PX2 / np.where(ok, width, 1.0), np.nan)
     g = _gap(np.where(ok, width, 0.0))
-    inside = _window(across, np.nan_to_num(centre), np.nan_to_num(width) / 2 + g, limits)
+    inside = window(across, np.nan_to_num(centre), np.nan_to_num(width) / 2 + g, limits)
     span = np.where(inside, p, 0.0)
     integral = np.where(ok & ~np.any(inside & ~np.isfinite(p), axis=1), span.sum(axis=1) * ACROSS_STEP_PX, np.nan)
     noise = _noise(p, across, centre, width)
@@ -328,8 +247,8 @@ def measure_lumen(image: np.ndarray, stations: Stations, max_diameter: float, al
     near = None
     if beside:
         outside = np.abs(across[None, :] - np.nan_to_num(centre)[:, None]) > (np.nan_to_num(width) / 2 + g + 2)[:, None]
-        with np.errstate(invalid="ignore", divide="ignore"), _quiet():
-            near = np.where(ok, np.nanmax(np.where(outside, _smooth_across(p), np.nan), axis=1) / height, nan)
+        with np.errstate(invalid="ignore", divide="ignore"), quiet():
+            near = np.where(ok, np.nanmax(np.where(outside, smooth_across(p), np.nan), axis=1) / height, nan)
     return Lumen(np.where(ok, integral, nan), np.where(ok, width, nan), np.where(ok, centre, nan),
                  np.where(ok, height, nan), noise, near, crowded)
 
@@ -347,24 +266,8 @@ def _expected_lumen(width: np.ndarray, centre: np.ndarray, spacing: float) -> tu
     half = max(1, int(round(d / (2 * spacing))))
     axis = np.nan_to_num(running_median(np.where(ok, centre, np.nan), half), nan=0.0)
     smooth = running_median(np.where(ok, width, np.nan), half)
-    env = _closing(smooth, max(1, int(round(CLOSING_LENGTHS * d / (2 * spacing)))))
+    env = closing(smooth, max(1, int(round(CLOSING_LENGTHS * d / (2 * spacing)))))
     return axis, np.nan_to_num(env, nan=d) / 2
-
-
-def _window(across: np.ndarray, centre: np.ndarray, half: np.ndarray,
-            limits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """(M, K) the samples within ``half`` of ``centre`` and between the neighbouring columns' ``limits``."""
-    a = across[None, :]
-    return ((np.abs(a - centre[:, None]) <= half[:, None]) & (a >= limits[0][:, None])
-            & (a <= limits[1][:, None]))
-
-
-def _smooth_across(p: np.ndarray) -> np.ndarray:
-    """A 5-sample (2 px) moving mean across: the first top search sees the column, not one noisy sample."""
-    pad = np.pad(np.nan_to_num(p), ((0, 0), (2, 2)), mode="edge")
-    k = p.shape[1]
-    out = pad[:, 0:k] + pad[:, 1:k + 1] + pad[:, 2:k + 2] + pad[:, 3:k + 3] + pad[:, 4:k + 4]   # 5 slices: cheap
-    return np.where(np.isfinite(p), out / 5, np.nan)
 
 
 def _noise(p: np.ndarray, across: np.ndarray, centre: np.ndarray, width: np.ndarray) -> float:
@@ -376,54 +279,6 @@ def _noise(p: np.ndarray, across: np.ndarray, centre: np.ndarray, width: np.ndar
         return float("nan")
     v = d[sel]
     return float(1.4826 * np.median(np.abs(v - np.median(v))) / math.sqrt(2.0))
-
-
-# --------------------------------------------------------------------------------------------- along the vessel
-
-def running_mean(v: np.ndarray, half: int, use: np.ndarray | None = None) -> np.ndarray:
-    """Mean of the finite (and ``use``) values within +-half stations; NaN where there are none."""
-    ok = np.isfinite(v) if use is None else (np.isfinite(v) & use)
-    c = np.concatenate([[0.0], np.cumsum(np.where(ok, v, 0.0))])
-    n = np.concatenate([[0], np.cumsum(ok)])
-    i = np.arange(len(v))
-    lo, hi = np.maximum(i - half, 0), np.minimum(i + half + 1, len(v))
-    cnt = n[hi] - n[lo]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(cnt > 0, (c[hi] - c[lo]) / cnt, np.nan)
-
-
-def running_median(v: np.ndarray, half: int) -> np.ndarray:
-    """Median of the finite values within +-half stations (NaN where none)."""
-    m = len(v)
-    pad = np.concatenate([np.full(half, np.nan), v, np.full(half, np.nan)])
-    win = np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1)[:m]
-    with _quiet():
-        return np.nanmedian(win, axis=1)
-
-
-def _closing(v: np.ndarray, half: int) -> np.ndarray:
-    """Grey closing (running max, then running min) over +-half stations, NaN gaps interpolated.
-
-    The ends are continued flat for twice the window, so the closing is as anti-extensive at an end as
-    inside (a taper's narrow end is not lifted to the width a window further on)."""
-    m = len(v)
-    if half <= 0 or m < 3:
-        return v.copy()
-    ok = np.isfinite(v)
-    x = np.interp(np.arange(m), np.flatnonzero(ok), v[ok]) if ok.any() else np.zeros(m)
-    x = np.concatenate([np.full(2 * half, x[0]), x, np.full(2 * half, x[-1])])
-    dil = np.lib.stride_tricks.sliding_window_view(x, 2 * half + 1).max(axis=1)       # centred on 2h .. end-2h
-    ero = np.lib.stride_tricks.sliding_window_view(dil, 2 * half + 1).min(axis=1)     # centred on the m stations
-    return np.where(ok, ero, np.nan)
-
-
-def _interp_valid(s: np.ndarray, v: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(v)
-    if ok.sum() == 0:
-        return v.copy()
-    if ok.sum() == 1:
-        return np.full_like(v, v[ok][0])
-    return np.interp(s, s[ok], v[ok])
 
 
 def run_reference(width: np.ndarray, s: np.ndarray, spacing: float, exclude: np.ndarray | None = None
@@ -447,14 +302,14 @@ def run_reference(width: np.ndarray, s: np.ndarray, spacing: float, exclude: np.
     d = float(np.median(width[ok]))
     half = max(1, int(round(d / (2 * spacing))))
     smooth = running_median(width, half)
-    envelope = _closing(smooth, max(1, int(round(CLOSING_LENGTHS * d / (2 * spacing)))))
+    envelope = closing(smooth, max(1, int(round(CLOSING_LENGTHS * d / (2 * spacing)))))
     raw_sd = 1.4826 * float(np.median(np.abs(np.diff(width[ok])))) / math.sqrt(2.0) if ok.sum() > 2 else 0.0
     tol = np.maximum(PATENT_SD * raw_sd / math.sqrt(2 * half + 1), PATENT_FLOOR * envelope)
     patent = ok & (smooth >= envelope - tol)
     if patent.sum() < 3:
         patent = ok
     mean = running_mean(width, half, patent)
-    ref = _interp_valid(s, np.where(patent, mean, np.nan))
+    ref = interp_valid(s, np.where(patent, mean, np.nan))
     # The run says nothing beyond the stations it measured (an end under an overlay, outside the field).
     first, last = np.flatnonzero(ok)[[0, -1]]
     ref[:first] = np.nan
@@ -475,12 +330,12 @@ def integral_at(image: np.ndarray, stations: Stations, centre: np.ndarray, width
     p = prof - _background(prof, across, centre - w / 2, centre + w / 2)
     # Neighbouring columns found from the lumen's middle outwards (a run with no column there: from wherever the
     # profile is highest near it), then the background and the window kept off them.
-    with np.errstate(invalid="ignore"), _quiet():
+    with np.errstate(invalid="ignore"), quiet():
         top = _top(p, across, centre, np.maximum(1.0, 0.25 * w))
         height = _height(p, across, centre, PEAK_CORE * w / 2)
-    limits, crowded = _valleys(p, across, top, height, _sample_sd(_smooth_across(prof[::16])), (centre, w / 2))
+    limits, crowded = valleys(p, across, top, height, _sample_sd(smooth_across(prof[::16])), (centre, w / 2))
     p = prof - _background(prof, across, centre - w / 2, centre + w / 2, limits)
-    inside = _window(across, centre, w / 2 + _gap(w), limits)
+    inside = window(across, centre, w / 2 + _gap(w), limits)
     # ... and where a neighbour begins within the lumen's own edges, the lumen is not all there to integrate.
     r = HALF_WIDTH_FACTOR * w / 2
     crowded |= (limits[0] > centre - r) | (limits[1] < centre + r)

@@ -18,14 +18,15 @@ Method (docs/domain.md, clearance):
 
 This module runs the measurement; its parts live beside it: inputs.py (the checked inputs), runs.py (one run at
 the stations, devices), reference.py (the cross-run reference, axis and densities; noise.py and normalise.py
-its statistics), result.py (percentages, verdict, defects, segments).
+its statistics), overlap.py (another vessel's column merged with the lumen's), result.py (percentages,
+verdict, defects, segments).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from core.analysis.clearance import density as dens
-from core.analysis.clearance import noise, safeguards
+from core.analysis.clearance import noise, overlap, safeguards
 from core.analysis.clearance.grading import DEFAULT_GRADES, check_segments, check_thresholds
 from core.analysis.clearance.inputs import (
     MAX_CENTERLINE_LENGTH_FACTOR,
@@ -100,9 +101,13 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         max_d = 1.3 * wide
         runs = [_Run(base, stations, Registration(0.0, 0.0, 1.0), max_d, beside=centerline is None)]
     runs += [_Run(p, stations, r, max_d) for p, r in zip(posts, regs)]
+    names = ["baseline"] + (["post"] if len(posts) == 1 else [f"post {k}" for k in range(1, len(posts) + 1)])
+    # Another vessel's column merged with the lumen's reads as a lumen twice as wide: left out before the reference.
+    overlap.leave_out_merged(runs, floor)
 
     # The shared reference: the widest lumen any run shows at each station, the operator's diameter a floor.
     # Twice: stations whose density then reads low (a thrombus in front, a flattened top) leave the reference.
+    unreadable = None
     for it in range(2):
         d_run, trusted = _shared_reference(runs)
         axis = _axis(runs)
@@ -117,13 +122,15 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         # Pooled between runs only once the reference is settled: the first lines find each run's own low stations.
         try:
             _densities(runs, pool=it == 1)
-        except ValueError as exc:
-            # Say why when another vessel over the lumen is what left no column to read.
-            share = float(np.any(np.vstack([r.lumen.crowded for r in runs]), axis=0).mean())
-            if share > safeguards.MAX_OVERFILLED_SHARE / 2:
-                raise ValueError(f"{exc}: another vessel's contrast column overlaps the lumen over {share * 100:.0f}% "
-                                 "of the vessel") from exc
-            raise
+        except ValueError:
+            # Legitimate anatomy, not an error: another vessel over the lumen left no column to read. Not gradable.
+            why = overlap.unreadable_reason(runs, safeguards.MAX_OVERFILLED_SHARE / 2)
+            if why is None:
+                raise
+            unreadable = f"no run shows a round contrast column to read the contrast density from: {why}"
+            for r in runs:
+                r.line = None
+            break
         if it == 0:
             for r in runs:
                 low = dens.low_density(stations.s, r.lumen.density, r.line, _half(r))
@@ -134,27 +141,37 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
         low = ~(d_run >= floor)
         d_ref[low] = floor
         source[low] = "operator"
+    shown_ref = d_ref
+    if not np.isfinite(d_ref).any():
+        # No run shows the lumen alone anywhere (other vessels' columns over all of it): the first guess of its
+        # diameter places the windows; no reference is reported.
+        d_ref = np.full(d_ref.shape, float(d_guess))
     for r in runs:
         r.integrate(d_ref)
     ref_area = dens.reference_area(d_ref)
     devices = _devices(runs, masks, d_ref)
-    if any(d.any() for d in devices):
+    if any(d.any() for d in devices) and unreadable is None:
         # A device displaces contrast: its stations read no run's contrast density.
         for r in runs:
             r.line = None
             r.full = r.full & ~r.device
         _densities(runs)
-    fills = [dens.filled_area(r.integral, dens.line_at(r.line, stations.s)) for r in runs]
+    nan = np.full(len(stations.s), np.nan)
+    fills = [nan if r.line is None else dens.filled_area(r.integral, dens.line_at(r.line, stations.s)) for r in runs]
     with np.errstate(invalid="ignore", divide="ignore"):
         beyond = noise.overfilled([1.0 - f / ref_area for f in fills], _half(runs[0]))
     if beyond.any():
         notes.append(f"{beyond.mean() * 100:.0f}% of the vessel left out: more contrast there than its reference "
                      "lumen holds (a branch's junction or a tributary beside it)")
     # Stations where another vessel's column overlaps the lumen on some run: no lumen measured there (lumen.py).
+    merged = np.any(np.vstack([r.merged for r in runs]), axis=0)
     crowded = np.any(np.vstack([r.crowded for r in runs]), axis=0) & ~beyond
-    if crowded.any():
-        notes.append(f"{crowded.mean() * 100:.0f}% of the vessel left out: another vessel's contrast column overlaps "
-                     "the lumen there (a paired vein or a tributary alongside)")
+    if (crowded & ~merged).any():
+        notes.append(f"{(crowded & ~merged).mean() * 100:.0f}% of the vessel left out: another vessel's contrast "
+                     "column overlaps the lumen there (a paired vein or a tributary alongside)")
+    merged_note = overlap.merged_note(runs, names, stations.frac)
+    if merged_note:
+        notes.append(merged_note)
 
     # The baseline's round columns of even density: where a later run's density is compared with it.
     base_even = runs[0].full & ~dens.low_density(stations.s, runs[0].lumen.density, runs[0].line, _half(runs[0]))
@@ -170,6 +187,7 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
             # Other vessels over the rest: a result for the record, not graded.
             few = (f"only {int(used.sum())} stations measured in both runs (need {MIN_STATIONS}): other vessels' "
                    "contrast over the rest")
+            used = np.zeros_like(used)      # no burden from so few: none reported, never a misleading one
         name = "post" if len(runs) == 2 else f"post {k}"
         device_warning, device_note = _device_outcome(devices[k - 1], used, name, runs[0].device & run.device)
         if device_note:
@@ -178,19 +196,24 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
             used = used & ~devices[k - 1]
         b0 = dens.burden(fills[0], ref_area, used)
         b1 = dens.burden(fills[k], ref_area, used)
+        left_out = (safeguards.overfilled_warning(beyond | crowded) if not merged.any() else
+                    overlap.left_out_warning(runs, names, beyond, crowded, stations.frac,
+                                             safeguards.MAX_OVERFILLED_SHARE))
         beside = safeguards.vessel_beside_warning(runs[0].lumen.beside, used) if centerline is None else None
         warnings = [w for w in (safeguards.registration_warning(run.reg.score), beside,
                                 safeguards.path_warning(run.lumen.centre, d_ref, used),
                                 safeguards.reference_warning(trusted, used),
-                                safeguards.overfilled_warning(beyond | crowded),
-                                device_warning, path_doubt, few,
-                                safeguards.density_drop_warning(name, run.lumen.density, runs[0].lumen.density,
+                                left_out, device_warning, path_doubt, few, unreadable,
+                                safeguards.density_drop_warning(names[k], run.lumen.density, runs[0].lumen.density,
                                                                 base_even & run.round & used, used, _half(run)))
                     if w]
-        for name, r in (("baseline", runs[0]), (f"post {k}", run)):
-            if r.borrowed:
-                warnings.append(f"the {name} run shows no round contrast column to read its contrast density from")
-        for name, r in (("baseline", runs[0]), (name, run)):
+        for name, r in ((names[0], runs[0]), (names[k], run)):
+            if r.borrowed and unreadable is None:
+                # Say why when other vessels' columns over the lumen left it none.
+                why = overlap.unreadable_reason([r], safeguards.MAX_OVERFILLED_SHARE / 2)
+                warnings.append(f"the {name} run shows no round contrast column to read its contrast density from"
+                                + (f": {why}" if why else ""))
+        for name, r in ((names[0], runs[0]), (names[k], run)):
             warnings += safeguards.contrast_warnings(name, r.lumen.height, r.lumen.integral, r.lumen.width,
                                                      r.lumen.noise, r.patent)
         clear, why = _clearance(b0, b1)
@@ -232,7 +255,7 @@ def measure_runs(baseline_peak: np.ndarray, later_peaks, *, centerline=None, dia
              "burden_post_pct": _pct(st_b1[k]) if used[k] else None}
             for k, (s, f, (x, y)) in enumerate(zip(stations.s, stations.frac, stations.xy))],
         "reference": [{"s_px": round(float(s), 1), "width_px": None if not np.isfinite(d) else round(float(d), 2),
-                       "source": str(src)} for s, d, src in zip(stations.s, d_ref, source)],
+                       "source": str(src)} for s, d, src in zip(stations.s, shown_ref, source)],
         "segments": _segments(segs, stations, used, fills[0], fill_last, ref_area, last["gradable"], thresholds),
         "defects": _defects(st_b0, stations, float(np.nanmedian(d_ref))),
         "residual_defects": last["residual_defects"],

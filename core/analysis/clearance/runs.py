@@ -32,6 +32,17 @@ class _Run:
         self.round = np.zeros(len(stations.s), dtype=bool)   # stations whose column sits round on the axis
         self.device = np.zeros(len(stations.s), dtype=bool)   # stations where this run holds a device
         self.crowded = self.lumen.crowded       # stations where another vessel's column overlaps the lumen
+        self.merged = np.zeros(len(stations.s), dtype=bool)   # ... or merges with its column (clearance/overlap.py)
+
+    def leave_out(self, merged: np.ndarray) -> None:
+        """No lumen at the ``merged`` stations (another vessel's column merged with the lumen's): its own reference
+        and patent stations again without them."""
+        self.merged = merged
+        lu = self.lumen
+        lu.integral, lu.width, lu.centre, lu.height = (np.where(merged, np.nan, v) for v in
+                                                       (lu.integral, lu.width, lu.centre, lu.height))
+        self.ref, self.patent = run_reference(lu.width, self.stations.s, STATION_SPACING_PX)
+        self.integral = lu.integral.copy()
 
     def integrate(self, d_ref: np.ndarray) -> None:
         """The filled cross-section's integral over the whole reference lumen on the vein's axis, background
@@ -40,7 +51,7 @@ class _Run:
         st = self.stations
         whole, crowded = integral_at(self.peak, st, self.axis, d_ref)
         # Another vessel's column over the lumen (found either way): no integral there, never a thrombus.
-        self.crowded = self.lumen.crowded | crowded
+        self.crowded = self.lumen.crowded | crowded | self.merged
         self.integral = np.where(self.crowded, np.nan, np.where(np.isfinite(whole), whole, self.integral))
 
 

@@ -1,0 +1,65 @@
+"""Statistics along a vessel's stations: running means and medians over finite values, a grey closing (the
+upper envelope that bridges dips), interpolation across gaps; NaN where nothing was measured."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["closing", "interp_valid", "quiet", "running_mean", "running_median"]
+
+
+class quiet:
+    """numpy's all-NaN-slice warnings off (a band entirely outside the field is expected, and handled)."""
+    def __enter__(self):
+        import warnings
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._w.__exit__(*exc)
+
+
+def running_mean(v: np.ndarray, half: int, use: np.ndarray | None = None) -> np.ndarray:
+    """Mean of the finite (and ``use``) values within +-half stations; NaN where there are none."""
+    ok = np.isfinite(v) if use is None else (np.isfinite(v) & use)
+    c = np.concatenate([[0.0], np.cumsum(np.where(ok, v, 0.0))])
+    n = np.concatenate([[0], np.cumsum(ok)])
+    i = np.arange(len(v))
+    lo, hi = np.maximum(i - half, 0), np.minimum(i + half + 1, len(v))
+    cnt = n[hi] - n[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, (c[hi] - c[lo]) / cnt, np.nan)
+
+
+def running_median(v: np.ndarray, half: int) -> np.ndarray:
+    """Median of the finite values within +-half stations (NaN where none)."""
+    m = len(v)
+    pad = np.concatenate([np.full(half, np.nan), v, np.full(half, np.nan)])
+    win = np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1)[:m]
+    with quiet():
+        return np.nanmedian(win, axis=1)
+
+
+def closing(v: np.ndarray, half: int) -> np.ndarray:
+    """Grey closing (running max, then running min) over +-half stations, NaN gaps interpolated.
+
+    The ends are continued flat for twice the window, so the closing is as anti-extensive at an end as
+    inside (a taper's narrow end is not lifted to the width a window further on)."""
+    m = len(v)
+    if half <= 0 or m < 3:
+        return v.copy()
+    ok = np.isfinite(v)
+    x = np.interp(np.arange(m), np.flatnonzero(ok), v[ok]) if ok.any() else np.zeros(m)
+    x = np.concatenate([np.full(2 * half, x[0]), x, np.full(2 * half, x[-1])])
+    dil = np.lib.stride_tricks.sliding_window_view(x, 2 * half + 1).max(axis=1)       # centred on 2h .. end-2h
+    ero = np.lib.stride_tricks.sliding_window_view(dil, 2 * half + 1).min(axis=1)     # centred on the m stations
+    return np.where(ok, ero, np.nan)
+
+
+def interp_valid(s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(v)
+    if ok.sum() == 0:
+        return v.copy()
+    if ok.sum() == 1:
+        return np.full_like(v, v[ok][0])
+    return np.interp(s, s[ok], v[ok])
