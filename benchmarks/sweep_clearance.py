@@ -32,6 +32,7 @@ from core.sources.phantom.cases import CASE_NAMES, make_case
 from core.sources.phantom.render import render_run
 from core.sources.phantom.scene import Scene
 from core.sources.stacks import FrameStack
+from tests.test_catheter_blur import _gauss  # the tests' blur, one copy
 
 BURDEN_TOL, CLEAR_TOL, AUTO_TOL = 3.0, 5.0, 8.0
 
@@ -90,8 +91,21 @@ def truth_on_measured_stations(res: dict, scenes) -> tuple[float, float, float |
     return b[0], b[-1], (None if b[0] < 1.0 else 100.0 * (b[0] - b[-1]) / b[0])
 
 
-def measure(name: str, seed: int, mode: str, cache: Path | None) -> dict:
+def blurred(img: np.ndarray, sd: float) -> np.ndarray:
+    """``img`` through a Gaussian PSF of ``sd`` px (the imaging chain's unsharpness, which the phantom does not
+    render); NaN (not measured) stays NaN and does not spread: a normalised convolution."""
+    if sd <= 0:
+        return img
+    valid = np.isfinite(img)
+    num = _gauss(_gauss(np.where(valid, img, 0.0).astype(np.float64), sd, 0), sd, 1)
+    den = _gauss(_gauss(valid.astype(np.float64), sd, 0), sd, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid, num / den, np.nan).astype(np.float32)
+
+
+def measure(name: str, seed: int, mode: str, cache: Path | None, blur: float = 0.0) -> dict:
     case, runs, line, scenes = rendered(name, seed, cache)
+    runs = [(blurred(p, blur), None if m is None else blurred(m, blur)) for p, m in runs]
     t0 = time.perf_counter()
     try:
         res = measure_runs(runs[0][0], [p for p, _ in runs[1:]], centerline=line if mode == "given" else None,
@@ -148,6 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default=",".join(CASE_NAMES))
     ap.add_argument("--mode", default="given,auto")
     ap.add_argument("--cache", default=os.environ.get("CLEARANCE_SWEEP_CACHE", "/tmp/clearance-sweep"))
+    ap.add_argument("--blur", type=float, default=0.0, help="Gaussian PSF sd (px) applied to the peak and mask images")
     ap.add_argument("--json")
     ap.add_argument("--figure", help="PNG of the clearance errors")
     ap.add_argument("--before", help="an earlier --json, drawn beside in the figure and the table")
@@ -160,7 +175,7 @@ def main(argv=None) -> int:
     for name in a.cases.split(","):
         for seed in _seeds(a.seeds):
             for mode in a.mode.split(","):
-                r = measure(name, seed, mode, cache)
+                r = measure(name, seed, mode, cache, a.blur)
                 rows.append(r)
                 if "error" in r:
                     print(f"{name:20s} {seed} {mode:5s} ERROR {r['error']}", flush=True)
