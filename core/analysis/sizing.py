@@ -16,6 +16,9 @@
   80% of the reference, from the interpolated crossings.
 - Compression seen edge-on looks wider and fainter: a stretch read wider than the reference with a clearly
   lower contrast density is said in ``warnings``.
+- Beside and inside the vein: an automatic path crossing the background to another vessel is cut and the more
+  opacified vessel followed alone (sizing_path); with the run's mask, a device in the lumen is found and the
+  lumen there read from areas (sizing_device). Both are said in ``warnings``.
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ a lumen far too narrow (down to 0); beside it, the dip it leaves in the column's
 height and moves its half-height edges out. Where the mask shows a device along the lumen the diameter is read
 from areas instead: the contrast around the device (its integral over the reference lumen's window, over the
 contrast density of the patent lumen without a device) plus the device's own cross-section,
-``d = sqrt(4 / pi * integral / k + d_device^2)``: never below the device, which the lumen holds.
+``d = sqrt(4 / pi * integral / k + d_device^2)``: never below the device, which the lumen holds. The device's
+width is calibration's catheter fit on a chord of its stretch (the tube finder's coarse radii when it refuses).
 """
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ import math
 
 import numpy as np
 
+from core.analysis.calibration import catheter_width_px
 from core.analysis.clearance.device import mask_profiles, nearest_filled, tube, tube_stations
 from core.analysis.lumen import Lumen, integral_at, running_median
 from core.analysis.vessel import Stations
+
+FIT_CHORD_PX = 30      # the catheter fit's chord along the device (straight enough on a vein's curve)
+MIN_CHORD_PX = 12
 
 
 def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, reference: np.ndarray,
@@ -35,9 +40,33 @@ def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, referenc
     # A device does not stop for a few stations: where its tube is missed (the narrowest point, where the
     # lumen hugs it) between two stretches, it is still there.
     where = _bridged(where, 4 * half)
-    _, _, size = tube(across, prof, axis, d_ref)
-    size = size[where & np.isfinite(size)]
-    return where, (2.0 * float(np.median(size)) if size.size else math.nan)
+    _, off, size = tube(across, prof, axis, d_ref)
+    found = where & np.isfinite(size)
+    coarse = 2.0 * float(np.median(size[found])) if found.any() else math.nan
+    return where, _fitted_width(mask, stations, axis + np.nan_to_num(off), where, coarse)
+
+
+def _fitted_width(mask: np.ndarray, stations: Stations, on_device: np.ndarray, where: np.ndarray,
+                  coarse: float) -> float:
+    """The device's outer width from the catheter fit (calibration's, on a straight chord of its longest
+    stretch); ``coarse`` (the tube finder's radii step by 0.5-1 px) when that fit refuses."""
+    edges = np.diff(np.concatenate([[0], where.astype(int), [0]]))
+    runs = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+    a, b = max(runs, key=lambda r: r[1] - r[0])
+    n = min(FIT_CHORD_PX, b - a - 1)
+    if n < MIN_CHORD_PX:
+        return coarse
+    mid = (a + b) // 2
+    i0, i1 = mid - n // 2, mid - n // 2 + n
+    pts = stations.xy[[i0, i1]] + on_device[[i0, i1], None] * stations.normal[[i0, i1]]
+    try:
+        width = catheter_width_px(mask, pts)
+    except ValueError:
+        return coarse
+    # The fit's width is trusted near the tube finder's (a wall or bone beside it can mislead either).
+    if math.isfinite(coarse) and abs(width - coarse) > 0.3 * coarse:
+        return coarse
+    return width
 
 
 def area_diameter(img: np.ndarray, stations: Stations, lumen: Lumen, reference: np.ndarray, patent: np.ndarray,
