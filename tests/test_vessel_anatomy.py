@@ -50,14 +50,17 @@ def test_paired_vein_automatic_centreline_sizes_one_vessel(seed, pct, intensity,
     assert any("another vessel" in w or w == HOP_WARNING for w in res["warnings"]), res["warnings"]
 
 
-@pytest.mark.parametrize("seed,pct,intensity", [(7, 70.0, "lin"), (20, 60.0, "log")])
-def test_tight_narrowing_alone_is_no_crossing(seed, pct, intensity):
-    """A tight narrowing on its own vessel leaves the line of the vessel nowhere: no crossing is said."""
-    case = make_sizing_case(seed, pct, intensity)
+@pytest.mark.parametrize("seed,pct,intensity,long", [(7, 70.0, "lin", None), (20, 60.0, "log", None),
+                                                     (5, 99.0, "lin", 6.0), (9, 99.0, "log", 10.0)])
+def test_narrowing_or_occlusion_alone_is_no_crossing(seed, pct, intensity, long):
+    """A tight narrowing, or a near-occlusion up to ~125 px long that leaves no column, on its own vessel leaves
+    the line of the vessel nowhere: it is sized, not cut, and no crossing is said."""
+    case = make_sizing_case(seed, pct, intensity, length_diameters=long)
     peak, _ = _images(case)
     res = measure_sizing(peak).to_json()
     assert HOP_WARNING not in res["warnings"]
     assert abs(res["diameter_stenosis_pct"] - case.truth.diameter_stenosis_pct) <= 7.0
+    assert abs(res["lesion_length_px"] - case.truth.lesion_length_px) <= max(5.0, 0.35 * case.truth.lesion_length_px)
 
 
 def _device_case(seed: int, pct: float, intensity: str, outer: float, long: bool = False):
