@@ -120,7 +120,8 @@ def sweep(seeds, blurs, modes, out=sys.stdout) -> list[dict]:
                 try:
                     res = measure_sizing(peak, case.truth.centreline_xy if mode == "given" else None,
                                          mm_per_px=mm if isinstance(cal_error, float) else None,
-                                         calibration="catheter" if isinstance(cal_error, float) else None).to_json()
+                                         calibration="catheter" if isinstance(cal_error, float) else None,
+                                         mask=mask).to_json()
                     miss = check(res, case.truth, pct, length, mode, mm_true)
                     err = res["diameter_stenosis_pct"] - case.truth.diameter_stenosis_pct
                     mld = 100.0 * (res["mld_px"] / case.truth.mld_px - 1.0)

@@ -16,6 +16,9 @@
   80% of the reference, from the interpolated crossings.
 - Compression seen edge-on looks wider and fainter: a stretch read wider than the reference with a clearly
   lower contrast density is said in ``warnings``.
+- Beside and inside the vein: an automatic path crossing the background to another vessel is cut and the more
+  opacified vessel followed alone (sizing_path); with the run's mask, a device in the lumen is found and the
+  lumen there read from areas (sizing_device). Both are said in ``warnings``.
 """
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.analysis.clearance.safeguards import vessel_beside_warning
 from core.analysis.lumen import CLOSING_LENGTHS, Lumen, measure_lumen, running_median
+from core.analysis.sizing_device import area_diameter, device_in_lumen
+from core.analysis.sizing_path import HOP_WARNING, MAX_REFINDS, kept_piece, one_vessel, side_hops
 from core.analysis.vessel import Stations, check_centerline, make_stations
 from core.analysis.vessel_find import diameter_along, find_vessel
 
@@ -120,8 +126,9 @@ def _mm(px: float, mm: float | None):
 
 
 def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm_per_px: float | None = None,
-                   calibration: str | None = None) -> Sizing:
-    """Size the vein of ``peak`` along ``centerline`` (x, y points; None: found automatically).
+                   calibration: str | None = None, mask: np.ndarray | None = None) -> Sizing:
+    """Size the vein of ``peak`` along ``centerline`` (x, y points; None: found automatically). ``mask``: the
+    run's contrast-free image (peak_and_mask), where a device in the lumen shows (sizing_device).
 
     ValueError with a one-line reason when there is no vessel or too little of it is measured.
     """
@@ -130,23 +137,29 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
         raise ValueError(f"need a 2-D peak-opacity image of at least 16x16, got shape {img.shape}")
     if not np.isfinite(img).any():
         raise ValueError("the peak-opacity image has no measured pixels")
-    if centerline is None:
+    auto = centerline is None
+    notes: list[str] = []
+    if auto:
         v = find_vessel(img)
         line, d_guess = v.centerline, v.diameter_px
     else:
         line = check_centerline(centerline, img.shape)
         d_guess = None
-    stations = make_stations(line, SPACING_PX)
-    if d_guess is None:
-        d_guess = _diameter_guess(img, stations)
-    # The profile window must hold the widest lumen anywhere along the vessel (a taper, a confluence).
-    max_d = 1.5 * d_guess
-    lumen = measure_lumen(img, stations, max_d)
-    if np.isfinite(lumen.width).sum() >= MIN_STATIONS:
-        wide = float(np.nanpercentile(lumen.width, 95))
-        if wide > 0.8 * max_d:
-            max_d = 1.3 * wide
-            lumen = measure_lumen(img, stations, max_d)
+    stations, lumen = _stations_and_lumen(img, line, d_guess, auto)
+    if auto:
+        # One vessel, never two joined through the background (sizing_path): cut at a sideways crossing and
+        # follow the kept vessel again.
+        for attempt in range(MAX_REFINDS + 1):
+            hops = side_hops(stations, lumen)
+            if not hops:
+                break
+            if HOP_WARNING not in notes:
+                notes.append(HOP_WARNING)
+            if attempt < MAX_REFINDS:
+                line, d_guess, _ = one_vessel(img, stations, lumen, hops)
+            else:
+                line, d_guess = stations.xy[slice(*kept_piece(stations, lumen, hops))], None
+            stations, lumen = _stations_and_lumen(img, line, d_guess, auto)
     ok = np.isfinite(lumen.width)
     if ok.sum() < MIN_STATIONS:
         raise ValueError(f"no vessel lumen measured along the centreline ({int(ok.sum())} of {len(ok)} stations)")
@@ -158,6 +171,13 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     width = np.where(ok, running_median(lumen.width, half), np.nan)
     _, used = reference_fit(stations.s, width, d_typ)
     diameter = running_median(_with_densitometric(lumen, used, half), half)
+    device, d_device = np.zeros(len(diameter), dtype=bool), math.nan
+    if mask is not None and np.shape(mask) == img.shape:
+        # A device displaces the contrast of its cross-section: there the lumen is read from areas.
+        ref0, _ = reference_fit(stations.s, diameter, d_typ)
+        device, d_device = device_in_lumen(mask, stations, lumen, ref0, used, half)
+        by_area = area_diameter(img, stations, lumen, ref0, used, device, d_device, half)
+        diameter = np.where(np.isfinite(by_area), running_median(by_area, half), diameter)
     fit, used = reference_fit(stations.s, diameter, d_typ)
     reference = _follow_steps(fit, diameter, stations.s, d_typ)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -168,8 +188,36 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     lesion = int(np.nanargmax(np.where(valid, stenosis, -np.inf)))
     span = _lesion_span(stations.s, diameter, reference, lesion)
     sizing = Sizing(stations, lumen, diameter, reference, stenosis, lesion, span, mm_per_px, calibration)
+    sizing.warnings.extend(notes)
+    if device[lesion]:
+        sizing.warnings.append(
+            f"a device lies in the lumen at the narrowest point ({stations.xy[lesion, 0]:.0f}, "
+            f"{stations.xy[lesion, 1]:.0f}): the lumen there is read as the contrast around it plus the device's "
+            f"own {d_device:.1f} px, and the MLD is less certain than where the lumen is free")
+    if auto:
+        beside = vessel_beside_warning(lumen.beside, ok)
+        if beside and HOP_WARNING not in notes:
+            sizing.warnings.append(beside)
     sizing.warnings.extend(_edge_on_warnings(sizing, fit, used, d_typ))
     return sizing
+
+
+def _stations_and_lumen(img: np.ndarray, line: np.ndarray, d_guess: float | None, beside: bool
+                        ) -> tuple[Stations, Lumen]:
+    stations = make_stations(line, SPACING_PX)
+    if len(stations.s) < MIN_STATIONS:
+        raise ValueError(f"the centreline is too short to size a vessel ({stations.length:.0f} px)")
+    if d_guess is None:
+        d_guess = _diameter_guess(img, stations)
+    # The profile window must hold the widest lumen anywhere along the vessel (a taper, a confluence).
+    max_d = 1.5 * d_guess
+    lumen = measure_lumen(img, stations, max_d, beside=beside)
+    if np.isfinite(lumen.width).sum() >= MIN_STATIONS:
+        wide = float(np.nanpercentile(lumen.width, 95))
+        if wide > 0.8 * max_d:
+            max_d = 1.3 * wide
+            lumen = measure_lumen(img, stations, max_d, beside=beside)
+    return stations, lumen
 
 
 def _diameter_guess(img: np.ndarray, stations: Stations) -> float:

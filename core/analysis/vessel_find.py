@@ -13,8 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.analysis.vessel import (Stations, fit_diameter, make_stations, profile_window, resample_polyline,
-                                  sample_profiles, smooth_1d, subtract_background)
+from core.analysis.vessel import (
+    Stations,
+    fit_diameter,
+    make_stations,
+    profile_window,
+    resample_polyline,
+    sample_profiles,
+    smooth_1d,
+    subtract_background,
+)
 from ext import _vessel
 
 VESSEL_THRESHOLD = 0.3       # fraction of the bright-end opacity that counts as vessel (coarse mask)
@@ -70,8 +78,8 @@ def _dijkstra(mask: np.ndarray, cost: np.ndarray, start: tuple[int, int]) -> tup
     return dist.reshape(h, w), prev
 
 
-def _coarse_path(fg: np.ndarray) -> tuple[np.ndarray, int]:
-    """Longest geodesic path through the bright part of ``fg`` on a coarse grid; (x, y) in full pixels."""
+def _coarse_mask(fg: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """(coarse opacity, its vessel mask, its bright end, the grid factor) of ``fg``; ValueError if no vessel."""
     f = max(1, int(round(min(fg.shape) / GRID_TARGET)))
     g = _block_mean(fg, f) if f > 1 else fg
     pos = g[g > 0]
@@ -89,6 +97,39 @@ def _coarse_path(fg: np.ndarray) -> tuple[np.ndarray, int]:
     mask = _drop_specks(g > VESSEL_THRESHOLD * top, max(4, int(2 * MIN_VESSEL_PX / f)))
     if not mask.any():
         raise ValueError("no opacified vessel found in the peak-opacity image")
+    return g, mask, top, f
+
+
+def opacified_pieces(peak: np.ndarray) -> tuple[np.ndarray, int]:
+    """(labels, f): the 8-connected pieces of the coarse vessel mask the path search runs through (0: none),
+    on the grid ``f`` full pixels to a cell. Two vessels side by side are two pieces, as an occlusion splits one."""
+    _, mask, _, f = _coarse_mask(_foreground(peak))
+    return _label(mask), f
+
+
+def _label(mask: np.ndarray) -> np.ndarray:
+    h, w = mask.shape
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    n = 0
+    for y0, x0 in zip(*np.nonzero(mask)):
+        if labels[y0, x0]:
+            continue
+        n += 1
+        labels[y0, x0] = n
+        todo = [(y0, x0)]
+        while todo:
+            y, x = todo.pop()
+            for dy, dx in _STEPS:
+                v, u = y + dy, x + dx
+                if 0 <= v < h and 0 <= u < w and mask[v, u] and not labels[v, u]:
+                    labels[v, u] = n
+                    todo.append((v, u))
+    return labels
+
+
+def _coarse_path(fg: np.ndarray) -> tuple[np.ndarray, int]:
+    """Longest geodesic path through the bright part of ``fg`` on a coarse grid; (x, y) in full pixels."""
+    g, mask, top, f = _coarse_mask(fg)
     # An occluded stretch (no contrast gets through) splits the vessel: the search may cross gaps up to
     # GAP_BRIDGE_PX, at a price per step, so the pieces join into one vessel instead of losing the one
     # stretch that matters most.

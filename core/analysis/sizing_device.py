@@ -1,0 +1,104 @@
+"""A catheter or sheath lying in the sized lumen, from the run's contrast-free mask (clearance's device finder).
+
+A device is radiopaque and static, so the peak-opacity image does not show it, yet it displaces the contrast of
+its outer cross-section: through a narrowing it fills, little or no contrast is left and the column's edges read
+a lumen far too narrow (down to 0); beside it, the dip it leaves in the column's middle lowers the column's
+height and moves its half-height edges out. Where the mask shows a device along the lumen the diameter is read
+from areas instead: the contrast around the device (its integral over the reference lumen's window, over the
+contrast density of the patent lumen without a device) plus the device's own cross-section,
+``d = sqrt(4 / pi * integral / k + d_device^2)``: never below the device, which the lumen holds. The device's
+width is calibration's catheter fit on a chord of its stretch (the tube finder's coarse radii when it refuses).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from core.analysis.calibration import catheter_width_px
+from core.analysis.clearance.device import mask_profiles, nearest_filled, tube, tube_stations
+from core.analysis.lumen import Lumen, integral_at, running_median
+from core.analysis.vessel import Stations
+
+FIT_CHORD_PX = 30      # the catheter fit's chord along the device (straight enough on a vein's curve)
+MIN_CHORD_PX = 12
+
+
+def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, reference: np.ndarray,
+                    patent: np.ndarray, half: int) -> tuple[np.ndarray, float]:
+    """(stations where the mask holds a device along the lumen, the device's outer diameter in px or NaN)."""
+    none = np.zeros(len(stations.s), dtype=bool)
+    d_ref = nearest_filled(np.asarray(reference, dtype=float))
+    axis = nearest_filled(lumen.centre.copy())
+    axis = np.where(np.isfinite(axis), axis, 0.0)
+    across, prof = mask_profiles(mask, stations, d_ref)
+    have = patent & np.isfinite(lumen.height)
+    height = float(np.median(lumen.height[have])) if have.any() else math.nan
+    where = tube_stations(across, prof, axis, d_ref, height, half)
+    if not where.any():
+        return none, math.nan
+    # A device does not stop for a few stations: where its tube is missed (the narrowest point, where the
+    # lumen hugs it) between two stretches, it is still there.
+    where = _bridged(where, 4 * half)
+    _, off, size = tube(across, prof, axis, d_ref)
+    found = where & np.isfinite(size)
+    coarse = 2.0 * float(np.median(size[found])) if found.any() else math.nan
+    return where, _fitted_width(mask, stations, axis + np.nan_to_num(off), where, coarse)
+
+
+def _fitted_width(mask: np.ndarray, stations: Stations, on_device: np.ndarray, where: np.ndarray,
+                  coarse: float) -> float:
+    """The device's outer width from the catheter fit (calibration's, on a straight chord of its longest
+    stretch); ``coarse`` (the tube finder's radii step by 0.5-1 px) when that fit refuses."""
+    edges = np.diff(np.concatenate([[0], where.astype(int), [0]]))
+    runs = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+    a, b = max(runs, key=lambda r: r[1] - r[0])
+    n = min(FIT_CHORD_PX, b - a - 1)
+    if n < MIN_CHORD_PX:
+        return coarse
+    mid = (a + b) // 2
+    i0, i1 = mid - n // 2, mid - n // 2 + n
+    pts = stations.xy[[i0, i1]] + on_device[[i0, i1], None] * stations.normal[[i0, i1]]
+    try:
+        width = catheter_width_px(mask, pts)
+    except ValueError:
+        return coarse
+    # The fit's width is trusted near the tube finder's (a wall or bone beside it can mislead either).
+    if math.isfinite(coarse) and abs(width - coarse) > 0.3 * coarse:
+        return coarse
+    return width
+
+
+def area_diameter(img: np.ndarray, stations: Stations, lumen: Lumen, reference: np.ndarray, patent: np.ndarray,
+                  device: np.ndarray, d_device: float, half: int) -> np.ndarray:
+    """Per station, ``sqrt(4 / pi * integral / k + d_device^2)`` where ``device`` (NaN elsewhere, and where the
+    contrast density of the patent lumen without a device is not known)."""
+    out = np.full(len(stations.s), np.nan)
+    if not (device.any() and math.isfinite(d_device) and d_device > 0):
+        return out
+    k = lumen.density
+    k_ref = running_median(np.where(patent & ~device & np.isfinite(k), k, np.nan), max(8, 8 * half))
+    ok = np.isfinite(k_ref)
+    if not ok.any():
+        return out
+    k_ref = np.interp(np.arange(len(k_ref)), np.flatnonzero(ok), k_ref[ok])
+    idx = np.flatnonzero(device & np.isfinite(reference))
+    if idx.size == 0:
+        return out
+    sub = Stations(stations.xy[idx], stations.normal[idx], stations.tangent[idx], stations.s[idx], stations.length)
+    centre = nearest_filled(lumen.centre.copy())[idx]
+    integral, _ = integral_at(img, sub, np.where(np.isfinite(centre), centre, 0.0), reference[idx])
+    with np.errstate(invalid="ignore"):
+        area = np.clip(integral, 0.0, None) / k_ref[idx]
+    out[idx] = np.sqrt(4.0 / math.pi * area + d_device ** 2)
+    return out
+
+
+def _bridged(flag: np.ndarray, gap: int) -> np.ndarray:
+    """``flag`` with its runs of False shorter than ``gap`` stations between two True runs set."""
+    out = flag.copy()
+    idx = np.flatnonzero(flag)
+    for a, b in zip(idx[:-1], idx[1:]):
+        if 1 < b - a <= gap:
+            out[a:b] = True
+    return out

@@ -1,0 +1,155 @@
+"""The automatic centreline for sizing: one vessel, never two joined through the background.
+
+find_vessel bridges gaps of up to GAP_BRIDGE_PX so that an occlusion does not split a thrombosed vein (clearance
+relies on that). Beside a paired vein or a collateral its longest path may run along one column, cross the
+background sideways and carry on along the other: sized as it stands, the crossing reads as a lumen of 0, a
+"100% stenosis" that is not there. A crossing is told from an occlusion (or a tight narrowing) by its geometry:
+a vessel's lumen, even where no contrast gets through, carries on along the line of the vessel either side of
+it; a crossing to another vessel leaves that line sideways by more than a diameter (two columns with background
+between them are at least that far apart) and ends on a line of its own.
+
+At such a crossing the path is cut, the more opacified piece kept (the contrast per unit length: the wider or
+better filled vessel; find_vessel's promise is the most opacified vessel), the vessel(s) of the other pieces
+blanked, and the path found again on what is left, so the kept vessel is followed over its whole length.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from core.analysis.lumen import Lumen
+from core.analysis.vessel import Stations
+from core.analysis.vessel_find import find_vessel, opacified_pieces
+
+EMPTY_SHARE = 0.25         # a station whose column integrates below this share of the median holds no column ...
+OBLIQUE_WIDE = 1.6         # ... nor one read this much wider than the vessel (the profile runs along a column)
+MERGE_DIAMETERS = 1.0      # empty stretches closer than this are one gap
+PIECE_DIAMETERS = 2.0      # each piece's line from this many diameters beside the gap
+HOP_OFFSET_DIAMETERS = 1.0  # the far piece this far off the near piece's line (and the other way): a crossing
+MIN_PIECE_DIAMETERS = 4.0  # a piece shorter than this is not chosen while a longer one is there
+MAX_REFINDS = 2
+
+HOP_WARNING = ("the automatic centreline crossed the background from one vessel to another beside it (a paired "
+               "vein or a collateral): the more opacified one is sized alone; draw the centreline to choose")
+
+
+def side_hops(stations: Stations, lumen: Lumen) -> list[tuple[int, int]]:
+    """Station ranges [a, b) where the path leaves one vessel sideways for another (not an occlusion)."""
+    width, integral = lumen.width, lumen.integral
+    ok = np.isfinite(integral) & np.isfinite(width)
+    m = len(stations.s)
+    if ok.sum() < 8:
+        return []
+    d = float(np.median(width[ok]))
+    med = float(np.median(integral[ok]))
+    with np.errstate(invalid="ignore"):
+        empty = ~ok | (integral < EMPTY_SHARE * med) | (width > OBLIQUE_WIDE * d)
+    spacing = float(np.median(np.diff(stations.s))) if m > 1 else 1.0
+    gaps = _stretches(empty, max(1, int(round(MERGE_DIAMETERS * d / spacing))))
+    reach = max(3, int(round(PIECE_DIAMETERS * d / spacing)))
+    hops = []
+    for a, b in gaps:
+        if a < reach or b + reach > m:
+            continue         # at an end: the vessel leaves the field or the path ends there
+        xy = stations.xy
+        p0, p1 = xy[a - 1], xy[b]
+        t0, t1 = _unit(xy[a - 1] - xy[a - reach]), _unit(xy[b + reach - 1] - xy[b])
+        chord = p1 - p0
+        off = min(abs(_cross(chord, t0)), abs(_cross(chord, t1)))
+        if off > HOP_OFFSET_DIAMETERS * d:
+            hops.append((a, b))
+    return hops
+
+
+def one_vessel(img: np.ndarray, stations: Stations, lumen: Lumen, hops: list[tuple[int, int]]
+               ) -> tuple[np.ndarray, float | None, np.ndarray]:
+    """(centreline, diameter guess or None, the image the path was found on) of the vessel kept at ``hops``:
+    the most opacified piece's vessel, the other pieces' vessels blanked (NaN) and the path found again; the kept
+    piece itself when that fails."""
+    pieces = _pieces(len(stations.s), hops)
+    keep = _most_opacified(pieces, stations, lumen)
+    labels, f = opacified_pieces(img)
+    kept = _labels_under(labels, f, stations.xy[slice(*keep)])
+    other = set()
+    for p in pieces:
+        if p != keep:
+            other |= _labels_under(labels, f, stations.xy[slice(*p)])
+    other -= kept
+    fallback = (stations.xy[slice(*keep)], None, img)
+    if not other:
+        return fallback
+    blank = _grow(np.isin(labels, sorted(other)))
+    full = np.zeros(img.shape, dtype=bool)
+    up = np.repeat(np.repeat(blank, f, axis=0), f, axis=1)
+    full[:up.shape[0], :up.shape[1]] = up[:img.shape[0], :img.shape[1]]
+    work = np.where(full, np.nan, img).astype(np.float32)
+    try:
+        v = find_vessel(work)
+    except ValueError:
+        return fallback
+    return v.centerline, v.diameter_px, work
+
+
+def kept_piece(stations: Stations, lumen: Lumen, hops: list[tuple[int, int]]) -> tuple[int, int]:
+    """[a, b) of the most opacified piece between ``hops``."""
+    return _most_opacified(_pieces(len(stations.s), hops), stations, lumen)
+
+
+def _pieces(m: int, hops: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    bounds = [0] + [x for ab in hops for x in ab] + [m]
+    return [(bounds[i], bounds[i + 1]) for i in range(0, len(bounds), 2) if bounds[i + 1] > bounds[i]]
+
+
+def _most_opacified(pieces: list[tuple[int, int]], stations: Stations, lumen: Lumen) -> tuple[int, int]:
+    """The piece with the most contrast per unit length (median column integral), among the long enough ones."""
+    ok = np.isfinite(lumen.width)
+    d = float(np.median(lumen.width[ok])) if ok.any() else 1.0
+    spacing = float(np.median(np.diff(stations.s))) if len(stations.s) > 1 else 1.0
+    long_enough = [p for p in pieces if (p[1] - p[0]) * spacing >= MIN_PIECE_DIAMETERS * d]
+    if not long_enough:
+        return max(pieces, key=lambda p: p[1] - p[0])
+
+    def score(p: tuple[int, int]) -> float:
+        v = lumen.integral[p[0]:p[1]]
+        v = v[np.isfinite(v)]
+        return float(np.median(v)) if v.size else -np.inf
+    return max(long_enough, key=score)
+
+
+def _labels_under(labels: np.ndarray, f: int, xy: np.ndarray) -> set[int]:
+    h, w = labels.shape
+    r = np.clip((xy[:, 1] // f).astype(int), 0, h - 1)
+    c = np.clip((xy[:, 0] // f).astype(int), 0, w - 1)
+    return {int(v) for v in np.unique(labels[r, c]) if v > 0}
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """``mask`` grown by one cell (8-neighbours): the blanked column's fringe goes too."""
+    p = np.pad(mask, 1)
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            out |= p[dy:dy + h, dx:dx + w]
+    return out
+
+
+def _stretches(flag: np.ndarray, merge: int) -> list[tuple[int, int]]:
+    """[a, b) runs of ``flag``, runs closer than ``merge`` stations joined."""
+    edges = np.diff(np.concatenate([[0], flag.astype(int), [0]]))
+    runs = list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+    out: list[tuple[int, int]] = []
+    for a, b in runs:
+        if out and a - out[-1][1] < merge:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.hypot(v[0], v[1]))
+    return v / n if n > 0 else v
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a[0] * b[1] - a[1] * b[0])
