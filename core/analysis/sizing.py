@@ -4,13 +4,8 @@
   the same code as clearance), smoothed along the vessel over a fraction of a diameter as QCA smooths its edges.
   Where no edge is found (blurred, faint), the densitometric diameter stands in: the column's integral over the
   local contrast density of the patent lumen (``d = sqrt(integral / (pi / 4 * k))``).
-- Reference per station: a robust fit of diameter against arc length (quadratic on a long vessel, else
-  linear: veins taper), iterated with the stations clearly below it left out (a narrowing only lowers the
-  diameter) and the ones clearly above (a branch's junction), so the narrowed part does not pull it down.
-  A quadratic that sags inside the vessel below its ends, or spans a long gap of left-out stations, is a long
-  lesion's shape: then a taper (linear) started from the diameters' upper side (asymmetric least squares).
-  Where the vein steps (a confluence) the upper envelope takes over, except in a dip that regains the fit's
-  level on both sides: that is a lesion longer than the envelope bridges.
+- Reference per station (sizing_reference): a robust fit of diameter along the vessel that leaves the narrowed
+  part and branches' junctions out, following a step at a confluence.
 - Lesion: the station of greatest % diameter stenosis against that reference (on a tapering vein the
   narrowest station is the thin end, not a lesion). Lesion length: the contiguous length around it below
   80% of the reference, from the interpolated crossings.
@@ -28,9 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.analysis.clearance.safeguards import vessel_beside_warning
-from core.analysis.lumen import CLOSING_LENGTHS, Lumen, measure_lumen, running_median
+from core.analysis.lumen import Lumen, measure_lumen, running_median
 from core.analysis.sizing_device import area_diameter, device_in_lumen
 from core.analysis.sizing_path import HOP_WARNING, MAX_REFINDS, kept_piece, one_vessel, side_hops
+from core.analysis.sizing_reference import follow_steps, reference_fit
 from core.analysis.vessel import Stations, check_centerline, make_stations
 from core.analysis.vessel_find import diameter_along, find_vessel
 
@@ -40,17 +36,10 @@ SPACING_PX = 1.0
 SMOOTH_DIAMETERS = 0.05      # half window of the along-vessel smoothing, in diameters (at least 1 station)
 LESION_FRACTION = 0.8        # a station below this fraction of its reference is part of the lesion
 STENT_THRESHOLD_PCT = 50.0   # residual stenosis at which a stent is commonly considered (informs only)
-FIT_LOW = 0.07               # a station this fraction (or 2.5 sd) below the fit is narrowed: left out
-FIT_HIGH = 0.15              # ... this far above it, a branch or an overlap: left out too
-ASYMMETRY = 0.01             # weight of a station below the upper prefit (a narrowing) against one above
-GAP_LINEAR_DIAMETERS = 4.0   # ... unless it would bridge a gap in its stations longer than this
-QUADRATIC_DIAMETERS = 12.0   # a vessel this many diameters long is fitted with a quadratic
 WIDE_FRACTION = 1.12         # edge-on compression: wider than the reference by this ...
 FAINT_FRACTION = 0.75        # ... with a contrast density below this fraction of the patent lumen's
 EDGE_ON_MIN_DIAMETERS = 0.5  # ... over at least this many diameters
 MIN_STATIONS = 8
-STEP_GAP = 0.03             # the fit and the envelope reference agreeing this closely: the fit
-STEP_BLEND = 0.04           # ... the envelope taking over fully this much further apart
 GUESS_STATIONS = 60          # stations sampled for the first diameter guess
 MIN_SNR = 5.0                # the contrast column's height over the noise of one profile sample
 DENS_FULL_PX = 6.0           # a column this narrow is sized by densitometry alone ...
@@ -179,7 +168,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
         by_area = area_diameter(img, stations, lumen, ref0, used, device, d_device, half)
         diameter = np.where(np.isfinite(by_area), running_median(by_area, half), diameter)
     fit, used = reference_fit(stations.s, diameter, d_typ)
-    reference = _follow_steps(fit, diameter, stations.s, d_typ)
+    reference = follow_steps(fit, diameter, stations.s, d_typ, SPACING_PX)
     with np.errstate(invalid="ignore", divide="ignore"):
         stenosis = 100.0 * (1.0 - diameter / reference)
     valid = np.isfinite(stenosis)
@@ -230,121 +219,6 @@ def _diameter_guess(img: np.ndarray, stations: Stations) -> float:
     if np.isfinite(width).sum() < 3:
         return diameter_along(img, stations.xy)
     return float(np.nanmedian(width))
-
-
-def reference_fit(s: np.ndarray, width: np.ndarray, d_typ: float, deg: int | None = None,
-                  upper: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(reference per station, stations the fit used): a robust polynomial of width vs arc length (``deg``:
-    None, quadratic on a long vessel, linear on a short one or across a long lesion; ``upper``: started from
-    the upper side of the diameters, for a lesion longer than the healthy vein around it)."""
-    ok = np.isfinite(width)
-    use = ok.copy()
-    span = float(s[ok][-1] - s[ok][0]) if ok.any() else 0.0
-    if deg is None:
-        deg = 2 if span >= QUADRATIC_DIAMETERS * d_typ else 1
-    mid, scale = float(np.mean(s[ok])), max(span / 2.0, 1.0)
-    x = (s - mid) / scale
-    if upper:
-        # A lesion longer than the healthy vein around it pulls a symmetric first fit down so far that it is
-        # never left out (a narrowing only lowers d): start from the upper side instead.
-        use = ok & (width >= _upper_prefit(x, width, ok, deg) * (1.0 - FIT_LOW))
-        if use.sum() < deg + 3:
-            use = ok.copy()
-    fit = np.full(s.shape, np.nan)
-    for _ in range(12):
-        if use.sum() < deg + 3:
-            use = ok.copy()
-        coef = np.polyfit(x[use], width[use], deg)
-        fit = np.polyval(coef, x)
-        r = width - fit
-        sd = 1.4826 * float(np.median(np.abs(r[use] - np.median(r[use]))))
-        low = np.maximum(2.5 * sd, FIT_LOW * fit)
-        high = np.maximum(3.0 * sd, FIT_HIGH * fit)
-        new = ok & (r > -low) & (r < high)
-        if np.array_equal(new, use):
-            break
-        use = new
-    if deg == 2 and (_sags(fit[ok]) or _longest_gap(s, use) > GAP_LINEAR_DIAMETERS * float(np.median(width[use]))):
-        # A curve sagging inside the vessel below both its ends is a long lesion's shape, not a vein's (veins
-        # taper); nor do the stations left either side of a long lesion hold a curve up across it: a taper does.
-        return reference_fit(s, width, d_typ, deg=1, upper=True)
-    # A fit says nothing past the measured stations; a reference is never below a few pixels.
-    first, last = np.flatnonzero(ok)[[0, -1]]
-    fit[:first] = np.nan
-    fit[last + 1:] = np.nan
-    return np.maximum(fit, 1.0), use
-
-
-def _sags(fit: np.ndarray) -> bool:
-    """Whether the curve dips inside by more than FIT_LOW below the straight line between its ends."""
-    chord = np.linspace(fit[0], fit[-1], len(fit))
-    return bool(np.any(fit < (1.0 - FIT_LOW) * chord))
-
-
-def _longest_gap(s: np.ndarray, use: np.ndarray) -> float:
-    """The longest arc between two consecutive stations the fit used."""
-    at = s[use]
-    return float(np.max(np.diff(at))) if len(at) > 1 else math.inf
-
-
-def _upper_prefit(x: np.ndarray, width: np.ndarray, ok: np.ndarray, deg: int) -> np.ndarray:
-    """A polynomial riding the upper side of the diameters: least squares with stations below it weighted
-    ASYMMETRY times less than those above (asymmetric least squares, as spectra's baselines are fitted)."""
-    w = np.ones(int(ok.sum()))
-    xs, ys = x[ok], width[ok]
-    fit = np.zeros(len(xs))
-    for _ in range(30):
-        coef = np.polyfit(xs, ys, deg, w=np.sqrt(w))
-        fit = np.polyval(coef, xs)
-        new = np.where(ys >= fit, 1.0, ASYMMETRY)
-        if np.array_equal(new, w):
-            break
-        w = new
-    return np.polyval(coef, x)
-
-
-def _follow_steps(fit: np.ndarray, diameter: np.ndarray, s: np.ndarray, d_typ: float) -> np.ndarray:
-    """The fit, except where the vein steps (a confluence) and a polynomial cannot follow it: there the upper
-    envelope of the diameters (a grey closing over CLOSING_LENGTHS diameters of their running median, as
-    clearance's reference: dips shorter than that are bridged, steps and tapers kept), blended in smoothly where
-    the two differ by more than a few percent."""
-    half = max(1, int(round(d_typ / (2 * SPACING_PX))))
-    env = _closing(running_median(diameter, half), max(1, int(round(CLOSING_LENGTHS * d_typ / (2 * SPACING_PX)))))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gap = np.abs(fit - env) / env
-    a = np.clip((gap - STEP_GAP) / STEP_BLEND, 0.0, 1.0)
-    a = np.where(np.isfinite(a), a, 0.0)
-    # The envelope below the fit, returning to the fit's level (not crossing it) on both sides, is a lesion
-    # longer than the closing bridges, not a step (a step's narrow side runs on to the vessel's end, or its
-    # wide side crosses above the fit): the fit stays there.
-    measured = np.flatnonzero(np.isfinite(env) & np.isfinite(fit))
-    if measured.size:
-        below = np.zeros(len(fit), dtype=bool)
-        below[measured] = env[measured] < fit[measured]
-        edges = np.diff(np.concatenate([[0], below.astype(int), [0]]))
-        reach = max(2, 2 * half)
-        for lo, hi in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-            if lo <= measured[0] or hi - 1 >= measured[-1]:
-                continue
-            beside = np.r_[gap[max(0, lo - reach):lo], gap[hi:hi + reach]]
-            above = np.r_[env[max(0, lo - reach):lo], env[hi:hi + reach]] > np.r_[fit[max(0, lo - reach):lo],
-                                                                                    fit[hi:hi + reach]]
-            if not np.any(above & (beside > STEP_GAP + STEP_BLEND)):
-                a[lo:hi] = 0.0
-    return np.where(np.isfinite(env), (1.0 - a) * fit + a * env, fit)
-
-
-def _closing(v: np.ndarray, half: int) -> np.ndarray:
-    """Grey closing (running max, then running min) over +-half stations, NaN gaps interpolated, the ends
-    continued flat (a taper's thin end is not lifted to the width a window further on)."""
-    ok = np.isfinite(v)
-    if half <= 0 or len(v) < 3 or not ok.any():
-        return v.copy()
-    x = np.interp(np.arange(len(v)), np.flatnonzero(ok), v[ok])
-    x = np.concatenate([np.full(2 * half, x[0]), x, np.full(2 * half, x[-1])])
-    dil = np.lib.stride_tricks.sliding_window_view(x, 2 * half + 1).max(axis=1)
-    ero = np.lib.stride_tricks.sliding_window_view(dil, 2 * half + 1).min(axis=1)
-    return np.where(ok, ero, np.nan)
 
 
 def _with_densitometric(lumen: Lumen, patent: np.ndarray, half: int) -> np.ndarray:
