@@ -106,3 +106,21 @@ def test_collateral_beside_automatic_centreline_is_said(seed, pct, intensity, st
     assert abs(res["diameter_stenosis_pct"] - case.truth.diameter_stenosis_pct) <= 7.0
     given = measure_sizing(peak, case.truth.centreline_xy).to_json()
     assert not any("another vessel" in w for w in given["warnings"])   # a drawn centreline is the operator's choice
+
+
+def test_cli_reads_the_device_from_the_runs_mask(tmp_path, capsys):
+    """`cathlab-edge vessel` hands the run's mask to the measurement: the catheter filling the narrowing is found
+    there (the MLD is never 0, the warning is printed)."""
+    import json
+
+    from api.cli.main import main
+
+    case = _device_case(23, 70.0, "log", 5.29, long=True)
+    run = render_run(case.config)
+    np.save(tmp_path / "run.npy", run.frames)
+    line = ";".join(f"{x:.1f},{y:.1f}" for x, y in case.truth.centreline_xy[::8])
+    assert main(["vessel", str(tmp_path / "run.npy"), "--fps", str(run.fps), "--intensity", "log", "--centerline",
+                 line, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["mld_px"] >= 0.9 * 5.29
+    assert any("device lies in the lumen" in w for w in res["warnings"]), res["warnings"]

@@ -153,9 +153,10 @@ def test_a_run_recorded_completion_is_sized_with_the_centreline_and_the_catheter
     live.set_centerline([tuple(p) for p in drawn])
     worker.submit(live.add_run, "s-2", peak, mask, "completion").result(timeout=10)
     result = live.result("s-2")
-    # As the command measures it: the operator's centreline checked (and resampled) the same way.
+    # As the command measures it: the operator's centreline checked (and resampled) the same way, the run's
+    # mask showing the catheter in the lumen.
     line = check_operator_centerline(drawn, peak.shape)
-    expected = measure_sizing(peak, line, mm_per_px=cal["mm_per_px"], calibration="catheter")
+    expected = measure_sizing(peak, line, mm_per_px=cal["mm_per_px"], calibration="catheter", mask=mask)
     assert result == expected.to_json()
     logged = [d for k, d in log.events if k == "vessel_sizing"]
     assert logged == [{"run_id": "s-2", "centerline": "operator", "vessel": result}]

@@ -68,7 +68,7 @@ def vessel_main(frames: str, fps: float | None, intensity: str | None, centerlin
         else:
             mm = dicom_mm_per_px(frames)
             source = "dicom" if mm is not None else None
-        sizing = measure_sizing(peak, line, mm_per_px=mm, calibration=source)
+        sizing = measure_sizing(peak, line, mm_per_px=mm, calibration=source, mask=mask)
     except ValueError as exc:
         return _fail(err, str(exc).splitlines()[0] if str(exc) else "invalid input")
     result = sizing.to_json()

@@ -145,7 +145,8 @@ class LiveSizing:
         peak, mask = self._images[run_id]
         cal = self._calibration or {}
         line, how = self._operator_line(run_id, peak, mask)
-        sizing = measure_sizing(peak, line, mm_per_px=cal.get("mm_per_px"), calibration=cal.get("calibration"))
+        sizing = measure_sizing(peak, line, mm_per_px=cal.get("mm_per_px"), calibration=cal.get("calibration"),
+                                mask=mask)
         result = sizing.to_json()
         self._keep_result(run_id, result)
         self._set_latest(dict(result, run_id=run_id))
