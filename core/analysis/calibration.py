@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.analysis.catheter_fit import BLUR_STEP, Z2, TubeFit, bilinear_sampler, fine_grid, fit_tube
+from core.analysis.catheter_fit import Z2, TubeFit, bilinear_sampler, fine_grid, fit_tube
+from core.analysis.catheter_valley import BLUR_STEP
 from core.analysis.vessel import (
     Stations,
     diameter_along,

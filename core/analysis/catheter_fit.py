@@ -24,6 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.analysis.catheter_valley import blur_scan, choose, width_span
+from core.analysis.simplex import simplex
+
 R_STEPS = np.linspace(0.7, 1.5, 27)      # outer radius tried, relative to the first guess's half width
 Q_STEPS = np.linspace(0.0, 0.9, 10)      # inner / outer radius: solid to thin-walled
 SIGMA_STEPS = np.linspace(0.0, 2.5, 11)  # detector blur sd (px)
@@ -31,10 +34,8 @@ FINE_PX = 0.05                           # the model's grid
 REFINE_STARTS = 3                        # simplex searches from the grid's best radii
 LUMEN_MAX = 1.0                          # the lumen's attenuation per px at most this many times the wall's,
 DENSE_LUMEN_MAX = 2.0                    # or this many when that fits much better (contrast-filled)
-BLUR_STEP = 0.1                          # px: the least-blur scan's step
 Z2_BLUR = 1.0                            # misfit rise (noise variances) the least-blur choice may take
 BACKGROUND_RESIDUAL = 0.01               # rms misfit / height above which a quadratic background is tried
-SPAN_STEPS = (0.01, 0.02, 0.035, 0.05, 0.07, 0.1, 0.14, 0.2, 0.3)   # radius steps of the width's span
 Z2 = 4.0                                 # misfit rise (in noise variances) that rules a width out: ~2 sd
 
 
@@ -69,7 +70,7 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     ``Z2`` such variances of the best fit (more when the best misfits by more than the noise) and
     ``valley_px`` those along the wall/blur valley alone. ``blur_bounds`` (lowest, measured, highest blur,
     measured elsewhere): the tube at the measured blur, the valley within the bounds; else (or when the
-    catheter's profile rules those blurs out) the least blur within ``Z2_BLUR`` variances (``_choose``).
+    catheter's profile rules those blurs out) the least blur within ``Z2_BLUR`` variances (core.analysis.catheter_valley.choose).
     Solid: ``blur_range_px`` and ``blur_misfit`` (the misfit's rise against the blur, in variances).
 
     ``sampler``: (fine grid, (N, F) weights) from ``bilinear_sampler``, the exact map from the tube's
@@ -121,6 +122,9 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
             target, (f, R, q, sd) = dense, fd
     if noise_var is None or noise_var <= 0 or blur_px is not None:
         return done(f, R, q, sd)
+    def cost_at(blur: float):
+        return _fixed_blur_cost(x, fine, weights, pixel, target, blur, solid)
+
     # A misfit above the noise (a model a little off the truth) widens the limits in proportion.
     unit = noise_var * max(1.0, f / (0.5 * len(p) * noise_var))
     if blur_bounds is not None and not solid:
@@ -130,17 +134,17 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
             fm, Rm, qm, _ = fits[mid_s]
             limit = min(v[0] for v in fits.values()) + Z2 * unit
             widths = [2.0 * v[1] for v in fits.values() if v[0] <= limit] or [2.0 * Rm]
-            lo, hi = _width_span(_fixed_blur_cost(x, fine, weights, pixel, target, mid_s), Rm, qm, fm + Z2 * unit)
+            lo, hi = width_span(cost_at(mid_s), Rm, qm, fm + Z2 * unit)
             return done(fm, Rm, qm, mid_s, width_range_px=(min(widths + [2.0 * lo]), max(widths + [2.0 * hi])),
                         valley_px=(min(widths), max(widths)))
         # The blur measured elsewhere does not fit this catheter's profile: the profile alone decides.
-    scan = _blur_scan(x, fine, weights, pixel, target, R, q, sd, f + Z2 * unit, r_step, solid)
+    scan = blur_scan(cost_at, R, q, sd, f + Z2 * unit, r_step, SIGMA_STEPS[-1])
     if solid:       # a solid cylinder: the blur is what is measured, with the blurs its profile allows
         ok = [t[0] for t in scan if t[1] <= f + Z2 * unit] or [sd]
         rise = tuple((t[0], (t[1] - f) / unit) for t in scan)
         return done(f, R, 0.0, sd, width_range_px=(2.0 * R, 2.0 * R), blur_range_px=(min(ok), max(ok)),
                     blur_misfit=rise)
-    f, (R, q, sd), span, valley = _choose(scan, f + Z2 * unit, f + Z2_BLUR * unit, x, fine, weights, pixel, target)
+    f, (R, q, sd), span, valley = choose(scan, f + Z2 * unit, f + Z2_BLUR * unit, cost_at)
     return done(f, R, q, sd, width_range_px=span, valley_px=valley)
 
 
@@ -185,7 +189,7 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
 
     order = np.argsort(cost)[:REFINE_STARTS]
     step = np.array([radii[1] - radii[0], 0.05, 0.1])[free]
-    f, v = min((_simplex(fit_cost, np.array([radii[i], *where[i]])[free], step) for i in order),
+    f, v = min((simplex(fit_cost, np.array([radii[i], *where[i]])[free], step) for i in order),
                key=lambda r: r[0])
     full = np.array([0.0, 0.0, 0.0 if sd_fixed is None else float(sd_fixed)])
     full[free] = v
@@ -217,101 +221,6 @@ def _fixed_blur_cost(x, fine, weights, pixel, target, sd: float, solid: bool = F
             return math.inf
         return float(_misfit(m @ _pixel_chord(fine, R, pixel), m @ _pixel_chord(fine, q * R, pixel), target))
     return cost
-
-
-def _blur_scan(x, fine, weights, pixel, target, R: float, q: float, sd: float, limit: float, r_step: float,
-               solid: bool = False) -> list[tuple[float, float, float, float]]:
-    """[(blur, misfit, R, q)] sorted by blur: the best tube at each blur on a BLUR_STEP grid, walked out from
-    the best fit's blur both ways (each fit started from its neighbour's) until the misfit passes ``limit``."""
-    out = []
-    k0 = int(round(sd / BLUR_STEP))
-    for direction in (-1, 1):
-        point, prev = np.array([R, q]), None
-        k = k0 if direction < 0 else k0 + 1
-        while 0 <= k * BLUR_STEP <= SIGMA_STEPS[-1] + 1e-9:
-            s = k * BLUR_STEP
-            cost = _fixed_blur_cost(x, fine, weights, pixel, target, s, solid)
-            # From the neighbour's fit, and from the valley's line continued (radius and wall trade along it):
-            # a start the narrow valley has left behind finds a worse valley's bottom.
-            starts = [point] + ([2 * point - prev] if prev is not None else [])
-            val, found = min((_simplex(cost, st, np.array([r_step, 0.05]), iters=150, tol=1e-8) for st in starts),
-                             key=lambda t: t[0])
-            out.append((s, float(val), float(found[0]), float(found[1])))
-            if val > limit:
-                break
-            prev, point = point, found
-            k += direction
-    return sorted(out)
-
-
-def _choose(scan, limit: float, limit_blur: float, x, fine, weights, pixel, target):
-    """(misfit, (R, q, blur), (lowest, highest) outer width, (lowest, highest) along the valley only) from the
-    blur scan, the blur measured nowhere else.
-
-    The choice: the least blur within ``limit_blur`` (where a thin wall under blur and a thicker wall under
-    less blur fit alike, the best fit's point on that valley wanders with the noise: up to 15% in the width on
-    the phantom's unblurred catheters); walking down the blurs, a narrower tube ends it (along the wall/blur
-    valley less blur means a thicker wall around the same mid-wall ring, a wider tube; a narrower one is
-    another valley: a small solid tube read as a thin ring). The range: the outer widths along the whole
-    valley (misfit under ``limit``, its ends interpolated between the scan's blurs), widened by the width's
-    own noise at the chosen blur and at the valley's ends."""
-    sds, costs, rs, qs = (np.array(v) for v in zip(*scan))
-    k = int(np.argmin(costs))
-    lo_k, hi_k = k, k
-    while lo_k > 0 and costs[lo_k - 1] <= limit:
-        lo_k -= 1
-    while hi_k < len(sds) - 1 and costs[hi_k + 1] <= limit:
-        hi_k += 1
-    j = k
-    while j - 1 >= lo_k and costs[j - 1] <= limit_blur and rs[j - 1] >= rs[j] - 1e-3:
-        j -= 1
-    lo_v, hi_v = _crossing(sds, costs, lo_k, lo_k - 1, limit), _crossing(sds, costs, hi_k, hi_k + 1, limit)
-    widths = 2.0 * _extrap(np.linspace(lo_v, hi_v, 5), sds[lo_k:hi_k + 1], rs[lo_k:hi_k + 1])
-    widths = np.concatenate([widths, 2.0 * rs[lo_k:hi_k + 1]])
-    spans = [_width_span(_fixed_blur_cost(x, fine, weights, pixel, target, float(sds[i])), float(rs[i]),
-                         float(qs[i]), limit) for i in sorted({j, lo_k, hi_k})]
-    lo, hi = min(float(widths.min()), 2.0 * min(t[0] for t in spans)), max(float(widths.max()),
-                                                                           2.0 * max(t[1] for t in spans))
-    return float(costs[j]), (float(rs[j]), float(qs[j]), float(sds[j])), (lo, hi), \
-        (float(widths.min()), float(widths.max()))
-
-
-def _crossing(sds: np.ndarray, costs: np.ndarray, inside: int, outside: int, limit: float) -> float:
-    """The blur between scan points ``inside`` (under ``limit``) and ``outside`` where the misfit reaches it."""
-    if not 0 <= outside < len(sds) or costs[outside] <= costs[inside]:
-        return float(sds[inside])
-    t = (limit - costs[inside]) / (costs[outside] - costs[inside])
-    return float(sds[inside] + np.clip(t, 0.0, 1.0) * (sds[outside] - sds[inside]))
-
-
-def _extrap(at: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Linear interpolation, continued linearly past the ends (the valley's ends lie between scan points)."""
-    if len(xs) < 2:
-        return np.full(len(at), float(ys[0]))
-    out = np.interp(at, xs, ys)
-    lo, hi = at < xs[0], at > xs[-1]
-    out[lo] = ys[0] + (at[lo] - xs[0]) * (ys[1] - ys[0]) / (xs[1] - xs[0])
-    out[hi] = ys[-1] + (at[hi] - xs[-1]) * (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
-    return out
-
-
-def _width_span(cost, R: float, q: float, limit: float) -> tuple[float, float]:
-    """(lowest, highest) radius whose best wall, the blur held, fits under ``limit``: walked out from ``R``
-    in growing steps, the crossing interpolated between the last step in and the first out."""
-    out = []
-    for sign in (-1.0, 1.0):
-        prev_r, prev_v, start, edge = R, cost(np.array([R, q])), q, R
-        for frac in SPAN_STEPS:
-            r = R * (1.0 + sign * frac)
-            val, v = _simplex(lambda w: cost(np.array([r, w[0]])), np.array([start]), np.array([0.05]), iters=60,
-                              tol=1e-8)
-            if val > limit:
-                t = (limit - prev_v) / (val - prev_v) if val > prev_v else 0.0
-                edge = prev_r + float(np.clip(t, 0.0, 1.0)) * (r - prev_r)
-                break
-            prev_r, prev_v, start, edge = r, val, float(v[0]), r
-        out.append(edge)
-    return out[0], out[1]
 
 
 def _pixel_chord(fine: np.ndarray, R: float, pixel: np.ndarray) -> np.ndarray:
@@ -461,34 +370,3 @@ def _blur_rows(w: np.ndarray, sd_samples: float) -> np.ndarray:
     size = 1 << int(math.ceil(math.log2(n)))
     full = np.fft.irfft(np.fft.rfft(w, size, axis=1) * np.fft.rfft(k, size)[None, :], size, axis=1)
     return full[:, r:r + w.shape[1]]
-
-
-def _simplex(f, x0: np.ndarray, scale: np.ndarray, iters: int = 300, tol: float = 1e-10):
-    """Nelder-Mead minimum of ``f`` from ``x0`` (initial steps ``scale``): (value, point)."""
-    n = len(x0)
-    pts = [np.asarray(x0, dtype=float)] + [x0 + np.eye(n)[i] * scale[i] for i in range(n)]
-    vals = [f(p) for p in pts]
-    for _ in range(iters):
-        order = np.argsort(vals)
-        pts, vals = [pts[i] for i in order], [vals[i] for i in order]
-        if np.isfinite(vals[-1]) and vals[-1] - vals[0] <= tol * (abs(vals[0]) + 1e-30):
-            break
-        centre = np.mean(pts[:-1], axis=0)
-        xr = centre + (centre - pts[-1])
-        fr = f(xr)
-        if fr < vals[0]:
-            xe = centre + 2.0 * (centre - pts[-1])
-            fe = f(xe)
-            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
-        elif fr < vals[-2]:
-            pts[-1], vals[-1] = xr, fr
-        else:
-            xc = centre + 0.5 * (pts[-1] - centre)
-            fc = f(xc)
-            if fc < vals[-1]:
-                pts[-1], vals[-1] = xc, fc
-            else:
-                pts = [pts[0]] + [pts[0] + 0.5 * (p - pts[0]) for p in pts[1:]]
-                vals = [vals[0]] + [f(p) for p in pts[1:]]
-    k = int(np.argmin(vals))
-    return vals[k], pts[k]
