@@ -325,7 +325,8 @@ def vessel_blur(opacity: np.ndarray, centerline: np.ndarray, diameter_px: float,
         return None
     total = np.array([sum(f[min(f, key=lambda k: abs(k - g))] for f in agree) for g in grid])
     ok = [g for g, t in zip(grid, total) if t <= total.min() + Z2]
-    return float(min(ok)), float(grid[int(np.argmin(total))]), float(max(ok))
+    # Half a scan step either side: the valley's ends lie between the blurs scanned.
+    return max(0.0, float(min(ok)) - BLUR_STEP / 2), float(grid[int(np.argmin(total))]), float(max(ok)) + BLUR_STEP / 2
 
 
 def _near(points: np.ndarray, segment: np.ndarray, reach: float) -> bool:

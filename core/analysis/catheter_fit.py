@@ -34,6 +34,7 @@ FINE_PX = 0.05                           # the model's grid
 REFINE_STARTS = 3                        # simplex searches from the grid's best radii
 LUMEN_MAX = 1.0                          # the lumen's attenuation per px at most this many times the wall's,
 DENSE_LUMEN_MAX = 2.0                    # or this many when that fits much better (contrast-filled)
+CONTRADICTS = 4.0                        # misfit ratio at which a blur measured elsewhere is not used
 Z2_BLUR = 1.0                            # misfit rise (noise variances) the least-blur choice may take
 BACKGROUND_RESIDUAL = 0.01               # rms misfit / height above which a quadratic background is tried
 Z2 = 4.0                                 # misfit rise (in noise variances) that rules a width out: ~2 sd
@@ -130,10 +131,13 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     if blur_bounds is not None and not solid:
         lo_s, mid_s, hi_s = blur_bounds
         fits = {s: fit_at(s) for s in sorted({lo_s, mid_s, hi_s})}
-        if min(v[0] for v in fits.values()) <= f + Z2 * unit:
+        # Trusted unless the catheter's own profile flatly contradicts it (twice the rms misfit of its best):
+        # at a mask's low noise a thin ring under a little more blur can fit a few noise variances better
+        # than the truth (the model's small errors), and read a 1.5 px wall 17% narrow.
+        if min(v[0] for v in fits.values()) <= max(f + Z2 * unit, CONTRADICTS * f):
             fm, Rm, qm, _ = fits[mid_s]
             limit = min(v[0] for v in fits.values()) + Z2 * unit
-            widths = [2.0 * v[1] for v in fits.values() if v[0] <= limit] or [2.0 * Rm]
+            widths = [2.0 * v[1] for v in fits.values() if v[0] <= limit] + [2.0 * Rm]
             lo, hi = width_span(cost_at(mid_s), Rm, qm, fm + Z2 * unit)
             return done(fm, Rm, qm, mid_s, width_range_px=(min(widths + [2.0 * lo]), max(widths + [2.0 * hi])),
                         valley_px=(min(widths), max(widths)))
