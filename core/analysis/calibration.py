@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.analysis.catheter_fit import Z2, TubeFit, bilinear_sampler, fine_grid, fit_tube
+from core.analysis.catheter_fit import TubeFit, bilinear_sampler, fine_grid, fit_tube
 from core.analysis.catheter_valley import BLUR_STEP
 from core.analysis.vessel import (
     Stations,
@@ -55,6 +55,7 @@ PIECE_DIAMETERS = 2.0        # each piece this many diameters long (straight eno
 MIN_PIECE_PX, MAX_PIECE_PX = 20.0, 60.0
 BLUR_MAX_RESIDUAL = 0.02          # rms misfit / the column's height: a round lumen of steady width
 BLUR_MIN_PIECES = 2
+BLUR_FLOOR_PX = 0.02         # the blur measured on the vein is given no closer than this
 
 
 def parse_catheter(text: str) -> np.ndarray:
@@ -83,7 +84,7 @@ def catheter_width_px(mask: np.ndarray, points: np.ndarray) -> float:
 def catheter_fit(mask: np.ndarray, points: np.ndarray, blur_bounds: tuple[float, float, float] | None = None,
                  solid: bool = False, max_px: float = MAX_CATHETER_PX) -> TubeFit:
     """The tube fitted to the catheter between ``points`` (catheter_width_px), with the range of outer widths
-    its profile fits within the noise (TubeFit.width_range_px, valley_px). ``blur_bounds``: the blur measured
+    its profile fits within the noise (TubeFit.width_range_px, ambiguous_px). ``blur_bounds``: the blur measured
     elsewhere (vessel_blur); ``solid``, ``max_px``: a solid column up to that wide (vessel_blur's pieces)."""
     img = np.asarray(mask, dtype=np.float32)
     pts = np.asarray(points, dtype=float)
@@ -162,8 +163,26 @@ def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray
     normal = stations.normal[0]
     mean = aligned.mean(axis=0)
     return fit_tube(across[window], mean[window], width, (float(normal[0]), float(normal[1])),
-                    noise_var=lambda basis: _mean_profile_noise(aligned[:, window], basis),
+                    noise_var=lambda basis: (_mean_profile_noise(aligned[:, window], basis),
+                                             _pixel_noise(aligned[:, window], basis)),
                     sampler=(fine, sampler), blur_bounds=blur_bounds, solid=solid)
+
+
+def _pixel_noise(aligned: np.ndarray, basis: np.ndarray) -> float:
+    """As _mean_profile_noise, from neighbouring stations' differences instead of blocks: the pixels' own
+    noise, without the background's slow changes along the catheter (bone, soft tissue)."""
+    m = len(aligned)
+    if m < 3:
+        return 0.0
+    dev = np.diff(aligned, axis=0) / math.sqrt(2.0)          # each: one station's noise
+    dev = 0.5 * (dev + dev[:, ::-1])
+    dev = dev - (dev @ basis) @ basis.T
+    var = float((dev * dev).mean())
+    if var <= 0:
+        return 0.0
+    lags = int(round(CORRELATION_PX / ACROSS_STEP_PX))
+    rho = [float((dev[:, :-j] * dev[:, j:]).sum() / (dev[:, :-j] * dev[:, :-j]).sum()) for j in range(1, lags + 1)]
+    return var / m * max(1.0, 1.0 + 2.0 * sum(rho))
 
 
 def _typical(aligned: np.ndarray) -> np.ndarray:
@@ -261,7 +280,7 @@ def catheter_mm_per_px(mask: np.ndarray, points: np.ndarray, french: float, opac
         return (f / 3.0) / catheter_width_px(mask, points)
     bounds = run_blur(opacity, centerline, np.asarray(points, dtype=float))
     fit = catheter_fit(mask, points, bounds)
-    lo, hi = fit.valley_px
+    lo, hi = fit.ambiguous_px
     if np.isfinite(lo) and hi - lo > MAX_WIDTH_SPREAD * fit.width_px:
         how = "no blur measured on the vein" if bounds is None else "the blur measured on the vein does not pin it"
         raise ValueError(f"catheter width ambiguous: a thin wall under blur fits {lo:.1f} to {hi:.1f} px ({how}); "
@@ -309,24 +328,20 @@ def vessel_blur(opacity: np.ndarray, centerline: np.ndarray, diameter_px: float,
             fit = catheter_fit(img, ends, solid=True, max_px=1.6 * d)
         except ValueError:
             continue
-        if fit.residual <= BLUR_MAX_RESIDUAL and fit.blur_misfit:
+        if fit.residual <= BLUR_MAX_RESIDUAL and np.all(np.isfinite(fit.blur_range_px)):
             found.append(fit)
     # The pieces that agree with their median: a piece the model fits but that is not a round lumen of steady
     # width (a lesion, a taper, a confluence) reads more blur, and is not the imaging system.
     mid = float(np.median([f.blur_px for f in found])) if found else math.nan
-    agree = [dict(f.blur_misfit) for f in found
-             if f.blur_range_px[0] - BLUR_STEP <= mid <= f.blur_range_px[1] + BLUR_STEP]
+    agree = np.array([f.blur_px for f in found
+                      if f.blur_range_px[0] - BLUR_STEP <= mid <= f.blur_range_px[1] + BLUR_STEP])
     if len(agree) < max(BLUR_MIN_PIECES, (len(found) + 1) // 2):
         return None
-    # Their misfits added up over the blurs they share: one profile of the misfit against the blur, its
-    # minimum the measure, its valley the bounds.
-    grid = sorted(set.intersection(*(set(round(k, 6) for k in f) for f in agree)))
-    if not grid:
-        return None
-    total = np.array([sum(f[min(f, key=lambda k: abs(k - g))] for f in agree) for g in grid])
-    ok = [g for g, t in zip(grid, total) if t <= total.min() + Z2]
-    # Half a scan step either side: the valley's ends lie between the blurs scanned.
-    return max(0.0, float(min(ok)) - BLUR_STEP / 2), float(grid[int(np.argmin(total))]), float(max(ok)) + BLUR_STEP / 2
+    # Their median, give or take twice its standard error from their scatter (at least BLUR_FLOOR_PX): a
+    # 0.05 px error moves a thin wall's width 3-6%.
+    mid = float(np.median(agree))
+    half = max(2.0 * 1.4826 * float(np.median(np.abs(agree - mid))) / math.sqrt(len(agree)), BLUR_FLOOR_PX)
+    return max(0.0, mid - half), mid, mid + half
 
 
 def _near(points: np.ndarray, segment: np.ndarray, reach: float) -> bool:

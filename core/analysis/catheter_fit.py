@@ -13,7 +13,7 @@ not resolve shows only its mid-wall ring and its mass, so a thinner wall with mo
 and the outer width along that valley is not in the profile (a 6 px tube with a 1 px wall at 0.5-1 px blur read
 10-37% wide). So the blur is best measured elsewhere (``blur_bounds``: the vein's, core.analysis.calibration.
 vessel_blur) and the catheter fitted at it; without it the least blur the profile allows is taken (the
-phantom's unblurred catheters), ``valley_px`` says how far the width runs along that valley and
+phantom's unblurred catheters), ``ambiguous_px`` says how far the width runs along that valley and
 ``width_range_px`` adds the width's own noise.
 """
 from __future__ import annotations
@@ -47,9 +47,8 @@ class TubeFit:
     blur_px: float            # detector blur sd (beyond the pixel and the sampling)
     residual: float           # rms misfit / profile amplitude
     width_range_px: tuple[float, float] = (math.nan, math.nan)   # outer widths fitting within the noise
-    valley_px: tuple[float, float] = (math.nan, math.nan)        # outer widths along the wall/blur valley only
+    ambiguous_px: tuple[float, float] = (math.nan, math.nan)     # widths the profile cannot tell apart (_ambiguous)
     blur_range_px: tuple[float, float] = (math.nan, math.nan)    # blurs fitting within the noise (solid only)
-    blur_misfit: tuple = ()   # solid only: (blur, misfit rise over the best in noise variances) scanned
 
 
 def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
@@ -69,10 +68,11 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     one-parameter change of the profile's shape is measured with (the mean profile's per-sample variance
     times its correlation length in samples). Given, ``width_range_px`` holds the outer widths fitting within
     ``Z2`` such variances of the best fit (more when the best misfits by more than the noise) and
-    ``valley_px`` those along the wall/blur valley alone. ``blur_bounds`` (lowest, measured, highest blur,
+    ``ambiguous_px`` those along the wall/blur valley and within the pixels' own noise (``noise_var``'s
+    function gives both variances). ``blur_bounds`` (lowest, measured, highest blur,
     measured elsewhere): the tube at the measured blur, the valley within the bounds; else (or when the
     catheter's profile rules those blurs out) the least blur within ``Z2_BLUR`` variances (core.analysis.catheter_valley.choose).
-    Solid: ``blur_range_px`` and ``blur_misfit`` (the misfit's rise against the blur, in variances).
+    Solid: ``blur_range_px``, the blurs within ``Z2`` variances.
 
     ``sampler``: (fine grid, (N, F) weights) from ``bilinear_sampler``, the exact map from the tube's
     pixel-averaged profile on the fine grid to the measured samples (any angle, any phase on the pixel grid);
@@ -111,8 +111,9 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
         f, R, q, sd = fit_at(blur_px)
         if f > 0.25 * plain[1][0]:
             target, (f, R, q, sd) = plain
+    pixel_var = None
     if callable(noise_var):
-        noise_var = noise_var(target[2])
+        noise_var, pixel_var = noise_var(target[2])
     # A lumen denser than the wall (a catheter filled with contrast) only when the profile asks for it: its
     # misfit halves and falls by more than Z2 noise variances. Always allowed, a solid-looking tube under blur
     # also fits as a wider, fainter wall round a dense core (+19% on a 4 px solid tube at 1 px blur).
@@ -123,6 +124,7 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
             target, (f, R, q, sd) = dense, fd
     if noise_var is None or noise_var <= 0 or blur_px is not None:
         return done(f, R, q, sd)
+
     def cost_at(blur: float):
         return _fixed_blur_cost(x, fine, weights, pixel, target, blur, solid)
 
@@ -140,16 +142,28 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
             widths = [2.0 * v[1] for v in fits.values() if v[0] <= limit] + [2.0 * Rm]
             lo, hi = width_span(cost_at(mid_s), Rm, qm, fm + Z2 * unit)
             return done(fm, Rm, qm, mid_s, width_range_px=(min(widths + [2.0 * lo]), max(widths + [2.0 * hi])),
-                        valley_px=(min(widths), max(widths)))
+                        ambiguous_px=_ambiguous(widths, cost_at(mid_s), Rm, qm, fm, pixel_var, len(p)))
         # The blur measured elsewhere does not fit this catheter's profile: the profile alone decides.
     scan = blur_scan(cost_at, R, q, sd, f + Z2 * unit, r_step, SIGMA_STEPS[-1])
     if solid:       # a solid cylinder: the blur is what is measured, with the blurs its profile allows
         ok = [t[0] for t in scan if t[1] <= f + Z2 * unit] or [sd]
-        rise = tuple((t[0], (t[1] - f) / unit) for t in scan)
-        return done(f, R, 0.0, sd, width_range_px=(2.0 * R, 2.0 * R), blur_range_px=(min(ok), max(ok)),
-                    blur_misfit=rise)
+        return done(f, R, 0.0, sd, width_range_px=(2.0 * R, 2.0 * R), blur_range_px=(min(ok), max(ok)))
     f, (R, q, sd), span, valley = choose(scan, f + Z2 * unit, f + Z2_BLUR * unit, cost_at)
-    return done(f, R, q, sd, width_range_px=span, valley_px=valley)
+    return done(f, R, q, sd, width_range_px=span,
+                ambiguous_px=_ambiguous(list(valley), cost_at(sd), R, q, f, pixel_var, len(p)))
+
+
+def _ambiguous(widths: list, cost, R: float, q: float, f: float, pixel_var: float | None, n: int
+               ) -> tuple[float, float]:
+    """The outer widths along the wall/blur valley (``widths``) and, the blur held, within the pixels' own
+    noise (``pixel_var``; its misfit scaled up to the fit's): what the profile cannot tell apart however well
+    the background under it were known. The range for refusing: width_range_px also counts the background's
+    changes along the catheter as noise (a bony ring under the phantom's catheter: +-15%)."""
+    if pixel_var is None or pixel_var <= 0:
+        return min(widths), max(widths)
+    unit = pixel_var * max(1.0, f / (0.5 * n * pixel_var))
+    lo, hi = width_span(cost, R, q, f + Z2 * unit)
+    return min(widths + [2.0 * lo]), max(widths + [2.0 * hi])
 
 
 def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, sd_fixed: float | None
