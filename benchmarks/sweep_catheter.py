@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--range", action="store_true", help="also whether the truth is in the width's range")
     ap.add_argument("--vein-only", action="store_true", help="only the tables with the blur measured on a vein")
+    ap.add_argument("--vein-tables", type=int, default=3, help="how many of the vein tables (plain, dense, 8-bit)")
     a = ap.parse_args()
     outers = (4.0, 6.0, 8.0, 12.0) if not a.quick else (4.0, 6.0, 8.0)
     walls = (0.6, 1.0, 1.5, 2.0)
@@ -150,7 +151,7 @@ def main() -> None:
     thin = (0.5, 0.75, 1.0, 1.5)
     wide = (5.0, 6.0, 8.0, 10.0, 14.0) if not a.quick else (5.0, 8.0)
     for name, kw in [("vein", dict(vein=True)), ("vein, dense lumen", dict(vein=True, fill=2.0)),
-                     ("vein, 8bit", dict(vein=True, display=True))][:1 if a.quick else 3]:
+                     ("vein, 8bit", dict(vein=True, display=True))][:1 if a.quick else a.vein_tables]:
         table(name, kw, wide, thin, blurs, a.seeds, False, stats)
     print(f"\nblur from the vein: worst |error| of the widths given: {stats['worst']:.1f}%, refused as ambiguous "
           f"{stats['ambiguous']}/{stats['n']}, not measured {stats['refused']}, "
