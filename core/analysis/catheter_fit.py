@@ -1,37 +1,43 @@
 """A catheter's outer width from its attenuation profile, whatever the blur: a fit of the projected tube.
 
 A tube of outer radius R and inner radius r = q R projects to the chord ``2 sqrt(R^2 - x^2) - 2 sqrt(r^2 - x^2)``
-across it (a lumen holding contrast adds some of the inner chord back: empty to as dense as the wall). The
-detector blurs that (one Gaussian of sd ``sigma``), the pixel averages it over its area, and the stations'
-profiles sample the pixels bilinearly; ``bilinear_sampler`` gives that last step exactly, station by station (a
-catheter along a row of pixels meets the grid at one phase only, so no phase average). R, q, sigma are fitted
-to the mean profile of the stations, amplitudes and offset by least squares, on a grid refined by simplex
-searches. The outer width is 2 R.
+across it (a lumen holding contrast adds some of the inner chord back: empty to as dense as the wall, or twice
+that when the profile asks for it). The detector blurs that (one Gaussian of sd ``sigma``), the pixel averages
+it over its area, and the stations' profiles sample the pixels bilinearly; ``bilinear_sampler`` gives that last
+step exactly, station by station (a catheter along a row of pixels meets the grid at one phase only, so no
+phase average). R, q, sigma are fitted to the mean profile of the stations, amplitudes and background by least
+squares, on a grid refined by simplex searches. The outer width is 2 R.
 
 Limit, measured (benchmarks/sweep_catheter.py, docs/catheter-calibration.md): a wall the blur and the pixels do
 not resolve shows only its mid-wall ring and its mass, so a thinner wall with more blur (or none) fits as well
-and the outer width along that valley is not in the profile: +-10-20% at the noise of a mask for a 6 px tube
-with a 1 px wall. Given the noise, the fit takes the least blur the profile allows there (the phantom's
-unblurred catheters: within 6% where the best fit wandered to -15%), and ``width_range_px`` says how wide the
-valley is.
+and the outer width along that valley is not in the profile (a 6 px tube with a 1 px wall at 0.5-1 px blur read
+10-37% wide). So the blur is best measured elsewhere (``blur_bounds``: the vein's, core.analysis.calibration.
+vessel_blur) and the catheter fitted at it; without it the least blur the profile allows is taken (the
+phantom's unblurred catheters), ``ambiguous_px`` says how far the width runs along that valley and
+``width_range_px`` adds the width's own noise.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-R_STEPS = np.linspace(0.7, 1.3, 21)      # outer radius tried, relative to the first guess's half width
+from core.analysis.catheter_valley import blur_scan, choose, width_span
+from core.analysis.simplex import simplex
+
+R_STEPS = np.linspace(0.7, 1.5, 27)      # outer radius tried, relative to the first guess's half width
 Q_STEPS = np.linspace(0.0, 0.9, 10)      # inner / outer radius: solid to thin-walled
 SIGMA_STEPS = np.linspace(0.0, 2.5, 11)  # detector blur sd (px)
 FINE_PX = 0.05                           # the model's grid
 REFINE_STARTS = 3                        # simplex searches from the grid's best radii
-LUMEN_MAX = 1.0                          # the lumen's attenuation per px at most this many times the wall's
-BLUR_STEP = 0.1                          # px: the least-blur scan's step
+LUMEN_MAX = 1.0                          # the lumen's attenuation per px at most this many times the wall's,
+DENSE_LUMEN_MAX = 2.0                    # or this many when that fits much better (contrast-filled)
+CONTRADICTS = 4.0                        # misfit ratio at which a blur measured elsewhere is not used
 Z2_BLUR = 1.0                            # misfit rise (noise variances) the least-blur choice may take
+BACKGROUND_RESIDUAL = 0.01               # rms misfit / height above which a quadratic background is tried
 Z2 = 4.0                                 # misfit rise (in noise variances) that rules a width out: ~2 sd
-SCAN = (0.01, 0.02, 0.03, 0.045, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25)   # radius steps of the range scan
 
 
 @dataclass(frozen=True)
@@ -41,24 +47,32 @@ class TubeFit:
     blur_px: float            # detector blur sd (beyond the pixel and the sampling)
     residual: float           # rms misfit / profile amplitude
     width_range_px: tuple[float, float] = (math.nan, math.nan)   # outer widths fitting within the noise
+    ambiguous_px: tuple[float, float] = (math.nan, math.nan)     # widths the profile cannot tell apart (_ambiguous)
+    blur_range_px: tuple[float, float] = (math.nan, math.nan)    # blurs fitting within the noise (solid only)
 
 
 def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
-             normal: tuple[float, float] = (1.0, 0.0), noise_var: float | None = None,
+             normal: tuple[float, float] = (1.0, 0.0), noise_var=None,
              sampler: tuple[np.ndarray, np.ndarray] | None = None, blur_px: float | None = None,
-             with_range: bool = False) -> TubeFit:
+             blur_bounds: tuple[float, float, float] | None = None, solid: bool = False) -> TubeFit:
     """The tube best matching ``profile`` (attenuation, background removed, sampled at ``across`` offsets
     along ``normal``, symmetric about 0 where the catheter's centre is). The pixel's area is modelled exactly
     (its kernel projected on ``normal``); the rest of the blur is a Gaussian (``blur_px``: fixed, else fitted).
-    The wall's and the lumen's attenuations are free (the lumen empty up to as dense as the wall: linear least
-    squares on those bounds). Every (radius, wall, blur) on a grid is tried (no local minimum to fall in), then
-    simplex searches from the grid's best radii find the bottom.
+    The wall's and the lumen's attenuations are free (the lumen empty up to as dense as the wall, or twice
+    that when it fits much better: linear least squares on those bounds), and the background under the
+    catheter (an offset, and a quadratic when it fits much better). Every (radius, wall, blur) on a grid is
+    tried (no local minimum to fall in), then simplex searches from the grid's best radii find the bottom.
+    ``solid``: no lumen (a vein's contrast column: its blur is what is wanted).
 
-    ``noise_var``: the variance a smooth one-parameter change of the profile's shape is measured with (the mean
-    profile's per-sample variance times its correlation length in samples). Given, the least blur within
-    ``Z2_BLUR`` such variances of the best fit is taken (``_least_blur``), and ``with_range`` adds
-    ``width_range_px``: every outer width whose best fit (wall and blur free) is within ``Z2`` of them (more
-    when the best misfits by more than the noise).
+    ``noise_var`` (a number, or a function of the background's basis giving it): the variance a smooth
+    one-parameter change of the profile's shape is measured with (the mean profile's per-sample variance
+    times its correlation length in samples). Given, ``width_range_px`` holds the outer widths fitting within
+    ``Z2`` such variances of the best fit (more when the best misfits by more than the noise) and
+    ``ambiguous_px`` those along the wall/blur valley and within the pixels' own noise (``noise_var``'s
+    function gives both variances). ``blur_bounds`` (lowest, measured, highest blur,
+    measured elsewhere): the tube at the measured blur, the valley within the bounds; else (or when the
+    catheter's profile rules those blurs out) the least blur within ``Z2_BLUR`` variances (core.analysis.catheter_valley.choose).
+    Solid: ``blur_range_px``, the blurs within ``Z2`` variances.
 
     ``sampler``: (fine grid, (N, F) weights) from ``bilinear_sampler``, the exact map from the tube's
     pixel-averaged profile on the fine grid to the measured samples (any angle, any phase on the pixel grid);
@@ -75,113 +89,171 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
         fine, weights = sampler
         weights = 0.5 * (weights + weights[::-1])  # as the profile (the model's offset centre then cancels alike)
         pixel = np.convolve(_box(nx), _box(ny))
-    sigmas = SIGMA_STEPS if blur_px is None else np.array([float(blur_px)])
-    sampling = _sampling(x, fine, weights, sigmas)                 # (S, N, F): blur, then sample
-    pc = p - p.mean()
-    pp = float(pc @ pc)
     radii = 0.5 * width_guess * R_STEPS
+    r_step = float(radii[1] - radii[0])
+    amp = float(np.max(p) - np.min(p))
+
+    def done(f: float, R: float, q: float, sd: float, **kw) -> TubeFit:
+        return TubeFit(2.0 * R, q, sd, math.sqrt(max(f, 0.0) / len(p)) / max(amp, 1e-12), **kw)
+
+    def fit_at(sd_fixed: float | None) -> tuple[float, float, float, float]:
+        return _grid_fit(x, fine, weights, pixel, target, radii, solid, sd_fixed)
+
+    # The background under the catheter: an offset, and a quadratic too when the catheter's model alone
+    # misfits by more than BACKGROUND_RESIDUAL and that halves its rms (something wider than the catheter lies
+    # under it: a vein holding a little contrast in the mask read a phantom catheter 6% wide). Not always:
+    # free, it takes up the flanks of a thin wall under blur (worst 4% -> 12% at 1.5 px).
+    target = _target(p, background_basis(x, quadratic=False))
+    f, R, q, sd = fit_at(blur_px)
+    if math.sqrt(max(f, 0.0) / len(p)) > BACKGROUND_RESIDUAL * amp:
+        plain = (target, (f, R, q, sd))
+        target = _target(p, background_basis(x, quadratic=True))
+        f, R, q, sd = fit_at(blur_px)
+        if f > 0.25 * plain[1][0]:
+            target, (f, R, q, sd) = plain
+    pixel_var = None
+    if callable(noise_var):
+        noise_var, pixel_var = noise_var(target[2])
+    # A lumen denser than the wall (a catheter filled with contrast) only when the profile asks for it: its
+    # misfit halves and falls by more than Z2 noise variances. Always allowed, a solid-looking tube under blur
+    # also fits as a wider, fainter wall round a dense core (+19% on a 4 px solid tube at 1 px blur).
+    if not solid and noise_var is not None and noise_var > 0:
+        dense = _target(p, target[2], DENSE_LUMEN_MAX)
+        fd = _grid_fit(x, fine, weights, pixel, dense, radii, solid, blur_px)
+        if fd[0] < 0.5 * f and f - fd[0] > Z2 * noise_var:
+            target, (f, R, q, sd) = dense, fd
+    if noise_var is None or noise_var <= 0 or blur_px is not None:
+        return done(f, R, q, sd)
+
+    def cost_at(blur: float):
+        return _fixed_blur_cost(x, fine, weights, pixel, target, blur, solid)
+
+    # A misfit above the noise (a model a little off the truth) widens the limits in proportion.
+    unit = noise_var * max(1.0, f / (0.5 * len(p) * noise_var))
+    if blur_bounds is not None and not solid:
+        lo_s, mid_s, hi_s = blur_bounds
+        fits = {s: fit_at(s) for s in sorted({lo_s, mid_s, hi_s})}
+        # Trusted unless the catheter's own profile flatly contradicts it (twice the rms misfit of its best):
+        # at a mask's low noise a thin ring under a little more blur can fit a few noise variances better
+        # than the truth (the model's small errors), and read a 1.5 px wall 17% narrow.
+        if min(v[0] for v in fits.values()) <= max(f + Z2 * unit, CONTRADICTS * f):
+            fm, Rm, qm, _ = fits[mid_s]
+            limit = min(v[0] for v in fits.values()) + Z2 * unit
+            widths = [2.0 * v[1] for v in fits.values() if v[0] <= limit] + [2.0 * Rm]
+            lo, hi = width_span(cost_at(mid_s), Rm, qm, fm + Z2 * unit)
+            return done(fm, Rm, qm, mid_s, width_range_px=(min(widths + [2.0 * lo]), max(widths + [2.0 * hi])),
+                        ambiguous_px=_ambiguous(widths, cost_at(mid_s), Rm, qm, fm, pixel_var, len(p)))
+        # The blur measured elsewhere does not fit this catheter's profile: the profile alone decides.
+    scan = blur_scan(cost_at, R, q, sd, f + Z2 * unit, r_step, SIGMA_STEPS[-1])
+    if solid:       # a solid cylinder: the blur is what is measured, with the blurs its profile allows
+        ok = [t[0] for t in scan if t[1] <= f + Z2 * unit] or [sd]
+        return done(f, R, 0.0, sd, width_range_px=(2.0 * R, 2.0 * R), blur_range_px=(min(ok), max(ok)))
+    f, (R, q, sd), span, valley = choose(scan, f + Z2 * unit, f + Z2_BLUR * unit, cost_at)
+    return done(f, R, q, sd, width_range_px=span,
+                ambiguous_px=_ambiguous(list(valley), cost_at(sd), R, q, f, pixel_var, len(p)))
+
+
+def _ambiguous(widths: list, cost, R: float, q: float, f: float, pixel_var: float | None, n: int
+               ) -> tuple[float, float]:
+    """The outer widths along the wall/blur valley (``widths``) and, the blur held, within the pixels' own
+    noise (``pixel_var``; its misfit scaled up to the fit's): what the profile cannot tell apart however well
+    the background under it were known. The range for refusing: width_range_px also counts the background's
+    changes along the catheter as noise (a bony ring under the phantom's catheter: +-15%)."""
+    if pixel_var is None or pixel_var <= 0:
+        return min(widths), max(widths)
+    unit = pixel_var * max(1.0, f / (0.5 * n * pixel_var))
+    lo, hi = width_span(cost, R, q, f + Z2 * unit)
+    return min(widths + [2.0 * lo]), max(widths + [2.0 * hi])
+
+
+def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, sd_fixed: float | None
+              ) -> tuple[float, float, float, float]:
+    """(misfit, R, q, blur) of the best tube: every (radius, wall, blur) on a grid (no local minimum to fall
+    in), then simplex searches from the grid's best radii (R, wall and blur trade off along a narrow valley
+    the grid's steps cut across). ``sd_fixed``: the blur held there."""
+    sigmas = SIGMA_STEPS if sd_fixed is None else np.array([float(sd_fixed)])
+    sampling = _sampling(x, fine, weights, sigmas)                 # (S, N, F): blur, then sample
+    q_steps = Q_STEPS[:1] if solid else Q_STEPS
     cost = np.empty(len(radii))
     where = []
     for i, R in enumerate(radii):
         outer = sampling @ _pixel_chord(fine, R, pixel)                                  # (S, N)
-        inner = np.einsum("snf,qf->sqn", sampling,
-                          np.array([_pixel_chord(fine, q * R, pixel) for q in Q_STEPS]))  # (S, Q, N)
-        c = _misfit(outer[:, None, :], inner, pc, pp)
+        if solid:
+            inner = np.zeros((len(sigmas), 1, len(x)))
+        else:
+            inner = np.einsum("snf,qf->sqn", sampling,
+                              np.array([_pixel_chord(fine, q * R, pixel) for q in q_steps]))  # (S, Q, N)
+        c = _misfit(outer[:, None, :], inner, target)
         k = np.unravel_index(int(np.argmin(c)), c.shape)
         cost[i] = c[k]
-        where.append((float(Q_STEPS[k[1]]), float(sigmas[k[0]])))
+        where.append((float(q_steps[k[1]]), float(sigmas[k[0]])))
+
+    # Only the free parameters are searched: (R, q, blur), (R, q) at a fixed blur, (R, blur) when solid.
+    free = [0] + ([] if solid else [1]) + ([2] if sd_fixed is None else [])
+    fixed_m = None if sd_fixed is None else sampling[0]
 
     def fit_cost(v: np.ndarray) -> float:
-        R, q, sd = v
-        sd = sd if blur_px is None else float(blur_px)
+        full = np.array([0.0, 0.0, 0.0 if sd_fixed is None else float(sd_fixed)])
+        full[free] = v
+        R, q, sd = full
         if not (radii[0] <= R <= radii[-1] and 0.0 <= q <= 0.97 and 0.0 <= sd <= SIGMA_STEPS[-1]):
             return math.inf
+        if fixed_m is not None:
+            return float(_misfit(fixed_m @ _pixel_chord(fine, R, pixel), fixed_m @ _pixel_chord(fine, q * R, pixel),
+                                 target))
         o = _sample(x, fine, weights, _blur(_pixel_chord(fine, R, pixel), sd / FINE_PX))
         n = _sample(x, fine, weights, _blur(_pixel_chord(fine, q * R, pixel), sd / FINE_PX))
-        return float(_misfit(o, n, pc, pp))
+        return float(_misfit(o, n, target))
 
-    # The grid finds the valley; simplex searches from its best points find the bottom (R, wall and blur trade
-    # off along a narrow valley the grid's steps cut across).
     order = np.argsort(cost)[:REFINE_STARTS]
-    step = np.array([radii[1] - radii[0], 0.05, 0.1])
-    f, (R, q, sd) = min((_simplex(fit_cost, np.array([radii[i], *where[i]]), step) for i in order),
-                        key=lambda r: r[0])
-    amp = float(np.max(p) - np.min(p))
-    span = (math.nan, math.nan)
-    if noise_var is not None and noise_var > 0:
-        # A misfit above the noise (a model a little off the truth) widens the limit in proportion.
-        scale = max(1.0, f / (0.5 * len(p) * noise_var))
-        limit = f + Z2 * noise_var * scale
-        if with_range:
-            span = _width_range(fit_cost, float(R), np.array([q, sd]), limit, radii, cost, where)
-        if blur_px is None:
-            f, (R, q, sd) = _least_blur(fit_cost, f, np.array([R, q, sd]),
-                                               f + Z2_BLUR * noise_var * scale, radii[1] - radii[0])
-    return TubeFit(2.0 * float(R), float(q), float(sd), math.sqrt(max(f, 0.0) / len(p)) / max(amp, 1e-12), span)
+    step = np.array([radii[1] - radii[0], 0.05, 0.1])[free]
+    f, v = min((simplex(fit_cost, np.array([radii[i], *where[i]])[free], step) for i in order),
+               key=lambda r: r[0])
+    full = np.array([0.0, 0.0, 0.0 if sd_fixed is None else float(sd_fixed)])
+    full[free] = v
+    return float(f), float(full[0]), float(full[1]), float(full[2])
 
 
-def _least_blur(fit_cost, f: float, best: np.ndarray, limit: float, r_step: float) -> tuple[float, np.ndarray]:
-    """The sharpest tube fitting within ``limit``. Where a thin wall under blur and a thicker wall under less
-    blur fit alike (a wall the blur does not resolve), the best fit's point on that valley wanders with the
-    noise (up to 15% in the width on the phantom's catheters, unblurred): the least blur the profile allows is
-    taken. Scanned down from the best fit's blur in BLUR_STEP steps, radius and wall refitted at each."""
-    chosen = (f, best)
-    point = best.copy()
-    sd = float(best[2]) - BLUR_STEP
-    while sd >= -1e-9:
-        sd = max(sd, 0.0)
-        val, rest = _simplex(lambda v: fit_cost(np.array([v[0], v[1], sd])), point[:2],
-                             np.array([r_step, 0.05]), iters=150, tol=1e-8)
-        # Along the wall/blur valley less blur means a thicker wall around the same mid-wall ring: a wider
-        # tube. A narrower one is another valley (a small solid tube read as a thin ring): not this trade.
-        if val > limit or rest[0] < point[0] - 1e-3:
-            break
-        point = np.array([rest[0], rest[1], sd])
-        chosen = (val, point)
-        sd -= BLUR_STEP
-    return chosen
+def background_basis(across: np.ndarray, quadratic: bool) -> np.ndarray:
+    """(N, 1 or 2) orthonormal: the background the fit leaves free under the catheter, an offset and maybe a
+    quadratic."""
+    x = np.asarray(across, dtype=float)
+    cols = [np.ones_like(x)] + ([(x / max(abs(x[0]), abs(x[-1]), 1e-9)) ** 2] if quadratic else [])
+    return np.linalg.qr(np.column_stack(cols))[0]
 
 
-def _width_range(fit_cost, R: float, rest: np.ndarray, limit: float, radii: np.ndarray, cost: np.ndarray,
-                 where: list) -> tuple[float, float]:
-    """(lowest, highest) outer width whose best fit over wall and blur stays under ``limit``: scanned out from
-    the best radius until a step past 3% is ruled out, then any farther grid radius that fits (a second
-    valley) widens it to that radius."""
-    def profile(r: float, starts) -> tuple[float, np.ndarray]:
-        return min((_simplex(lambda v: fit_cost(np.array([r, *v])), np.asarray(s, dtype=float),
-                             np.array([0.05, 0.1]), iters=150, tol=1e-8) for s in starts), key=lambda t: t[0])
+def _target(p: np.ndarray, basis: np.ndarray, lumen_max: float = LUMEN_MAX) -> tuple:
+    """(profile without its background, its sum of squares, the background's basis, the lumen's densest):
+    what _misfit fits."""
+    pc = p - basis @ (basis.T @ p)
+    return pc, float(pc @ pc), basis, lumen_max
 
-    lo, hi = R, R
-    for sign in (-1.0, 1.0):
-        start = np.asarray(rest, dtype=float)
-        for frac in SCAN:
-            r = R * (1.0 + sign * frac)
-            if not radii[0] <= r <= radii[-1]:
-                break
-            g = int(np.argmin(np.abs(radii - r)))
-            val, start = profile(r, [start, where[g]])
-            if val <= limit:
-                lo, hi = min(lo, r), max(hi, r)
-            elif frac > 0.03:
-                break
-    for r, c, w in zip(radii, cost, where):
-        if lo <= r <= hi or c > limit + 4.0 * (limit - min(cost.min(), limit)):
-            continue
-        if c <= limit or profile(float(r), [w])[0] <= limit:
-            lo, hi = min(lo, float(r)), max(hi, float(r))
-    return 2.0 * lo, 2.0 * hi
+
+def _fixed_blur_cost(x, fine, weights, pixel, target, sd: float, solid: bool = False):
+    """The misfit of (R, q) at blur ``sd``, the blur folded into the sampling once (fast)."""
+    m = _sampling(x, fine, weights, np.array([sd]))[0]
+
+    def cost(v: np.ndarray) -> float:
+        R, q = float(v[0]), (0.0 if solid else float(v[1]))
+        if not (0.0 < R and 0.0 <= q <= 0.97):
+            return math.inf
+        return float(_misfit(m @ _pixel_chord(fine, R, pixel), m @ _pixel_chord(fine, q * R, pixel), target))
+    return cost
 
 
 def _pixel_chord(fine: np.ndarray, R: float, pixel: np.ndarray) -> np.ndarray:
     return np.convolve(_bin_chord(fine, R), pixel, mode="same")
 
 
-def _misfit(outer: np.ndarray, inner: np.ndarray, pc: np.ndarray, pp: float) -> np.ndarray:
-    """Sum of squares left by the best ``a outer + b inner + offset`` (broadcast over leading axes; samples on
-    the last): the wall's attenuation a >= 0 and the lumen's a + b between 0 (empty) and LUMEN_MAX a (contrast
-    denser than the wall). Unconstrained when that holds, else the better of the two edges."""
-    o = outer - outer.mean(axis=-1, keepdims=True)
-    n = inner - inner.mean(axis=-1, keepdims=True)
+def _misfit(outer: np.ndarray, inner: np.ndarray, target: tuple) -> np.ndarray:
+    """Sum of squares left by the best ``a outer + b inner + background`` (broadcast over leading axes; samples
+    on the last; ``target``: the profile and its sum of squares, both without the background, and the
+    background's orthonormal basis, the lumen's densest): the wall's attenuation a >= 0 and the lumen's a + b
+    between 0 (empty) and lumen_max a (contrast denser than the wall). Unconstrained when that holds, else the
+    better of the two edges."""
+    pc, pp, basis, lumen_max = target
+    o = outer - (outer @ basis) @ basis.T
+    n = inner - (inner @ basis) @ basis.T
     oo, nn, on = (o * o).sum(-1), (n * n).sum(-1), (o * n).sum(-1)
     op, np_ = o @ pc, n @ pc
     det = oo * nn - on * on
@@ -189,8 +261,8 @@ def _misfit(outer: np.ndarray, inner: np.ndarray, pc: np.ndarray, pp: float) -> 
     safe = np.where(ok, det, 1.0)
     a = (nn * op - on * np_) / safe
     b = (oo * np_ - on * op) / safe
-    best = np.where(ok & (a >= 0) & (a + b >= 0) & (a + b <= LUMEN_MAX * a), pp - (a * op + b * np_), np.inf)
-    for k in (-1.0, LUMEN_MAX - 1.0):                       # on an edge b = k a: the one column o + k n
+    best = np.where(ok & (a >= 0) & (a + b >= 0) & (a + b <= lumen_max * a), pp - (a * op + b * np_), np.inf)
+    for k in (-1.0, lumen_max - 1.0):                       # on an edge b = k a: the one column o + k n
         hh = oo + 2 * k * on + k * k * nn
         hp = op + k * np_
         best = np.minimum(best, np.where((hp > 0) & (hh > 0), pp - hp * hp / np.where(hh > 0, hh, 1.0), pp))
@@ -246,7 +318,7 @@ def _sampling(x: np.ndarray, fine: np.ndarray, weights: np.ndarray | None, sigma
     if weights is not None:
         for i, sd in enumerate(sigmas):
             # The blur is symmetric: blurring the weights' rows is blurring the profile they read.
-            out[i] = weights if sd < FINE_PX else np.array([_blur(row, sd / FINE_PX) for row in weights])
+            out[i] = weights if sd < FINE_PX else _blur_rows(weights, sd / FINE_PX)
         return out
     d = x[:, None] - fine[None, :]
     for i, sd in enumerate(sigmas):
@@ -287,43 +359,32 @@ def _bin_chord(fine: np.ndarray, R: float) -> np.ndarray:
     return (F(hi) - F(lo)) / (hi - lo)
 
 
-def _blur(v: np.ndarray, sd_samples: float) -> np.ndarray:
-    """Gaussian of sd ``sd_samples`` (in samples), integrated over each sample's bin; the ends continued."""
-    if sd_samples < 0.5:
-        return v
+@functools.lru_cache(maxsize=512)
+def _kernel(sd_samples: float) -> np.ndarray:
+    """Gaussian of sd ``sd_samples`` (in samples), integrated over each sample's bin, unit sum."""
     r = max(1, int(math.ceil(4 * sd_samples)))
     edges = (np.arange(-r, r + 2) - 0.5) / (sd_samples * math.sqrt(2.0))
-    cdf = 0.5 * (1.0 + np.array([math.erf(e) for e in edges]))
-    k = np.diff(cdf)
-    return np.convolve(np.pad(v, r, mode="edge"), k / k.sum(), mode="valid")
+    k = np.diff(0.5 * (1.0 + np.array([math.erf(e) for e in edges])))
+    return k / k.sum()
 
 
-def _simplex(f, x0: np.ndarray, scale: np.ndarray, iters: int = 300, tol: float = 1e-10):
-    """Nelder-Mead minimum of ``f`` from ``x0`` (initial steps ``scale``): (value, point)."""
-    n = len(x0)
-    pts = [np.asarray(x0, dtype=float)] + [x0 + np.eye(n)[i] * scale[i] for i in range(n)]
-    vals = [f(p) for p in pts]
-    for _ in range(iters):
-        order = np.argsort(vals)
-        pts, vals = [pts[i] for i in order], [vals[i] for i in order]
-        if np.isfinite(vals[-1]) and vals[-1] - vals[0] <= tol * (abs(vals[0]) + 1e-30):
-            break
-        centre = np.mean(pts[:-1], axis=0)
-        xr = centre + (centre - pts[-1])
-        fr = f(xr)
-        if fr < vals[0]:
-            xe = centre + 2.0 * (centre - pts[-1])
-            fe = f(xe)
-            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
-        elif fr < vals[-2]:
-            pts[-1], vals[-1] = xr, fr
-        else:
-            xc = centre + 0.5 * (pts[-1] - centre)
-            fc = f(xc)
-            if fc < vals[-1]:
-                pts[-1], vals[-1] = xc, fc
-            else:
-                pts = [pts[0]] + [pts[0] + 0.5 * (p - pts[0]) for p in pts[1:]]
-                vals = [vals[0]] + [f(p) for p in pts[1:]]
-    k = int(np.argmin(vals))
-    return vals[k], pts[k]
+def _blur(v: np.ndarray, sd_samples: float) -> np.ndarray:
+    """``v`` blurred by ``_kernel(sd_samples)``; the ends continued."""
+    if sd_samples < 0.5:
+        return v
+    k = _kernel(round(float(sd_samples), 9))
+    r = len(k) // 2
+    return np.convolve(np.pad(v, r, mode="edge"), k, mode="valid")
+
+
+def _blur_rows(w: np.ndarray, sd_samples: float) -> np.ndarray:
+    """Every row of ``w`` blurred as ``_blur`` does, at once (FFT). The rows are zero near their ends (the
+    fine grid has room for the widest blur), so continuing the ends is padding with zeros."""
+    if sd_samples < 0.5:
+        return w
+    k = _kernel(round(float(sd_samples), 9))
+    r = len(k) // 2
+    n = w.shape[1] + 2 * r
+    size = 1 << int(math.ceil(math.log2(n)))
+    full = np.fft.irfft(np.fft.rfft(w, size, axis=1) * np.fft.rfft(k, size)[None, :], size, axis=1)
+    return full[:, r:r + w.shape[1]]

@@ -210,11 +210,13 @@ class LiveSizing:
                 raise ValueError(f"catheter_french must be in [{MIN_FRENCH:g}, {MAX_FRENCH:g}] F, got {french:g}")
             if run_id not in self._images:
                 raise NotKept(f"no image kept for run {run_id!r}")
-            mask = self._images[run_id][1]
+            peak, mask = self._images[run_id]
             if mask is None:
                 raise ValueError(f"run {run_id!r} has no contrast-free mask image to measure the catheter on")
             points = np.asarray(catheter, dtype=float)
-            mm = catheter_mm_per_px(mask, points, french)
+            line = self._centerline[0] if self._centerline is not None and self._centerline[1] in (None, run_id) \
+                else None
+            mm = catheter_mm_per_px(mask, points, french, opacity=peak, centerline=line)
             calibration = {"calibration": "catheter", "mm_per_px": mm, "catheter_french": french,
                            "catheter": points.tolist(), "run_id": run_id}
         self._calibration = calibration
