@@ -107,18 +107,20 @@ def sweep(seeds, blurs, modes, out=sys.stdout) -> list[dict]:
         intensity = case.config.intensity
         for blur in blurs:
             peak, mask = peak_and_mask(blurred_stack(run, intensity, blur))
-            mm, mm_true, cal_error = None, None, None
-            if case.truth.catheter_px is not None:
-                mm_true = (6.0 / 3.0) / case.truth.catheter_px
-                try:
-                    mm = catheter_mm_per_px(mask, case.truth.catheter_xy, 6.0)
-                    cal_error = 100.0 * (mm / mm_true - 1.0)
-                except ValueError as exc:
-                    cal_error = f"refused: {exc}"
             for mode in modes:
+                line = case.truth.centreline_xy if mode == "given" else None
+                mm, mm_true, cal_error = None, None, None
+                if case.truth.catheter_px is not None:
+                    # As the command calibrates: the run's peak image gives the blur (on the vein).
+                    mm_true = (6.0 / 3.0) / case.truth.catheter_px
+                    try:
+                        mm = catheter_mm_per_px(mask, case.truth.catheter_xy, 6.0, opacity=peak, centerline=line)
+                        cal_error = 100.0 * (mm / mm_true - 1.0)
+                    except ValueError as exc:
+                        cal_error = f"refused: {exc}"
                 t0 = time.process_time()
                 try:
-                    res = measure_sizing(peak, case.truth.centreline_xy if mode == "given" else None,
+                    res = measure_sizing(peak, line,
                                          mm_per_px=mm if isinstance(cal_error, float) else None,
                                          calibration="catheter" if isinstance(cal_error, float) else None,
                                          mask=mask).to_json()

@@ -26,14 +26,8 @@ import numpy as np
 
 from core.analysis.catheter_fit import TubeFit, bilinear_sampler, fine_grid, fit_tube
 from core.analysis.catheter_valley import BLUR_STEP
-from core.analysis.vessel import (
-    Stations,
-    diameter_along,
-    find_vessel,
-    make_stations,
-    resample_polyline,
-    sample_profiles,
-)
+from core.analysis.vessel import Stations, make_stations, resample_polyline, sample_profiles
+from core.analysis.vessel_find import diameter_along, find_vessel
 
 __all__ = ["dicom_mm_per_px", "catheter_width_px", "catheter_fit", "parse_catheter", "catheter_mm_per_px",
            "MAX_CATHETER_PX", "vessel_blur", "run_blur"]
