@@ -25,7 +25,16 @@ import numpy as np
 from core.analysis.clearance.safeguards import vessel_beside_warning
 from core.analysis.lumen import Lumen, measure_lumen, running_median
 from core.analysis.sizing_device import area_diameter, device_in_lumen
-from core.analysis.sizing_path import HOP_WARNING, MAX_REFINDS, kept_piece, one_vessel, side_hops
+from core.analysis.sizing_path import (
+    BESIDE_CHOICE_WARNING,
+    HOP_WARNING,
+    MAX_REFINDS,
+    kept_piece,
+    more_opacified,
+    one_vessel,
+    side_hops,
+    vessel_beside,
+)
 from core.analysis.sizing_reference import follow_steps, reference_fit
 from core.analysis.vessel import Stations, check_centerline, make_stations
 from core.analysis.vessel_find import diameter_along, find_vessel
@@ -129,26 +138,9 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     auto = centerline is None
     notes: list[str] = []
     if auto:
-        v = find_vessel(img)
-        line, d_guess = v.centerline, v.diameter_px
+        stations, lumen, notes = _automatic_path(img)
     else:
-        line = check_centerline(centerline, img.shape)
-        d_guess = None
-    stations, lumen = _stations_and_lumen(img, line, d_guess, auto)
-    if auto:
-        # One vessel, never two joined through the background (sizing_path): cut at a sideways crossing and
-        # follow the kept vessel again.
-        for attempt in range(MAX_REFINDS + 1):
-            hops = side_hops(stations, lumen)
-            if not hops:
-                break
-            if HOP_WARNING not in notes:
-                notes.append(HOP_WARNING)
-            if attempt < MAX_REFINDS:
-                line, d_guess, _ = one_vessel(img, stations, lumen, hops)
-            else:
-                line, d_guess = stations.xy[slice(*kept_piece(stations, lumen, hops))], None
-            stations, lumen = _stations_and_lumen(img, line, d_guess, auto)
+        stations, lumen = _stations_and_lumen(img, check_centerline(centerline, img.shape), None, False)
     ok = np.isfinite(lumen.width)
     if ok.sum() < MIN_STATIONS:
         raise ValueError(f"no vessel lumen measured along the centreline ({int(ok.sum())} of {len(ok)} stations)")
@@ -185,10 +177,46 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
             f"own {d_device:.1f} px, and the MLD is less certain than where the lumen is free")
     if auto:
         beside = vessel_beside_warning(lumen.beside, ok)
-        if beside and HOP_WARNING not in notes:
+        if beside and not notes:
             sizing.warnings.append(beside)
     sizing.warnings.extend(_edge_on_warnings(sizing, fit, used, d_typ))
     return sizing
+
+
+def _automatic_path(img: np.ndarray) -> tuple[Stations, Lumen, list[str]]:
+    """Stations, lumen and notes along the automatic centreline: one vessel, the more opacified of two."""
+    v = find_vessel(img)
+    stations, lumen, notes = _one_vessel(img, v.centerline, v.diameter_px)
+    if notes or not vessel_beside_warning(lumen.beside, np.isfinite(lumen.width)):
+        return stations, lumen, notes
+    # A whole vessel beside, never crossed to: the path ran along one of two as their lengths tipped it; the
+    # more opacified one is kept, as at a crossing (sizing_path).
+    other = vessel_beside(img, stations)
+    if other is None:
+        return stations, lumen, notes
+    st2, lu2, notes2 = _one_vessel(img, *other)
+    if not more_opacified(lu2, lumen):
+        return stations, lumen, notes
+    return st2, lu2, [BESIDE_CHOICE_WARNING] + [n for n in notes2 if n != HOP_WARNING]
+
+
+def _one_vessel(img: np.ndarray, line: np.ndarray, d_guess: float | None) -> tuple[Stations, Lumen, list[str]]:
+    """One vessel, never two joined through the background (sizing_path): the path is cut at a sideways
+    crossing and the kept vessel followed again."""
+    notes: list[str] = []
+    stations, lumen = _stations_and_lumen(img, line, d_guess, True)
+    for attempt in range(MAX_REFINDS + 1):
+        hops = side_hops(stations, lumen)
+        if not hops:
+            break
+        if HOP_WARNING not in notes:
+            notes.append(HOP_WARNING)
+        if attempt < MAX_REFINDS:
+            line, d_guess, _ = one_vessel(img, stations, lumen, hops)
+        else:
+            line, d_guess = stations.xy[slice(*kept_piece(stations, lumen, hops))], None
+        stations, lumen = _stations_and_lumen(img, line, d_guess, True)
+    return stations, lumen, notes
 
 
 def _stations_and_lumen(img: np.ndarray, line: np.ndarray, d_guess: float | None, beside: bool

@@ -11,6 +11,11 @@ between them are at least that far apart) and ends on a line of its own.
 At such a crossing the path is cut, the more opacified piece kept (the contrast per unit length: the wider or
 better filled vessel; find_vessel's promise is the most opacified vessel), the vessel(s) of the other pieces
 blanked, and the path found again on what is left, so the kept vessel is followed over its whole length.
+
+The path need not cross at all: where two vessels of about the same length lie side by side, the longest path
+runs along either one as the blur, the noise or a few px of length tip it. Beside a whole other vessel the
+same rule chooses: the followed vessel is blanked, the other one found, and the more opacified of the two kept
+(``vessel_beside``), so which vessel is sized does not hang on which one's path is a little longer.
 """
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ PIECE_DIAMETERS = 2.0      # each piece's line from this many diameters beside t
 HOP_OFFSET_DIAMETERS = 1.0  # the far piece this far off the near piece's line (and the other way): a crossing
 MIN_PIECE_DIAMETERS = 4.0  # a piece shorter than this is not chosen while a longer one is there
 MAX_REFINDS = 2
+BESIDE_MIN_LENGTH = 0.5    # a vessel beside is a rival when at least this share of the followed one's length
+BESIDE_CHOICE_WARNING = ("the automatic centreline first followed a less opacified vessel beside this one (a paired "
+                         "vein or a collateral): the more opacified one is sized; draw the centreline to choose")
 
 HOP_WARNING = ("the automatic centreline crossed the background from one vessel to another beside it (a paired "
                "vein or a collateral): the more opacified one is sized alone; draw the centreline to choose")
@@ -77,16 +85,37 @@ def one_vessel(img: np.ndarray, stations: Stations, lumen: Lumen, hops: list[tup
     fallback = (stations.xy[slice(*keep)], None, img)
     if not other:
         return fallback
-    blank = _grow(np.isin(labels, sorted(other)))
-    full = np.zeros(img.shape, dtype=bool)
-    up = np.repeat(np.repeat(blank, f, axis=0), f, axis=1)
-    full[:up.shape[0], :up.shape[1]] = up[:img.shape[0], :img.shape[1]]
-    work = np.where(full, np.nan, img).astype(np.float32)
+    work = _blanked(img, labels, f, other)
     try:
         v = find_vessel(work)
     except ValueError:
         return fallback
     return v.centerline, v.diameter_px, work
+
+
+def vessel_beside(img: np.ndarray, stations: Stations) -> tuple[np.ndarray, float | None] | None:
+    """(centreline, diameter guess) of the longest vessel left once the pieces the path runs through are blanked
+    (NaN), when it is at least BESIDE_MIN_LENGTH of the path's length; None when there is no such vessel."""
+    labels, f = opacified_pieces(img)
+    followed = _labels_under(labels, f, stations.xy)
+    if not followed or len(set(np.unique(labels).tolist()) - followed - {0}) == 0:
+        return None
+    try:
+        v = find_vessel(_blanked(img, labels, f, followed))
+    except ValueError:
+        return None
+    length = float(np.sum(np.hypot(*np.diff(v.centerline, axis=0).T)))
+    if length < BESIDE_MIN_LENGTH * stations.length:
+        return None
+    return v.centerline, v.diameter_px
+
+
+def more_opacified(a: Lumen, b: Lumen) -> bool:
+    """``a`` holds more contrast per unit length than ``b`` (median column integral)."""
+    def med(lumen: Lumen) -> float:
+        v = lumen.integral[np.isfinite(lumen.integral)]
+        return float(np.median(v)) if v.size else -np.inf
+    return med(a) > med(b)
 
 
 def kept_piece(stations: Stations, lumen: Lumen, hops: list[tuple[int, int]]) -> tuple[int, int]:
@@ -120,6 +149,15 @@ def _labels_under(labels: np.ndarray, f: int, xy: np.ndarray) -> set[int]:
     r = np.clip((xy[:, 1] // f).astype(int), 0, h - 1)
     c = np.clip((xy[:, 0] // f).astype(int), 0, w - 1)
     return {int(v) for v in np.unique(labels[r, c]) if v > 0}
+
+
+def _blanked(img: np.ndarray, labels: np.ndarray, f: int, ids: set[int]) -> np.ndarray:
+    """``img`` with the coarse pieces ``ids`` (and their fringe) set to NaN."""
+    blank = _grow(np.isin(labels, sorted(ids)))
+    full = np.zeros(img.shape, dtype=bool)
+    up = np.repeat(np.repeat(blank, f, axis=0), f, axis=1)
+    full[:up.shape[0], :up.shape[1]] = up[:img.shape[0], :img.shape[1]]
+    return np.where(full, np.nan, img).astype(np.float32)
 
 
 def _grow(mask: np.ndarray) -> np.ndarray:
