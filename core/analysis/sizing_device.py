@@ -16,12 +16,19 @@ import math
 import numpy as np
 
 from core.analysis.calibration import catheter_width_px
-from core.analysis.clearance.device import mask_profiles, nearest_filled, tube, tube_stations
-from core.analysis.lumen import Lumen, integral_at, running_median
+from core.analysis.clearance.device import (
+    TUBE_SHARE_OF_HEIGHT,
+    mask_profiles,
+    nearest_filled,
+    tube,
+    tube_stations,
+)
+from core.analysis.lumen import Lumen, integral_at, running_mean, running_median
 from core.analysis.vessel import Stations
 
 FIT_CHORD_PX = 30      # the catheter fit's chord along the device (straight enough on a vein's curve)
 MIN_CHORD_PX = 12
+WEAK_SHARE = 0.5       # between two stretches of a device, its tube scores at least this share of the finder's limit
 
 
 def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, reference: np.ndarray,
@@ -40,7 +47,10 @@ def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, referenc
     # A device does not stop for a few stations: where its tube is missed (the narrowest point, where the
     # lumen hugs it) between two stretches, it is still there.
     where = _bridged(where, 4 * half)
-    _, off, size = tube(across, prof, axis, d_ref)
+    score, off, size = tube(across, prof, axis, d_ref)
+    # Through a narrowing it fills, its walls' steps read weaker (blur, the lumen hugging it): a gap however long
+    # between two stretches is still the device where its tube scores all along it, if weakly (hysteresis).
+    where = _followed_through(where, running_mean(score, half), WEAK_SHARE * TUBE_SHARE_OF_HEIGHT * height)
     found = where & np.isfinite(size)
     coarse = 2.0 * float(np.median(size[found])) if found.any() else math.nan
     return where, _fitted_width(mask, stations, axis + np.nan_to_num(off), where, coarse)
@@ -101,4 +111,18 @@ def _bridged(flag: np.ndarray, gap: int) -> np.ndarray:
     for a, b in zip(idx[:-1], idx[1:]):
         if 1 < b - a <= gap:
             out[a:b] = True
+    return out
+
+
+def _followed_through(flag: np.ndarray, score: np.ndarray, weak: float) -> np.ndarray:
+    """``flag`` with each run of False between two True runs set where ``score`` exceeds ``weak`` all along it."""
+    out = flag.copy()
+    idx = np.flatnonzero(flag)
+    if not (math.isfinite(weak) and weak > 0):
+        return out
+    with np.errstate(invalid="ignore"):
+        above = np.isfinite(score) & (score > weak)
+    for a, b in zip(idx[:-1], idx[1:]):
+        if b - a > 1 and above[a + 1:b].all():
+            out[a + 1:b] = True
     return out
