@@ -44,7 +44,7 @@ def events(client, kind: str) -> list[dict]:
 def test_a_run_relabelled_completion_is_sized_and_logged(live):
     client, h, run_id = live
     assert client.put(f"/api/runs/{run_id}/label", json={"label": "completion"}, headers=h).status_code == 200
-    run = wait_for(lambda: (r := client.get(f"/api/runs/{run_id}").json())["vessel"] and r, 10, interval=0.1,
+    run = wait_for(lambda: (r := client.get(f"/api/runs/{run_id}").json())["vessel"] and r, 30, interval=0.1,
                    explain=lambda: events(client, "vessel_sizing_failed"))
     vessel = run["vessel"]
     assert set(vessel) >= VESSEL_KEYS

@@ -45,7 +45,7 @@ def test_sizing_results_and_calibration_survive_a_restart(tmp_path):
         drawn = [tuple(p) for p in np.vstack([line[::25], line[-1:]])]
         first.set_centerline(drawn, None)     # drawn on the baseline, after its relabel on the worker
         first.label_run(run_id, "completion")
-        sized = wait_for(lambda: first.run(run_id)["vessel"], 10, explain=lambda: [(e["kind"], e["data"]) for e in
+        sized = wait_for(lambda: first.run(run_id)["vessel"], 30, explain=lambda: [(e["kind"], e["data"]) for e in
                          first.events(limit=1000) if e["kind"].startswith(("vessel", "run_", "center"))])
         assert sized["calibration"] == "operator" and sized["mm_per_px"] == 0.25
         headline = first.status()["vessel"]
