@@ -78,7 +78,8 @@ def measure(outer, wall, blur, seed, with_range=False, vein=False, **kw) -> floa
         try:
             width = 2.0 / catheter_mm_per_px(mask, pts, 6.0, opacity=opacity, centerline=line)
         except ValueError as exc:
-            return "R" if str(exc).startswith("catheter width ambiguous") else str(exc)
+            return "R" if str(exc).startswith(("catheter width ambiguous", "catheter profile does not fit a tube")) \
+                else str(exc)
         return 100.0 * (width / outer - 1.0)
     try:
         fit = catheter_fit(mask, pts)

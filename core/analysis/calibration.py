@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.analysis.catheter_fit import TubeFit, bilinear_sampler, fine_grid, fit_tube
+from core.analysis.catheter_fit import MAX_INNER, TubeFit, bilinear_sampler, fine_grid, fit_tube
 from core.analysis.catheter_valley import BLUR_STEP
 from core.analysis.vessel import Stations, make_stations, resample_polyline, sample_profiles
 from core.analysis.vessel_find import diameter_along, find_vessel
@@ -43,6 +43,7 @@ ALONG_PX = np.array([-0.25, 0.25])   # each station's profile: the mean of two l
 OUTLIER_MADS = 3.0           # a station's profile this far from the others' is left out (_typical)
 CORRELATION_PX = 2.0         # across the catheter, samples this close share noise (bilinear, pixel)
 MAX_WIDTH_SPREAD = 0.1       # refused when the widths the profile allows span more (+-5%: the issue's 0.3 mm)
+WALL_AT_LIMIT = MAX_INNER - 0.02   # at the vein's blur a wall this thin: the tube model is not what is fitted
 # The blur measured on the vein (vessel_blur):
 BLUR_PIECES = 6                   # pieces of the vein measured, spread along it
 PIECE_DIAMETERS = 2.0        # each piece this many diameters long (straight enough, steady width)
@@ -279,6 +280,14 @@ def catheter_mm_per_px(mask: np.ndarray, points: np.ndarray, french: float, opac
         how = "no blur measured on the vein" if bounds is None else "the blur measured on the vein does not pin it"
         raise ValueError(f"catheter width ambiguous: a thin wall under blur fits {lo:.1f} to {hi:.1f} px ({how}); "
                          "mark a catheter with a thicker wall or give mm per px")
+    # At the vein's blur the fit ran to the thinnest wall it may take: the profile is not a tube at that blur (a
+    # bone edge along the catheter in the mask: the phantom's catheters over its bony ring read 17-21% narrow;
+    # a wall the blur hides).
+    if bounds is not None and fit.inner_fraction >= WALL_AT_LIMIT:
+        raise ValueError(f"catheter profile does not fit a tube at the blur measured on the vein ({bounds[1]:.2f} px:"
+                         f" it needs a wall of {0.5 * fit.width_px * (1 - fit.inner_fraction):.2f} px); something lies"
+                         " along it in the mask (a bone edge) or the blur hides its wall: mark the catheter elsewhere"
+                         " or give mm per px")
     return (f / 3.0) / fit.width_px
 
 

@@ -29,6 +29,7 @@ from core.analysis.simplex import simplex
 
 R_STEPS = np.linspace(0.7, 1.5, 27)      # outer radius tried, relative to the first guess's half width
 Q_STEPS = np.linspace(0.0, 0.9, 10)      # inner / outer radius: solid to thin-walled
+MAX_INNER = 0.97                         # the thinnest wall the searches go to (inner / outer radius)
 SIGMA_STEPS = np.linspace(0.0, 2.5, 11)  # detector blur sd (px)
 FINE_PX = 0.05                           # the model's grid
 REFINE_STARTS = 3                        # simplex searches from the grid's best radii
@@ -196,7 +197,7 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
         full = np.array([0.0, 0.0, 0.0 if sd_fixed is None else float(sd_fixed)])
         full[free] = v
         R, q, sd = full
-        if not (radii[0] <= R <= radii[-1] and 0.0 <= q <= 0.97 and 0.0 <= sd <= SIGMA_STEPS[-1]):
+        if not (radii[0] <= R <= radii[-1] and 0.0 <= q <= MAX_INNER and 0.0 <= sd <= SIGMA_STEPS[-1]):
             return math.inf
         if fixed_m is not None:
             return float(_misfit(fixed_m @ _pixel_chord(fine, R, pixel), fixed_m @ _pixel_chord(fine, q * R, pixel),
@@ -235,7 +236,7 @@ def _fixed_blur_cost(x, fine, weights, pixel, target, sd: float, solid: bool = F
 
     def cost(v: np.ndarray) -> float:
         R, q = float(v[0]), (0.0 if solid else float(v[1]))
-        if not (0.0 < R and 0.0 <= q <= 0.97):
+        if not (0.0 < R and 0.0 <= q <= MAX_INNER):
             return math.inf
         return float(_misfit(m @ _pixel_chord(fine, R, pixel), m @ _pixel_chord(fine, q * R, pixel), target))
     return cost
