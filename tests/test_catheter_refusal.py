@@ -71,7 +71,8 @@ def test_the_phantom_catheters_are_not_refused(seed):
     assert abs(r["mld_mm"] - case.truth.mld_px * true_mm) <= 0.3
 
 
-@pytest.mark.parametrize("seed", range(1, 24, 3))
+# Seeds 10 and 13 read 17-21% narrow before; 1 and 16 are measured (the rest of the sweep's eight: the sweep).
+@pytest.mark.parametrize("seed", [1, 10, 13, 16])
 def test_the_sweeps_catheters_under_blur_are_right_or_refused(seed):
     """benchmarks/sweep_vessel.py's catheters (a paired vein, a collateral, a device beside the vein; some lie
     along the phantom's bony ring in the mask) under a 1 px PSF: within 7% or refused, never 20% off (two read
