@@ -1,10 +1,11 @@
 """Statistics along a vessel's stations: running means and medians over finite values, a grey closing (the
-upper envelope that bridges dips), interpolation across gaps; NaN where nothing was measured."""
+upper envelope that bridges dips), a flag widened along the stations, interpolation across gaps; NaN where
+nothing was measured."""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["closing", "interp_valid", "quiet", "running_mean", "running_median"]
+__all__ = ["closing", "dilate", "interp_valid", "quiet", "running_mean", "running_median"]
 
 
 class quiet:
@@ -63,3 +64,10 @@ def interp_valid(s: np.ndarray, v: np.ndarray) -> np.ndarray:
     if ok.sum() == 1:
         return np.full_like(v, v[ok][0])
     return np.interp(s, s[ok], v[ok])
+
+
+def dilate(mask: np.ndarray, half: int) -> np.ndarray:
+    """``mask`` widened by ``half`` stations each side."""
+    c = np.concatenate([[0], np.cumsum(mask)])
+    i = np.arange(len(mask))
+    return (c[np.minimum(i + half + 1, len(mask))] - c[np.maximum(i - half, 0)]) > 0

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from core.analysis.along_vessel import dilate
 from core.analysis.lumen import running_mean
 
 MIN_PATENT = 8                 # patent stations a run needs to read its own density
@@ -77,14 +78,8 @@ def low_density(s: np.ndarray, density: np.ndarray, line: tuple[float, float] | 
             mean = running_mean(np.where(ok, density - expect, np.nan), half)
             n = 2 * half + 1
             low |= ok & (mean < -np.maximum(OUTLIER_SD * sd / math.sqrt(n), 0.04 * expect))
-            low = _dilate(low, half) & ok
+            low = dilate(low, half) & ok
     return low
-
-
-def _dilate(mask: np.ndarray, half: int) -> np.ndarray:
-    c = np.concatenate([[0], np.cumsum(mask)])
-    i = np.arange(len(mask))
-    return (c[np.minimum(i + half + 1, len(mask))] - c[np.maximum(i - half, 0)]) > 0
 
 
 def line_at(line: tuple[float, float], s: np.ndarray) -> np.ndarray:

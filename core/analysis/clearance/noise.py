@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from core.analysis.along_vessel import dilate
+
 SAME_SD = 2.0        # runs within this many sd (of the two smoothed widths' difference) of the widest: the same lumen
 
 
@@ -59,6 +61,4 @@ def overfilled(station_burdens: list[np.ndarray], half: int) -> np.ndarray:
             out |= ok & (b < -max(OVERFILL_SD * sd, OVERFILL_FLOOR))
     if not out.any() or half <= 0:
         return out
-    c = np.concatenate([[0], np.cumsum(out)])
-    i = np.arange(len(out))
-    return (c[np.minimum(i + half + 1, len(out))] - c[np.maximum(i - half, 0)]) > 0
+    return dilate(out, half)

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.analysis.along_vessel import quiet, running_median
+from core.analysis.along_vessel import dilate, quiet, running_median
 from core.analysis.clearance.runs import MIN_STATIONS, STATION_SPACING_PX, _half, _Run
 from core.analysis.lumen import CLOSING_LENGTHS
 from core.analysis.neighbours import merged_columns
-
-
-def _near(mask: np.ndarray, reach: int) -> np.ndarray:
-    c = np.concatenate([[0], np.cumsum(mask)])
-    i = np.arange(len(mask))
-    return (c[np.minimum(i + reach + 1, len(mask))] - c[np.maximum(i - reach, 0)]) > 0
 
 
 def _typical(runs: list[_Run], merged: list[np.ndarray], floor: float | None
@@ -33,7 +27,7 @@ def _typical(runs: list[_Run], merged: list[np.ndarray], floor: float | None
     too few stand alone."""
     alone, middle = [], []
     for r, m in zip(runs, merged):
-        out = _near(r.lumen.crowded, 2 * _half(r)) | m
+        out = dilate(r.lumen.crowded, 2 * _half(r)) | m
         alone.append(np.where(out, np.nan, r.lumen.width))
         middle.append(np.where(out, np.nan, r.lumen.centre))
     widths = np.vstack(alone)
