@@ -323,8 +323,18 @@ def _local_quadratic(v: np.ndarray, half: int) -> np.ndarray:
     curved narrowing, as a running median that long does."""
     out = running_median(v, max(1, half // 2))
     ok = np.isfinite(v)
-    for i in np.flatnonzero(ok):
-        lo, hi = max(0, i - half), min(len(v), i + half + 1)
+    m = len(v)
+    # A whole window of finite values: the fit's value at its middle is a fixed weighting (Savitzky-Golay).
+    x = np.arange(-half, half + 1, dtype=float)
+    weights = np.linalg.pinv(np.vander(x, 3))[-1]
+    full = np.zeros(m, dtype=bool)
+    if m >= 2 * half + 1:
+        win_ok = np.lib.stride_tricks.sliding_window_view(ok, 2 * half + 1).all(axis=1)
+        full[half:m - half] = win_ok
+        vals = np.lib.stride_tricks.sliding_window_view(np.where(ok, v, 0.0), 2 * half + 1)
+        out[half:m - half] = np.where(win_ok, vals @ weights, out[half:m - half])
+    for i in np.flatnonzero(ok & ~full):
+        lo, hi = max(0, i - half), min(m, i + half + 1)
         x = np.arange(lo, hi)[ok[lo:hi]] - i
         # One-sided near the ends of the stretch a quadratic extrapolates wildly: the running median stands.
         if x.size >= 5 and x.min() <= -half // 2 and x.max() >= half // 2:
