@@ -1,14 +1,19 @@
 """Vessel sizing on one run's peak-opacity image: lumen diameter along the vein, its reference, the lesion.
 
 - Diameter per station: the half-height edges of the background-subtracted contrast column (core.analysis.lumen,
-  the same code as clearance), smoothed along the vessel over a fraction of a diameter as QCA smooths its edges.
+  the same code as clearance), smoothed along the vessel as QCA smooths its edges: a short running median
+  (outliers), then a local quadratic over +-0.2 diameters (the edges' noise comes in lumps a few stations long,
+  which a median keeps; a quadratic leaves a short narrowing's curved bottom where it is).
   Where no edge is found (blurred, faint), the densitometric diameter stands in: the column's integral over the
   local contrast density of the patent lumen (``d = sqrt(integral / (pi / 4 * k))``).
 - Reference per station (sizing_reference): a robust fit of diameter along the vessel that leaves the narrowed
   part and branches' junctions out, following a step at a confluence.
 - Lesion: the station of greatest % diameter stenosis against that reference (on a tapering vein the
-  narrowest station is the thin end, not a lesion). Lesion length: the contiguous length around it below
-  80% of the reference, from the interpolated crossings.
+  narrowest station is the thin end, not a lesion); on a flat-bottomed narrowing, where along the bottom the
+  greatest reading falls is the noise's choice, so the lesion is the middle of the contiguous stretch around it
+  whose stenosis is within the noise of the greatest (_lesion_station). MLD and % stenosis are the values at
+  that station. Lesion length: the contiguous length around it below 80% of the reference, from the
+  interpolated crossings.
 - Compression seen edge-on looks wider and fainter: a stretch read wider than the reference with a clearly
   lower contrast density is said in ``warnings``.
 - Beside and inside the vein: an automatic path crossing the background to another vessel is cut and the more
@@ -42,11 +47,16 @@ from core.analysis.vessel_find import diameter_along, find_vessel
 __all__ = ["Sizing", "measure_sizing", "LESION_FRACTION", "STENT_THRESHOLD_PCT"]
 
 SPACING_PX = 1.0
-SMOOTH_DIAMETERS = 0.05      # half window of the along-vessel smoothing, in diameters (at least 1 station)
+SMOOTH_DIAMETERS = 0.05      # half window of the along-vessel running median, in diameters (at least 1 station)
+QUAD_SMOOTH_DIAMETERS = 0.2  # ... then a local quadratic over +-this many diameters (lifts the bottom of a 70%
+#                              cosine narrowing 1.2 diameters long by under 1%)
 AREA_SMOOTH_DIAMETERS = 0.4  # ... and of the diameter read from areas beside a device (a local quadratic over it
 #                              leaves the bottom of the shortest cosine narrowing, 2 diameters, within 1%)
 LESION_FRACTION = 0.8        # a station below this fraction of its reference is part of the lesion
 STENT_THRESHOLD_PCT = 50.0   # residual stenosis at which a stent is commonly considered (informs only)
+BOTTOM_NOISE_SD = 4.0        # the lesion's stretch: stenosis within this many noise sd of the greatest (the
+#                              greatest of a flat bottom's readings lies ~2 sd above their mean, its lowest ~2 below)
+TREND_DIAMETERS = 1.0        # the noise: the stenosis' spread about a local quadratic over +-this many diameters
 WIDE_FRACTION = 1.12         # edge-on compression: wider than the reference by this ...
 FAINT_FRACTION = 0.75        # ... with a contrast density below this fraction of the patent lumen's
 EDGE_ON_MIN_DIAMETERS = 0.5  # ... over at least this many diameters
@@ -153,7 +163,12 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     half = max(1, int(round(SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
     width = np.where(ok, running_median(lumen.width, half), np.nan)
     _, used = reference_fit(stations.s, width, d_typ)
+    # A running median takes out single stations' outliers; a local quadratic over a longer window then smooths
+    # the edges' noise as QCA does, leaving a curved narrowing's bottom where it is (never below 0: it overshoots
+    # beside an occlusion's sharp ends).
+    half_quad = max(2, int(round(QUAD_SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
     diameter = running_median(_with_densitometric(lumen, used, half), half)
+    diameter = np.where(np.isfinite(diameter), np.maximum(_local_quadratic(diameter, half_quad), 0.0), np.nan)
     device, d_device = np.zeros(len(diameter), dtype=bool), math.nan
     if mask is not None and np.shape(mask) == img.shape:
         # A device displaces the contrast of its cross-section: there the lumen is read from areas.
@@ -172,7 +187,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     valid = np.isfinite(stenosis)
     if valid.sum() < MIN_STATIONS:
         raise ValueError("no vessel lumen measured along the centreline")
-    lesion = int(np.nanargmax(np.where(valid, stenosis, -np.inf)))
+    lesion = _lesion_station(stenosis, d_typ)
     span = _lesion_span(stations.s, diameter, reference, lesion)
     sizing = Sizing(stations, lumen, diameter, reference, stenosis, lesion, span, mm_per_px, calibration)
     sizing.warnings.extend(notes)
@@ -271,6 +286,27 @@ def _with_densitometric(lumen: Lumen, patent: np.ndarray, half: int) -> np.ndarr
     a = np.clip((DENS_FULL_PX + DENS_BLEND_PX - width) / DENS_BLEND_PX, 0.0, 1.0)
     blend = np.where(np.isfinite(dens), (1.0 - a) * width + a * dens, width)
     return np.where(np.isfinite(width), blend, dens)
+
+
+def _lesion_station(stenosis: np.ndarray, d_typ: float) -> int:
+    """The middle of the contiguous stretch around the greatest stenosis whose stenosis is within
+    BOTTOM_NOISE_SD noise sd of it: on a narrowing's flat bottom the greatest reading is wherever the noise puts
+    it; on a curved bottom the stretch is short and symmetric about it. The noise sd is the stenosis' robust
+    spread about its local quadratic trend over +-TREND_DIAMETERS, the whole vessel's: station-to-station
+    differences would miss its lumps, several stations long (the edges, the profiles' background)."""
+    valid = np.isfinite(stenosis)
+    k0 = int(np.argmax(np.where(valid, stenosis, -np.inf)))
+    half = max(2, int(round(TREND_DIAMETERS * d_typ / SPACING_PX)))
+    r = (stenosis - _local_quadratic(stenosis, half))[valid]
+    r = r[np.isfinite(r)]
+    sd = 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
+    band = valid & (stenosis >= stenosis[k0] - BOTTOM_NOISE_SD * sd)
+    lo, hi = k0, k0
+    while lo > 0 and band[lo - 1]:
+        lo -= 1
+    while hi < len(band) - 1 and band[hi + 1]:
+        hi += 1
+    return (lo + hi) // 2
 
 
 def _lesion_span(s: np.ndarray, d: np.ndarray, ref: np.ndarray, k: int) -> tuple[float, float] | None:
