@@ -12,7 +12,15 @@ import pytest
 from core.analysis.lumen import Lumen
 from core.analysis.peak import peak_and_mask
 from core.analysis.sizing import measure_sizing
-from core.analysis.sizing_path import HOP, HOP_WARNING, OCCLUSION, UNJUDGED, background_ends, path_gaps
+from core.analysis.sizing_path import (
+    HOP,
+    HOP_WARNING,
+    OCCLUSION,
+    UNJUDGED,
+    background_ends,
+    path_gaps,
+    untrusted_gap,
+)
 from core.analysis.vessel import make_stations
 from core.sources.phantom.features import Collateral, Device, ParallelVein
 from core.sources.phantom.render import render_run
@@ -82,6 +90,9 @@ def test_path_gaps_told_by_the_line_of_the_vessel(points, vessels, occluded, kin
         lumen.integral[slice(*occluded)] = 0.05
     gaps = path_gaps(st, lumen)
     assert [g[2] for g in gaps] == [kind], gaps
+    # No lumen is read in a crossing, nor where it cannot be told from an occlusion: sizing refuses there.
+    a, b, _ = gaps[0]
+    assert (untrusted_gap(st, lumen, (a + b) // 2) is None) == (kind == OCCLUSION)
 
 
 def test_path_ending_in_the_background_is_taken_off():
