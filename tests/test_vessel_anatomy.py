@@ -9,9 +9,19 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from core.analysis.lumen import Lumen
 from core.analysis.peak import peak_and_mask
 from core.analysis.sizing import measure_sizing
-from core.analysis.sizing_path import HOP_WARNING
+from core.analysis.sizing_path import (
+    HOP,
+    HOP_WARNING,
+    OCCLUSION,
+    UNJUDGED,
+    background_ends,
+    path_gaps,
+    untrusted_gap,
+)
+from core.analysis.vessel import make_stations
 from core.sources.phantom.features import Collateral, Device, ParallelVein
 from core.sources.phantom.render import render_run
 from core.sources.phantom.sizing_cases import analysed_span, make_sizing_case
@@ -48,6 +58,51 @@ def test_paired_vein_automatic_centreline_sizes_one_vessel(seed, pct, intensity,
         assert res["lesion_length_px"] == 0.0
     # The other vessel is said, whether the path crossed to it or only ran beside it.
     assert any("another vessel" in w or w == HOP_WARNING for w in res["warnings"]), res["warnings"]
+
+
+def _path(points, vessel_x, d=15.0):
+    """Stations along the polyline ``points`` and a lumen that reads a column (width ``d``) where a station lies
+    on one of the vertical vessels at ``vessel_x``, background elsewhere."""
+    st = make_stations(np.asarray(points, dtype=float), 1.0)
+    on = np.min(np.abs(st.xy[:, :1] - np.asarray(vessel_x, dtype=float)[None, :]), axis=1) < 1.0
+    lumen = Lumen(integral=np.where(on, 10.0, 0.05), width=np.where(on, d, 4.0), centre=np.zeros(len(on)),
+                  height=np.where(on, 1.0, 0.01), noise=0.02)
+    return st, lumen
+
+
+@pytest.mark.parametrize("points,vessels,occluded,kind", [
+    # along one vessel, across to another 35 px beside it, along that one: a crossing
+    ([(0, 0), (0, 100), (35, 112), (35, 300)], [0, 35], None, HOP),
+    # along the line of the vessel through 40 px without a column: an occlusion
+    ([(0, 0), (0, 300)], [0], (100, 140), OCCLUSION),
+    # a 12 px stub of the other vessel before (or after) the crossing, shorter than the line a crossing is judged
+    # on (two diameters): still a crossing, judged on the long piece's line
+    ([(0, 0), (0, 12), (35, 24), (35, 300)], [0, 35], None, HOP),
+    ([(35, 0), (35, 260), (0, 272), (0, 284)], [0, 35], None, HOP),
+    # the same 12 px beyond a gap along the line: an occlusion near the path's end
+    ([(0, 0), (0, 300)], [0], (260, 288), OCCLUSION),
+    # nothing long enough either side to give a line: not judged
+    ([(0, 0), (0, 25), (20, 30), (20, 55)], [0, 20], None, UNJUDGED),
+])
+def test_path_gaps_told_by_the_line_of_the_vessel(points, vessels, occluded, kind):
+    st, lumen = _path(points, vessels)
+    if occluded is not None:
+        lumen.integral[slice(*occluded)] = 0.05
+    gaps = path_gaps(st, lumen)
+    assert [g[2] for g in gaps] == [kind], gaps
+    # No lumen is read in a crossing, nor where it cannot be told from an occlusion: sizing refuses there.
+    a, b, _ = gaps[0]
+    assert (untrusted_gap(st, lumen, (a + b) // 2) is None) == (kind == OCCLUSION)
+
+
+def test_path_ending_in_the_background_is_taken_off():
+    """A path's end without a column (the other vessel's stub trimmed away) is not part of the vessel; one that
+    is only unmeasured (the field's edge, NaN) is left as it is."""
+    st, lumen = _path([(35, 0), (35, 10), (0, 22), (0, 300)], [0])
+    lo, hi = background_ends(st, lumen)
+    assert 45 <= lo <= 48 and hi == len(st.s)     # 10 px on the other vessel, 37 px across
+    lumen.integral[:lo] = np.nan
+    assert background_ends(st, lumen) == (0, len(st.s))
 
 
 @pytest.mark.parametrize("seed,pct,intensity,long", [(7, 70.0, "lin", None), (20, 60.0, "log", None),

@@ -65,3 +65,29 @@ def test_device_followed_through_the_narrowing_under_blur():
     assert abs(res["mld_px"] - truth.mld_px) <= 0.12 * truth.mld_px, (res["mld_px"], truth.mld_px)
     assert abs(res["diameter_stenosis_pct"] - truth.diameter_stenosis_pct) <= 7.0, res["diameter_stenosis_pct"]
     assert any("device lies in the lumen" in w for w in res["warnings"]), res["warnings"]
+
+
+# (seed, stenosis %, intensity, long, paired vein offset px, its diameter px, blur px): the sweep's paired-vein
+# cases whose automatic path crossed the background to the treated vein and read that crossing as a lumen of 0
+# (MLD 0, stenosis 65-100%, only "another vessel runs beside" said). 3 and 18: the crossing near the path's end,
+# the paired vein's stub beyond it shorter than the line a crossing was judged on; 42: along a 10 px paired vein
+# then a 19-26 px treated one, which read "oblique" (>1.6 x the median width) all along; 26: the paired vein's
+# stub trimmed off altogether, the path ending in the background.
+CROSSINGS = [(3, 50.0, "log", 14.0, -37.327, 10.182, 0.5), (18, 0.0, "lin", None, 32.655, 11.305, 0.5),
+             (42, 0.0, "lin", None, 37.295, 10.429, 0.25), (26, 45.0, "lin", None, 34.326, 10.399, 0.5)]
+
+
+@pytest.mark.parametrize("seed,pct,intensity,long,offset,diameter,blur", CROSSINGS)
+def test_crossing_to_a_paired_vein_is_never_sized_as_a_lumen_of_0(seed, pct, intensity, long, offset, diameter,
+                                                                  blur):
+    case = make_sizing_case(seed, pct, intensity, length_diameters=long,
+                            parallel=ParallelVein(offset_px=offset, diameter_px=diameter))
+    peak, mask = _images(case, blur)
+    res = measure_sizing(peak, mask=mask).to_json()
+    truth = case.truth
+    assert abs(res["diameter_stenosis_pct"] - truth.diameter_stenosis_pct) <= 7.0, res["diameter_stenosis_pct"]
+    if pct > 0:
+        assert abs(res["mld_px"] - truth.mld_px) <= 0.12 * truth.mld_px, (res["mld_px"], truth.mld_px)
+    else:
+        assert res["lesion_length_px"] == 0.0
+    assert any(w == HOP_WARNING or "another vessel" in w for w in res["warnings"]), res["warnings"]

@@ -17,8 +17,10 @@
 - Compression seen edge-on looks wider and fainter: a stretch read wider than the reference with a clearly
   lower contrast density is said in ``warnings``.
 - Beside and inside the vein: an automatic path crossing the background to another vessel is cut and the more
-  opacified vessel followed alone (sizing_path); with the run's mask, a device in the lumen is found and the
-  lumen there read from areas (sizing_device). Both are said in ``warnings``.
+  opacified vessel followed alone, its ends in the background taken off, and the sizing refused where its lesion
+  would fall in a stretch of background it cannot judge: never a lumen of 0 between two vessels (sizing_path).
+  With the run's mask, a device in the lumen is found and the lumen there read from areas (sizing_device). Both
+  are said in ``warnings``.
 """
 from __future__ import annotations
 
@@ -34,10 +36,12 @@ from core.analysis.sizing_path import (
     BESIDE_CHOICE_WARNING,
     HOP_WARNING,
     MAX_REFINDS,
+    background_ends,
     kept_piece,
     more_opacified,
     one_vessel,
     side_hops,
+    untrusted_gap,
     vessel_beside,
 )
 from core.analysis.sizing_reference import follow_steps, reference_fit
@@ -188,6 +192,12 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     if valid.sum() < MIN_STATIONS:
         raise ValueError("no vessel lumen measured along the centreline")
     lesion = _lesion_station(stenosis, d_typ)
+    gap = untrusted_gap(stations, lumen, lesion) if auto else None
+    if gap is not None:
+        x, y = stations.xy[lesion]
+        raise ValueError(f"the automatic centreline runs through the background at its narrowest point ({x:.0f}, "
+                         f"{y:.0f}), where a crossing to another vessel cannot be told from an occlusion: draw the "
+                         "centreline")
     span = _lesion_span(stations.s, diameter, reference, lesion)
     sizing = Sizing(stations, lumen, diameter, reference, stenosis, lesion, span, mm_per_px, calibration)
     sizing.warnings.extend(notes)
@@ -225,7 +235,7 @@ def _one_vessel(img: np.ndarray, line: np.ndarray, d_guess: float | None) -> tup
     """One vessel, never two joined through the background (sizing_path): the path is cut at a sideways
     crossing and the kept vessel followed again."""
     notes: list[str] = []
-    stations, lumen = _stations_and_lumen(img, line, d_guess, True)
+    stations, lumen = _path_on_columns(img, line, d_guess)
     for attempt in range(MAX_REFINDS + 1):
         hops = side_hops(stations, lumen)
         if not hops:
@@ -236,8 +246,17 @@ def _one_vessel(img: np.ndarray, line: np.ndarray, d_guess: float | None) -> tup
             line, d_guess, _ = one_vessel(img, stations, lumen, hops)
         else:
             line, d_guess = stations.xy[slice(*kept_piece(stations, lumen, hops))], None
-        stations, lumen = _stations_and_lumen(img, line, d_guess, True)
+        stations, lumen = _path_on_columns(img, line, d_guess)
     return stations, lumen, notes
+
+
+def _path_on_columns(img: np.ndarray, line: np.ndarray, d_guess: float | None) -> tuple[Stations, Lumen]:
+    """Stations and lumen along an automatic path, its ends in the background taken off (sizing_path)."""
+    stations, lumen = _stations_and_lumen(img, line, d_guess, True)
+    lo, hi = background_ends(stations, lumen)
+    if (lo, hi) != (0, len(stations.s)) and hi - lo >= MIN_STATIONS:
+        stations, lumen = _stations_and_lumen(img, stations.xy[lo:hi], d_guess, True)
+    return stations, lumen
 
 
 def _stations_and_lumen(img: np.ndarray, line: np.ndarray, d_guess: float | None, beside: bool

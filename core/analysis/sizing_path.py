@@ -11,6 +11,10 @@ between them are at least that far apart) and ends on a line of its own.
 At such a crossing the path is cut, the more opacified piece kept (the contrast per unit length: the wider or
 better filled vessel; find_vessel's promise is the most opacified vessel), the vessel(s) of the other pieces
 blanked, and the path found again on what is left, so the kept vessel is followed over its whole length.
+Near an end of the path the piece beyond the crossing may be a short stub of the other vessel (shorter than the
+bend into the crossing): the crossing is then judged on the long piece's line alone. Where no line can be had on
+either side, or a crossing is left after the refinds, no lumen is read there: sizing refuses when its lesion falls
+in such a stretch (``untrusted_gap``).
 
 The path need not cross at all: where two vessels of about the same length lie side by side, the longest path
 runs along either one as the blur, the noise or a few px of length tip it. Beside a whole other vessel the
@@ -26,9 +30,11 @@ from core.analysis.vessel import Stations
 from core.analysis.vessel_find import find_vessel, opacified_pieces
 
 EMPTY_SHARE = 0.25         # a station whose column integrates below this share of the median holds no column ...
-OBLIQUE_WIDE = 1.6         # ... nor one read this much wider than the vessel (the profile runs along a column)
+OBLIQUE_FAINT = 0.6        # ... nor one whose contrast density reads below this share of the median (the profile
+#                            runs along a column: read wider by 1 / sin of the angle, the integral by the same)
+NO_COLUMN_SNR = 5.0        # ... and, at the path's ends, one standing less than this many noise sd high: background
 MERGE_DIAMETERS = 1.0      # empty stretches closer than this are one gap
-PIECE_DIAMETERS = 2.0      # each piece's line from this many diameters beside the gap
+PIECE_DIAMETERS = 2.0      # each piece's line from this many diameters beside the gap (a shorter piece: none)
 HOP_OFFSET_DIAMETERS = 1.0  # the far piece this far off the near piece's line (and the other way): a crossing
 MIN_PIECE_DIAMETERS = 4.0  # a piece shorter than this is not chosen while a longer one is there
 MAX_REFINDS = 2
@@ -36,36 +42,85 @@ BESIDE_MIN_LENGTH = 0.5    # a vessel beside is a rival when at least this share
 BESIDE_CHOICE_WARNING = ("the automatic centreline first followed a less opacified vessel beside this one (a paired "
                          "vein or a collateral): the more opacified one is sized; draw the centreline to choose")
 
+HOP, OCCLUSION, UNJUDGED = "hop", "occlusion", "unjudged"
 HOP_WARNING = ("the automatic centreline crossed the background from one vessel to another beside it (a paired "
                "vein or a collateral): the more opacified one is sized alone; draw the centreline to choose")
 
 
 def side_hops(stations: Stations, lumen: Lumen) -> list[tuple[int, int]]:
     """Station ranges [a, b) where the path leaves one vessel sideways for another (not an occlusion)."""
-    width, integral = lumen.width, lumen.integral
+    return [(a, b) for a, b, kind in path_gaps(stations, lumen) if kind == HOP]
+
+
+def background_ends(stations: Stations, lumen: Lumen) -> tuple[int, int]:
+    """[lo, hi) of the path without the stations at either end that hold no column (not measured, or an integral
+    below EMPTY_SHARE of the median from a column under NO_COLUMN_SNR noise sd high), when any of them was read.
+    A column's path never ends in the background (find_vessel trims a diameter off each end of it): it does so
+    only after crossing to another vessel whose stub that trim took off, and read there it is a lumen of 0."""
+    m = len(stations.s)
+    ok = np.isfinite(lumen.integral) & np.isfinite(lumen.width)
+    if ok.sum() < 8 or not lumen.noise > 0:
+        return 0, m
+    med = float(np.median(lumen.integral[ok]))
+    with np.errstate(invalid="ignore"):
+        none = ~ok | ((lumen.integral < EMPTY_SHARE * med) & (lumen.height < NO_COLUMN_SNR * lumen.noise))
+    lo, hi = 0, m
+    while lo < m and none[lo]:
+        lo += 1
+    while hi > lo and none[hi - 1]:
+        hi -= 1
+    read = ok[:lo].any() or ok[hi:].any()
+    return (lo, hi) if read and lo < hi else (0, m)
+
+
+def untrusted_gap(stations: Stations, lumen: Lumen, k: int) -> tuple[int, int] | None:
+    """The stretch [a, b) without a column between two pieces of the path that holds station ``k`` and is not
+    judged an occlusion (a crossing left, or one that cannot be judged): no lumen may be read there."""
+    for a, b, kind in path_gaps(stations, lumen):
+        if a <= k < b and kind != OCCLUSION:
+            return a, b
+    return None
+
+
+def path_gaps(stations: Stations, lumen: Lumen) -> list[tuple[int, int, str]]:
+    """(a, b, kind) of each stretch [a, b) without a contrast column between two pieces of the path: HOP (it
+    leaves one vessel's line sideways), OCCLUSION (it carries on along the line) or UNJUDGED (no piece beside
+    it long enough to give a line). Stretches at the path's ends are not listed (the vessel leaves the field)."""
+    width, integral, density = lumen.width, lumen.integral, lumen.density
     ok = np.isfinite(integral) & np.isfinite(width)
     m = len(stations.s)
     if ok.sum() < 8:
         return []
     d = float(np.median(width[ok]))
     med = float(np.median(integral[ok]))
+    # Oblique reads by the density, not by a width against the median: a path along two vessels of different
+    # size (a 10 px paired vein, a 20-26 px treated one) reads the wider one >1.6 times the median all along.
+    k_med = float(np.median(density[ok]))
     with np.errstate(invalid="ignore"):
-        empty = ~ok | (integral < EMPTY_SHARE * med) | (width > OBLIQUE_WIDE * d)
+        empty = ~ok | (integral < EMPTY_SHARE * med) | (density < OBLIQUE_FAINT * k_med)
     spacing = float(np.median(np.diff(stations.s))) if m > 1 else 1.0
     gaps = _stretches(empty, max(1, int(round(MERGE_DIAMETERS * d / spacing))))
     reach = max(3, int(round(PIECE_DIAMETERS * d / spacing)))
-    hops = []
+    out = []
+    xy = stations.xy
     for a, b in gaps:
-        if a < reach or b + reach > m:
-            continue         # at an end: the vessel leaves the field or the path ends there
-        xy = stations.xy
-        p0, p1 = xy[a - 1], xy[b]
-        t0, t1 = _unit(xy[a - 1] - xy[a - reach]), _unit(xy[b + reach - 1] - xy[b])
-        chord = p1 - p0
-        off = min(abs(_cross(chord, t0)), abs(_cross(chord, t1)))
-        if off > HOP_OFFSET_DIAMETERS * d:
-            hops.append((a, b))
-    return hops
+        if a == 0 or b == m:
+            continue
+        # A piece shorter than ``reach`` gives no line: the path bends into a crossing over about a diameter, so
+        # a short stub beyond it (another vessel's end; find_vessel trims a diameter off each end) points along
+        # the crossing itself. The gap is judged on the whole piece's line alone then.
+        lines = []
+        if a >= reach:
+            lines.append(_unit(xy[a - 1] - xy[a - reach]))
+        if b + reach <= m:
+            lines.append(_unit(xy[b + reach - 1] - xy[b]))
+        if not lines:
+            out.append((a, b, UNJUDGED))
+            continue
+        chord = xy[b] - xy[a - 1]
+        off = min(abs(_cross(chord, t)) for t in lines)
+        out.append((a, b, HOP if off > HOP_OFFSET_DIAMETERS * d else OCCLUSION))
+    return out
 
 
 def one_vessel(img: np.ndarray, stations: Stations, lumen: Lumen, hops: list[tuple[int, int]]
