@@ -6,7 +6,8 @@ that when the profile asks for it). The detector blurs that (one Gaussian of sd 
 it over its area, and the stations' profiles sample the pixels bilinearly; ``bilinear_sampler`` gives that last
 step exactly, station by station (a catheter along a row of pixels meets the grid at one phase only, so no
 phase average). R, q, sigma are fitted to the mean profile of the stations, amplitudes and background by least
-squares, on a grid refined by simplex searches. The outer width is 2 R.
+squares, on a grid refined by simplex searches. The outer width is 2 R. On a ln mask (12/16-bit linear
+video) the blur acts on the intensity before the log: ``ln_profile`` (core.analysis.catheter_ln).
 
 Limit, measured (benchmarks/sweep_catheter.py, docs/catheter-calibration.md): a wall the blur and the pixels do
 not resolve shows only its mid-wall ring and its mass, so a thinner wall with more blur (or none) fits as well
