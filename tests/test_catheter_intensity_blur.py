@@ -62,3 +62,18 @@ def test_a_catheter_blurred_in_intensity_is_sized_on_a_ln_mask(outer, wall, blur
     mask, opacity, points, vein = scene(outer, wall, blur, mu, seed=int(10 * outer + 7 * blur), angle_deg=angle)
     mm = catheter_mm_per_px(mask, points, 6.0, opacity=opacity, centerline=vein, ln_mask=True)
     assert (6.0 / 3.0) / mm == pytest.approx(outer, rel=0.04)
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.3])
+def test_the_ln_profile_model_without_a_sampler(phase):
+    """fit_tube(ln_profile=True) alone (the library path: bilinear sampling averaged over phases, a tent): a
+    6 px tube with a 1.2 px wall of 0.3 ln/px, blurred 1 px in intensity, read at pixel centres (linear: -9%)."""
+    from core.analysis.catheter_fit import fit_tube
+    u = np.arange(-40, 40, 0.01)
+    chord = 2 * np.sqrt(np.clip(9.0 - u * u, 0, None)) - 2 * np.sqrt(np.clip(1.8 ** 2 - u * u, 0, None))
+    g = np.exp(-0.5 * (np.arange(-500, 501) * 0.01) ** 2)
+    t = np.convolve(np.convolve(np.exp(-0.3 * chord) - 1.0, g / g.sum(), "same"), np.ones(101) / 101, "same")
+    px = np.arange(-12, 13) + phase
+    x = np.arange(-8, 8.01, 0.25)
+    profile = np.interp(x, px, np.interp(px, u, -np.log(1.0 + t)))
+    assert fit_tube(x, profile, 6.0, blur_px=1.0, ln_profile=True).width_px == pytest.approx(6.0, rel=0.03)
