@@ -114,7 +114,8 @@ def sweep(seeds, blurs, modes, out=sys.stdout) -> list[dict]:
                     # As the command calibrates: the run's peak image gives the blur (on the vein).
                     mm_true = (6.0 / 3.0) / case.truth.catheter_px
                     try:
-                        mm = catheter_mm_per_px(mask, case.truth.catheter_xy, 6.0, opacity=peak, centerline=line)
+                        mm = catheter_mm_per_px(mask, case.truth.catheter_xy, 6.0, opacity=peak, centerline=line,
+                                                ln_mask=intensity == "lin")
                         cal_error = 100.0 * (mm / mm_true - 1.0)
                     except ValueError as exc:
                         cal_error = f"refused: {exc}"

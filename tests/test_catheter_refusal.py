@@ -64,7 +64,7 @@ def test_the_phantom_catheters_are_not_refused(seed):
     stack = FrameStack(run.frames, run.fps, intensity, 12 if intensity == "lin" else 8,
                        np.arange(run.frames.shape[0]) / run.fps, "phantom")
     peak, mask = peak_and_mask(stack)
-    mm = catheter_mm_per_px(mask, case.truth.catheter_xy, 6.0, opacity=peak)
+    mm = catheter_mm_per_px(mask, case.truth.catheter_xy, 6.0, opacity=peak, ln_mask=intensity == "lin")
     true_mm = 2.0 / case.truth.catheter_px
     assert mm == pytest.approx(true_mm, rel=0.07)
     r = measure_sizing(peak, case.truth.centreline_xy, mm_per_px=mm, calibration="catheter").to_json()
@@ -81,7 +81,8 @@ def test_the_sweeps_catheters_under_blur_are_right_or_refused(seed):
     case = case_for(seed)[0]
     peak, mask = peak_and_mask(blurred_stack(render_run(case.config), case.config.intensity, 1.0))
     try:
-        mm = catheter_mm_per_px(mask, case.truth.catheter_xy, 6.0, opacity=peak, centerline=case.truth.centreline_xy)
+        mm = catheter_mm_per_px(mask, case.truth.catheter_xy, 6.0, opacity=peak, centerline=case.truth.centreline_xy,
+                                ln_mask=case.config.intensity == "lin")
     except ValueError as exc:
         assert str(exc).startswith(("catheter width ambiguous", "catheter profile does not fit a tube")), exc
         return

@@ -64,7 +64,8 @@ def vessel_main(frames: str, fps: float | None, intensity: str | None, centerlin
         if mm_per_px is not None:
             source, mm = "operator", float(mm_per_px)
         elif cath is not None:
-            source, mm = "catheter", catheter_mm_per_px(mask, cath, catheter_french, opacity=peak, centerline=line)
+            source, mm = "catheter", catheter_mm_per_px(mask, cath, catheter_french, opacity=peak, centerline=line,
+                                                        ln_mask=stack.intensity == "lin")
         else:
             mm = dicom_mm_per_px(frames)
             source = "dicom" if mm is not None else None

@@ -77,10 +77,12 @@ def catheter_width_px(mask: np.ndarray, points: np.ndarray) -> float:
 
 
 def catheter_fit(mask: np.ndarray, points: np.ndarray, blur_bounds: tuple[float, float, float] | None = None,
-                 solid: bool = False, max_px: float = MAX_CATHETER_PX) -> TubeFit:
+                 solid: bool = False, max_px: float = MAX_CATHETER_PX, ln_mask: bool = False) -> TubeFit:
     """The tube fitted to the catheter between ``points`` (catheter_width_px), with the range of outer widths
     its profile fits within the noise (TubeFit.width_range_px, ambiguous_px). ``blur_bounds``: the blur measured
-    elsewhere (vessel_blur); ``solid``, ``max_px``: a solid column up to that wide (vessel_blur's pieces)."""
+    elsewhere (vessel_blur); ``solid``, ``max_px``: a solid column up to that wide (vessel_blur's pieces);
+    ``ln_mask``: the mask is ln of linear counts (12/16-bit linear video), so the blur's action on the intensity
+    is modelled exactly (core.analysis.catheter_fit.fit_tube's ln_profile)."""
     img = np.asarray(mask, dtype=np.float32)
     pts = np.asarray(points, dtype=float)
     h, w = img.shape
@@ -131,17 +133,18 @@ def catheter_fit(mask: np.ndarray, points: np.ndarray, blur_bounds: tuple[float,
     spread = 1.4826 * float(np.median(np.abs(np.asarray(widths) - np.median(widths))))
     if not (1.0 <= width <= max_px) or spread > STEADY_FRACTION * width:
         raise ValueError("catheter points are not on a catheter (no steady width between them)")
-    return catheter_fit_width(across, prof, np.asarray(centres), width, st, blur_bounds, solid)
+    return catheter_fit_width(across, prof, np.asarray(centres), width, st, blur_bounds, solid, ln_mask)
 
 
 def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray, width: float,
                        stations: Stations, blur_bounds: tuple[float, float, float] | None = None,
-                       solid: bool = False) -> TubeFit:
+                       solid: bool = False, ln_mask: bool = False) -> TubeFit:
     """The tube fitted to the stations' profiles ``prof``, each moved onto the catheter's axis and averaged;
     the model samples the tube exactly as those profiles sampled the image
     (core.analysis.catheter_fit.bilinear_sampler). The axis: the straight line through the edge midpoints
     ``centres``, then each station's offset from the mean profile (``_refine_centres``) smoothed by a
-    parabola (a catheter curves gently over a few tens of px). ``blur_bounds``, ``solid``: fit_tube's."""
+    parabola (a catheter curves gently over a few tens of px). ``blur_bounds``, ``solid``, ``ln_mask``: as
+    fit_tube's blur_bounds, solid, ln_profile."""
     k = np.arange(len(centres), dtype=float)
     window = np.abs(across) <= 0.8 * width + 4.0
     line = np.polyval(np.polyfit(k, centres, 1), k)
@@ -160,7 +163,7 @@ def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray
     return fit_tube(across[window], mean[window], width, (float(normal[0]), float(normal[1])),
                     noise_var=lambda basis: (_mean_profile_noise(aligned[:, window], basis),
                                              _pixel_noise(aligned[:, window], basis)),
-                    sampler=(fine, sampler), blur_bounds=blur_bounds, solid=solid)
+                    sampler=(fine, sampler), blur_bounds=blur_bounds, solid=solid, ln_profile=ln_mask)
 
 
 def _pixel_noise(aligned: np.ndarray, basis: np.ndarray) -> float:
@@ -259,7 +262,7 @@ def _peak_at(g: np.ndarray, across: np.ndarray, sel: np.ndarray, sign: int) -> f
 
 
 def catheter_mm_per_px(mask: np.ndarray, points: np.ndarray, french: float, opacity: np.ndarray | None = None,
-                       centerline: np.ndarray | None = None) -> float:
+                       centerline: np.ndarray | None = None, ln_mask: bool = False) -> float:
     """mm per px from a catheter of ``french`` size between ``points`` on ``mask``. ValueError with a one-line
     reason when refused.
 
@@ -272,9 +275,9 @@ def catheter_mm_per_px(mask: np.ndarray, points: np.ndarray, french: float, opac
     if not (math.isfinite(f) and MIN_FRENCH <= f <= MAX_FRENCH):
         raise ValueError(f"--catheter-french must be in [{MIN_FRENCH:g}, {MAX_FRENCH:g}], got {french!r}")
     if opacity is None:
-        return (f / 3.0) / catheter_width_px(mask, points)
-    bounds = run_blur(opacity, centerline, np.asarray(points, dtype=float))
-    fit = catheter_fit(mask, points, bounds)
+        return (f / 3.0) / catheter_fit(mask, points, ln_mask=ln_mask).width_px
+    bounds = run_blur(opacity, centerline, np.asarray(points, dtype=float), ln_mask)
+    fit = catheter_fit(mask, points, bounds, ln_mask=ln_mask)
     lo, hi = fit.ambiguous_px
     if np.isfinite(lo) and hi - lo > MAX_WIDTH_SPREAD * fit.width_px:
         how = "no blur measured on the vein" if bounds is None else "the blur measured on the vein does not pin it"
@@ -283,15 +286,20 @@ def catheter_mm_per_px(mask: np.ndarray, points: np.ndarray, french: float, opac
     # At the vein's blur the fit ran to the thinnest wall it may take: the profile is not a tube at that blur (a
     # bone edge along the catheter in the mask: the phantom's catheters over its bony ring read 17-21% narrow;
     # a wall the blur hides).
-    if bounds is not None and fit.inner_fraction >= WALL_AT_LIMIT:
+    # On a ln mask the linear model (blur on the ln) is the guard: it reads an intensity-blurred tube a few % narrow
+    # but runs to its thinnest wall where the profile is not a tube (the phantom's bony ring: the exact model read
+    # those catheters 11-12% narrow, unrefused).
+    q = max(fit.inner_fraction, float(np.nan_to_num(fit.linear_inner_fraction)))
+    if bounds is not None and q >= WALL_AT_LIMIT:
         raise ValueError(f"catheter profile does not fit a tube at the blur measured on the vein ({bounds[1]:.2f} px:"
-                         f" it needs a wall of {0.5 * fit.width_px * (1 - fit.inner_fraction):.2f} px); something lies"
+                         f" it needs a wall of {0.5 * fit.width_px * (1 - q):.2f} px); something lies"
                          " along it in the mask (a bone edge) or the blur hides its wall: mark the catheter elsewhere"
                          " or give mm per px")
     return (f / 3.0) / fit.width_px
 
 
-def run_blur(opacity: np.ndarray, centerline: np.ndarray | None, avoid: np.ndarray) -> tuple | None:
+def run_blur(opacity: np.ndarray, centerline: np.ndarray | None, avoid: np.ndarray, ln_opacity: bool = False
+             ) -> tuple | None:
     """vessel_blur on the run's vein (``centerline`` or found); None when there is none to measure."""
     try:
         if centerline is None:
@@ -302,11 +310,11 @@ def run_blur(opacity: np.ndarray, centerline: np.ndarray | None, avoid: np.ndarr
             d = diameter_along(np.asarray(opacity, dtype=np.float32), line)
     except ValueError:
         return None
-    return vessel_blur(opacity, line, d, avoid)
+    return vessel_blur(opacity, line, d, avoid, ln_opacity)
 
 
 def vessel_blur(opacity: np.ndarray, centerline: np.ndarray, diameter_px: float,
-                avoid: np.ndarray | None = None) -> tuple[float, float, float] | None:
+                avoid: np.ndarray | None = None, ln_opacity: bool = False) -> tuple[float, float, float] | None:
     """The imaging system's blur measured on the vein (its lumen wide compared with the blur, at the catheter's
     depth, so the same focal-spot and detector blur): the pieces' fits of a blurred solid cylinder, those the
     model fits (not a lesion, a catheter inside, a branch), their misfits against the blur added up.
@@ -328,7 +336,7 @@ def vessel_blur(opacity: np.ndarray, centerline: np.ndarray, diameter_px: float,
         if avoid is not None and _near(on, np.asarray(avoid, dtype=float), d):
             continue
         try:
-            fit = catheter_fit(img, ends, solid=True, max_px=1.6 * d)
+            fit = catheter_fit(img, ends, solid=True, max_px=1.6 * d, ln_mask=ln_opacity)
         except ValueError:
             continue
         if fit.residual <= BLUR_MAX_RESIDUAL and np.all(np.isfinite(fit.blur_range_px)):

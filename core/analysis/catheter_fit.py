@@ -6,7 +6,8 @@ that when the profile asks for it). The detector blurs that (one Gaussian of sd 
 it over its area, and the stations' profiles sample the pixels bilinearly; ``bilinear_sampler`` gives that last
 step exactly, station by station (a catheter along a row of pixels meets the grid at one phase only, so no
 phase average). R, q, sigma are fitted to the mean profile of the stations, amplitudes and background by least
-squares, on a grid refined by simplex searches. The outer width is 2 R.
+squares, on a grid refined by simplex searches. The outer width is 2 R. On a ln mask (12/16-bit linear
+video) the blur acts on the intensity before the log: ``ln_profile`` (core.analysis.catheter_ln).
 
 Limit, measured (benchmarks/sweep_catheter.py, docs/catheter-calibration.md): a wall the blur and the pixels do
 not resolve shows only its mid-wall ring and its mass, so a thinner wall with more blur (or none) fits as well
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.analysis.catheter_ln import LnTube
 from core.analysis.catheter_valley import blur_scan, choose, width_span
 from core.analysis.simplex import simplex
 
@@ -50,12 +52,14 @@ class TubeFit:
     width_range_px: tuple[float, float] = (math.nan, math.nan)   # outer widths fitting within the noise
     ambiguous_px: tuple[float, float] = (math.nan, math.nan)     # widths the profile cannot tell apart (_ambiguous)
     blur_range_px: tuple[float, float] = (math.nan, math.nan)    # blurs fitting within the noise (solid only)
+    linear_inner_fraction: float = math.nan   # ln profile at a blur measured elsewhere: the linear model's q
 
 
 def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
              normal: tuple[float, float] = (1.0, 0.0), noise_var=None,
              sampler: tuple[np.ndarray, np.ndarray] | None = None, blur_px: float | None = None,
-             blur_bounds: tuple[float, float, float] | None = None, solid: bool = False) -> TubeFit:
+             blur_bounds: tuple[float, float, float] | None = None, solid: bool = False,
+             ln_profile: bool = False) -> TubeFit:
     """The tube best matching ``profile`` (attenuation, background removed, sampled at ``across`` offsets
     along ``normal``, symmetric about 0 where the catheter's centre is). The pixel's area is modelled exactly
     (its kernel projected on ``normal``); the rest of the blur is a Gaussian (``blur_px``: fixed, else fitted).
@@ -77,7 +81,11 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
 
     ``sampler``: (fine grid, (N, F) weights) from ``bilinear_sampler``, the exact map from the tube's
     pixel-averaged profile on the fine grid to the measured samples (any angle, any phase on the pixel grid);
-    without it the bilinear sampling is taken as averaged over every phase (a tent)."""
+    without it the bilinear sampling is taken as averaged over every phase (a tent).
+
+    ``ln_profile``: the profile is ln of linear counts (12/16-bit linear video), so the blur and the pixel
+    act on the transmitted intensity before the log (core.analysis.catheter_ln); the grid stays linear (its
+    best points start the searches), the searches and the valley fit the exact model."""
     x = np.asarray(across, dtype=float)
     p = np.asarray(profile, dtype=float)
     p = 0.5 * (p + p[::-1])                      # symmetric about the centre: its small error cancels
@@ -91,6 +99,7 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
         weights = 0.5 * (weights + weights[::-1])  # as the profile (the model's offset centre then cancels alike)
         pixel = np.convolve(_box(nx), _box(ny))
     radii = 0.5 * width_guess * R_STEPS
+    ln = _ln_model(x, fine, weights, nx, ny, 1.5 * radii[-1]) if ln_profile else None
     r_step = float(radii[1] - radii[0])
     amp = float(np.max(p) - np.min(p))
 
@@ -98,7 +107,7 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
         return TubeFit(2.0 * R, q, sd, math.sqrt(max(f, 0.0) / len(p)) / max(amp, 1e-12), **kw)
 
     def fit_at(sd_fixed: float | None) -> tuple[float, float, float, float]:
-        return _grid_fit(x, fine, weights, pixel, target, radii, solid, sd_fixed)
+        return _grid_fit(x, fine, weights, pixel, target, radii, solid, sd_fixed, ln)
 
     # The background under the catheter: an offset, and a quadratic too when the catheter's model alone
     # misfits by more than BACKGROUND_RESIDUAL and that halves its rms (something wider than the catheter lies
@@ -120,14 +129,14 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     # also fits as a wider, fainter wall round a dense core (+19% on a 4 px solid tube at 1 px blur).
     if not solid and noise_var is not None and noise_var > 0:
         dense = _target(p, target[2], DENSE_LUMEN_MAX)
-        fd = _grid_fit(x, fine, weights, pixel, dense, radii, solid, blur_px)
+        fd = _grid_fit(x, fine, weights, pixel, dense, radii, solid, blur_px, ln)
         if fd[0] < 0.5 * f and f - fd[0] > Z2 * noise_var:
             target, (f, R, q, sd) = dense, fd
     if noise_var is None or noise_var <= 0 or blur_px is not None:
         return done(f, R, q, sd)
 
     def cost_at(blur: float):
-        return _fixed_blur_cost(x, fine, weights, pixel, target, blur, solid)
+        return _fixed_blur_cost(x, fine, weights, pixel, target, blur, solid, ln)
 
     # A misfit above the noise (a model a little off the truth) widens the limits in proportion.
     unit = noise_var * max(1.0, f / (0.5 * len(p) * noise_var))
@@ -143,7 +152,9 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
             widths = [2.0 * v[1] for v in fits.values() if v[0] <= limit] + [2.0 * Rm]
             lo, hi = width_span(cost_at(mid_s), Rm, qm, fm + Z2 * unit)
             return done(fm, Rm, qm, mid_s, width_range_px=(min(widths + [2.0 * lo]), max(widths + [2.0 * hi])),
-                        ambiguous_px=_ambiguous(widths, cost_at(mid_s), Rm, qm, fm, pixel_var, len(p)))
+                        ambiguous_px=_ambiguous(widths, cost_at(mid_s), Rm, qm, fm, pixel_var, len(p)),
+                        linear_inner_fraction=math.nan if ln is None else
+                        _grid_fit(x, fine, weights, pixel, target, radii, solid, mid_s)[2])
         # The blur measured elsewhere does not fit this catheter's profile: the profile alone decides.
     scan = blur_scan(cost_at, R, q, sd, f + Z2 * unit, r_step, SIGMA_STEPS[-1])
     if solid:       # a solid cylinder: the blur is what is measured, with the blurs its profile allows
@@ -167,11 +178,11 @@ def _ambiguous(widths: list, cost, R: float, q: float, f: float, pixel_var: floa
     return min(widths + [2.0 * lo]), max(widths + [2.0 * hi])
 
 
-def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, sd_fixed: float | None
-              ) -> tuple[float, float, float, float]:
+def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, sd_fixed: float | None,
+              ln: LnTube | None = None) -> tuple[float, float, float, float]:
     """(misfit, R, q, blur) of the best tube: every (radius, wall, blur) on a grid (no local minimum to fall
     in), then simplex searches from the grid's best radii (R, wall and blur trade off along a narrow valley
-    the grid's steps cut across). ``sd_fixed``: the blur held there."""
+    the grid's steps cut across). ``sd_fixed``: the blur held there. ``ln``: the searches fit that model."""
     sigmas = SIGMA_STEPS if sd_fixed is None else np.array([float(sd_fixed)])
     sampling = _sampling(x, fine, weights, sigmas)                 # (S, N, F): blur, then sample
     q_steps = Q_STEPS[:1] if solid else Q_STEPS
@@ -199,6 +210,8 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
         R, q, sd = full
         if not (radii[0] <= R <= radii[-1] and 0.0 <= q <= MAX_INNER and 0.0 <= sd <= SIGMA_STEPS[-1]):
             return math.inf
+        if ln is not None:
+            return ln.misfit(R, q, sd, target)
         if fixed_m is not None:
             return float(_misfit(fixed_m @ _pixel_chord(fine, R, pixel), fixed_m @ _pixel_chord(fine, q * R, pixel),
                                  target))
@@ -213,6 +226,18 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
     full = np.array([0.0, 0.0, 0.0 if sd_fixed is None else float(sd_fixed)])
     full[free] = v
     return float(f), float(full[0]), float(full[1]), float(full[2])
+
+
+def _ln_model(x: np.ndarray, fine: np.ndarray, weights: np.ndarray | None, nx: float, ny: float, reach: float
+              ) -> LnTube:
+    """The ln-profile model: the pixel's box before the log, the sampling after it (the sampler's weights, or
+    linear interpolation after the phase-averaged tent)."""
+    if weights is None:
+        tent = np.convolve(_tent(nx), _tent(ny))
+        post = np.array([np.convolve(row, tent, mode="same") for row in _sampling(x, fine, None, np.zeros(1))[0]])
+    else:
+        post = weights
+    return LnTube(fine, post, np.convolve(_box(nx), _box(ny)), _kernel, _bin_chord, FINE_PX, reach)
 
 
 def background_basis(across: np.ndarray, quadratic: bool) -> np.ndarray:
@@ -230,14 +255,16 @@ def _target(p: np.ndarray, basis: np.ndarray, lumen_max: float = LUMEN_MAX) -> t
     return pc, float(pc @ pc), basis, lumen_max
 
 
-def _fixed_blur_cost(x, fine, weights, pixel, target, sd: float, solid: bool = False):
-    """The misfit of (R, q) at blur ``sd``, the blur folded into the sampling once (fast)."""
-    m = _sampling(x, fine, weights, np.array([sd]))[0]
+def _fixed_blur_cost(x, fine, weights, pixel, target, sd: float, solid: bool = False, ln: LnTube | None = None):
+    """The misfit of (R, q) at blur ``sd``, the blur folded into the sampling once (fast); ``ln``: that model's."""
+    m = None if ln is not None else _sampling(x, fine, weights, np.array([sd]))[0]
 
     def cost(v: np.ndarray) -> float:
         R, q = float(v[0]), (0.0 if solid else float(v[1]))
         if not (0.0 < R and 0.0 <= q <= MAX_INNER):
             return math.inf
+        if ln is not None:
+            return ln.misfit(R, q, sd, target)
         return float(_misfit(m @ _pixel_chord(fine, R, pixel), m @ _pixel_chord(fine, q * R, pixel), target))
     return cost
 

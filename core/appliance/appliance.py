@@ -73,6 +73,7 @@ class Appliance:
         self.source = source if source is not None else open_video(settings, self.t0_ns, self._on_grabber)
         intensity = self.source.intensity if self.source is not None else "log"
         self.pipeline = FramePipeline(intensity, crop=settings.video_crop, defer_finish=True)
+        self._ln_mask = intensity == "lin"      # the masks are ln of linear counts (catheter calibration's model)
         self.recorder = None
         if settings.record:
             self.recorder = ProcedureRecorder(self.data_dir / "recordings",
@@ -129,7 +130,8 @@ class Appliance:
         self._resume_procedure()
         self.sizing.resume()        # the log's: sizing results outlive the process that measured them
         # The tracker from the kept images, the labels and centrelines in the log; sizing gets the images too.
-        self.clearance.resume(on_restored=lambda run_id, peak, mask: self.sizing.add_run(run_id, peak, mask, None))
+        self.clearance.resume(on_restored=lambda run_id, peak, mask: self.sizing.add_run(run_id, peak, mask, None,
+                                                                                self._ln_mask))
         self.log.record("appliance_start", {"session": self.session, "video": self._status.video_name(),
                                             "serial": self.settings.serial or "simulator"})
         self._storage.check()   # before the first frame: a recording must not start on a nearly full disk
@@ -278,7 +280,7 @@ class Appliance:
         if peak is not None:
             mask = self._field.masked(run.mask_log) if run.mask_log is not None else None
             self.clearance.measure(run_id, peak, write.record["label"], mask)
-            self.sizing.add_run(run_id, peak, mask, write.record["label"])
+            self.sizing.add_run(run_id, peak, mask, write.record["label"], self._ln_mask)
 
     def _late_injection(self, injection: dict) -> None:
         """An injection SUMMARY (or a hand entry) that came after the run it overlapped was recorded: the run
