@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from core.analysis.calibration import catheter_mm_per_px
+from tests.test_catheter_vessel_blur import SUB, layout
 
-SUB = 5
 MU_IODINE = 0.05        # opacity per px of contrast-filled lumen
 
 
@@ -32,13 +32,7 @@ def scene(outer_px: float, wall_px: float, blur_px: float, mu: float, seed: int,
           size: int = 150, noise: float = 0.005):
     """(mask, opacity, catheter points, vein centreline): the catheter (wall attenuation ``mu`` per px) through
     the middle at ``angle_deg``, a 16 px vein parallel to it 40 px aside; both blurred in intensity."""
-    rng = np.random.default_rng(seed)
-    f = (np.arange(size * SUB) + 0.5) / SUB - 0.5
-    xs, ys = np.meshgrid(f, f)
-    c = (size - 1) / 2 + rng.uniform(-0.5, 0.5, 2) - np.array([0.0, 15.0])
-    t = math.radians(angle_deg)
-    normal, along = np.array([-math.sin(t), math.cos(t)]), np.array([math.cos(t), math.sin(t)])
-    d = (xs - c[0]) * normal[0] + (ys - c[1]) * normal[1]
+    rng, c, normal, along, d = layout(seed, angle_deg, size)
     R, r = outer_px / 2, outer_px / 2 - wall_px
     cath = mu * (2 * np.sqrt(np.clip(R * R - d * d, 0, None)) - 2 * np.sqrt(np.clip(r * r - d * d, 0, None)))
     vein = MU_IODINE * 2 * np.sqrt(np.clip(8.0 ** 2 - (d - 40.0) ** 2, 0, None))

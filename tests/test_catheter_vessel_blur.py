@@ -19,17 +19,23 @@ MU_WALL = 0.12          # ln attenuation per px of wall (the phantom's)
 MU_IODINE = 0.05        # opacity per px of contrast-filled lumen
 
 
-def scene(outer_px: float, wall_px: float, blur_px: float, seed: int, angle_deg: float = 30.0,
-          vein_px: float | None = 16.0, size: int = 150, noise: float = 0.01):
-    """(mask, opacity, catheter points, vein centreline): the catheter through the middle at ``angle_deg``, the
-    vein (``vein_px`` wide; None: no vein) parallel to it 40 px aside; one PSF of sd ``blur_px`` for both."""
+def layout(seed: int, angle_deg: float, size: int):
+    """(rng, catheter centre, its normal, its direction, each sub-pixel's signed distance from its axis): the
+    catheter through the middle (a little above it) at ``angle_deg``, on a SUB x SUB sub-pixel grid."""
     rng = np.random.default_rng(seed)
     f = (np.arange(size * SUB) + 0.5) / SUB - 0.5
     xs, ys = np.meshgrid(f, f)
     c = (size - 1) / 2 + rng.uniform(-0.5, 0.5, 2) - np.array([0.0, 15.0])
     t = math.radians(angle_deg)
     normal, along = np.array([-math.sin(t), math.cos(t)]), np.array([math.cos(t), math.sin(t)])
-    d = (xs - c[0]) * normal[0] + (ys - c[1]) * normal[1]
+    return rng, c, normal, along, (xs - c[0]) * normal[0] + (ys - c[1]) * normal[1]
+
+
+def scene(outer_px: float, wall_px: float, blur_px: float, seed: int, angle_deg: float = 30.0,
+          vein_px: float | None = 16.0, size: int = 150, noise: float = 0.01):
+    """(mask, opacity, catheter points, vein centreline): the catheter through the middle at ``angle_deg``, the
+    vein (``vein_px`` wide; None: no vein) parallel to it 40 px aside; one PSF of sd ``blur_px`` for both."""
+    rng, c, normal, along, d = layout(seed, angle_deg, size)
     R, r = outer_px / 2, outer_px / 2 - wall_px
     maps = [2 * np.sqrt(np.clip(R * R - d * d, 0, None)) - 2 * np.sqrt(np.clip(r * r - d * d, 0, None))]
     if vein_px is not None:
