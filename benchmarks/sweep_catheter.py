@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from core.analysis.calibration import catheter_fit, catheter_mm_per_px
+from core.analysis.calibration import catheter_mm_per_px
+from core.analysis.catheter_profile import catheter_fit
 from tests.test_catheter_blur import _gauss  # the tests' blur, one copy
 
 SUB = int(__import__("os").environ.get("SUB", 8))

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from core.analysis.calibration import catheter_fit, catheter_width_px
+from core.analysis.catheter_profile import catheter_fit, catheter_width_px
 
 SUB = 5
 

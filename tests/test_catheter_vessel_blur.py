@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from core.analysis.calibration import catheter_fit, catheter_mm_per_px, vessel_blur
+from core.analysis.calibration import catheter_mm_per_px, vessel_blur
+from core.analysis.catheter_profile import catheter_fit
 from tests.test_catheter_blur import _gauss
 
 SUB = 5

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from core.analysis.calibration import catheter_width_px
+from core.analysis.catheter_profile import catheter_width_px
 from core.analysis.clearance.device import (
     TUBE_SHARE_OF_HEIGHT,
     mask_profiles,
