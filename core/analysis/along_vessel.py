@@ -1,11 +1,11 @@
 """Statistics along a vessel's stations: running means and medians over finite values, a grey closing (the
-upper envelope that bridges dips), a flag widened along the stations, interpolation across gaps; NaN where
-nothing was measured."""
+upper envelope that bridges dips), a flag widened along the stations, the run of flagged stations around one,
+interpolation across gaps; NaN where nothing was measured."""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["closing", "dilate", "interp_valid", "quiet", "running_mean", "running_median"]
+__all__ = ["closing", "dilate", "interp_valid", "quiet", "run_around", "running_mean", "running_median"]
 
 
 class quiet:
@@ -71,3 +71,14 @@ def dilate(mask: np.ndarray, half: int) -> np.ndarray:
     c = np.concatenate([[0], np.cumsum(mask)])
     i = np.arange(len(mask))
     return (c[np.minimum(i + half + 1, len(mask))] - c[np.maximum(i - half, 0)]) > 0
+
+
+def run_around(flags: np.ndarray, k: int) -> tuple[int, int]:
+    """(first, last) index of the contiguous run of true ``flags`` either side of ``k`` (``k`` itself counted
+    whatever its flag)."""
+    lo = hi = int(k)
+    while lo > 0 and flags[lo - 1]:
+        lo -= 1
+    while hi < len(flags) - 1 and flags[hi + 1]:
+        hi += 1
+    return lo, hi

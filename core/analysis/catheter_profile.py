@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from core.analysis.along_vessel import run_around
 from core.analysis.catheter_fit import TubeFit, bilinear_sampler, fine_grid, fit_tube
 from core.analysis.vessel import Stations, make_stations, sample_profiles
 
@@ -74,12 +75,7 @@ def catheter_fit(mask: np.ndarray, points: np.ndarray, blur_bounds: tuple[float,
     for pf, pc in zip(fine, coarse):
         c = int(np.argmax(np.where(near, pc, -np.inf)))
         top = pc[c]
-        lo = c
-        while lo > 0 and pc[lo - 1] > 0.3 * top:
-            lo -= 1
-        hi = c
-        while hi < len(pc) - 1 and pc[hi + 1] > 0.3 * top:
-            hi += 1
+        lo, hi = run_around(pc > 0.3 * top, c)
         g = np.gradient(pf, ACROSS_STEP_PX)
         reach = int(2.0 / ACROSS_STEP_PX)
         idx = np.arange(len(pf))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.analysis.along_vessel import run_around
 from core.analysis.clearance.safeguards import vessel_beside_warning
 from core.analysis.lumen import Lumen, measure_lumen, running_median
 from core.analysis.sizing_device import area_diameter, device_in_lumen
@@ -319,12 +320,7 @@ def _lesion_station(stenosis: np.ndarray, d_typ: float) -> int:
     r = (stenosis - _local_quadratic(stenosis, half))[valid]
     r = r[np.isfinite(r)]
     sd = 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
-    band = valid & (stenosis >= stenosis[k0] - BOTTOM_NOISE_SD * sd)
-    lo, hi = k0, k0
-    while lo > 0 and band[lo - 1]:
-        lo -= 1
-    while hi < len(band) - 1 and band[hi + 1]:
-        hi += 1
+    lo, hi = run_around(valid & (stenosis >= stenosis[k0] - BOTTOM_NOISE_SD * sd), k0)
     return (lo + hi) // 2
 
 
@@ -333,12 +329,7 @@ def _lesion_span(s: np.ndarray, d: np.ndarray, ref: np.ndarray, k: int) -> tuple
     g = d - LESION_FRACTION * ref          # negative inside the lesion
     if not (np.isfinite(g[k]) and g[k] < 0):
         return None
-    lo = k
-    while lo > 0 and np.isfinite(g[lo - 1]) and g[lo - 1] < 0:
-        lo -= 1
-    hi = k
-    while hi < len(g) - 1 and np.isfinite(g[hi + 1]) and g[hi + 1] < 0:
-        hi += 1
+    lo, hi = run_around(np.isfinite(g) & (g < 0), k)
     a = s[lo] if lo == 0 or not np.isfinite(g[lo - 1]) else _cross(s[lo - 1], s[lo], g[lo - 1], g[lo])
     b = s[hi] if hi == len(g) - 1 or not np.isfinite(g[hi + 1]) else _cross(s[hi], s[hi + 1], g[hi], g[hi + 1])
     return float(a), float(b)

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from core.analysis.along_vessel import run_around
 from core.analysis.sizing import LESION_FRACTION
 
 MAX_POINTS = 120     # a 1080p panel is a few hundred px wide: more points draw nothing more
@@ -20,6 +21,7 @@ def profile_plot(result: dict, max_points: int = MAX_POINTS) -> dict | None:
     its reference: a short narrowing is never thinned away, and the lesion's station is always kept."""
     rows = result.get("profile") or []
     s = np.array([_f(r.get("s_px")) for r in rows])
+    length = float(np.nanmax(s)) if np.isfinite(s).any() else math.nan     # the last station's arc length
     d = np.array([_f(r.get("diameter_px")) for r in rows])
     ref = np.array([_f(r.get("reference_px")) for r in rows])
     ok = np.isfinite(s) & np.isfinite(d) & np.isfinite(ref) & (ref > 0)
@@ -27,14 +29,9 @@ def profile_plot(result: dict, max_points: int = MAX_POINTS) -> dict | None:
         return None
     s, d, ref = s[ok], d[ok], ref[ok]
     ratio = d / ref
-    lesion = int(np.argmin(ratio))                 # the station of greatest % stenosis, as sizing picks it
+    lesion = _lesion_index(result, s, ratio, length)
     below = ratio < LESION_FRACTION
-    lo = hi = lesion
-    if below[lesion]:
-        while lo > 0 and below[lo - 1]:
-            lo -= 1
-        while hi < len(s) - 1 and below[hi + 1]:
-            hi += 1
+    lo, hi = run_around(below, lesion) if below[lesion] else (lesion, lesion)
     keep = {lesion, 0, len(s) - 1}
     for part in np.array_split(np.arange(len(s)), min(max_points, len(s))):
         keep.add(int(part[np.argmin(ratio[part])]))
@@ -48,6 +45,15 @@ def profile_plot(result: dict, max_points: int = MAX_POINTS) -> dict | None:
             "reference": scaled(ref[idx]), "lesion_s": round(float(s[lesion]) * f, 2),
             "lesion_from_s": round(float(s[lo]) * f, 2) if below[lesion] else None,
             "lesion_to_s": round(float(s[hi]) * f, 2) if below[lesion] else None}
+
+
+def _lesion_index(result: dict, s: np.ndarray, ratio: np.ndarray, length: float) -> int:
+    """The station sizing reported as the lesion (its arc fraction: on a flat bottom the middle of the stretch
+    within the noise of the greatest stenosis, core.analysis.sizing); the greatest stenosis without one."""
+    frac = _f((result.get("lesion") or {}).get("frac"))
+    if math.isfinite(frac) and math.isfinite(length):
+        return int(np.argmin(np.abs(s - frac * length)))
+    return int(np.argmin(ratio))
 
 
 def _f(v) -> float:
