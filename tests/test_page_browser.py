@@ -149,14 +149,19 @@ def test_status_page_live_and_stale(browser, tmp_path):
         plot = page.evaluate("(() => { const r = document.getElementById('vessel-plot').getBoundingClientRect();"
                              " return [r.width, r.height]; })()")
         assert plot[0] >= 400 and plot[1] >= 160, plot
-        # The MLD is marked where the plotted diameter is smallest against the plotted reference (the lesion is
-        # the greatest % stenosis, not the thinnest point of a tapering vein); y grows downwards from y0 = 154.
+        # The MLD is marked at the lesion the numbers report (the greatest % stenosis, not the thinnest point of a
+        # tapering vein; on a flat bottom its middle): on a plotted station whose diameter against its reference
+        # reads the reported % stenosis. y grows downwards from y0 = 154.
         points = "document.querySelector('#vessel-lines polyline.%s').getAttribute('points')" \
                  ".split(' ').map((p) => p.split(',').map(Number))"
         d_xy, r_xy = page.evaluate(points % "diameter"), page.evaluate(points % "reference")
-        narrowest = min(zip(d_xy, r_xy), key=lambda dr: (154 - dr[0][1]) / (154 - dr[1][1]))[0]
         mld_x = float(page.evaluate("document.querySelector('#vessel-lines line.mld').getAttribute('x1')"))
-        assert abs(narrowest[0] - mld_x) < 1.0
+        marked_d, marked_r = min(zip(d_xy, r_xy), key=lambda dr: abs(dr[0][0] - mld_x))
+        assert abs(marked_d[0] - mld_x) < 1.0
+        ratio = (154 - marked_d[1]) / (154 - marked_r[1])
+        assert abs(ratio - (1 - vessel["diameter_stenosis_pct"] / 100)) < 0.03, (ratio, vessel["diameter_stenosis_pct"])
+        deepest = min((154 - d[1]) / (154 - r[1]) for d, r in zip(d_xy, r_xy))
+        assert ratio - deepest < 0.06, (ratio, deepest)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "status-page.png"))
 

@@ -13,6 +13,7 @@ from api.cli.main import main
 from core.analysis.calibration import catheter_mm_per_px, dicom_mm_per_px, parse_catheter
 from core.analysis.peak import peak_and_mask
 from core.analysis.sizing import QUAD_SMOOTH_DIAMETERS, _lesion_station, _local_quadratic, measure_sizing
+from core.analysis.sizing_plot import profile_plot
 from core.sources.phantom.render import render_run
 from core.sources.phantom.sizing_cases import analysed_span, lesion_length, make_sizing_case
 from core.sources.stacks import FrameStack
@@ -85,6 +86,9 @@ def test_a_long_narrowings_lesion_is_on_its_flat_bottom():
     p, half = 0.3, 14.0 * case.truth.reference_px / 2.0
     flat = half * math.acos(1.0 - 0.02 * (1.0 - p) / p) / math.pi
     _check_lesion(result, case.truth, 5.0, place_tol=flat)
+    # The status page's plot marks the same station (it read the greatest stenosis, 13 px away).
+    s_lesion = result["lesion"]["frac"] * max(r["s_px"] for r in result["profile"])
+    assert profile_plot(result)["lesion_s"] == pytest.approx(s_lesion, abs=1.0)
 
 
 def test_lesion_station_on_flat_and_curved_bottoms():

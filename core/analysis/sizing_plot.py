@@ -21,6 +21,7 @@ def profile_plot(result: dict, max_points: int = MAX_POINTS) -> dict | None:
     its reference: a short narrowing is never thinned away, and the lesion's station is always kept."""
     rows = result.get("profile") or []
     s = np.array([_f(r.get("s_px")) for r in rows])
+    length = float(np.nanmax(s)) if np.isfinite(s).any() else math.nan     # the last station's arc length
     d = np.array([_f(r.get("diameter_px")) for r in rows])
     ref = np.array([_f(r.get("reference_px")) for r in rows])
     ok = np.isfinite(s) & np.isfinite(d) & np.isfinite(ref) & (ref > 0)
@@ -28,7 +29,7 @@ def profile_plot(result: dict, max_points: int = MAX_POINTS) -> dict | None:
         return None
     s, d, ref = s[ok], d[ok], ref[ok]
     ratio = d / ref
-    lesion = int(np.argmin(ratio))                 # the station of greatest % stenosis
+    lesion = _lesion_index(result, s, ratio, length)
     below = ratio < LESION_FRACTION
     lo, hi = run_around(below, lesion) if below[lesion] else (lesion, lesion)
     keep = {lesion, 0, len(s) - 1}
@@ -44,6 +45,15 @@ def profile_plot(result: dict, max_points: int = MAX_POINTS) -> dict | None:
             "reference": scaled(ref[idx]), "lesion_s": round(float(s[lesion]) * f, 2),
             "lesion_from_s": round(float(s[lo]) * f, 2) if below[lesion] else None,
             "lesion_to_s": round(float(s[hi]) * f, 2) if below[lesion] else None}
+
+
+def _lesion_index(result: dict, s: np.ndarray, ratio: np.ndarray, length: float) -> int:
+    """The station sizing reported as the lesion (its arc fraction: on a flat bottom the middle of the stretch
+    within the noise of the greatest stenosis, core.analysis.sizing); the greatest stenosis without one."""
+    frac = _f((result.get("lesion") or {}).get("frac"))
+    if math.isfinite(frac) and math.isfinite(length):
+        return int(np.argmin(np.abs(s - frac * length)))
+    return int(np.argmin(ratio))
 
 
 def _f(v) -> float:
