@@ -1,17 +1,16 @@
 """The appliance: wires the frame source, the injector bridge, the pipeline, the analyses and the event log,
 and owns their threads.
 
-Data flows one way. The frame thread alone drives the pipeline; the bridge's reader thread and the API hand it
-work through an inbox it drains between frames, so the pipeline needs no locks. Slow analyses (the timing fits
-of an ended run, clearance, field detection) run in order on one worker thread, and the event log's writer
-thread keeps disk I/O off the frame path. The API reads
-snapshots published under one lock and calls the write methods below; it never computes state itself.
-The parts it wires have their own modules here: the books, the dispatcher, the injector's events and condition,
-the live clearance and vessel sizing, the collimated field, storage housekeeping and the read side (status).
+Data flows one way. The frame thread alone drives the pipeline (frame_loop); the bridge's reader thread and the
+API hand it work through an inbox it drains between frames, so the pipeline needs no locks. Slow analyses (the
+timing fits of an ended run, clearance, field detection) run in order on one worker thread, and the event log's
+writer thread keeps disk I/O off the frame path. The API reads snapshots published under one lock and calls the
+write methods below; it never computes state itself. The parts it wires have their own modules here: the frame
+loop, the books, the dispatcher, the injector's events and condition, the live clearance and vessel sizing, the
+collimated field, storage housekeeping and the read side (status).
 """
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -28,6 +27,7 @@ from core.appliance.clearance import LiveClearance
 from core.appliance.device_events import DeviceEvents
 from core.appliance.dispatch import Dispatcher
 from core.appliance.field import FieldWatch
+from core.appliance.frame_loop import FrameLoop
 from core.appliance.injector import InjectorCondition
 from core.appliance.sizing import LiveSizing
 from core.appliance.status import FrameViews, StatusReader
@@ -48,8 +48,6 @@ from firmware_bridge.bridge import InjectorBridge
 
 log = logging.getLogger("cathlab.appliance")
 
-SNAPSHOT_PERIOD_NS = NS // 10     # the current run's view for the API, refreshed at most 10 times a second
-NO_VIDEO_PERIOD_S = 0.05          # without video, the injector's side inputs are applied this often
 SPACE_CHECK_S = 5.0               # free space and the recorder's state are looked at this often
 
 
@@ -68,7 +66,7 @@ class Appliance:
         self.log = EventLog(self.data_dir, max_age_days=settings.event_retention_days,
                             max_bytes=int(settings.event_retention_mb * 2**20))
         self.procs = Procedures(self.log)   # before log.start(): an open procedure is resumed
-        self.fleet = FleetLink(settings, self.log, self._fleet_status)   # off unless fleet_broker is set
+        self.fleet = FleetLink(settings, self.log, lambda: self._status.fleet_summary(self.started_ns))   # off unless fleet_broker is set
         # None: no video by configuration; the injector alone is watched (no runs, no X-ray from images).
         self.source = source if source is not None else open_video(settings, self.t0_ns, self._on_grabber)
         intensity = self.source.intensity if self.source is not None else "log"
@@ -103,11 +101,10 @@ class Appliance:
         self.clearance = LiveClearance(self._worker, self.log, self.procs, settings.grade_thresholds,
                                        images=self.run_images, blank=self._field.blanked)
         self.sizing = LiveSizing(self._worker, self.log)
-        self._inbox: collections.deque[Callable[[], None]] = collections.deque()
         # Injections and run records (under self._lock); the dispatcher is the reader thread's.
         self._injections = InjectionBook()
         self._runs = RunBook(clock, concentration_mg_ml=settings.contrast_concentration_mg_ml)
-        self._dispatcher = Dispatcher(self._injections, lambda task: self._inbox.append(lambda: task(self.pipeline)),
+        self._dispatcher = Dispatcher(self._injections, lambda task: self._frames.post(lambda: task(self.pipeline)),
                                       lambda: self.bridge.device)
         self._views = FrameViews()               # the frame thread's, published under self._lock
         self._status = StatusReader(self._lock, clock, views=self._views, pipeline=self.pipeline,
@@ -115,8 +112,8 @@ class Appliance:
                                     injector=self._injector, runs=self._runs, clearance=self.clearance,
                                     storage=self._storage)
         self._stop = threading.Event()
-        loop = self._frame_loop if self.source is not None else self._no_video_loop
-        self._frame_thread = threading.Thread(target=loop, name="frames", daemon=True)
+        self._frames = FrameLoop(self.source, self.pipeline, self._lock, self._views, self._stop, clock,
+                                 field=self._field, recorder=self.recorder, on_run_event=self._on_run_event)
         # systemd's watchdog is petted only while frames and telemetry really progress (telemetry alone
         # without video: a box without video by design must not be restarted for it).
         self._progress = ProgressCheck(self.status, video=self.source is not None)
@@ -138,7 +135,7 @@ class Appliance:
         self._housekeeper.start()
         self.fleet.start()
         self.bridge.start()
-        self._frame_thread.start()
+        self._frames.start()
         self.watchdog.start()
         self.watchdog.ready()
 
@@ -150,7 +147,7 @@ class Appliance:
         self._stop.set()
         if self.source is not None:
             self.source.close()
-        self._frame_thread.join(max(0.1, deadline - time.monotonic()))
+        self._frames.join(max(0.1, deadline - time.monotonic()))
         self.bridge.stop()
         # Ended runs still being analysed are finished and logged; what queued after them may be dropped.
         try:
@@ -180,63 +177,8 @@ class Appliance:
         self._runs.resume(proc.get("fields", {}), self.log.latest_runs(proc["id"], limit=10_000),
                           self.log.injections(proc["id"], limit=10_000))
 
-    # -- frame thread ----------------------------------------------------------------------------------
-    def _frame_loop(self) -> None:
-        while not self._stop.is_set():
-            frame = self.source.read()
-            if frame is None:
-                break
-            self._drain_inbox()
-            try:
-                events = self.pipeline.process(frame)
-            except Exception as exc:  # boundary: a bad frame is counted and logged, the stream goes on
-                with self._lock:
-                    self._views.frame_errors += 1
-                log.warning("frame rejected: %s", exc)
-                continue
-            new_pulse = not self.pipeline.last_stats.repeat
-            if self.recorder is not None:
-                self.recorder.frame(frame, new_pulse)
-            for event in events:
-                self._on_run_event(event)
-            if new_pulse:
-                self._field.add(frame.pixels)
-            if events or frame.t_ns - self._views.run_ns >= SNAPSHOT_PERIOD_NS:
-                self._publish_run_view(frame.t_ns)
-        for event in self.pipeline.close(self.clock()):
-            self._on_run_event(event)
-
-    def _no_video_loop(self) -> None:
-        # Nothing drives the pipeline: its side inputs (the injector's XRAY, injections, ROIs) are applied
-        # here, so the X-ray state stays the injector's word and the inbox stays bounded.
-        while not self._stop.wait(NO_VIDEO_PERIOD_S):
-            self._drain_inbox()
-            xray = self.pipeline.xray_state()
-            device_on = xray["device_on"]
-            view = {"on": bool(device_on), "source": None if device_on is None else "device",
-                    "image_on": None, "device_on": device_on}
-            with self._lock:
-                self._views.xray = view   # no pipeline alarms: nothing to disagree with, no frames to miss
-
     def _on_grabber(self, kind: str, data: dict) -> None:
         self.log.record(kind, data)
-
-    def _drain_inbox(self) -> None:
-        while self._inbox:
-            task = self._inbox.popleft()
-            try:
-                task()
-            except Exception:  # boundary: a bad request from the API or the device must not stop the frames
-                log.exception("pipeline update failed")
-
-    def _publish_run_view(self, now_ns: int) -> None:
-        # The pipeline belongs to the frame thread; the API reads these copies.
-        view = self.pipeline.current_run(now_ns)
-        xray = self.pipeline.xray_state()
-        alarms = self.pipeline.alarms(now_ns)
-        with self._lock:
-            self._views.run, self._views.run_ns = view, now_ns
-            self._views.xray, self._views.pipeline_alarms = xray, alarms
 
     def _on_run_event(self, event: RunEvent) -> None:
         run = event.run
@@ -408,7 +350,7 @@ class Appliance:
             totals = self._runs.totals.to_dict()
             self.log.record_injection(entry, key=injection["key"])
             self._injections.remember(injection)         # a run ended and waiting for its analysis
-        self._inbox.append(lambda: self.pipeline.injection(start_ns, start_ns, entry))   # a run going on
+        self._frames.post(lambda: self.pipeline.injection(start_ns, start_ns, entry))   # a run going on
         try:
             self._worker.submit(self._late_injection, injection)   # a run recorded already
         except RuntimeError:   # the worker stopped (shutting down): nothing left to record again
@@ -422,7 +364,7 @@ class Appliance:
             if len(rois) > MAX_ROIS:
                 raise ValueError(f"at most {MAX_ROIS} ROIs, got {len(rois)}")
             rois = [check_roi(roi, shape) for roi in rois]
-        self._inbox.append(lambda: self.pipeline.set_rois(rois))
+        self._frames.post(lambda: self.pipeline.set_rois(rois))
         self.log.record("rois_set", {"rois": rois})
 
     def set_centerline(self, points: list[tuple[float, float]] | None, diameter_px: float | None) -> None:
@@ -437,13 +379,6 @@ class Appliance:
     def metrics(self) -> dict[str, float]:
         """Flat numeric counters for Prometheus."""
         return {**self._status.metrics(), **self.fleet.metrics()}
-
-    def _fleet_status(self) -> dict:
-        """What the fleet's status message tells beyond the link itself (the publisher's thread, every 10 s)."""
-        status = self._status.status(self.started_ns)
-        return {"last_frame_age_s": status["counters"]["last_frame_age_s"], "video": status["video"],
-                "links": {"injector": status["injector"]["link"], "eventlog_writable":
-                          status["counters"]["eventlog"]["writable"]}, "alarms": len(status["alarms"])}
 
     def runs(self, limit: int = 50) -> list[dict]:
         """Oldest first; a relabelled run appears once, as its newest record."""

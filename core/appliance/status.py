@@ -81,6 +81,13 @@ class StatusReader:
                 "uptime_s": (now - started_ns) / NS if started_ns else 0.0,
             }
 
+    def fleet_summary(self, started_ns: int | None) -> dict:
+        """What the fleet's status message tells beyond the link itself (the publisher's thread, every 10 s)."""
+        status = self.status(started_ns)
+        return {"last_frame_age_s": status["counters"]["last_frame_age_s"], "video": status["video"],
+                "links": {"injector": status["injector"]["link"], "eventlog_writable":
+                          status["counters"]["eventlog"]["writable"]}, "alarms": len(status["alarms"])}
+
     def _counters(self, now_ns: int) -> dict:
         last_frame = self._pipeline.last_frame_ns
         return {
