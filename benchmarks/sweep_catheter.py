@@ -17,7 +17,7 @@ import numpy as np
 
 from core.analysis.calibration import catheter_mm_per_px
 from core.analysis.catheter_profile import catheter_fit
-from tests.test_catheter_blur import _gauss  # the tests' blur, one copy
+from core.sources.phantom.psf import blur_axis
 
 SUB = int(__import__("os").environ.get("SUB", 8))
 MU_WALL = 0.12          # ln attenuation per px of wall (the phantom's Device.mu_px)
@@ -40,7 +40,7 @@ def tube_mask(outer_px: float, wall_px: float, blur_px: float, seed: int, angle_
     inner = 2 * np.sqrt(np.clip(r * r - d * d, 0, None))
     path = MU_WALL * (outer - inner + fill * inner)
     if blur_px > 0:
-        path = _gauss(_gauss(path, blur_px * SUB, 0), blur_px * SUB, 1)
+        path = blur_axis(blur_axis(path, blur_px * SUB, 0), blur_px * SUB, 1)
     path = path.reshape(size, SUB, size, SUB).mean(axis=(1, 3))
     img = 5.0 - path + 0.001 * np.arange(size)[None, :] + rng.normal(0, noise, (size, size))
     if display:
@@ -63,7 +63,7 @@ def vein_opacity(blur_px: float, seed: int, mask_points: np.ndarray, vein_px: fl
     d = (xs - c[0]) * normal[0] + (ys - c[1]) * normal[1]
     path = 0.05 * 2 * np.sqrt(np.clip((vein_px / 2) ** 2 - d * d, 0, None))
     if blur_px > 0:
-        path = _gauss(_gauss(path, blur_px * SUB, 0), blur_px * SUB, 1)
+        path = blur_axis(blur_axis(path, blur_px * SUB, 0), blur_px * SUB, 1)
     path = path.reshape(size, SUB, size, SUB).mean(axis=(1, 3))
     opacity = path + rng.normal(0, noise, (size, size))
     return opacity.astype(np.float32), np.array([c - 35 * along, c + 35 * along])

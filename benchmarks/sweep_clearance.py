@@ -29,10 +29,10 @@ import numpy as np
 from core.analysis.clearance.measure import measure_runs
 from core.analysis.peak import peak_and_mask
 from core.sources.phantom.cases import CASE_NAMES, make_case
+from core.sources.phantom.psf import blur_axis
 from core.sources.phantom.render import render_run
 from core.sources.phantom.scene import Scene
 from core.sources.stacks import FrameStack
-from tests.test_catheter_blur import _gauss  # the tests' blur, one copy
 
 BURDEN_TOL, CLEAR_TOL, AUTO_TOL = 3.0, 5.0, 8.0
 
@@ -97,8 +97,8 @@ def blurred(img: np.ndarray, sd: float) -> np.ndarray:
     if sd <= 0:
         return img
     valid = np.isfinite(img)
-    num = _gauss(_gauss(np.where(valid, img, 0.0).astype(np.float64), sd, 0), sd, 1)
-    den = _gauss(_gauss(valid.astype(np.float64), sd, 0), sd, 1)
+    num = blur_axis(blur_axis(np.where(valid, img, 0.0).astype(np.float64), sd, 0), sd, 1)
+    den = blur_axis(blur_axis(valid.astype(np.float64), sd, 0), sd, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(valid, num / den, np.nan).astype(np.float32)
 

@@ -2,12 +2,15 @@
 tolerances: % diameter stenosis within +-5 points with the centreline given and +-7 found automatically, MLD
 within 12%, lesion length within 35% (or 5 px), the narrowest point within 8 px (or anywhere on a long flat
 bottom within 1% of the MLD), MLD in mm within 0.3 mm with a catheter's calibration; on 12-bit linear and
-8-bit display video, with and without the imaging chain's blur (a Gaussian PSF applied to every frame).
+8-bit display video, with and without the imaging chain's blur (a Gaussian PSF applied to every frame, or with
+--psf-at detector to the detected quanta as the phantom renders them: before display video's log, as real
+chains blur).
 
 Not a timing benchmark: a script that prints each measurement's errors and a summary (and with --markdown the
 tables docs/vessel-accuracy.md shows).
 
-    .venv/bin/python -m benchmarks.sweep_vessel --seeds 0-11 [--blur 0,1] [--mode given,auto] [--markdown out]
+    .venv/bin/python -m benchmarks.sweep_vessel --seeds 0-11 [--blur 0,1] [--mode given,auto] [--psf-at frames|detector]
+        [--markdown out]
 """
 from __future__ import annotations
 
@@ -23,10 +26,10 @@ from core.analysis.calibration import catheter_mm_per_px
 from core.analysis.peak import peak_and_mask
 from core.analysis.sizing import measure_sizing
 from core.sources.phantom.features import Collateral, Device, ParallelVein
+from core.sources.phantom.psf import blur as psf_blur
 from core.sources.phantom.render import render_run
 from core.sources.phantom.sizing_cases import analysed_span, make_sizing_case
 from core.sources.stacks import FrameStack
-from tests.test_catheter_blur import _gauss  # the tests' blur, one copy
 
 STENOSES = (0.0, 30.0, 45.0, 50.0, 60.0, 70.0)
 STENOSIS_TOL = {"given": 5.0, "auto": 7.0}
@@ -68,7 +71,7 @@ def blurred_stack(run, intensity: str, blur: float) -> FrameStack:
     frames = run.frames
     if blur > 0:
         top = 4095 if intensity == "lin" else 255
-        frames = np.stack([np.clip(np.round(_gauss(_gauss(f.astype(np.float64), blur, 0), blur, 1)), 0, top)
+        frames = np.stack([np.clip(np.round(psf_blur(f.astype(np.float64), blur)), 0, top)
                            for f in frames]).astype(run.frames.dtype)
     return FrameStack(frames, run.fps, intensity, 12 if intensity == "lin" else 8,
                       np.arange(frames.shape[0]) / run.fps, "phantom")
@@ -99,14 +102,20 @@ def check(result: dict, truth, pct: float, length: float | None, mode: str, mm_t
     return miss
 
 
-def sweep(seeds, blurs, modes, out=sys.stdout) -> list[dict]:
+def sweep(seeds, blurs, modes, out=sys.stdout, psf_at: str = "frames") -> list[dict]:
+    """``psf_at``: "frames" blurs the rendered frames (display video in its levels), "detector" renders with
+    the phantom's PSF (the quanta, before the log of display video: as a real chain blurs)."""
     rows = []
     for seed in seeds:
         case, pct, length, anatomy = case_for(seed)
-        run = render_run(case.config)
+        run = render_run(case.config) if psf_at == "frames" else None
         intensity = case.config.intensity
         for blur in blurs:
-            peak, mask = peak_and_mask(blurred_stack(run, intensity, blur))
+            if psf_at == "frames":
+                stack = blurred_stack(run, intensity, blur)
+            else:
+                stack = blurred_stack(render_run(replace(case.config, psf_px=blur)), intensity, 0.0)
+            peak, mask = peak_and_mask(stack)
             for mode in modes:
                 line = case.truth.centreline_xy if mode == "given" else None
                 mm, mm_true, cal_error = None, None, None
@@ -177,9 +186,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0-11")
     ap.add_argument("--blur", default="0,1", help="Gaussian PSF sd in px, comma separated")
     ap.add_argument("--mode", default="given,auto")
+    ap.add_argument("--psf-at", choices=("frames", "detector"), default="frames",
+                    help="blur the rendered frames, or render with the detector's PSF (before display video's log)")
     ap.add_argument("--markdown", help="write the summary table here")
     args = ap.parse_args(argv)
-    rows = sweep(_seeds(args.seeds), [float(b) for b in args.blur.split(",")], args.mode.split(","))
+    rows = sweep(_seeds(args.seeds), [float(b) for b in args.blur.split(",")], args.mode.split(","),
+                 psf_at=args.psf_at)
     table = markdown(rows)
     print(table)
     if args.markdown:

@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 
 from core.analysis.catheter_profile import catheter_fit, catheter_width_px
+from core.sources.phantom.psf import blur_axis as _gauss  # one blur for tests, sweeps and the phantom
 
 SUB = 5
-
-
-def _gauss(img: np.ndarray, sd: float, axis: int) -> np.ndarray:
-    r = int(math.ceil(4 * sd))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sd) ** 2)
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (r, r)
-    return np.apply_along_axis(lambda v: np.convolve(v, k / k.sum(), mode="valid"), axis,
-                               np.pad(img, pad, mode="edge"))
 
 
 def tube_mask(outer_px: float, wall_px: float, angle_deg: float, blur_px: float, seed: int, size: int = 96,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from core.sources.phantom.features import Collateral, Device, ParallelVein
 from core.sources.phantom.geometry import ThrombusSegment
+from core.sources.phantom.psf import MAX_PSF_PX
 
 MAX_SHIFT_PX = 48.0     # table / patient shift the registration must cope with
 MAX_TABLE_SHIFT_PX = 160.0   # table moves between runs of one procedure (table_shift_px, table_travel_px)
@@ -69,6 +70,7 @@ class PhantomConfig:
     noise: str = "poisson"               # "poisson" | "gaussian" (sqrt(I) sd, faster) | "none"
     electronic_sd: float = 0.0           # additive Gaussian read noise, in quanta
     display_gain: float = 70.0           # display levels per unit ln(I)
+    psf_px: float = 0.0                  # the detector's blur (Gaussian sd, px) of the quanta: 0 none
     supersample: int = 2                 # sub-samples per pixel side for the projected path length
     # Real-anatomy conditions; the defaults leave every render exactly as without them.
     diameter_profile: tuple[tuple[float, float], ...] = ()   # (arc fraction, lumen diameter px) points, linear
@@ -112,6 +114,8 @@ class PhantomConfig:
         check_finite(lih_before_s=self.lih_before_s, lih_after_s=self.lih_after_s, volume_ml=self.volume_ml,
                 bolus_peak=self.bolus_peak, transit_delay_s=self.transit_delay_s, mu_iodine=self.mu_iodine,
                 residual_contrast=self.residual_contrast, electronic_sd=self.electronic_sd)
+        if not (is_number(self.psf_px) and 0.0 <= self.psf_px <= MAX_PSF_PX):
+            raise ValueError(f"psf_px must be in [0, {MAX_PSF_PX}] px, got {self.psf_px!r}")
         if self.pulse_rate > self.fps:
             raise ValueError(f"pulse_rate {self.pulse_rate} exceeds the video line rate {self.fps}")
         if self.max_diameter_px > min(h, w) / 4:

@@ -3,10 +3,11 @@ acquisition with every frame and its truth (accuracy tests). The live timeline i
 
 Physics (docs/domain.md): linear detector I = I0 * e * exp(-(mu_bg(x, y) + mu_iodine * c(s, t) * L(x, y))), with e
 the exposure (automatic brightness control), c the iodine concentration at the pixel's centreline station s
-and L the contrast-filled path length through the lumen (core/sources/phantom/geometry.py). Linear frames are
-12-bit counts proportional to I; display frames are v = offset + gain * ln(I) in 8 bits (bright = more
-photons), so ln(mask) - ln(frame) (lin) or (mask - frame) / gain (log) is exactly mu_iodine * c * L, the model
-opacity. Conventions: core/sources/phantom/config.py.
+and L the contrast-filled path length through the lumen (core/sources/phantom/geometry.py). The detector's PSF
+(``psf_px``, a Gaussian) blurs the quanta after their noise, as a scintillator spreads each photon's light.
+Linear frames are 12-bit counts proportional to I; display frames are v = offset + gain * ln(I) in 8 bits
+(bright = more photons), so without blur ln(mask) - ln(frame) (lin) or (mask - frame) / gain (log) is exactly
+mu_iodine * c * L, the model opacity. Conventions: core/sources/phantom/config.py.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from core.sources.phantom.config import PhantomConfig
 from core.sources.phantom.overlay import Overlay
+from core.sources.phantom.psf import blur
 from core.sources.phantom.scene import Scene, TdcModel
 from core.sources.phantom.truth import BolusTruth, PhantomRun, RunTruth
 
@@ -52,6 +54,11 @@ class Renderer:
             quanta = rng.poisson(quanta).astype(np.float32)
         elif cfg.noise == "gaussian" and rng is not None:
             quanta += np.sqrt(quanta) * rng.standard_normal(quanta.shape, dtype=np.float32)
+        if cfg.psf_px > 0:
+            # The scintillator spreads each absorbed photon's light: the quanta and their noise are blurred.
+            full = np.zeros(scene.size, dtype=np.float32)
+            full.ravel()[scene.active_idx] = quanta
+            quanta = blur(full, cfg.psf_px).ravel()[scene.active_idx]
         if cfg.electronic_sd > 0 and cfg.noise != "none" and rng is not None:
             quanta += np.float32(cfg.electronic_sd) * rng.standard_normal(quanta.shape, dtype=np.float32)
         if cfg.intensity == "lin":
