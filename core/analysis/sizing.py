@@ -65,6 +65,7 @@ TREND_DIAMETERS = 1.0        # the noise: the stenosis' spread about a local qua
 WIDE_FRACTION = 1.12         # edge-on compression: wider than the reference by this ...
 FAINT_FRACTION = 0.75        # ... with a contrast density below this fraction of the patent lumen's
 EDGE_ON_MIN_DIAMETERS = 0.5  # ... over at least this many diameters
+JUMP_DIAMETERS = 0.75       # the column's middle moving this far between stations: it switched vessel
 MIN_STATIONS = 8
 GUESS_STATIONS = 60          # stations sampled for the first diameter guess
 MIN_SNR = 5.0                # the contrast column's height over the noise of one profile sample
@@ -200,6 +201,12 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
                          f"{y:.0f}), where a crossing to another vessel cannot be told from an occlusion: draw the "
                          "centreline")
     span = _lesion_span(stations.s, diameter, reference, lesion)
+    jump = _column_jump(stations, lumen, diameter, reference, lesion, d_typ) if auto else None
+    if jump is not None:
+        x, y = stations.xy[jump]
+        raise ValueError(f"the contrast column along the automatic centreline jumps sideways at ({x:.0f}, {y:.0f}), "
+                         "beside its narrowest point: two vessels' columns touch there and the path may run from one "
+                         "to the other; draw the centreline")
     sizing = Sizing(stations, lumen, diameter, reference, stenosis, lesion, span, mm_per_px, calibration)
     sizing.warnings.extend(notes)
     if device[lesion]:
@@ -219,17 +226,18 @@ def _automatic_path(img: np.ndarray) -> tuple[Stations, Lumen, list[str]]:
     """Stations, lumen and notes along the automatic centreline: one vessel, the more opacified of two."""
     v = find_vessel(img)
     stations, lumen, notes = _one_vessel(img, v.centerline, v.diameter_px)
-    if notes or not vessel_beside_warning(lumen.beside, np.isfinite(lumen.width)):
+    if not vessel_beside_warning(lumen.beside, np.isfinite(lumen.width)):
         return stations, lumen, notes
-    # A whole vessel beside, never crossed to: the path ran along one of two as their lengths tipped it; the
-    # more opacified one is kept, as at a crossing (sizing_path).
-    other = vessel_beside(img, stations)
+    # A whole vessel beside: the path ran along one of two as their lengths tipped it (or, cut at a crossing,
+    # kept the piece a long narrowing left fainter); the more opacified one is kept, as at a crossing
+    # (sizing_path).
+    other = vessel_beside(img, stations, lumen)
     if other is None:
         return stations, lumen, notes
     st2, lu2, notes2 = _one_vessel(img, *other)
     if not more_opacified(lu2, lumen):
         return stations, lumen, notes
-    return st2, lu2, [BESIDE_CHOICE_WARNING] + [n for n in notes2 if n != HOP_WARNING]
+    return st2, lu2, [BESIDE_CHOICE_WARNING] + [n for n in notes + notes2 if n != HOP_WARNING]
 
 
 def _one_vessel(img: np.ndarray, line: np.ndarray, d_guess: float | None) -> tuple[Stations, Lumen, list[str]]:
@@ -322,6 +330,25 @@ def _lesion_station(stenosis: np.ndarray, d_typ: float) -> int:
     sd = 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
     lo, hi = run_around(valid & (stenosis >= stenosis[k0] - BOTTOM_NOISE_SD * sd), k0)
     return (lo + hi) // 2
+
+
+def _column_jump(stations: Stations, lumen: Lumen, d: np.ndarray, ref: np.ndarray, k: int, d_typ: float
+                 ) -> int | None:
+    """A station where the column read jumps sideways (its middle moves by more than JUMP_DIAMETERS of the typical
+    diameter from the last station measured, beyond the distance along) within the lesion's stretch (below
+    LESION_FRACTION of the reference, widened by a diameter): a lumen's middle does not move so; a path that
+    runs on where another vessel's column touches this one does (the column read switches vessel there)."""
+    with np.errstate(invalid="ignore"):
+        lo, hi = run_around(np.isfinite(d) & (d < LESION_FRACTION * ref), k)
+    pad = int(round(d_typ / SPACING_PX))
+    lo, hi = max(0, lo - pad), min(len(d) - 1, hi + pad)
+    idx = np.flatnonzero(np.isfinite(lumen.centre[lo:hi + 1])) + lo
+    if idx.size < 2:
+        return None
+    mid = stations.xy[idx] + lumen.centre[idx, None] * stations.normal[idx]
+    moved = np.hypot(*np.diff(mid, axis=0).T) - np.diff(stations.s[idx])
+    big = np.flatnonzero(moved > JUMP_DIAMETERS * d_typ)
+    return int(idx[big[0] + 1]) if big.size else None
 
 
 def _lesion_span(s: np.ndarray, d: np.ndarray, ref: np.ndarray, k: int) -> tuple[float, float] | None:
