@@ -7,7 +7,9 @@ height and moves its half-height edges out. Where the mask shows a device along 
 from areas instead: the contrast around the device (its integral over the reference lumen's window, over the
 contrast density of the patent lumen without a device) plus the device's own cross-section,
 ``d = sqrt(4 / pi * integral / k + d_device^2)``: never below the device, which the lumen holds. The device's
-width is calibration's catheter fit on a chord of its stretch (the tube finder's coarse radii when it refuses).
+width is calibration's catheter fit on three chords along its stretch, each the middle of the widths its profile
+cannot tell apart (a thin wall trades against the blur), their median (the tube finder's coarse radii when every
+fit refuses or runs to its thinnest wall).
 """
 from __future__ import annotations
 
