@@ -35,8 +35,10 @@ from core.analysis.lumen import Lumen, measure_lumen, running_median
 from core.analysis.sizing_device import area_diameter, device_in_lumen
 from core.analysis.sizing_path import (
     BESIDE_CHOICE_WARNING,
+    EMPTY_SHARE,
     HOP_WARNING,
     MAX_REFINDS,
+    NO_COLUMN_SNR,
     background_ends,
     kept_piece,
     more_opacified,
@@ -335,14 +337,19 @@ def _lesion_station(stenosis: np.ndarray, d_typ: float) -> int:
 def _column_jump(stations: Stations, lumen: Lumen, d: np.ndarray, ref: np.ndarray, k: int, d_typ: float
                  ) -> int | None:
     """A station where the column read jumps sideways (its middle moves by more than JUMP_DIAMETERS of the typical
-    diameter from the last station measured, beyond the distance along) within the lesion's stretch (below
+    diameter from the last station holding a column, beyond the distance along) within the lesion's stretch (below
     LESION_FRACTION of the reference, widened by a diameter): a lumen's middle does not move so; a path that
     runs on where another vessel's column touches this one does (the column read switches vessel there)."""
     with np.errstate(invalid="ignore"):
         lo, hi = run_around(np.isfinite(d) & (d < LESION_FRACTION * ref), k)
     pad = int(round(d_typ / SPACING_PX))
     lo, hi = max(0, lo - pad), min(len(d) - 1, hi + pad)
-    idx = np.flatnonzero(np.isfinite(lumen.centre[lo:hi + 1])) + lo
+    # Only stations holding a column (an occlusion's noise has no middle to follow; across it the column's
+    # middle carries on along the vessel's line).
+    with np.errstate(invalid="ignore"):
+        column = (lumen.integral >= EMPTY_SHARE * np.nanmedian(lumen.integral)) \
+            & (lumen.height >= NO_COLUMN_SNR * lumen.noise)
+    idx = np.flatnonzero((np.isfinite(lumen.centre) & column)[lo:hi + 1]) + lo
     if idx.size < 2:
         return None
     mid = stations.xy[idx] + lumen.centre[idx, None] * stations.normal[idx]
