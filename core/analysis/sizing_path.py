@@ -18,8 +18,10 @@ in such a stretch (``untrusted_gap``).
 
 The path need not cross at all: where two vessels of about the same length lie side by side, the longest path
 runs along either one as the blur, the noise or a few px of length tip it. Beside a whole other vessel the
-same rule chooses: the followed vessel is blanked, the other one found, and the more opacified of the two kept
-(``vessel_beside``), so which vessel is sized does not hang on which one's path is a little longer.
+same rule chooses: the followed vessel is blanked (its coarse pieces, or its column alone where those hold both
+vessels), the other one found, and the more opacified of the two kept (``vessel_beside``, ``more_opacified``:
+judged where each is fullest, since a long narrowing lowers the treated vein's median), so which vessel is sized
+does not hang on which one's path is a little longer, nor on which piece a crossing kept.
 """
 from __future__ import annotations
 
