@@ -35,11 +35,10 @@ from core.analysis.lumen import Lumen, measure_lumen, running_median
 from core.analysis.sizing_device import area_diameter, device_in_lumen
 from core.analysis.sizing_path import (
     BESIDE_CHOICE_WARNING,
-    EMPTY_SHARE,
     HOP_WARNING,
     MAX_REFINDS,
-    NO_COLUMN_SNR,
     background_ends,
+    column_jump,
     kept_piece,
     more_opacified,
     one_vessel,
@@ -67,7 +66,6 @@ TREND_DIAMETERS = 1.0        # the noise: the stenosis' spread about a local qua
 WIDE_FRACTION = 1.12         # edge-on compression: wider than the reference by this ...
 FAINT_FRACTION = 0.75        # ... with a contrast density below this fraction of the patent lumen's
 EDGE_ON_MIN_DIAMETERS = 0.5  # ... over at least this many diameters
-JUMP_DIAMETERS = 0.75       # the column's middle moving this far between stations: it switched vessel
 MIN_STATIONS = 8
 GUESS_STATIONS = 60          # stations sampled for the first diameter guess
 MIN_SNR = 5.0                # the contrast column's height over the noise of one profile sample
@@ -203,7 +201,13 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
                          f"{y:.0f}), where a crossing to another vessel cannot be told from an occlusion: draw the "
                          "centreline")
     span = _lesion_span(stations.s, diameter, reference, lesion)
-    jump = _column_jump(stations, lumen, diameter, reference, lesion, d_typ) if auto else None
+    jump = None
+    if auto:
+        # The lesion's stretch (below LESION_FRACTION of the reference), widened by a diameter.
+        with np.errstate(invalid="ignore"):
+            lo, hi = run_around(np.isfinite(diameter) & (diameter < LESION_FRACTION * reference), lesion)
+        pad = int(round(d_typ / SPACING_PX))
+        jump = column_jump(stations, lumen, max(0, lo - pad), min(len(diameter) - 1, hi + pad), d_typ)
     if jump is not None:
         x, y = stations.xy[jump]
         raise ValueError(f"the contrast column along the automatic centreline jumps sideways at ({x:.0f}, {y:.0f}), "
@@ -332,30 +336,6 @@ def _lesion_station(stenosis: np.ndarray, d_typ: float) -> int:
     sd = 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
     lo, hi = run_around(valid & (stenosis >= stenosis[k0] - BOTTOM_NOISE_SD * sd), k0)
     return (lo + hi) // 2
-
-
-def _column_jump(stations: Stations, lumen: Lumen, d: np.ndarray, ref: np.ndarray, k: int, d_typ: float
-                 ) -> int | None:
-    """A station where the column read jumps sideways (its middle moves by more than JUMP_DIAMETERS of the typical
-    diameter from the last station holding a column, beyond the distance along) within the lesion's stretch (below
-    LESION_FRACTION of the reference, widened by a diameter): a lumen's middle does not move so; a path that
-    runs on where another vessel's column touches this one does (the column read switches vessel there)."""
-    with np.errstate(invalid="ignore"):
-        lo, hi = run_around(np.isfinite(d) & (d < LESION_FRACTION * ref), k)
-    pad = int(round(d_typ / SPACING_PX))
-    lo, hi = max(0, lo - pad), min(len(d) - 1, hi + pad)
-    # Only stations holding a column (an occlusion's noise has no middle to follow; across it the column's
-    # middle carries on along the vessel's line).
-    with np.errstate(invalid="ignore"):
-        column = (lumen.integral >= EMPTY_SHARE * np.nanmedian(lumen.integral)) \
-            & (lumen.height >= NO_COLUMN_SNR * lumen.noise)
-    idx = np.flatnonzero((np.isfinite(lumen.centre) & column)[lo:hi + 1]) + lo
-    if idx.size < 2:
-        return None
-    mid = stations.xy[idx] + lumen.centre[idx, None] * stations.normal[idx]
-    moved = np.hypot(*np.diff(mid, axis=0).T) - np.diff(stations.s[idx])
-    big = np.flatnonzero(moved > JUMP_DIAMETERS * d_typ)
-    return int(idx[big[0] + 1]) if big.size else None
 
 
 def _lesion_span(s: np.ndarray, d: np.ndarray, ref: np.ndarray, k: int) -> tuple[float, float] | None:

@@ -42,6 +42,7 @@ MIN_PIECE_DIAMETERS = 4.0  # a piece shorter than this is not chosen while a lon
 MAX_REFINDS = 2
 COLUMN_BLANK_RADII = 1.0   # a followed column blanked out to its widest half width (plus the margin)
 OPACIFIED_PERCENTILE = 90  # a vessel's contrast per unit length where it is fullest
+JUMP_DIAMETERS = 0.75      # the column's middle moving this far between stations: it switched vessel
 BESIDE_MIN_LENGTH = 0.5    # a vessel beside is a rival when at least this share of the followed one's length
 BESIDE_CHOICE_WARNING = ("the automatic centreline first followed a less opacified vessel beside this one (a paired "
                          "vein or a collateral): the more opacified one is sized; draw the centreline to choose")
@@ -204,6 +205,25 @@ def more_opacified(a: Lumen, b: Lumen) -> bool:
         v = lumen.integral[np.isfinite(lumen.integral)]
         return float(np.percentile(v, OPACIFIED_PERCENTILE)) if v.size else -np.inf
     return full(a) > full(b)
+
+
+def column_jump(stations: Stations, lumen: Lumen, lo: int, hi: int, d_typ: float) -> int | None:
+    """A station of [lo, hi] where the column read jumps sideways: its middle moves by more than JUMP_DIAMETERS of
+    the typical diameter ``d_typ`` from the last station holding a column, beyond the distance along. A lumen's
+    middle does not move so; a path that runs on where another vessel's column touches this one does (the
+    column read switches vessel there). None when it does not."""
+    # Only stations holding a column (an occlusion's noise has no middle to follow; across it the column's
+    # middle carries on along the vessel's line).
+    with np.errstate(invalid="ignore"):
+        column = (lumen.integral >= EMPTY_SHARE * np.nanmedian(lumen.integral)) \
+            & (lumen.height >= NO_COLUMN_SNR * lumen.noise)
+    idx = np.flatnonzero((np.isfinite(lumen.centre) & column)[lo:hi + 1]) + lo
+    if idx.size < 2:
+        return None
+    mid = stations.xy[idx] + lumen.centre[idx, None] * stations.normal[idx]
+    moved = np.hypot(*np.diff(mid, axis=0).T) - np.diff(stations.s[idx])
+    big = np.flatnonzero(moved > JUMP_DIAMETERS * d_typ)
+    return int(idx[big[0] + 1]) if big.size else None
 
 
 def kept_piece(stations: Stations, lumen: Lumen, hops: list[tuple[int, int]]) -> tuple[int, int]:
