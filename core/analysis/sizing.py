@@ -38,6 +38,7 @@ from core.analysis.sizing_path import (
     HOP_WARNING,
     MAX_REFINDS,
     background_ends,
+    column_jump,
     kept_piece,
     more_opacified,
     one_vessel,
@@ -200,6 +201,18 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
                          f"{y:.0f}), where a crossing to another vessel cannot be told from an occlusion: draw the "
                          "centreline")
     span = _lesion_span(stations.s, diameter, reference, lesion)
+    jump = None
+    if auto:
+        # The lesion's stretch (below LESION_FRACTION of the reference), widened by a diameter.
+        with np.errstate(invalid="ignore"):
+            lo, hi = run_around(np.isfinite(diameter) & (diameter < LESION_FRACTION * reference), lesion)
+        pad = int(round(d_typ / SPACING_PX))
+        jump = column_jump(stations, lumen, max(0, lo - pad), min(len(diameter) - 1, hi + pad), d_typ)
+    if jump is not None:
+        x, y = stations.xy[jump]
+        raise ValueError(f"the contrast column along the automatic centreline jumps sideways at ({x:.0f}, {y:.0f}), "
+                         "beside its narrowest point: two vessels' columns touch there and the path may run from one "
+                         "to the other; draw the centreline")
     sizing = Sizing(stations, lumen, diameter, reference, stenosis, lesion, span, mm_per_px, calibration)
     sizing.warnings.extend(notes)
     if device[lesion]:
@@ -219,17 +232,18 @@ def _automatic_path(img: np.ndarray) -> tuple[Stations, Lumen, list[str]]:
     """Stations, lumen and notes along the automatic centreline: one vessel, the more opacified of two."""
     v = find_vessel(img)
     stations, lumen, notes = _one_vessel(img, v.centerline, v.diameter_px)
-    if notes or not vessel_beside_warning(lumen.beside, np.isfinite(lumen.width)):
+    if not vessel_beside_warning(lumen.beside, np.isfinite(lumen.width)):
         return stations, lumen, notes
-    # A whole vessel beside, never crossed to: the path ran along one of two as their lengths tipped it; the
-    # more opacified one is kept, as at a crossing (sizing_path).
-    other = vessel_beside(img, stations)
+    # A whole vessel beside: the path ran along one of two as their lengths tipped it (or, cut at a crossing,
+    # kept the piece a long narrowing left fainter); the more opacified one is kept, as at a crossing
+    # (sizing_path).
+    other = vessel_beside(img, stations, lumen)
     if other is None:
         return stations, lumen, notes
     st2, lu2, notes2 = _one_vessel(img, *other)
     if not more_opacified(lu2, lumen):
         return stations, lumen, notes
-    return st2, lu2, [BESIDE_CHOICE_WARNING] + [n for n in notes2 if n != HOP_WARNING]
+    return st2, lu2, [BESIDE_CHOICE_WARNING] + [n for n in notes + notes2 if n != HOP_WARNING]
 
 
 def _one_vessel(img: np.ndarray, line: np.ndarray, d_guess: float | None) -> tuple[Stations, Lumen, list[str]]:

@@ -7,7 +7,9 @@ height and moves its half-height edges out. Where the mask shows a device along 
 from areas instead: the contrast around the device (its integral over the reference lumen's window, over the
 contrast density of the patent lumen without a device) plus the device's own cross-section,
 ``d = sqrt(4 / pi * integral / k + d_device^2)``: never below the device, which the lumen holds. The device's
-width is calibration's catheter fit on a chord of its stretch (the tube finder's coarse radii when it refuses).
+width is calibration's catheter fit on three chords along its stretch, each the middle of the widths its profile
+cannot tell apart (a thin wall trades against the blur), their median (the tube finder's coarse radii when every
+fit refuses or runs to its thinnest wall).
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import math
 
 import numpy as np
 
-from core.analysis.catheter_profile import catheter_width_px
+from core.analysis.catheter_fit import MAX_INNER
+from core.analysis.catheter_profile import catheter_fit
 from core.analysis.clearance.device import (
     TUBE_SHARE_OF_HEIGHT,
     mask_profiles,
@@ -28,6 +31,8 @@ from core.analysis.vessel import Stations
 
 FIT_CHORD_PX = 30      # the catheter fit's chord along the device (straight enough on a vein's curve)
 MIN_CHORD_PX = 12
+FIT_CHORDS = 3         # chords fitted along the device's longest stretch
+WALL_AT_LIMIT = MAX_INNER - 0.02   # a fit at its thinnest wall: not a tube there (as calibration's)
 WEAK_SHARE = 0.5       # between two stretches of a device, its tube scores at least this share of the finder's limit
 
 
@@ -58,21 +63,33 @@ def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, referenc
 
 def _fitted_width(mask: np.ndarray, stations: Stations, on_device: np.ndarray, where: np.ndarray,
                   coarse: float) -> float:
-    """The device's outer width from the catheter fit (calibration's, on a straight chord of its longest
-    stretch); ``coarse`` (the tube finder's radii step by 0.5-1 px) when that fit refuses."""
+    """The device's outer width from the catheter fit (calibration's) on FIT_CHORDS straight chords spread along
+    its longest stretch: per chord the middle of the widths its profile cannot tell apart (a 1 px wall under
+    blur trades against the blur: the fit alone takes the least blur, reading up to 12-18% wide at 1 px), chords
+    where the fit ran to its thinnest wall left out (not a tube there: a bone edge along it, read 15-25% narrow),
+    the median of the rest; ``coarse`` (the tube finder's radii step by 0.5-1 px) when none is left. Where the
+    device fills a narrowing its width is the MLD: one chord's misfit was the MLD's."""
     edges = np.diff(np.concatenate([[0], where.astype(int), [0]]))
     runs = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
     a, b = max(runs, key=lambda r: r[1] - r[0])
     n = min(FIT_CHORD_PX, b - a - 1)
     if n < MIN_CHORD_PX:
         return coarse
-    mid = (a + b) // 2
-    i0, i1 = mid - n // 2, mid - n // 2 + n
-    pts = stations.xy[[i0, i1]] + on_device[[i0, i1], None] * stations.normal[[i0, i1]]
-    try:
-        width = catheter_width_px(mask, pts)
-    except ValueError:
+    widths = []
+    for i0 in np.unique(np.linspace(a, b - 1 - n, FIT_CHORDS).astype(int)):
+        i1 = i0 + n
+        pts = stations.xy[[i0, i1]] + on_device[[i0, i1], None] * stations.normal[[i0, i1]]
+        try:
+            fit = catheter_fit(mask, pts)
+        except ValueError:
+            continue
+        if fit.inner_fraction >= WALL_AT_LIMIT:
+            continue
+        lo, hi = fit.ambiguous_px
+        widths.append(0.5 * (lo + hi) if math.isfinite(lo) and math.isfinite(hi) else fit.width_px)
+    if not widths:
         return coarse
+    width = float(np.median(widths))
     # The fit's width is trusted near the tube finder's (a wall or bone beside it can mislead either).
     if math.isfinite(coarse) and abs(width - coarse) > 0.3 * coarse:
         return coarse

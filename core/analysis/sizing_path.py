@@ -18,8 +18,10 @@ in such a stretch (``untrusted_gap``).
 
 The path need not cross at all: where two vessels of about the same length lie side by side, the longest path
 runs along either one as the blur, the noise or a few px of length tip it. Beside a whole other vessel the
-same rule chooses: the followed vessel is blanked, the other one found, and the more opacified of the two kept
-(``vessel_beside``), so which vessel is sized does not hang on which one's path is a little longer.
+same rule chooses: the followed vessel is blanked (its coarse pieces, or its column alone where those hold both
+vessels), the other one found, and the more opacified of the two kept (``vessel_beside``, ``more_opacified``:
+judged where each is fullest, since a long narrowing lowers the treated vein's median), so which vessel is sized
+does not hang on which one's path is a little longer, nor on which piece a crossing kept.
 """
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ PIECE_DIAMETERS = 2.0      # each piece's line from this many diameters beside t
 HOP_OFFSET_DIAMETERS = 1.0  # the far piece this far off the near piece's line (and the other way): a crossing
 MIN_PIECE_DIAMETERS = 4.0  # a piece shorter than this is not chosen while a longer one is there
 MAX_REFINDS = 2
+COLUMN_BLANK_RADII = 1.0   # a followed column blanked out to its widest half width (plus the margin)
+OPACIFIED_PERCENTILE = 90  # a vessel's contrast per unit length where it is fullest
+JUMP_DIAMETERS = 0.75      # the column's middle moving this far between stations: it switched vessel
 BESIDE_MIN_LENGTH = 0.5    # a vessel beside is a rival when at least this share of the followed one's length
 BESIDE_CHOICE_WARNING = ("the automatic centreline first followed a less opacified vessel beside this one (a paired "
                          "vein or a collateral): the more opacified one is sized; draw the centreline to choose")
@@ -148,15 +153,24 @@ def one_vessel(img: np.ndarray, stations: Stations, lumen: Lumen, hops: list[tup
     return v.centerline, v.diameter_px, work
 
 
-def vessel_beside(img: np.ndarray, stations: Stations) -> tuple[np.ndarray, float | None] | None:
+def vessel_beside(img: np.ndarray, stations: Stations, lumen: Lumen | None = None
+                  ) -> tuple[np.ndarray, float | None] | None:
     """(centreline, diameter guess) of the longest vessel left once the pieces the path runs through are blanked
-    (NaN), when it is at least BESIDE_MIN_LENGTH of the path's length; None when there is no such vessel."""
+    (NaN), when it is at least BESIDE_MIN_LENGTH of the path's length; None when there is no such vessel.
+    Where the coarse pieces under the path hold the other vessel too (the two columns join somewhere, or the
+    blur merges them), the followed column alone is blanked: every pixel within its half width and a margin
+    of the path (``lumen``: its widths)."""
     labels, f = opacified_pieces(img)
     followed = _labels_under(labels, f, stations.xy)
-    if not followed or len(set(np.unique(labels).tolist()) - followed - {0}) == 0:
+    work = None
+    if followed and len(set(np.unique(labels).tolist()) - followed - {0}) > 0:
+        work = _blanked(img, labels, f, followed)
+    elif lumen is not None and np.isfinite(lumen.width).any():
+        work = _column_blanked(img, stations, lumen)
+    if work is None:
         return None
     try:
-        v = find_vessel(_blanked(img, labels, f, followed))
+        v = find_vessel(work)
     except ValueError:
         return None
     length = float(np.sum(np.hypot(*np.diff(v.centerline, axis=0).T)))
@@ -165,12 +179,51 @@ def vessel_beside(img: np.ndarray, stations: Stations) -> tuple[np.ndarray, floa
     return v.centerline, v.diameter_px
 
 
+def _column_blanked(img: np.ndarray, stations: Stations, lumen: Lumen) -> np.ndarray:
+    """``img`` with the followed column set to NaN: within COLUMN_BLANK_RADII of its widest (95th percentile)
+    half width, plus a margin, of every station's column middle."""
+    w = float(np.nanpercentile(lumen.width, 95))
+    r = COLUMN_BLANK_RADII * w / 2 + max(2.0, 0.3 * w)
+    centre = np.nan_to_num(lumen.centre)
+    xy = stations.xy + centre[:, None] * stations.normal
+    h, wd = img.shape
+    blank = np.zeros((h, wd), dtype=bool)
+    n = int(np.ceil(r))
+    dy, dx = np.mgrid[-n:n + 1, -n:n + 1]
+    disc = dx ** 2 + dy ** 2 <= r * r
+    for x, y in np.round(xy).astype(int):
+        y0, y1, x0, x1 = max(0, y - n), min(h, y + n + 1), max(0, x - n), min(wd, x + n + 1)
+        if y0 < y1 and x0 < x1:
+            blank[y0:y1, x0:x1] |= disc[y0 - y + n:y1 - y + n, x0 - x + n:x1 - x + n]
+    return np.where(blank, np.nan, img).astype(np.float32)
+
+
 def more_opacified(a: Lumen, b: Lumen) -> bool:
-    """``a`` holds more contrast per unit length than ``b`` (median column integral)."""
-    def med(lumen: Lumen) -> float:
+    """``a`` holds more contrast per unit length than ``b`` where each is fullest (the OPACIFIED_PERCENTILE of
+    its column integrals: a median falls with a long narrowing, which is what is to be sized)."""
+    def full(lumen: Lumen) -> float:
         v = lumen.integral[np.isfinite(lumen.integral)]
-        return float(np.median(v)) if v.size else -np.inf
-    return med(a) > med(b)
+        return float(np.percentile(v, OPACIFIED_PERCENTILE)) if v.size else -np.inf
+    return full(a) > full(b)
+
+
+def column_jump(stations: Stations, lumen: Lumen, lo: int, hi: int, d_typ: float) -> int | None:
+    """A station of [lo, hi] where the column read jumps sideways: its middle moves by more than JUMP_DIAMETERS of
+    the typical diameter ``d_typ`` from the last station holding a column, beyond the distance along. A lumen's
+    middle does not move so; a path that runs on where another vessel's column touches this one does (the
+    column read switches vessel there). None when it does not."""
+    # Only stations holding a column (an occlusion's noise has no middle to follow; across it the column's
+    # middle carries on along the vessel's line).
+    with np.errstate(invalid="ignore"):
+        column = (lumen.integral >= EMPTY_SHARE * np.nanmedian(lumen.integral)) \
+            & (lumen.height >= NO_COLUMN_SNR * lumen.noise)
+    idx = np.flatnonzero((np.isfinite(lumen.centre) & column)[lo:hi + 1]) + lo
+    if idx.size < 2:
+        return None
+    mid = stations.xy[idx] + lumen.centre[idx, None] * stations.normal[idx]
+    moved = np.hypot(*np.diff(mid, axis=0).T) - np.diff(stations.s[idx])
+    big = np.flatnonzero(moved > JUMP_DIAMETERS * d_typ)
+    return int(idx[big[0] + 1]) if big.size else None
 
 
 def kept_piece(stations: Stations, lumen: Lumen, hops: list[tuple[int, int]]) -> tuple[int, int]:
