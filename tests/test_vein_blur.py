@@ -1,5 +1,5 @@
 """The imaging blur measured on the vein (core/analysis/vein_blur.py) against analytic truth, on a vein that
-bends and tapers. A piece of vein that is not a steady straight column (a bend, a junction, a lesion's
+bends. A piece of vein that is not a steady straight column (a bend, a junction, a lesion's
 shoulder) smears its edges and reads more blur, never less: on the phantom's veins 0.1-0.5 px on pieces at blur
 0, and the median of six straight pieces read sweep seed 13's vein at 0.21 px (truth 0) and refused its
 catheter. Each piece is now crossed square to its own curve and the pieces agreeing with the lower half's median
@@ -45,25 +45,3 @@ def test_bends_in_the_vein_do_not_read_as_blur(blur, seed):
     # Six straight pieces' median (before): 0.15 px at blur 0.
     assert abs(mid - blur) <= 0.03 and lo - 0.01 <= blur <= hi + 0.01, (lo, mid, hi)
 
-
-def tapering_vein(blur_px: float, seed: int, w0: float = 12.0, w1: float = 24.0, noise: float = 0.01):
-    """(opacity, centreline, diameter): a straight vein widening from ``w0`` to ``w1`` px down the image (a 2 px
-    change along a piece two diameters long)."""
-    rng = np.random.default_rng(seed)
-    f = (np.arange(H * SUB) + 0.5) / SUB - 0.5
-    g = (np.arange(90 * SUB) + 0.5) / SUB - 0.5
-    xs, ys = np.meshgrid(g, f)
-    cx = 45.0 + rng.uniform(-0.5, 0.5)
-    radius = 0.5 * (w0 + (w1 - w0) * ys / H)
-    lumen = 2 * np.sqrt(np.clip(radius ** 2 - (xs - cx) ** 2, 0, None))
-    if blur_px > 0:
-        lumen = _gauss(_gauss(lumen, blur_px * SUB, 0), blur_px * SUB, 1)
-    opacity = MU_IODINE * lumen.reshape(H, SUB, 90, SUB).mean(axis=(1, 3)) + rng.normal(0, noise, (H, 90))
-    return opacity.astype(np.float32), np.array([[cx, 5.0], [cx, H - 6.0]]), 0.5 * (w0 + w1)
-
-
-def test_a_taper_does_not_read_as_blur():
-    opacity, line, d = tapering_vein(0.0, 3)
-    lo, mid, hi = vessel_blur(opacity, line, d)
-    # Each station at the width's trend's scale; without (before): 0.17 px.
-    assert mid <= 0.05 and lo <= 0.0, (lo, mid, hi)
