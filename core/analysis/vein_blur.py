@@ -49,9 +49,9 @@ def vessel_blur(opacity: np.ndarray, centerline: np.ndarray, diameter_px: float,
     left out; ``ln_opacity``: the opacity is ln of linear counts (the blur acts on the intensity)."""
     found = [f for f in piece_fits(opacity, centerline, diameter_px, avoid, ln_opacity)
              if f.residual <= BLUR_MAX_RESIDUAL and np.all(np.isfinite(f.blur_range_px))]
-    # Anything in a piece but a steady round lumen (a bend, a junction, a lesion's shoulder, a taper the line does
-    # not take out) smears its edges: it reads more blur, never less (the phantom: 0.1-0.5 px on pieces at blur
-    # 0). So the pieces agreeing with the lower half's median: with most pieces smeared, still the clean ones.
+    # Anything in a piece but a steady round lumen (a bend, a junction, a lesion's shoulder, a taper) smears its
+    # edges: it reads more blur, never less (the phantom: 0.1-0.5 px on pieces at blur 0). So the pieces agreeing
+    # with the lower half's median: with most pieces smeared, still the clean ones.
     b = np.sort([f.blur_px for f in found])
     if len(b) < BLUR_MIN_PIECES:
         return None
@@ -175,7 +175,8 @@ def _half_height(prof: np.ndarray, across: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _robust_line(s: np.ndarray, v: np.ndarray, deg: int = 1) -> np.ndarray:
-    """Least-squares line through (s, v), refitted without the points beyond 3 robust sds of it."""
+    """Least-squares polynomial of degree ``deg`` through (s, v), refitted without the points beyond 3 robust sds
+    of it."""
     coef = np.polyfit(s, v, deg)
     r = v - np.polyval(coef, s)
     keep = np.abs(r) <= 3.0 * max(1.4826 * float(np.median(np.abs(r))), 1e-6)
