@@ -73,8 +73,9 @@ def test_a_thin_wall_under_blur_is_sized_with_the_blur_of_the_vein(outer, wall, 
 
 
 # At 1.5 px blur a wall of 1 px or less is at the edge: a 0.02 px error in the vein's blur moves the width 3-5%,
-# and at the blur held the wall and the radius still trade within the noise. Refused, or right (least-blur:
-# +21%, -16%).
+# and at the blur held the wall and the radius still trade within the noise. Refused (as ambiguous, or as not a
+# tube when the fit runs to its thinnest wall at the vein's blur: 10 px / 1 px read 1.519 px there, -8% at
+# q 0.97), or right (least-blur: +21%, -16%).
 @pytest.mark.parametrize("outer, wall, blur, angle", [(10.0, 1.0, 1.5, 120.0), (8.0, 0.75, 1.5, 100.0),
                                                       (5.0, 1.0, 1.5, 20.0)])
 def test_a_thin_wall_under_much_blur_is_refused_or_right(outer, wall, blur, angle):
@@ -82,7 +83,7 @@ def test_a_thin_wall_under_much_blur_is_refused_or_right(outer, wall, blur, angl
     try:
         mm = catheter_mm_per_px(mask, points, 6.0, opacity=opacity, centerline=vein)
     except ValueError as exc:
-        assert str(exc).startswith("catheter width ambiguous"), exc
+        assert str(exc).startswith(("catheter width ambiguous", "catheter profile does not fit a tube")), exc
         return
     assert width_from(mm) == pytest.approx(outer, rel=0.06)
 

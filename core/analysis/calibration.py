@@ -20,8 +20,7 @@ import numpy as np
 
 from core.analysis.catheter_fit import MAX_INNER
 from core.analysis.catheter_profile import catheter_fit
-from core.analysis.catheter_valley import BLUR_STEP
-from core.analysis.vessel import resample_polyline
+from core.analysis.vein_blur import vessel_blur
 from core.analysis.vessel_find import diameter_along, find_vessel
 
 __all__ = ["dicom_mm_per_px", "parse_catheter", "catheter_mm_per_px", "vessel_blur", "run_blur"]
@@ -29,13 +28,6 @@ __all__ = ["dicom_mm_per_px", "parse_catheter", "catheter_mm_per_px", "vessel_bl
 MIN_FRENCH, MAX_FRENCH = 3.0, 30.0
 MAX_WIDTH_SPREAD = 0.1       # refused when the widths the profile allows span more (+-5%: the issue's 0.3 mm)
 WALL_AT_LIMIT = MAX_INNER - 0.02   # at the vein's blur a wall this thin: the tube model is not what is fitted
-# The blur measured on the vein (vessel_blur):
-BLUR_PIECES = 6                   # pieces of the vein measured, spread along it
-PIECE_DIAMETERS = 2.0        # each piece this many diameters long (straight enough, steady width)
-MIN_PIECE_PX, MAX_PIECE_PX = 20.0, 60.0
-BLUR_MAX_RESIDUAL = 0.02          # rms misfit / the column's height: a round lumen of steady width
-BLUR_MIN_PIECES = 2
-BLUR_FLOOR_PX = 0.02         # the blur measured on the vein is given no closer than this
 
 
 def parse_catheter(text: str) -> np.ndarray:
@@ -105,56 +97,6 @@ def run_blur(opacity: np.ndarray, centerline: np.ndarray | None, avoid: np.ndarr
     except ValueError:
         return None
     return vessel_blur(opacity, line, d, avoid, ln_opacity)
-
-
-def vessel_blur(opacity: np.ndarray, centerline: np.ndarray, diameter_px: float,
-                avoid: np.ndarray | None = None, ln_opacity: bool = False) -> tuple[float, float, float] | None:
-    """The imaging system's blur measured on the vein (its lumen wide compared with the blur, at the catheter's
-    depth, so the same focal-spot and detector blur): the pieces' fits of a blurred solid cylinder, those the
-    model fits (not a lesion, a catheter inside, a branch), their misfits against the blur added up.
-
-    (lowest, measured, highest) blur sd (px) from the vein of ``opacity`` (higher = more contrast) along
-    ``centerline``; None when fewer than BLUR_MIN_PIECES pieces fit a round lumen. ``avoid``: points (a catheter's)
-    whose neighbourhood (a diameter) is left out."""
-    line, s = resample_polyline(np.asarray(centerline, dtype=float), 1.0)
-    d = float(diameter_px)
-    piece = float(np.clip(PIECE_DIAMETERS * d, MIN_PIECE_PX, MAX_PIECE_PX))
-    if s[-1] < piece + 2 or not np.isfinite(d) or d <= 2:
-        return None
-    img = -np.asarray(opacity, dtype=np.float32)         # the fit reads "lower = more attenuating"
-    found = []
-    for c in np.linspace(0.5 * piece, s[-1] - 0.5 * piece, BLUR_PIECES):
-        ends = np.array([line[int(np.argmin(np.abs(s - (c - piece / 2))))],
-                         line[int(np.argmin(np.abs(s - (c + piece / 2))))]])
-        on = line[(s >= c - piece / 2) & (s <= c + piece / 2)]
-        if avoid is not None and _near(on, np.asarray(avoid, dtype=float), d):
-            continue
-        try:
-            fit = catheter_fit(img, ends, solid=True, max_px=1.6 * d, ln_mask=ln_opacity)
-        except ValueError:
-            continue
-        if fit.residual <= BLUR_MAX_RESIDUAL and np.all(np.isfinite(fit.blur_range_px)):
-            found.append(fit)
-    # The pieces that agree with their median: a piece the model fits but that is not a round lumen of steady
-    # width (a lesion, a taper, a confluence) reads more blur, and is not the imaging system.
-    mid = float(np.median([f.blur_px for f in found])) if found else math.nan
-    agree = np.array([f.blur_px for f in found
-                      if f.blur_range_px[0] - BLUR_STEP <= mid <= f.blur_range_px[1] + BLUR_STEP])
-    if len(agree) < max(BLUR_MIN_PIECES, (len(found) + 1) // 2):
-        return None
-    # Their median, give or take twice its standard error from their scatter (at least BLUR_FLOOR_PX): a
-    # 0.05 px error moves a thin wall's width 3-6%.
-    mid = float(np.median(agree))
-    half = max(2.0 * 1.4826 * float(np.median(np.abs(agree - mid))) / math.sqrt(len(agree)), BLUR_FLOOR_PX)
-    return max(0.0, mid - half), mid, mid + half
-
-
-def _near(points: np.ndarray, segment: np.ndarray, reach: float) -> bool:
-    """Any of ``points`` within ``reach`` of the segment between the two rows of ``segment``."""
-    a, b = segment[0], segment[-1]
-    ab = b - a
-    t = np.clip(((points - a) @ ab) / max(float(ab @ ab), 1e-12), 0.0, 1.0)
-    return bool(np.any(np.hypot(*(points - (a + t[:, None] * ab)).T) <= reach))
 
 
 def dicom_mm_per_px(path: str | Path) -> float | None:
