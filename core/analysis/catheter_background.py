@@ -80,7 +80,7 @@ def edge_corrections(across: np.ndarray, aligned: np.ndarray, reach_px: float, m
         h, kj = places[best[j]][0], k[best[j]]
         model = g[j] * raw[best[j]]
         if shifted[j]:
-            cj = c2[:, int(np.flatnonzero(np.flatnonzero(shifted) == j)[0])]
+            cj = c2[:, int(np.cumsum(shifted)[j]) - 1]
             rest = anti[j] - slope @ cj
             shifts[j] = -float(np.linalg.lstsq(cols, slope @ cj, rcond=None)[0][1])     # the axis moved by it
         else:

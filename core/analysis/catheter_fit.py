@@ -67,8 +67,9 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     (its kernel projected on ``normal``); the rest of the blur is a Gaussian (``blur_px``: fixed, else fitted).
     The wall's and the lumen's attenuations are free (the lumen empty up to as dense as the wall, or twice
     that when it fits much better: linear least squares on those bounds), and the background under the
-    catheter (an offset, and a quadratic when it fits much better). Every (radius, wall, blur) on a grid is
-    tried (no local minimum to fall in), then simplex searches from the grid's best radii find the bottom.
+    catheter (an offset, less a bone's edge (``edges``), and a quadratic when it fits much better). Every
+    (radius, wall, blur) on a grid is tried (no local minimum to fall in), then simplex searches from the
+    grid's best radii find the bottom.
     ``solid``: no lumen (a vein's contrast column: its blur is what is wanted).
 
     ``noise_var`` (a number, or a function of the background's basis giving it): the variance a smooth
