@@ -41,7 +41,6 @@ DENSE_LUMEN_MAX = 2.0                    # or this many when that fits much bett
 CONTRADICTS = 4.0                        # misfit ratio at which a blur measured elsewhere is not used
 Z2_BLUR = 1.0                            # misfit rise (noise variances) the least-blur choice may take
 BACKGROUND_RESIDUAL = 0.01               # rms misfit / height above which a quadratic background is tried
-EDGE_QUADRATIC = 0.5                     # over a bone's edge the quadratic is tried always, taken when it halves the misfit
 Z2 = 4.0                                 # misfit rise (in noise variances) that rules a width out: ~2 sd
 
 
@@ -119,10 +118,9 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     # free, only its sign) when that fits better, and a quadratic too when the catheter's model still misfits
     # by more than BACKGROUND_RESIDUAL and that halves its rms (something wider than the catheter lies under it:
     # a vein holding a little contrast in the mask read a phantom catheter 6% wide). Not always: free, it takes
-    # up the flanks of a thin wall under blur (worst 4% -> 12% at 1.5 px). Over bone (an edge found) the
-    # background is not flat (a cortex's chord, soft tissue: the phantom's catheters over its pubic ramus read
-    # 3-4% wide at 0.1-0.2% misfit): the quadratic is tried always and taken when it halves the misfit
-    # (EDGE_QUADRATIC). Chosen at the blur measured elsewhere when there is one.
+    # up the flanks of a thin wall under blur (worst 4% -> 12% at 1.5 px). Over bone (an edge found) it is
+    # tried whatever the misfit: the background there is not flat (the phantom's catheters over its pubic ramus
+    # read 3-4% wide at 0.1-0.2% misfit). Chosen at the blur measured elsewhere when there is one.
     bg_blur = blur_px if blur_px is not None or blur_bounds is None or solid else blur_bounds[1]
     target = _target(p, background_basis(x, quadratic=False))
     f, R, q, sd = fit_at(bg_blur)
@@ -135,7 +133,7 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
         plain = (target, (f, R, q, sd))
         target = _target(p, background_basis(x, quadratic=True))
         f, R, q, sd = fit_at(bg_blur)
-        if f > (EDGE_QUADRATIC if len(edges) else 0.25) * plain[1][0]:
+        if f > 0.25 * plain[1][0]:
             target, (f, R, q, sd) = plain
     pixel_var = None
     if callable(noise_var):
