@@ -117,8 +117,8 @@ def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray
     keep &= _typical(aligned[:, window])
     # A bone's edge in the stations, its foot reaching the window, is taken out of their mean (its sign left to
     # the fit; core.analysis.catheter_background). Leaving those stations out instead read the phantom's
-    # catheter along its bony ring 4.3% narrow (main 3.3%, this 2.7%). Only at a blur measured elsewhere: at a
-    # free blur the small misalignments of a thin 4 px tube's stations read as edges by its wall (+-20%).
+    # catheter along its bony ring 4.3% narrow (main 3.3%, this 0.8% wide). Only at a blur measured elsewhere:
+    # at a free blur the small misalignments of a thin 4 px tube's stations read as edges by its wall (+-20%).
     reach = float(np.max(across[window]))
     wide = np.abs(across) <= reach + EDGE_MARGIN_PX
     edges = []
