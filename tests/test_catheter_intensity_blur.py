@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from core.analysis.calibration import catheter_mm_per_px
-from tests.test_catheter_vessel_blur import SUB, layout
+from tests.test_catheter_vessel_blur import SUB, bone_edge, layout
 
 MU_IODINE = 0.05        # opacity per px of contrast-filled lumen
 
@@ -29,12 +29,15 @@ def _gauss(img: np.ndarray, sd: float) -> np.ndarray:
 
 
 def scene(outer_px: float, wall_px: float, blur_px: float, mu: float, seed: int, angle_deg: float,
-          size: int = 150, noise: float = 0.005):
+          size: int = 150, noise: float = 0.005, bone: tuple[float, float] | None = None):
     """(mask, opacity, catheter points, vein centreline): the catheter (wall attenuation ``mu`` per px) through
-    the middle at ``angle_deg``, a 16 px vein parallel to it 40 px aside; both blurred in intensity."""
+    the middle at ``angle_deg``, a 16 px vein parallel to it 40 px aside; both blurred in intensity. ``bone``:
+    (edge offset, attenuation) in the mask, as tests/test_catheter_vessel_blur.bone_edge."""
     rng, c, normal, along, d = layout(seed, angle_deg, size)
     R, r = outer_px / 2, outer_px / 2 - wall_px
     cath = mu * (2 * np.sqrt(np.clip(R * R - d * d, 0, None)) - 2 * np.sqrt(np.clip(r * r - d * d, 0, None)))
+    if bone is not None:
+        cath = cath + bone_edge(d, *bone)
     vein = MU_IODINE * 2 * np.sqrt(np.clip(8.0 ** 2 - (d - 40.0) ** 2, 0, None))
 
     def detected(a: np.ndarray) -> np.ndarray:       # ln of the blurred, pixel-averaged transmission

@@ -32,13 +32,23 @@ def layout(seed: int, angle_deg: float, size: int):
     return rng, c, normal, along, (xs - c[0]) * normal[0] + (ys - c[1]) * normal[1]
 
 
+def bone_edge(d: np.ndarray, edge_px: float, mu: float) -> np.ndarray:
+    """A bone's attenuation where the signed distance ``d`` > ``edge_px``: a cortical edge, a step as sharp as
+    the phantom's (a 0.6 px logistic, core/sources/phantom/background.py)."""
+    return mu / (1.0 + np.exp(np.clip(-(d - edge_px) / 0.6, -50, 50)))
+
+
 def scene(outer_px: float, wall_px: float, blur_px: float, seed: int, angle_deg: float = 30.0,
-          vein_px: float | None = 16.0, size: int = 150, noise: float = 0.01):
+          vein_px: float | None = 16.0, size: int = 150, noise: float = 0.01,
+          bone: tuple[float, float] | None = None):
     """(mask, opacity, catheter points, vein centreline): the catheter through the middle at ``angle_deg``, the
-    vein (``vein_px`` wide; None: no vein) parallel to it 40 px aside; one PSF of sd ``blur_px`` for both."""
+    vein (``vein_px`` wide; None: no vein) parallel to it 40 px aside; one PSF of sd ``blur_px`` for both.
+    ``bone``: (edge offset e, attenuation), a bone's edge parallel to the catheter, the bone where d > e."""
     rng, c, normal, along, d = layout(seed, angle_deg, size)
     R, r = outer_px / 2, outer_px / 2 - wall_px
     maps = [2 * np.sqrt(np.clip(R * R - d * d, 0, None)) - 2 * np.sqrt(np.clip(r * r - d * d, 0, None))]
+    if bone is not None:
+        maps[0] = maps[0] + bone_edge(d, *bone) / MU_WALL
     if vein_px is not None:
         dv = d - 40.0
         maps.append(2 * np.sqrt(np.clip((vein_px / 2) ** 2 - dv * dv, 0, None)))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.analysis.catheter_background import background_basis
 from core.analysis.catheter_ln import LnTube
 from core.analysis.catheter_valley import blur_scan, choose, width_span
 from core.analysis.simplex import simplex
@@ -59,14 +60,15 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
              normal: tuple[float, float] = (1.0, 0.0), noise_var=None,
              sampler: tuple[np.ndarray, np.ndarray] | None = None, blur_px: float | None = None,
              blur_bounds: tuple[float, float, float] | None = None, solid: bool = False,
-             ln_profile: bool = False) -> TubeFit:
+             ln_profile: bool = False, edges: tuple = ()) -> TubeFit:
     """The tube best matching ``profile`` (attenuation, background removed, sampled at ``across`` offsets
     along ``normal``, symmetric about 0 where the catheter's centre is). The pixel's area is modelled exactly
     (its kernel projected on ``normal``); the rest of the blur is a Gaussian (``blur_px``: fixed, else fitted).
     The wall's and the lumen's attenuations are free (the lumen empty up to as dense as the wall, or twice
     that when it fits much better: linear least squares on those bounds), and the background under the
-    catheter (an offset, and a quadratic when it fits much better). Every (radius, wall, blur) on a grid is
-    tried (no local minimum to fall in), then simplex searches from the grid's best radii find the bottom.
+    catheter (an offset, less a bone's edge (``edges``), and a quadratic when it fits much better). Every
+    (radius, wall, blur) on a grid is tried (no local minimum to fall in), then simplex searches from the
+    grid's best radii find the bottom.
     ``solid``: no lumen (a vein's contrast column: its blur is what is wanted).
 
     ``noise_var`` (a number, or a function of the background's basis giving it): the variance a smooth
@@ -82,6 +84,9 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     ``sampler``: (fine grid, (N, F) weights) from ``bilinear_sampler``, the exact map from the tube's
     pixel-averaged profile on the fine grid to the measured samples (any angle, any phase on the pixel grid);
     without it the bilinear sampling is taken as averaged over every phase (a tent).
+
+    ``edges``: corrections (symmetric, on ``across``) that would take a bone's edge out of the profile
+    (core.analysis.catheter_background.edge_corrections), tried as the background is.
 
     ``ln_profile``: the profile is ln of linear counts (12/16-bit linear video), so the blur and the pixel
     act on the transmitted intensity before the log (core.analysis.catheter_ln); the grid stays linear (its
@@ -106,19 +111,28 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     def done(f: float, R: float, q: float, sd: float, **kw) -> TubeFit:
         return TubeFit(2.0 * R, q, sd, math.sqrt(max(f, 0.0) / len(p)) / max(amp, 1e-12), **kw)
 
-    def fit_at(sd_fixed: float | None) -> tuple[float, float, float, float]:
-        return _grid_fit(x, fine, weights, pixel, target, radii, solid, sd_fixed, ln)
+    def fit_at(sd_fixed: float | None, tgt: tuple | None = None) -> tuple[float, float, float, float]:
+        return _grid_fit(x, fine, weights, pixel, target if tgt is None else tgt, radii, solid, sd_fixed, ln)
 
-    # The background under the catheter: an offset, and a quadratic too when the catheter's model alone
-    # misfits by more than BACKGROUND_RESIDUAL and that halves its rms (something wider than the catheter lies
-    # under it: a vein holding a little contrast in the mask read a phantom catheter 6% wide). Not always:
-    # free, it takes up the flanks of a thin wall under blur (worst 4% -> 12% at 1.5 px).
+    # The background under the catheter: an offset, less a bone's edge found in the stations (``edges``: not
+    # free, only its sign) when that fits better, and a quadratic too when the catheter's model still misfits
+    # by more than BACKGROUND_RESIDUAL and that halves its rms (something wider than the catheter lies under it:
+    # a vein holding a little contrast in the mask read a phantom catheter 6% wide). Not always: free, it takes
+    # up the flanks of a thin wall under blur (worst 4% -> 12% at 1.5 px). Over bone (an edge found) it is
+    # tried whatever the misfit: the background there is not flat (the phantom's catheters over its pubic ramus
+    # read 3-4% wide at 0.1-0.2% misfit). Chosen at the blur measured elsewhere when there is one.
+    bg_blur = blur_px if blur_px is not None or blur_bounds is None or solid else blur_bounds[1]
     target = _target(p, background_basis(x, quadratic=False))
-    f, R, q, sd = fit_at(blur_px)
-    if math.sqrt(max(f, 0.0) / len(p)) > BACKGROUND_RESIDUAL * amp:
+    f, R, q, sd = fit_at(bg_blur)
+    for c in edges:
+        t = _target(p + c, target[2])
+        fc = fit_at(bg_blur, t)
+        if fc[0] < f:
+            p, target, (f, R, q, sd) = p + c, t, fc
+    if math.sqrt(max(f, 0.0) / len(p)) > BACKGROUND_RESIDUAL * amp or len(edges):
         plain = (target, (f, R, q, sd))
         target = _target(p, background_basis(x, quadratic=True))
-        f, R, q, sd = fit_at(blur_px)
+        f, R, q, sd = fit_at(bg_blur)
         if f > 0.25 * plain[1][0]:
             target, (f, R, q, sd) = plain
     pixel_var = None
@@ -238,14 +252,6 @@ def _ln_model(x: np.ndarray, fine: np.ndarray, weights: np.ndarray | None, nx: f
     else:
         post = weights
     return LnTube(fine, post, np.convolve(_box(nx), _box(ny)), _kernel, _bin_chord, FINE_PX, reach)
-
-
-def background_basis(across: np.ndarray, quadratic: bool) -> np.ndarray:
-    """(N, 1 or 2) orthonormal: the background the fit leaves free under the catheter, an offset and maybe a
-    quadratic."""
-    x = np.asarray(across, dtype=float)
-    cols = [np.ones_like(x)] + ([(x / max(abs(x[0]), abs(x[-1]), 1e-9)) ** 2] if quadratic else [])
-    return np.linalg.qr(np.column_stack(cols))[0]
 
 
 def _target(p: np.ndarray, basis: np.ndarray, lumen_max: float = LUMEN_MAX) -> tuple:
