@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.analysis.catheter_fit import MAX_INNER
+from core.analysis.catheter_fit import WALL_AT_LIMIT
 from core.analysis.catheter_profile import catheter_fit
 from core.analysis.vein_blur import vessel_blur
 from core.analysis.vessel_find import diameter_along, find_vessel
@@ -27,7 +27,6 @@ __all__ = ["dicom_mm_per_px", "parse_catheter", "catheter_mm_per_px", "vessel_bl
 
 MIN_FRENCH, MAX_FRENCH = 3.0, 30.0
 MAX_WIDTH_SPREAD = 0.1       # refused when the widths the profile allows span more (+-5%: the issue's 0.3 mm)
-WALL_AT_LIMIT = MAX_INNER - 0.02   # at the vein's blur a wall this thin: the tube model is not what is fitted
 
 
 def parse_catheter(text: str) -> np.ndarray:

@@ -33,6 +33,7 @@ from core.analysis.simplex import simplex
 R_STEPS = np.linspace(0.7, 1.5, 27)      # outer radius tried, relative to the first guess's half width
 Q_STEPS = np.linspace(0.0, 0.9, 10)      # inner / outer radius: solid to thin-walled
 MAX_INNER = 0.97                         # the thinnest wall the searches go to (inner / outer radius)
+WALL_AT_LIMIT = MAX_INNER - 0.02         # a fit this thin-walled ran to that limit: not a tube there
 SIGMA_STEPS = np.linspace(0.0, 2.5, 11)  # detector blur sd (px)
 FINE_PX = 0.05                           # the model's grid
 REFINE_STARTS = 3                        # simplex searches from the grid's best radii

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from core.analysis.catheter_fit import MAX_INNER
+from core.analysis.catheter_fit import WALL_AT_LIMIT
 from core.analysis.catheter_profile import catheter_fit
 from core.analysis.clearance.device import (
     TUBE_SHARE_OF_HEIGHT,
@@ -32,7 +32,6 @@ from core.analysis.vessel import Stations
 FIT_CHORD_PX = 30      # the catheter fit's chord along the device (straight enough on a vein's curve)
 MIN_CHORD_PX = 12
 FIT_CHORDS = 3         # chords fitted along the device's longest stretch
-WALL_AT_LIMIT = MAX_INNER - 0.02   # a fit at its thinnest wall: not a tube there (as calibration's)
 WEAK_SHARE = 0.5       # between two stretches of a device, its tube scores at least this share of the finder's limit
 
 
