@@ -6,26 +6,15 @@ noise.
 
 The linear model (the blur acting on ln) read these 6-10% narrow (MLD in mm 6-10% high); with ``ln_mask``
 they hold within 4%."""
-import math
 
 import numpy as np
 import pytest
 
 from core.analysis.calibration import catheter_mm_per_px
+from core.sources.phantom.psf import blur as _gauss  # the one Gaussian PSF (both axes, edges continued)
 from tests.test_catheter_vessel_blur import SUB, bone_edge, layout
 
 MU_IODINE = 0.05        # opacity per px of contrast-filled lumen
-
-
-def _gauss(img: np.ndarray, sd: float) -> np.ndarray:
-    """Both axes blurred by a Gaussian of sd ``sd`` (samples); the image's edges continued."""
-    r = int(math.ceil(4 * sd))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sd) ** 2)
-    k /= k.sum()
-    out = np.pad(img, r, mode="edge")
-    for axis in (0, 1):
-        out = np.apply_along_axis(np.convolve, axis, out, k, mode="same")
-    return out[r:-r, r:-r]
 
 
 def scene(outer_px: float, wall_px: float, blur_px: float, mu: float, seed: int, angle_deg: float,
