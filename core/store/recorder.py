@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import json
 import logging
 import os
 import queue
 import re
-import struct
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -45,11 +43,11 @@ import numpy as np
 
 from core.sources.frames import Frame
 from core.sources.recording import SERIAL_MAGIC, SERIAL_RECORD
+from core.store.run_files import NPY_HEADER_LEN, blank_leading, dir_size, discard, npy_header, write_json
 from core.vocab import NS
 
 log = logging.getLogger("cathlab.recorder")
 
-_NPY_HEADER_LEN = 128                 # fixed, so the shape can be written once the pulse count is known
 _NAME = re.compile(r"^(run|serial)-(\d{6})")
 QUEUE_DEPTH = 64                      # ~4 s of 15 p/s pulses at 1024x1024: about 64 MB in flight at most
 SERIAL_RETRY_NS = 5 * NS              # after a failed serial write, try the disk again this much later
@@ -265,7 +263,7 @@ class ProcedureRecorder:
                 "runs_skipped": self._counts["runs_skipped"], "runs_too_large": self._counts["runs_too_large"],
                 "pulses": self._counts["pulses"], "dropped": self._counts["dropped"],
                 "serial_bytes": self._counts["serial_bytes"], "files_deleted": self._counts["files_deleted"],
-                "errors": self._counts["errors"], "bytes_on_disk": _dir_size(self.directory)}
+                "errors": self._counts["errors"], "bytes_on_disk": dir_size(self.directory)}
 
     def _write_failed(self, what: str, exc: OSError) -> None:
         # One alarm and one log line per outage: a full disk fails every pulse, 15 times a second.
@@ -310,7 +308,7 @@ class ProcedureRecorder:
                 elif op == "open":
                     arg.parent.mkdir(parents=True, exist_ok=True)
                     files[arg] = open(arg, "wb")
-                    files[arg].write(b"\0" * _NPY_HEADER_LEN)
+                    files[arg].write(b"\0" * NPY_HEADER_LEN)
                 elif op == "pulse":
                     part, pixels = arg
                     if part in spoiled or part not in files:
@@ -348,10 +346,10 @@ class ProcedureRecorder:
                     if keep:
                         shape, dtype = shapes[part]
                         fh.seek(0)
-                        fh.write(_npy_header(dtype, (len(meta["pulse_t_ns"]), *shape)))
+                        fh.write(npy_header(dtype, (len(meta["pulse_t_ns"]), *shape)))
                         fh.flush()
                         if raw_pulses:
-                            _blank_leading(part, dtype, shape, raw_pulses, self._mask)
+                            blank_leading(part, dtype, shape, raw_pulses, self._mask)
                         os.fsync(fh.fileno())
                     if fh is not None:
                         fh.close()
@@ -361,7 +359,7 @@ class ProcedureRecorder:
                     if keep:
                         final = part.with_suffix(".npy")
                         meta.update(shape=list(shape), dtype=np.dtype(dtype).name, blanked=not self.keep_raw)
-                        _write_json(part.with_suffix(".json"), meta)
+                        write_json(part.with_suffix(".json"), meta)
                         os.replace(part, final)
                         self._counts["runs_recorded"] += 1
                         self._write_recovered()
@@ -375,7 +373,7 @@ class ProcedureRecorder:
                 # The disk (full, read-only, I/O error): give up the run being written and free its space.
                 part = arg[0] if op in ("pulse", "close") else arg if op == "open" else None
                 if part is not None:
-                    _discard(files.pop(part, None), part)
+                    discard(files.pop(part, None), part)
                     spoiled.add(part)
                     if op == "close":
                         spoiled.discard(part)
@@ -397,7 +395,7 @@ class ProcedureRecorder:
             m = _NAME.match(p.name)
             if m and p.suffix in (".npy", ".json", ".bin"):
                 groups[int(m.group(2))].append(p)
-        total = _dir_size(self.directory)
+        total = dir_size(self.directory)
         for seq in sorted(groups):
             if total <= self.retention_bytes:
                 break
@@ -411,59 +409,3 @@ class ProcedureRecorder:
                     self._counts["files_deleted"] += 1
                 except FileNotFoundError:
                     pass
-
-
-def _blank_leading(part: Path, dtype: str, shape: tuple, count: int, keep: np.ndarray) -> None:
-    """Blank the first ``count`` pulses of a run file in place (those written before the field was known)."""
-    frames = np.memmap(part, dtype=np.dtype(dtype), mode="r+", offset=_NPY_HEADER_LEN, shape=(count, *shape))
-    try:
-        frames[:, ~keep] = 0
-        frames.flush()
-    finally:
-        del frames
-
-
-def _discard(fh, part: Path) -> None:
-    if fh is not None:
-        try:
-            fh.close()
-        except OSError:
-            pass   # its buffered tail cannot be written either; the file goes anyway
-    try:
-        part.unlink(missing_ok=True)
-        part.with_suffix(".json").unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def _npy_header(dtype_str: str, shape: tuple[int, ...]) -> bytes:
-    """A version 1.0 .npy header padded to a fixed length (the format allows trailing spaces)."""
-    text = repr({"descr": dtype_str, "fortran_order": False, "shape": tuple(int(s) for s in shape)})
-    body_len = _NPY_HEADER_LEN - 10
-    if len(text) + 1 > body_len:
-        raise ValueError(f"shape {shape} does not fit the .npy header")
-    body = text.ljust(body_len - 1) + "\n"
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", body_len) + body.encode("latin1")
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _dir_size(directory: Path) -> int:
-    total = 0
-    try:
-        entries = list(directory.iterdir())
-    except OSError:
-        return 0
-    for p in entries:
-        try:
-            total += p.stat().st_size
-        except FileNotFoundError:
-            pass
-    return total
