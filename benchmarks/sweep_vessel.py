@@ -109,22 +109,25 @@ def check(result: dict, truth, pct: float, length: float | None, mode: str, mm_t
 
 
 def sweep(seeds, blurs, modes, out=sys.stdout, psf_at: str = "frames", display_gains=(None,),
-          linear_display: bool = False) -> list[dict]:
+          linear_display: bool = False, electronic_sd: float = 0.0) -> list[dict]:
     """``psf_at``: "frames" blurs the rendered frames (display video in its levels), "detector" renders with
     the phantom's PSF (the quanta, before the log of display video: as a real chain blurs). ``display_gains``:
-    the display seeds' LUT gains (None: the phantom's default)."""
+    the display seeds' LUT gains (None: the phantom's default); ``electronic_sd``: the detector's read noise (quanta,
+    after its PSF), which the display gain's estimate from the noise cannot tell from quantum noise."""
     rows = []
     for seed in seeds:
         for gain_true in display_gains:
-            rows += _sweep_seed(seed, blurs, modes, out, psf_at, gain_true, linear_display)
+            rows += _sweep_seed(seed, blurs, modes, out, psf_at, gain_true, linear_display, electronic_sd)
             if case_for(seed)[0].config.intensity == "lin":
                 break       # the gain is display video's
     return rows
 
 
-def _sweep_seed(seed, blurs, modes, out, psf_at, gain_true, linear_display) -> list[dict]:
+def _sweep_seed(seed, blurs, modes, out, psf_at, gain_true, linear_display, electronic_sd) -> list[dict]:
     rows = []
     case, pct, length, anatomy = case_for(seed)
+    if electronic_sd > 0:
+        case = replace(case, config=replace(case.config, electronic_sd=float(electronic_sd)))
     intensity = case.config.intensity
     if intensity == "log" and gain_true is not None:
         case = replace(case, config=replace(case.config, display_gain=float(gain_true)))
@@ -218,11 +221,14 @@ def main(argv=None) -> int:
     ap.add_argument("--display-gain", help="the display seeds' LUT gains (levels per ln unit), comma separated")
     ap.add_argument("--linear-display", action="store_true",
                     help="display video's catheters with the linear model, no gain estimate (the old behaviour)")
+    ap.add_argument("--electronic-sd", type=float, default=0.0,
+                    help="the detector's read noise in quanta (after its PSF)")
     ap.add_argument("--markdown", help="write the summary table here")
     args = ap.parse_args(argv)
     gains = [float(g) for g in args.display_gain.split(",")] if args.display_gain else [None]
     rows = sweep(_seeds(args.seeds), [float(b) for b in args.blur.split(",")], args.mode.split(","),
-                 psf_at=args.psf_at, display_gains=gains, linear_display=args.linear_display)
+                 psf_at=args.psf_at, display_gains=gains, linear_display=args.linear_display,
+                 electronic_sd=args.electronic_sd)
     table = markdown(rows)
     print(table)
     if args.markdown:
