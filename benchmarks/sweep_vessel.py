@@ -10,7 +10,12 @@ Not a timing benchmark: a script that prints each measurement's errors and a sum
 tables docs/vessel-accuracy.md shows).
 
     .venv/bin/python -m benchmarks.sweep_vessel --seeds 0-11 [--blur 0,1] [--mode given,auto] [--psf-at frames|detector]
-        [--markdown out]
+        [--display-gain 40,70,110] [--linear-display] [--markdown out]
+
+Display video's catheters are fitted as the command fits them: with the LUT's gain estimated from the run's
+noise (core/analysis/display_gain.py) and the exact model when the estimate is trusted, else the linear model
+(``--linear-display``: always the linear model, the behaviour before). ``--display-gain``: the phantom's LUT gain
+(levels per ln unit, its top kept at level 235) for the display seeds, one pass per value.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from dataclasses import replace
 import numpy as np
 
 from core.analysis.calibration import catheter_mm_per_px
+from core.analysis.display_gain import estimate_display_gain
 from core.analysis.peak import peak_and_mask
 from core.analysis.sizing import measure_sizing
 from core.sources.phantom.features import Collateral, Device, ParallelVein
@@ -102,55 +108,79 @@ def check(result: dict, truth, pct: float, length: float | None, mode: str, mm_t
     return miss
 
 
-def sweep(seeds, blurs, modes, out=sys.stdout, psf_at: str = "frames") -> list[dict]:
+def sweep(seeds, blurs, modes, out=sys.stdout, psf_at: str = "frames", display_gains=(None,),
+          linear_display: bool = False, electronic_sd: float = 0.0) -> list[dict]:
     """``psf_at``: "frames" blurs the rendered frames (display video in its levels), "detector" renders with
-    the phantom's PSF (the quanta, before the log of display video: as a real chain blurs)."""
+    the phantom's PSF (the quanta, before the log of display video: as a real chain blurs). ``display_gains``:
+    the display seeds' LUT gains (None: the phantom's default); ``electronic_sd``: the detector's read noise (quanta,
+    after its PSF), which the display gain's estimate from the noise cannot tell from quantum noise."""
     rows = []
     for seed in seeds:
-        case, pct, length, anatomy = case_for(seed)
-        run = render_run(case.config) if psf_at == "frames" else None
-        intensity = case.config.intensity
-        for blur in blurs:
-            if psf_at == "frames":
-                stack = blurred_stack(run, intensity, blur)
-            else:
-                stack = blurred_stack(render_run(replace(case.config, psf_px=blur)), intensity, 0.0)
-            peak, mask = peak_and_mask(stack)
-            for mode in modes:
-                line = case.truth.centreline_xy if mode == "given" else None
-                mm, mm_true, cal_error = None, None, None
-                if case.truth.catheter_px is not None:
-                    # As the command calibrates: the run's peak image gives the blur (on the vein).
-                    mm_true = (6.0 / 3.0) / case.truth.catheter_px
-                    try:
-                        mm = catheter_mm_per_px(mask, case.truth.catheter_xy, 6.0, opacity=peak, centerline=line,
-                                                ln_mask=intensity == "lin")
-                        cal_error = 100.0 * (mm / mm_true - 1.0)
-                    except ValueError as exc:
-                        cal_error = f"refused: {exc}"
-                t0 = time.process_time()
+        for gain_true in display_gains:
+            rows += _sweep_seed(seed, blurs, modes, out, psf_at, gain_true, linear_display, electronic_sd)
+            if case_for(seed)[0].config.intensity == "lin":
+                break       # the gain is display video's
+    return rows
+
+
+def _sweep_seed(seed, blurs, modes, out, psf_at, gain_true, linear_display, electronic_sd) -> list[dict]:
+    rows = []
+    case, pct, length, anatomy = case_for(seed)
+    if electronic_sd > 0:
+        case = replace(case, config=replace(case.config, electronic_sd=float(electronic_sd)))
+    intensity = case.config.intensity
+    if intensity == "log" and gain_true is not None:
+        case = replace(case, config=replace(case.config, display_gain=float(gain_true)))
+    run = render_run(case.config) if psf_at == "frames" else None
+    for blur in blurs:
+        if psf_at == "frames":
+            stack = blurred_stack(run, intensity, blur)
+        else:
+            stack = blurred_stack(render_run(replace(case.config, psf_px=blur)), intensity, 0.0)
+        peak, mask = peak_and_mask(stack)
+        gain, gain_note = None, ""
+        if intensity == "log" and case.truth.catheter_px is not None:
+            est = estimate_display_gain(stack.frames)
+            gain = None if linear_display else est.gain
+            gain_note = (f" gain {est.raw_gain:.1f}/{case.config.display_gain:.0f}"
+                         + ("" if est.ok else " (not used: " + est.reason + ")"))
+        for mode in modes:
+            line = case.truth.centreline_xy if mode == "given" else None
+            mm, mm_true, cal_error = None, None, None
+            if case.truth.catheter_px is not None:
+                # As the command calibrates: the run's peak image gives the blur (on the vein).
+                mm_true = (6.0 / 3.0) / case.truth.catheter_px
                 try:
-                    res = measure_sizing(peak, line,
-                                         mm_per_px=mm if isinstance(cal_error, float) else None,
-                                         calibration="catheter" if isinstance(cal_error, float) else None,
-                                         mask=mask).to_json()
-                    miss = check(res, case.truth, pct, length, mode, mm_true)
-                    err = res["diameter_stenosis_pct"] - case.truth.diameter_stenosis_pct
-                    mld = 100.0 * (res["mld_px"] / case.truth.mld_px - 1.0)
-                    mm_err = (None if res.get("mld_mm") is None or mm_true is None
-                              else res["mld_mm"] - case.truth.mld_px * mm_true)
+                    mm = catheter_mm_per_px(mask, case.truth.catheter_xy, 6.0, opacity=peak, centerline=line,
+                                            ln_mask=intensity == "lin", display_gain=gain)
+                    cal_error = 100.0 * (mm / mm_true - 1.0)
                 except ValueError as exc:
-                    res, miss, err, mld, mm_err = None, [f"error: {exc}"], math.nan, math.nan, None
-                row = dict(seed=seed, anatomy=anatomy, pct=pct, intensity=intensity, long=length is not None, blur=blur, mode=mode,
-                           stenosis_err=err, mld_err_pct=mld, mld_mm_err=mm_err, catheter_err=cal_error,
-                           miss=miss, cpu_s=time.process_time() - t0)
-                rows.append(row)
-                print(f"seed {seed:2d} {pct:4.0f}% {intensity} {'long ' if row['long'] else 'short'} blur {blur:.1f} "
-                      f"{mode:5s} {anatomy[:10]:10s} stenosis {err:+5.1f} mld {mld:+5.1f}%"
-                      + (f" cath {cal_error:+.1f}%" if isinstance(cal_error, float) else
-                         (f" cath {cal_error}" if cal_error else ""))
-                      + (f" mm {mm_err:+.2f}" if mm_err is not None else "")
-                      + ("  ok" if not miss else "  MISS " + ",".join(miss)), file=out, flush=True)
+                    cal_error = f"refused: {exc}"
+            t0 = time.process_time()
+            try:
+                res = measure_sizing(peak, line,
+                                     mm_per_px=mm if isinstance(cal_error, float) else None,
+                                     calibration="catheter" if isinstance(cal_error, float) else None,
+                                     mask=mask).to_json()
+                miss = check(res, case.truth, pct, length, mode, mm_true)
+                err = res["diameter_stenosis_pct"] - case.truth.diameter_stenosis_pct
+                mld = 100.0 * (res["mld_px"] / case.truth.mld_px - 1.0)
+                mm_err = (None if res.get("mld_mm") is None or mm_true is None
+                          else res["mld_mm"] - case.truth.mld_px * mm_true)
+            except ValueError as exc:
+                res, miss, err, mld, mm_err = None, [f"error: {exc}"], math.nan, math.nan, None
+            row = dict(seed=seed, anatomy=anatomy, pct=pct, intensity=intensity, long=length is not None, blur=blur,
+                       mode=mode,
+                       display_gain=case.config.display_gain if intensity == "log" else None, gain_used=gain,
+                       stenosis_err=err, mld_err_pct=mld, mld_mm_err=mm_err, catheter_err=cal_error,
+                       miss=miss, cpu_s=time.process_time() - t0)
+            rows.append(row)
+            print(f"seed {seed:2d} {pct:4.0f}% {intensity} {'long ' if row['long'] else 'short'} blur {blur:.1f} "
+                  f"{mode:5s} {anatomy[:10]:10s} stenosis {err:+5.1f} mld {mld:+5.1f}%"
+                  + (f" cath {cal_error:+.1f}%" if isinstance(cal_error, float) else
+                     (f" cath {cal_error}" if cal_error else ""))
+                  + (f" mm {mm_err:+.2f}" if mm_err is not None else "")
+                  + ("  ok" if not miss else "  MISS " + ",".join(miss)) + gain_note, file=out, flush=True)
     return rows
 
 
@@ -188,10 +218,17 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", default="given,auto")
     ap.add_argument("--psf-at", choices=("frames", "detector"), default="frames",
                     help="blur the rendered frames, or render with the detector's PSF (before display video's log)")
+    ap.add_argument("--display-gain", help="the display seeds' LUT gains (levels per ln unit), comma separated")
+    ap.add_argument("--linear-display", action="store_true",
+                    help="display video's catheters with the linear model, no gain estimate (the old behaviour)")
+    ap.add_argument("--electronic-sd", type=float, default=0.0,
+                    help="the detector's read noise in quanta (after its PSF)")
     ap.add_argument("--markdown", help="write the summary table here")
     args = ap.parse_args(argv)
+    gains = [float(g) for g in args.display_gain.split(",")] if args.display_gain else [None]
     rows = sweep(_seeds(args.seeds), [float(b) for b in args.blur.split(",")], args.mode.split(","),
-                 psf_at=args.psf_at)
+                 psf_at=args.psf_at, display_gains=gains, linear_display=args.linear_display,
+                 electronic_sd=args.electronic_sd)
     table = markdown(rows)
     print(table)
     if args.markdown:

@@ -40,6 +40,7 @@ def vessel_main(frames: str, fps: float | None, intensity: str | None, centerlin
     # Loaded when the command runs, not each time the parser of every command is built.
     from core.analysis.calibration import catheter_mm_per_px, dicom_mm_per_px, parse_catheter
     from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS, check_operator_centerline
+    from core.analysis.display_gain import estimate_display_gain
     from core.analysis.peak import peak_and_mask
     from core.analysis.sizing import measure_sizing
     from core.analysis.sizing_figure import render_sizing_png
@@ -64,8 +65,11 @@ def vessel_main(frames: str, fps: float | None, intensity: str | None, centerlin
         if mm_per_px is not None:
             source, mm = "operator", float(mm_per_px)
         elif cath is not None:
+            # Display video: the LUT's gain from the run's noise puts the levels in ln units of the light, where the
+            # detector's blur acts (None when the noise does not give it: the linear model as before).
+            gain = estimate_display_gain(stack.frames).gain if stack.intensity == "log" else None
             source, mm = "catheter", catheter_mm_per_px(mask, cath, catheter_french, opacity=peak, centerline=line,
-                                                        ln_mask=stack.intensity == "lin")
+                                                        ln_mask=stack.intensity == "lin", display_gain=gain)
         else:
             mm = dicom_mm_per_px(frames)
             source = "dicom" if mm is not None else None

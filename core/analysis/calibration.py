@@ -47,7 +47,8 @@ def parse_catheter(text: str) -> np.ndarray:
 
 
 def catheter_mm_per_px(mask: np.ndarray, points: np.ndarray, french: float, opacity: np.ndarray | None = None,
-                       centerline: np.ndarray | None = None, ln_mask: bool = False) -> float:
+                       centerline: np.ndarray | None = None, ln_mask: bool = False,
+                       display_gain: float | None = None) -> float:
     """mm per px from a catheter of ``french`` size between ``points`` on ``mask``. ValueError with a one-line
     reason when refused.
 
@@ -55,10 +56,21 @@ def catheter_mm_per_px(mask: np.ndarray, points: np.ndarray, french: float, opac
     vein (along ``centerline``, else found; vessel_blur) and the catheter fitted at that blur; refused when
     the outer width along the wall/blur trade still spans more than MAX_WIDTH_SPREAD of it (a thin wall under
     a blur the vein does not pin: the issue's 0.3 mm is about +-5% of a vein's MLD). Without it, the least
-    blur the catheter's profile allows (catheter_fit(...).width_range_px says how sure that is)."""
+    blur the catheter's profile allows (catheter_fit(...).width_range_px says how sure that is).
+
+    ``display_gain``: display video's levels per ln unit of the light (core.analysis.display_gain, from the
+    run's noise): the mask and opacity in levels are divided by it and fitted with the exact model (the blur on
+    the light, as ``ln_mask``); None keeps the linear model (the blur on the levels)."""
     f = float(french)
     if not (math.isfinite(f) and MIN_FRENCH <= f <= MAX_FRENCH):
         raise ValueError(f"--catheter-french must be in [{MIN_FRENCH:g}, {MAX_FRENCH:g}], got {french!r}")
+    if display_gain is not None and not ln_mask:
+        g = float(display_gain)
+        if not (math.isfinite(g) and g > 0):
+            raise ValueError(f"display gain must be a positive number, got {display_gain!r}")
+        mask = np.asarray(mask, dtype=np.float32) / np.float32(g)
+        opacity = None if opacity is None else np.asarray(opacity, dtype=np.float32) / np.float32(g)
+        ln_mask = True
     if opacity is None:
         return (f / 3.0) / catheter_fit(mask, points, ln_mask=ln_mask).width_px
     bounds = run_blur(opacity, centerline, np.asarray(points, dtype=float), ln_mask)
