@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.analysis.along_vessel import runs
 from core.analysis.lumen import Lumen
 from core.analysis.vessel import Stations
 from core.analysis.vessel_find import find_vessel, opacified_pieces
@@ -281,10 +282,8 @@ def _grow(mask: np.ndarray) -> np.ndarray:
 
 def _stretches(flag: np.ndarray, merge: int) -> list[tuple[int, int]]:
     """[a, b) runs of ``flag``, runs closer than ``merge`` stations joined."""
-    edges = np.diff(np.concatenate([[0], flag.astype(int), [0]]))
-    runs = list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
     out: list[tuple[int, int]] = []
-    for a, b in runs:
+    for a, b in runs(flag):
         if out and a - out[-1][1] < merge:
             out[-1] = (out[-1][0], b)
         else:
