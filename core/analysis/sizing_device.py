@@ -7,9 +7,11 @@ height and moves its half-height edges out. Where the mask shows a device along 
 from areas instead: the contrast around the device (its integral over the reference lumen's window, over the
 contrast density of the patent lumen without a device) plus the device's own cross-section,
 ``d = sqrt(4 / pi * integral / k + d_device^2)``: never below the device, which the lumen holds. The device's
-width is calibration's catheter fit on three chords along its stretch, each the middle of the widths its profile
-cannot tell apart (a thin wall trades against the blur), their median (the tube finder's coarse radii when every
-fit refuses or runs to its thinnest wall).
+width is calibration's catheter fit on three chords along its stretch, their median (the tube finder's coarse
+radii when every fit refuses or runs to its thinnest wall). A thin wall trades against the blur, so each chord is
+fitted at the blur measured on the vein's patent stretches away from the device, as catheter calibration pins it;
+where none is measured (the device and the lesion take the whole vein), the middle of the widths the chord's
+profile cannot tell apart: right under blur, 5-8% narrow without it.
 """
 from __future__ import annotations
 
@@ -85,9 +87,9 @@ def _vein_blur(opacity: np.ndarray, stations: Stations, lumen: Lumen, patent: np
 def _fitted_width(mask: np.ndarray, stations: Stations, on_device: np.ndarray, where: np.ndarray,
                   coarse: float, blur: tuple[float, float, float] | None = None) -> float:
     """The device's outer width from the catheter fit (calibration's) on FIT_CHORDS straight chords spread along
-    its longest stretch: per chord the middle of the widths its profile cannot tell apart (a 1 px wall under
-    blur trades against the blur: the fit alone takes the least blur, reading up to 12-18% wide at 1 px), chords
-    where the fit ran to its thinnest wall left out (not a tube there: a bone edge along it, read 15-25% narrow),
+    its longest stretch: per chord the fit at the vein's ``blur`` (a 1 px wall under blur trades against the
+    blur: the fit alone takes the least blur, reading up to 12-18% wide at 1 px), else the middle of the widths
+    its profile cannot tell apart (_chord_width), chords where the fit ran to its thinnest wall left out (not a tube there: a bone edge along it, read 15-25% narrow),
     the median of the rest; ``coarse`` (the tube finder's radii step by 0.5-1 px) when none is left. Where the
     device fills a narrowing its width is the MLD: one chord's misfit was the MLD's."""
     a, b = max(runs(where), key=lambda r: r[1] - r[0])
