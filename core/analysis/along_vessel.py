@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["closing", "dilate", "interp_valid", "quiet", "run_around", "running_mean", "running_median"]
+__all__ = ["closing", "dilate", "interp_valid", "quiet", "run_around", "running_mean", "running_median", "runs"]
 
 
 class quiet:
@@ -82,3 +82,9 @@ def run_around(flags: np.ndarray, k: int) -> tuple[int, int]:
     while hi < len(flags) - 1 and flags[hi + 1]:
         hi += 1
     return lo, hi
+
+
+def runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each contiguous run of true ``flags``, in order."""
+    edges = np.diff(np.concatenate([[0], np.asarray(flags).astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.analysis.along_vessel import run_around
+from core.analysis.along_vessel import run_around, runs
 from core.analysis.clearance.safeguards import vessel_beside_warning
 from core.analysis.lumen import Lumen, measure_lumen, running_median
 from core.analysis.sizing_device import area_diameter, device_in_lumen
@@ -63,6 +63,8 @@ STENT_THRESHOLD_PCT = 50.0   # residual stenosis at which a stent is commonly co
 BOTTOM_NOISE_SD = 4.0        # the lesion's stretch: stenosis within this many noise sd of the greatest (the
 #                              greatest of a flat bottom's readings lies ~2 sd above their mean, its lowest ~2 below)
 TREND_DIAMETERS = 1.0        # the noise: the stenosis' spread about a local quadratic over +-this many diameters
+LOCAL_NOISE_DIAMETERS = 2.0  # ... the whole vessel's, or that within +-this many diameters of the greatest if larger
+CENTRE_SMOOTH_DIAMETERS = 0.5  # the lesion's place across the vessel: the column's middle, median over +-this
 WIDE_FRACTION = 1.12         # edge-on compression: wider than the reference by this ...
 FAINT_FRACTION = 0.75        # ... with a contrast density below this fraction of the patent lumen's
 EDGE_ON_MIN_DIAMETERS = 0.5  # ... over at least this many diameters
@@ -107,13 +109,25 @@ class Sizing:
     def lesion_length_px(self) -> float:
         return 0.0 if self.lesion_span is None else float(self.lesion_span[1] - self.lesion_span[0])
 
+    @property
+    def lesion_offset_px(self) -> float:
+        """The middle of the column at the lesion, across the centreline (which may run a little off it): the
+        median over +-CENTRE_SMOOTH_DIAMETERS. One station's middle can be far off where a device splits the
+        column into strips (a catheter filling a narrowing: 7 px on the sweep's seed 23)."""
+        ok = np.isfinite(self.lumen.width)
+        half = max(1, int(round(CENTRE_SMOOTH_DIAMETERS * float(np.median(self.lumen.width[ok])) / SPACING_PX))) \
+            if ok.any() else 1
+        lo, hi = max(0, self.lesion - half), self.lesion + half + 1
+        c = self.lumen.centre[lo:hi]
+        c = c[np.isfinite(c)]
+        return float(np.median(c)) if c.size else 0.0
+
     def to_json(self) -> dict:
         mm = self.mm_per_px
         k = self.lesion
         st = self.stations
-        # The middle of the column there (the centreline may run a little off it).
-        off = self.lumen.centre[k]
-        xy = st.xy[k] + (off if np.isfinite(off) else 0.0) * st.normal[k]
+        off = self.lesion_offset_px
+        xy = st.xy[k] + off * st.normal[k]
         return {
             "calibration": self.calibration,
             "mm_per_px": _r(mm, 5),
@@ -179,7 +193,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     if mask is not None and np.shape(mask) == img.shape:
         # A device displaces the contrast of its cross-section: there the lumen is read from areas.
         ref0, _ = reference_fit(stations.s, diameter, d_typ)
-        device, d_device = device_in_lumen(mask, stations, lumen, ref0, used, half)
+        device, d_device = device_in_lumen(mask, stations, lumen, ref0, used, half, img)
         by_area = area_diameter(img, stations, lumen, ref0, used, device, d_device, half)
         # Read from areas, the thin contrast around a device is noisy station to station (its window is the
         # reference lumen's): the least of that noise would be the MLD, so it is smoothed over a longer window,
@@ -326,16 +340,27 @@ def _lesion_station(stenosis: np.ndarray, d_typ: float) -> int:
     """The middle of the contiguous stretch around the greatest stenosis whose stenosis is within
     BOTTOM_NOISE_SD noise sd of it: on a narrowing's flat bottom the greatest reading is wherever the noise puts
     it; on a curved bottom the stretch is short and symmetric about it. The noise sd is the stenosis' robust
-    spread about its local quadratic trend over +-TREND_DIAMETERS, the whole vessel's: station-to-station
-    differences would miss its lumps, several stations long (the edges, the profiles' background)."""
+    spread about its local quadratic trend over +-TREND_DIAMETERS, the whole vessel's or that near the greatest
+    reading when larger (read from areas beside a device the bottom is noisier than the edges elsewhere):
+    station-to-station differences would miss its lumps, several stations long (the edges, the profiles'
+    background)."""
     valid = np.isfinite(stenosis)
     k0 = int(np.argmax(np.where(valid, stenosis, -np.inf)))
     half = max(2, int(round(TREND_DIAMETERS * d_typ / SPACING_PX)))
-    r = (stenosis - _local_quadratic(stenosis, half))[valid]
-    r = r[np.isfinite(r)]
-    sd = 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
+    resid = np.where(valid, stenosis - _local_quadratic(stenosis, half), np.nan)
+    sd = _robust_sd(resid)
+    # The noise is not the same all along: read from areas beside a device (or on a thin column) the bottom's lumps
+    # are several times the edges' elsewhere, and a stretch cut by them ends on one lump (a catheter through a long
+    # narrowing: 8-12 px off). So the noise near the greatest reading, when it is larger.
+    w = max(half, int(round(LOCAL_NOISE_DIAMETERS * d_typ / SPACING_PX)))
+    sd = max(sd, _robust_sd(resid[max(0, k0 - w):k0 + w + 1]))
     lo, hi = run_around(valid & (stenosis >= stenosis[k0] - BOTTOM_NOISE_SD * sd), k0)
     return (lo + hi) // 2
+
+
+def _robust_sd(r: np.ndarray) -> float:
+    r = r[np.isfinite(r)]
+    return 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
 
 
 def _lesion_span(s: np.ndarray, d: np.ndarray, ref: np.ndarray, k: int) -> tuple[float, float] | None:
@@ -366,8 +391,7 @@ def _edge_on_warnings(sz: Sizing, fit: np.ndarray, patent: np.ndarray, d_typ: fl
     with np.errstate(invalid="ignore"):
         flag = (sz.diameter > WIDE_FRACTION * fit) & (k_s < FAINT_FRACTION * k0)
     out = []
-    edges = np.diff(np.concatenate([[0], flag.astype(int), [0]]))
-    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+    for a, b in runs(flag):
         if (b - a) * SPACING_PX < EDGE_ON_MIN_DIAMETERS * d_typ:
             continue
         m = (a + b - 1) // 2

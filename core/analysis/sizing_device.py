@@ -7,9 +7,11 @@ height and moves its half-height edges out. Where the mask shows a device along 
 from areas instead: the contrast around the device (its integral over the reference lumen's window, over the
 contrast density of the patent lumen without a device) plus the device's own cross-section,
 ``d = sqrt(4 / pi * integral / k + d_device^2)``: never below the device, which the lumen holds. The device's
-width is calibration's catheter fit on three chords along its stretch, each the middle of the widths its profile
-cannot tell apart (a thin wall trades against the blur), their median (the tube finder's coarse radii when every
-fit refuses or runs to its thinnest wall).
+width is calibration's catheter fit on three chords along its stretch, their median (the tube finder's coarse
+radii when every fit refuses or runs to its thinnest wall). A thin wall trades against the blur, so each chord is
+fitted at the blur measured on the vein's patent stretches away from the device, as catheter calibration pins it;
+where none is measured (the device and the lesion take the whole vein), the middle of the widths the chord's
+profile cannot tell apart: right under blur, 5-8% narrow without it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import math
 
 import numpy as np
 
+from core.analysis.along_vessel import dilate, runs
 from core.analysis.catheter_fit import WALL_AT_LIMIT
 from core.analysis.catheter_profile import catheter_fit
 from core.analysis.clearance.device import (
@@ -27,17 +30,20 @@ from core.analysis.clearance.device import (
     tube_stations,
 )
 from core.analysis.lumen import Lumen, integral_at, running_mean, running_median
+from core.analysis.vein_blur import blur_of_pieces, piece_fits
 from core.analysis.vessel import Stations
 
 FIT_CHORD_PX = 30      # the catheter fit's chord along the device (straight enough on a vein's curve)
 MIN_CHORD_PX = 12
 FIT_CHORDS = 3         # chords fitted along the device's longest stretch
+MIN_BLUR_STRETCH_DIAMETERS = 3.0   # a patent stretch this long gives pieces for the vein's blur (pieces: 2)
 WEAK_SHARE = 0.5       # between two stretches of a device, its tube scores at least this share of the finder's limit
 
 
 def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, reference: np.ndarray,
-                    patent: np.ndarray, half: int) -> tuple[np.ndarray, float]:
-    """(stations where the mask holds a device along the lumen, the device's outer diameter in px or NaN)."""
+                    patent: np.ndarray, half: int, opacity: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(stations where the mask holds a device along the lumen, the device's outer diameter in px or NaN).
+    ``opacity``: the run's peak image, whose vein gives the blur the device is fitted at (_vein_blur)."""
     none = np.zeros(len(stations.s), dtype=bool)
     d_ref = nearest_filled(np.asarray(reference, dtype=float))
     axis = nearest_filled(lumen.centre.copy())
@@ -57,20 +63,36 @@ def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, referenc
     where = _followed_through(where, running_mean(score, half), WEAK_SHARE * TUBE_SHARE_OF_HEIGHT * height)
     found = where & np.isfinite(size)
     coarse = 2.0 * float(np.median(size[found])) if found.any() else math.nan
-    return where, _fitted_width(mask, stations, axis + np.nan_to_num(off), where, coarse)
+    bounds = None if opacity is None else _vein_blur(opacity, stations, lumen, patent, where)
+    return where, _fitted_width(mask, stations, axis + np.nan_to_num(off), where, coarse, bounds)
+
+
+def _vein_blur(opacity: np.ndarray, stations: Stations, lumen: Lumen, patent: np.ndarray, device: np.ndarray
+               ) -> tuple[float, float, float] | None:
+    """The blur measured on the vein (core.analysis.vein_blur, as catheter calibration measures it) along its
+    patent stretches a diameter or more from the device: a device in the column is not a round lumen, and a
+    narrowing's shoulders or a junction smear the edges. None when too few pieces fit."""
+    ok = patent & np.isfinite(lumen.width)
+    if not ok.any():
+        return None
+    d = float(np.median(lumen.width[ok]))
+    free = ok & ~dilate(device, int(math.ceil(d)))
+    fits = []
+    for a, b in runs(free):
+        if b - a >= MIN_BLUR_STRETCH_DIAMETERS * d:
+            fits += piece_fits(opacity, stations.xy[a:b], d)
+    return blur_of_pieces(fits)
 
 
 def _fitted_width(mask: np.ndarray, stations: Stations, on_device: np.ndarray, where: np.ndarray,
-                  coarse: float) -> float:
+                  coarse: float, blur: tuple[float, float, float] | None = None) -> float:
     """The device's outer width from the catheter fit (calibration's) on FIT_CHORDS straight chords spread along
-    its longest stretch: per chord the middle of the widths its profile cannot tell apart (a 1 px wall under
-    blur trades against the blur: the fit alone takes the least blur, reading up to 12-18% wide at 1 px), chords
-    where the fit ran to its thinnest wall left out (not a tube there: a bone edge along it, read 15-25% narrow),
+    its longest stretch: per chord the fit at the vein's ``blur`` (a 1 px wall under blur trades against the
+    blur: the fit alone takes the least blur, reading up to 12-18% wide at 1 px), else the middle of the widths
+    its profile cannot tell apart (_chord_width), chords where the fit ran to its thinnest wall left out (not a tube there: a bone edge along it, read 15-25% narrow),
     the median of the rest; ``coarse`` (the tube finder's radii step by 0.5-1 px) when none is left. Where the
     device fills a narrowing its width is the MLD: one chord's misfit was the MLD's."""
-    edges = np.diff(np.concatenate([[0], where.astype(int), [0]]))
-    runs = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
-    a, b = max(runs, key=lambda r: r[1] - r[0])
+    a, b = max(runs(where), key=lambda r: r[1] - r[0])
     n = min(FIT_CHORD_PX, b - a - 1)
     if n < MIN_CHORD_PX:
         return coarse
@@ -79,13 +101,11 @@ def _fitted_width(mask: np.ndarray, stations: Stations, on_device: np.ndarray, w
         i1 = i0 + n
         pts = stations.xy[[i0, i1]] + on_device[[i0, i1], None] * stations.normal[[i0, i1]]
         try:
-            fit = catheter_fit(mask, pts)
+            width = _chord_width(mask, pts, blur)
         except ValueError:
             continue
-        if fit.inner_fraction >= WALL_AT_LIMIT:
-            continue
-        lo, hi = fit.ambiguous_px
-        widths.append(0.5 * (lo + hi) if math.isfinite(lo) and math.isfinite(hi) else fit.width_px)
+        if math.isfinite(width):
+            widths.append(width)
     if not widths:
         return coarse
     width = float(np.median(widths))
@@ -93,6 +113,21 @@ def _fitted_width(mask: np.ndarray, stations: Stations, on_device: np.ndarray, w
     if math.isfinite(coarse) and abs(width - coarse) > 0.3 * coarse:
         return coarse
     return width
+
+
+def _chord_width(mask: np.ndarray, pts: np.ndarray, blur: tuple[float, float, float] | None) -> float:
+    """One chord's width: the catheter fit at the vein's ``blur`` (the wall/blur trade pinned); without it, or
+    where that fit runs to its thinnest wall, the middle of the widths the profile cannot tell apart; NaN where
+    that too runs to its thinnest wall (not a tube there)."""
+    if blur is not None:
+        fit = catheter_fit(mask, pts, blur)
+        if fit.inner_fraction < WALL_AT_LIMIT:
+            return fit.width_px
+    fit = catheter_fit(mask, pts)
+    if fit.inner_fraction >= WALL_AT_LIMIT:
+        return math.nan
+    lo, hi = fit.ambiguous_px
+    return 0.5 * (lo + hi) if math.isfinite(lo) and math.isfinite(hi) else fit.width_px
 
 
 def area_diameter(img: np.ndarray, stations: Stations, lumen: Lumen, reference: np.ndarray, patent: np.ndarray,

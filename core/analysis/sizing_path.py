@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.analysis.along_vessel import runs
 from core.analysis.lumen import Lumen
 from core.analysis.vessel import Stations
 from core.analysis.vessel_find import find_vessel, opacified_pieces
@@ -41,6 +42,7 @@ HOP_OFFSET_DIAMETERS = 1.0  # the far piece this far off the near piece's line (
 MIN_PIECE_DIAMETERS = 4.0  # a piece shorter than this is not chosen while a longer one is there
 MAX_REFINDS = 2
 COLUMN_BLANK_RADII = 1.0   # a followed column blanked out to its widest half width (plus the margin)
+BLANK_BLOCK = 128          # stations whose discs are blanked at once
 OPACIFIED_PERCENTILE = 90  # a vessel's contrast per unit length where it is fullest
 JUMP_DIAMETERS = 0.75      # the column's middle moving this far between stations: it switched vessel
 BESIDE_MIN_LENGTH = 0.5    # a vessel beside is a rival when at least this share of the followed one's length
@@ -187,14 +189,19 @@ def _column_blanked(img: np.ndarray, stations: Stations, lumen: Lumen) -> np.nda
     centre = np.nan_to_num(lumen.centre)
     xy = stations.xy + centre[:, None] * stations.normal
     h, wd = img.shape
-    blank = np.zeros((h, wd), dtype=bool)
     n = int(np.ceil(r))
     dy, dx = np.mgrid[-n:n + 1, -n:n + 1]
     disc = dx ** 2 + dy ** 2 <= r * r
-    for x, y in np.round(xy).astype(int):
-        y0, y1, x0, x1 = max(0, y - n), min(h, y + n + 1), max(0, x - n), min(wd, x + n + 1)
-        if y0 < y1 and x0 < x1:
-            blank[y0:y1, x0:x1] |= disc[y0 - y + n:y1 - y + n, x0 - x + n:x1 - x + n]
+    # The stations' discs a block at a time: each (station, disc pixel) pair inside the image (blocks bound the
+    # memory on a long, wide vein).
+    pts = np.round(xy).astype(np.int32)
+    oy, ox = dy[disc].astype(np.int32), dx[disc].astype(np.int32)
+    blank = np.zeros((h, wd), dtype=bool)
+    for i in range(0, len(pts), BLANK_BLOCK):
+        ys = (pts[i:i + BLANK_BLOCK, 1:2] + oy[None, :]).ravel()
+        xs = (pts[i:i + BLANK_BLOCK, 0:1] + ox[None, :]).ravel()
+        inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < wd)
+        blank[ys[inside], xs[inside]] = True
     return np.where(blank, np.nan, img).astype(np.float32)
 
 
@@ -281,10 +288,8 @@ def _grow(mask: np.ndarray) -> np.ndarray:
 
 def _stretches(flag: np.ndarray, merge: int) -> list[tuple[int, int]]:
     """[a, b) runs of ``flag``, runs closer than ``merge`` stations joined."""
-    edges = np.diff(np.concatenate([[0], flag.astype(int), [0]]))
-    runs = list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
     out: list[tuple[int, int]] = []
-    for a, b in runs:
+    for a, b in runs(flag):
         if out and a - out[-1][1] < merge:
             out[-1] = (out[-1][0], b)
         else:

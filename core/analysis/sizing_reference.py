@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from core.analysis.along_vessel import closing, running_median
+from core.analysis.along_vessel import closing, running_median, runs
 from core.analysis.lumen import CLOSING_LENGTHS
 
 FIT_LOW = 0.07               # a station this fraction (or 2.5 sd) below the fit is narrowed: left out
@@ -116,9 +116,8 @@ def follow_steps(fit: np.ndarray, diameter: np.ndarray, s: np.ndarray, d_typ: fl
     if measured.size:
         below = np.zeros(len(fit), dtype=bool)
         below[measured] = env[measured] < fit[measured]
-        edges = np.diff(np.concatenate([[0], below.astype(int), [0]]))
         reach = max(2, 2 * half)
-        for lo, hi in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        for lo, hi in runs(below):
             if lo <= measured[0] or hi - 1 >= measured[-1]:
                 continue
             beside = np.r_[gap[max(0, lo - reach):lo], gap[hi:hi + reach]]

@@ -26,7 +26,7 @@ from core.analysis.catheter_fit import TubeFit
 from core.analysis.catheter_profile import ACROSS_STEP_PX, ALONG_PX, catheter_fit_width
 from core.analysis.vessel import Stations, resample_polyline, sample_profiles
 
-__all__ = ["vessel_blur", "piece_fits"]
+__all__ = ["vessel_blur", "piece_fits", "blur_of_pieces"]
 
 BLUR_PIECES = 6                   # pieces of the vein measured at least, spread along it
 PIECE_DIAMETERS = 2.0             # each piece this many diameters long (straight enough)
@@ -47,8 +47,14 @@ def vessel_blur(opacity: np.ndarray, centerline: np.ndarray, diameter_px: float,
     ``centerline``: the pieces' fits (piece_fits) that fit a round lumen and agree with the lower half's median;
     None when fewer than BLUR_MIN_PIECES do. ``avoid``: points (a catheter's) whose neighbourhood (a diameter) is
     left out; ``ln_opacity``: the opacity is ln of linear counts (the blur acts on the intensity)."""
-    found = [f for f in piece_fits(opacity, centerline, diameter_px, avoid, ln_opacity)
-             if f.residual <= BLUR_MAX_RESIDUAL and np.all(np.isfinite(f.blur_range_px))]
+    return blur_of_pieces(piece_fits(opacity, centerline, diameter_px, avoid, ln_opacity))
+
+
+def blur_of_pieces(fits: list[TubeFit]) -> tuple[float, float, float] | None:
+    """(lowest, measured, highest) blur sd (px) from pieces' solid-column fits (piece_fits, on one stretch of
+    the vein or several): those fitting a round lumen and agreeing with the lower half's median; None when fewer
+    than BLUR_MIN_PIECES do."""
+    found = [f for f in fits if f.residual <= BLUR_MAX_RESIDUAL and np.all(np.isfinite(f.blur_range_px))]
     # Anything in a piece but a steady round lumen (a bend, a junction, a lesion's shoulder, a taper) smears its
     # edges: it reads more blur, never less (the phantom: 0.1-0.5 px on pieces at blur 0). So the pieces agreeing
     # with the lower half's median: with most pieces smeared, still the clean ones.

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from core.analysis.along_vessel import runs
 from core.analysis.lumen import ACROSS_STEP_PX, running_mean
 from core.analysis.vessel import Stations, sample_profiles
 
@@ -82,8 +83,7 @@ def nearest_filled(v: np.ndarray) -> np.ndarray:
 
 def _stretches(hot: np.ndarray, half: int) -> np.ndarray:
     out = np.zeros(hot.shape, dtype=bool)
-    edges = np.diff(np.concatenate([[0], hot.astype(int), [0]]))
-    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+    for a, b in runs(hot):
         if b - a >= MIN_LENGTH_DIAMETERS * 2 * half:
             out[max(0, a - half):b + half] = True
     return out
