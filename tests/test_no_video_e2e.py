@@ -111,7 +111,9 @@ def test_serial_without_video_runs_no_phantom_and_alarms_an_injector_fault(injec
     assert all(s["counters"]["frames"] == 0 and s["run"] is None and s["last_runs"] == [] for s in seen)
     assert all(a["kind"] == "injector_fault" for s in seen for a in s["alarms"])
     assert any(s["xray"]["on"] and s["xray"]["source"] == "device" for s in seen)
-    events = get(url + "/api/events?limit=1000")[1]["events"]
+    # The status is ahead of the event log (its own writer thread): wait for the clearing to be written.
+    events = wait_for(lambda: (ev := get(url + "/api/events?limit=1000")[1]["events"])
+                      and any(e["kind"] == "injector_fault_cleared" for e in ev) and ev, 10)
     kinds = [e["kind"] for e in events]
     assert events[0]["data"]["video"] == "none" and events[0]["data"]["serial"] == "injsim://?scenario=faults"
     assert "xray_on" not in kinds and "run" not in kinds

@@ -184,6 +184,7 @@ class Emulator:
         self._clock_start_ms = clock_start_ms
         self.seq = first_seq
         self.last_ms = 0          # device_ms of the newest packet sent
+        self._due_samples = None  # during an injection: sends the SAMPLEs due by now (a timer, not the loop)
         self.own_seq_for_acked, self.acked_seq = own_seq_for_acked, 0   # a second counter: a vendor's mistake
         self.state = IDLE
         self.heartbeats_on = False
@@ -304,6 +305,11 @@ class Emulator:
                             p.acked = True
                 elif kind == TIME_REQ and self.answer_time_req and self.capabilities & 0b100:
                     self._answers.append((time.monotonic() + self.time_resp_delay_s, value ^ self.token_xor))
+        if self._due_samples is not None:
+            # A device samples on a timer: a thread late by more than a period (a loaded machine) must not stamp
+            # a heartbeat or answer with "now" ahead of the SAMPLEs due before it, or every one of them is pushed
+            # to that stamp and the gap before them reads as a slow sampler.
+            self._due_samples()
         now = time.monotonic()
         while self._answers and self._answers[0][0] <= now:
             self.send(TIME_RESP, time_resp_payload(self._answers.pop(0)[1]))
@@ -332,18 +338,27 @@ class Emulator:
         self.set_state(ARMED)
         self.sleep(0.05)
         self.set_state(INJECTING, 1)
-        start_ms, volume = self.now_ms(), 0
-        t0, k = time.monotonic(), 1
-        while k * sample_s < seconds:
+        start_ms = self.now_ms()
+        t0, k, volume = time.monotonic(), 1, 0
+
+        def send_due_samples() -> None:
             # Sampled on a timer, stamped with the sampling time: a late thread sends late, never off the grid,
-            # and sends what is due before anything else so nothing newer goes out ahead of it.
+            # and sends what is due before anything else (also from _service) so nothing newer goes out ahead.
+            nonlocal k, volume
             while time.monotonic() >= t0 + k * sample_s and k * sample_s < seconds:
                 volume += flow * sample_s
-                # Never before a packet already sent: a heartbeat sent while this thread was late carries now.
+                # Never before a packet already sent (a heartbeat carries the time it went out).
                 stamp = max(start_ms + round(k * sample_s * 1000), self.last_ms)
                 self.send(SAMPLE, sample_payload(flow, int(volume), pressure, 1), stamp)
                 k += 1
-            self.sleep(min(0.005, max(0.0, t0 + k * sample_s - time.monotonic())))
+
+        self._due_samples = send_due_samples
+        try:
+            while k * sample_s < seconds:
+                send_due_samples()
+                self.sleep(min(0.005, max(0.0, t0 + k * sample_s - time.monotonic())))
+        finally:
+            self._due_samples = None
         if fault is not None:
             self.send(FAULT, fault_payload(*fault))
             self.set_state(ABORTED)
