@@ -10,9 +10,10 @@ import pydicom
 import pytest
 
 from api.cli.main import main
+from core.analysis.along_vessel import local_quadratic
 from core.analysis.calibration import catheter_mm_per_px, dicom_mm_per_px, parse_catheter
 from core.analysis.peak import peak_and_mask
-from core.analysis.sizing import QUAD_SMOOTH_DIAMETERS, _lesion_station, _local_quadratic, measure_sizing
+from core.analysis.sizing import QUAD_SMOOTH_DIAMETERS, _lesion_station, measure_sizing
 from core.analysis.sizing_plot import profile_plot
 from core.sources.phantom.render import render_run
 from core.sources.phantom.sizing_cases import analysed_span, lesion_length, make_sizing_case
@@ -122,7 +123,7 @@ def test_the_diameters_smoothing_leaves_a_short_narrowings_bottom(d_typ):
     x = np.arange(-60, 61, dtype=float)
     h = 0.6 * d_typ
     d = d_typ * (1.0 - 0.7 * np.where(np.abs(x) < h, (1.0 + np.cos(np.pi * x / h)) / 2.0, 0.0))
-    assert _local_quadratic(d, half)[60] == pytest.approx(d[60], rel=0.01)
+    assert local_quadratic(d, half)[60] == pytest.approx(d[60], rel=0.01)
 
 
 @pytest.mark.parametrize("seed,pct,intensity", [(1, 50.0, "lin"), (5, 70.0, "log")])

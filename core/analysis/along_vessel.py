@@ -1,11 +1,12 @@
-"""Statistics along a vessel's stations: running means and medians over finite values, a grey closing (the
-upper envelope that bridges dips), a flag widened along the stations, the run of flagged stations around one,
-interpolation across gaps; NaN where nothing was measured."""
+"""Statistics along a vessel's stations: running means and medians over finite values, a local quadratic (smooths
+without lifting a narrowing's bottom), a grey closing (the upper envelope that bridges dips), a flag widened along
+the stations, the run of flagged stations around one, interpolation across gaps; NaN where nothing was measured."""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["closing", "dilate", "interp_valid", "quiet", "run_around", "running_mean", "running_median", "runs"]
+__all__ = ["closing", "dilate", "interp_valid", "local_quadratic", "quiet", "run_around", "running_mean",
+           "running_median", "runs"]
 
 
 class quiet:
@@ -88,3 +89,28 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """[start, stop) of each contiguous run of true ``flags``, in order."""
     edges = np.diff(np.concatenate([[0], np.asarray(flags).astype(np.int8), [0]]))
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def local_quadratic(v: np.ndarray, half: int) -> np.ndarray:
+    """Per station, the value of a quadratic fitted to the finite values within +-half stations (their running
+    median over half that where they lie mostly on one side): smooths noise without lifting the bottom of a
+    curved narrowing, as a running median that long does."""
+    out = running_median(v, max(1, half // 2))
+    ok = np.isfinite(v)
+    m = len(v)
+    # A whole window of finite values: the fit's value at its middle is a fixed weighting (Savitzky-Golay).
+    x = np.arange(-half, half + 1, dtype=float)
+    weights = np.linalg.pinv(np.vander(x, 3))[-1]
+    full = np.zeros(m, dtype=bool)
+    if m >= 2 * half + 1:
+        win_ok = np.lib.stride_tricks.sliding_window_view(ok, 2 * half + 1).all(axis=1)
+        full[half:m - half] = win_ok
+        vals = np.lib.stride_tricks.sliding_window_view(np.where(ok, v, 0.0), 2 * half + 1)
+        out[half:m - half] = np.where(win_ok, vals @ weights, out[half:m - half])
+    for i in np.flatnonzero(ok & ~full):
+        lo, hi = max(0, i - half), min(m, i + half + 1)
+        x = np.arange(lo, hi)[ok[lo:hi]] - i
+        # One-sided near the ends of the stretch a quadratic extrapolates wildly: the running median stands.
+        if x.size >= 5 and x.min() <= -half // 2 and x.max() >= half // 2:
+            out[i] = np.polyfit(x.astype(float), v[lo:hi][ok[lo:hi]], 2)[-1]
+    return out

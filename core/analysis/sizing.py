@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.analysis.along_vessel import run_around, runs
+from core.analysis.along_vessel import local_quadratic, run_around, runs
 from core.analysis.clearance.safeguards import vessel_beside_warning
 from core.analysis.lumen import Lumen, measure_lumen, running_median
 from core.analysis.sizing_device import area_diameter, device_in_lumen
@@ -188,7 +188,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     # beside an occlusion's sharp ends).
     half_quad = max(2, int(round(QUAD_SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
     diameter = running_median(_with_densitometric(lumen, used, half), half)
-    diameter = np.where(np.isfinite(diameter), np.maximum(_local_quadratic(diameter, half_quad), 0.0), np.nan)
+    diameter = np.where(np.isfinite(diameter), np.maximum(local_quadratic(diameter, half_quad), 0.0), np.nan)
     device, d_device = np.zeros(len(diameter), dtype=bool), math.nan
     if mask is not None and np.shape(mask) == img.shape:
         # A device displaces the contrast of its cross-section: there the lumen is read from areas.
@@ -199,7 +199,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
         # reference lumen's): the least of that noise would be the MLD, so it is smoothed over a longer window,
         # by a local quadratic (a running median that long lifts the bottom of a curved narrowing).
         half_area = max(half, int(round(AREA_SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
-        diameter = np.where(np.isfinite(by_area), _local_quadratic(by_area, half_area), diameter)
+        diameter = np.where(np.isfinite(by_area), local_quadratic(by_area, half_area), diameter)
     fit, used = reference_fit(stations.s, diameter, d_typ)
     reference = follow_steps(fit, diameter, stations.s, d_typ, SPACING_PX)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -347,7 +347,7 @@ def _lesion_station(stenosis: np.ndarray, d_typ: float) -> int:
     valid = np.isfinite(stenosis)
     k0 = int(np.argmax(np.where(valid, stenosis, -np.inf)))
     half = max(2, int(round(TREND_DIAMETERS * d_typ / SPACING_PX)))
-    resid = np.where(valid, stenosis - _local_quadratic(stenosis, half), np.nan)
+    resid = np.where(valid, stenosis - local_quadratic(stenosis, half), np.nan)
     sd = _robust_sd(resid)
     # The noise is not the same all along: read from areas beside a device (or on a thin column) the bottom's lumps
     # are several times the edges' elsewhere, and a stretch cut by them ends on one lump (a catheter through a long
@@ -398,29 +398,4 @@ def _edge_on_warnings(sz: Sizing, fit: np.ndarray, patent: np.ndarray, d_typ: fl
         out.append(f"the vein reads wider and fainter at ({sz.stations.xy[m, 0]:.0f}, {sz.stations.xy[m, 1]:.0f}) "
                    f"(arc {sz.stations.frac[a]:.2f}-{sz.stations.frac[b - 1]:.2f}): possibly a compression seen "
                    "edge-on, which one projection cannot size; a second projection would show it")
-    return out
-
-
-def _local_quadratic(v: np.ndarray, half: int) -> np.ndarray:
-    """Per station, the value of a quadratic fitted to the finite values within +-half stations (their running
-    median over half that where they lie mostly on one side): smooths noise without lifting the bottom of a
-    curved narrowing, as a running median that long does."""
-    out = running_median(v, max(1, half // 2))
-    ok = np.isfinite(v)
-    m = len(v)
-    # A whole window of finite values: the fit's value at its middle is a fixed weighting (Savitzky-Golay).
-    x = np.arange(-half, half + 1, dtype=float)
-    weights = np.linalg.pinv(np.vander(x, 3))[-1]
-    full = np.zeros(m, dtype=bool)
-    if m >= 2 * half + 1:
-        win_ok = np.lib.stride_tricks.sliding_window_view(ok, 2 * half + 1).all(axis=1)
-        full[half:m - half] = win_ok
-        vals = np.lib.stride_tricks.sliding_window_view(np.where(ok, v, 0.0), 2 * half + 1)
-        out[half:m - half] = np.where(win_ok, vals @ weights, out[half:m - half])
-    for i in np.flatnonzero(ok & ~full):
-        lo, hi = max(0, i - half), min(m, i + half + 1)
-        x = np.arange(lo, hi)[ok[lo:hi]] - i
-        # One-sided near the ends of the stretch a quadratic extrapolates wildly: the running median stands.
-        if x.size >= 5 and x.min() <= -half // 2 and x.max() >= half // 2:
-            out[i] = np.polyfit(x.astype(float), v[lo:hi][ok[lo:hi]], 2)[-1]
     return out
