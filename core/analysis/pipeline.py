@@ -17,6 +17,7 @@ from functools import partial
 
 import numpy as np
 
+from core.analysis.display_gain import estimate_display_gain
 from core.analysis.kernels import FrameKernel, build_mask
 from core.analysis.runs import (DSA_MAX_RATE, MIN_DSA_RATE, MIN_PULSE_RATE, SLOW_CONFIRM_PULSES, Run, RunDetector,
                                 RunEvent, injection_overlaps)
@@ -35,6 +36,7 @@ FIELD_CHANGE = 0.2          # slower than fluoroscopy, a new frame must change t
 FIELD_EXTENT = 0.25         # ... or its changes must span this fraction of the frame
 COARSE_PX = 64              # the coarse sample (per side) for the field check and the replay fingerprints
 RECENT_FINGERPRINTS = 512   # new frames remembered to recognise a replayed loop
+GAIN_PULSES = 25            # display video: the run's first pulses (their middle half) kept for the LUT's gain
 
 
 def _field_changed(coarse: np.ndarray, prev: np.ndarray) -> bool:
@@ -80,6 +82,7 @@ class FramePipeline:
         self.last_frame_ns: int | None = None
         self.last_stats = None
         self.timer: RunTimer | None = None
+        self._gain_pulses: list[np.ndarray] | None = None        # the current run's, display video only
         self.keep_frames = keep_frames        # False (offline): no live mask, no peak-opacity image
         self.contain_errors = contain_errors  # live: a failing run analysis is logged, not raised
         self.defer_finish = defer_finish
@@ -241,6 +244,8 @@ class FramePipeline:
         self._pending.clear()
 
     def _add_pulse(self, pixels: np.ndarray, t_ns: int, index: int) -> None:
+        if self._gain_pulses is not None and len(self._gain_pulses) < GAIN_PULSES:
+            self._gain_pulses.append(np.array(pixels[::2, ::2]))
         if self.timer.add(pixels, t_ns, index) and self.keep_frames:
             choice, frames = self.timer.mask_frames()
             # Only a clean pre-contrast mask makes a peak-opacity image; contrast rising from the first
@@ -260,6 +265,7 @@ class FramePipeline:
                 log.warning("configured ROIs %s do not fit %s frames; placing one automatically", rois, shape)
                 rois = None
             self.timer = RunTimer(shape, dtype, self.intensity, rois, keep_frames=self.keep_frames)
+            self._gain_pulses = [] if self.intensity == "log" and self.keep_frames else None
             self.kernel.clear_mask()
             for pixels, t_ns, index in self._pending:
                 if t_ns >= run.start_ns:
@@ -292,6 +298,7 @@ class FramePipeline:
     def _end_run(self, run: Run):
         """What must be taken now, before the next run changes it; returns the slow rest as a callable."""
         timer, self.timer = self.timer, None
+        gain_pulses, self._gain_pulses = self._gain_pulses, None
         run.injection = self._overlapping_injection(run)
         run.xray = self._device_xray(run)
         peak = mask = None
@@ -302,10 +309,10 @@ class FramePipeline:
         crops = None
         if timer is not None and self.crop_source is not None:
             crops = partial(self.crop_source, list(timer.index))
-        return partial(self._analyse_run, run, timer, peak, crops, mask)
+        return partial(self._analyse_run, run, timer, peak, crops, mask, gain_pulses)
 
     def _analyse_run(self, run: Run, timer: RunTimer | None, peak: np.ndarray | None, crops,
-                     mask: np.ndarray | None = None) -> None:
+                     mask: np.ndarray | None = None, gain_pulses: list[np.ndarray] | None = None) -> None:
         """Timing fits, automatic ROI and the peak image of an ended run. Touches only what it is given."""
         injection = run.injection
         if timer is not None:
@@ -328,6 +335,22 @@ class FramePipeline:
             run.peak_opacity = peak
             # The same pixels unmeasured in the mask: the registration leaves burnt-in text and the surround out.
             run.mask_log = None if mask is None else np.where(np.isfinite(peak), mask, np.float32(np.nan))
+            if gain_pulses and len(gain_pulses) >= 3:
+                run.display_gain = self._display_gain(run, np.stack(gain_pulses))
+
+    def _display_gain(self, run: Run, pulses: np.ndarray) -> float | None:
+        """Display video's LUT gain from the run's first pulses' noise, for a catheter calibration on its mask
+        (core.analysis.display_gain); None when not to be trusted (the linear model is used then)."""
+        try:
+            est = estimate_display_gain(pulses)
+        except Exception:
+            if not self.contain_errors:
+                raise
+            log.exception("run %d: the display gain's estimate failed", run.index)
+            return None
+        if est.gain is None:
+            log.info("run %d: display gain not estimated (%s)", run.index, est.reason)
+        return est.gain
 
     def _overlapping_injection(self, run: Run) -> dict | None:
         end = run.end_ns if run.end_ns is not None else run.pulse_ns[-1]

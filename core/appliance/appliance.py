@@ -222,7 +222,7 @@ class Appliance:
         if peak is not None:
             mask = self._field.masked(run.mask_log) if run.mask_log is not None else None
             self.clearance.measure(run_id, peak, write.record["label"], mask)
-            self.sizing.add_run(run_id, peak, mask, write.record["label"], self._ln_mask)
+            self.sizing.add_run(run_id, peak, mask, write.record["label"], self._ln_mask, run.display_gain)
 
     def _late_injection(self, injection: dict) -> None:
         """An injection SUMMARY (or a hand entry) that came after the run it overlapped was recorded: the run

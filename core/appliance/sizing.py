@@ -46,8 +46,8 @@ class LiveSizing:
         self._worker = worker
         self._log = log
         self._lock = threading.Lock()
-        # (peak, mask, the mask is ln of linear counts: 12/16-bit linear video) per run
-        self._images: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray | None, bool]] = \
+        # (peak, mask, the mask is ln of linear counts: 12/16-bit linear video, display video's LUT gain) per run
+        self._images: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray | None, bool, float | None]] = \
             collections.OrderedDict()                                     # worker thread
         self._calibration: dict | None = None                             # worker thread
         # The operator's centreline and the run it was drawn on (None: taken as this run's own).
@@ -122,10 +122,12 @@ class LiveSizing:
 
     # -- worker thread ---------------------------------------------------------------------------------
     def add_run(self, run_id: str, peak: np.ndarray, mask: np.ndarray | None, label: str | None,
-                ln_mask: bool = False) -> None:
+                ln_mask: bool = False, display_gain: float | None = None) -> None:
         """A contrast run's images, kept; measured now when it is labelled completion. ``ln_mask``: the mask is
-        ln of linear counts (the catheter calibration then models the blur on the intensity)."""
-        self._images[run_id] = (peak, mask, bool(ln_mask))
+        ln of linear counts (the catheter calibration then models the blur on the intensity); ``display_gain``:
+        display video's levels per ln unit from the run's noise (core.analysis.display_gain), which gives a
+        catheter calibration on it the same model (None: the linear model, blur on the levels)."""
+        self._images[run_id] = (peak, mask, bool(ln_mask), display_gain)
         while len(self._images) > KEPT_RUNS:
             self._images.popitem(last=False)
         if label == SIZED_LABEL:
@@ -145,7 +147,7 @@ class LiveSizing:
     def _measure_or_raise(self, run_id: str, procedure_id) -> dict:
         if run_id not in self._images:
             raise NotKept(f"no image kept for run {run_id!r}")
-        peak, mask, _ = self._images[run_id]
+        peak, mask = self._images[run_id][:2]
         cal = self._calibration or {}
         line, how = self._operator_line(run_id, peak, mask)
         sizing = measure_sizing(peak, line, mm_per_px=cal.get("mm_per_px"), calibration=cal.get("calibration"),
@@ -169,7 +171,7 @@ class LiveSizing:
             if drawn_on not in self._images:
                 return None, {"centerline": "automatic", "centerline_note": f"drawn on run {drawn_on}, whose image "
                               "is no longer kept: it cannot be registered to this run"}
-            base_peak, base_mask, _ = self._images[drawn_on]
+            base_peak, base_mask = self._images[drawn_on][:2]
             if base_peak.shape != peak.shape:
                 return None, {"centerline": "automatic", "centerline_note": f"drawn on run {drawn_on}, an image "
                               "of another size"}
@@ -213,15 +215,18 @@ class LiveSizing:
                 raise ValueError(f"catheter_french must be in [{MIN_FRENCH:g}, {MAX_FRENCH:g}] F, got {french:g}")
             if run_id not in self._images:
                 raise NotKept(f"no image kept for run {run_id!r}")
-            peak, mask, ln_mask = self._images[run_id]
+            peak, mask, ln_mask, gain = self._images[run_id]
             if mask is None:
                 raise ValueError(f"run {run_id!r} has no contrast-free mask image to measure the catheter on")
             points = np.asarray(catheter, dtype=float)
             line = self._centerline[0] if self._centerline is not None and self._centerline[1] in (None, run_id) \
                 else None
-            mm = catheter_mm_per_px(mask, points, french, opacity=peak, centerline=line, ln_mask=ln_mask)
+            gain = None if ln_mask else gain
+            mm = catheter_mm_per_px(mask, points, french, opacity=peak, centerline=line, ln_mask=ln_mask,
+                                    display_gain=gain)
             calibration = {"calibration": "catheter", "mm_per_px": mm, "catheter_french": french,
-                           "catheter": points.tolist(), "run_id": run_id}
+                           "catheter": points.tolist(), "run_id": run_id,
+                           "display_gain": None if gain is None else round(float(gain), 2)}
         self._calibration = calibration
         return dict(calibration)
 
