@@ -1,8 +1,11 @@
-"""Display video's LUT gain in the live path: the pipeline estimates it from each contrast run's first pulses
-(core/analysis/pipeline.py), the appliance keeps it with the run's images, and a catheter calibration through the
-API fits the exact model with it (core/appliance/sizing.py), as `cathlab-edge vessel` does."""
+"""Display video's LUT gain in the live path: the pipeline keeps each contrast run's first pulses
+(core/analysis/pipeline.py), the appliance estimates the gain from them after the run is recorded and keeps it
+with the run's images, and a catheter calibration through the API fits the exact model with it
+(core/appliance/sizing.py), as `cathlab-edge vessel` does."""
+import numpy as np
 import pytest
 
+from core.analysis.display_gain import trusted_gain
 from core.analysis.pipeline import FramePipeline
 from core.appliance.sizing import LiveSizing
 from core.appliance.worker import AnalysisWorker
@@ -32,9 +35,11 @@ def baseline_run(intensity: str, gain: float, psf_px: float):
     return contrast[0]
 
 
-def test_the_live_pipeline_gives_a_display_runs_gain_and_none_for_linear_video():
-    assert baseline_run("log", 90.0, 0.5).display_gain == pytest.approx(90.0, rel=GAIN_TOL)
-    assert baseline_run("lin", 70.0, 0.5).display_gain is None
+def test_the_live_pipeline_keeps_a_display_runs_pulses_for_its_gain_and_none_for_linear_video():
+    pulses = baseline_run("log", 90.0, 0.5).gain_pulses
+    assert pulses.shape == (25, 192, 192) and pulses.dtype == np.uint8
+    assert trusted_gain(pulses, "run") == pytest.approx(90.0, rel=GAIN_TOL)
+    assert baseline_run("lin", 70.0, 0.5).gain_pulses is None
 
 
 def test_a_catheter_calibration_through_the_appliance_uses_the_runs_gain():

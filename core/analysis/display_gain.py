@@ -22,6 +22,7 @@ it bends no more than a blurred quantum-limited run does). docs/catheter-calibra
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -29,7 +30,9 @@ import numpy as np
 
 from core.analysis.peak import distinct_frames
 
-__all__ = ["GainEstimate", "estimate_display_gain", "rounded_diff_var"]
+log = logging.getLogger("cathlab.pipeline")
+
+__all__ = ["GainEstimate", "estimate_display_gain", "rounded_diff_var", "trusted_gain"]
 
 LEVEL_LO, LEVEL_HI = 12, 245     # away from the clipped ends of 8 bits
 BIN_LEVELS = 4                   # levels per bin of the pair's mean
@@ -225,3 +228,16 @@ def estimate_display_gain(frames: np.ndarray) -> GainEstimate:
     if rel > MAX_REL_SE:
         return GainEstimate(None, reason=f"the gain is uncertain by {100 * rel:.0f}%", **est)
     return GainEstimate(raw, **est, reason="")
+
+
+def trusted_gain(frames: np.ndarray, what: str) -> float | None:
+    """The gain of ``frames`` when trusted, else None (the reason logged, with ``what`` they are): for a live run,
+    where an estimate that fails must not stop the run's other results."""
+    try:
+        est = estimate_display_gain(frames)
+    except Exception:  # boundary: the linear model is the fallback
+        log.exception("%s: the display gain's estimate failed", what)
+        return None
+    if est.gain is None:
+        log.info("%s: display gain not estimated (%s)", what, est.reason)
+    return est.gain

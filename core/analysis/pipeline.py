@@ -17,7 +17,6 @@ from functools import partial
 
 import numpy as np
 
-from core.analysis.display_gain import estimate_display_gain
 from core.analysis.kernels import FrameKernel, build_mask
 from core.analysis.runs import (DSA_MAX_RATE, MIN_DSA_RATE, MIN_PULSE_RATE, SLOW_CONFIRM_PULSES, Run, RunDetector,
                                 RunEvent, injection_overlaps)
@@ -339,21 +338,7 @@ class FramePipeline:
             # The same pixels unmeasured in the mask: the registration leaves burnt-in text and the surround out.
             run.mask_log = None if mask is None else np.where(np.isfinite(peak), mask, np.float32(np.nan))
             if gain_pulses and len(gain_pulses) >= 3:
-                run.display_gain = self._display_gain(run, np.stack(gain_pulses))
-
-    def _display_gain(self, run: Run, pulses: np.ndarray) -> float | None:
-        """Display video's LUT gain from the run's first pulses' noise, for a catheter calibration on its mask
-        (core.analysis.display_gain); None when not to be trusted (the linear model is used then)."""
-        try:
-            est = estimate_display_gain(pulses)
-        except Exception:
-            if not self.contain_errors:
-                raise
-            log.exception("run %d: the display gain's estimate failed", run.index)
-            return None
-        if est.gain is None:
-            log.info("run %d: display gain not estimated (%s)", run.index, est.reason)
-        return est.gain
+                run.gain_pulses = np.stack(gain_pulses)   # estimated after the run is recorded (0.2-0.5 s)
 
     def _overlapping_injection(self, run: Run) -> dict | None:
         end = run.end_ns if run.end_ns is not None else run.pulse_ns[-1]

@@ -46,7 +46,8 @@ class Run:
     repeats: int = 0                   # new frames identical to an earlier one of the run: a replayed loop
     mask_log: np.ndarray | None = field(default=None, repr=False)       # its contrast-free mask, log units
     device_off: bool = False           # the device's X-ray signal went off during the run and stayed off
-    display_gain: float | None = None  # display video: its LUT's levels per ln unit, from the noise (None: untrusted)
+    # Display video: the first pulses (every other row and column) for its LUT's gain (display_gain.trusted_gain).
+    gain_pulses: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def pulses(self) -> int:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from core.analysis.display_gain import trusted_gain
 from core.analysis.kernels import MAX_ROIS
 from core.analysis.pipeline import FramePipeline
 from core.analysis.runs import RunEvent
@@ -219,10 +220,13 @@ class Appliance:
             self.log.record_run(write.record, key=write.key, procedure_id=write.procedure_id)
         if keep_recording is not None:
             keep_recording(bool(run.contrast), write.record)
+        gain_pulses, run.gain_pulses = run.gain_pulses, None
         if peak is not None:
             mask = self._field.masked(run.mask_log) if run.mask_log is not None else None
             self.clearance.measure(run_id, peak, write.record["label"], mask)
-            self.sizing.add_run(run_id, peak, mask, write.record["label"], self._ln_mask, run.display_gain)
+            # Display video's LUT gain, for a catheter calibration on this run: after the record (0.2-0.5 s).
+            gain = None if gain_pulses is None else trusted_gain(gain_pulses, f"run {run_id}")
+            self.sizing.add_run(run_id, peak, mask, write.record["label"], self._ln_mask, gain)
 
     def _late_injection(self, injection: dict) -> None:
         """An injection SUMMARY (or a hand entry) that came after the run it overlapped was recorded: the run
