@@ -38,7 +38,8 @@ def baseline_run(intensity: str, gain: float, psf_px: float):
 def test_the_live_pipeline_keeps_a_display_runs_pulses_for_its_gain_and_none_for_linear_video():
     pulses = baseline_run("log", 90.0, 0.5).gain_pulses
     assert pulses.shape == (25, 192, 192) and pulses.dtype == np.uint8
-    assert trusted_gain(pulses, "run") == pytest.approx(90.0, rel=GAIN_TOL)
+    gain, reason = trusted_gain(pulses, "run")
+    assert gain == pytest.approx(90.0, rel=GAIN_TOL) and reason == ""
     assert baseline_run("lin", 70.0, 0.5).gain_pulses is None
 
 

@@ -1,5 +1,6 @@
 """Live vessel sizing survives an appliance restart: the results, the latest one, the operator's calibration and
-centreline are rebuilt from the event log, the open procedure's run images from the files clearance keeps."""
+centreline, and display video's gain per run are rebuilt from the event log, the open procedure's run images from
+the files clearance keeps."""
 import time
 
 import numpy as np
@@ -11,8 +12,10 @@ from core.ops.settings import Settings
 from core.sources.phantom.config import PhantomConfig
 from core.sources.phantom.video import PhantomSource, PhantomVideo
 from firmware_bridge.scenarios import ScriptedRun
+from tests.test_display_gain import GAIN_TOL
 from tests.waiting import wait_for
 
+GAIN = 90.0
 COMPLETION = (ScriptedRun("completion", 0.5, 2.5, 0.8, volume_ml=10.0, flow_ml_s=5.0, thrombus_fraction=0.0),)
 
 
@@ -29,7 +32,9 @@ def tube(centreline: np.ndarray, width: float) -> np.ndarray:
 def test_sizing_results_and_calibration_survive_a_restart(tmp_path):
     worker = AnalysisWorker()
     t0 = time.monotonic_ns() + 300_000_000
-    video = PhantomVideo(PhantomConfig(size=(256, 256), intensity="log"), timeline=COMPLETION, period_s=60.0)
+    # Display video whose LUT's gain its noise gives (the default phantom's soft tissue spans too few levels).
+    video = PhantomVideo(PhantomConfig(size=(256, 256), intensity="log", display_gain=GAIN), timeline=COMPLETION,
+                         period_s=60.0)
     first = Appliance(Settings(data_dir=tmp_path, phantom_size=256), source=PhantomSource(video, t0_ns=t0),
                       worker=worker)
     first.start()
@@ -51,6 +56,9 @@ def test_sizing_results_and_calibration_survive_a_restart(tmp_path):
         headline = first.status()["vessel"]
         assert headline["run_id"] == run_id
         assert first.log.flush(5)
+        (logged_gain,) = [e["data"] for e in first.events(limit=1000) if e["kind"] == "display_gain"]
+        assert logged_gain["run_id"] == run_id and logged_gain["reason"] is None
+        assert logged_gain["display_gain"] == pytest.approx(GAIN, rel=GAIN_TOL)
     finally:
         first.stop()
 
@@ -65,6 +73,9 @@ def test_sizing_results_and_calibration_survive_a_restart(tmp_path):
         remeasured = second.measure_vessel(run_id)
         assert remeasured["mld_px"] == pytest.approx(sized["mld_px"], abs=0.2)
         assert remeasured["reference_diameter_px"] == pytest.approx(sized["reference_diameter_px"], abs=0.2)
+        # ... with its display gain from the log, for a catheter calibration on it (the worker's own state).
+        kept_gain = worker.submit(lambda: second.sizing._images[run_id][3]).result(timeout=10)
+        assert kept_gain == logged_gain["display_gain"]
         # The next completion run (here the same anatomy again, as the kept baseline image) is measured with the
         # operator's calibration, and the centreline drawn on the baseline registered to it: that image is kept.
         planes = np.load(tmp_path / "run_images" / proc["id"] / f"{run_id}.npy")

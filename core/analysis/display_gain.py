@@ -230,14 +230,14 @@ def estimate_display_gain(frames: np.ndarray) -> GainEstimate:
     return GainEstimate(raw, **est, reason="")
 
 
-def trusted_gain(frames: np.ndarray, what: str) -> float | None:
-    """The gain of ``frames`` when trusted, else None (the reason logged, with ``what`` they are): for a live run,
-    where an estimate that fails must not stop the run's other results."""
+def trusted_gain(frames: np.ndarray, what: str) -> tuple[float | None, str]:
+    """(the gain of ``frames`` when trusted else None, why not: "" when trusted), the reason also logged with
+    ``what`` they are: for a live run, where an estimate that fails must not stop the run's other results."""
     try:
         est = estimate_display_gain(frames)
     except Exception:  # boundary: the linear model is the fallback
         log.exception("%s: the display gain's estimate failed", what)
-        return None
+        return None, "the estimate failed (see the log)"
     if est.gain is None:
         log.info("%s: display gain not estimated (%s)", what, est.reason)
-    return est.gain
+    return est.gain, est.reason

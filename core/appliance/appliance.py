@@ -224,8 +224,12 @@ class Appliance:
         if peak is not None:
             mask = self._field.masked(run.mask_log) if run.mask_log is not None else None
             self.clearance.measure(run_id, peak, write.record["label"], mask)
-            # Display video's LUT gain, for a catheter calibration on this run: after the record (0.2-0.5 s).
-            gain = None if gain_pulses is None else trusted_gain(gain_pulses, f"run {run_id}")
+            # Display video's LUT gain, for a catheter calibration on this run: after the record (0.2-0.5 s);
+            # logged, so a run restored after a restart is calibrated with it too.
+            gain = None
+            if gain_pulses is not None:
+                gain, reason = trusted_gain(gain_pulses, f"run {run_id}")
+                self.log.record("display_gain", {"run_id": run_id, "display_gain": gain, "reason": reason or None})
             self.sizing.add_run(run_id, peak, mask, write.record["label"], self._ln_mask, gain)
 
     def _late_injection(self, injection: dict) -> None:

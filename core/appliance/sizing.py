@@ -32,7 +32,7 @@ HEADLINE = ("run_id", "calibration", "mm_per_px", "reference_diameter_px", "refe
             "mld_mm", "diameter_stenosis_pct", "lesion_length_px", "lesion_length_mm", "residual_stenosis_ge_50",
             "warnings")
 WAIT_S = 10.0
-RESUMED_KINDS = ("vessel_sizing", "calibration_set", "centerline_set")
+RESUMED_KINDS = ("vessel_sizing", "calibration_set", "centerline_set", "display_gain")
 MAX_RESUMED_EVENTS = 1000   # of those kinds in one procedure: a procedure has a handful
 MIN_REGISTRATION_SCORE = 0.35   # as clearance pairs a run with its baseline (ClearanceTracker.min_score)
 
@@ -50,6 +50,7 @@ class LiveSizing:
         self._images: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray | None, bool, float | None]] = \
             collections.OrderedDict()                                     # worker thread
         self._calibration: dict | None = None                             # worker thread
+        self._restored_gains: dict[str, float] = {}   # display gains the log kept, per run (worker thread)
         # The operator's centreline and the run it was drawn on (None: taken as this run's own).
         self._centerline: tuple[np.ndarray, str | None] | None = None     # worker thread
         self._results: collections.OrderedDict[str, dict] = collections.OrderedDict()
@@ -67,16 +68,19 @@ class LiveSizing:
         starts = self._log.latest_events(("procedure_start",), limit=1)
         since = starts[-1]["id"] if starts else 0
         calibration = centerline = latest = None
+        gains: dict[str, float] = {}
         for event in self._log.latest_events(RESUMED_KINDS, after=since, limit=MAX_RESUMED_EVENTS):
             data = event["data"]
             if event["kind"] == "vessel_sizing":
                 latest = dict(data["vessel"], run_id=data["run_id"])
             elif event["kind"] == "calibration_set":
                 calibration = data
-            else:
+            elif event["kind"] == "centerline_set":
                 centerline = (data.get("points"), data.get("baseline_run_id"))
+            elif _positive(data.get("display_gain")):
+                gains[str(data.get("run_id"))] = float(data["display_gain"])
         self._set_latest(latest)
-        self._worker.submit(self._restore, calibration, centerline)
+        self._worker.submit(self._restore, calibration, centerline, gains)
 
     def new_procedure(self) -> None:
         self._set_latest(None)
@@ -127,6 +131,8 @@ class LiveSizing:
         ln of linear counts (the catheter calibration then models the blur on the intensity); ``display_gain``:
         display video's levels per ln unit from the run's noise (core.analysis.display_gain), which gives a
         catheter calibration on it the same model (None: the linear model, blur on the levels)."""
+        if display_gain is None:
+            display_gain = self._restored_gains.get(run_id)     # restored after a restart: the gain it had
         self._images[run_id] = (peak, mask, bool(ln_mask), display_gain)
         while len(self._images) > KEPT_RUNS:
             self._images.popitem(last=False)
@@ -195,8 +201,9 @@ class LiveSizing:
             while len(self._results) > KEPT_RESULTS:
                 self._results.popitem(last=False)
 
-    def _restore(self, calibration: dict | None, centerline) -> None:
+    def _restore(self, calibration: dict | None, centerline, gains: dict[str, float]) -> None:
         self._calibration = calibration
+        self._restored_gains = gains
         self._set_centerline(centerline)
 
     def _calibrate(self, mm_per_px, french, catheter, run_id) -> dict:
@@ -237,6 +244,7 @@ class LiveSizing:
     def _reset(self) -> None:
         # A new procedure is a new patient: a new magnification and a new vein.
         self._images.clear()
+        self._restored_gains = {}
         self._calibration = None
         self._centerline = None
 
@@ -245,3 +253,7 @@ def _number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def _positive(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
