@@ -223,3 +223,19 @@ def test_a_clean_vein_beside_its_pair_reads_no_stenosis_whatever_the_noise(noise
     res = measure_sizing(peak, case.truth.centreline_xy).to_json()
     assert res["diameter_stenosis_pct"] <= 5.0, res["diameter_stenosis_pct"]
     assert res["lesion_length_px"] == 0.0
+
+
+# (seed, intensity, collateral start, end, bulge px, diameter px): a clean vein (no narrowing) whose collateral
+# leaves and rejoins it, under a 1 px PSF. The first is the sweep's seed 36: the branch's junction widened the
+# column by 30-45% over under a diameter, and the reference's envelope held that width for ~5 diameters
+# downstream (a false 12% stenosis).
+JUNCTIONS = [(36, "lin", 0.226, 0.618, 49.8, 8.6), (5, "log", 0.25, 0.6, -40.0, 7.0), (12, "lin", 0.2, 0.55, 45.0, 9.5)]
+
+
+@pytest.mark.parametrize("seed,intensity,start,end,bulge,diameter", JUNCTIONS)
+def test_a_collaterals_junction_is_no_narrowing_downstream(seed, intensity, start, end, bulge, diameter):
+    case = make_sizing_case(seed, 0.0, intensity, collateral=Collateral(start, end, bulge_px=bulge,
+                                                                        diameter_px=diameter))
+    peak, mask = _images(replace(case, config=replace(case.config, psf_px=1.0)))
+    res = measure_sizing(peak, case.truth.centreline_xy, mask=mask).to_json()
+    assert res["diameter_stenosis_pct"] < 5.0 and res["lesion_length_px"] == 0.0, res
