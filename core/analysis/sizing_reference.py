@@ -5,7 +5,8 @@ A robust fit of diameter against arc length (quadratic on a long vessel, else li
 with the stations clearly below it left out (a narrowing only lowers the diameter) and the ones clearly above
 (a branch's junction), so the narrowed part does not pull it down. A quadratic that sags inside the vessel
 below its ends, or spans a long gap of left-out stations, is a long lesion's shape: then a taper (linear)
-started from the diameters' upper side (asymmetric least squares). Where the vein steps (a confluence) the
+started from the diameters' upper side (asymmetric least squares), riding over the lesion's shoulders just below
+the vein. Where the vein steps (a confluence) the
 upper envelope takes over, except in a dip that regains the fit's level on both sides: that is a lesion
 longer than the envelope bridges.
 """
@@ -49,19 +50,27 @@ def reference_fit(s: np.ndarray, width: np.ndarray, d_typ: float, deg: int | Non
         if use.sum() < deg + 3:
             use = ok.copy()
     fit = np.full(s.shape, np.nan)
+    below = np.zeros(s.shape, dtype=bool)    # upper: kept, but ridden over (weight ASYMMETRY)
     for _ in range(12):
         if use.sum() < deg + 3:
-            use = ok.copy()
-        coef = np.polyfit(x[use], width[use], deg)
+            use, below = ok.copy(), np.zeros(s.shape, dtype=bool)
+        on = use | below
+        coef = np.polyfit(x[on], width[on], deg, w=np.where(below[on], math.sqrt(ASYMMETRY), 1.0) if upper else None)
         fit = np.polyval(coef, x)
         r = width - fit
         sd = 1.4826 * float(np.median(np.abs(r[use] - np.median(r[use]))))
         low = np.maximum(2.5 * sd, FIT_LOW * fit)
         high = np.maximum(3.0 * sd, FIT_HIGH * fit)
         new = ok & (r > -low) & (r < high)
-        if np.array_equal(new, use):
+        new_below = np.zeros(s.shape, dtype=bool)
+        if upper:
+            # A long lesion's shoulders lie just below the vein, within FIT_LOW: fitted as equals they pulled the
+            # taper 8-30% low where the line ends inside the lesion. Below the noise, they are ridden over.
+            new_below = new & (r < -2.5 * sd)
+            new = new & ~new_below
+        if np.array_equal(new, use) and np.array_equal(new_below, below):
             break
-        use = new
+        use, below = new, new_below
     if deg == 2 and (_sags(fit[ok]) or _longest_gap(s, use) > GAP_LINEAR_DIAMETERS * float(np.median(width[use]))):
         # A curve sagging inside the vessel below both its ends is a long lesion's shape, not a vein's (veins
         # taper); nor do the stations left either side of a long lesion hold a curve up across it: a taper does.
