@@ -28,7 +28,7 @@ cdef int _read(const double[:, ::1] m, const double* fine, Py_ssize_t nf, double
                const double* kern, Py_ssize_t nk, double* out, double* work) noexcept nogil:
     """``out`` (N) = m @ (chord(R) convolved with kern), over the chord's support; 1 where the convolved chord
     would leave the grid (kernel longer than one sample), else 0."""
-    cdef Py_ssize_t n = m.shape[0], lo, hi, j, i, t, r = nk // 2, w
+    cdef Py_ssize_t n = m.shape[0], lo, hi, j, i, t, t0, t1, r = nk // 2, w
     cdef double reach, a, b, acc
     for i in range(n):
         out[i] = 0.0
@@ -51,9 +51,10 @@ cdef int _read(const double[:, ::1] m, const double* fine, Py_ssize_t nf, double
     if nk > 1:        # the full convolution, placed from lo - r
         for j in range(w + nk - 1):
             acc = 0.0
-            for t in range(nk):
-                if 0 <= j - t < w:
-                    acc = acc + work[j - t] * kern[t]
+            t0 = j - w + 1 if j - w + 1 > 0 else 0
+            t1 = j + 1 if j + 1 < nk else nk
+            for t in range(t0, t1):
+                acc = acc + work[j - t] * kern[t]
             work[w + j] = acc
         for i in range(n):
             acc = 0.0
