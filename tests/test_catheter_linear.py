@@ -168,3 +168,25 @@ def test_blurred_chord_leaving_the_grid_is_refused_not_truncated():
     assert lin.misfit_blurred(fine[-1], 0.0, 2.5, target) is None
     with pytest.raises(ValueError):
         LinearTube(fine, weights[:, :-1], pixel, _kernel, _bin_chord, FINE_PX)
+
+
+@pytest.mark.parametrize("first, then", [(40, 36), (36, 40), (52, 52)])
+def test_bone_edge_step_table_read_back_is_the_direct_formula(first, then):
+    """The bone-edge search's step table (catheter_background._step_table), kept between catheters whose windows
+    differ by a few samples, reads back the numbers the direct formula gives for the edges asked, to the bit."""
+    import math
+
+    from core.analysis import catheter_background as cb
+    xs_all = GRID[GRID > 0]
+    with cb._tables_lock:
+        cb._tables.clear()
+    cb._step_table(xs_all[:first], cb.step_places(xs_all[:first]))
+    xs = xs_all[:then]
+    places = [(h, sd) for h, sd in cb.step_places(xs) if h - 2.5 * sd <= 0.6 * xs[-1]]
+    k, a, raw = cb._step_table(xs, places)
+    k0 = np.array([1.0 / (math.sqrt(2.0) * sd) for _, sd in places])[:, None]
+    a0 = np.array([h for h, _ in places])[:, None]
+    raw0 = 0.5 * (cb._erf((xs[None, :] - a0) * k0) - cb._erf((-xs[None, :] - a0) * k0)).astype(float)
+    np.testing.assert_array_equal(k, k0)
+    np.testing.assert_array_equal(a, a0)
+    np.testing.assert_array_equal(raw, raw0)

@@ -12,6 +12,7 @@ tries both). On a ln mask the bone is additive in ln (it attenuates).
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -95,6 +96,7 @@ def edge_corrections(across: np.ndarray, aligned: np.ndarray, reach_px: float, m
 
 TABLE_EXTRA = 16          # samples a step table is computed beyond its profile's end (the next catheters' windows)
 _tables: list = []        # (samples, {(place, sd): row}, 1 / (sqrt 2 sd), places, antisymmetric parts)
+_tables_lock = threading.Lock()     # sizing and calibration may run on two workers at once
 
 
 def _step_table(xs: np.ndarray, places: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -103,7 +105,9 @@ def _step_table(xs: np.ndarray, places: list[tuple[float, float]]) -> tuple[np.n
     the same samples (the sizing's chords, a calibration's refits: their windows differ by a sample or two), so
     kept: computed a few samples past ``xs``'s end, for every edge reaching them, and read back (the same
     numbers: each depends only on its edge and its sample)."""
-    for full, index, k, a, raw in _tables:
+    with _tables_lock:
+        kept = list(_tables)
+    for full, index, k, a, raw in kept:
         if len(full) >= len(xs) and np.array_equal(full[:len(xs)], xs) and all(p in index for p in places):
             rows = np.array([index[p] for p in places])
             return k[rows], a[rows], raw[rows, :len(xs)]
@@ -113,10 +117,13 @@ def _step_table(xs: np.ndarray, places: list[tuple[float, float]]) -> tuple[np.n
     k = np.array([1.0 / (math.sqrt(2.0) * sd) for _, sd in every])[:, None]
     a = np.array([h for h, _ in every])[:, None]
     raw = 0.5 * (_erf((full[None, :] - a) * k) - _erf((-full[None, :] - a) * k)).astype(float)     # (P, M)
-    if len(_tables) >= 8:
-        _tables.pop(0)
-    _tables.append((full, {p: i for i, p in enumerate(every)}, k, a, raw))
-    return _step_table(xs, places)
+    index = {p: i for i, p in enumerate(every)}
+    with _tables_lock:
+        if len(_tables) >= 8:
+            _tables.pop(0)
+        _tables.append((full, index, k, a, raw))
+    rows = np.array([index[p] for p in places])
+    return k[rows], a[rows], raw[rows, :len(xs)]
 
 
 def _steps(anti: np.ndarray, raw: np.ndarray, nuisance: np.ndarray, allowed: np.ndarray):
