@@ -45,11 +45,12 @@ MLD_REL, LENGTH_REL, PLACE_PX, MM_TOL = 0.12, 0.35, 8.0, 0.3
 ANATOMY = ("plain", "paired vein", "collateral", "device through the lesion")
 
 
-def case_for(seed: int):
+def case_for(seed: int, **overrides):
     """Seeded scenario: stenosis, intensity, a long narrowing on every fourth seed, a catheter to calibrate on
     every third (seeds 1, 4, 7, ...: each with a narrowing to size in mm), and what lies beside or in the vein
     (ANATOMY, by seed // 2: a clean paired vein 2-14 px beside it, a collateral leaving and rejoining it, a
-    catheter in the lumen through the narrowing)."""
+    catheter in the lumen through the narrowing). ``overrides``: PhantomConfig fields (benchmarks/bench_vessel.py's
+    1024x1024 size and timing)."""
     pct = STENOSES[seed % len(STENOSES)]
     intensity = "lin" if seed % 2 == 0 else "log"
     length = 14.0 if seed % 4 == 3 and pct > 0 else None
@@ -64,7 +65,7 @@ def case_for(seed: int):
         a = rng.uniform(0.2, 0.3)
         extra["collateral"] = Collateral(a, a + rng.uniform(0.3, 0.4), bulge_px=side * rng.uniform(35.0, 50.0),
                                          diameter_px=rng.uniform(6.0, 9.0))
-    case = make_sizing_case(seed, pct, intensity, catheter=catheter, length_diameters=length, **extra)
+    case = make_sizing_case(seed, pct, intensity, catheter=catheter, length_diameters=length, **extra, **overrides)
     if anatomy == "device through the lesion" and not catheter:
         s0, s1, total = analysed_span(case.config)
         tip = (case.truth.lesion_s + 0.25 * (s1 - case.truth.lesion_s)) / total

@@ -12,6 +12,7 @@ tries both). On a ln mask the bone is additive in ln (it attenuates).
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -58,9 +59,7 @@ def edge_corrections(across: np.ndarray, aligned: np.ndarray, reach_px: float, m
     places = [(h, sd) for h, sd in step_places(xs) if h - 2.5 * sd <= reach_px]
     if not places:
         return none
-    k = np.array([1.0 / (math.sqrt(2.0) * sd) for _, sd in places])[:, None]
-    a = np.array([h for h, _ in places])[:, None]
-    raw = 0.5 * (_erf((xs[None, :] - a) * k) - _erf((-xs[None, :] - a) * k)).astype(float)     # (P, M)
+    k, a, raw = _step_table(xs, places)
     tilt = np.linalg.qr(xs[:, None])[0]
     mean = aligned.mean(axis=0)
     cols = np.column_stack([xs, np.gradient(0.5 * (mean + mean[::-1]), x)[half]])    # a tilt, the axis moved
@@ -93,6 +92,38 @@ def edge_corrections(across: np.ndarray, aligned: np.ndarray, reach_px: float, m
     sym /= len(anti)
     corr = np.interp(np.abs(x), np.concatenate([[0.0], xs]), np.concatenate([[sym[0]], sym]))
     return found, [-corr, corr], shifts
+
+
+TABLE_EXTRA = 16          # samples a step table is computed beyond its profile's end (the next catheters' windows)
+_tables: list = []        # (samples, {(place, sd): row}, 1 / (sqrt 2 sd), places, antisymmetric parts)
+_tables_lock = threading.Lock()     # sizing and calibration may run on two workers at once
+
+
+def _step_table(xs: np.ndarray, places: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(1 / (sqrt 2 sd), place (P, 1) each, the antisymmetric part of each edge at ``xs``, (P, M)) of the edges
+    ``places``. Its erf per sample was most of the edge search's time and is the same for the next catheter on
+    the same samples (the sizing's chords, a calibration's refits: their windows differ by a sample or two), so
+    kept: computed a few samples past ``xs``'s end, for every edge reaching them, and read back (the same
+    numbers: each depends only on its edge and its sample)."""
+    with _tables_lock:
+        kept = list(_tables)
+    for full, index, k, a, raw in kept:
+        if len(full) >= len(xs) and np.array_equal(full[:len(xs)], xs) and all(p in index for p in places):
+            rows = np.array([index[p] for p in places])
+            return k[rows], a[rows], raw[rows, :len(xs)]
+    step = float(xs[1] - xs[0]) if len(xs) > 1 else STEP_PX
+    full = np.concatenate([xs, xs[-1] + step * np.arange(1, TABLE_EXTRA + 1)])
+    every = step_places(full)
+    k = np.array([1.0 / (math.sqrt(2.0) * sd) for _, sd in every])[:, None]
+    a = np.array([h for h, _ in every])[:, None]
+    raw = 0.5 * (_erf((full[None, :] - a) * k) - _erf((-full[None, :] - a) * k)).astype(float)     # (P, M)
+    index = {p: i for i, p in enumerate(every)}
+    with _tables_lock:
+        if len(_tables) >= 8:
+            _tables.pop(0)
+        _tables.append((full, index, k, a, raw))
+    rows = np.array([index[p] for p in places])
+    return k[rows], a[rows], raw[rows, :len(xs)]
 
 
 def _steps(anti: np.ndarray, raw: np.ndarray, nuisance: np.ndarray, allowed: np.ndarray):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.analysis.catheter_background import background_basis
+from core.analysis.catheter_linear import LinearTube
 from core.analysis.catheter_ln import LnTube
 from core.analysis.catheter_valley import blur_scan, choose, width_span
 from core.analysis.simplex import simplex
@@ -106,14 +107,25 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
         pixel = np.convolve(_box(nx), _box(ny))
     radii = 0.5 * width_guess * R_STEPS
     ln = _ln_model(x, fine, weights, nx, ny, 1.5 * radii[-1]) if ln_profile else None
+    # The linear model's operators folded once for all the fits below (core.analysis.catheter_linear).
+    lin = None if weights is None else LinearTube(fine, weights, pixel, _kernel, _bin_chord, FINE_PX)
     r_step = float(radii[1] - radii[0])
     amp = float(np.max(p) - np.min(p))
 
     def done(f: float, R: float, q: float, sd: float, **kw) -> TubeFit:
         return TubeFit(2.0 * R, q, sd, math.sqrt(max(f, 0.0) / len(p)) / max(amp, 1e-12), **kw)
 
+    fitted: list = []     # (blur, target, result): a fit repeated at the same blur and target is not redone
+
     def fit_at(sd_fixed: float | None, tgt: tuple | None = None) -> tuple[float, float, float, float]:
-        return _grid_fit(x, fine, weights, pixel, target if tgt is None else tgt, radii, solid, sd_fixed, ln)
+        tgt = target if tgt is None else tgt
+        for s, t, res in fitted:
+            if s == sd_fixed and t is tgt:
+                return res
+        res = _grid_fit(x, fine, weights, pixel, tgt, radii, solid, sd_fixed, ln, lin)
+        if ln is None:       # the ln model's searches start from its last point: not memoised (as before)
+            fitted.append((sd_fixed, tgt, res))
+        return res
 
     # The background under the catheter: an offset, less a bone's edge found in the stations (``edges``: not
     # free, only its sign) when that fits better, and a quadratic too when the catheter's model still misfits
@@ -144,14 +156,14 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     # also fits as a wider, fainter wall round a dense core (+19% on a 4 px solid tube at 1 px blur).
     if not solid and noise_var is not None and noise_var > 0:
         dense = _target(p, target[2], DENSE_LUMEN_MAX)
-        fd = _grid_fit(x, fine, weights, pixel, dense, radii, solid, blur_px, ln)
+        fd = _grid_fit(x, fine, weights, pixel, dense, radii, solid, blur_px, ln, lin)
         if fd[0] < 0.5 * f and f - fd[0] > Z2 * noise_var:
             target, (f, R, q, sd) = dense, fd
     if noise_var is None or noise_var <= 0 or blur_px is not None:
         return done(f, R, q, sd)
 
     def cost_at(blur: float):
-        return _fixed_blur_cost(x, fine, weights, pixel, target, blur, solid, ln)
+        return _fixed_blur_cost(x, fine, weights, pixel, target, blur, solid, ln, lin)
 
     # A misfit above the noise (a model a little off the truth) widens the limits in proportion.
     unit = noise_var * max(1.0, f / (0.5 * len(p) * noise_var))
@@ -169,7 +181,7 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
             return done(fm, Rm, qm, mid_s, width_range_px=(min(widths + [2.0 * lo]), max(widths + [2.0 * hi])),
                         ambiguous_px=_ambiguous(widths, cost_at(mid_s), Rm, qm, fm, pixel_var, len(p)),
                         linear_inner_fraction=math.nan if ln is None else
-                        _grid_fit(x, fine, weights, pixel, target, radii, solid, mid_s)[2])
+                        _grid_fit(x, fine, weights, pixel, target, radii, solid, mid_s, lin=lin)[2])
         # The blur measured elsewhere does not fit this catheter's profile: the profile alone decides.
     scan = blur_scan(cost_at, R, q, sd, f + Z2 * unit, r_step, SIGMA_STEPS[-1])
     if solid:       # a solid cylinder: the blur is what is measured, with the blurs its profile allows
@@ -194,22 +206,33 @@ def _ambiguous(widths: list, cost, R: float, q: float, f: float, pixel_var: floa
 
 
 def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, sd_fixed: float | None,
-              ln: LnTube | None = None) -> tuple[float, float, float, float]:
+              ln: LnTube | None = None, lin: LinearTube | None = None) -> tuple[float, float, float, float]:
     """(misfit, R, q, blur) of the best tube: every (radius, wall, blur) on a grid (no local minimum to fall
     in), then simplex searches from the grid's best radii (R, wall and blur trade off along a narrow valley
-    the grid's steps cut across). ``sd_fixed``: the blur held there. ``ln``: the searches fit that model."""
+    the grid's steps cut across). ``sd_fixed``: the blur held there. ``ln``: the searches fit that model.
+    ``lin``: the linear model with its operators folded (the sampler's path, fast; the same numbers)."""
     sigmas = SIGMA_STEPS if sd_fixed is None else np.array([float(sd_fixed)])
-    sampling = _sampling(x, fine, weights, sigmas)                 # (S, N, F): blur, then sample
     q_steps = Q_STEPS[:1] if solid else Q_STEPS
+    if lin is None:
+        sampling = _sampling(x, fine, weights, sigmas)             # (S, N, F): blur, then sample
+    else:       # (S, N, F'): the pixel folded in as well, over the columns the widest tube reaches
+        sampling, first = lin.grid_sampling(sigmas, float(np.max(radii)))
     cost = np.empty(len(radii))
     where = []
     for i, R in enumerate(radii):
-        outer = sampling @ _pixel_chord(fine, R, pixel)                                  # (S, N)
+        if lin is None:
+            outer = sampling @ _pixel_chord(fine, R, pixel)                              # (S, N)
+            chords = lambda r: _pixel_chord(fine, r, pixel)     # noqa: E731
+            sub = sampling
+        else:                   # only where the widest chord is not zero
+            lo, hi = lin.support(R)
+            sub = sampling[:, :, lo - first:hi - first]
+            chords = lambda r, g=fine[lo:hi]: _bin_chord(g, r)     # noqa: E731
+            outer = sub @ chords(R)
         if solid:
             inner = np.zeros((len(sigmas), 1, len(x)))
         else:
-            inner = np.einsum("snf,qf->sqn", sampling,
-                              np.array([_pixel_chord(fine, q * R, pixel) for q in q_steps]))  # (S, Q, N)
+            inner = np.einsum("snf,qf->sqn", sub, np.array([chords(q * R) for q in q_steps]))  # (S, Q, N)
         c = _misfit(outer[:, None, :], inner, target)
         k = np.unravel_index(int(np.argmin(c)), c.shape)
         cost[i] = c[k]
@@ -217,7 +240,8 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
 
     # Only the free parameters are searched: (R, q, blur), (R, q) at a fixed blur, (R, blur) when solid.
     free = [0] + ([] if solid else [1]) + ([2] if sd_fixed is None else [])
-    fixed_m = None if sd_fixed is None else sampling[0]
+    fixed_m = None if sd_fixed is None else (sampling[0] if lin is None else lin.sampling(float(sd_fixed)))
+    del sampling
 
     def fit_cost(v: np.ndarray) -> float:
         full = np.array([0.0, 0.0, 0.0 if sd_fixed is None else float(sd_fixed)])
@@ -227,9 +251,15 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
             return math.inf
         if ln is not None:
             return ln.misfit(R, q, sd, target)
+        if fixed_m is not None and lin is not None:
+            return lin.misfit(fixed_m, R, q * R, target)
         if fixed_m is not None:
             return float(_misfit(fixed_m @ _pixel_chord(fine, R, pixel), fixed_m @ _pixel_chord(fine, q * R, pixel),
                                  target))
+        if lin is not None:
+            f = lin.misfit_blurred(R, q * R, sd, target)
+            if f is not None:
+                return f
         o = _sample(x, fine, weights, _blur(_pixel_chord(fine, R, pixel), sd / FINE_PX))
         n = _sample(x, fine, weights, _blur(_pixel_chord(fine, q * R, pixel), sd / FINE_PX))
         return float(_misfit(o, n, target))
@@ -262,8 +292,19 @@ def _target(p: np.ndarray, basis: np.ndarray, lumen_max: float = LUMEN_MAX) -> t
     return pc, float(pc @ pc), basis, lumen_max
 
 
-def _fixed_blur_cost(x, fine, weights, pixel, target, sd: float, solid: bool = False, ln: LnTube | None = None):
-    """The misfit of (R, q) at blur ``sd``, the blur folded into the sampling once (fast); ``ln``: that model's."""
+def _fixed_blur_cost(x, fine, weights, pixel, target, sd: float, solid: bool = False, ln: LnTube | None = None,
+                     lin: LinearTube | None = None):
+    """The misfit of (R, q) at blur ``sd``, the blur folded into the sampling once (fast); ``ln``: that model's;
+    ``lin``: the linear model's folded operators (the pixel folded in too)."""
+    if ln is None and lin is not None:
+        mp = lin.sampling(sd)
+
+        def cost_lin(v: np.ndarray) -> float:
+            R, q = float(v[0]), (0.0 if solid else float(v[1]))
+            if not (0.0 < R and 0.0 <= q <= MAX_INNER):
+                return math.inf
+            return lin.misfit(mp, R, q * R, target)
+        return cost_lin
     m = None if ln is not None else _sampling(x, fine, weights, np.array([sd]))[0]
 
     def cost(v: np.ndarray) -> float:
@@ -316,30 +357,43 @@ def bilinear_sampler(fine: np.ndarray, across: np.ndarray, xy: np.ndarray, norma
     tangent`` (``a`` on ``grid_across``, averaged over ``b`` in ``along``), each then read at ``across +
     centre`` by linear interpolation, as a linear map of a profile g(d) on ``fine`` (d: distance from the
     tube's axis at ``xy + centre normal``), where g holds the pixel-area average. Exact for any angle and any
-    phase of the stations on the pixel grid (a catheter along a row meets the grid at one phase only)."""
-    W = np.zeros((len(across), len(fine)))
+    phase of the stations on the pixel grid (a catheter along a row meets the grid at one phase only).
+    Every (station, read sample, along, pixel corner, fine neighbour) term at once, summed into each weight in
+    the order of the loops it replaced (tests/test_catheter_linear.py: the same bits)."""
+    xy, normal, tangent = (np.asarray(v, dtype=float) for v in (xy, normal, tangent))
+    centres, along = np.asarray(centres, dtype=float), np.asarray(along, dtype=float)
+    n_x, F = len(across), len(fine)
     step = float(grid_across[1] - grid_across[0])
-    for p0, n, t, c in zip(xy, normal, tangent, centres):
-        pos = (across + c - grid_across[0]) / step                     # where np.interp reads the samples
-        j = np.clip(np.floor(pos).astype(int), 0, len(grid_across) - 2)
-        u = np.clip(pos - j, 0.0, 1.0)
-        rows = np.arange(len(across))
-        for jj, wj in ((j, 1.0 - u), (j + 1, u)):
-            a = grid_across[jj]
-            for b in along:
-                px = p0[0] + a * n[0] + b * t[0]
-                py = p0[1] + a * n[1] + b * t[1]
-                x0, y0 = np.floor(px), np.floor(py)
-                fx, fy = px - x0, py - y0
-                for dx, dy, wb in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy),
-                                   (1, 1, fx * fy)):
-                    d = (x0 + dx - p0[0]) * n[0] + (y0 + dy - p0[1]) * n[1] - c
-                    k = (d - fine[0]) / FINE_PX
-                    k0 = np.clip(np.floor(k).astype(int), 0, len(fine) - 2)
-                    fk = np.clip(k - k0, 0.0, 1.0)
-                    w = wj * wb / len(along)
-                    np.add.at(W, (rows, k0), w * (1.0 - fk))
-                    np.add.at(W, (rows, k0 + 1), w * fk)
+    pos = (across[None, :] + centres[:, None] - grid_across[0]) / step                 # (S, N)
+    j = np.clip(np.floor(pos).astype(int), 0, len(grid_across) - 2)
+    u = np.clip(pos - j, 0.0, 1.0)
+    jj = np.stack([j, j + 1], axis=1)                                                   # (S, 2, N)
+    wj = np.stack([1.0 - u, u], axis=1)
+    a = grid_across[jj][:, :, None, :]                                                  # (S, 2, 1, N)
+    b = along[None, None, :, None]                                                      # (1, 1, B, 1)
+
+    def comp(i: int) -> np.ndarray:
+        return xy[:, i, None, None, None] + a * normal[:, i, None, None, None] + b * tangent[:, i, None, None, None]
+    px, py = comp(0), comp(1)                                                           # (S, 2, B, N)
+    x0, y0 = np.floor(px), np.floor(py)
+    fx, fy = px - x0, py - y0
+    corners = ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy))
+    nx, ny = normal[:, 0, None, None, None], normal[:, 1, None, None, None]
+    p0x, p0y, c = xy[:, 0, None, None, None], xy[:, 1, None, None, None], centres[:, None, None, None]
+    idx, val = [], []
+    for dx, dy, wb in corners:
+        d = (x0 + dx - p0x) * nx + (y0 + dy - p0y) * ny - c
+        k = (d - fine[0]) / FINE_PX
+        k0 = np.clip(np.floor(k).astype(int), 0, F - 2)
+        fk = np.clip(k - k0, 0.0, 1.0)
+        w = wj[:, :, None, :] * wb / len(along)
+        idx.append(np.stack([k0, k0 + 1]))
+        val.append(np.stack([w * (1.0 - fk), w * fk]))
+    # (corner, part, S, 2, B, N) -> the loops' order: station, read sample's neighbour, along, corner, part, row
+    idx = np.stack(idx).transpose(2, 3, 4, 0, 1, 5)
+    val = np.stack(val).transpose(2, 3, 4, 0, 1, 5)
+    flat = (np.arange(n_x) * F + idx).ravel()
+    W = np.bincount(flat, weights=val.ravel(), minlength=n_x * F).reshape(n_x, F)
     return W / len(xy)
 
 

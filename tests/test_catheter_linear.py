@@ -1,0 +1,192 @@
+"""The catheter fit's fast linear model (core/analysis/catheter_linear.py, ext/_tube.pyx) against the plain
+path it replaced in core/analysis/catheter_fit.py (_sampling, _pixel_chord, _blur, _misfit), and the
+vectorised bilinear sampler against the loops it replaced. Seeded geometry: stations at any angle and phase,
+blurs from none to the grid's widest, solid and hollow tubes, an offset or a quadratic background."""
+from __future__ import annotations
+
+import importlib.machinery
+
+import numpy as np
+import pytest
+
+import ext._tube
+from core.analysis import catheter_linear
+from core.analysis.catheter_background import background_basis
+from core.analysis.catheter_fit import (
+    DENSE_LUMEN_MAX,
+    FINE_PX,
+    LUMEN_MAX,
+    _bin_chord,
+    _blur,
+    _box,
+    _kernel,
+    _misfit,
+    _pixel_chord,
+    _sample,
+    _sampling,
+    _target,
+    bilinear_sampler,
+    fine_grid,
+)
+from core.analysis.catheter_linear import LinearTube, misfit_one
+
+GRID = np.arange(-26.0, 26.0 + 1e-9, 0.25)      # catheter_profile's profile samples (max_px 40)
+ALONG = np.array([-0.25, 0.25])
+
+
+def _geometry(rng, width=6.0, stations=24):
+    """(across, fine, weights, pixel, normal) of a catheter's stations at a seeded angle and phase."""
+    ang = rng.uniform(0.0, np.pi)
+    t = np.tile([np.cos(ang), np.sin(ang)], (stations, 1))
+    n = np.column_stack([-t[:, 1], t[:, 0]])
+    xy = rng.uniform(100.0, 101.0, 2) + np.arange(stations)[:, None] * t
+    across = GRID[np.abs(GRID) <= 0.8 * width + 4.0]
+    fine = fine_grid(across, width)
+    weights = bilinear_sampler(fine, across, xy, n, t, rng.normal(0.0, 0.3, stations), ALONG, GRID)
+    weights = 0.5 * (weights + weights[::-1])        # as fit_tube symmetrises them
+    pixel = np.convolve(_box(abs(n[0, 0])), _box(abs(n[0, 1])))
+    return across, fine, weights, pixel
+
+
+def _loops_sampler(fine, across, xy, normal, tangent, centres, along, grid_across):
+    """The sampler as it was written before (station by station, np.add.at): the reference."""
+    W = np.zeros((len(across), len(fine)))
+    step = float(grid_across[1] - grid_across[0])
+    rows = np.arange(len(across))
+    for p0, n, t, c in zip(xy, normal, tangent, centres):
+        pos = (across + c - grid_across[0]) / step
+        j = np.clip(np.floor(pos).astype(int), 0, len(grid_across) - 2)
+        u = np.clip(pos - j, 0.0, 1.0)
+        for jj, wj in ((j, 1.0 - u), (j + 1, u)):
+            a = grid_across[jj]
+            for b in along:
+                px = p0[0] + a * n[0] + b * t[0]
+                py = p0[1] + a * n[1] + b * t[1]
+                x0, y0 = np.floor(px), np.floor(py)
+                fx, fy = px - x0, py - y0
+                for dx, dy, wb in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy),
+                                   (1, 1, fx * fy)):
+                    d = (x0 + dx - p0[0]) * n[0] + (y0 + dy - p0[1]) * n[1] - c
+                    k = (d - fine[0]) / FINE_PX
+                    k0 = np.clip(np.floor(k).astype(int), 0, len(fine) - 2)
+                    fk = np.clip(k - k0, 0.0, 1.0)
+                    w = wj * wb / len(along)
+                    np.add.at(W, (rows, k0), w * (1.0 - fk))
+                    np.add.at(W, (rows, k0 + 1), w * fk)
+    return W / len(xy)
+
+
+def test_compiled_module_is_the_one_in_use():
+    assert ext._tube.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    assert catheter_linear._tube is ext._tube
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sampler_equals_the_loops_to_the_bit(seed):
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(4, 40))
+    ang = rng.uniform(0.0, 2 * np.pi)
+    t = np.column_stack([np.cos(ang + rng.normal(0, 0.05, m)), np.sin(ang + rng.normal(0, 0.05, m))])
+    t /= np.hypot(t[:, 0], t[:, 1])[:, None]
+    n = np.column_stack([-t[:, 1], t[:, 0]])
+    xy = rng.uniform(20.0, 30.0, 2) + np.cumsum(t, axis=0)
+    across = GRID[np.abs(GRID) <= rng.uniform(5.0, 20.0)]
+    fine = fine_grid(across, rng.uniform(3.0, 20.0))
+    centres = rng.normal(0.0, 0.5, m)
+    np.testing.assert_array_equal(bilinear_sampler(fine, across, xy, n, t, centres, ALONG, GRID),
+                                  _loops_sampler(fine, across, xy, n, t, centres, ALONG, GRID))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("sd", [0.0, 0.03, 0.3, 1.0, 2.5])
+def test_folded_sampling_reads_as_the_plain_path(seed, sd):
+    """sampling(sd) @ chord == weights blurred (no blur under FINE_PX) @ (pixel * chord), and read_blurred ==
+    weights @ _blur(pixel * chord) (no blur under half a sample), for radii from a tenth of a px to past the
+    window."""
+    rng = np.random.default_rng(seed)
+    across, fine, weights, pixel = _geometry(rng, width=rng.uniform(3.0, 12.0))
+    lin = LinearTube(fine, weights, pixel, _kernel, _bin_chord, FINE_PX)
+    plain = _sampling(across, fine, weights, np.array([sd]))[0]
+    for R in (0.1, 1.0, rng.uniform(1.5, 6.0), 9.0):
+        want = plain @ _pixel_chord(fine, R, pixel)
+        got = lin.read(lin.sampling(sd), R)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+        blurred = lin.read_blurred(R, sd)
+        want = _sample(across, fine, weights, _blur(_pixel_chord(fine, R, pixel), sd / FINE_PX))
+        np.testing.assert_allclose(blurred, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("quadratic", [False, True])
+@pytest.mark.parametrize("lumen_max", [LUMEN_MAX, DENSE_LUMEN_MAX])
+def test_compiled_misfit_equals_reference_and_plain(seed, quadratic, lumen_max):
+    """ext/_tube.pyx's tube_misfit == LinearTube's NumPy reference == catheter_fit._misfit on the plain
+    path's chords, at fixed blurs (folded) and through the blurred reads, solid and hollow, near and far
+    from the profile (the bounds' edges taken)."""
+    rng = np.random.default_rng(100 + seed)
+    across, fine, weights, pixel = _geometry(rng, width=rng.uniform(4.0, 10.0))
+    fast = LinearTube(fine, weights, pixel, _kernel, _bin_chord, FINE_PX)
+    ref = LinearTube(fine, weights, pixel, _kernel, _bin_chord, FINE_PX, impl="reference")
+    true_r = rng.uniform(2.0, 4.5)
+    plain = _sampling(across, fine, weights, np.array([0.8]))[0]
+    profile = plain @ (0.7 * _pixel_chord(fine, true_r, pixel) - 0.5 * _pixel_chord(fine, 0.7 * true_r, pixel))
+    profile = profile + rng.normal(0.0, 0.01, len(profile)) + 0.3 + 0.02 * across
+    target = _target(profile, background_basis(across, quadratic), lumen_max)
+    checked = 0
+    for R, q in [(true_r, 0.7), (0.8 * true_r, 0.0), (1.3 * true_r, 0.9), (true_r, 0.97), (0.3, 0.5)]:
+        for sd in (0.0, 0.02, 0.5, 1.7):
+            m_fast, m_plain = fast.sampling(sd), _sampling(across, fine, weights, np.array([sd]))[0]
+            want = float(_misfit(m_plain @ _pixel_chord(fine, R, pixel), m_plain @ _pixel_chord(fine, q * R, pixel),
+                                 target))
+            for got in (fast.misfit(m_fast, R, q * R, target), ref.misfit(m_fast, R, q * R, target)):
+                assert got == pytest.approx(want, rel=1e-8, abs=1e-12 * target[1])
+            want_b = float(_misfit(_sample(across, fine, weights, _blur(_pixel_chord(fine, R, pixel), sd / FINE_PX)),
+                                   _sample(across, fine, weights, _blur(_pixel_chord(fine, q * R, pixel),
+                                                                        sd / FINE_PX)), target))
+            for got in (fast.misfit_blurred(R, q * R, sd, target), ref.misfit_blurred(R, q * R, sd, target)):
+                assert got == pytest.approx(want_b, rel=1e-8, abs=1e-12 * target[1])
+            checked += 1
+    assert checked == 20
+
+
+def test_misfit_one_is_misfit_of_one_tube():
+    rng = np.random.default_rng(7)
+    x = np.linspace(-8.0, 8.0, 65)
+    for quadratic in (False, True):
+        target = _target(rng.normal(size=65) + np.exp(-x * x / 8), background_basis(x, quadratic), LUMEN_MAX)
+        for _ in range(20):
+            o, n = rng.normal(size=65), rng.normal(size=65) * rng.uniform(0, 1)
+            assert misfit_one(o, n, target) == pytest.approx(float(_misfit(o, n, target)), rel=1e-10)
+
+
+def test_blurred_chord_leaving_the_grid_is_refused_not_truncated():
+    rng = np.random.default_rng(3)
+    across, fine, weights, pixel = _geometry(rng)
+    lin = LinearTube(fine, weights, pixel, _kernel, _bin_chord, FINE_PX)
+    target = _target(np.ones(len(across)), background_basis(across, False))
+    assert lin.read_blurred(fine[-1], 2.5) is None
+    assert lin.misfit_blurred(fine[-1], 0.0, 2.5, target) is None
+    with pytest.raises(ValueError):
+        LinearTube(fine, weights[:, :-1], pixel, _kernel, _bin_chord, FINE_PX)
+
+
+@pytest.mark.parametrize("first, then", [(40, 36), (36, 40), (52, 52)])
+def test_bone_edge_step_table_read_back_is_the_direct_formula(first, then):
+    """The bone-edge search's step table (catheter_background._step_table), kept between catheters whose windows
+    differ by a few samples, reads back the numbers the direct formula gives for the edges asked, to the bit."""
+    import math
+
+    from core.analysis import catheter_background as cb
+    xs_all = GRID[GRID > 0]
+    with cb._tables_lock:
+        cb._tables.clear()
+    cb._step_table(xs_all[:first], cb.step_places(xs_all[:first]))
+    xs = xs_all[:then]
+    places = [(h, sd) for h, sd in cb.step_places(xs) if h - 2.5 * sd <= 0.6 * xs[-1]]
+    k, a, raw = cb._step_table(xs, places)
+    k0 = np.array([1.0 / (math.sqrt(2.0) * sd) for _, sd in places])[:, None]
+    a0 = np.array([h for h, _ in places])[:, None]
+    raw0 = 0.5 * (cb._erf((xs[None, :] - a0) * k0) - cb._erf((-xs[None, :] - a0) * k0)).astype(float)
+    np.testing.assert_array_equal(k, k0)
+    np.testing.assert_array_equal(a, a0)
+    np.testing.assert_array_equal(raw, raw0)
