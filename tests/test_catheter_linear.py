@@ -1,7 +1,7 @@
 """The catheter fit's fast linear model (core/analysis/catheter_linear.py, ext/_tube.pyx) against the plain
-path it replaced in core/analysis/catheter_fit.py (_sampling, _pixel_chord, _blur, _misfit), and the
-vectorised bilinear sampler against the loops it replaced. Seeded geometry: stations at any angle and phase,
-blurs from none to the grid's widest, solid and hollow tubes, an offset or a quadratic background."""
+path it replaced (core/analysis/catheter_sampling.py's blur_sampling and blur, catheter_fit's _pixel_chord and
+_misfit), and the vectorised bilinear sampler against the loops it replaced. Seeded geometry: stations at any
+angle and phase, blurs from none to the grid's widest, solid and hollow tubes, an offset or a quadratic background."""
 from __future__ import annotations
 
 import importlib.machinery
@@ -12,23 +12,19 @@ import pytest
 import ext._tube
 from core.analysis import catheter_linear
 from core.analysis.catheter_background import background_basis
-from core.analysis.catheter_fit import (
-    DENSE_LUMEN_MAX,
-    FINE_PX,
-    LUMEN_MAX,
-    _bin_chord,
-    _blur,
-    _box,
-    _kernel,
-    _misfit,
-    _pixel_chord,
-    _sample,
-    _sampling,
-    _target,
-    bilinear_sampler,
-    fine_grid,
-)
+from core.analysis.catheter_fit import DENSE_LUMEN_MAX, LUMEN_MAX, _misfit, _pixel_chord, _target
 from core.analysis.catheter_linear import LinearTube, misfit_one
+from core.analysis.catheter_sampling import (
+    FINE_PX,
+    bilinear_sampler,
+    bin_chord,
+    blur,
+    blur_sampling,
+    box_kernel,
+    fine_grid,
+    gauss_kernel,
+    sample_at,
+)
 
 GRID = np.arange(-26.0, 26.0 + 1e-9, 0.25)      # catheter_profile's profile samples (max_px 40)
 ALONG = np.array([-0.25, 0.25])
@@ -44,7 +40,7 @@ def _geometry(rng, width=6.0, stations=24):
     fine = fine_grid(across, width)
     weights = bilinear_sampler(fine, across, xy, n, t, rng.normal(0.0, 0.3, stations), ALONG, GRID)
     weights = 0.5 * (weights + weights[::-1])        # as fit_tube symmetrises them
-    pixel = np.convolve(_box(abs(n[0, 0])), _box(abs(n[0, 1])))
+    pixel = np.convolve(box_kernel(abs(n[0, 0])), box_kernel(abs(n[0, 1])))
     return across, fine, weights, pixel
 
 
@@ -101,18 +97,18 @@ def test_sampler_equals_the_loops_to_the_bit(seed):
 @pytest.mark.parametrize("sd", [0.0, 0.03, 0.3, 1.0, 2.5])
 def test_folded_sampling_reads_as_the_plain_path(seed, sd):
     """sampling(sd) @ chord == weights blurred (no blur under FINE_PX) @ (pixel * chord), and read_blurred ==
-    weights @ _blur(pixel * chord) (no blur under half a sample), for radii from a tenth of a px to past the
+    weights @ blur(pixel * chord) (no blur under half a sample), for radii from a tenth of a px to past the
     window."""
     rng = np.random.default_rng(seed)
     across, fine, weights, pixel = _geometry(rng, width=rng.uniform(3.0, 12.0))
-    lin = LinearTube(fine, weights, pixel, _kernel, _bin_chord, FINE_PX)
-    plain = _sampling(across, fine, weights, np.array([sd]))[0]
+    lin = LinearTube(fine, weights, pixel, gauss_kernel, bin_chord, FINE_PX)
+    plain = blur_sampling(across, fine, weights, np.array([sd]))[0]
     for R in (0.1, 1.0, rng.uniform(1.5, 6.0), 9.0):
         want = plain @ _pixel_chord(fine, R, pixel)
         got = lin.read(lin.sampling(sd), R)
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
         blurred = lin.read_blurred(R, sd)
-        want = _sample(across, fine, weights, _blur(_pixel_chord(fine, R, pixel), sd / FINE_PX))
+        want = sample_at(across, fine, weights, blur(_pixel_chord(fine, R, pixel), sd / FINE_PX))
         np.testing.assert_allclose(blurred, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
 
 
@@ -125,23 +121,23 @@ def test_compiled_misfit_equals_reference_and_plain(seed, quadratic, lumen_max):
     from the profile (the bounds' edges taken)."""
     rng = np.random.default_rng(100 + seed)
     across, fine, weights, pixel = _geometry(rng, width=rng.uniform(4.0, 10.0))
-    fast = LinearTube(fine, weights, pixel, _kernel, _bin_chord, FINE_PX)
-    ref = LinearTube(fine, weights, pixel, _kernel, _bin_chord, FINE_PX, impl="reference")
+    fast = LinearTube(fine, weights, pixel, gauss_kernel, bin_chord, FINE_PX)
+    ref = LinearTube(fine, weights, pixel, gauss_kernel, bin_chord, FINE_PX, impl="reference")
     true_r = rng.uniform(2.0, 4.5)
-    plain = _sampling(across, fine, weights, np.array([0.8]))[0]
+    plain = blur_sampling(across, fine, weights, np.array([0.8]))[0]
     profile = plain @ (0.7 * _pixel_chord(fine, true_r, pixel) - 0.5 * _pixel_chord(fine, 0.7 * true_r, pixel))
     profile = profile + rng.normal(0.0, 0.01, len(profile)) + 0.3 + 0.02 * across
     target = _target(profile, background_basis(across, quadratic), lumen_max)
     checked = 0
     for R, q in [(true_r, 0.7), (0.8 * true_r, 0.0), (1.3 * true_r, 0.9), (true_r, 0.97), (0.3, 0.5)]:
         for sd in (0.0, 0.02, 0.5, 1.7):
-            m_fast, m_plain = fast.sampling(sd), _sampling(across, fine, weights, np.array([sd]))[0]
+            m_fast, m_plain = fast.sampling(sd), blur_sampling(across, fine, weights, np.array([sd]))[0]
             want = float(_misfit(m_plain @ _pixel_chord(fine, R, pixel), m_plain @ _pixel_chord(fine, q * R, pixel),
                                  target))
             for got in (fast.misfit(m_fast, R, q * R, target), ref.misfit(m_fast, R, q * R, target)):
                 assert got == pytest.approx(want, rel=1e-8, abs=1e-12 * target[1])
-            want_b = float(_misfit(_sample(across, fine, weights, _blur(_pixel_chord(fine, R, pixel), sd / FINE_PX)),
-                                   _sample(across, fine, weights, _blur(_pixel_chord(fine, q * R, pixel),
+            want_b = float(_misfit(sample_at(across, fine, weights, blur(_pixel_chord(fine, R, pixel), sd / FINE_PX)),
+                                   sample_at(across, fine, weights, blur(_pixel_chord(fine, q * R, pixel),
                                                                         sd / FINE_PX)), target))
             for got in (fast.misfit_blurred(R, q * R, sd, target), ref.misfit_blurred(R, q * R, sd, target)):
                 assert got == pytest.approx(want_b, rel=1e-8, abs=1e-12 * target[1])
@@ -162,12 +158,12 @@ def test_misfit_one_is_misfit_of_one_tube():
 def test_blurred_chord_leaving_the_grid_is_refused_not_truncated():
     rng = np.random.default_rng(3)
     across, fine, weights, pixel = _geometry(rng)
-    lin = LinearTube(fine, weights, pixel, _kernel, _bin_chord, FINE_PX)
+    lin = LinearTube(fine, weights, pixel, gauss_kernel, bin_chord, FINE_PX)
     target = _target(np.ones(len(across)), background_basis(across, False))
     assert lin.read_blurred(fine[-1], 2.5) is None
     assert lin.misfit_blurred(fine[-1], 0.0, 2.5, target) is None
     with pytest.raises(ValueError):
-        LinearTube(fine, weights[:, :-1], pixel, _kernel, _bin_chord, FINE_PX)
+        LinearTube(fine, weights[:, :-1], pixel, gauss_kernel, bin_chord, FINE_PX)
 
 
 @pytest.mark.parametrize("first, then", [(40, 36), (36, 40), (52, 52)])

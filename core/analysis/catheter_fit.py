@@ -19,7 +19,6 @@ phantom's unblurred catheters), ``ambiguous_px`` says how far the width runs alo
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -28,6 +27,18 @@ import numpy as np
 from core.analysis.catheter_background import background_basis
 from core.analysis.catheter_linear import LinearTube
 from core.analysis.catheter_ln import LnTube
+from core.analysis.catheter_sampling import (
+    FINE_PX,
+    MAX_BLUR_SD,
+    bin_chord,
+    blur,
+    blur_sampling,
+    box_kernel,
+    fine_grid,
+    gauss_kernel,
+    sample_at,
+    tent_kernel,
+)
 from core.analysis.catheter_valley import blur_scan, choose, width_span
 from core.analysis.simplex import simplex
 
@@ -35,8 +46,7 @@ R_STEPS = np.linspace(0.7, 1.5, 27)      # outer radius tried, relative to the f
 Q_STEPS = np.linspace(0.0, 0.9, 10)      # inner / outer radius: solid to thin-walled
 MAX_INNER = 0.97                         # the thinnest wall the searches go to (inner / outer radius)
 WALL_AT_LIMIT = MAX_INNER - 0.02         # a fit this thin-walled ran to that limit: not a tube there
-SIGMA_STEPS = np.linspace(0.0, 2.5, 11)  # detector blur sd (px)
-FINE_PX = 0.05                           # the model's grid
+SIGMA_STEPS = np.linspace(0.0, MAX_BLUR_SD, 11)  # detector blur sd (px)
 REFINE_STARTS = 3                        # simplex searches from the grid's best radii
 LUMEN_MAX = 1.0                          # the lumen's attenuation per px at most this many times the wall's,
 DENSE_LUMEN_MAX = 2.0                    # or this many when that fits much better (contrast-filled)
@@ -80,7 +90,8 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     ``ambiguous_px`` those along the wall/blur valley and within the pixels' own noise (``noise_var``'s
     function gives both variances). ``blur_bounds`` (lowest, measured, highest blur,
     measured elsewhere): the tube at the measured blur, the valley within the bounds; else (or when the
-    catheter's profile rules those blurs out) the least blur within ``Z2_BLUR`` variances (core.analysis.catheter_valley.choose).
+    catheter's profile rules those blurs out) the least blur within ``Z2_BLUR`` variances
+    (core.analysis.catheter_valley.choose).
     Solid: ``blur_range_px``, the blurs within ``Z2`` variances.
 
     ``sampler``: (fine grid, (N, F) weights) from ``bilinear_sampler``, the exact map from the tube's
@@ -99,16 +110,16 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     nx, ny = abs(float(normal[0])), abs(float(normal[1]))
     if sampler is None:
         fine = fine_grid(x, width_guess)
-        pixel = np.convolve(np.convolve(_box(nx), _box(ny)), np.convolve(_tent(nx), _tent(ny)))
+        pixel = np.convolve(np.convolve(box_kernel(nx), box_kernel(ny)), np.convolve(tent_kernel(nx), tent_kernel(ny)))
         weights = None
     else:
         fine, weights = sampler
         weights = 0.5 * (weights + weights[::-1])  # as the profile (the model's offset centre then cancels alike)
-        pixel = np.convolve(_box(nx), _box(ny))
+        pixel = np.convolve(box_kernel(nx), box_kernel(ny))
     radii = 0.5 * width_guess * R_STEPS
     ln = _ln_model(x, fine, weights, nx, ny, 1.5 * radii[-1]) if ln_profile else None
     # The linear model's operators folded once for all the fits below (core.analysis.catheter_linear).
-    lin = None if weights is None else LinearTube(fine, weights, pixel, _kernel, _bin_chord, FINE_PX)
+    lin = None if weights is None else LinearTube(fine, weights, pixel, gauss_kernel, bin_chord, FINE_PX)
     r_step = float(radii[1] - radii[0])
     amp = float(np.max(p) - np.min(p))
 
@@ -214,7 +225,7 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
     sigmas = SIGMA_STEPS if sd_fixed is None else np.array([float(sd_fixed)])
     q_steps = Q_STEPS[:1] if solid else Q_STEPS
     if lin is None:
-        sampling = _sampling(x, fine, weights, sigmas)             # (S, N, F): blur, then sample
+        sampling = blur_sampling(x, fine, weights, sigmas)             # (S, N, F): blur, then sample
     else:       # (S, N, F'): the pixel folded in as well, over the columns the widest tube reaches
         sampling, first = lin.grid_sampling(sigmas, float(np.max(radii)))
     cost = np.empty(len(radii))
@@ -227,7 +238,7 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
         else:                   # only where the widest chord is not zero
             lo, hi = lin.support(R)
             sub = sampling[:, :, lo - first:hi - first]
-            chords = lambda r, g=fine[lo:hi]: _bin_chord(g, r)     # noqa: E731
+            chords = lambda r, g=fine[lo:hi]: bin_chord(g, r)     # noqa: E731
             outer = sub @ chords(R)
         if solid:
             inner = np.zeros((len(sigmas), 1, len(x)))
@@ -260,8 +271,8 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
             f = lin.misfit_blurred(R, q * R, sd, target)
             if f is not None:
                 return f
-        o = _sample(x, fine, weights, _blur(_pixel_chord(fine, R, pixel), sd / FINE_PX))
-        n = _sample(x, fine, weights, _blur(_pixel_chord(fine, q * R, pixel), sd / FINE_PX))
+        o = sample_at(x, fine, weights, blur(_pixel_chord(fine, R, pixel), sd / FINE_PX))
+        n = sample_at(x, fine, weights, blur(_pixel_chord(fine, q * R, pixel), sd / FINE_PX))
         return float(_misfit(o, n, target))
 
     order = np.argsort(cost)[:REFINE_STARTS]
@@ -278,11 +289,11 @@ def _ln_model(x: np.ndarray, fine: np.ndarray, weights: np.ndarray | None, nx: f
     """The ln-profile model: the pixel's box before the log, the sampling after it (the sampler's weights, or
     linear interpolation after the phase-averaged tent)."""
     if weights is None:
-        tent = np.convolve(_tent(nx), _tent(ny))
-        post = np.array([np.convolve(row, tent, mode="same") for row in _sampling(x, fine, None, np.zeros(1))[0]])
+        tent = np.convolve(tent_kernel(nx), tent_kernel(ny))
+        post = np.array([np.convolve(row, tent, mode="same") for row in blur_sampling(x, fine, None, np.zeros(1))[0]])
     else:
         post = weights
-    return LnTube(fine, post, np.convolve(_box(nx), _box(ny)), _kernel, _bin_chord, FINE_PX, reach)
+    return LnTube(fine, post, np.convolve(box_kernel(nx), box_kernel(ny)), gauss_kernel, bin_chord, FINE_PX, reach)
 
 
 def _target(p: np.ndarray, basis: np.ndarray, lumen_max: float = LUMEN_MAX) -> tuple:
@@ -305,7 +316,7 @@ def _fixed_blur_cost(x, fine, weights, pixel, target, sd: float, solid: bool = F
                 return math.inf
             return lin.misfit(mp, R, q * R, target)
         return cost_lin
-    m = None if ln is not None else _sampling(x, fine, weights, np.array([sd]))[0]
+    m = None if ln is not None else blur_sampling(x, fine, weights, np.array([sd]))[0]
 
     def cost(v: np.ndarray) -> float:
         R, q = float(v[0]), (0.0 if solid else float(v[1]))
@@ -318,7 +329,7 @@ def _fixed_blur_cost(x, fine, weights, pixel, target, sd: float, solid: bool = F
 
 
 def _pixel_chord(fine: np.ndarray, R: float, pixel: np.ndarray) -> np.ndarray:
-    return np.convolve(_bin_chord(fine, R), pixel, mode="same")
+    return np.convolve(bin_chord(fine, R), pixel, mode="same")
 
 
 def _misfit(outer: np.ndarray, inner: np.ndarray, target: tuple) -> np.ndarray:
@@ -343,137 +354,3 @@ def _misfit(outer: np.ndarray, inner: np.ndarray, target: tuple) -> np.ndarray:
         hp = op + k * np_
         best = np.minimum(best, np.where((hp > 0) & (hh > 0), pp - hp * hp / np.where(hh > 0, hh, 1.0), pp))
     return best
-
-
-def fine_grid(across: np.ndarray, width_guess: float) -> np.ndarray:
-    """The model's grid for a profile sampled at ``across``: room for the widest blur either side."""
-    pad = 0.8 * width_guess + 4.0 * SIGMA_STEPS[-1] + 2.0
-    return np.arange(across[0] - pad, across[-1] + pad + FINE_PX / 2, FINE_PX)
-
-
-def bilinear_sampler(fine: np.ndarray, across: np.ndarray, xy: np.ndarray, normal: np.ndarray,
-                     tangent: np.ndarray, centres: np.ndarray, along: np.ndarray, grid_across: np.ndarray) -> np.ndarray:
-    """(N, F) weights: the mean over stations of the profiles sampled bilinearly at ``xy + a normal + b
-    tangent`` (``a`` on ``grid_across``, averaged over ``b`` in ``along``), each then read at ``across +
-    centre`` by linear interpolation, as a linear map of a profile g(d) on ``fine`` (d: distance from the
-    tube's axis at ``xy + centre normal``), where g holds the pixel-area average. Exact for any angle and any
-    phase of the stations on the pixel grid (a catheter along a row meets the grid at one phase only).
-    Every (station, read sample, along, pixel corner, fine neighbour) term at once, summed into each weight in
-    the order of the loops it replaced (tests/test_catheter_linear.py: the same bits)."""
-    xy, normal, tangent = (np.asarray(v, dtype=float) for v in (xy, normal, tangent))
-    centres, along = np.asarray(centres, dtype=float), np.asarray(along, dtype=float)
-    n_x, F = len(across), len(fine)
-    step = float(grid_across[1] - grid_across[0])
-    pos = (across[None, :] + centres[:, None] - grid_across[0]) / step                 # (S, N)
-    j = np.clip(np.floor(pos).astype(int), 0, len(grid_across) - 2)
-    u = np.clip(pos - j, 0.0, 1.0)
-    jj = np.stack([j, j + 1], axis=1)                                                   # (S, 2, N)
-    wj = np.stack([1.0 - u, u], axis=1)
-    a = grid_across[jj][:, :, None, :]                                                  # (S, 2, 1, N)
-    b = along[None, None, :, None]                                                      # (1, 1, B, 1)
-
-    def comp(i: int) -> np.ndarray:
-        return xy[:, i, None, None, None] + a * normal[:, i, None, None, None] + b * tangent[:, i, None, None, None]
-    px, py = comp(0), comp(1)                                                           # (S, 2, B, N)
-    x0, y0 = np.floor(px), np.floor(py)
-    fx, fy = px - x0, py - y0
-    corners = ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy))
-    nx, ny = normal[:, 0, None, None, None], normal[:, 1, None, None, None]
-    p0x, p0y, c = xy[:, 0, None, None, None], xy[:, 1, None, None, None], centres[:, None, None, None]
-    idx, val = [], []
-    for dx, dy, wb in corners:
-        d = (x0 + dx - p0x) * nx + (y0 + dy - p0y) * ny - c
-        k = (d - fine[0]) / FINE_PX
-        k0 = np.clip(np.floor(k).astype(int), 0, F - 2)
-        fk = np.clip(k - k0, 0.0, 1.0)
-        w = wj[:, :, None, :] * wb / len(along)
-        idx.append(np.stack([k0, k0 + 1]))
-        val.append(np.stack([w * (1.0 - fk), w * fk]))
-    # (corner, part, S, 2, B, N) -> the loops' order: station, read sample's neighbour, along, corner, part, row
-    idx = np.stack(idx).transpose(2, 3, 4, 0, 1, 5)
-    val = np.stack(val).transpose(2, 3, 4, 0, 1, 5)
-    flat = (np.arange(n_x) * F + idx).ravel()
-    W = np.bincount(flat, weights=val.ravel(), minlength=n_x * F).reshape(n_x, F)
-    return W / len(xy)
-
-
-def _sample(x: np.ndarray, fine: np.ndarray, weights: np.ndarray | None, g: np.ndarray) -> np.ndarray:
-    return np.interp(x, fine, g) if weights is None else weights @ g
-
-
-def _sampling(x: np.ndarray, fine: np.ndarray, weights: np.ndarray | None, sigmas: np.ndarray) -> np.ndarray:
-    """(S, N, F): for each blur of ``sigmas``, the weights of the fine grid in each sample at ``x``."""
-    out = np.empty((len(sigmas), len(x), len(fine)))
-    if weights is not None:
-        for i, sd in enumerate(sigmas):
-            # The blur is symmetric: blurring the weights' rows is blurring the profile they read.
-            out[i] = weights if sd < FINE_PX else _blur_rows(weights, sd / FINE_PX)
-        return out
-    d = x[:, None] - fine[None, :]
-    for i, sd in enumerate(sigmas):
-        if sd < FINE_PX:
-            w = np.clip(1.0 - np.abs(d) / FINE_PX, 0.0, None)      # linear interpolation
-        else:
-            w = np.exp(-0.5 * (d / sd) ** 2)
-        out[i] = w / w.sum(axis=1, keepdims=True)
-    return out
-
-
-def _box(width: float) -> np.ndarray:
-    """A box ``width`` px wide on the fine grid (unit sum), its end samples partly in: odd length, so centred
-    (an even kernel would shift the model by half a sample: 1-2% misfit at a sharp edge)."""
-    half = 0.5 * width / FINE_PX
-    m = int(math.ceil(half - 0.5)) if half > 0.5 else 0
-    k = np.clip(half + 0.5 - np.abs(np.arange(-m, m + 1)), 0.0, 1.0)
-    return k / k.sum()
-
-
-def _tent(half: float) -> np.ndarray:
-    n = int(round(half / FINE_PX))
-    if n < 1:
-        return np.ones(1)
-    k = 1.0 - np.abs(np.arange(-n, n + 1)) / n
-    return k / k.sum()
-
-
-def _bin_chord(fine: np.ndarray, R: float) -> np.ndarray:
-    """Mean of the chord 2 sqrt(R^2 - x^2) over each fine sample's bin (exact: the singular edge is integrated)."""
-    if R <= 0:
-        return np.zeros(fine.shape)
-    lo, hi = fine - FINE_PX / 2, fine + FINE_PX / 2
-
-    def F(x):
-        x = np.clip(x, -R, R)
-        return x * np.sqrt(R * R - x * x) + R * R * np.arcsin(x / R)
-    return (F(hi) - F(lo)) / (hi - lo)
-
-
-@functools.lru_cache(maxsize=512)
-def _kernel(sd_samples: float) -> np.ndarray:
-    """Gaussian of sd ``sd_samples`` (in samples), integrated over each sample's bin, unit sum."""
-    r = max(1, int(math.ceil(4 * sd_samples)))
-    edges = (np.arange(-r, r + 2) - 0.5) / (sd_samples * math.sqrt(2.0))
-    k = np.diff(0.5 * (1.0 + np.array([math.erf(e) for e in edges])))
-    return k / k.sum()
-
-
-def _blur(v: np.ndarray, sd_samples: float) -> np.ndarray:
-    """``v`` blurred by ``_kernel(sd_samples)``; the ends continued."""
-    if sd_samples < 0.5:
-        return v
-    k = _kernel(round(float(sd_samples), 9))
-    r = len(k) // 2
-    return np.convolve(np.pad(v, r, mode="edge"), k, mode="valid")
-
-
-def _blur_rows(w: np.ndarray, sd_samples: float) -> np.ndarray:
-    """Every row of ``w`` blurred as ``_blur`` does, at once (FFT). The rows are zero near their ends (the
-    fine grid has room for the widest blur), so continuing the ends is padding with zeros."""
-    if sd_samples < 0.5:
-        return w
-    k = _kernel(round(float(sd_samples), 9))
-    r = len(k) // 2
-    n = w.shape[1] + 2 * r
-    size = 1 << int(math.ceil(math.log2(n)))
-    full = np.fft.irfft(np.fft.rfft(w, size, axis=1) * np.fft.rfft(k, size)[None, :], size, axis=1)
-    return full[:, r:r + w.shape[1]]

@@ -4,7 +4,7 @@ The model is linear in the tube's chord: ``weights @ blur(pixel * chord)``. Ever
 is folded into one (N, F) matrix per blur, computed once per fit (the sampler's transform once, each blur's
 kernel with the pixel's once), and the chord is computed and multiplied only where it is not zero (a few
 radii of the fine grid, a fifth to a tenth of it). The same numbers as catheter_fit's plain path
-(``_sampling``, ``_pixel_chord``, ``_blur``, kept as the reference) up to rounding: tests/test_catheter_linear.py.
+(catheter_sampling's ``blur_sampling``, ``blur``, catheter_fit's ``_pixel_chord``, kept as the reference) up to rounding: tests/test_catheter_linear.py.
 A search's cost, the misfit of one tube, is ext/_tube.pyx's kernel (``impl="compiled"``); ``impl="reference"``
 computes it in NumPy (``read``, ``read_blurred``, ``misfit_one``).
 """
@@ -44,7 +44,7 @@ class LinearTube:
 
     # -- the sampling with the blur and the pixel folded in -------------------------------------------------
     def sampling(self, sd: float) -> np.ndarray:
-        """(N, F): what ``weights @ (pixel * chord)`` reads at blur ``sd``, as catheter_fit._sampling (no blur
+        """(N, F): what ``weights @ (pixel * chord)`` reads at blur ``sd``, as catheter_sampling.blur_sampling (no blur
         under FINE_PX), the pixel folded in: ``sampling(sd) @ chord``."""
         key = ("grid", round(float(sd), 12))
         hit = self._folded.get(key)
@@ -129,7 +129,7 @@ class LinearTube:
         return m[..., lo:hi] @ self.bin_chord(self.fine[lo:hi], R)
 
     def read_blurred(self, R: float, sd: float) -> np.ndarray | None:
-        """``weights @ _blur(_pixel_chord(R), sd / fine_px)`` (catheter_fit's free-blur search: no blur under
+        """``weights @ blur(_pixel_chord(R), sd / fine_px)`` (catheter_fit's free-blur search: no blur under
         half a sample), the pixel and the blur convolved with the chord's support only; None where the blurred
         chord would reach the grid's ends (the plain path continues the ends there)."""
         if R <= 0:
@@ -143,7 +143,7 @@ class LinearTube:
         return self.weights[:, lo - r:hi + r] @ v
 
     def _blurred_kernel(self, sd: float) -> np.ndarray:
-        """The pixel, and the blur ``sd`` when it is half a sample or more (catheter_fit._blur's rule)."""
+        """The pixel, and the blur ``sd`` when it is half a sample or more (catheter_sampling.blur's rule)."""
         s = sd / self.fine_px
         key = round(float(s), 9) if s >= 0.5 else 0.0
         k = self._kernels.get(key)

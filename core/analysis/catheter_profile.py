@@ -18,7 +18,8 @@ import numpy as np
 
 from core.analysis.along_vessel import run_around
 from core.analysis.catheter_background import edge_corrections
-from core.analysis.catheter_fit import TubeFit, bilinear_sampler, fine_grid, fit_tube
+from core.analysis.catheter_fit import TubeFit, fit_tube
+from core.analysis.catheter_sampling import bilinear_sampler, fine_grid
 from core.analysis.vessel import Stations, make_stations, sample_profiles
 
 __all__ = ["catheter_width_px", "catheter_fit", "catheter_fit_width", "MAX_CATHETER_PX"]
@@ -102,7 +103,7 @@ def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray
                        solid: bool = False, ln_mask: bool = False) -> TubeFit:
     """The tube fitted to the stations' profiles ``prof``, each moved onto the catheter's axis and averaged;
     the model samples the tube exactly as those profiles sampled the image
-    (core.analysis.catheter_fit.bilinear_sampler). The axis: the straight line through the edge midpoints
+    (core.analysis.catheter_sampling.bilinear_sampler). The axis: the straight line through the edge midpoints
     ``centres``, then each station's offset from the mean profile (``_refine_centres``) smoothed by a
     parabola (a catheter curves gently over a few tens of px). ``blur_bounds``, ``solid``, ``ln_mask``: as
     fit_tube's blur_bounds, solid, ln_profile."""

@@ -13,7 +13,7 @@ six straight pieces' median, and its catheter was refused), and a taper too (a s
   so with most pieces smeared the clean ones still give it.
 Not done: a taper taken out by sampling each station at its width's scale (tried: on that tapered vein the
 pieces still read 0.01-0.19 px at blur 0, half of them as before, likely because the bilinear sampler,
-catheter_fit.bilinear_sampler, then models the samples where they were not: on a vein along the pixel grid
+catheter_sampling.bilinear_sampler, then models the samples where they were not: on a vein along the pixel grid
 the phase matters); it needs the sampler to take each station's scale.
 """
 from __future__ import annotations
