@@ -79,7 +79,9 @@ def reference_fit(s: np.ndarray, width: np.ndarray, d_typ: float, deg: int | Non
     first, last = np.flatnonzero(ok)[[0, -1]]
     fit[:first] = np.nan
     fit[last + 1:] = np.nan
-    return np.maximum(fit, 1.0), use
+    # Ridden over or not, a station within FIT_LOW of the vein is patent for what follows (the lumen's density,
+    # the vein's blur beside a device).
+    return np.maximum(fit, 1.0), use | below
 
 
 def _sags(fit: np.ndarray) -> bool:
@@ -128,7 +130,9 @@ def follow_steps(fit: np.ndarray, diameter: np.ndarray, s: np.ndarray, d_typ: fl
     measured = np.flatnonzero(np.isfinite(env) & np.isfinite(fit))
     if measured.size:
         below = np.zeros(len(fit), dtype=bool)
-        below[measured] = env[measured] < fit[measured]
+        # Below by more than the blend's dead zone: a fit riding the diameters' upper side lies a hair above
+        # them at the vessel's end, which made a long lesion's dip run to the end and the envelope take it.
+        below[measured] = env[measured] < (1.0 - STEP_GAP) * fit[measured]
         reach = max(2, 2 * half)
         for lo, hi in runs(below):
             if lo <= measured[0] or hi - 1 >= measured[-1]:
