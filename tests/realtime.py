@@ -13,6 +13,7 @@ below. `pytestmark = pytest.mark.realtime` or `@pytest.mark.realtime` marks one 
 from __future__ import annotations
 
 import dis
+import importlib
 import inspect
 import sys
 import types
@@ -21,7 +22,7 @@ from functools import cache
 import pytest
 
 # Modules whose use means live I/O, processes, threads or the clock (any attribute of them: subprocess.run,
-# os-free ptys, time.sleep, threading.Thread, socket.socket, serial.serial_for_url("injsim://...")).
+# pty.openpty, time.sleep, threading.Thread, socket.socket, serial.serial_for_url).
 LIVE_MODULES = (
     "asyncio", "multiprocessing", "pty", "selectors", "signal", "socket", "subprocess", "threading", "time",
     "serial", "uvicorn", "playwright.sync_api", "fastapi.testclient", "starlette.testclient",
@@ -53,7 +54,6 @@ LIVE_URLS = ("injsim://", "socket://", "rfc2217://", "loop://")
 @cache
 def _live_things() -> tuple[frozenset[int], tuple[type, ...]]:
     """ids of the live modules and objects (those importable here), and the live classes (subclasses count)."""
-    import importlib
     ids, classes = set(), []
     for name in LIVE_MODULES:
         module = sys.modules.get(name)
