@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.realtime import mark_realtime
 from tests.shared_procedure import ProcedurePass, run_procedure_pass
 
 
@@ -14,12 +15,16 @@ def procedure_pass(tmp_path_factory) -> ProcedurePass:
     return run_procedure_pass(tmp_path_factory.mktemp("procedure") / "data")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into scheduling groups
+@pytest.hookimpl(tryfirst=True)  # before -m selects on `realtime` and xdist turns the marks into groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under `--dist loadgroup` (README's command) every test without a group is scheduled on its own, so the
+    """Every test that runs in real time gets the `realtime` mark (tests/realtime.py), so README's command
+    runs it in the second phase, alone, not beside a CPU-bound test on the other worker.
+
+    Under `--dist loadgroup` (README's command) every test without a group is scheduled on its own, so the
     tests of one module would alternate between the workers and each worker would build the module's fixtures
     (a server, a phantom stack) again. A test using one of our module- or session-scoped fixtures joins that
     fixture's group instead: built once, on one worker. Tests marked `xdist_group` by hand keep their group."""
+    mark_realtime(items)
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             group = shared_fixture_group(item)
