@@ -6,9 +6,8 @@ with the stations clearly below it left out (a narrowing only lowers the diamete
 (a branch's junction), so the narrowed part does not pull it down. A quadratic that sags inside the vessel
 below its ends, or spans a long gap of left-out stations, is a long lesion's shape: then a taper (linear)
 started from the diameters' upper side (asymmetric least squares), riding over the lesion's shoulders just below
-the vein. Where the vein steps (a confluence) the
-upper envelope takes over, except in a dip that regains the fit's level on both sides: that is a lesion
-longer than the envelope bridges.
+the vein. Where the vein steps (a confluence) the upper envelope takes over, except in a dip that regains the
+fit's level on both sides (that is a lesion longer than the envelope bridges) and a branch's junction.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ HEADLINE = ("run_id", "calibration", "mm_per_px", "reference_diameter_px", "refe
             "warnings")
 WAIT_S = 10.0
 RESUMED_KINDS = ("vessel_sizing", "calibration_set", "centerline_set", "display_gain")
-MAX_RESUMED_EVENTS = 1000   # of those kinds in one procedure: a procedure has a handful
+MAX_RESUMED_EVENTS = 1000   # of those kinds in one procedure: a handful, plus a display_gain per contrast run
 MIN_REGISTRATION_SCORE = 0.35   # as clearance pairs a run with its baseline (ClearanceTracker.min_score)
 
 
