@@ -25,11 +25,14 @@ cdef inline double _F(double x, double R) noexcept nogil:
 @cython.wraparound(False)
 @cython.cdivision(True)
 cdef int _read(const double[:, ::1] m, const double* fine, Py_ssize_t nf, double step, double R,
-               const double* kern, Py_ssize_t nk, double* out, double* work) noexcept nogil:
+               const double* kern, Py_ssize_t nk, double* out, double* work, bint mirrored) noexcept nogil:
     """``out`` (N) = m @ (chord(R) convolved with kern), over the chord's support; 1 where the convolved chord
-    would leave the grid (kernel longer than one sample), else 0."""
-    cdef Py_ssize_t n = m.shape[0], lo, hi, j, i, t, t0, t1, r = nk // 2, w
+    would leave the grid (kernel longer than one sample), else 0. ``mirrored``: m's rows read the same backwards
+    (row i is row N-1-i), so the first half is computed and copied."""
+    cdef Py_ssize_t n = m.shape[0], lo, hi, j, i, t, t0, t1, r = nk // 2, w, rows = n
     cdef double reach, a, b, acc
+    if mirrored:
+        rows = (n + 1) // 2
     for i in range(n):
         out[i] = 0.0
     if R <= 0:
@@ -56,17 +59,19 @@ cdef int _read(const double[:, ::1] m, const double* fine, Py_ssize_t nf, double
             for t in range(t0, t1):
                 acc = acc + work[j - t] * kern[t]
             work[w + j] = acc
-        for i in range(n):
+        for i in range(rows):
             acc = 0.0
             for j in range(w + nk - 1):
                 acc = acc + m[i, lo - r + j] * work[w + j]
             out[i] = acc
     else:
-        for i in range(n):
+        for i in range(rows):
             acc = 0.0
             for j in range(w):
                 acc = acc + m[i, lo + j] * work[j] * kern[0]
             out[i] = acc
+    for i in range(rows, n):
+        out[i] = out[n - 1 - i]
     return 0
 
 
@@ -75,11 +80,12 @@ cdef int _read(const double[:, ::1] m, const double* fine, Py_ssize_t nf, double
 @cython.cdivision(True)
 def tube_misfit(const double[:, ::1] m, const double[::1] fine, double step, double R, double r_inner,
                 const double[::1] kern, const double[::1] pc, double pp, const double[:, ::1] basis,
-                double lumen_max):
+                double lumen_max, bint mirrored=False):
     """Sum of squares left by the best ``a outer + b inner + background`` where ``outer``/``inner`` are
     ``m @ (chord * kern)`` of the discs of radius ``R`` / ``r_inner`` (catheter_fit._misfit's bounds: a >= 0,
     0 <= a + b <= lumen_max a); ``pc`` the profile, orthogonal to ``basis`` (N, B, orthonormal), ``pp`` its sum
-    of squares. NaN where a convolved chord would leave the grid (the caller's plain path continues its ends)."""
+    of squares. NaN where a convolved chord would leave the grid (the caller's plain path continues its ends).
+    ``mirrored``: m's rows read the same backwards (catheter_fit symmetrises its sampler): half the products."""
     cdef Py_ssize_t n = m.shape[0], nf = fine.shape[0], nb = basis.shape[1], nk = kern.shape[0]
     cdef Py_ssize_t i, k, need = 2 * (nf + nk) + 2 * n
     cdef double* buf = <double*>malloc(need * sizeof(double))
@@ -93,9 +99,9 @@ def tube_misfit(const double[:, ::1] m, const double[::1] fine, double step, dou
         raise MemoryError()
     try:
         with nogil:
-            bad = _read(m, &fine[0], nf, step, R, &kern[0], nk, o, work)
+            bad = _read(m, &fine[0], nf, step, R, &kern[0], nk, o, work, mirrored)
             if bad == 0:
-                bad = _read(m, &fine[0], nf, step, r_inner, &kern[0], nk, q, work)
+                bad = _read(m, &fine[0], nf, step, r_inner, &kern[0], nk, q, work, mirrored)
             if bad == 0:
                 for k in range(nb):
                     po = 0.0

@@ -14,10 +14,12 @@ from core.analysis import catheter_linear
 from core.analysis.catheter_background import background_basis
 from core.analysis.catheter_fit import DENSE_LUMEN_MAX, LUMEN_MAX, _misfit, _pixel_chord, _target
 from core.analysis.catheter_linear import LinearTube, misfit_one
+from core.analysis.catheter_profile import shifted
 from core.analysis.catheter_sampling import (
     FINE_PX,
     bilinear_sampler,
     bin_chord,
+    bin_chords,
     blur,
     blur_sampling,
     box_kernel,
@@ -186,3 +188,57 @@ def test_bone_edge_step_table_read_back_is_the_direct_formula(first, then):
     np.testing.assert_array_equal(k, k0)
     np.testing.assert_array_equal(a, a0)
     np.testing.assert_array_equal(raw, raw0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mirrored_rows_are_computed_once_with_the_same_numbers(seed):
+    """fit_tube's symmetrised sampler reads the same backwards: LinearTube computes half its rows (the folded
+    samplings' FFTs and the kernel's products) and copies the rest, bit for bit what all rows give; a sampler
+    that does not read the same backwards is computed whole and still matches the reference."""
+    rng = np.random.default_rng(200 + seed)
+    across, fine, weights, pixel = _geometry(rng, width=rng.uniform(4.0, 12.0))
+    mirrored = LinearTube(fine, weights, pixel, gauss_kernel, bin_chord, FINE_PX)
+    assert mirrored._mirror
+    target = _target(np.exp(-across ** 2 / 8.0) + rng.normal(0.0, 0.01, len(across)), background_basis(across, False))
+    pc, pp, basis, lumen_max = target
+    every_row = LinearTube(fine, weights, pixel, gauss_kernel, bin_chord, FINE_PX)
+    every_row._mirror = False
+    for sd in (0.0, 0.6, 1.9):
+        m = mirrored.sampling(sd)
+        np.testing.assert_array_equal(m, m[::-1])
+        np.testing.assert_array_equal(m, every_row.sampling(sd))
+        k = mirrored._blurred_kernel(sd)
+        for R, r in ((3.0, 2.1), (5.5, 0.0)):
+            args = (fine, FINE_PX, R, r)
+            rest = (pc, pp, np.ascontiguousarray(basis), lumen_max)
+            assert ext._tube.tube_misfit(m, *args, np.ones(1), *rest, True) == \
+                ext._tube.tube_misfit(m, *args, np.ones(1), *rest, False)
+            assert ext._tube.tube_misfit(weights, *args, k, *rest, True) == \
+                ext._tube.tube_misfit(weights, *args, k, *rest, False)
+    lopsided = weights.copy()
+    lopsided[0] *= 1.5
+    whole = LinearTube(fine, lopsided, pixel, gauss_kernel, bin_chord, FINE_PX)
+    ref = LinearTube(fine, lopsided, pixel, gauss_kernel, bin_chord, FINE_PX, impl="reference")
+    assert not whole._mirror
+    m = whole.sampling(0.9)
+    plain = blur_sampling(across, fine, lopsided, np.array([0.9]))[0]
+    np.testing.assert_allclose(whole.read(m, 3.0), plain @ _pixel_chord(fine, 3.0, pixel), rtol=1e-9, atol=1e-15)
+    assert whole.misfit(m, 3.0, 2.0, target) == pytest.approx(ref.misfit(m, 3.0, 2.0, target), rel=1e-9)
+    assert whole.misfit_blurred(3.0, 2.0, 0.9, target) == pytest.approx(ref.misfit_blurred(3.0, 2.0, 0.9, target),
+                                                                         rel=1e-9)
+
+
+def test_chords_of_many_radii_at_once_are_each_radius_chord():
+    fine = fine_grid(GRID[np.abs(GRID) <= 12.0], 10.0)
+    radii = np.array([0.0, 0.04, 0.5, 2.3, 7.77, 11.0])
+    np.testing.assert_array_equal(bin_chords(fine, radii), np.array([bin_chord(fine, r) for r in radii]))
+
+
+def test_profiles_shifted_at_once_are_np_interp_station_by_station():
+    """catheter_profile.shifted (all stations, all shifts in one gather) against np.interp per station."""
+    rng = np.random.default_rng(5)
+    prof = rng.normal(size=(9, len(GRID)))
+    at = GRID[None, None, :] + rng.uniform(-30.0, 30.0, (9, 4, 1))       # some past either end: held there
+    want = np.array([[np.interp(a, GRID, p) for a in row] for row, p in zip(at, prof)])
+    np.testing.assert_allclose(shifted(GRID, prof, at), want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(shifted(GRID, prof, at[:, 0]), want[:, 0], rtol=0, atol=1e-12)

@@ -31,6 +31,7 @@ from core.analysis.catheter_sampling import (
     FINE_PX,
     MAX_BLUR_SD,
     bin_chord,
+    bin_chords,
     blur,
     blur_sampling,
     box_kernel,
@@ -48,6 +49,8 @@ MAX_INNER = 0.97                         # the thinnest wall the searches go to 
 WALL_AT_LIMIT = MAX_INNER - 0.02         # a fit this thin-walled ran to that limit: not a tube there
 SIGMA_STEPS = np.linspace(0.0, MAX_BLUR_SD, 11)  # detector blur sd (px)
 REFINE_STARTS = 3                        # simplex searches from the grid's best radii
+SOLID_REFINE_STARTS = 1                  # a solid column's (radius, blur) has one valley: its best grid point
+SOLID_SIGMA_STEPS = SIGMA_STEPS[::2]     # and a coarser grid of blurs starts its search as well
 LUMEN_MAX = 1.0                          # the lumen's attenuation per px at most this many times the wall's,
 DENSE_LUMEN_MAX = 2.0                    # or this many when that fits much better (contrast-filled)
 CONTRADICTS = 4.0                        # misfit ratio at which a blur measured elsewhere is not used
@@ -64,7 +67,6 @@ class TubeFit:
     residual: float           # rms misfit / profile amplitude
     width_range_px: tuple[float, float] = (math.nan, math.nan)   # outer widths fitting within the noise
     ambiguous_px: tuple[float, float] = (math.nan, math.nan)     # widths the profile cannot tell apart (_ambiguous)
-    blur_range_px: tuple[float, float] = (math.nan, math.nan)    # blurs fitting within the noise (solid only)
     linear_inner_fraction: float = math.nan   # ln profile at a blur measured elsewhere: the linear model's q
 
 
@@ -81,7 +83,7 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     catheter (an offset, less a bone's edge (``edges``), and a quadratic when it fits much better). Every
     (radius, wall, blur) on a grid is tried (no local minimum to fall in), then simplex searches from the
     grid's best radii find the bottom.
-    ``solid``: no lumen (a vein's contrast column: its blur is what is wanted).
+    ``solid``: no lumen (a vein's contrast column: its blur is what is wanted; the best fit only).
 
     ``noise_var`` (a number, or a function of the background's basis giving it): the variance a smooth
     one-parameter change of the profile's shape is measured with (the mean profile's per-sample variance
@@ -92,7 +94,6 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
     measured elsewhere): the tube at the measured blur, the valley within the bounds; else (or when the
     catheter's profile rules those blurs out) the least blur within ``Z2_BLUR`` variances
     (core.analysis.catheter_valley.choose).
-    Solid: ``blur_range_px``, the blurs within ``Z2`` variances.
 
     ``sampler``: (fine grid, (N, F) weights) from ``bilinear_sampler``, the exact map from the tube's
     pixel-averaged profile on the fine grid to the measured samples (any angle, any phase on the pixel grid);
@@ -159,6 +160,8 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
         f, R, q, sd = fit_at(bg_blur)
         if f > 0.25 * plain[1][0]:
             target, (f, R, q, sd) = plain
+    if solid:       # a vein's column: its best blur is what is measured (vein_blur agrees the pieces' blurs)
+        return done(f, R, 0.0, sd, width_range_px=(2.0 * R, 2.0 * R))
     pixel_var = None
     if callable(noise_var):
         noise_var, pixel_var = noise_var(target[2])
@@ -195,9 +198,6 @@ def fit_tube(across: np.ndarray, profile: np.ndarray, width_guess: float,
                         _grid_fit(x, fine, weights, pixel, target, radii, solid, mid_s, lin=lin)[2])
         # The blur measured elsewhere does not fit this catheter's profile: the profile alone decides.
     scan = blur_scan(cost_at, R, q, sd, f + Z2 * unit, r_step, SIGMA_STEPS[-1])
-    if solid:       # a solid cylinder: the blur is what is measured, with the blurs its profile allows
-        ok = [t[0] for t in scan if t[1] <= f + Z2 * unit] or [sd]
-        return done(f, R, 0.0, sd, width_range_px=(2.0 * R, 2.0 * R), blur_range_px=(min(ok), max(ok)))
     f, (R, q, sd), span, valley = choose(scan, f + Z2 * unit, f + Z2_BLUR * unit, cost_at)
     return done(f, R, q, sd, width_range_px=span,
                 ambiguous_px=_ambiguous(list(valley), cost_at(sd), R, q, f, pixel_var, len(p)))
@@ -222,7 +222,7 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
     in), then simplex searches from the grid's best radii (R, wall and blur trade off along a narrow valley
     the grid's steps cut across). ``sd_fixed``: the blur held there. ``ln``: the searches fit that model.
     ``lin``: the linear model with its operators folded (the sampler's path, fast; the same numbers)."""
-    sigmas = SIGMA_STEPS if sd_fixed is None else np.array([float(sd_fixed)])
+    sigmas = (SOLID_SIGMA_STEPS if solid else SIGMA_STEPS) if sd_fixed is None else np.array([float(sd_fixed)])
     q_steps = Q_STEPS[:1] if solid else Q_STEPS
     if lin is None:
         sampling = blur_sampling(x, fine, weights, sigmas)             # (S, N, F): blur, then sample
@@ -233,17 +233,17 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
     for i, R in enumerate(radii):
         if lin is None:
             outer = sampling @ _pixel_chord(fine, R, pixel)                              # (S, N)
-            chords = lambda r: _pixel_chord(fine, r, pixel)     # noqa: E731
+            walls = lambda rs: np.array([_pixel_chord(fine, r, pixel) for r in rs])     # noqa: E731
             sub = sampling
         else:                   # only where the widest chord is not zero
             lo, hi = lin.support(R)
             sub = sampling[:, :, lo - first:hi - first]
-            chords = lambda r, g=fine[lo:hi]: bin_chord(g, r)     # noqa: E731
-            outer = sub @ chords(R)
+            walls = lambda rs, g=fine[lo:hi]: bin_chords(g, rs)     # noqa: E731
+            outer = sub @ bin_chord(fine[lo:hi], R)
         if solid:
             inner = np.zeros((len(sigmas), 1, len(x)))
         else:
-            inner = np.einsum("snf,qf->sqn", sub, np.array([chords(q * R) for q in q_steps]))  # (S, Q, N)
+            inner = np.einsum("snf,qf->sqn", sub, walls(q_steps * R))  # (S, Q, N)
         c = _misfit(outer[:, None, :], inner, target)
         k = np.unravel_index(int(np.argmin(c)), c.shape)
         cost[i] = c[k]
@@ -275,7 +275,7 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
         n = sample_at(x, fine, weights, blur(_pixel_chord(fine, q * R, pixel), sd / FINE_PX))
         return float(_misfit(o, n, target))
 
-    order = np.argsort(cost)[:REFINE_STARTS]
+    order = np.argsort(cost)[:SOLID_REFINE_STARTS if solid else REFINE_STARTS]
     step = np.array([radii[1] - radii[0], 0.05, 0.1])[free]
     f, v = min((simplex(fit_cost, np.array([radii[i], *where[i]])[free], step) for i in order),
                key=lambda r: r[0])

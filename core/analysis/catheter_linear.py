@@ -36,6 +36,8 @@ class LinearTube:
         self.fine, self.weights, self.pixel = fine, weights, np.ascontiguousarray(pixel, dtype=np.float64)
         self.kernel, self.bin_chord, self.fine_px = kernel, bin_chord, fine_px
         self._f0 = float(fine[0])
+        # Rows reading the same backwards (fit_tube symmetrises its sampler): half of every product is computed.
+        self._mirror = bool(weights.shape[0] > 1 and np.array_equal(weights, weights[::-1]))
         read = np.flatnonzero(np.any(weights != 0, axis=0))        # the columns the samples read
         self._cols = (int(read[0]), int(read[-1]) + 1) if len(read) else (0, 0)
         self._spectra: dict[int, np.ndarray] = {}
@@ -61,7 +63,7 @@ class LinearTube:
         if self.impl == "compiled":
             pc, pp, basis, lumen_max = target
             return _tube.tube_misfit(m, self.fine, self.fine_px, float(R), float(r_inner), _ONE, _c(pc),
-                                     float(pp), _c(basis), float(lumen_max))
+                                     float(pp), _c(basis), float(lumen_max), self._mirror)
         return misfit_one(self.read(m, R), self.read(m, r_inner), target)
 
     def misfit_blurred(self, R: float, r_inner: float, sd: float, target: tuple) -> float | None:
@@ -71,7 +73,7 @@ class LinearTube:
         if self.impl == "compiled":
             pc, pp, basis, lumen_max = target
             f = _tube.tube_misfit(self.weights, self.fine, self.fine_px, float(R), float(r_inner), k, _c(pc),
-                                  float(pp), _c(basis), float(lumen_max))
+                                  float(pp), _c(basis), float(lumen_max), self._mirror)
             return None if math.isnan(f) else f
         o, n = self.read_blurred(R, sd), self.read_blurred(r_inner, sd)
         return None if o is None or n is None else misfit_one(o, n, target)
@@ -89,7 +91,8 @@ class LinearTube:
         if len(k) == 1:
             return self.weights * k[0]
         r = len(k) // 2
-        f = self.weights.shape[1]
+        n, f = self.weights.shape
+        rows = (n + 1) // 2 if self._mirror else n
         a, b = self._cols
         out = np.zeros_like(self.weights)
         if b <= a:
@@ -97,10 +100,11 @@ class LinearTube:
         size = 1 << int(math.ceil(math.log2(b - a + 2 * r)))
         spec = self._spectra.get(size)
         if spec is None:
-            spec = self._spectra[size] = np.fft.rfft(self.weights[:, a:b], size, axis=1)
+            spec = self._spectra[size] = np.fft.rfft(self.weights[:rows, a:b], size, axis=1)
         full = np.fft.irfft(spec * np.fft.rfft(k, size)[None, :], size, axis=1)     # column a - r first
         lo, hi = max(0, a - r), min(f, b + r)
-        out[:, lo:hi] = full[:, lo - (a - r):hi - (a - r)]
+        out[:rows, lo:hi] = full[:, lo - (a - r):hi - (a - r)]
+        out[rows:] = out[:n - rows][::-1]
         return out
 
     # -- chords where they are not zero ---------------------------------------------------------------------

@@ -44,12 +44,14 @@ def catheter_width_px(mask: np.ndarray, points: np.ndarray) -> float:
 
 
 def catheter_fit(mask: np.ndarray, points: np.ndarray, blur_bounds: tuple[float, float, float] | None = None,
-                 solid: bool = False, max_px: float = MAX_CATHETER_PX, ln_mask: bool = False) -> TubeFit:
+                 solid: bool = False, max_px: float = MAX_CATHETER_PX, ln_mask: bool = False,
+                 blur_px: float | None = None) -> TubeFit:
     """The tube fitted to the catheter between ``points`` (catheter_width_px), with the range of outer widths
     its profile fits within the noise (TubeFit.width_range_px, ambiguous_px). ``blur_bounds``: the blur measured
     elsewhere (vessel_blur); ``solid``, ``max_px``: a solid column up to that wide (vessel_blur's pieces);
     ``ln_mask``: the mask is ln of linear counts (12/16-bit linear video), so the blur's action on the intensity
-    is modelled exactly (core.analysis.catheter_fit.fit_tube's ln_profile)."""
+    is modelled exactly (core.analysis.catheter_fit.fit_tube's ln_profile); ``blur_px``: the blur held there
+    (fit_tube's: the width only, no ranges; a third of the time)."""
     img = np.asarray(mask, dtype=np.float32)
     pts = np.asarray(points, dtype=float)
     h, w = img.shape
@@ -95,18 +97,18 @@ def catheter_fit(mask: np.ndarray, points: np.ndarray, blur_bounds: tuple[float,
     spread = 1.4826 * float(np.median(np.abs(np.asarray(widths) - np.median(widths))))
     if not (1.0 <= width <= max_px) or spread > STEADY_FRACTION * width:
         raise ValueError("catheter points are not on a catheter (no steady width between them)")
-    return catheter_fit_width(across, prof, np.asarray(centres), width, st, blur_bounds, solid, ln_mask)
+    return catheter_fit_width(across, prof, np.asarray(centres), width, st, blur_bounds, solid, ln_mask, blur_px)
 
 
 def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray, width: float,
                        stations: Stations, blur_bounds: tuple[float, float, float] | None = None,
-                       solid: bool = False, ln_mask: bool = False) -> TubeFit:
+                       solid: bool = False, ln_mask: bool = False, blur_px: float | None = None) -> TubeFit:
     """The tube fitted to the stations' profiles ``prof``, each moved onto the catheter's axis and averaged;
     the model samples the tube exactly as those profiles sampled the image
     (core.analysis.catheter_sampling.bilinear_sampler). The axis: the straight line through the edge midpoints
     ``centres``, then each station's offset from the mean profile (``_refine_centres``) smoothed by a
-    parabola (a catheter curves gently over a few tens of px). ``blur_bounds``, ``solid``, ``ln_mask``: as
-    fit_tube's blur_bounds, solid, ln_profile."""
+    parabola (a catheter curves gently over a few tens of px). ``blur_bounds``, ``solid``, ``ln_mask``,
+    ``blur_px``: as fit_tube's blur_bounds, solid, ln_profile, blur_px."""
     k = np.arange(len(centres), dtype=float)
     window = np.abs(across) <= 0.8 * width + 4.0
     line = np.polyval(np.polyfit(k, centres, 1), k)
@@ -114,7 +116,7 @@ def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray
         found = _refine_centres(across, prof, line, window)
         line = np.polyval(np.polyfit(k, found, 2), k)
     keep = np.abs(found - line) <= max(0.5, 3.0 * 1.4826 * float(np.median(np.abs(found - line))))
-    aligned = np.array([np.interp(across + c, across, p) for c, p in zip(line, prof)])
+    aligned = shifted(across, prof, across[None, :] + line[:, None])
     keep &= _typical(aligned[:, window])
     # A bone's edge in the stations, its foot reaching the window, is taken out of their mean (its sign left to
     # the fit; core.analysis.catheter_background). Leaving those stations out instead read the phantom's
@@ -123,13 +125,13 @@ def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray
     reach = float(np.max(across[window]))
     wide = np.abs(across) <= reach + EDGE_MARGIN_PX
     edges = []
-    if not solid and blur_bounds is not None:
+    if not solid and (blur_bounds is not None or blur_px is not None):
         height = EDGE_MIN_HEIGHT * float(np.ptp(aligned[keep][:, window].mean(axis=0)))
         bony, corrections, shifts = edge_corrections(across[wide], aligned[keep][:, wide], reach, height, width / 2)
         if bony.any():
             edges = [c[window[wide]] for c in corrections]
             line[keep] += shifts       # the edge moved the steepest-slope centres
-            aligned = np.array([np.interp(across + c, across, p) for c, p in zip(line, prof)])
+            aligned = shifted(across, prof, across[None, :] + line[:, None])
     line, aligned = line[keep], aligned[keep]
     fine = fine_grid(across[window], width)
     sampler = bilinear_sampler(fine, across[window], stations.xy[keep], stations.normal[keep],
@@ -139,8 +141,8 @@ def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray
     return fit_tube(across[window], mean[window], width, (float(normal[0]), float(normal[1])),
                     noise_var=lambda basis: (_mean_profile_noise(aligned[:, window], basis),
                                              _pixel_noise(aligned[:, window], basis)),
-                    sampler=(fine, sampler), blur_bounds=blur_bounds, solid=solid, ln_profile=ln_mask,
-                    edges=edges)
+                    sampler=(fine, sampler), blur_px=blur_px, blur_bounds=blur_bounds, solid=solid,
+                    ln_profile=ln_mask, edges=edges)
 
 
 def _pixel_noise(aligned: np.ndarray, basis: np.ndarray) -> float:
@@ -179,17 +181,18 @@ def _refine_centres(across: np.ndarray, prof: np.ndarray, line: np.ndarray, wind
     gradient across the catheter: a bone edge; a match of the whole profile does not)."""
     x = across[window]
     design = np.column_stack([np.ones_like(x), x])
-    proj = design @ np.linalg.pinv(design)
+    pinv = np.linalg.pinv(design)
 
-    def detrend(v: np.ndarray) -> np.ndarray:
-        return v - v @ proj.T
+    def detrend(v: np.ndarray) -> np.ndarray:       # less its least-squares line (rank 2: no L x L product)
+        return v - (v @ pinv.T) @ design.T
 
-    template = detrend(np.mean([np.interp(x + c, across, p) for c, p in zip(line, prof)], axis=0))
+    line = np.asarray(line, dtype=float)
+    template = detrend(shifted(across, prof, x[None, :] + line[:, None]).mean(axis=0))
     shifts = np.arange(-1.0, 1.0 + 1e-9, 0.125)
+    tried = detrend(shifted(across, prof, x[None, None, :] + (line[:, None] + shifts[None, :])[:, :, None]))
+    scores = tried @ template / np.maximum(np.linalg.norm(tried, axis=2), 1e-12)     # (stations, shifts)
     out = np.empty(len(line))
-    for i, (c, p) in enumerate(zip(line, prof)):
-        v = detrend(np.array([np.interp(x + c + d, across, p) for d in shifts]))
-        score = v @ template / np.maximum(np.linalg.norm(v, axis=1), 1e-12)
+    for i, (c, score) in enumerate(zip(line, scores)):
         j = int(np.argmax(score))
         off = 0.0
         if 0 < j < len(shifts) - 1:
@@ -197,6 +200,17 @@ def _refine_centres(across: np.ndarray, prof: np.ndarray, line: np.ndarray, wind
             off = 0.5 * (score[j - 1] - score[j + 1]) / den if den < 0 else 0.0
         out[i] = c + shifts[j] + float(np.clip(off, -1.0, 1.0)) * (shifts[1] - shifts[0])
     return out
+
+
+def shifted(across: np.ndarray, prof: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Each station's profile (a row of ``prof``, sampled at the evenly spaced ``across``) read at ``at`` (its
+    leading axis the stations') by linear interpolation, held at the ends: np.interp, all stations at once."""
+    step = float(across[1] - across[0])
+    t = (at - across[0]) / step
+    i = np.clip(np.floor(t).astype(int), 0, len(across) - 2)
+    u = np.clip(t - i, 0.0, 1.0)
+    rows = np.arange(len(prof)).reshape((-1,) + (1,) * (at.ndim - 1))
+    return prof[rows, i] * (1.0 - u) + prof[rows, i + 1] * u
 
 
 def _mean_profile_noise(aligned: np.ndarray, basis: np.ndarray) -> float:

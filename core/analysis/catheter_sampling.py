@@ -116,6 +116,18 @@ def bin_chord(fine: np.ndarray, R: float) -> np.ndarray:
     return (F(hi) - F(lo)) / (hi - lo)
 
 
+def bin_chords(fine: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """(len(radii), len(fine)): ``bin_chord`` of each radius at once (the fits' grid of walls)."""
+    R = np.asarray(radii, dtype=float)[:, None]
+    safe = np.where(R > 0, R, 1.0)
+    lo, hi = fine - FINE_PX / 2, fine + FINE_PX / 2
+
+    def F(x):
+        x = np.clip(x, -safe, safe)
+        return x * np.sqrt(safe * safe - x * x) + safe * safe * np.arcsin(x / safe)
+    return np.where(R > 0, (F(hi) - F(lo)) / (hi - lo), 0.0)
+
+
 @functools.lru_cache(maxsize=512)
 def gauss_kernel(sd_samples: float) -> np.ndarray:
     """Gaussian of sd ``sd_samples`` (in samples), integrated over each sample's bin, unit sum."""

@@ -51,13 +51,13 @@ def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, referenc
     across, prof = mask_profiles(mask, stations, d_ref)
     have = patent & np.isfinite(lumen.height)
     height = float(np.median(lumen.height[have])) if have.any() else math.nan
-    where = tube_stations(across, prof, axis, d_ref, height, half)
+    score, off, size = scored = tube(across, prof, axis, d_ref)
+    where = tube_stations(across, prof, axis, d_ref, height, half, scored)
     if not where.any():
         return none, math.nan
     # A device does not stop for a few stations: where its tube is missed (the narrowest point, where the
     # lumen hugs it) between two stretches, it is still there.
     where = _bridged(where, 4 * half)
-    score, off, size = tube(across, prof, axis, d_ref)
     # Through a narrowing it fills, its walls' steps read weaker (blur, the lumen hugging it): a gap however long
     # between two stretches is still the device where its tube scores all along it, if weakly (hysteresis).
     where = _followed_through(where, running_mean(score, half), WEAK_SHARE * TUBE_SHARE_OF_HEIGHT * height)
@@ -120,7 +120,7 @@ def _chord_width(mask: np.ndarray, pts: np.ndarray, blur: tuple[float, float, fl
     where that fit runs to its thinnest wall, the middle of the widths the profile cannot tell apart; NaN where
     that too runs to its thinnest wall (not a tube there)."""
     if blur is not None:
-        fit = catheter_fit(mask, pts, blur)
+        fit = catheter_fit(mask, pts, blur_px=blur[1])
         if fit.inner_fraction < WALL_AT_LIMIT:
             return fit.width_px
     fit = catheter_fit(mask, pts)

@@ -54,7 +54,7 @@ def blur_of_pieces(fits: list[TubeFit]) -> tuple[float, float, float] | None:
     """(lowest, measured, highest) blur sd (px) from pieces' solid-column fits (piece_fits, on one stretch of
     the vein or several): those fitting a round lumen and agreeing with the lower half's median; None when fewer
     than BLUR_MIN_PIECES do."""
-    found = [f for f in fits if f.residual <= BLUR_MAX_RESIDUAL and np.all(np.isfinite(f.blur_range_px))]
+    found = [f for f in fits if f.residual <= BLUR_MAX_RESIDUAL and math.isfinite(f.blur_px)]
     # Anything in a piece but a steady round lumen (a bend, a junction, a lesion's shoulder, a taper) smears its
     # edges: it reads more blur, never less (the phantom: 0.1-0.5 px on pieces at blur 0). So the pieces agreeing
     # with the lower half's median: with most pieces smeared, still the clean ones.

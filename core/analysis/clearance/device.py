@@ -142,12 +142,13 @@ TUBE_STEADY = 0.1              # its place across the lumen steady to this share
 
 
 def tube_stations(across: np.ndarray, prof: np.ndarray, axis: np.ndarray, d_ref: np.ndarray, height: float,
-                  half: int) -> np.ndarray:
+                  half: int, scored: tuple | None = None) -> np.ndarray:
     """Stations where one run's mask holds a device in the lumen, whether or not another run holds it too: a
     ``tube`` scoring above TUBE_SHARE_OF_HEIGHT of the contrast column's ``height`` (and NOISE_SD noise sd),
     at a place across the lumen steady along the vessel (a device follows the lumen; anatomy crossing the vein
-    drifts across it), over at least MIN_LENGTH_DIAMETERS."""
-    score, where, _ = tube(across, prof, axis, d_ref)
+    drifts across it), over at least MIN_LENGTH_DIAMETERS. ``scored``: ``tube``'s answer for these, when the
+    caller has it."""
+    score, where, _ = tube(across, prof, axis, d_ref) if scored is None else scored
     none = np.zeros(score.shape, dtype=bool)
     ok = np.isfinite(score)
     if ok.sum() < 5 or not (np.isfinite(height) and height > 0):
