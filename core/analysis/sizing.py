@@ -15,7 +15,8 @@
   that station. Lesion length: the contiguous length around it below 80% of the reference, from the
   interpolated crossings.
 - Compression seen edge-on looks wider and fainter: a stretch read wider than the reference with a clearly
-  lower contrast density is said in ``warnings``.
+  lower contrast density is said in ``warnings``; so is a line ending where the diameter still changes steeply,
+  inside a narrowing's shoulder (sizing_warnings).
 - Beside and inside the vein: an automatic path crossing the background to another vessel is cut and the more
   opacified vessel followed alone, its ends in the background taken off, and the sizing refused where its lesion
   would fall in a stretch of background it cannot judge: never a lumen of 0 between two vessels (sizing_path).
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.analysis.along_vessel import local_quadratic, run_around, runs
+from core.analysis.along_vessel import local_quadratic, run_around
 from core.analysis.clearance.safeguards import vessel_beside_warning
 from core.analysis.lumen import Lumen, measure_lumen, running_median
 from core.analysis.sizing_device import area_diameter, device_in_lumen
@@ -47,6 +48,7 @@ from core.analysis.sizing_path import (
     vessel_beside,
 )
 from core.analysis.sizing_reference import follow_steps, reference_fit
+from core.analysis.sizing_warnings import edge_on_warnings, end_warnings
 from core.analysis.vessel import Stations, check_centerline, make_stations
 from core.analysis.vessel_find import diameter_along, find_vessel
 
@@ -65,9 +67,6 @@ BOTTOM_NOISE_SD = 4.0        # the lesion's stretch: stenosis within this many n
 TREND_DIAMETERS = 1.0        # the noise: the stenosis' spread about a local quadratic over +-this many diameters
 LOCAL_NOISE_DIAMETERS = 2.0  # ... the whole vessel's, or that within +-this many diameters of the greatest if larger
 CENTRE_SMOOTH_DIAMETERS = 0.5  # the lesion's place across the vessel: the column's middle, median over +-this
-WIDE_FRACTION = 1.12         # edge-on compression: wider than the reference by this ...
-FAINT_FRACTION = 0.75        # ... with a contrast density below this fraction of the patent lumen's
-EDGE_ON_MIN_DIAMETERS = 0.5  # ... over at least this many diameters
 MIN_STATIONS = 8
 GUESS_STATIONS = 60          # stations sampled for the first diameter guess
 MIN_SNR = 5.0                # the contrast column's height over the noise of one profile sample
@@ -238,7 +237,8 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
         beside = vessel_beside_warning(lumen.beside, ok)
         if beside and not notes:
             sizing.warnings.append(beside)
-    sizing.warnings.extend(_edge_on_warnings(sizing, fit, used, d_typ))
+    sizing.warnings.extend(edge_on_warnings(stations, lumen, diameter, fit, used, d_typ, SPACING_PX))
+    sizing.warnings.extend(end_warnings(stations, diameter, d_typ))
     return sizing
 
 
@@ -376,26 +376,3 @@ def _lesion_span(s: np.ndarray, d: np.ndarray, ref: np.ndarray, k: int) -> tuple
 
 def _cross(s0: float, s1: float, g0: float, g1: float) -> float:
     return s0 + (s1 - s0) * g0 / (g0 - g1) if g0 != g1 else 0.5 * (s0 + s1)
-
-
-def _edge_on_warnings(sz: Sizing, fit: np.ndarray, patent: np.ndarray, d_typ: float) -> list[str]:
-    """A stretch wider than the vein's fit with clearly fainter contrast: a compression seen edge-on (the fit,
-    not the step-following reference, which follows a widening as it follows a confluence)."""
-    k = sz.lumen.density
-    k_pat = k[patent & np.isfinite(k)]
-    if k_pat.size < MIN_STATIONS:
-        return []
-    k0 = float(np.median(k_pat))
-    half = max(1, int(round(0.25 * d_typ / SPACING_PX)))
-    k_s = running_median(k, half)
-    with np.errstate(invalid="ignore"):
-        flag = (sz.diameter > WIDE_FRACTION * fit) & (k_s < FAINT_FRACTION * k0)
-    out = []
-    for a, b in runs(flag):
-        if (b - a) * SPACING_PX < EDGE_ON_MIN_DIAMETERS * d_typ:
-            continue
-        m = (a + b - 1) // 2
-        out.append(f"the vein reads wider and fainter at ({sz.stations.xy[m, 0]:.0f}, {sz.stations.xy[m, 1]:.0f}) "
-                   f"(arc {sz.stations.frac[a]:.2f}-{sz.stations.frac[b - 1]:.2f}): possibly a compression seen "
-                   "edge-on, which one projection cannot size; a second projection would show it")
-    return out
