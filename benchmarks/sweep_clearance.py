@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from core.analysis.clearance.measure import measure_runs
-from core.analysis.peak import peak_and_mask
+from core.analysis.peak import field_only, peak_and_mask
 from core.sources.phantom.cases import CASE_NAMES, make_case
 from core.sources.phantom.psf import blur_axis
 from core.sources.phantom.render import render_run
@@ -53,7 +53,7 @@ def rendered(name: str, seed: int, cache: Path | None):
     if (name, seed) in _recent:
         return _recent[(name, seed)]
     case = make_case(name, seed)
-    key = cache / f"{name}-{seed}-{_phantom_digest()}.npz" if cache else None
+    key = cache / f"{name}-{seed}-{_phantom_digest()}-field.npz" if cache else None
     if key is not None and key.exists():
         z = np.load(key)
         runs = [(z[f"peak{k}"], z[f"mask{k}"]) for k in range(len(case.configs))]
@@ -63,7 +63,7 @@ def rendered(name: str, seed: int, cache: Path | None):
             run = render_run(cfg)
             stack = FrameStack(run.frames, run.fps, cfg.intensity, 12 if cfg.intensity == "lin" else 8,
                                np.arange(run.frames.shape[0]) / run.fps, "phantom")
-            runs.append(peak_and_mask(stack))
+            runs.append(tuple(field_only(stack, *peak_and_mask(stack))))   # as the command: the field only
         if key is not None:
             np.savez_compressed(key, **{f"{w}{k}": v for k, r in enumerate(runs) for w, v in zip(("peak", "mask"), r)})
     scenes = [Scene(cfg, cfg.shift_px, cfg.thrombus_fraction).truth for cfg in case.configs]

@@ -29,7 +29,7 @@ import numpy as np
 
 from core.analysis.calibration import catheter_mm_per_px
 from core.analysis.display_gain import estimate_display_gain
-from core.analysis.peak import peak_and_mask
+from core.analysis.peak import field_only, peak_and_mask
 from core.analysis.sizing import measure_sizing
 from core.sources.phantom.features import Collateral, Device, ParallelVein
 from core.sources.phantom.psf import blur as psf_blur
@@ -138,7 +138,7 @@ def _sweep_seed(seed, blurs, modes, out, psf_at, gain_true, linear_display, elec
             stack = blurred_stack(run, intensity, blur)
         else:
             stack = blurred_stack(render_run(replace(case.config, psf_px=blur)), intensity, 0.0)
-        peak, mask = peak_and_mask(stack)
+        peak, mask = field_only(stack, *peak_and_mask(stack))     # as the command: the collimated field only
         gain, gain_note = None, ""
         if intensity == "log" and case.truth.catheter_px is not None:
             est = estimate_display_gain(stack.frames)

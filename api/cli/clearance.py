@@ -49,7 +49,7 @@ def clearance_main(baseline: str, post: str, fps: float | None, intensity: str |
     from core.analysis.clearance.figure import render_clearance_png
     from core.analysis.clearance.grading import DEFAULT_GRADES, check_thresholds, parse_segments
     from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS, check_operator_centerline, measure_runs
-    from core.analysis.peak import peak_and_mask
+    from core.analysis.peak import field_only, peak_and_mask
     from core.analysis.vessel import parse_centerline
     from core.sources.stacks import load_stack
 
@@ -69,7 +69,8 @@ def clearance_main(baseline: str, post: str, fps: float | None, intensity: str |
             if stacks[0].frames.shape[1:] != st.frames.shape[1:]:
                 raise ValueError(f"baseline frames are {stacks[0].frames.shape[2]}x{stacks[0].frames.shape[1]} but "
                                  f"post frames are {st.frames.shape[2]}x{st.frames.shape[1]}")
-        pm = [peak_and_mask(st) for st in stacks]
+        # Outside the collimated field and in the burnt-in text nothing is measured, as live.
+        pm = [field_only(st, *peak_and_mask(st)) for st in stacks]
         peaks = [p for p, _ in pm]
         if line is not None:
             line = check_operator_centerline(line, peaks[0].shape)

@@ -41,7 +41,7 @@ def vessel_main(frames: str, fps: float | None, intensity: str | None, centerlin
     from core.analysis.calibration import catheter_mm_per_px, dicom_mm_per_px, parse_catheter
     from core.analysis.clearance.measure import MAX_CENTERLINE_POINTS, check_operator_centerline
     from core.analysis.display_gain import estimate_display_gain
-    from core.analysis.peak import peak_and_mask
+    from core.analysis.peak import field_only, peak_and_mask
     from core.analysis.sizing import measure_sizing
     from core.analysis.sizing_figure import render_sizing_png
     from core.analysis.vessel import parse_centerline
@@ -58,7 +58,8 @@ def vessel_main(frames: str, fps: float | None, intensity: str | None, centerlin
             check_operator_centerline(line, (1 << 30, 1 << 30))   # too many points: said before the long load
         cath = parse_catheter(catheter) if catheter is not None else None
         stack = load_stack(frames, fps=fps, intensity=intensity)
-        peak, mask = peak_and_mask(stack)
+        # Outside the collimated field and in the burnt-in text nothing is measured, as live.
+        peak, mask = field_only(stack, *peak_and_mask(stack))
         if line is not None:
             line = check_operator_centerline(line, peak.shape)
         source, mm = None, None

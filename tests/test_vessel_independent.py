@@ -1,0 +1,92 @@
+"""Vessel sizing on an independently written phantom (tests/independent_vein.py: written from docs/domain.md and
+issue 16 alone, not from core/sources/phantom), so that a bias shared by the project's renderer and measurer
+shows. The full sweep is benchmarks/independent_sizing.py (docs/vessel-accuracy.md, session 11)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from api.cli.main import main
+from core.analysis.peak import field_only, peak_and_mask
+from core.analysis.sizing import measure_sizing
+from core.sources.stacks import FrameStack
+from tests.independent_vein import _field, make_case, render, truth
+
+
+def _stack(frames: np.ndarray, fps: float, intensity: str) -> FrameStack:
+    return FrameStack(frames, fps, intensity, 16 if intensity == "lin" else 8, np.arange(len(frames)) / fps, "t")
+
+
+@pytest.mark.parametrize("seed,shape", [(0, "cosine"), (2, "long"), (3, "asymmetric")])
+def test_without_noise_or_blur_the_renderers_truth_is_measured(seed, shape):
+    """The renderer's analytic check: with no noise and no blur the given centreline measures its truth (what is
+    left is the pixels' area and the profiles' sampling)."""
+    case = make_case(seed, shape=shape, noise=False, blur_px=0.0, catheter=False)
+    tr = truth(case)
+    run = render(case)
+    peak, mask = peak_and_mask(_stack(run.linear, run.lin_fps, "lin"))
+    res = measure_sizing(peak, case.centreline_points(), mask=mask).to_json()
+    xy = (res["lesion"]["x"], res["lesion"]["y"])
+    assert res["diameter_stenosis_pct"] == pytest.approx(tr.diameter_stenosis_pct, abs=1.5)
+    assert res["mld_px"] == pytest.approx(tr.mld_at(case, xy), rel=0.03)
+    assert res["lesion_length_px"] == pytest.approx(tr.lesion_length_px, rel=0.05)
+    assert tr.place_error(xy) <= 1.0
+
+
+def test_the_field_leaves_the_collimators_surround_and_the_text_out():
+    """Behind a linear detector's blades a little scatter arrives, noisy and without the anatomy's shadow: it
+    changes every pulse, so it is no overlay, and only the collimated field (as live) leaves it out."""
+    case = make_case(5)
+    run = render(case)
+    c, rad = _field(case.size)
+    yy, xx = np.mgrid[0:case.size, 0:case.size]
+    r = np.hypot(xx - c, yy - c)
+    for frames, fps, intensity in ((run.linear, run.lin_fps, "lin"), (run.display, run.display_fps, "log")):
+        stack = _stack(frames, fps, intensity)
+        peak, mask = peak_and_mask(stack)
+        if intensity == "lin":      # (display video's LUT may clip the surround to black: overlay already)
+            assert np.isfinite(peak[r > rad + 3]).mean() > 0.9      # the surround alone is not overlay ...
+        kept, kept_mask = field_only(stack, peak, mask)
+        assert not np.isfinite(kept[r > rad + 1]).any()             # ... the field leaves it out
+        assert not np.isfinite(kept_mask[r > rad + 1]).any()
+        assert np.isfinite(kept[r < rad - 8]).mean() > 0.97         # the field itself is kept (less the text)
+        assert not np.isfinite(kept[8:40, 8:80]).all()
+
+
+@pytest.mark.parametrize("seed,fmt", [(0, "lin"), (2, "lin"), (21, "disp")])
+def test_the_automatic_centreline_stays_in_the_field(tmp_path, capsys, seed, fmt):
+    """The command found the vessel along the field's noisy edge before it left the surround out (seed 0: refused,
+    "runs through the background"; seed 2: a 43% narrowing read as none, 152 px off; seed 21's display video, its
+    surround grey: a lesion of MLD 0, 179 px away)."""
+    case = make_case(seed)
+    tr = truth(case)
+    run = render(case)
+    frames, fps = (run.linear, run.lin_fps) if fmt == "lin" else (run.display, run.display_fps)
+    np.save(tmp_path / "run.npy", frames)
+    capsys.readouterr()
+    assert main(["vessel", str(tmp_path / "run.npy"), "--fps", f"{fps:g}", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert tr.place_error((res["lesion"]["x"], res["lesion"]["y"])) <= 8.0
+    assert res["lesion_length_px"] > 0
+    if seed != 21:      # seed 21 is a 6 px web, shorter than the blur and smoothing resolve (docs/vessel-accuracy.md)
+        assert abs(res["diameter_stenosis_pct"] - tr.diameter_stenosis_pct) <= 7.0
+
+
+def test_display_video_with_under_a_level_of_noise_is_not_overlay():
+    """At ten times fluoroscopy's dose 8-bit display video changes by under a level between pulses: 16 probed pulse
+    pairs left 9% of the field unchanged in 14 of them, read as burnt-in text, and the vessel's stations there were
+    not measured (the lesion length cut by 44%). Every pair probed, the anatomy changes often enough."""
+    case = make_case(20, dose=10.0)
+    tr = truth(case)
+    run = render(case)
+    peak, mask = peak_and_mask(_stack(run.display, run.display_fps, "log"))
+    c, rad = _field(case.size)
+    yy, xx = np.mgrid[0:case.size, 0:case.size]
+    inside = np.hypot(xx - c, yy - c) < rad - 8
+    inside[:45, :90] = False                                        # the burnt-in text's corner
+    assert np.isnan(peak[inside]).mean() < 0.005
+    res = measure_sizing(peak, case.centreline_points(), mask=mask).to_json()
+    assert res["lesion_length_px"] == pytest.approx(tr.lesion_length_px, rel=0.35)
+    assert res["diameter_stenosis_pct"] == pytest.approx(tr.diameter_stenosis_pct, abs=5.0)
