@@ -71,3 +71,10 @@ def test_small_blur_reproduces_the_second_order_term():
     w = measured_diameter(15.0, sigma)
     assert (w + 10.0 * BLUR_VAR_PX2 / w) / 15.0 < 0.975
     assert float(true_diameter(w, sigma)) == pytest.approx(15.0, rel=1e-3)
+
+
+def test_a_doubtful_blur_keeps_todays_widths():
+    from core.analysis.sizing_blur import MAX_BLUR_SPREAD_PX, trusted_blur
+    assert trusted_blur(None) is None
+    assert trusted_blur((0.9, 1.0, 1.1)) == 1.0
+    assert trusted_blur((0.8, 1.0, 0.8 + MAX_BLUR_SPREAD_PX + 0.01)) is None    # the pieces disagree
