@@ -1,7 +1,8 @@
 """Vessel sizing on one run's peak-opacity image: lumen diameter along the vein, its reference, the lesion.
 
 - Diameter per station: the half-height edges of the background-subtracted contrast column (core.analysis.lumen,
-  the same code as clearance), smoothed along the vessel as QCA smooths its edges: a short running median
+  the same code as clearance) at the blur measured on the run's vein (sizing_blur), smoothed along the vessel
+  as QCA smooths its edges: a short running median
   (outliers), then a local quadratic over +-0.2 diameters (the edges' noise comes in lumps a few stations long,
   which a median keeps; a quadratic leaves a short narrowing's curved bottom where it is).
   Where no edge is found (blurred, faint), the densitometric diameter stands in: the column's integral over the
