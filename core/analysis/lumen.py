@@ -59,6 +59,7 @@ class Lumen:
     noise: float            # opacity noise sd of one profile sample (background bands)
     beside: np.ndarray | None = None   # (M,) the highest contrast beside the column (another vessel) / its height
     crowded: np.ndarray | None = None  # (M,) another column overlaps this one: not measured
+    edge_width: np.ndarray | None = None  # (M,) half-height width / (sqrt(3) / 2), before the blur term
 
     @property
     def density(self) -> np.ndarray:
@@ -236,6 +237,7 @@ def measure_lumen(image: np.ndarray, stations: Stations, max_diameter: float, al
         width = (right - left) / HALF_WIDTH_FACTOR
     centre = 0.5 * (left + right)
     ok = np.isfinite(width) & (width > 0) & ~crowded
+    edge_width = width
     width = np.where(ok, width + 10.0 * BLUR_VAR_PX2 / np.where(ok, width, 1.0), np.nan)
     g = _gap(np.where(ok, width, 0.0))
     inside = window(across, np.nan_to_num(centre), np.nan_to_num(width) / 2 + g, limits)
@@ -250,7 +252,7 @@ def measure_lumen(image: np.ndarray, stations: Stations, max_diameter: float, al
         with np.errstate(invalid="ignore", divide="ignore"), quiet():
             near = np.where(ok, np.nanmax(np.where(outside, smooth_across(p), np.nan), axis=1) / height, nan)
     return Lumen(np.where(ok, integral, nan), np.where(ok, width, nan), np.where(ok, centre, nan),
-                 np.where(ok, height, nan), noise, near, crowded)
+                 np.where(ok, height, nan), noise, near, crowded, np.where(ok, edge_width, nan))
 
 
 def _expected_lumen(width: np.ndarray, centre: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 """Vessel sizing on one run's peak-opacity image: lumen diameter along the vein, its reference, the lesion.
 
 - Diameter per station: the half-height edges of the background-subtracted contrast column (core.analysis.lumen,
-  the same code as clearance), smoothed along the vessel as QCA smooths its edges: a short running median
+  the same code as clearance) at the blur measured on the run's vein (sizing_blur), smoothed along the vessel
+  as QCA smooths its edges: a short running median
   (outliers), then a local quadratic over +-0.2 diameters (the edges' noise comes in lumps a few stations long,
   which a median keeps; a quadratic leaves a short narrowing's curved bottom where it is).
   Where no edge is found (blurred, faint), the densitometric diameter stands in: the column's integral over the
@@ -33,7 +34,8 @@ import numpy as np
 from core.analysis.along_vessel import local_quadratic, run_around
 from core.analysis.clearance.safeguards import vessel_beside_warning
 from core.analysis.lumen import Lumen, measure_lumen, running_median
-from core.analysis.sizing_device import area_diameter, device_in_lumen
+from core.analysis.sizing_blur import lumen_at_blur, trusted_blur
+from core.analysis.sizing_device import area_diameter, device_width, find_device, vein_blur
 from core.analysis.sizing_path import (
     BESIDE_CHOICE_WARNING,
     HOP_WARNING,
@@ -178,21 +180,23 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     snr = float(np.median(lumen.height[ok])) / lumen.noise if lumen.noise > 0 else math.inf
     if not snr >= MIN_SNR:
         raise ValueError(f"no opacified vessel along the centreline (its column is {snr:.1f} noise sd high)")
-    d_typ = float(np.median(lumen.width[ok]))
-    half = max(1, int(round(SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
-    width = np.where(ok, running_median(lumen.width, half), np.nan)
-    _, used = reference_fit(stations.s, width, d_typ)
-    # A running median takes out single stations' outliers; a local quadratic over a longer window then smooths
-    # the edges' noise as QCA does, leaving a curved narrowing's bottom where it is (never below 0: it overshoots
-    # beside an occlusion's sharp ends).
-    half_quad = max(2, int(round(QUAD_SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
-    diameter = running_median(_with_densitometric(lumen, used, half), half)
-    diameter = np.where(np.isfinite(diameter), np.maximum(local_quadratic(diameter, half_quad), 0.0), np.nan)
+    d_typ, half, used, diameter = _diameters(stations, lumen)
     device, d_device = np.zeros(len(diameter), dtype=bool), math.nan
+    on_device, coarse = None, math.nan
     if mask is not None and np.shape(mask) == img.shape:
         # A device displaces the contrast of its cross-section: there the lumen is read from areas.
         ref0, _ = reference_fit(stations.s, diameter, d_typ)
-        device, d_device = device_in_lumen(mask, stations, lumen, ref0, used, half, img)
+        device, on_device, coarse = find_device(mask, stations, lumen, ref0, used, half)
+    # The blur on the vein's patent stretches away from a device, measured once: the device's fit and the
+    # widths' correction (sizing_blur) both take it.
+    blur = vein_blur(img, stations, lumen, used, device)
+    blur_sd = trusted_blur(blur)
+    if blur_sd is not None:
+        lumen = lumen_at_blur(lumen, blur_sd)
+        d_typ, half, used, diameter = _diameters(stations, lumen)
+    if device.any():
+        ref0, _ = reference_fit(stations.s, diameter, d_typ)
+        d_device = device_width(mask, stations, on_device, device, coarse, blur)
         by_area = area_diameter(img, stations, lumen, ref0, used, device, d_device, half)
         # Read from areas, the thin contrast around a device is noisy station to station (its window is the
         # reference lumen's): the least of that noise would be the MLD, so it is smoothed over a longer window,
@@ -240,6 +244,23 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     sizing.warnings.extend(edge_on_warnings(stations, lumen, diameter, fit, used, d_typ, SPACING_PX))
     sizing.warnings.extend(end_warnings(stations, diameter, d_typ))
     return sizing
+
+
+def _diameters(stations: Stations, lumen: Lumen) -> tuple[float, int, np.ndarray, np.ndarray]:
+    """(typical diameter, the running median's half window, stations the reference fit used, the smoothed
+    diameter per station) of ``lumen``'s widths."""
+    ok = np.isfinite(lumen.width)
+    d_typ = float(np.median(lumen.width[ok]))
+    half = max(1, int(round(SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
+    width = np.where(ok, running_median(lumen.width, half), np.nan)
+    _, used = reference_fit(stations.s, width, d_typ)
+    # A running median takes out single stations' outliers; a local quadratic over a longer window then smooths
+    # the edges' noise as QCA does, leaving a curved narrowing's bottom where it is (never below 0: it overshoots
+    # beside an occlusion's sharp ends).
+    half_quad = max(2, int(round(QUAD_SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
+    diameter = running_median(_with_densitometric(lumen, used, half), half)
+    diameter = np.where(np.isfinite(diameter), np.maximum(local_quadratic(diameter, half_quad), 0.0), np.nan)
+    return d_typ, half, used, diameter
 
 
 def _automatic_path(img: np.ndarray) -> tuple[Stations, Lumen, list[str]]:

@@ -30,7 +30,7 @@ from core.analysis.clearance.device import (
     tube_stations,
 )
 from core.analysis.lumen import Lumen, integral_at, running_mean, running_median
-from core.analysis.vein_blur import blur_of_pieces, piece_fits
+from core.analysis.vein_blur import BLUR_PIECES, blur_of_pieces, piece_fits
 from core.analysis.vessel import Stations
 
 FIT_CHORD_PX = 30      # the catheter fit's chord along the device (straight enough on a vein's curve)
@@ -44,6 +44,17 @@ def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, referenc
                     patent: np.ndarray, half: int, opacity: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """(stations where the mask holds a device along the lumen, the device's outer diameter in px or NaN).
     ``opacity``: the run's peak image, whose vein gives the blur the device is fitted at (_vein_blur)."""
+    where, on_device, coarse = find_device(mask, stations, lumen, reference, patent, half)
+    if not where.any():
+        return where, math.nan
+    bounds = None if opacity is None else _vein_blur(opacity, stations, lumen, patent, where)
+    return where, device_width(mask, stations, on_device, where, coarse, bounds)
+
+
+def find_device(mask: np.ndarray, stations: Stations, lumen: Lumen, reference: np.ndarray, patent: np.ndarray,
+                half: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(stations where the mask holds a device along the lumen, the device's axis across each station, the tube
+    finder's coarse outer width or NaN)."""
     none = np.zeros(len(stations.s), dtype=bool)
     d_ref = nearest_filled(np.asarray(reference, dtype=float))
     axis = nearest_filled(lumen.centre.copy())
@@ -54,7 +65,7 @@ def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, referenc
     score, off, size = scored = tube(across, prof, axis, d_ref)
     where = tube_stations(across, prof, axis, d_ref, height, half, scored)
     if not where.any():
-        return none, math.nan
+        return none, axis, math.nan
     # A device does not stop for a few stations: where its tube is missed (the narrowest point, where the
     # lumen hugs it) between two stretches, it is still there.
     where = _bridged(where, 4 * half)
@@ -63,12 +74,25 @@ def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, referenc
     where = _followed_through(where, running_mean(score, half), WEAK_SHARE * TUBE_SHARE_OF_HEIGHT * height)
     found = where & np.isfinite(size)
     coarse = 2.0 * float(np.median(size[found])) if found.any() else math.nan
-    bounds = None if opacity is None else _vein_blur(opacity, stations, lumen, patent, where)
-    return where, _fitted_width(mask, stations, axis + np.nan_to_num(off), where, coarse, bounds)
+    return where, axis + np.nan_to_num(off), coarse
 
 
-def _vein_blur(opacity: np.ndarray, stations: Stations, lumen: Lumen, patent: np.ndarray, device: np.ndarray
-               ) -> tuple[float, float, float] | None:
+def device_width(mask: np.ndarray, stations: Stations, on_device: np.ndarray, where: np.ndarray, coarse: float,
+                 blur: tuple[float, float, float] | None) -> float:
+    """The device's outer diameter (px) found by find_device, fitted at the vein's ``blur`` (_vein_blur)."""
+    return _fitted_width(mask, stations, on_device, where, coarse, blur)
+
+
+def vein_blur(opacity: np.ndarray, stations: Stations, lumen: Lumen, patent: np.ndarray, device: np.ndarray
+              ) -> tuple[float, float, float] | None:
+    """The blur measured on the vein's patent stretches away from ``device`` (_vein_blur): one measurement per
+    sizing, for the device's fit and the lumen's widths (sizing_blur). Without a device, on BLUR_PIECES pieces
+    spread along the vein (each piece costs ~25 ms: a long vein's 12 would double a sizing's time)."""
+    return _vein_blur(opacity, stations, lumen, patent, device, None if device.any() else BLUR_PIECES)
+
+
+def _vein_blur(opacity: np.ndarray, stations: Stations, lumen: Lumen, patent: np.ndarray, device: np.ndarray,
+               max_pieces: int | None = None) -> tuple[float, float, float] | None:
     """The blur measured on the vein (core.analysis.vein_blur, as catheter calibration measures it) along its
     patent stretches a diameter or more from the device: a device in the column is not a round lumen, and a
     narrowing's shoulders or a junction smear the edges. None when too few pieces fit."""
@@ -77,10 +101,16 @@ def _vein_blur(opacity: np.ndarray, stations: Stations, lumen: Lumen, patent: np
         return None
     d = float(np.median(lumen.width[ok]))
     free = ok & ~dilate(device, int(math.ceil(d)))
+    stretches = [(a, b) for a, b in runs(free) if b - a >= MIN_BLUR_STRETCH_DIAMETERS * d]
+    if max_pieces is not None:
+        # Pieces on the longest patent stretch alone (a lesion splits the vein in two; each would take 6).
+        stretches = sorted(stretches, key=lambda r: r[0] - r[1])[:1]
     fits = []
-    for a, b in runs(free):
-        if b - a >= MIN_BLUR_STRETCH_DIAMETERS * d:
+    for a, b in stretches:
+        if max_pieces is None:
             fits += piece_fits(opacity, stations.xy[a:b], d)
+        else:
+            fits += piece_fits(opacity, stations.xy[a:b], d, max_pieces=max_pieces)
     return blur_of_pieces(fits)
 
 

@@ -76,9 +76,10 @@ def blur_of_pieces(fits: list[TubeFit]) -> tuple[float, float, float] | None:
 
 
 def piece_fits(opacity: np.ndarray, centerline: np.ndarray, diameter_px: float, avoid: np.ndarray | None = None,
-               ln_opacity: bool = False) -> list[TubeFit]:
-    """The solid-column fits of pieces along the vein, end to end (BLUR_PIECES to MAX_PIECES of them; overlapping
-    when the vein is short): those away from ``avoid``, on a column, not tapering by more than MAX_TAPER."""
+               ln_opacity: bool = False, max_pieces: int = MAX_PIECES) -> list[TubeFit]:
+    """The solid-column fits of pieces along the vein, end to end (BLUR_PIECES to ``max_pieces`` of them;
+    overlapping when the vein is short; spread along it when long): those away from ``avoid``, on a column, not
+    tapering by more than MAX_TAPER."""
     line, s = resample_polyline(np.asarray(centerline, dtype=float), 1.0)
     d = float(diameter_px)
     piece = float(np.clip(PIECE_DIAMETERS * d, MIN_PIECE_PX, MAX_PIECE_PX))
@@ -86,7 +87,7 @@ def piece_fits(opacity: np.ndarray, centerline: np.ndarray, diameter_px: float, 
         return []
     img = np.asarray(opacity, dtype=np.float32)
     out = []
-    n = int(np.clip(s[-1] // piece, BLUR_PIECES, MAX_PIECES))
+    n = int(np.clip(s[-1] // piece, min(BLUR_PIECES, max_pieces), max_pieces))
     for c in np.linspace(0.5 * piece, s[-1] - 0.5 * piece, n):
         on = line[(s >= c - piece / 2) & (s <= c + piece / 2)]
         if avoid is not None and _near(on, np.asarray(avoid, dtype=float), d):
