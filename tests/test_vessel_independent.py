@@ -19,16 +19,20 @@ def _stack(frames: np.ndarray, fps: float, intensity: str) -> FrameStack:
     return FrameStack(frames, fps, intensity, 16 if intensity == "lin" else 8, np.arange(len(frames)) / fps, "t")
 
 
+def _sized_linear(case):
+    """(truth, the sizing's JSON, the reported lesion's x, y) of ``case``'s linear frames, centreline given."""
+    run = render(case)
+    peak, mask = peak_and_mask(_stack(run.linear, run.lin_fps, "lin"))
+    res = measure_sizing(peak, case.centreline_points(), mask=mask).to_json()
+    return truth(case), res, (res["lesion"]["x"], res["lesion"]["y"])
+
+
 @pytest.mark.parametrize("seed,shape", [(0, "cosine"), (2, "long"), (3, "asymmetric")])
 def test_without_noise_or_blur_the_renderers_truth_is_measured(seed, shape):
     """The renderer's analytic check: with no noise and no blur the given centreline measures its truth (what is
     left is the pixels' area and the profiles' sampling)."""
     case = make_case(seed, shape=shape, noise=False, blur_px=0.0, catheter=False)
-    tr = truth(case)
-    run = render(case)
-    peak, mask = peak_and_mask(_stack(run.linear, run.lin_fps, "lin"))
-    res = measure_sizing(peak, case.centreline_points(), mask=mask).to_json()
-    xy = (res["lesion"]["x"], res["lesion"]["y"])
+    tr, res, xy = _sized_linear(case)
     assert res["diameter_stenosis_pct"] == pytest.approx(tr.diameter_stenosis_pct, abs=1.5)
     assert res["mld_px"] == pytest.approx(tr.mld_at(case, xy), rel=0.06)
     assert res["lesion_length_px"] == pytest.approx(tr.lesion_length_px, rel=0.05)
@@ -98,10 +102,6 @@ def test_the_detectors_blur_does_not_narrow_the_lumen(seed, blur):
     the reference read 2.9-4.0% low on these (noise-free). Corrected at the blur measured on the vein
     (sizing_blur), within 1.5% (the MLD, mostly densitometric on these, is not what this checks: within 6%)."""
     case = make_case(seed, noise=False, blur_px=blur, catheter=False)
-    tr = truth(case)
-    run = render(case)
-    peak, mask = peak_and_mask(_stack(run.linear, run.lin_fps, "lin"))
-    res = measure_sizing(peak, case.centreline_points(), mask=mask).to_json()
-    xy = (res["lesion"]["x"], res["lesion"]["y"])
+    tr, res, xy = _sized_linear(case)
     assert res["reference_diameter_px"] == pytest.approx(tr.reference_px, rel=0.015)
     assert res["mld_px"] == pytest.approx(tr.mld_at(case, xy), rel=0.06)

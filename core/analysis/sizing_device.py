@@ -40,17 +40,6 @@ MIN_BLUR_STRETCH_DIAMETERS = 3.0   # a patent stretch this long gives pieces for
 WEAK_SHARE = 0.5       # between two stretches of a device, its tube scores at least this share of the finder's limit
 
 
-def device_in_lumen(mask: np.ndarray, stations: Stations, lumen: Lumen, reference: np.ndarray,
-                    patent: np.ndarray, half: int, opacity: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """(stations where the mask holds a device along the lumen, the device's outer diameter in px or NaN).
-    ``opacity``: the run's peak image, whose vein gives the blur the device is fitted at (_vein_blur)."""
-    where, on_device, coarse = find_device(mask, stations, lumen, reference, patent, half)
-    if not where.any():
-        return where, math.nan
-    bounds = None if opacity is None else _vein_blur(opacity, stations, lumen, patent, where)
-    return where, device_width(mask, stations, on_device, where, coarse, bounds)
-
-
 def find_device(mask: np.ndarray, stations: Stations, lumen: Lumen, reference: np.ndarray, patent: np.ndarray,
                 half: int) -> tuple[np.ndarray, np.ndarray, float]:
     """(stations where the mask holds a device along the lumen, the device's axis across each station, the tube
