@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.analysis.catheter_displaced import displaced_fit
 from core.analysis.catheter_fit import WALL_AT_LIMIT
 from core.analysis.catheter_profile import catheter_fit
 from core.analysis.vein_blur import vessel_blur
@@ -26,6 +27,7 @@ from core.analysis.vessel_find import diameter_along, find_vessel
 __all__ = ["dicom_mm_per_px", "parse_catheter", "catheter_mm_per_px", "vessel_blur", "run_blur"]
 
 MIN_FRENCH, MAX_FRENCH = 3.0, 30.0
+AGREE_MARGIN = 0.03         # the displaced contrast's width may lie this far outside the mask's range
 MAX_WIDTH_SPREAD = 0.1       # refused when the widths the profile allows span more (+-5%: the issue's 0.3 mm)
 
 
@@ -75,6 +77,9 @@ def catheter_mm_per_px(mask: np.ndarray, points: np.ndarray, french: float, opac
         return (f / 3.0) / catheter_fit(mask, points, ln_mask=ln_mask).width_px
     bounds = run_blur(opacity, centerline, np.asarray(points, dtype=float), ln_mask)
     fit = catheter_fit(mask, points, bounds, ln_mask=ln_mask)
+    shown = None if bounds is None else displaced_fit(opacity, mask, points, bounds)
+    if shown is not None and _agrees(shown.width_px, fit.width_range_px):
+        return (f / 3.0) / shown.width_px
     lo, hi = fit.ambiguous_px
     if np.isfinite(lo) and hi - lo > MAX_WIDTH_SPREAD * fit.width_px:
         how = "no blur measured on the vein" if bounds is None else "the blur measured on the vein does not pin it"
@@ -93,6 +98,12 @@ def catheter_mm_per_px(mask: np.ndarray, points: np.ndarray, french: float, opac
                          " along it in the mask (a bone edge) or the blur hides its wall: mark the catheter elsewhere"
                          " or give mm per px")
     return (f / 3.0) / fit.width_px
+
+
+def _agrees(width: float, mask_range: tuple[float, float]) -> bool:
+    """The hole's width within the widths the mask's own profile allows (AGREE_MARGIN beyond them)."""
+    lo, hi = mask_range
+    return not (math.isfinite(lo) and math.isfinite(hi)) or lo * (1 - AGREE_MARGIN) <= width <= hi * (1 + AGREE_MARGIN)
 
 
 def run_blur(opacity: np.ndarray, centerline: np.ndarray | None, avoid: np.ndarray, ln_opacity: bool = False

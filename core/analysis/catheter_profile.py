@@ -12,7 +12,7 @@ which the fit measures.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from core.analysis.catheter_fit import TubeFit, fit_tube
 from core.analysis.catheter_sampling import bilinear_sampler, fine_grid
 from core.analysis.vessel import Stations, make_stations, sample_profiles
 
-__all__ = ["catheter_width_px", "catheter_fit", "catheter_fit_width", "MAX_CATHETER_PX"]
+__all__ = ["catheter_width_px", "catheter_fit", "catheter_fit_width", "catheter_stations", "catheter_axis",
+           "CatheterStations", "MAX_CATHETER_PX"]
 
 ACROSS_STEP_PX = 0.25
 MAX_CATHETER_PX = 40.0       # widest catheter the profile window looks for (px)
@@ -52,6 +53,24 @@ def catheter_fit(mask: np.ndarray, points: np.ndarray, blur_bounds: tuple[float,
     ``ln_mask``: the mask is ln of linear counts (12/16-bit linear video), so the blur's action on the intensity
     is modelled exactly (core.analysis.catheter_fit.fit_tube's ln_profile); ``blur_px``: the blur held there
     (fit_tube's: the width only, no ranges; a third of the time)."""
+    cs = catheter_stations(mask, points, max_px)
+    return catheter_fit_width(cs.across, cs.prof, cs.centres, cs.width, cs.stations, blur_bounds, solid, ln_mask,
+                              blur_px)
+
+
+@dataclass(frozen=True)
+class CatheterStations:
+    """The stations between two points marked along a catheter, as catheter_fit measures them."""
+    stations: Stations          # one per px along the segment (those whose profile lies in the image)
+    across: np.ndarray          # offsets of the profiles' samples along each station's normal (px)
+    prof: np.ndarray            # (stations, samples) the mask's attenuation, each less its straight background
+    centres: np.ndarray         # each station's steepest-slope edges' midpoint (px along the normal)
+    width: float                # their median width (px): the first guess
+
+
+def catheter_stations(mask: np.ndarray, points: np.ndarray, max_px: float = MAX_CATHETER_PX) -> CatheterStations:
+    """The mask's profiles across the catheter between ``points`` and its steepest-slope edges; ValueError
+    with a one-line reason when the points are outside the image or not on a catheter."""
     img = np.asarray(mask, dtype=np.float32)
     pts = np.asarray(points, dtype=float)
     h, w = img.shape
@@ -97,7 +116,7 @@ def catheter_fit(mask: np.ndarray, points: np.ndarray, blur_bounds: tuple[float,
     spread = 1.4826 * float(np.median(np.abs(np.asarray(widths) - np.median(widths))))
     if not (1.0 <= width <= max_px) or spread > STEADY_FRACTION * width:
         raise ValueError("catheter points are not on a catheter (no steady width between them)")
-    return catheter_fit_width(across, prof, np.asarray(centres), width, st, blur_bounds, solid, ln_mask, blur_px)
+    return CatheterStations(st, across, prof, np.asarray(centres, dtype=float), width)
 
 
 def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray, width: float,
@@ -109,15 +128,9 @@ def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray
     ``centres``, then each station's offset from the mean profile (``_refine_centres``) smoothed by a
     parabola (a catheter curves gently over a few tens of px). ``blur_bounds``, ``solid``, ``ln_mask``,
     ``blur_px``: as fit_tube's blur_bounds, solid, ln_profile, blur_px."""
-    k = np.arange(len(centres), dtype=float)
     window = np.abs(across) <= 0.8 * width + 4.0
-    line = np.polyval(np.polyfit(k, centres, 1), k)
-    for _ in range(2):
-        found = _refine_centres(across, prof, line, window)
-        line = np.polyval(np.polyfit(k, found, 2), k)
-    keep = np.abs(found - line) <= max(0.5, 3.0 * 1.4826 * float(np.median(np.abs(found - line))))
+    line, keep = catheter_axis(across, prof, centres, width)
     aligned = shifted(across, prof, across[None, :] + line[:, None])
-    keep &= _typical(aligned[:, window])
     # A bone's edge in the stations, its foot reaching the window, is taken out of their mean (its sign left to
     # the fit; core.analysis.catheter_background). Leaving those stations out instead read the phantom's
     # catheter along its bony ring 4.3% narrow (main 3.3%, this 0.8% wide). Only at a blur measured elsewhere:
@@ -139,14 +152,30 @@ def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray
     normal = stations.normal[0]
     mean = aligned.mean(axis=0)
     return fit_tube(across[window], mean[window], width, (float(normal[0]), float(normal[1])),
-                    noise_var=lambda basis: (_mean_profile_noise(aligned[:, window], basis),
-                                             _pixel_noise(aligned[:, window], basis)),
+                    noise_var=lambda basis: (mean_profile_noise(aligned[:, window], basis),
+                                             pixel_noise(aligned[:, window], basis)),
                     sampler=(fine, sampler), blur_px=blur_px, blur_bounds=blur_bounds, solid=solid,
                     ln_profile=ln_mask, edges=edges)
 
 
-def _pixel_noise(aligned: np.ndarray, basis: np.ndarray) -> float:
-    """As _mean_profile_noise, from neighbouring stations' differences instead of blocks: the pixels' own
+def catheter_axis(across: np.ndarray, prof: np.ndarray, centres: np.ndarray, width: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(each station's offset of the catheter's axis along its normal, the stations to average): the straight
+    line through the edge midpoints ``centres``, then each station's offset from the mean profile
+    (``_refine_centres``) smoothed by a parabola; stations far off it or unlike the others (_typical) left out."""
+    k = np.arange(len(centres), dtype=float)
+    window = np.abs(across) <= 0.8 * width + 4.0
+    line = np.polyval(np.polyfit(k, centres, 1), k)
+    for _ in range(2):
+        found = _refine_centres(across, prof, line, window)
+        line = np.polyval(np.polyfit(k, found, 2), k)
+    keep = np.abs(found - line) <= max(0.5, 3.0 * 1.4826 * float(np.median(np.abs(found - line))))
+    aligned = shifted(across, prof, across[None, :] + line[:, None])
+    return line, keep & _typical(aligned[:, window])
+
+
+def pixel_noise(aligned: np.ndarray, basis: np.ndarray) -> float:
+    """As mean_profile_noise, from neighbouring stations' differences instead of blocks: the pixels' own
     noise, without the background's slow changes along the catheter (bone, soft tissue)."""
     m = len(aligned)
     if m < 3:
@@ -213,7 +242,7 @@ def shifted(across: np.ndarray, prof: np.ndarray, at: np.ndarray) -> np.ndarray:
     return prof[rows, i] * (1.0 - u) + prof[rows, i + 1] * u
 
 
-def _mean_profile_noise(aligned: np.ndarray, basis: np.ndarray) -> float:
+def mean_profile_noise(aligned: np.ndarray, basis: np.ndarray) -> float:
     """Variance of a smooth change measured on the stations' mean profile: the per-sample variance of the
     mean (symmetrised, background removed, as fitted), from the scatter of contiguous blocks of stations
     (neighbours share pixels; blocks barely do, and a misalignment or a kink counts as the noise it is),
