@@ -64,7 +64,8 @@ class InjectorDevice:
         self._pending_event = next(self._events, None)
         self._seq = 0
         self._unacked: dict[int, _Unacked] = {}
-        self._replies: list[tuple[int, bytes]] = []
+        self._ready: list[tuple[int, int, bytes]] = []   # (due ns, order, frame) made before a poll took them
+        self._order = count()                            # ties in due time keep the order frames were made in
         self._decoder = Decoder()
         self._state = InjectorState.IDLE
         self._next_hb_ns: int | None = None
@@ -96,39 +97,46 @@ class InjectorDevice:
         due = [self._t_ns(self._pending_event[0])] if self._pending_event else []
         due += [u.next_ns for u in self._unacked.values()]
         due += [t for t in (self._next_hb_ns, self._next_hello_ns) if t is not None]
-        due += [t for t, _ in self._replies]
+        due += [t for t, _, _ in self._ready]
         return min(due) if due else self.t0_ns + 10**12
 
-    def poll(self, now_ns: int) -> bytes:
-        """Wire bytes due by ``now_ns``, in device time order."""
-        out: list[tuple[int, int, bytes]] = []  # (due ns, order, frame)
-        order = count()
-        for t, frame in self._replies:
-            out.append((t, next(order), frame))
-        self._replies = []
-        while self._pending_event and self._t_ns(self._pending_event[0]) <= now_ns:
-            t_s, kind, f = self._pending_event
-            t = self._t_ns(t_s)
-            out.append((t, next(order), self._event_frame(kind, f, t)))
-            self._pending_event = next(self._events, None)
-        while self._next_hello_ns is not None and self._next_hello_ns <= now_ns:
-            t = self._next_hello_ns
-            out.append((t, next(order), self._new(Hello, t, **self._hello)))
-            self._next_hello_ns = t + int(HELLO_PERIOD_S * 1e9)
-        while self._next_hb_ns is not None and self._next_hb_ns <= now_ns:
-            t = self._next_hb_ns
-            out.append((t, next(order), self._new(Heartbeat, t, state=self._state)))
-            self._next_hb_ns = t + int(HEARTBEAT_PERIOD_S * 1e9)
-        for seq, u in list(self._unacked.items()):
-            while u.next_ns <= now_ns:
+    def _due(self, now_ns: int) -> list[tuple[int, int, bytes]]:
+        """Frames falling due by ``now_ns`` (events, HELLO, heartbeats, retransmissions) in due-time order, each
+        given its seq in that order: a late poll (a loaded host) covers several and must not number a heartbeat
+        after the samples it went out before."""
+        out: list[tuple[int, int, bytes]] = []
+        while True:
+            due = [(self._t_ns(self._pending_event[0]), 0)] if self._pending_event else []
+            due += [(t, k) for k, t in ((1, self._next_hello_ns), (2, self._next_hb_ns)) if t is not None]
+            due += [(u.next_ns, 3) for u in self._unacked.values()]
+            if not due or min(due)[0] > now_ns:
+                return out
+            t, kind = min(due)
+            if kind == 0:
+                _, what, f = self._pending_event
+                out.append((t, next(self._order), self._event_frame(what, f, t)))
+                self._pending_event = next(self._events, None)
+            elif kind == 1:
+                out.append((t, next(self._order), self._new(Hello, t, **self._hello)))
+                self._next_hello_ns = t + int(HELLO_PERIOD_S * 1e9)
+            elif kind == 2:
+                out.append((t, next(self._order), self._new(Heartbeat, t, state=self._state)))
+                self._next_hb_ns = t + int(HEARTBEAT_PERIOD_S * 1e9)
+            else:
+                seq, u = min(self._unacked.items(), key=lambda item: item[1].next_ns)
                 if u.sent > MAX_RETRANSMITS:
                     del self._unacked[seq]
                     self.unacked_given_up += 1
-                    break
-                out.append((u.next_ns, next(order), u.frame))
+                    continue
+                out.append((t, next(self._order), u.frame))
                 u.sent += 1
                 self.retransmissions += 1
                 u.next_ns += int(RETRANSMIT_S * 1e9)
+
+    def poll(self, now_ns: int) -> bytes:
+        """Wire bytes due by ``now_ns``, in device time order."""
+        out = self._ready + self._due(now_ns)
+        self._ready = []
         out.sort()
         # A 0x00 before every frame as well as after (docs/serial-protocol.md section 2): noise before a
         # frame then ends at that 0x00 instead of gluing onto the frame.
@@ -182,7 +190,10 @@ class InjectorDevice:
                 if self._unacked.pop(msg.acked_seq, None) is not None:
                     self.acks_received += 1
             elif isinstance(msg, TimeReq):
-                self._replies.append((now_ns, self._new(TimeResp, now_ns, token=msg.token)))
+                # What fell due before the request is sent before the answer, with the seqs it had then: a late
+                # poll (a loaded host) must not hand the answer a seq below theirs.
+                self._ready += self._due(now_ns)
+                self._ready.append((now_ns, next(self._order), self._new(TimeResp, now_ns, token=msg.token)))
 
 
 def parse_sim_url(url: str) -> dict:

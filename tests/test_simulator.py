@@ -145,6 +145,23 @@ def test_continuous_decodes_with_our_decoder():
     assert sum(isinstance(m, Sample) for m in msgs) > 60 * 49
 
 
+@pytest.mark.parametrize("poll_ms", [10, 137, 450])
+def test_a_late_poll_numbers_packets_in_the_order_they_go_out(poll_ms):
+    """A loaded host polls the simulated line late: every packet falling due meanwhile (samples, a heartbeat, a
+    TIME_REQ's answer) still goes out with its seq in due-time order, as a device sends (the checker counted seq
+    gaps when an answer or a heartbeat took a seq below packets sent before it)."""
+    dev = InjectorDevice("continuous", t0_ns=0, seed=6, retransmit=False)
+    dev.connected(0)
+    decoder, msgs = Decoder(), []
+    for i, k in enumerate(range(0, 8_000, poll_ms)):
+        if i % 2 == 1:      # the appliance asks the time between two polls
+            dev.receive(TimeReq(0, 0, token=k).encode(), (k - poll_ms // 2) * MS)
+        msgs += [parse(p) for p in decoder.feed(dev.poll(k * MS))]
+    assert any(isinstance(m, TimeResp) for m in msgs)
+    assert [m.seq for m in msgs] == list(range(len(msgs)))
+    assert all(b.device_ms >= a.device_ms for a, b in pairwise(msgs))
+
+
 def test_continuous_never_waits_for_the_appliance():
     """The appliance only acknowledges and asks the time; the injections run the same if it is silent."""
     def script(got):  # seq left out: an answered TIME_REQ takes one
