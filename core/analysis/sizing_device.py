@@ -37,6 +37,7 @@ FIT_CHORD_PX = 30      # the catheter fit's chord along the device (straight eno
 MIN_CHORD_PX = 12
 FIT_CHORDS = 3         # chords fitted along the device's longest stretch
 MIN_BLUR_STRETCH_DIAMETERS = 3.0   # a patent stretch this long gives pieces for the vein's blur (pieces: 2)
+BLUR_DEVICE_PIECES = 6         # pieces fitted at most for the vein's blur beside a device
 WEAK_SHARE = 0.5       # between two stretches of a device, its tube scores at least this share of the finder's limit
 
 
@@ -90,16 +91,19 @@ def _vein_blur(opacity: np.ndarray, stations: Stations, lumen: Lumen, patent: np
         return None
     d = float(np.median(lumen.width[ok]))
     free = ok & ~dilate(device, int(math.ceil(d)))
-    stretches = [(a, b) for a, b in runs(free) if b - a >= MIN_BLUR_STRETCH_DIAMETERS * d]
+    stretches = sorted(((a, b) for a, b in runs(free) if b - a >= MIN_BLUR_STRETCH_DIAMETERS * d),
+                       key=lambda r: r[0] - r[1])
     if max_pieces is not None:
         # Pieces on the longest patent stretch alone (a lesion splits the vein in two; each would take 6).
-        stretches = sorted(stretches, key=lambda r: r[0] - r[1])[:1]
-    fits = []
+        return blur_of_pieces(piece_fits(opacity, stations.xy[stretches[0][0]:stretches[0][1]], d,
+                                         max_pieces=max_pieces) if stretches else [])
+    # Beside a device, BLUR_DEVICE_PIECES fitted at most, the longest stretches first (each piece ~25 ms).
+    fits: list = []
     for a, b in stretches:
-        if max_pieces is None:
-            fits += piece_fits(opacity, stations.xy[a:b], d)
-        else:
-            fits += piece_fits(opacity, stations.xy[a:b], d, max_pieces=max_pieces)
+        left = BLUR_DEVICE_PIECES - len(fits)
+        if left <= 0:
+            break
+        fits += piece_fits(opacity, stations.xy[a:b], d, max_pieces=left)
     return blur_of_pieces(fits)
 
 
