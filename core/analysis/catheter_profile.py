@@ -121,15 +121,22 @@ def catheter_stations(mask: np.ndarray, points: np.ndarray, max_px: float = MAX_
 
 def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray, width: float,
                        stations: Stations, blur_bounds: tuple[float, float, float] | None = None,
-                       solid: bool = False, ln_mask: bool = False, blur_px: float | None = None) -> TubeFit:
+                       solid: bool = False, ln_mask: bool = False, blur_px: float | None = None,
+                       on_axis: bool = False) -> TubeFit:
     """The tube fitted to the stations' profiles ``prof``, each moved onto the catheter's axis and averaged;
     the model samples the tube exactly as those profiles sampled the image
     (core.analysis.catheter_sampling.bilinear_sampler). The axis: the straight line through the edge midpoints
     ``centres``, then each station's offset from the mean profile (``_refine_centres``) smoothed by a
     parabola (a catheter curves gently over a few tens of px). ``blur_bounds``, ``solid``, ``ln_mask``,
-    ``blur_px``: as fit_tube's blur_bounds, solid, ln_profile, blur_px."""
+    ``blur_px``: as fit_tube's blur_bounds, solid, ln_profile, blur_px. ``on_axis``: the profiles are centred
+    on the axis already (vein_blur's pieces, moved by their own parabola): only stations unlike the others are
+    left out."""
     window = np.abs(across) <= 0.8 * width + 4.0
-    line, keep = catheter_axis(across, prof, centres, width)
+    if on_axis:
+        line = np.asarray(centres, dtype=float)
+        keep = _typical(shifted(across, prof, across[None, :] + line[:, None])[:, window])
+    else:
+        line, keep = catheter_axis(across, prof, centres, width)
     aligned = shifted(across, prof, across[None, :] + line[:, None])
     # A bone's edge in the stations, its foot reaching the window, is taken out of their mean (its sign left to
     # the fit; core.analysis.catheter_background). Leaving those stations out instead read the phantom's

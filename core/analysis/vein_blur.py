@@ -131,7 +131,7 @@ def _piece_fit(img: np.ndarray, on: np.ndarray, d: float, ln_opacity: bool) -> T
     # The half-height width of a blurred chord is sqrt(3) / 2 of its outer width (the blur barely moves it).
     try:
         return catheter_fit_width(across, prof[ok], np.zeros(int(ok.sum())), mean_w / (0.5 * math.sqrt(3.0)),
-                                  _pick(moved, ok), solid=True, ln_mask=ln_opacity)
+                                  _pick(moved, ok), solid=True, ln_mask=ln_opacity, on_axis=True)
     except ValueError:
         return None
 
