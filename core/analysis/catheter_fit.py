@@ -49,8 +49,8 @@ MAX_INNER = 0.97                         # the thinnest wall the searches go to 
 WALL_AT_LIMIT = MAX_INNER - 0.02         # a fit this thin-walled ran to that limit: not a tube there
 SIGMA_STEPS = np.linspace(0.0, MAX_BLUR_SD, 11)  # detector blur sd (px)
 REFINE_STARTS = 3                        # simplex searches from the grid's best radii
-SOLID_REFINE_STARTS = 1                  # a solid column's (radius, blur) has one valley: its best grid point
-SOLID_SIGMA_STEPS = SIGMA_STEPS[::2]     # and a coarser grid of blurs starts its search as well
+SOLID_REFINE_STARTS = 1                  # a solid column's radius at a held blur: its best grid point
+SOLID_START_BLUR = 0.75                  # px: a solid column's free-blur search starts here, no grid
 LUMEN_MAX = 1.0                          # the lumen's attenuation per px at most this many times the wall's,
 DENSE_LUMEN_MAX = 2.0                    # or this many when that fits much better (contrast-filled)
 CONTRADICTS = 4.0                        # misfit ratio at which a blur measured elsewhere is not used
@@ -222,15 +222,18 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
     in), then simplex searches from the grid's best radii (R, wall and blur trade off along a narrow valley
     the grid's steps cut across). ``sd_fixed``: the blur held there. ``ln``: the searches fit that model.
     ``lin``: the linear model with its operators folded (the sampler's path, fast; the same numbers)."""
-    sigmas = (SOLID_SIGMA_STEPS if solid else SIGMA_STEPS) if sd_fixed is None else np.array([float(sd_fixed)])
+    sigmas = SIGMA_STEPS if sd_fixed is None else np.array([float(sd_fixed)])
     q_steps = Q_STEPS[:1] if solid else Q_STEPS
-    if lin is None:
-        sampling = blur_sampling(x, fine, weights, sigmas)             # (S, N, F): blur, then sample
-    else:       # (S, N, F'): the pixel folded in as well, over the columns the widest tube reaches
-        sampling, first = lin.grid_sampling(sigmas, float(np.max(radii)))
-    cost = np.empty(len(radii))
+    # A solid column's (radius, blur) valley has one bottom: searched from the first guess's radius and
+    # SOLID_START_BLUR, no grid.
+    grid = not (solid and sd_fixed is None)
+    cost = np.empty(len(radii) if grid else 0)
     where = []
-    for i, R in enumerate(radii):
+    if grid and lin is None:
+        sampling = blur_sampling(x, fine, weights, sigmas)             # (S, N, F): blur, then sample
+    elif grid:  # (S, N, F'): the pixel folded in as well, over the columns the widest tube reaches
+        sampling, first = lin.grid_sampling(sigmas, float(np.max(radii)))
+    for i, R in enumerate(radii if grid else ()):
         if lin is None:
             outer = sampling @ _pixel_chord(fine, R, pixel)                              # (S, N)
             walls = lambda rs: np.array([_pixel_chord(fine, r, pixel) for r in rs])     # noqa: E731
@@ -252,7 +255,8 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
     # Only the free parameters are searched: (R, q, blur), (R, q) at a fixed blur, (R, blur) when solid.
     free = [0] + ([] if solid else [1]) + ([2] if sd_fixed is None else [])
     fixed_m = None if sd_fixed is None else (sampling[0] if lin is None else lin.sampling(float(sd_fixed)))
-    del sampling
+    if grid:
+        del sampling
 
     def fit_cost(v: np.ndarray) -> float:
         full = np.array([0.0, 0.0, 0.0 if sd_fixed is None else float(sd_fixed)])
@@ -276,9 +280,10 @@ def _grid_fit(x, fine, weights, pixel, target, radii: np.ndarray, solid: bool, s
         return float(_misfit(o, n, target))
 
     order = np.argsort(cost)[:SOLID_REFINE_STARTS if solid else REFINE_STARTS]
+    starts = [np.array([radii[i], *where[i]])[free] for i in order] if grid else \
+        [np.array([radii[0] / R_STEPS[0], SOLID_START_BLUR])]
     step = np.array([radii[1] - radii[0], 0.05, 0.1])[free]
-    f, v = min((simplex(fit_cost, np.array([radii[i], *where[i]])[free], step) for i in order),
-               key=lambda r: r[0])
+    f, v = min((simplex(fit_cost, start, step) for start in starts), key=lambda r: r[0])
     full = np.array([0.0, 0.0, 0.0 if sd_fixed is None else float(sd_fixed)])
     full[free] = v
     return float(f), float(full[0]), float(full[1]), float(full[2])
