@@ -17,7 +17,7 @@ pinned within MAX_SPREAD by the noise and the blur's bounds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def displaced_fit(opacity: np.ndarray, mask: np.ndarray, points: np.ndarray,
         return None
     half = MAX_VEIN_PX / 2 + MARGIN_PX
     grid = np.arange(-half, half + 1e-9, ACROSS_STEP_PX)
-    raw = sample_profiles(np.asarray(opacity, dtype=np.float32), _subset(st, keep), grid, ALONG_PX)
+    raw = sample_profiles(np.asarray(opacity, dtype=np.float32), st.picked(keep), grid, ALONG_PX)
     if not np.all(np.isfinite(raw)):
         return None
     aligned = shifted(grid, raw, grid[None, :] + line[:, None])
@@ -168,7 +168,3 @@ def _span(cost, v: np.ndarray, limit: float) -> tuple[float, float]:
             prev_r, prev_f, start, edge = r, val, found, r
         out.append(edge)
     return out[0], out[1]
-
-
-def _subset(st, keep: np.ndarray):
-    return replace(st, xy=st.xy[keep], normal=st.normal[keep], tangent=st.tangent[keep], s=st.s[keep])

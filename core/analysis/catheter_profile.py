@@ -12,7 +12,7 @@ which the fit measures.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -85,7 +85,7 @@ def catheter_stations(mask: np.ndarray, points: np.ndarray, max_px: float = MAX_
     prof = -sample_profiles(img, st, across, ALONG_PX)
     finite = np.all(np.isfinite(prof), axis=1)
     prof = prof[finite]
-    st = replace(st, xy=st.xy[finite], normal=st.normal[finite], tangent=st.tangent[finite], s=st.s[finite])
+    st = st.picked(finite)
     if len(prof) < 4:
         raise ValueError("catheter points are not on a catheter (the segment between them is not measured)")
     outer = np.abs(across) >= half - 6.0

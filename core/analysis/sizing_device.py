@@ -169,7 +169,7 @@ def area_diameter(img: np.ndarray, stations: Stations, lumen: Lumen, reference: 
     idx = np.flatnonzero(device & np.isfinite(reference))
     if idx.size == 0:
         return out
-    sub = Stations(stations.xy[idx], stations.normal[idx], stations.tangent[idx], stations.s[idx], stations.length)
+    sub = stations.picked(idx)
     centre = nearest_filled(lumen.centre.copy())[idx]
     integral, _ = integral_at(img, sub, np.where(np.isfinite(centre), centre, 0.0), reference[idx])
     with np.errstate(invalid="ignore"):

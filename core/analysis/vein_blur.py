@@ -111,7 +111,7 @@ def _piece_fit(img: np.ndarray, on: np.ndarray, d: float, ln_opacity: bool) -> T
     ok = np.all(np.isfinite(prof), axis=1)
     if ok.sum() < MIN_STATIONS:
         return None
-    st, prof = _pick(st, ok), prof[ok]
+    st, prof = st.picked(ok), prof[ok]
     widths, centres = _half_height(prof, across)
     good = np.isfinite(widths)
     if good.sum() < MIN_STATIONS:
@@ -131,7 +131,7 @@ def _piece_fit(img: np.ndarray, on: np.ndarray, d: float, ln_opacity: bool) -> T
     # The half-height width of a blurred chord is sqrt(3) / 2 of its outer width (the blur barely moves it).
     try:
         return catheter_fit_width(across, prof[ok], np.zeros(int(ok.sum())), mean_w / (0.5 * math.sqrt(3.0)),
-                                  _pick(moved, ok), solid=True, ln_mask=ln_opacity, on_axis=True)
+                                  moved.picked(ok), solid=True, ln_mask=ln_opacity, on_axis=True)
     except ValueError:
         return None
 
@@ -188,10 +188,6 @@ def _robust_line(s: np.ndarray, v: np.ndarray, deg: int = 1) -> np.ndarray:
     r = v - np.polyval(coef, s)
     keep = np.abs(r) <= 3.0 * max(1.4826 * float(np.median(np.abs(r))), 1e-6)
     return np.polyfit(s[keep], v[keep], deg) if keep.sum() >= 3 else coef
-
-
-def _pick(st: Stations, sel: np.ndarray) -> Stations:
-    return Stations(st.xy[sel], st.normal[sel], st.tangent[sel], st.s[sel], st.length)
 
 
 def _near(points: np.ndarray, segment: np.ndarray, reach: float) -> bool:

@@ -37,6 +37,10 @@ class Stations:
     def moved(self, dx: float, dy: float) -> "Stations":
         return Stations(self.xy + [dx, dy], self.normal, self.tangent, self.s, self.length)
 
+    def picked(self, sel: np.ndarray) -> "Stations":
+        """The stations ``sel`` (a mask or indices) selects."""
+        return Stations(self.xy[sel], self.normal[sel], self.tangent[sel], self.s[sel], self.length)
+
 
 def resample_polyline(points: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
     """Points every ``step`` px of arc length along a polyline, and their arc lengths."""
