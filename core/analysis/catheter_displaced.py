@@ -30,6 +30,7 @@ from core.analysis.catheter_profile import (
     shifted,
 )
 from core.analysis.catheter_sampling import bilinear_sampler, bin_chord, blur_sampling, box_kernel, fine_grid
+from core.analysis.catheter_valley import width_span
 from core.analysis.simplex import simplex
 from core.analysis.vessel import sample_profiles
 
@@ -126,7 +127,9 @@ def displaced_fit(opacity: np.ndarray, mask: np.ndarray, points: np.ndarray,
         if s != mid_s:
             _, vs = simplex(lambda t: misfit(M, t), v, step, iters=400, tol=1e-12)
             widths.append(2.0 * float(vs[2]))
-    lo, hi = _span(lambda t: misfit(models[mid_s], t), v, f + Z2 * unit)
+    # The hole's radius walked out, the vein (radius, offset) searched at each (the wall's span of catheter_fit).
+    lo, hi = width_span(lambda t: misfit(models[mid_s], np.array([t[1], t[2], t[0]])), float(v[2]), v[:2],
+                        f + Z2 * unit, steps=SPAN_STEPS, step=0.3, iters=200, tol=1e-12)
     span = (min(widths + [2.0 * lo]), max(widths + [2.0 * hi]))
     width = 2.0 * float(v[2])
     if span[1] - span[0] > MAX_SPREAD * width:
@@ -150,21 +153,3 @@ def _column(x: np.ndarray, mean: np.ndarray) -> tuple[float, float] | None:
     if near.size == 0 or not (near.min() < c < near.max()):
         return None
     return float(x[near.min()]), float(x[near.max()])
-
-
-def _span(cost, v: np.ndarray, limit: float) -> tuple[float, float]:
-    """(lowest, highest) hole radius whose best vein, the blur held, fits under ``limit``."""
-    out = []
-    for sign in (-1.0, 1.0):
-        edge, prev_r, prev_f, start = float(v[2]), float(v[2]), cost(v), v[:2]
-        for frac in SPAN_STEPS:
-            r = float(v[2]) * (1.0 + sign * frac)
-            val, found = simplex(lambda t: cost(np.array([t[0], t[1], r])), np.array(start), np.array([0.3, 0.3]),
-                                 iters=200, tol=1e-12)
-            if val > limit:
-                t = (limit - prev_f) / (val - prev_f) if val > prev_f else 0.0
-                edge = prev_r + float(np.clip(t, 0.0, 1.0)) * (r - prev_r)
-                break
-            prev_r, prev_f, start, edge = r, val, found, r
-        out.append(edge)
-    return out[0], out[1]

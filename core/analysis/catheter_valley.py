@@ -88,20 +88,23 @@ def _extrap(at: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return out
 
 
-def width_span(cost, R: float, q: float, limit: float) -> tuple[float, float]:
+def width_span(cost, R: float, q, limit: float, steps=SPAN_STEPS, step: float = 0.05, iters: int = 60,
+               tol: float = 1e-8) -> tuple[float, float]:
     """(lowest, highest) radius whose best wall, the blur held, fits under ``limit``: walked out from ``R``
-    in growing steps, the crossing interpolated between the last step in and the first out."""
+    in growing ``steps``, the crossing interpolated between the last step in and the first out. ``q``: the
+    other parameters searched at each radius (the wall; an array: several, ``cost([r, *q])``), from ``step``."""
+    rest = np.atleast_1d(np.asarray(q, dtype=float))
     out = []
     for sign in (-1.0, 1.0):
-        prev_r, prev_v, start, edge = R, cost(np.array([R, q])), q, R
-        for frac in SPAN_STEPS:
+        prev_r, prev_v, start, edge = R, cost(np.array([R, *rest])), rest, R
+        for frac in steps:
             r = R * (1.0 + sign * frac)
-            val, v = simplex(lambda w: cost(np.array([r, w[0]])), np.array([start]), np.array([0.05]), iters=60,
-                              tol=1e-8)
+            val, v = simplex(lambda w: cost(np.array([r, *w])), start, np.full(len(rest), step), iters=iters,
+                              tol=tol)
             if val > limit:
                 t = (limit - prev_v) / (val - prev_v) if val > prev_v else 0.0
                 edge = prev_r + float(np.clip(t, 0.0, 1.0)) * (r - prev_r)
                 break
-            prev_r, prev_v, start, edge = r, val, float(v[0]), r
+            prev_r, prev_v, start, edge = r, val, v, r
         out.append(edge)
     return out[0], out[1]
