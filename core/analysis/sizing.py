@@ -13,8 +13,9 @@
   narrowest station is the thin end, not a lesion); on a flat-bottomed narrowing, where along the bottom the
   greatest reading falls is the noise's choice, so the lesion is the middle of the contiguous stretch around it
   whose stenosis is within the noise of the greatest (_lesion_station). MLD and % stenosis are the values at
-  that station. Lesion length: the contiguous length around it below 80% of the reference, from the
-  interpolated crossings.
+  that station, the MLD from a local quadratic over the longest window the diameters there allow
+  (sizing_bottom: long on a flat bottom, where one noise lump would otherwise be the MLD; short on a web).
+  Lesion length: the contiguous length around it below 80% of the reference, from the interpolated crossings.
 - Compression seen edge-on looks wider and fainter: a stretch read wider than the reference with a clearly
   lower contrast density is said in ``warnings``; so is a line ending where the diameter still changes steeply,
   inside a narrowing's shoulder (sizing_warnings).
@@ -35,6 +36,7 @@ from core.analysis.along_vessel import local_quadratic, run_around
 from core.analysis.clearance.safeguards import vessel_beside_warning
 from core.analysis.lumen import Lumen, measure_lumen, running_median
 from core.analysis.sizing_blur import lumen_at_blur, trusted_blur
+from core.analysis.sizing_bottom import bottom_diameter
 from core.analysis.sizing_device import area_diameter, device_width, find_device, vein_blur
 from core.analysis.sizing_path import (
     BESIDE_CHOICE_WARNING,
@@ -180,7 +182,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     snr = float(np.median(lumen.height[ok])) / lumen.noise if lumen.noise > 0 else math.inf
     if not snr >= MIN_SNR:
         raise ValueError(f"no opacified vessel along the centreline (its column is {snr:.1f} noise sd high)")
-    d_typ, half, used, diameter = _diameters(stations, lumen)
+    d_typ, half, used, unsmoothed, diameter = _diameters(stations, lumen)
     device, d_device = np.zeros(len(diameter), dtype=bool), math.nan
     on_device, coarse = None, math.nan
     if mask is not None and np.shape(mask) == img.shape:
@@ -193,7 +195,9 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     blur_sd = trusted_blur(blur)
     if blur_sd is not None:
         lumen = lumen_at_blur(lumen, blur_sd)
-        d_typ, half, used, diameter = _diameters(stations, lumen)
+        d_typ, half, used, unsmoothed, diameter = _diameters(stations, lumen)
+    half_quad = _quad_half(d_typ)
+    half_area = half_quad
     if device.any():
         ref0, _ = reference_fit(stations.s, diameter, d_typ)
         d_device = device_width(mask, stations, on_device, device, coarse, blur)
@@ -203,6 +207,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
         # by a local quadratic (a running median that long lifts the bottom of a curved narrowing).
         half_area = max(half, int(round(AREA_SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
         diameter = np.where(np.isfinite(by_area), local_quadratic(by_area, half_area), diameter)
+        unsmoothed = np.where(np.isfinite(by_area), by_area, unsmoothed)
     fit, used = reference_fit(stations.s, diameter, d_typ)
     reference = follow_steps(fit, diameter, stations.s, d_typ, SPACING_PX)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -211,6 +216,12 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     if valid.sum() < MIN_STATIONS:
         raise ValueError("no vessel lumen measured along the centreline")
     lesion = _lesion_station(stenosis, d_typ)
+    # The MLD over the longest window the diameters there allow (sizing_bottom), never shorter than the profile's
+    # own: the running median before it flattens a web's sharp bottom, which the profile's quadratic reaches into.
+    diameter, stenosis = diameter.copy(), stenosis.copy()
+    diameter[lesion] = max(0.0, bottom_diameter(unsmoothed, lesion, d_typ,
+                                                half_area if device[lesion] else half_quad))
+    stenosis[lesion] = 100.0 * (1.0 - diameter[lesion] / reference[lesion])
     gap = untrusted_gap(stations, lumen, lesion) if auto else None
     if gap is not None:
         x, y = stations.xy[lesion]
@@ -246,9 +257,9 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     return sizing
 
 
-def _diameters(stations: Stations, lumen: Lumen) -> tuple[float, int, np.ndarray, np.ndarray]:
-    """(typical diameter, the running median's half window, stations the reference fit used, the smoothed
-    diameter per station) of ``lumen``'s widths."""
+def _diameters(stations: Stations, lumen: Lumen) -> tuple[float, int, np.ndarray, np.ndarray, np.ndarray]:
+    """(typical diameter, the running median's half window, stations the reference fit used, the diameter per
+    station before and after the local quadratic) of ``lumen``'s widths."""
     ok = np.isfinite(lumen.width)
     d_typ = float(np.median(lumen.width[ok]))
     half = max(1, int(round(SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
@@ -257,10 +268,14 @@ def _diameters(stations: Stations, lumen: Lumen) -> tuple[float, int, np.ndarray
     # A running median takes out single stations' outliers; a local quadratic over a longer window then smooths
     # the edges' noise as QCA does, leaving a curved narrowing's bottom where it is (never below 0: it overshoots
     # beside an occlusion's sharp ends).
-    half_quad = max(2, int(round(QUAD_SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
-    diameter = running_median(_with_densitometric(lumen, used, half), half)
-    diameter = np.where(np.isfinite(diameter), np.maximum(local_quadratic(diameter, half_quad), 0.0), np.nan)
-    return d_typ, half, used, diameter
+    half_quad = _quad_half(d_typ)
+    unsmoothed = running_median(_with_densitometric(lumen, used, half), half)
+    diameter = np.where(np.isfinite(unsmoothed), np.maximum(local_quadratic(unsmoothed, half_quad), 0.0), np.nan)
+    return d_typ, half, used, unsmoothed, diameter
+
+
+def _quad_half(d_typ: float) -> int:
+    return max(2, int(round(QUAD_SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
 
 
 def _automatic_path(img: np.ndarray) -> tuple[Stations, Lumen, list[str]]:

@@ -1,0 +1,76 @@
+"""The MLD's adaptive window (core/analysis/sizing_bottom.py) on analytic diameter profiles with lumpy noise."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from core.analysis.along_vessel import local_quadratic
+from core.analysis.sizing_bottom import bottom_diameter
+
+N, D, CENTRE, DRAWS = 400, 12.0, 200, 100
+FIXED_HALF = 2       # the profile's own local quadratic at D = 12 (sizing.QUAD_SMOOTH_DIAMETERS), the shortest window
+
+
+def _narrowing(kind: str) -> np.ndarray:
+    """A 50% narrowing of a 12 px vein: a long flat bottom (6 D, ramps 1 D), a cosine (3 D), a web (flat 0.3 D,
+    ramps 0.15 D)."""
+    flat, ramp = {"long": (6 * D, D), "cosine": (0.0, 1.5 * D), "web": (0.3 * D, 0.15 * D)}[kind]
+    a = np.abs(np.arange(N) - CENTRE) - flat / 2
+    g = np.where(a <= 0, 1.0, np.where(a < ramp, 0.5 * (1 + np.cos(np.pi * np.clip(a, 0, None) / ramp)), 0.0))
+    return D * (1 - 0.5 * g)
+
+
+def _errors(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """% error of the bottom's diameter over noise draws: adaptive, and the fixed window's. The noise is the
+    diameters' kind: lumps ~6 stations long (sd 0.3 px) plus white (0.1 px)."""
+    truth = _narrowing(kind)[CENTRE]
+    adaptive, fixed = [], []
+    for draw in range(DRAWS):
+        rng = np.random.default_rng(draw)
+        lumps = np.convolve(rng.normal(0, 1, N + 5), np.ones(6) / math.sqrt(6), mode="valid")
+        v = _narrowing(kind) + 0.3 * lumps + 0.1 * rng.normal(0, 1, N)
+        adaptive.append(bottom_diameter(v, CENTRE, D, FIXED_HALF) / truth - 1)
+        fixed.append(local_quadratic(v, FIXED_HALF)[CENTRE] / truth - 1)
+    return 100 * np.array(adaptive), 100 * np.array(fixed)
+
+
+def _rms(e: np.ndarray) -> float:
+    return math.sqrt(float(np.mean(e ** 2)))
+
+
+@pytest.mark.parametrize("kind", ["long", "cosine", "web"])
+def test_a_noise_free_bottom_is_read_exactly(kind):
+    assert bottom_diameter(_narrowing(kind), CENTRE, D) == pytest.approx(0.5 * D, rel=1e-9)
+
+
+def test_a_long_flat_bottom_is_read_over_a_longer_window():
+    """Measured: RMS 3.4% against the fixed window's 4.6%, unbiased."""
+    adaptive, fixed = _errors("long")
+    assert _rms(adaptive) <= 0.8 * _rms(fixed), (_rms(adaptive), _rms(fixed))
+    assert abs(float(np.mean(adaptive))) <= 1.0
+
+
+def test_a_cosine_bottom_is_not_lifted():
+    """Measured: RMS 3.9% against 4.6%, mean +1.2% (a window long enough to lift it stops the intervals)."""
+    adaptive, fixed = _errors("cosine")
+    assert _rms(adaptive) <= _rms(fixed)
+    assert abs(float(np.mean(adaptive))) <= 2.0
+
+
+def test_a_web_keeps_the_short_window():
+    """A web 0.6 D long end to end: a window of +-1.5 D would read it 40% wide; the intervals stop at the
+    shortest windows (mean -0.5%, as the fixed window's)."""
+    adaptive, fixed = _errors("web")
+    assert abs(float(np.mean(adaptive))) <= 1.5
+    assert _rms(adaptive) <= 1.1 * _rms(fixed)
+    assert local_quadratic(_narrowing("web"), int(1.5 * D))[CENTRE] > 1.3 * 0.5 * D
+
+
+def test_too_few_stations_or_a_gap_returns_the_reading():
+    v = _narrowing("long")
+    v[CENTRE + 1] = np.nan
+    assert bottom_diameter(v, CENTRE, D) == pytest.approx(v[CENTRE])
+    assert bottom_diameter(np.full(5, 3.0), 2, D) == 3.0
+    assert math.isnan(bottom_diameter(np.full(20, np.nan), 10, D))
