@@ -20,6 +20,7 @@ from benchmarks.bench_clearance import one_core  # noqa: F401  (the module's one
 from benchmarks.sweep_vessel import case_for
 from core.analysis.peak import peak_and_mask, peak_opacity
 from core.analysis.sizing import measure_sizing
+from core.analysis.sizing_blur import ln_per_unit
 from core.sources.phantom.render import render_run
 from core.sources.phantom.sizing_cases import make_sizing_case
 from core.sources.stacks import FrameStack
@@ -35,6 +36,11 @@ DEVICE_SEEDS = {"lin": 14, "log": 15}     # sweep_vessel's "device through the l
 DEVICE_WARNING = "a device lies in the lumen at the narrowest point"
 
 
+def _ln_per_unit(cfg) -> float:
+    """As the appliance gives it: 1 for linear data, 1 / the display's gain (the phantom's, estimated live)."""
+    return ln_per_unit(cfg.intensity == "lin", cfg.display_gain)
+
+
 def _stack(cfg) -> FrameStack:
     r = render_run(cfg)
     stack = FrameStack(r.frames, r.fps, cfg.intensity, 12 if cfg.intensity == "lin" else 8,
@@ -46,7 +52,7 @@ def _stack(cfg) -> FrameStack:
 @pytest.fixture(scope="module", params=["lin", "log"])
 def run(request):
     case = make_sizing_case(seed=3, stenosis_pct=50.0, intensity=request.param, **TIMING)
-    return _stack(case.config), case.truth
+    return _stack(case.config), case.truth, _ln_per_unit(case.config)
 
 
 @pytest.fixture(scope="module", params=["lin", "log"])
@@ -54,15 +60,15 @@ def device_run(request):
     case, _, _, anatomy = case_for(DEVICE_SEEDS[request.param], **TIMING)
     assert anatomy == "device through the lesion" and case.config.device is not None
     assert case.config.intensity == request.param
-    return _stack(case.config), case.truth
+    return _stack(case.config), case.truth, _ln_per_unit(case.config)
 
 
 @pytest.mark.parametrize("given", [True, False], ids=["centreline", "automatic"])
 def test_one_run_sized(benchmark, run, given):
-    stack, truth = run
+    stack, truth, ln_unit = run
     line = truth.centreline_xy if given else None
-    res = benchmark.pedantic(lambda: measure_sizing(peak_opacity(stack), line), rounds=5, iterations=1,
-                             warmup_rounds=1)
+    res = benchmark.pedantic(lambda: measure_sizing(peak_opacity(stack), line, ln_per_unit=ln_unit), rounds=5,
+                             iterations=1, warmup_rounds=1)
     assert res.diameter_stenosis_pct == pytest.approx(truth.diameter_stenosis_pct, abs=5.0 if given else 7.0)
     benchmark.extra_info["target_s"] = TARGET_S
     assert benchmark.stats.stats.min < TARGET_S
@@ -71,12 +77,12 @@ def test_one_run_sized(benchmark, run, given):
 @pytest.mark.parametrize("given", [True, False], ids=["centreline", "automatic"])
 def test_one_run_sized_device_in_lumen(benchmark, device_run, given):
     """The run's peak and mask, and the sizing with the catheter through the narrowing found in the mask."""
-    stack, truth = device_run
+    stack, truth, ln_unit = device_run
     line = truth.centreline_xy if given else None
 
     def measure():
         peak, mask = peak_and_mask(stack)
-        return measure_sizing(peak, line, mask=mask)
+        return measure_sizing(peak, line, mask=mask, ln_per_unit=ln_unit)
     res = benchmark.pedantic(measure, rounds=5, iterations=1, warmup_rounds=1)
     assert res.diameter_stenosis_pct == pytest.approx(truth.diameter_stenosis_pct, abs=5.0 if given else 7.0)
     assert res.mld_px == pytest.approx(truth.mld_px, rel=0.12)

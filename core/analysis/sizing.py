@@ -159,9 +159,12 @@ def _mm(px: float, mm: float | None):
 
 
 def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm_per_px: float | None = None,
-                   calibration: str | None = None, mask: np.ndarray | None = None) -> Sizing:
+                   calibration: str | None = None, mask: np.ndarray | None = None,
+                   ln_per_unit: float | None = None) -> Sizing:
     """Size the vein of ``peak`` along ``centerline`` (x, y points; None: found automatically). ``mask``: the
     run's contrast-free image (peak_and_mask), where a device in the lumen shows (sizing_device).
+    ``ln_per_unit``: ln units of light per unit of ``peak`` (1 for linear data, 1 / gain for display video;
+    None when unknown): the detector's blur then acts on the light (sizing_blur).
 
     ValueError with a one-line reason when there is no vessel or too little of it is measured.
     """
@@ -194,7 +197,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     blur = vein_blur(img, stations, lumen, used, device)
     blur_sd = trusted_blur(blur)
     if blur_sd is not None:
-        lumen = lumen_at_blur(lumen, blur_sd)
+        lumen = lumen_at_blur(lumen, blur_sd, ln_per_unit)
         d_typ, half, used, unsmoothed, diameter = _diameters(stations, lumen)
     half_quad = _quad_half(d_typ)
     half_area = half_quad

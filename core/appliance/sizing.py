@@ -17,6 +17,7 @@ import numpy as np
 from core.analysis.calibration import MAX_FRENCH, MIN_FRENCH, catheter_mm_per_px
 from core.analysis.clearance.measure import check_operator_centerline, register_runs
 from core.analysis.sizing import measure_sizing
+from core.analysis.sizing_blur import ln_per_unit
 from core.analysis.sizing_plot import profile_plot
 from core.appliance.worker import AnalysisWorker
 from core.store.eventlog import EventLog
@@ -153,11 +154,11 @@ class LiveSizing:
     def _measure_or_raise(self, run_id: str, procedure_id) -> dict:
         if run_id not in self._images:
             raise NotKept(f"no image kept for run {run_id!r}")
-        peak, mask = self._images[run_id][:2]
+        peak, mask, ln_mask, gain = self._images[run_id]
         cal = self._calibration or {}
         line, how = self._operator_line(run_id, peak, mask)
         sizing = measure_sizing(peak, line, mm_per_px=cal.get("mm_per_px"), calibration=cal.get("calibration"),
-                                mask=mask)
+                                mask=mask, ln_per_unit=ln_per_unit(ln_mask, gain))
         result = sizing.to_json()
         self._keep_result(run_id, result)
         self._set_latest(dict(result, run_id=run_id))
