@@ -68,9 +68,14 @@ def test_a_web_keeps_the_short_window():
     assert local_quadratic(_narrowing("web"), int(1.5 * D))[CENTRE] > 1.3 * 0.5 * D
 
 
-def test_too_few_stations_or_a_gap_returns_the_reading():
-    v = _narrowing("long")
-    v[CENTRE + 1] = np.nan
-    assert bottom_diameter(v, CENTRE, D) == pytest.approx(v[CENTRE])
-    assert bottom_diameter(np.full(5, 3.0), 2, D) == 3.0
+def test_a_gap_in_the_shortest_window_or_too_few_stations_leave_it_to_the_caller():
+    v = _narrowing("long") + 0.1 * np.random.default_rng(0).normal(size=N)
+    w = v.copy()
+    w[CENTRE + 1] = np.nan
+    assert math.isnan(bottom_diameter(w, CENTRE, D, FIXED_HALF))            # the profile's own reading stands
+    w = v.copy()
+    w[CENTRE + 5] = np.nan                                                   # a gap further out: windows stop there
+    assert bottom_diameter(w, CENTRE, D, FIXED_HALF) == pytest.approx(
+        float(local_quadratic(v, FIXED_HALF)[CENTRE]), abs=0.3)
+    assert math.isnan(bottom_diameter(np.full(5, 3.0), 2, D))
     assert math.isnan(bottom_diameter(np.full(20, np.nan), 10, D))

@@ -221,10 +221,11 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     lesion = _lesion_station(stenosis, d_typ)
     # The MLD over the longest window the diameters there allow (sizing_bottom), never shorter than the profile's
     # own: the running median before it flattens a web's sharp bottom, which the profile's quadratic reaches into.
-    diameter, stenosis = diameter.copy(), stenosis.copy()
-    diameter[lesion] = max(0.0, bottom_diameter(unsmoothed, lesion, d_typ,
-                                                half_area if device[lesion] else half_quad))
-    stenosis[lesion] = 100.0 * (1.0 - diameter[lesion] / reference[lesion])
+    mld = bottom_diameter(unsmoothed, lesion, d_typ, half_area if device[lesion] else half_quad)
+    if math.isfinite(mld):
+        diameter, stenosis = diameter.copy(), stenosis.copy()
+        diameter[lesion] = max(0.0, mld)
+        stenosis[lesion] = 100.0 * (1.0 - diameter[lesion] / reference[lesion])
     gap = untrusted_gap(stations, lumen, lesion) if auto else None
     if gap is not None:
         x, y = stations.xy[lesion]

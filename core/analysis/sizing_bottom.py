@@ -9,6 +9,8 @@ profiles' background lumps are several stations long): its autocovariance from t
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from core.analysis.along_vessel import local_quadratic
@@ -24,14 +26,13 @@ GROWTH = 1.4                 # each window this much longer than the last
 
 def bottom_diameter(x: np.ndarray, k: int, d_typ: float, h_min: int = 1) -> float:
     """The diameter at station ``k`` from the unsmoothed per-station diameters ``x`` (px, NaN where none, one
-    station per px), by the local quadratic over the ICI's window of at least +-``h_min`` stations."""
-    if not np.isfinite(x[k]):
-        return float(x[k])
+    station per px), by the local quadratic over the ICI's window of at least +-``h_min`` stations; NaN where
+    that shortest window is not all measured or too few stations are (the caller keeps its own reading)."""
     max_half = max(h_min, int(round(MAX_WINDOW_DIAMETERS * d_typ)))
-    gam = _noise_autocovariance(x, d_typ, 2 * max_half)
+    gam = _noise_autocovariance(x, d_typ, 2 * max_half) if np.isfinite(x[k]) else None
     if gam is None:
-        return float(x[k])
-    lo_ci, hi_ci, best = -np.inf, np.inf, float(x[k])
+        return math.nan
+    lo_ci, hi_ci, best = -np.inf, np.inf, math.nan
     for h in _windows(h_min, max_half):
         a, b = k - h, k + h + 1
         if a < 0 or b > len(x) or not np.isfinite(x[a:b]).all():
@@ -59,7 +60,7 @@ def _windows(h_min: int, max_half: int) -> list[int]:
 
 def _noise_autocovariance(x: np.ndarray, d_typ: float, max_lag: int) -> np.ndarray | None:
     """Autocovariance at lags 0..max_lag of the diameters' residual about their trend, clipped at 4 robust sd
-    (branches, the narrowing's shoulders); None when too few stations."""
+    (branches, the narrowing's shoulders); None when too few stations are measured."""
     r = x - local_quadratic(x, max(2, int(round(TREND_DIAMETERS * d_typ))))
     ok = np.isfinite(r)
     if ok.sum() < 8:
@@ -72,4 +73,4 @@ def _noise_autocovariance(x: np.ndarray, d_typ: float, max_lag: int) -> np.ndarr
         both = ok[lag:] & ok[:len(r) - lag]
         if both.sum() > lag + 4:
             gam[lag] = float(np.sum(r[lag:][both] * r[:len(r) - lag][both]) / both.sum())
-    return gam if gam[0] > 0 else None
+    return gam       # all 0 without noise: the shortest window then stands
