@@ -15,11 +15,12 @@ length within 35%; the narrowest point within 8 px of the stretch whose true ste
 greatest; MLD in mm within 0.3 mm where calibrated. A case without narrowing must read no lesion length.
 
     .venv/bin/python -m benchmarks.independent_sizing --seeds 0-23 [--mode given,auto] [--formats lin,disp,dicom]
-        [--cli 2] [--exact] [--shape cosine] [--blur 1.0] [--dose 10] [--json rows.json]
+        [--cli 2] [--exact] [--shape cosine] [--blur 1.0] [--dose 10] [--draws 4] [--json rows.json]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import math
@@ -34,6 +35,7 @@ import numpy as np
 from tests.independent_vein import make_case, render, truth, write_dicom
 
 STENOSIS_TOL = {"given": 5.0, "auto": 7.0}
+DRAW_STRIDE = 7919           # rng_state offset per extra noise draw
 MLD_REL, LENGTH_REL, PLACE_PX, MM_TOL = 0.12, 0.35, 8.0, 0.3
 CHECKS = ("stenosis", "mld", "length", "place", "mm", "no lesion")
 
@@ -117,8 +119,10 @@ def check(res: dict, case, tr, mode: str) -> dict:
 
 
 def run_seed(seed: int, modes, formats, cli: bool, out, exact: bool, shape: str | None, blur: float | None,
-             dose: float = 1.0) -> list[dict]:
+             dose: float = 1.0, draw: int = 0) -> list[dict]:
     case = make_case(seed, shape=shape, noise=not exact, blur_px=0.0 if exact else blur, dose=dose)
+    if draw:        # the same case under another draw of the noise
+        case = dataclasses.replace(case, rng_state=case.rng_state + DRAW_STRIDE * draw)
     tr = truth(case)
     rendered = render(case)
     rows = []
@@ -136,7 +140,7 @@ def run_seed(seed: int, modes, formats, cli: bool, out, exact: bool, shape: str 
                     if res_cli != res:
                         print(f"  seed {seed} {fmt} {mode}: the command and vessel_main differ "
                               f"({err_cli or 'different JSON'})", file=out)
-                row = dict(seed=seed, shape=case.shape, pct=round(100 * case.stenosis, 1), fmt=fmt, mode=mode,
+                row = dict(seed=seed, draw=draw, shape=case.shape, pct=round(100 * case.stenosis, 1), fmt=fmt, mode=mode,
                            blur=case.blur_px, catheter=case.catheter_french, cpu_s=cpu,
                            truth={"reference_px": tr.reference_px, "mld_px": tr.mld_px,
                                   "stenosis_pct": tr.diameter_stenosis_pct, "length_px": tr.lesion_length_px})
@@ -161,7 +165,7 @@ def line(r: dict, tr) -> str:
     got = "" if res is None else (f" ref {res['reference_diameter_px']:5.1f}/{tr.reference_px:5.1f} "
                                   f"mld {res['mld_px']:5.2f}/{tr.mld_px:5.2f} "
                                   f"len {res['lesion_length_px']:5.1f}/{tr.lesion_length_px:5.1f}")
-    return (f"seed {r['seed']:3d} {r['shape']:10s} {r['pct']:4.0f}% {r['fmt']:5s} {r['mode']:5s} "
+    return (f"seed {r['seed']:3d}{' d%d' % r['draw'] if r.get('draw') else ''} {r['shape']:10s} {r['pct']:4.0f}% {r['fmt']:5s} {r['mode']:5s} "
             f"blur {r['blur']:.2f}{' cath %gF' % r['catheter'] if r['catheter'] else '':8s} "
             f"sten {f('stenosis_err', '+6.1f')} mld {f('mld_err_pct', '+6.1f')}% len {f('length_err_pct', '+6.0f')}% "
             f"place {f('place_px', '5.1f')} mm {f('mm_err', '+5.2f')}{got}"
@@ -211,13 +215,16 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", help="every case this narrowing (cosine, web, long, asymmetric, none)")
     ap.add_argument("--blur", type=float, help="every case this PSF sd (px)")
     ap.add_argument("--dose", type=float, default=1.0, help="scale the quanta (10: an acquisition run's dose)")
+    ap.add_argument("--draws", type=int, default=1, help="noise draws per case (one draw is +-3 cases of 144 "
+                    "of luck: judge a change on several)")
     ap.add_argument("--json", help="write every row here")
     args = ap.parse_args(argv)
     rows = []
     t0 = time.time()
-    for i, seed in enumerate(_seeds(args.seeds)):
-        rows += run_seed(seed, args.mode.split(","), args.formats.split(","), i < args.cli, sys.stdout,
-                         args.exact, args.shape, args.blur, args.dose)
+    for draw in range(max(1, args.draws)):
+        for i, seed in enumerate(_seeds(args.seeds)):
+            rows += run_seed(seed, args.mode.split(","), args.formats.split(","), i < args.cli and draw == 0,
+                             sys.stdout, args.exact, args.shape, args.blur, args.dose, draw)
     print(summary(rows))
     print(f"{sum(not r['miss'] for r in rows)}/{len(rows)} within all tolerances ({time.time() - t0:.0f} s)")
     if args.json:
