@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["closing", "dilate", "interp_valid", "local_quadratic", "quiet", "run_around", "running_mean",
-           "running_median", "runs"]
+__all__ = ["closing", "dilate", "interp_valid", "local_quadratic", "quadratic_centre_weights", "quiet",
+           "run_around", "running_mean", "running_median", "runs"]
 
 
 class quiet:
@@ -91,6 +91,11 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
+def quadratic_centre_weights(half: int) -> np.ndarray:
+    """(2 half + 1,) weights giving a least-squares quadratic's value at the middle of a full window."""
+    return np.linalg.pinv(np.vander(np.arange(-half, half + 1, dtype=float), 3))[-1]
+
+
 def local_quadratic(v: np.ndarray, half: int) -> np.ndarray:
     """Per station, the value of a quadratic fitted to the finite values within +-half stations (their running
     median over half that where they lie mostly on one side): smooths noise without lifting the bottom of a
@@ -99,8 +104,7 @@ def local_quadratic(v: np.ndarray, half: int) -> np.ndarray:
     ok = np.isfinite(v)
     m = len(v)
     # A whole window of finite values: the fit's value at its middle is a fixed weighting (Savitzky-Golay).
-    x = np.arange(-half, half + 1, dtype=float)
-    weights = np.linalg.pinv(np.vander(x, 3))[-1]
+    weights = quadratic_centre_weights(half)
     full = np.zeros(m, dtype=bool)
     if m >= 2 * half + 1:
         win_ok = np.lib.stride_tricks.sliding_window_view(ok, 2 * half + 1).all(axis=1)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from core.analysis.along_vessel import local_quadratic
+from core.analysis.along_vessel import local_quadratic, quadratic_centre_weights
 
 __all__ = ["bottom_diameter", "ICI_GAMMA"]
 
@@ -37,8 +37,8 @@ def bottom_diameter(x: np.ndarray, k: int, d_typ: float, h_min: int = 1) -> floa
         a, b = k - h, k + h + 1
         if a < 0 or b > len(x) or not np.isfinite(x[a:b]).all():
             break
+        weights = quadratic_centre_weights(h)
         t = np.arange(-h, h + 1, dtype=float)
-        weights = np.linalg.pinv(np.vander(t, 3))[-1]
         est = float(weights @ x[a:b])
         lag = np.abs(np.subtract.outer(t, t)).astype(int)
         sd = float(np.sqrt(max(weights @ np.where(lag < len(gam), gam[np.minimum(lag, len(gam) - 1)], 0.0)
