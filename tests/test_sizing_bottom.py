@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from core.analysis.along_vessel import local_quadratic
-from core.analysis.sizing_bottom import bottom_diameter
+from core.analysis.along_vessel import local_quadratic, running_median
+from core.analysis.sizing_bottom import bottom_diameter, lesion_bottom
 
 N, D, CENTRE, DRAWS = 400, 12.0, 200, 100
 FIXED_HALF = 2       # the profile's own local quadratic at D = 12 (sizing.QUAD_SMOOTH_DIAMETERS), the shortest window
@@ -79,3 +79,47 @@ def test_a_gap_in_the_shortest_window_or_too_few_stations_leave_it_to_the_caller
         float(local_quadratic(v, FIXED_HALF)[CENTRE]), abs=0.3)
     assert math.isnan(bottom_diameter(np.full(5, 3.0), 2, D))
     assert math.isnan(bottom_diameter(np.full(20, np.nan), 10, D))
+
+
+def _imaged_web() -> np.ndarray:
+    """The web as the profile holds it: blurred along the vessel (pixel and PSF, sd 0.8 px) and through the
+    profile's 3-station running median."""
+    t = np.arange(-5, 6)
+    g = np.exp(-0.5 * (t / 0.8) ** 2)
+    return running_median(np.convolve(_narrowing("web"), g / g.sum(), mode="same"), 1)
+
+
+def _noisy(v: np.ndarray, draw: int, scale: float = 1.0) -> np.ndarray:
+    """``v`` with _errors' noise times ``scale``."""
+    rng = np.random.default_rng(1000 + draw)
+    lumps = np.convolve(rng.normal(0, 1, N + 5), np.ones(6) / math.sqrt(6), mode="valid")
+    return v + scale * (0.3 * lumps + 0.1 * rng.normal(0, 1, N))
+
+
+def test_a_web_read_from_its_shoulder_moves_to_its_bottom():
+    """The lesion's place handed over a station off a 3.6 station bottom (the middle of the stretch near the
+    greatest stenosis can fall there) reads the web wide; the place moves to the bottom. Measured: noise-free
+    +3.5% -> -0.8%; at half _errors' noise +6.4% -> +0.4% (mean of 100 draws); at its full noise, where the
+    windows off the bottom grow long and it seldom moves, +9.3% -> +9.1%."""
+    web, ref = _imaged_web(), np.full(N, D)
+    assert bottom_diameter(web, CENTRE - 1, D, FIXED_HALF) > 1.03 * 0.5 * D
+    k, mld = lesion_bottom(web, ref, CENTRE - 1, D, FIXED_HALF)
+    assert k == CENTRE and mld == pytest.approx(0.5 * D, rel=0.01)
+    for scale, bound in ((0.5, 0.02), (1.0, None)):
+        moved = np.mean([lesion_bottom(_noisy(web, d, scale), ref, CENTRE - 1, D, FIXED_HALF)[1] / (0.5 * D) - 1
+                         for d in range(DRAWS)])
+        stays = np.mean([bottom_diameter(_noisy(web, d, scale), CENTRE - 1, D, FIXED_HALF) / (0.5 * D) - 1
+                         for d in range(DRAWS)])
+        assert moved <= stays + 0.002, (scale, moved, stays)
+        if bound is not None:
+            assert abs(moved) < bound and stays > 2 * bound, (moved, stays)
+
+
+def test_a_long_bottom_keeps_its_place():
+    """On a long bottom the window is long and the place stays: the deepest of many estimates would be the
+    deepest noise lump."""
+    ref = np.full(N, D)
+    for draw in range(20):
+        v = _noisy(_narrowing("long"), draw)
+        k, mld = lesion_bottom(v, ref, CENTRE, D, FIXED_HALF)
+        assert k == CENTRE and mld == bottom_diameter(v, CENTRE, D, FIXED_HALF)

@@ -36,7 +36,7 @@ from core.analysis.along_vessel import local_quadratic, run_around
 from core.analysis.clearance.safeguards import vessel_beside_warning
 from core.analysis.lumen import Lumen, measure_lumen, running_median
 from core.analysis.sizing_blur import lumen_at_blur, trusted_blur
-from core.analysis.sizing_bottom import bottom_diameter
+from core.analysis.sizing_bottom import bottom_diameter, lesion_bottom
 from core.analysis.sizing_device import area_diameter, device_width, find_device, vein_blur
 from core.analysis.sizing_path import (
     BESIDE_CHOICE_WARNING,
@@ -221,7 +221,12 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     lesion = _lesion_station(stenosis, d_typ)
     # The MLD over the longest window the diameters there allow (sizing_bottom), never shorter than the profile's
     # own: the running median before it flattens a web's sharp bottom, which the profile's quadratic reaches into.
-    mld = bottom_diameter(unsmoothed, lesion, d_typ, half_area if device[lesion] else half_quad)
+    # On a sharp bottom the place moves to its deepest point (lesion_bottom); not beside a device, whose area
+    # readings' window is long by design.
+    if device[lesion]:
+        mld = bottom_diameter(unsmoothed, lesion, d_typ, half_area)
+    else:
+        lesion, mld = lesion_bottom(unsmoothed, reference, lesion, d_typ, half_quad)
     if math.isfinite(mld):
         diameter, stenosis = diameter.copy(), stenosis.copy()
         diameter[lesion] = max(0.0, mld)
