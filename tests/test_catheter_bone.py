@@ -60,3 +60,29 @@ def test_a_catheter_by_a_bone_edge_is_right_or_refused(kind, offset, blur):
         assert str(exc).startswith(REASONS), exc
         return
     assert 2.0 / mm == pytest.approx(6.0, rel=0.03)
+
+
+# A faint catheter (wall 0.12-0.15 ln/px) beside a strong edge (0.6 ln: 2-4 times its height) within 16 px, on a ln
+# mask at 1 px blur: main read these +343%, +189%, +124% wide (the straight background through the window's ends
+# left the bone's plateau beside the catheter, its step taken for an outer edge: core/analysis/catheter_edges.py).
+# (10, 0.12, 5): refused on main; retrying with smaller windows had read it +19% in silence.
+@pytest.mark.parametrize("outer, mu, offset", [(4.5, 0.15, -16.0), (4.5, 0.15, -9.0), (10.0, 0.12, -16.0),
+                                               (10.0, 0.12, 5.0)])
+def test_a_faint_catheter_by_a_strong_edge_is_right_or_refused(outer, mu, offset):
+    from tests.test_catheter_intensity_blur import scene
+    mask, opacity, points, vein = scene(outer, 1.0, 1.0, mu, seed=0, angle_deg=25.0, bone=(offset, 0.6))
+    try:
+        mm = catheter_mm_per_px(mask, points, 6.0, opacity=opacity, centerline=vein, ln_mask=True)
+    except ValueError as exc:
+        assert str(exc).startswith(REASONS + ("catheter points are not on a catheter",)), exc
+        return
+    assert 2.0 / mm == pytest.approx(outer, rel=0.05)
+
+
+@pytest.mark.parametrize("offset", [0.0, -6.0])
+def test_a_bone_edge_alone_between_the_points_is_refused(offset):
+    """No catheter: the step's plateau is no attenuating line, and the refusal says what lies there."""
+    from tests.test_catheter_intensity_blur import scene
+    mask, opacity, points, vein = scene(6.0, 1.0, 1.0, 0.0, seed=1, angle_deg=70.0, bone=(offset, 0.6))
+    with pytest.raises(ValueError, match="not on a catheter: a bone's edge"):
+        catheter_mm_per_px(mask, points, 6.0, opacity=opacity, centerline=vein, ln_mask=True)

@@ -3,11 +3,10 @@ it into mm per px).
 
 Measured in the contrast-free image (the mask: raw frames before the contrast, log units, where the radiopaque
 wall attenuates) across the segment between the two points. Each station's outer edges are first the steepest
-rise and fall of the background-subtracted attenuation profile (a hollow catheter's profile has two wall peaks
-and a dip between them, so a half-height rule would find the inner wall): they say where the catheter is and
-that its width is steady. The width itself is a fit of a blurred projected tube to the stations' mean profile
-(core.analysis.catheter_fit): the steepest slope lies inside the edge by an amount that depends on the blur,
-which the fit measures.
+rise and fall of the background-subtracted attenuation profile (core.analysis.catheter_edges: a bone's step
+beside the catheter told from its edge): they say where the catheter is and that its width is steady. The
+width itself is a fit of a blurred projected tube to the stations' mean profile (core.analysis.catheter_fit):
+the steepest slope lies inside the edge by an amount that depends on the blur, which the fit measures.
 """
 from __future__ import annotations
 
@@ -16,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.analysis.along_vessel import run_around
 from core.analysis.catheter_background import edge_corrections
+from core.analysis.catheter_edges import station_edges
 from core.analysis.catheter_fit import TubeFit, fit_tube
 from core.analysis.catheter_sampling import bilinear_sampler, fine_grid
 from core.analysis.vessel import Stations, make_stations, sample_profiles
@@ -35,6 +34,7 @@ ALONG_PX = np.array([-0.25, 0.25])   # each station's profile: the mean of two l
 OUTLIER_MADS = 3.0           # a station's profile this far from the others' is left out (_typical)
 EDGE_MARGIN_PX = 6.0         # a bone's edge is looked for this far beyond the fitted window
 EDGE_MIN_HEIGHT = 0.05       # and counts from this fraction of the catheter's height (~1.5% of its width)
+OPENING_MARGIN_PX = 4.0     # the top-hat's element is this much wider than the widest catheter (its smoothing)
 CORRELATION_PX = 2.0         # across the catheter, samples this close share noise (bilinear, pixel)
 
 
@@ -91,32 +91,25 @@ def catheter_stations(mask: np.ndarray, points: np.ndarray, max_px: float = MAX_
     outer = np.abs(across) >= half - 6.0
     A = np.column_stack([np.ones(outer.sum()), across[outer]])
     coef, *_ = np.linalg.lstsq(A, prof[:, outer].T, rcond=None)
+    raw = prof
     prof = prof - (coef[0][:, None] + coef[1][:, None] * across[None, :])
     noise = 1.4826 * float(np.median(np.abs(np.diff(prof[:, outer], axis=1)))) / math.sqrt(2.0)
-    fine = _smooth(prof, 2)
-    coarse = _smooth(prof, 8)            # +-2 px: a hollow catheter's two walls read as one bump
     near = np.abs(across) <= 0.5 * half
-    widths, peaks, centres = [], [], []
-    for pf, pc in zip(fine, coarse):
-        c = int(np.argmax(np.where(near, pc, -np.inf)))
-        top = pc[c]
-        lo, hi = run_around(pc > 0.3 * top, c)
-        g = np.gradient(pf, ACROSS_STEP_PX)
-        reach = int(2.0 / ACROSS_STEP_PX)
-        idx = np.arange(len(pf))
-        left = _peak_at(g, across, (idx >= lo - reach) & (idx <= c), +1)
-        right = _peak_at(g, across, (idx >= c) & (idx <= hi + reach), -1)
-        widths.append(right - left)
-        centres.append((left + right) / 2.0)
-        peaks.append(top)
+    edges = station_edges(across, raw, prof, near, int(round((max_px + OPENING_MARGIN_PX) / ACROSS_STEP_PX)))
+    widths = edges.right - edges.left
+    centres = 0.5 * (edges.left + edges.right)
+    peaks = edges.top
     width = float(np.median(widths))
     snr = float(np.median(peaks)) / max(noise, 1e-9)
     if not snr > MIN_SNR:
         raise ValueError("catheter points are not on a catheter (no attenuating line along them)")
+    if not float(np.median(edges.hat_top)) / max(noise, 1e-9) > MIN_SNR:     # the line's bump was a step's plateau
+        raise ValueError("catheter points are not on a catheter: a bone's edge (a step of attenuation) lies along "
+                         "them and no line stands out of it; mark the catheter elsewhere or give mm per px")
     spread = 1.4826 * float(np.median(np.abs(np.asarray(widths) - np.median(widths))))
     if not (1.0 <= width <= max_px) or spread > STEADY_FRACTION * width:
         raise ValueError("catheter points are not on a catheter (no steady width between them)")
-    return CatheterStations(st, across, prof, np.asarray(centres, dtype=float), width)
+    return CatheterStations(st, across, prof, centres, width)
 
 
 def catheter_fit_width(across: np.ndarray, prof: np.ndarray, centres: np.ndarray, width: float,
@@ -271,18 +264,3 @@ def mean_profile_noise(aligned: np.ndarray, basis: np.ndarray) -> float:
            for j in range(1, lags + 1)]
     return var / blocks * max(1.0, 1.0 + 2.0 * sum(rho))
 
-
-def _smooth(p: np.ndarray, half: int) -> np.ndarray:
-    pad = np.pad(p, ((0, 0), (half, half)), mode="edge")
-    return np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1, axis=1).mean(axis=2)
-
-
-def _peak_at(g: np.ndarray, across: np.ndarray, sel: np.ndarray, sign: int) -> float:
-    """Sub-pixel position (parabola through three samples) of the largest ``sign * g`` within ``sel``."""
-    v = np.where(sel, sign * g, -np.inf)
-    j = int(np.argmax(v))
-    if 0 < j < len(g) - 1 and np.isfinite(v[j - 1]) and np.isfinite(v[j + 1]):
-        den = v[j - 1] - 2 * v[j] + v[j + 1]
-        off = 0.5 * (v[j - 1] - v[j + 1]) / den if den < 0 else 0.0
-        return float(across[j] + np.clip(off, -1.0, 1.0) * (across[1] - across[0]))
-    return float(across[j])
