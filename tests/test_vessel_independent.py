@@ -4,6 +4,7 @@ shows. The full sweep is benchmarks/independent_sizing.py (docs/vessel-accuracy.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -125,3 +126,22 @@ def test_the_patent_lumen_is_read_at_the_blur_of_the_light(seed, blur):
         errors.append(float(np.nanmean(sizing.lumen.width[patent] / case.diameter(s)[patent])) - 1.0)
     assert abs(errors[0]) <= 0.005, errors
     assert errors[1] < errors[0] - 0.004, errors
+
+
+def test_the_lumen_along_a_catheter_is_read_at_the_patent_lumens_density():
+    """Along a catheter the lumen is read from areas over the contrast density of the patent lumen. That density
+    was the running median in place, held flat beyond the patent stretch: the value held over the catheter's
+    270 stations was one or two stations' at its tip, where the tip lowers the column (seed 4, second noise draw:
+    the lumen along it read +8 to +13%, and a vein without narrowing read 8.8% stenosed at its far end). Taken
+    over the patent stations a diameter from the catheter, the lumen along it reads within 3% (measured -0.3%)."""
+    case = make_case(4)
+    case = replace(case, rng_state=case.rng_state + 7919)
+    assert case.shape == "none" and case.catheter_french is not None and not case.upstream_at_start
+    run = render(case)
+    peak, mask = peak_and_mask(_stack(run.linear, run.lin_fps, "lin"))
+    sizing = measure_sizing(peak, case.centreline_points(), mask=mask, ln_per_unit=1.0)
+    s, _ = case.arcs.project(*sizing.stations.xy.T)
+    along = s > case.catheter_tip_s + 20
+    ratio = sizing.diameter[along] / case.diameter(s[along])
+    assert abs(float(np.nanmedian(ratio)) - 1.0) < 0.03
+    assert sizing.diameter_stenosis_pct < 5.0

@@ -112,9 +112,10 @@ def _fitted_width(mask: np.ndarray, stations: Stations, on_device: np.ndarray, w
     """The device's outer width from the catheter fit (calibration's) on FIT_CHORDS straight chords spread along
     its longest stretch: per chord the fit at the vein's ``blur`` (a 1 px wall under blur trades against the
     blur: the fit alone takes the least blur, reading up to 12-18% wide at 1 px), else the middle of the widths
-    its profile cannot tell apart (_chord_width), chords where the fit ran to its thinnest wall left out (not a tube there: a bone edge along it, read 15-25% narrow),
-    the median of the rest; ``coarse`` (the tube finder's radii step by 0.5-1 px) when none is left. Where the
-    device fills a narrowing its width is the MLD: one chord's misfit was the MLD's."""
+    its profile cannot tell apart (_chord_width), chords where the fit ran to its thinnest wall left out (not a
+    tube there: a bone edge along it, read 15-25% narrow), the median of the rest; ``coarse`` (the tube finder's
+    radii step by 0.5-1 px) when none is left. Where the device fills a narrowing its width is the MLD: one
+    chord's misfit was the MLD's."""
     a, b = max(runs(where), key=lambda r: r[1] - r[0])
     n = min(FIT_CHORD_PX, b - a - 1)
     if n < MIN_CHORD_PX:
@@ -160,12 +161,9 @@ def area_diameter(img: np.ndarray, stations: Stations, lumen: Lumen, reference: 
     out = np.full(len(stations.s), np.nan)
     if not (device.any() and math.isfinite(d_device) and d_device > 0):
         return out
-    k = lumen.density
-    k_ref = running_median(np.where(patent & ~device & np.isfinite(k), k, np.nan), max(8, 8 * half))
-    ok = np.isfinite(k_ref)
-    if not ok.any():
+    k_ref = _patent_density(lumen.density, patent, device, reference, half)
+    if k_ref is None:
         return out
-    k_ref = np.interp(np.arange(len(k_ref)), np.flatnonzero(ok), k_ref[ok])
     idx = np.flatnonzero(device & np.isfinite(reference))
     if idx.size == 0:
         return out
@@ -176,6 +174,22 @@ def area_diameter(img: np.ndarray, stations: Stations, lumen: Lumen, reference: 
         area = np.clip(integral, 0.0, None) / k_ref[idx]
     out[idx] = np.sqrt(4.0 / math.pi * area + d_device ** 2)
     return out
+
+
+def _patent_density(k: np.ndarray, patent: np.ndarray, device: np.ndarray, reference: np.ndarray,
+                    half: int) -> np.ndarray | None:
+    """The contrast density of the patent lumen per station: the running median over the patent stations a
+    diameter or more from a device (at a device's end its tip, not yet found, lowers the column), taken over
+    those stations alone so each value holds a whole window, interpolated between them and held flat beyond.
+    A median over the stations in place held the value of the last one or two before a long device (read 10%
+    low at a catheter's tip: the lumen along it +10%). None where no such station is known."""
+    ok = np.isfinite(reference)
+    pad = int(math.ceil(float(np.median(reference[ok])))) if ok.any() else 0
+    for free in (patent & ~dilate(device, pad) & np.isfinite(k), patent & ~device & np.isfinite(k)):
+        idx = np.flatnonzero(free)
+        if idx.size:
+            return np.interp(np.arange(len(k)), idx, running_median(k[idx], max(8, 8 * half)))
+    return None
 
 
 def _bridged(flag: np.ndarray, gap: int) -> np.ndarray:
