@@ -70,6 +70,10 @@ BOTTOM_NOISE_SD = 4.0        # the lesion's stretch: stenosis within this many n
 #                              greatest of a flat bottom's readings lies ~2 sd above their mean, its lowest ~2 below)
 TREND_DIAMETERS = 1.0        # the noise: the stenosis' spread about a local quadratic over +-this many diameters
 LOCAL_NOISE_DIAMETERS = 2.0  # ... the whole vessel's, or that within +-this many diameters of the greatest if larger
+DEVICE_SMOOTH_DIAMETERS = 0.25  # the device finder's half window along the vessel, in diameters: its tube
+#   score is averaged over it (over one station the mask's noise on a faint vein scored a tube) and its place
+#   steady over it (a device filling a narrowing wanders a pixel across: a radius was too long for that); a
+#   stretch shorter than four of it (a diameter) is not a device
 CENTRE_SMOOTH_DIAMETERS = 0.5  # the lesion's place across the vessel: the column's middle, median over +-this
 MIN_STATIONS = 8
 GUESS_STATIONS = 60          # stations sampled for the first diameter guess
@@ -91,6 +95,7 @@ class Sizing:
     mm_per_px: float | None = None
     calibration: str | None = None
     warnings: list[str] = field(default_factory=list)
+    device: np.ndarray | None = None   # (M,) stations where a device lies in the lumen (read from areas)
 
     @property
     def reference_px(self) -> float:
@@ -191,7 +196,8 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     if mask is not None and np.shape(mask) == img.shape:
         # A device displaces the contrast of its cross-section: there the lumen is read from areas.
         ref0, _ = reference_fit(stations.s, diameter, d_typ)
-        device, on_device, coarse = find_device(mask, stations, lumen, ref0, used, half)
+        device, on_device, coarse = find_device(mask, stations, lumen, ref0, used,
+                                                max(1, int(round(DEVICE_SMOOTH_DIAMETERS * d_typ / SPACING_PX))))
     # The blur on the vein's patent stretches away from a device, measured once: the device's fit and the
     # widths' correction (sizing_blur) both take it.
     blur = vein_blur(img, stations, lumen, used, device)
@@ -250,7 +256,8 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
         raise ValueError(f"the contrast column along the automatic centreline jumps sideways at ({x:.0f}, {y:.0f}), "
                          "beside its narrowest point: two vessels' columns touch there and the path may run from one "
                          "to the other; draw the centreline")
-    sizing = Sizing(stations, lumen, diameter, reference, stenosis, lesion, span, mm_per_px, calibration)
+    sizing = Sizing(stations, lumen, diameter, reference, stenosis, lesion, span, mm_per_px, calibration,
+                    device=device)
     sizing.warnings.extend(notes)
     if device[lesion]:
         sizing.warnings.append(

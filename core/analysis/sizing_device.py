@@ -23,7 +23,6 @@ from core.analysis.along_vessel import dilate, runs
 from core.analysis.catheter_fit import WALL_AT_LIMIT
 from core.analysis.catheter_profile import catheter_fit
 from core.analysis.clearance.device import (
-    TUBE_SHARE_OF_HEIGHT,
     mask_profiles,
     nearest_filled,
     tube,
@@ -38,13 +37,17 @@ MIN_CHORD_PX = 12
 FIT_CHORDS = 3         # chords fitted along the device's longest stretch
 MIN_BLUR_STRETCH_DIAMETERS = 3.0   # a patent stretch this long gives pieces for the vein's blur (pieces: 2)
 BLUR_DEVICE_PIECES = 6         # pieces fitted at most for the vein's blur beside a device
+# A tube's score as a share of the column's height, below clearance's: a catheter's wall is often fainter than
+# a dense column (0.14 of it: unfound, the lumen along it read 12% wide from the column's edges).
+SIZING_TUBE_SHARE = 0.10
 WEAK_SHARE = 0.5       # between two stretches of a device, its tube scores at least this share of the finder's limit
 
 
 def find_device(mask: np.ndarray, stations: Stations, lumen: Lumen, reference: np.ndarray, patent: np.ndarray,
                 half: int) -> tuple[np.ndarray, np.ndarray, float]:
     """(stations where the mask holds a device along the lumen, the device's axis across each station, the tube
-    finder's coarse outer width or NaN)."""
+    finder's coarse outer width or NaN). ``half``: the finder's half window in stations (its score averaged and
+    its place steady over it)."""
     none = np.zeros(len(stations.s), dtype=bool)
     d_ref = nearest_filled(np.asarray(reference, dtype=float))
     axis = nearest_filled(lumen.centre.copy())
@@ -53,7 +56,7 @@ def find_device(mask: np.ndarray, stations: Stations, lumen: Lumen, reference: n
     have = patent & np.isfinite(lumen.height)
     height = float(np.median(lumen.height[have])) if have.any() else math.nan
     score, off, size = scored = tube(across, prof, axis, d_ref)
-    where = tube_stations(across, prof, axis, d_ref, height, half, scored)
+    where = tube_stations(across, prof, axis, d_ref, height, half, scored, share=SIZING_TUBE_SHARE)
     if not where.any():
         return none, axis, math.nan
     # A device does not stop for a few stations: where its tube is missed (the narrowest point, where the
@@ -61,7 +64,7 @@ def find_device(mask: np.ndarray, stations: Stations, lumen: Lumen, reference: n
     where = _bridged(where, 4 * half)
     # Through a narrowing it fills, its walls' steps read weaker (blur, the lumen hugging it): a gap however long
     # between two stretches is still the device where its tube scores all along it, if weakly (hysteresis).
-    where = _followed_through(where, running_mean(score, half), WEAK_SHARE * TUBE_SHARE_OF_HEIGHT * height)
+    where = _followed_through(where, running_mean(score, half), WEAK_SHARE * SIZING_TUBE_SHARE * height)
     found = where & np.isfinite(size)
     coarse = 2.0 * float(np.median(size[found])) if found.any() else math.nan
     return where, axis + np.nan_to_num(off), coarse

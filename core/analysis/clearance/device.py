@@ -54,9 +54,9 @@ def device_stations(diff: np.ndarray, contrast: float, half: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(stations where the run's mask holds a device the baseline's does not, the other way round).
 
-    ``att_*``: ``ridge`` of the runs' mask difference, run minus baseline, at the same anatomical stations; ``contrast``: a patent
-    station's contrast integral (the same log units); ``half``: stations in a reference radius. A stretch
-    found is widened by a radius each side (the tip and the sampling window).
+    ``att_*``: ``ridge`` of the runs' mask difference, run minus baseline, at the same anatomical stations;
+    ``contrast``: a patent station's contrast integral (the same log units); ``half``: stations in a reference
+    radius. A stretch found is widened by a radius each side (the tip and the sampling window).
     """
     ok = np.isfinite(diff)
     none = np.zeros(diff.shape, dtype=bool)
@@ -142,9 +142,9 @@ TUBE_STEADY = 0.1              # its place across the lumen steady to this share
 
 
 def tube_stations(across: np.ndarray, prof: np.ndarray, axis: np.ndarray, d_ref: np.ndarray, height: float,
-                  half: int, scored: tuple | None = None) -> np.ndarray:
+                  half: int, scored: tuple | None = None, share: float = TUBE_SHARE_OF_HEIGHT) -> np.ndarray:
     """Stations where one run's mask holds a device in the lumen, whether or not another run holds it too: a
-    ``tube`` scoring above TUBE_SHARE_OF_HEIGHT of the contrast column's ``height`` (and NOISE_SD noise sd),
+    ``tube`` scoring above ``share`` of the contrast column's ``height`` (and NOISE_SD noise sd),
     at a place across the lumen steady along the vessel (a device follows the lumen; anatomy crossing the vein
     drifts across it), over at least MIN_LENGTH_DIAMETERS. ``scored``: ``tube``'s answer for these, when the
     caller has it."""
@@ -157,7 +157,7 @@ def tube_stations(across: np.ndarray, prof: np.ndarray, axis: np.ndarray, d_ref:
     smooth = running_mean(score, half)
     mean_at = running_mean(where, half)
     spread = np.sqrt(np.maximum(running_mean(where ** 2, half) - mean_at ** 2, 0.0))
-    limit = max(NOISE_SD * sd / math.sqrt(2 * half + 1), TUBE_SHARE_OF_HEIGHT * height)
+    limit = max(NOISE_SD * sd / math.sqrt(2 * half + 1), share * height)
     with np.errstate(invalid="ignore"):
         hot = ok & (smooth > limit) & (spread <= TUBE_STEADY * np.nan_to_num(d_ref, nan=0.0))
     return _stretches(hot, half)
