@@ -375,12 +375,9 @@ def _with_densitometric(lumen: Lumen, patent: np.ndarray, half: int) -> np.ndarr
     density of the nearby patent lumen) where the column is narrow enough for the blur to move its edges
     (a thin column's height drops, its half-height edges move out), and that alone where no edge is found."""
     width = lumen.width
-    k = lumen.density
-    k_ref = running_median(np.where(patent & np.isfinite(k), k, np.nan), max(8, 8 * half))
-    ok = np.isfinite(k_ref)
-    if not ok.any():
+    k_ref = lumen.patent_density(patent, half)
+    if k_ref is None:
         return width
-    k_ref = np.interp(np.arange(len(k_ref)), np.flatnonzero(ok), k_ref[ok])
     with np.errstate(invalid="ignore", divide="ignore"):
         dens = np.sqrt(np.clip(lumen.integral, 0.0, None) / (math.pi / 4.0 * k_ref))
     a = np.clip((DENS_FULL_PX + DENS_BLEND_PX - width) / DENS_BLEND_PX, 0.0, 1.0)

@@ -28,7 +28,7 @@ from core.analysis.clearance.device import (
     tube,
     tube_stations,
 )
-from core.analysis.lumen import Lumen, integral_at, running_mean, running_median
+from core.analysis.lumen import Lumen, integral_at, running_mean
 from core.analysis.vein_blur import BLUR_PIECES, blur_of_pieces, piece_fits
 from core.analysis.vessel import Stations
 
@@ -164,7 +164,7 @@ def area_diameter(img: np.ndarray, stations: Stations, lumen: Lumen, reference: 
     out = np.full(len(stations.s), np.nan)
     if not (device.any() and math.isfinite(d_device) and d_device > 0):
         return out
-    k_ref = _patent_density(lumen.density, patent, device, reference, half)
+    k_ref = _patent_density(lumen, patent, device, reference, half)
     if k_ref is None:
         return out
     idx = np.flatnonzero(device & np.isfinite(reference))
@@ -179,20 +179,14 @@ def area_diameter(img: np.ndarray, stations: Stations, lumen: Lumen, reference: 
     return out
 
 
-def _patent_density(k: np.ndarray, patent: np.ndarray, device: np.ndarray, reference: np.ndarray,
+def _patent_density(lumen: Lumen, patent: np.ndarray, device: np.ndarray, reference: np.ndarray,
                     half: int) -> np.ndarray | None:
-    """The contrast density of the patent lumen per station: the running median over the patent stations a
-    diameter or more from a device (at a device's end its tip, not yet found, lowers the column), taken over
-    those stations alone so each value holds a whole window, interpolated between them and held flat beyond.
-    A median over the stations in place held the value of the last one or two before a long device (read 10%
-    low at a catheter's tip: the lumen along it +10%). None where no such station is known."""
+    """The patent lumen's contrast density (Lumen.patent_density) over its stations a diameter or more from a
+    device (at a device's end its tip, not yet found, lowers the column), or next to it where none is."""
     ok = np.isfinite(reference)
     pad = int(math.ceil(float(np.median(reference[ok])))) if ok.any() else 0
-    for free in (patent & ~dilate(device, pad) & np.isfinite(k), patent & ~device & np.isfinite(k)):
-        idx = np.flatnonzero(free)
-        if idx.size:
-            return np.interp(np.arange(len(k)), idx, running_median(k[idx], max(8, 8 * half)))
-    return None
+    k_ref = lumen.patent_density(patent & ~dilate(device, pad), half)
+    return k_ref if k_ref is not None else lumen.patent_density(patent & ~device, half)
 
 
 def _bridged(flag: np.ndarray, gap: int) -> np.ndarray:
