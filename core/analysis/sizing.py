@@ -190,7 +190,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     snr = float(np.median(lumen.height[ok])) / lumen.noise if lumen.noise > 0 else math.inf
     if not snr >= MIN_SNR:
         raise ValueError(f"no opacified vessel along the centreline (its column is {snr:.1f} noise sd high)")
-    d_typ, half, used, unsmoothed, diameter = _diameters(stations, lumen)
+    d_typ, half, used, raw, unsmoothed, diameter = _diameters(stations, lumen)
     device, d_device = np.zeros(len(diameter), dtype=bool), math.nan
     on_device, coarse = None, math.nan
     if mask is not None and np.shape(mask) == img.shape:
@@ -204,7 +204,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     blur_sd = trusted_blur(blur)
     if blur_sd is not None:
         lumen = lumen_at_blur(lumen, blur_sd, ln_per_unit)
-        d_typ, half, used, unsmoothed, diameter = _diameters(stations, lumen)
+        d_typ, half, used, raw, unsmoothed, diameter = _diameters(stations, lumen)
     half_quad = _quad_half(d_typ)
     half_area = half_quad
     if device.any():
@@ -217,6 +217,7 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
         half_area = max(half, int(round(AREA_SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
         diameter = np.where(np.isfinite(by_area), local_quadratic(by_area, half_area), diameter)
         unsmoothed = np.where(np.isfinite(by_area), by_area, unsmoothed)
+        raw = np.where(np.isfinite(by_area), by_area, raw)
     fit, used = reference_fit(stations.s, diameter, d_typ)
     reference = follow_steps(fit, diameter, stations.s, d_typ, SPACING_PX)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -227,12 +228,12 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     lesion = _lesion_station(stenosis, d_typ)
     # The MLD over the longest window the diameters there allow (sizing_bottom), never shorter than the profile's
     # own: the running median before it flattens a web's sharp bottom, which the profile's quadratic reaches into.
-    # On a sharp bottom the place moves to its deepest point (lesion_bottom); not beside a device, whose area
-    # readings' window is long by design.
+    # On a sharp bottom the place moves to its deepest point, read without the running median (lesion_bottom);
+    # not beside a device, whose area readings' window is long by design.
     if device[lesion]:
         mld = bottom_diameter(unsmoothed, lesion, d_typ, half_area)
     else:
-        lesion, mld = lesion_bottom(unsmoothed, reference, lesion, d_typ, half_quad)
+        lesion, mld = lesion_bottom(unsmoothed, reference, lesion, d_typ, half_quad, raw)
     if math.isfinite(mld):
         diameter, stenosis = diameter.copy(), stenosis.copy()
         diameter[lesion] = max(0.0, mld)
@@ -273,9 +274,10 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     return sizing
 
 
-def _diameters(stations: Stations, lumen: Lumen) -> tuple[float, int, np.ndarray, np.ndarray, np.ndarray]:
+def _diameters(stations: Stations, lumen: Lumen
+               ) -> tuple[float, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(typical diameter, the running median's half window, stations the reference fit used, the diameter per
-    station before and after the local quadratic) of ``lumen``'s widths."""
+    station before the running median, after it, and after the local quadratic) of ``lumen``'s widths."""
     ok = np.isfinite(lumen.width)
     d_typ = float(np.median(lumen.width[ok]))
     half = max(1, int(round(SMOOTH_DIAMETERS * d_typ / SPACING_PX)))
@@ -285,9 +287,10 @@ def _diameters(stations: Stations, lumen: Lumen) -> tuple[float, int, np.ndarray
     # the edges' noise as QCA does, leaving a curved narrowing's bottom where it is (never below 0: it overshoots
     # beside an occlusion's sharp ends).
     half_quad = _quad_half(d_typ)
-    unsmoothed = running_median(_with_densitometric(lumen, used, half), half)
+    raw = _with_densitometric(lumen, used, half)
+    unsmoothed = running_median(raw, half)
     diameter = np.where(np.isfinite(unsmoothed), np.maximum(local_quadratic(unsmoothed, half_quad), 0.0), np.nan)
-    return d_typ, half, used, unsmoothed, diameter
+    return d_typ, half, used, raw, unsmoothed, diameter
 
 
 def _quad_half(d_typ: float) -> int:
