@@ -35,7 +35,8 @@ def lesion_bottom(x: np.ndarray, reference: np.ndarray, k: int, d_typ: float, h_
     on a longer bottom the deepest of several estimates is the deepest noise lump. ``raw``: the per-station
     diameters before the profile's running median (``x`` is after it); there the estimates are the shortest
     window's quadratic on them, as the running median takes a 3-station bottom's second-lowest reading (seed 6's
-    web, noise-free: +9.7% through it, +4.5% without)."""
+    web, noise-free: +9.7% through it, +4.5% without); the estimate at ``k`` stays when deeper (a near-occlusion's
+    per-station readings hold outliers the median takes out)."""
     noise = _noise(x, d_typ, h_min)
     mld, h = _bottom(x, k, h_min, *noise)
     if not 0 < h <= _next_window(max(1, h_min)):
