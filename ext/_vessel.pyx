@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""Vessel geometry kernels: cross-section profiles (bilinear, averaged along the vessel) and the geodesic
-distance of the automatic centreline's path search.
+"""Vessel geometry kernels: cross-section profiles (bilinear, averaged along the vessel), the geodesic
+distance of the automatic centreline's path search, and the search outwards from a column's top for a
+neighbouring column (core/analysis/neighbours.py).
 
 Pure functions over buffers: no I/O, no state beyond their arguments. core/analysis/vessel.py validates every
 argument before the call (shapes, dtypes, contiguity), so bounds checks are off here, and
@@ -8,7 +9,7 @@ core/analysis/vessel_ref.py is the NumPy / pure-Python reference with the same s
 computes the same operations in the same order and precision, so the two agree to the bit.
 """
 cimport cython
-from libc.math cimport NAN
+from libc.math cimport INFINITY, NAN, isfinite
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc, realloc
 
@@ -173,3 +174,73 @@ def geodesic(const uint8_t[:, ::1] mask, const cost_t[:, ::1] cost, Py_ssize_t s
                             else:
                                 break
     free(heap)
+
+
+ctypedef fused real_t:
+    float
+    double
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def rise_outwards(const real_t[:, ::1] ps, const Py_ssize_t[::1] top, const double[::1] rise,
+                  Py_ssize_t[::1] start, real_t[::1] floor, Py_ssize_t[::1] end):
+    """Per row of ``ps`` (M, K), from ``top`` towards higher indices: ``start`` where a neighbouring column's
+    ascent begins (K when none), ``floor`` the valley's level (NaN when none), ``end`` where that column has
+    fallen back to the valley's level (K when it does not). One pass per row, where the reference takes
+    running maxima and minima over the whole row.
+
+    NumPy equivalent and the rule in full: core.analysis.vessel_ref.rise_outwards. Differences in the element
+    type, compared in double, as NumPy promotes them.
+    """
+    cdef Py_ssize_t m = ps.shape[0], k = ps.shape[1]
+    cdef Py_ssize_t r, i, t, first, trig
+    cdef real_t v, high, low, d
+    cdef double rs, level
+    with nogil:
+        for r in range(m):
+            t = top[r]
+            rs = rise[r]
+            high = -INFINITY
+            low = INFINITY
+            first = k
+            trig = k          # where the profile has first fallen by the rise from its highest point
+            for i in range(t if t > 0 else 0, k):
+                v = ps[r, i]
+                if not isfinite(v):
+                    continue
+                if v > high:
+                    high = v
+                if trig == k:
+                    d = high - v
+                    if d > rs:
+                        trig = i
+                if trig < k:
+                    if v < low:
+                        low = v
+                    d = v - low
+                    if d > rs:
+                        first = i
+                        break
+            if first == k:
+                start[r] = k
+                floor[r] = NAN
+                end[r] = k
+                continue
+            floor[r] = low
+            level = <double>low + 0.5 * rs
+            # The ascent begins at the last sample since the fall within half the rise of the valley's floor.
+            start[r] = t
+            i = first - 1
+            while i >= trig:
+                v = ps[r, i]
+                if isfinite(v) and v <= level:
+                    start[r] = i
+                    break
+                i -= 1
+            end[r] = k
+            for i in range(first + 1, k):
+                v = ps[r, i]
+                if isfinite(v) and v <= level:
+                    end[r] = i
+                    break

@@ -133,3 +133,55 @@ def test_band_median_is_nanmedian_of_the_band(k):
         want = np.nanmedian(np.where(sel, prof, np.nan), axis=1)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(n, (sel & np.isfinite(prof)).sum(axis=1))
+
+
+def _both_rises(ps, top, rise):
+    m = ps.shape[0]
+    outs = []
+    for kernel in (ext._vessel.rise_outwards, vessel_ref.rise_outwards):
+        start, end = np.empty(m, dtype=np.intp), np.empty(m, dtype=np.intp)
+        floor = np.empty(m, dtype=ps.dtype)
+        kernel(ps, top, rise, start, floor, end)
+        outs.append((start, floor, end))
+    return outs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rise_outwards_compiled_equal_reference(dtype):
+    """Two columns side by side, one alone, flat gaps, noise, NaN samples, tops at and beyond the ends."""
+    rng = np.random.default_rng(11)
+    m, k = 400, 97
+    x = np.arange(k)[None, :]
+    c1, c2 = rng.uniform(10, 50, (m, 1)), rng.uniform(40, 90, (m, 1))
+    h2 = rng.uniform(0.0, 1.2, (m, 1))
+    ps = np.exp(-0.5 * ((x - c1) / rng.uniform(2, 8, (m, 1))) ** 2) \
+        + h2 * np.exp(-0.5 * ((x - c2) / rng.uniform(2, 8, (m, 1))) ** 2)
+    ps += rng.normal(0.0, rng.uniform(0.0, 0.1, (m, 1)), (m, k))
+    ps[rng.random((m, k)) < 0.03] = np.nan
+    ps[: m // 8, 40:60] = np.round(ps[: m // 8, 40:60], 1)                  # flat gaps, equal samples
+    ps = ps.astype(dtype)
+    top = np.round(c1[:, 0]).astype(np.intp)
+    top[:5] = [-3, 0, k - 1, k, k + 7]
+    rise = rng.uniform(0.0, 0.4, m)
+    got, ref = _both_rises(ps, top, rise)
+    for g, r in zip(got, ref):
+        assert g.dtype == r.dtype
+        np.testing.assert_array_equal(g, r)
+    assert (ref[0] < k).sum() > m // 4 and (ref[0] == k).sum() > m // 10     # both outcomes are exercised
+    assert np.isfinite(ref[1]).any() and np.isnan(ref[1]).any() and (ref[2] < k).any()
+    # the reversed search, as valleys makes it (a view, copied contiguous)
+    rev = np.ascontiguousarray(ps[:, ::-1])
+    got, ref = _both_rises(rev, k - 1 - top, rise)
+    for g, r in zip(got, ref):
+        np.testing.assert_array_equal(g, r)
+
+
+def test_valleys_uses_the_compiled_search():
+    from core.analysis import neighbours
+    rng = np.random.default_rng(3)
+    ps = (rng.random((30, 41)) * 2.0).astype(np.float32)
+    top, rise = rng.integers(0, 41, 30), rng.uniform(0.1, 0.5, 30)
+    start, floor, end = neighbours._rise_outwards(ps[:, ::-1], top, rise)        # a reversed view
+    ref = _both_rises(np.ascontiguousarray(ps[:, ::-1]), top.astype(np.intp), rise)[1]
+    for g, r in zip((start, floor, end), ref):
+        np.testing.assert_array_equal(g, r)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ext import _vessel
+
 RISE_SD = 6.0                # a rise this many noise sd (of the smoothed profile) beyond the valley: a neighbour ...
 RISE_FRACTION = 0.08         # ... and at least this share of the column's height
 CROWDED = 0.15               # a valley above this share of the height: the columns overlap, no lumen measured
@@ -28,26 +30,19 @@ def _rise_outwards(ps: np.ndarray, top: np.ndarray, rise: np.ndarray
     level, the profile's length when it does not within the profile). The profile falls along the column's
     flank; once it has fallen by ``rise``, the first sample ``rise`` above the lowest so far starts another
     column, whose ascent begins at the last sample within half of ``rise`` of that lowest level (a flat gap
-    between the columns stays the column's own)."""
-    m, k = ps.shape
-    idx = np.arange(k)[None, :]
-    after = (idx >= top[:, None]) & np.isfinite(ps)
-    # Only once the profile has fallen from its highest point (a top searched near the middle of a column cut on
-    # one side is still on the way up to its peak), the lowest level since.
-    high = np.maximum.accumulate(np.where(after, ps, -np.inf), axis=1)
-    fallen = after & np.logical_or.accumulate(after & (high - ps > rise[:, None]), axis=1)
-    low = np.minimum.accumulate(np.where(fallen, ps, np.inf), axis=1)
-    up = fallen & (ps - low > rise[:, None])
-    found = up.any(axis=1)
-    first = np.where(found, np.argmax(up, axis=1), k)
-    rows = np.arange(m)
-    floor = low[rows, np.clip(first, 0, k - 1)]
-    level = (floor + 0.5 * rise)[:, None]
-    foot = fallen & (idx < first[:, None]) & (ps <= level)
-    start = np.where(found, np.where(foot.any(axis=1), k - 1 - np.argmax(foot[:, ::-1], axis=1), top), k)
-    back = (idx > first[:, None]) & np.isfinite(ps) & (ps <= level)
-    end = np.where(found & back.any(axis=1), np.argmax(back, axis=1), k)
-    return start, np.where(found, floor, np.nan), end
+    between the columns stays the column's own). Compiled (ext/_vessel.pyx; NumPy reference
+    core/analysis/vessel_ref.rise_outwards)."""
+    ps = np.ascontiguousarray(ps if ps.dtype in (np.float32, np.float64) else ps.astype(np.float64))
+    m = ps.shape[0]
+    top = np.ascontiguousarray(np.broadcast_to(top, (m,)), dtype=np.intp)
+    rise = np.ascontiguousarray(np.broadcast_to(rise, (m,)), dtype=np.float64)
+    start, end = np.empty(m, dtype=np.intp), np.empty(m, dtype=np.intp)
+    floor = np.empty(m, dtype=ps.dtype)
+    if m and ps.shape[1]:
+        _vessel.rise_outwards(ps, top, rise, start, floor, end)
+    else:
+        start[:], end[:], floor[:] = ps.shape[1], ps.shape[1], np.nan
+    return start, floor, end
 
 
 def valleys(p: np.ndarray, across: np.ndarray, top: np.ndarray, height: np.ndarray, sd: float,

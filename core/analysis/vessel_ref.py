@@ -60,3 +60,31 @@ def geodesic(mask, cost, start, dist, prev):
                         dist[v] = nd
                         prev[v] = u
                         heapq.heappush(heap, (nd, v))
+
+
+def rise_outwards(ps, top, rise, start, floor, end):
+    """Per row of ``ps`` (M, K) float32 or float64, from ``top`` (M,) intp towards higher indices, with ``rise``
+    (M,) float64: ``start`` (M,) intp, index where a neighbour's ascent begins, K when none; ``floor`` (M,)
+    ps's dtype, the valley's level, NaN when none; ``end`` (M,) intp, index where that second column has
+    fallen back to the valley's level, K when it does not within the row. The profile falls along the
+    column's flank; once it has fallen by ``rise`` from its highest point since ``top``, the first sample
+    ``rise`` above the lowest so far starts another column, whose ascent begins at the last sample within half
+    of ``rise`` of that lowest level (a flat gap between the columns stays the column's own). NaN samples are
+    skipped."""
+    m, k = ps.shape
+    idx = np.arange(k)[None, :]
+    after = (idx >= top[:, None]) & np.isfinite(ps)
+    high = np.maximum.accumulate(np.where(after, ps, -np.inf), axis=1)
+    fallen = after & np.logical_or.accumulate(after & (high - ps > rise[:, None]), axis=1)
+    low = np.minimum.accumulate(np.where(fallen, ps, np.inf), axis=1)
+    up = fallen & (ps - low > rise[:, None])
+    found = up.any(axis=1)
+    first = np.where(found, np.argmax(up, axis=1), k)
+    rows = np.arange(m)
+    valley = low[rows, np.clip(first, 0, k - 1)]
+    level = (valley + 0.5 * rise)[:, None]
+    foot = fallen & (idx < first[:, None]) & (ps <= level)
+    start[:] = np.where(found, np.where(foot.any(axis=1), k - 1 - np.argmax(foot[:, ::-1], axis=1), top), k)
+    back = (idx > first[:, None]) & np.isfinite(ps) & (ps <= level)
+    end[:] = np.where(found & back.any(axis=1), np.argmax(back, axis=1), k)
+    floor[:] = np.where(found, valley, np.nan)
