@@ -137,3 +137,16 @@ def test_the_images_unit_in_ln_units():
     assert ln_per_unit(True, None) == 1.0 and ln_per_unit(True, 70.0) == 1.0     # linear: ln(mask) - ln(frame)
     assert ln_per_unit(False, 70.0) == pytest.approx(1 / 70.0)                     # display levels per ln unit
     assert ln_per_unit(False, None) is None and ln_per_unit(False, 0.0) is None    # not estimated: unknown
+
+
+def test_the_stored_table_is_the_computed_one():
+    """The rows a sizing reads are stored (computing them cost a one-shot command 1.2 s); they must be what the
+    computation gives for the module's present parameters. On a change: ``python -m core.analysis.blurred_circle``."""
+    from core.analysis import blurred_circle, blurred_circle_table
+
+    assert blurred_circle_table.KEY == blurred_circle.table_key(), "stale stored table: rewrite it"
+    assert len(blurred_circle_table.ROWS) == len(blurred_circle.HEIGHTS)
+    for row in range(len(blurred_circle.HEIGHTS)):
+        stored = np.array(blurred_circle_table.ROWS[row])
+        np.testing.assert_allclose(stored, blurred_circle.computed_row(row), rtol=1e-12, atol=0.0)
+        np.testing.assert_array_equal(blurred_circle._table(row)[1], stored)      # and it is what is read
