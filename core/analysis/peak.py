@@ -21,6 +21,9 @@ What real runs do that a naive pass gets wrong, handled here:
 - burnt-in text, a ticking fluoro-time counter, the black collimator surround and saturated pixels:
   unchanged between (almost) every pair of pulses, they carry no opacity and are returned as NaN, so a
   vessel passing under a text box reads as "not measured", not as an occlusion.
+
+The full-frame work (distinct frames, the pass over every frame, the peak window per block, the gather) is
+ext/_peak.pyx; core/analysis/peak_ref.py is its NumPy reference (``impl="reference"``), equal bit for bit.
 """
 from __future__ import annotations
 
@@ -28,7 +31,11 @@ import math
 
 import numpy as np
 
+from core.analysis import peak_ref
+from core.analysis.peak_ref import box3 as _box3
+from core.analysis.peak_ref import to_log as _to_log
 from core.sources.stacks import FrameStack
+from ext import _peak
 
 __all__ = ["peak_opacity", "peak_and_mask", "distinct_frames", "field_only", "DEFAULT_WINDOW_S", "FIELD_PULSES"]
 
@@ -47,18 +54,34 @@ MAX_SAMPLE_PIXELS = 16384    # per-frame statistics on a regular subsample: same
 FIELD_PULSES = 4             # distinct pulses the collimated field is found from (core.appliance.field's detector)
 
 
-def distinct_frames(frames: np.ndarray) -> np.ndarray:
+_IMPLS = {"compiled": _peak, "reference": peak_ref}
+
+
+def _kernels(impl: str):
+    if impl not in _IMPLS:
+        raise ValueError(f"impl must be 'compiled' or 'reference', got {impl!r}")
+    return _IMPLS[impl]
+
+
+def _pixels(frames: np.ndarray) -> np.ndarray:
+    """``frames`` as the kernels take them: (n, h, w) native uint8 / uint16 with strides of whole pixels (a
+    view of a packed record array is copied)."""
+    if not isinstance(frames, np.ndarray) or frames.ndim != 3 or min(frames.shape) < 1:
+        raise ValueError(f"frames must be a non-empty (n, h, w) array, got {getattr(frames, 'shape', frames)!r}")
+    if frames.dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        raise ValueError(f"pixel type {frames.dtype} is not native uint8 or uint16")
+    if any(s % frames.itemsize for s in frames.strides):
+        frames = np.ascontiguousarray(frames)
+    return frames
+
+
+def distinct_frames(frames: np.ndarray, impl: str = "compiled") -> np.ndarray:
     """Indices of frames that differ from the frame before them (the first frame always counts).
 
     On a video line a pulse repeats on consecutive identical frames and last-image-hold repeats the last
     pulse; both carry no new information.
     """
-    keep = [0]
-    for i in range(1, frames.shape[0]):
-        # A noisy new pulse differs within its first rows: check those before the whole frame.
-        if not np.array_equal(frames[i, :8], frames[i - 1, :8]) or not np.array_equal(frames[i], frames[i - 1]):
-            keep.append(i)
-    return np.asarray(keep, dtype=np.intp)
+    return _kernels(impl).distinct_frames(_pixels(frames))
 
 
 def _log_lut(dtype: np.dtype) -> np.ndarray:
@@ -67,28 +90,6 @@ def _log_lut(dtype: np.dtype) -> np.ndarray:
     v = np.arange(n, dtype=np.float64)
     v[0] = 0.5
     return np.log(v).astype(np.float32)
-
-
-def _to_log(frame: np.ndarray, intensity: str, lut: np.ndarray | None) -> np.ndarray:
-    """Frame in log units (brighter = larger), float32."""
-    if intensity == "lin":
-        return lut[frame]
-    return frame.astype(np.float32)
-
-
-def _block_sum(frame: np.ndarray, b: int, hb: int, wb: int) -> np.ndarray:
-    """Sums over b x b blocks (the last partial row/column of blocks dropped), by strided adds: four
-    times faster than a reshape-sum, whose inner reduction is only b long."""
-    if b == 1:
-        return frame.astype(np.float64)
-    f = frame[:hb * b, :wb * b]
-    cols = f[:, 0::b].astype(np.uint32)
-    for o in range(1, b):
-        cols += f[:, o::b]
-    out = cols[0::b].copy()
-    for o in range(1, b):
-        out += cols[o::b]
-    return out
 
 
 def _level(d: np.ndarray) -> np.ndarray:
@@ -136,34 +137,30 @@ def _overlay(same: np.ndarray, n_probes: int, first: np.ndarray, top: int) -> np
     return overlay & (~ordinary | (always & (around >= 0.5)))
 
 
-def _box3(a: np.ndarray) -> np.ndarray:
-    """Sum over 3x3 neighbourhoods of the last two axes (edges replicated)."""
-    p = np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    rows = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
-    return rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
-
-
-def peak_opacity(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> np.ndarray:
+def peak_opacity(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S, impl: str = "compiled") -> np.ndarray:
     """(H, W) float32 peak opacity of one run; NaN where a pixel never changes (overlay, surround, saturation).
 
     See ``peak_and_mask``, which also returns the contrast-free mask image.
     """
-    return peak_and_mask(stack, window_s)[0]
+    return peak_and_mask(stack, window_s, impl)[0]
 
 
-def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> tuple[np.ndarray, np.ndarray]:
+def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S,
+                  impl: str = "compiled") -> tuple[np.ndarray, np.ndarray]:
     """(peak opacity, mask): the mask is the contrast-free image the opacity is measured against, in log
     units (NaN like the peak).
 
     The mask is the mean of the distinct frames before contrast arrives (at least the first frame). Raises
-    ValueError when the stack has fewer than two distinct frames (a held image is not a run).
+    ValueError when the stack has fewer than two distinct frames (a held image is not a run). ``impl``:
+    "compiled" (ext/_peak.pyx) or "reference" (core/analysis/peak_ref.py), the same images bit for bit.
     """
     if not isinstance(stack, FrameStack):
         raise ValueError(f"peak_opacity needs a FrameStack, got {type(stack).__name__}")
     if not (isinstance(window_s, (int, float)) and np.isfinite(window_s) and window_s >= 0):
         raise ValueError(f"window_s must be a finite number >= 0, got {window_s!r}")
-    frames = stack.frames
-    idx = distinct_frames(frames)
+    kernels = _kernels(impl)
+    frames = _pixels(stack.frames)
+    idx = kernels.distinct_frames(frames)
     if idx.size < 2:
         raise ValueError(f"{stack.source}: all {frames.shape[0]} frames are identical (no X-ray pulses to analyse)")
     times = np.asarray(stack.frame_times_s, dtype=float)
@@ -179,13 +176,13 @@ def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> tupl
     step = max(1, int(np.ceil(np.sqrt(h * w / MAX_SAMPLE_PIXELS))))
 
     # Pass 1, on the subsample: exposure shift per frame, and when contrast arrives (for the mask).
-    ref = _to_log(np.ascontiguousarray(frames[idx[0], ::step, ::step]), stack.intensity, lut)
+    ref = _to_log(np.ascontiguousarray(frames[idx[0], ::step, ::step]), lut)
     lit = frames[idx[0], ::step, ::step] > 0
     if not lit.any():
         lit = np.ones_like(lit)
     D = np.empty((idx.size, int(lit.sum())), dtype=np.float32)
     for j, i in enumerate(idx):
-        D[j] = _to_log(np.ascontiguousarray(frames[i, ::step, ::step]), stack.intensity, lut)[lit] - ref[lit]
+        D[j] = _to_log(np.ascontiguousarray(frames[i, ::step, ::step]), lut)[lit] - ref[lit]
     # The exposure shift of a frame is the median change of the pixels that hold no contrast. A first
     # median over all of them finds the contrast; pixels that ever hold some (and pixels that never change:
     # overlay) then leave the estimate, or a large vessel would drag the median and bias every opacity.
@@ -207,59 +204,28 @@ def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> tupl
     # One frame of margin: the frame just before the threshold already holds a little contrast.
     n_mask = max(1, arrival - 1)
 
-    # Pass 2, full frames: the mask, the changing pixels, and each frame's block sums (the peak finder).
+    # Pass 2, full frames, each read once: the mask, the changing pixels, and each frame's block sums.
+    gains = gains.astype(np.float32)    # already: D is float32
     b = PEAK_BLOCK_PX if min(h, w) >= 4 * PEAK_BLOCK_PX else 1
     hb, wb = h // b, w // b
-    mask = np.zeros((h, w), dtype=np.float32)
-    blocks = np.empty((idx.size, hb, wb), dtype=np.float64)
     # Pairs of consecutive distinct frames spread over the run: how often is a pixel unchanged?
     n_probes = min(STATIC_PROBES, idx.size - 1)
-    probes = set(np.linspace(1, idx.size - 1, n_probes).astype(int).tolist())
-    n_probes = len(probes)
-    same = np.zeros((h, w), dtype=np.uint8)
-    prev = None
-    for j, i in enumerate(idx):
-        raw = frames[i]
-        if j in probes:
-            same += raw == prev
-        prev = raw
-        if j < n_mask:
-            lg = _to_log(raw, stack.intensity, lut)
-            lg -= np.float32(gains[j])
-            mask += lg
-        # Light per block, exposure removed: in raw units (a monotone stand-in for opacity is all the
-        # choice of the peak window needs, and it spares a full-frame log per frame).
-        light = _block_sum(raw, b, hb, wb)
-        blocks[j] = light * math.exp(-gains[j]) if stack.intensity == "lin" else light - gains[j] * b * b
-    mask /= np.float32(n_mask)
+    probe = np.zeros(idx.size, np.uint8)
+    probe[np.linspace(1, idx.size - 1, n_probes).astype(int)] = 1
+    n_probes = int(probe.sum())
+    same = np.empty((h, w), dtype=np.uint8)
+    mask = np.empty((h, w), dtype=np.float32)
+    blocks = np.empty((idx.size, hb, wb), dtype=np.float64)
+    kernels.frame_pass(frames, idx, probe, n_mask, gains, lut, b, same, mask, blocks)
 
     # The peak time of each block: the window (k distinct pulses) with the least light, i.e. the most
     # iodine. Chosen on the block mean, so a pixel's own noise hardly influences which window it gets:
-    # its value there is an unbiased mean, not the maximum of noise.
-    c = np.concatenate([np.zeros((1, hb, wb), np.float64), np.cumsum(blocks, axis=0, dtype=np.float64)])
-    wins = c[k:] - c[:-k]                                   # window j ends at distinct frame j + k - 1
-    if min(hb, wb) >= 3:
-        # Neighbouring blocks vote too: a pixel is then 1/(3b)^2 of what picks its window, not 1/b^2.
-        wins = _box3(wins)
-    end = np.argmin(wins, axis=0) + (k - 1)                 # (hb, wb)
-    end = np.repeat(np.repeat(end, b, axis=0), b, axis=1)
-    if end.shape != (h, w):
-        end = np.pad(end, ((0, h - end.shape[0]), (0, w - end.shape[1])), mode="edge")
-    gains32 = gains.astype(np.float32)
-    # Each pixel's k frames ending at its block's peak, gathered from the stack by flat index.
-    flat = frames.reshape(frames.shape[0], -1) if frames.flags.c_contiguous else None
-    pix = np.arange(h * w, dtype=np.intp).reshape(h, w)
-    total = np.zeros((h, w), dtype=np.float32)
-    for back in range(k):
-        j = end - back
-        if flat is not None:
-            raw = flat.reshape(-1).take(idx[j] * (h * w) + pix)
-        else:
-            raw = frames[idx[j], pix // w, pix % w]
-        lg = _to_log(raw, stack.intensity, lut)
-        lg -= gains32[j]
-        total += lg
-    peak = mask - total / np.float32(k)
+    # its value there is an unbiased mean, not the maximum of noise. Neighbouring blocks vote too: a pixel
+    # is then 1/(3b)^2 of what picks its window, not 1/b^2.
+    end = np.empty((hb, wb), dtype=np.intp)
+    kernels.peak_end(blocks, k, min(hb, wb) >= 3, end)
+    peak = np.empty((h, w), dtype=np.float32)
+    kernels.gather(frames, idx, end, b, k, gains, lut, mask, peak)
     # A pixel that never changes carries no opacity: overlay text, black surround, saturation.
     overlay = _overlay(same, n_probes, frames[idx[0]], (1 << stack.bits_stored) - 1)
     peak[overlay] = np.nan
