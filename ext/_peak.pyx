@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""Kernels of the per-run peak-opacity image (core/analysis/peak.py): the distinct frames, one fused pass per
-frame (probe compare, mask, block sums), the peak window of each block, each pixel's window gathered.
+"""Kernels of the per-run peak-opacity image (core/analysis/peak.py): the distinct frames; one fused pass over
+them (probe compare, mask, block sums and each block's peak window); each pixel's window gathered.
 
 Pure functions over buffers: no I/O, no state beyond their arguments. core/analysis/peak.py validates the frames
 and builds every other argument; core/analysis/peak_ref.py is the NumPy reference with the same signatures and
@@ -24,8 +24,11 @@ ctypedef fused pix_t:
 
 cdef inline bint _same_frame(const pix_t* a, const pix_t* b, Py_ssize_t rs, Py_ssize_t step,
                              Py_ssize_t h, Py_ssize_t w) noexcept nogil:
-    # Row by row, exiting at the first difference: on a new (noisy) pulse that is within the first row.
+    # One memcmp over a contiguous frame, else one per row; either stops at the first difference, which on a
+    # new (noisy) pulse is within the first row.
     cdef Py_ssize_t y, x
+    if step == 1 and rs == w:
+        return memcmp(a, b, h * w * sizeof(pix_t)) == 0
     for y in range(h):
         if step == 1:
             if memcmp(a + y * rs, b + y * rs, w * sizeof(pix_t)) != 0:
@@ -58,25 +61,35 @@ cdef inline void _add_log(const pix_t* r, Py_ssize_t step, const float* lut, flo
         mk[x] = mk[x] + lg
 
 
-cdef inline void _block_row(const pix_t* r, Py_ssize_t step, Py_ssize_t b, uint32_t* cs,
-                            Py_ssize_t wb) noexcept nogil:
-    # One image row into the column sums of its row of blocks (exact: at most 16 x 65535 per block).
-    cdef Py_ssize_t bx, o
+cdef inline void _column_add(const pix_t* r, Py_ssize_t step, uint32_t* cs, Py_ssize_t n) noexcept nogil:
+    # Rows of a block summed down each column first: a plain vector add (the sums across a block, b long,
+    # do not vectorise), then across once per row of blocks. Exact: at most 16 x 65535 per block.
+    cdef Py_ssize_t x
+    for x in range(n):
+        cs[x] += r[x * step]
+
+
+cdef inline void _blocks_out(const uint32_t* cs, Py_ssize_t b, Py_ssize_t wb, bint lin, double scale, double off,
+                             double* o) noexcept nogil:
+    cdef Py_ssize_t bx, i
     cdef uint32_t s
     for bx in range(wb):
         s = 0
-        for o in range(b):
-            s += r[(bx * b + o) * step]
-        cs[bx] += s
+        for i in range(b):
+            s += cs[bx * b + i]
+        if lin:
+            o[bx] = <double>s * scale
+        else:
+            o[bx] = <double>s - off
 
 
 cdef inline void _frame_rows(const pix_t* f, const pix_t* p, Py_ssize_t rs, Py_ssize_t step, Py_ssize_t h,
                              Py_ssize_t w, Py_ssize_t b, Py_ssize_t hb, Py_ssize_t wb, bint probe,
                              bint to_mask, const float* lut, float g, bint lin, double scale, double off,
                              uint8_t* sm, float* mk, uint32_t* cs, double* out) noexcept nogil:
-    # Every use of one frame while its row is in cache. Literal arguments where they are known (step 1,
-    # b = 4) let the compiler emit one specialised loop per case.
-    cdef Py_ssize_t y, bx
+    # Every use of one frame while its row is in cache. Literal arguments where they are known (step 1 from
+    # the caller, b = 4 here) let the compiler emit one specialised loop per case.
+    cdef Py_ssize_t y
     cdef const pix_t* r
     cdef double* o
     for y in range(h):
@@ -87,19 +100,15 @@ cdef inline void _frame_rows(const pix_t* f, const pix_t* p, Py_ssize_t rs, Py_s
             _add_log(r, step, lut, g, mk + y * w, w)
         if y >= hb * b:
             continue
-        if step == 1 and b == 4:
-            _block_row(r, 1, 4, cs, wb)
-        else:
-            _block_row(r, step, b, cs, wb)
+        _column_add(r, step, cs, wb * b)
         if y % b == b - 1:
             # Light per block, exposure removed, as the reference's float64 arrays compute it.
             o = out + (y // b) * wb
-            for bx in range(wb):
-                if lin:
-                    o[bx] = <double>cs[bx] * scale
-                else:
-                    o[bx] = <double>cs[bx] - off
-                cs[bx] = 0
+            if b == 4:
+                _blocks_out(cs, 4, wb, lin, scale, off, o)
+            else:
+                _blocks_out(cs, b, wb, lin, scale, off, o)
+            memset(cs, 0, wb * b * sizeof(uint32_t))
 
 
 cdef inline void _gather_run(const pix_t* r, Py_ssize_t step, const float* lut, float g, float* tot,
@@ -160,27 +169,97 @@ def distinct_frames(const pix_t[:, :, :] frames):
     return keep[:m].copy()
 
 
+cdef inline void _argmin_step(const double* win, double* best, Py_ssize_t* e, Py_ssize_t j,
+                              Py_ssize_t n) noexcept nogil:
+    # np.argmin, one window at a time: the first minimum, or the first NaN (a NaN best stays; a NaN
+    # window replaces a number). Branch-free selects, so that the loop vectorises.
+    cdef Py_ssize_t i, sel
+    cdef double v, bv
+    for i in range(n):
+        v = win[i]
+        bv = best[i]
+        sel = -<Py_ssize_t>((bv == bv) & (not (v >= bv)))
+        best[i] = v if sel else bv
+        e[i] = (j & sel) | (e[i] & ~sel)
+
+
+cdef inline void _win_row(const double* hi, const double* lo, Py_ssize_t wb, double* out) noexcept nogil:
+    # One row of window light, c[j] - c[j - k]; the reference's zero row gives c[k - 1] - 0.0.
+    cdef Py_ssize_t x
+    if lo != NULL:
+        for x in range(wb):
+            out[x] = hi[x] - lo[x]
+    else:
+        for x in range(wb):
+            out[x] = hi[x] - 0.0
+
+
+cdef inline void _window(const double* hi, const double* lo, Py_ssize_t hb, Py_ssize_t wb, bint box,
+                         Py_ssize_t jw, double* buf, double* best, Py_ssize_t* e) noexcept nogil:
+    # Window jw's light per block, its 3x3 vote, and the running argmin over windows, a row of blocks at a
+    # time: ``buf`` holds 5 rows (the window's rows above, at and below, their vertical sums, the vote).
+    cdef Py_ssize_t y, x, xm, xp, r, ym, yp
+    cdef double* up = buf
+    cdef double* mid = buf + wb
+    cdef double* down = buf + 2 * wb
+    cdef double* rows = buf + 3 * wb
+    cdef double* vote = buf + 4 * wb
+    cdef double* t
+    for y in range(hb):
+        r = y * wb
+        if not box:
+            _win_row(hi + r, lo + r if lo != NULL else NULL, wb, vote)
+        else:
+            # 3x3 sums, edges replicated, grouped like peak_ref.box3: (up + mid) + down, then
+            # (left + mid) + right.
+            ym = (y - 1 if y > 0 else 0) * wb
+            yp = (y + 1 if y < hb - 1 else hb - 1) * wb
+            if y == 0:
+                _win_row(hi, lo, wb, mid)
+                for x in range(wb):
+                    up[x] = mid[x]
+            else:
+                t = up
+                up = mid
+                mid = down
+                down = t
+            _win_row(hi + yp, lo + yp if lo != NULL else NULL, wb, down)
+            for x in range(wb):
+                rows[x] = (up[x] + mid[x]) + down[x]
+            for x in range(wb):
+                xm = x - 1 if x > 0 else 0
+                xp = x + 1 if x < wb - 1 else wb - 1
+                vote[x] = (rows[xm] + rows[x]) + rows[xp]
+        if jw == 0:
+            for x in range(wb):
+                best[r + x] = vote[x]
+                e[r + x] = 0
+        else:
+            _argmin_step(vote, best + r, e + r, jw, wb)
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.initializedcheck(False)
 @cython.cdivision(True)
 def frame_pass(const pix_t[:, :, :] frames, const Py_ssize_t[::1] idx, const uint8_t[::1] probe,
-               Py_ssize_t n_mask, const float[::1] gains, const float[::1] lut, Py_ssize_t b,
-               uint8_t[:, ::1] same, float[:, ::1] mask, double[:, :, ::1] blocks):
-    """One read of each distinct frame: the probe counts, the mask, the block sums.
+               Py_ssize_t n_mask, const float[::1] gains, const float[::1] lut, Py_ssize_t b, Py_ssize_t k,
+               bint box, uint8_t[:, ::1] same, float[:, ::1] mask, Py_ssize_t[:, ::1] end):
+    """One read of each distinct frame: the probe counts, the mask, and each block's peak window.
 
-    NumPy equivalent: core.analysis.peak_ref.frame_pass (which documents every argument). The GIL is
-    released for the pixel work.
+    NumPy equivalent: core.analysis.peak_ref.frame_pass (which documents every argument). The block sums
+    go through a ring of k + 1 prefix-sum planes, never a (frames, blocks) array. The GIL is released for
+    the pixel work.
     """
     cdef Py_ssize_t n = frames.shape[0], h = frames.shape[1], w = frames.shape[2], nd = idx.shape[0]
-    cdef Py_ssize_t size = sizeof(pix_t), j, i, hb = blocks.shape[1], wb = blocks.shape[2]
+    cdef Py_ssize_t size = sizeof(pix_t), j, i, hb = end.shape[0], wb = end.shape[1], npx = hb * wb
     _check_frames(n, h, w, frames.strides, size, idx, lut)
-    if probe.shape[0] != nd or gains.shape[0] != nd or blocks.shape[0] != nd or not 1 <= n_mask <= nd:
-        raise ValueError(f"probe, gains and blocks need one entry per index ({nd}), and 1 <= n_mask <= {nd}")
+    if probe.shape[0] != nd or gains.shape[0] != nd or not 1 <= n_mask <= nd or not 1 <= k <= nd:
+        raise ValueError(f"probe and gains need one entry per index ({nd}), and 1 <= n_mask, k <= {nd}")
     if probe[0]:
         raise ValueError("the first distinct frame has no previous frame to probe")
     if b < 1 or hb != h // b or wb != w // b or hb < 1 or wb < 1:
-        raise ValueError(f"blocks ({hb}, {wb}) are not the whole {b} x {b} blocks of ({h}, {w})")
+        raise ValueError(f"end ({hb}, {wb}) is not the whole {b} x {b} blocks of ({h}, {w})")
     if same.shape[0] != h or same.shape[1] != w or mask.shape[0] != h or mask.shape[1] != w:
         raise ValueError(f"same and mask must have the frame's shape ({h}, {w})")
     cdef Py_ssize_t fs = frames.strides[0] // size, rs = frames.strides[1] // size, step = frames.strides[2] // size
@@ -189,13 +268,18 @@ def frame_pass(const pix_t[:, :, :] frames, const Py_ssize_t[::1] idx, const uin
     cdef bint lin = lut is not None
     cdef uint8_t* sm = &same[0, 0]
     cdef float* mk = &mask[0, 0]
-    cdef double* bl = &blocks[0, 0, 0]
+    cdef Py_ssize_t* e = &end[0, 0]
     cdef float g, gb, fb = <float>b, fn = <float>n_mask
     cdef double scale = 0.0, off = 0.0
-    cdef uint32_t* cs = <uint32_t*>calloc(wb, sizeof(uint32_t))
-    if cs == NULL:
-        raise MemoryError()
+    cdef double* cur
+    cdef double* prev
+    cdef uint32_t* cs = <uint32_t*>calloc(wb * b, sizeof(uint32_t))
+    cdef double* ring = <double*>malloc((k + 1) * npx * sizeof(double))
+    cdef double* buf = <double*>malloc(5 * wb * sizeof(double))
+    cdef double* best = <double*>malloc(npx * sizeof(double))
     try:
+        if cs == NULL or ring == NULL or buf == NULL or best == NULL:
+            raise MemoryError()
         with nogil:
             memset(sm, 0, h * w * sizeof(uint8_t))
             memset(mk, 0, h * w * sizeof(float))
@@ -207,98 +291,30 @@ def frame_pass(const pix_t[:, :, :] frames, const Py_ssize_t[::1] idx, const uin
                     gb = g * fb                    # gains[j] * b * b, in float32
                     gb = gb * fb
                     off = gb
+                cur = ring + (j % (k + 1)) * npx
                 if step == 1:
                     _frame_rows(base + idx[j] * fs, base + idx[j - 1] * fs if j > 0 else NULL, rs, 1, h, w,
-                                b, hb, wb, probe[j] != 0, j < n_mask, lt, g, lin, scale, off, sm, mk, cs,
-                                bl + j * hb * wb)
+                                b, hb, wb, probe[j] != 0, j < n_mask, lt, g, lin, scale, off, sm, mk, cs, cur)
                 else:
                     _frame_rows(base + idx[j] * fs, base + idx[j - 1] * fs if j > 0 else NULL, rs, step, h, w,
-                                b, hb, wb, probe[j] != 0, j < n_mask, lt, g, lin, scale, off, sm, mk, cs,
-                                bl + j * hb * wb)
+                                b, hb, wb, probe[j] != 0, j < n_mask, lt, g, lin, scale, off, sm, mk, cs, cur)
+                # Prefix sums over frames, np.cumsum's c[j] = c[j - 1] + x[j], in a loop of their own: the
+                # light's product is stored first, so no fused multiply-add can round it differently.
+                if j > 0:
+                    prev = ring + ((j - 1) % (k + 1)) * npx
+                    for i in range(npx):
+                        cur[i] = prev[i] + cur[i]
+                if j >= k - 1:
+                    _window(cur, ring + ((j - k) % (k + 1)) * npx if j >= k else NULL, hb, wb, box, j - k + 1,
+                            buf, best, e)
+            for i in range(npx):
+                e[i] += k - 1
             for i in range(h * w):
                 mk[i] = mk[i] / fn
     finally:
         free(cs)
-
-
-@cython.boundscheck(False)
-@cython.wraparound(False)
-@cython.initializedcheck(False)
-def peak_end(double[:, :, ::1] blocks, Py_ssize_t k, bint box, Py_ssize_t[:, ::1] end):
-    """The last distinct frame of each block's darkest window of k frames (3x3 blocks voting when ``box``).
-
-    ``blocks`` is overwritten (its prefix sums). NumPy equivalent: core.analysis.peak_ref.peak_end.
-    """
-    cdef Py_ssize_t n = blocks.shape[0], hb = blocks.shape[1], wb = blocks.shape[2], npx = hb * wb
-    cdef Py_ssize_t j, i, y, x, ym, yp, xm, xp
-    if n < 1 or npx < 1 or not 1 <= k <= n or end.shape[0] != hb or end.shape[1] != wb:
-        raise ValueError(f"need 1 <= k <= {n} and end of shape ({hb}, {wb}), got k={k}, "
-                         f"end ({end.shape[0]}, {end.shape[1]})")
-    cdef double* c = &blocks[0, 0, 0]
-    cdef Py_ssize_t* e = &end[0, 0]
-    cdef double* hi
-    cdef double* lo
-    cdef double v, best_v
-    cdef double* win = <double*>malloc(npx * sizeof(double))
-    cdef double* rows = <double*>malloc(npx * sizeof(double))
-    cdef double* best = <double*>malloc(npx * sizeof(double))
-    if win == NULL or rows == NULL or best == NULL:
-        free(win)
-        free(rows)
-        free(best)
-        raise MemoryError()
-    try:
-        with nogil:
-            # Prefix sums over frames (np.cumsum: c[j] = c[j-1] + x[j]), the first k here, the rest just
-            # before the window that first needs them.
-            for j in range(1, k):
-                for i in range(npx):
-                    c[j * npx + i] = c[(j - 1) * npx + i] + c[j * npx + i]
-            for j in range(n - k + 1):
-                hi = c + (j + k - 1) * npx
-                if j > 0:
-                    lo = hi - npx
-                    for i in range(npx):
-                        hi[i] = lo[i] + hi[i]
-                # Window j: c[j + k - 1] - c[j - 1], the reference's zero row giving c[k - 1] - 0.0.
-                if j > 0:
-                    lo = c + (j - 1) * npx
-                    for i in range(npx):
-                        win[i] = hi[i] - lo[i]
-                else:
-                    for i in range(npx):
-                        win[i] = hi[i] - 0.0
-                if box:
-                    # 3x3 sums, edges replicated, grouped like peak_ref.box3: (up + mid) + down, then
-                    # (left + mid) + right.
-                    for y in range(hb):
-                        ym = y - 1 if y > 0 else 0
-                        yp = y + 1 if y < hb - 1 else hb - 1
-                        for x in range(wb):
-                            rows[y * wb + x] = (win[ym * wb + x] + win[y * wb + x]) + win[yp * wb + x]
-                    for y in range(hb):
-                        for x in range(wb):
-                            xm = x - 1 if x > 0 else 0
-                            xp = x + 1 if x < wb - 1 else wb - 1
-                            win[y * wb + x] = (rows[y * wb + xm] + rows[y * wb + x]) + rows[y * wb + xp]
-                # np.argmin: the first minimum, or the first NaN.
-                for i in range(npx):
-                    v = win[i]
-                    if j == 0:
-                        best[i] = v
-                        e[i] = 0
-                        continue
-                    best_v = best[i]
-                    if best_v != best_v:
-                        continue
-                    if v < best_v or v != v:
-                        best[i] = v
-                        e[i] = j
-            for i in range(npx):
-                e[i] += k - 1
-    finally:
-        free(win)
-        free(rows)
+        free(ring)
+        free(buf)
         free(best)
 
 

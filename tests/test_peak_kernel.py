@@ -2,7 +2,8 @@
 
 Whole runs through ``peak_and_mask`` with both implementations (repeats, last-image-hold, burnt-in text,
 black and saturated pixels, exposure drift, odd sizes, strided views), then each kernel on its own, where
-the cases a FrameStack never makes (1-pixel blocks, no 3x3 vote, NaN light) can be reached. Seeded data only.
+the cases a FrameStack never makes (1- and 3-pixel blocks, no 3x3 vote, NaN light) can be reached. Seeded data
+only.
 """
 from __future__ import annotations
 
@@ -158,66 +159,79 @@ def _pass_args(seed, shape, dtype, b, n_mask, lin):
 
 @pytest.mark.parametrize("b", [1, 3, 4])
 @pytest.mark.parametrize("dtype, lin", [(np.uint16, True), (np.uint8, False), (np.uint8, True)])
-def test_frame_pass_peak_end_gather(b, dtype, lin):
+def test_frame_pass_and_gather(b, dtype, lin):
     for seed, shape, n_mask in [(10, (17, 23), 1), (11, (16, 16), 4), (12, (6, 5), 40)]:
         frames, idx, probe, n_mask, gains, lut, b_, hb, wb = _pass_args(seed, shape, dtype, b, n_mask, lin)
         outs = []
         for impl in IMPLS:
-            same = np.full(shape, 7, np.uint8)          # overwritten, not added to
-            mask = np.full(shape, 7, np.float32)
-            blocks = np.empty((idx.size, hb, wb))
-            impl.frame_pass(frames, idx, probe, n_mask, gains, lut, b, same, mask, blocks)
-            ends = []
+            out = []
             for k in sorted({1, 2, 5, idx.size}):
                 for box in (False, True):
+                    same = np.full(shape, 7, np.uint8)          # overwritten, not added to
+                    mask = np.full(shape, 7, np.float32)
                     end = np.empty((hb, wb), np.intp)
-                    impl.peak_end(blocks.copy(), k, box, end)
+                    impl.frame_pass(frames, idx, probe, n_mask, gains, lut, b, k, box, same, mask, end)
                     p = np.empty(shape, np.float32)
                     impl.gather(frames, idx, end, b, k, gains, lut, mask, p)
-                    ends += [end, p]
-            outs.append([same, mask, blocks] + ends)
+                    out += [same, mask, end, p]
+            outs.append(out)
         for a, c in zip(*outs, strict=True):
             _same(a, c)
 
 
+def _window_ends(impl, frames, gains, lut, box):
+    same, mask = np.empty((3, 4), np.uint8), np.empty((3, 4), np.float32)
+    end = np.empty((3, 4), np.intp)
+    idx = np.arange(frames.shape[0], dtype=np.intp)
+    impl.frame_pass(frames, idx, np.zeros(idx.size, np.uint8), 1, gains, lut, 1, 2, box, same, mask, end)
+    return end
+
+
 @pytest.mark.parametrize("impl", IMPLS, ids=["reference", "compiled"])
-def test_peak_end_ties_and_nan_like_argmin(impl):
-    """The first darkest window wins a tie; a NaN window, as in np.argmin, is the answer from where it is."""
-    blocks = np.ones((6, 3, 4))
-    blocks[2:4, 0, 0] = 0.0           # k = 2: window 2 (frames 2, 3) the darkest
-    blocks[[0, 1, 4, 5], 0, 2] = 0.0  # windows 0 and 4 tie
-    blocks[3, 1, 1] = np.nan          # windows 2 and 3 NaN
-    blocks[4, 2, 3] = -np.inf         # windows 3 and 4 -inf
-    blocks[1, 2, 2] = -0.0
+def test_peak_window_ties_and_nan_like_argmin(impl):
+    """The first darkest window wins a tie; a NaN window, as in np.argmin, wins over any number before it
+    (NaN light needs an absurd gain: an infinite one on display video)."""
+    frames = np.ones((6, 3, 4), np.uint8)
+    frames[2:4, 0, 0] = 0             # k = 2: window 2 (frames 2, 3) the darkest
+    frames[[0, 1, 4, 5], 0, 2] = 0    # windows 0 and 4 tie
+    gains = np.zeros(6, np.float32)
     for box in (False, True):
-        end = np.empty((3, 4), np.intp)
-        impl.peak_end(blocks.copy(), 2, box, end)
-        expect = np.empty((3, 4), np.intp)
-        peak_ref.peak_end(blocks.copy(), 2, box, expect)
-        _same(end, expect)
+        end = _window_ends(impl, frames, gains, None, box)
+        _same(end, _window_ends(peak_ref, frames, gains, None, box))
         if not box:
-            assert (end[0, 0], end[0, 2], end[1, 1], end[2, 3], end[2, 0]) == (3, 1, 3, 4, 1)
+            assert (end[0, 0], end[0, 2], end[1, 1]) == (3, 1, 1)
+    gains[3] = np.inf                 # frame 3's light -inf: windows 2 and 3 -inf, window 4 (-inf) - (-inf)
+    for box in (False, True):
+        with np.errstate(invalid="ignore"):
+            end = _window_ends(impl, frames, gains, None, box)
+            _same(end, _window_ends(peak_ref, frames, gains, None, box))
+        _same(end, np.full((3, 4), 5, np.intp))
 
 
 def test_kernel_guards():
     """The compiled kernels' own checks, for direct callers: no out-of-bounds read or write."""
     frames, idx, probe, n_mask, gains, lut, b, hb, wb = _pass_args(13, (16, 16), np.uint16, 4, 1, True)
-    same, mask = np.empty((16, 16), np.uint8), np.empty((16, 16), np.float32)
-    blocks = np.empty((idx.size, hb, wb))
+    same, mask, end = np.empty((16, 16), np.uint8), np.empty((16, 16), np.float32), np.empty((hb, wb), np.intp)
+
+    def frame_pass(frames=frames, idx=idx, probe=probe, lut=lut, b=b, k=2, end=end):
+        ext._peak.frame_pass(frames, idx, probe, n_mask, gains, lut, b, k, True, same, mask, end)
+    frame_pass()
     with pytest.raises(ValueError, match="frame index"):
-        ext._peak.frame_pass(frames, idx + frames.shape[0], probe, n_mask, gains, lut, b, same, mask, blocks)
+        frame_pass(idx=idx + frames.shape[0])
     with pytest.raises(ValueError, match="lut"):
-        ext._peak.frame_pass(frames, idx, probe, n_mask, gains, lut[:256], b, same, mask, blocks)
+        frame_pass(lut=lut[:256])
     bad = probe.copy()
     bad[0] = 1
     with pytest.raises(ValueError, match="first distinct frame"):
-        ext._peak.frame_pass(frames, idx, bad, n_mask, gains, lut, b, same, mask, blocks)
+        frame_pass(probe=bad)
     with pytest.raises(ValueError, match="blocks"):
-        ext._peak.frame_pass(frames, idx, probe, n_mask, gains, lut, 3, same, mask, blocks)
+        frame_pass(b=3)
     with pytest.raises(ValueError, match="k"):
-        ext._peak.peak_end(blocks, idx.size + 1, True, np.empty((hb, wb), np.intp))
-    end = np.full((hb, wb), idx.size, np.intp)
+        frame_pass(k=idx.size + 1)
+    with pytest.raises(ValueError, match="frame strides"):
+        ext._peak.distinct_frames(np.zeros((2, 4, 4), dtype=[("a", np.uint8), ("px", np.uint16)])["px"])
+    bad_end = np.full((hb, wb), idx.size, np.intp)
     with pytest.raises(ValueError, match="window end"):
-        ext._peak.gather(frames, idx, end, b, 2, gains, lut, mask, np.empty((16, 16), np.float32))
+        ext._peak.gather(frames, idx, bad_end, b, 2, gains, lut, mask, np.empty((16, 16), np.float32))
     with pytest.raises(ValueError, match="native uint8 or uint16"):
         distinct_frames(frames.astype(">u2"))

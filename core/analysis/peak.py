@@ -22,8 +22,7 @@ What real runs do that a naive pass gets wrong, handled here:
   unchanged between (almost) every pair of pulses, they carry no opacity and are returned as NaN, so a
   vessel passing under a text box reads as "not measured", not as an occlusion.
 
-The full-frame work (distinct frames, the pass over every frame, the peak window per block, the gather) is
-ext/_peak.pyx; core/analysis/peak_ref.py is its NumPy reference (``impl="reference"``), equal bit for bit.
+The full-frame work is ext/_peak.pyx; its NumPy reference, equal bit for bit, is core/analysis/peak_ref.py.
 """
 from __future__ import annotations
 
@@ -204,7 +203,7 @@ def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S,
     # One frame of margin: the frame just before the threshold already holds a little contrast.
     n_mask = max(1, arrival - 1)
 
-    # Pass 2, full frames, each read once: the mask, the changing pixels, and each frame's block sums.
+    # Pass 2, full frames, each read once: the mask, the changing pixels, and each block's peak window.
     gains = gains.astype(np.float32)    # already: D is float32
     b = PEAK_BLOCK_PX if min(h, w) >= 4 * PEAK_BLOCK_PX else 1
     hb, wb = h // b, w // b
@@ -213,17 +212,14 @@ def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S,
     probe = np.zeros(idx.size, np.uint8)
     probe[np.linspace(1, idx.size - 1, n_probes).astype(int)] = 1
     n_probes = int(probe.sum())
-    same = np.empty((h, w), dtype=np.uint8)
-    mask = np.empty((h, w), dtype=np.float32)
-    blocks = np.empty((idx.size, hb, wb), dtype=np.float64)
-    kernels.frame_pass(frames, idx, probe, n_mask, gains, lut, b, same, mask, blocks)
-
     # The peak time of each block: the window (k distinct pulses) with the least light, i.e. the most
     # iodine. Chosen on the block mean, so a pixel's own noise hardly influences which window it gets:
     # its value there is an unbiased mean, not the maximum of noise. Neighbouring blocks vote too: a pixel
     # is then 1/(3b)^2 of what picks its window, not 1/b^2.
+    same = np.empty((h, w), dtype=np.uint8)
+    mask = np.empty((h, w), dtype=np.float32)
     end = np.empty((hb, wb), dtype=np.intp)
-    kernels.peak_end(blocks, k, min(hb, wb) >= 3, end)
+    kernels.frame_pass(frames, idx, probe, n_mask, gains, lut, b, k, min(hb, wb) >= 3, same, mask, end)
     peak = np.empty((h, w), dtype=np.float32)
     kernels.gather(frames, idx, end, b, k, gains, lut, mask, peak)
     # A pixel that never changes carries no opacity: overlay text, black surround, saturation.

@@ -52,18 +52,21 @@ def distinct_frames(frames: np.ndarray) -> np.ndarray:
     return np.asarray(keep, dtype=np.intp)
 
 
-def frame_pass(frames, idx, probe, n_mask, gains, lut, b, same, mask, blocks) -> None:
+def frame_pass(frames, idx, probe, n_mask, gains, lut, b, k, box, same, mask, end) -> None:
     """Pass 2 over the distinct frames, each read once.
 
     probe   (nd,) uint8: count, in ``same`` (h, w) uint8 (overwritten), the pixels equal to the previous
             distinct frame's at each probed j (never j = 0).
     n_mask  the mask, ``mask`` (h, w) float32 (overwritten), is the mean log value, exposure removed, of the
             first n_mask distinct frames (1 <= n_mask <= nd).
-    blocks  (nd, hb, wb) float64, hb, wb = h // b, w // b: each frame's light per block, exposure removed,
-            in raw units (a monotone stand-in for opacity is all the choice of the peak window needs, and it
-            spares a full-frame log per frame): sum * exp(-gain) for linear data, sum - gain * b * b for log.
+    end     (hb, wb) intp, hb, wb = h // b, w // b (overwritten): the last distinct frame of each block's
+            window of k frames (1 <= k <= nd) with the least light (the most iodine), judged on the 3x3
+            blocks around it when ``box``; a block's light is in raw units (a monotone stand-in for opacity is
+            all the choice of the peak window needs, and it spares a full-frame log per frame), exposure
+            removed: sum * exp(-gain) for linear data, sum - gain * b * b for log.
     """
-    hb, wb = blocks.shape[1:]
+    hb, wb = end.shape
+    blocks = np.empty((len(idx), hb, wb), dtype=np.float64)
     same[...] = 0
     mask[...] = 0
     prev = None
@@ -79,17 +82,18 @@ def frame_pass(frames, idx, probe, n_mask, gains, lut, b, same, mask, blocks) ->
         light = block_sum(raw, b, hb, wb)
         blocks[j] = light * math.exp(-gains[j]) if lut is not None else light - gains[j] * b * b
     mask /= np.float32(n_mask)
+    end[...] = darkest_window(blocks, k, box)
 
 
-def peak_end(blocks, k, box, end) -> None:
-    """``end`` (hb, wb) intp: the last distinct frame of each block's window of k frames with the least
-    light (the most iodine), judged on the 3x3 blocks around it when ``box``. ``blocks`` may be overwritten."""
+def darkest_window(blocks: np.ndarray, k: int, box: bool) -> np.ndarray:
+    """(hb, wb) intp: the last frame of each block's window of k frames with the least ``blocks`` (nd, hb, wb),
+    summed over its 3x3 blocks when ``box``; the first such window, or the first NaN one (np.argmin)."""
     hb, wb = blocks.shape[1:]
     c = np.concatenate([np.zeros((1, hb, wb), np.float64), np.cumsum(blocks, axis=0, dtype=np.float64)])
     wins = c[k:] - c[:-k]                                   # window j ends at distinct frame j + k - 1
     if box:
         wins = box3(wins)
-    end[...] = np.argmin(wins, axis=0) + (k - 1)
+    return np.argmin(wins, axis=0) + (k - 1)
 
 
 def gather(frames, idx, end, b, k, gains, lut, mask, peak) -> None:
