@@ -132,6 +132,25 @@ def test_a_full_size_run_equal():
     _both(_stack(frames, "lin"))
 
 
+def test_row_statistics_are_numpys():
+    """Pass 1's faster medians and percentiles (shared by both implementations) are np.median's and
+    np.percentile's, bit for bit: ties, equal rows, odd and even lengths, NaN. Only the sign of a zero may
+    differ, in a row holding both -0.0 and +0.0 (pass 1's never do: a difference of equal values is +0.0)."""
+    rng = np.random.default_rng(14)
+    for n in (1, 2, 3, 64, 1001, 4096):
+        a = rng.normal(0.0, 1.0, (6, n)).astype(np.float32)
+        a[1] = np.round(a[1] * 3) / 3 + np.float32(0.0)      # ties, zeros all +0.0
+        a[2] = 0.25
+        a[3, n // 2] = np.nan
+        a[4] = np.abs(a[4] - np.median(a[4]))
+        with np.errstate(invalid="ignore"):
+            _same(peak._row_medians(a), np.median(a, axis=1))
+            for q in (0.0, 50.0, peak.SIGNAL_QUANTILE, 100.0):
+                _same(peak._row_percentiles(a.copy(), q), np.percentile(a, q, axis=1))
+        a[5] = np.round(a[5] * 3) / 3                        # -0.0 beside +0.0: the values still equal
+        np.testing.assert_array_equal(peak._row_medians(a[5:]), np.median(a[5:], axis=1))
+
+
 # ------------------------------------------------------------------------------------------ each kernel
 
 @pytest.mark.parametrize("impl", IMPLS, ids=["reference", "compiled"])

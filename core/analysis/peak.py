@@ -91,14 +91,40 @@ def _log_lut(dtype: np.dtype) -> np.ndarray:
     return np.log(v).astype(np.float32)
 
 
+def _row_medians(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=1)`` of a 2-D float array, bit for bit, five times faster.
+
+    np.median partitions each row at three places (the two middles, and the end for NaN), a slow path of
+    np.partition; one partition at the upper middle and the maximum below it find the same two values, and
+    np.median of that pair averages them as it would. Rows holding a NaN are NaN, as np.median's are. (Only a
+    zero's sign could differ, where a row holds both -0.0 and +0.0; pass 1's rows never do: their values are
+    differences, and x - x is +0.0.)
+    """
+    n = a.shape[1]
+    h = n // 2
+    p = np.partition(a, h, axis=1)
+    mid = p[:, h:h + 1] if n % 2 else np.stack([p[:, :h].max(axis=1), p[:, h]], axis=1)
+    out = np.median(mid, axis=1)
+    out[np.isnan(a).any(axis=1)] = np.nan
+    return out
+
+
+def _row_percentiles(a: np.ndarray, q: float) -> np.ndarray:
+    """``np.percentile(a, q, axis=1)``, bit for bit, twice as fast: np.percentile partitions each row at four
+    places, slow; on sorted rows, where it finds the same values at the same places, that costs less than the
+    sort (a zero's sign as in ``_row_medians``). ``a`` is overwritten."""
+    a.sort(axis=1)
+    return np.percentile(a, q, axis=1, overwrite_input=True)
+
+
 def _level(d: np.ndarray) -> np.ndarray:
     """Per-row location of ``d``: the mean after clipping at median +- 4 robust sd.
 
     Not the median itself: on 8-bit video the differences are whole display levels, and a median of
     integers is an integer (up to half a level off, the same for every pixel of the frame).
     """
-    med = np.median(d, axis=1, keepdims=True)
-    sd = 1.4826 * np.median(np.abs(d - med), axis=1, keepdims=True)
+    med = _row_medians(d)[:, None]
+    sd = 1.4826 * _row_medians(np.abs(d - med))[:, None]
     sd = np.maximum(sd, 0.5)   # at least half a quantisation step: never clip to a single level
     return np.clip(d, med - 4 * sd, med + 4 * sd).mean(axis=1)
 
@@ -185,7 +211,7 @@ def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S,
     # The exposure shift of a frame is the median change of the pixels that hold no contrast. A first
     # median over all of them finds the contrast; pixels that ever hold some (and pixels that never change:
     # overlay) then leave the estimate, or a large vessel would drag the median and bias every opacity.
-    first_gain = np.median(D, axis=1)
+    first_gain = _row_medians(D)
     o = first_gain[:, None] - D
     span = min(3, idx.size)
     c = np.cumsum(np.vstack([np.zeros((1, o.shape[1]), np.float32), o]), axis=0)
@@ -194,7 +220,7 @@ def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S,
     keep = (held <= np.median(held) + 5.0 * spread) & (np.ptp(D, axis=0) > 0)
     gains = _level(D[:, keep]) if keep.sum() >= 64 else first_gain
     # Opacity vs the first frame, exposure removed: its upper quantile rises when the vessel fills.
-    signal = np.percentile(gains[:, None] - D, SIGNAL_QUANTILE, axis=1)
+    signal = _row_percentiles(gains[:, None] - D, SIGNAL_QUANTILE)
     rise = signal - signal.min()
     if rise.max() > 0:
         arrival = int(np.argmax(rise >= MASK_ARRIVAL_FRACTION * rise.max()))
