@@ -12,7 +12,7 @@ that a fused multiply-add could contract.
 cimport cython
 from libc.math cimport exp
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memset
 
 import numpy as np
@@ -61,12 +61,28 @@ cdef inline void _add_log(const pix_t* r, Py_ssize_t step, const float* lut, flo
         mk[x] = mk[x] + lg
 
 
-cdef inline void _column_add(const pix_t* r, Py_ssize_t step, uint32_t* cs, Py_ssize_t n) noexcept nogil:
-    # Rows of a block summed down each column first: a plain vector add (the sums across a block, b long,
-    # do not vectorise), then across once per row of blocks. Exact: at most 16 x 65535 per block.
-    cdef Py_ssize_t x
+cdef inline void _column_sums(const pix_t* r, Py_ssize_t rs, Py_ssize_t step, Py_ssize_t b, uint32_t* cs,
+                              Py_ssize_t n) noexcept nogil:
+    # A row of blocks summed down each column first: plain vector adds (the b-long sums across a block do not
+    # vectorise), then across once (_blocks_out). Exact: at most 16 x 65535 per block.
+    cdef Py_ssize_t x, i
+    cdef const pix_t* q
     for x in range(n):
-        cs[x] += r[x * step]
+        cs[x] = r[x * step]
+    for i in range(1, b):
+        q = r + i * rs
+        for x in range(n):
+            cs[x] += q[x * step]
+
+
+cdef inline void _column_sums4(const pix_t* r, Py_ssize_t rs, uint32_t* cs, Py_ssize_t n) noexcept nogil:
+    # The usual case, 4 contiguous rows: each column's sum in one pass (a third of the loads and stores).
+    cdef Py_ssize_t x
+    cdef const pix_t* r1 = r + rs
+    cdef const pix_t* r2 = r + 2 * rs
+    cdef const pix_t* r3 = r + 3 * rs
+    for x in range(n):
+        cs[x] = (<uint32_t>r[x] + <uint32_t>r1[x]) + (<uint32_t>r2[x] + <uint32_t>r3[x])
 
 
 cdef inline void _blocks_out(const uint32_t* cs, Py_ssize_t b, Py_ssize_t wb, bint lin, double scale, double off,
@@ -98,17 +114,17 @@ cdef inline void _frame_rows(const pix_t* f, const pix_t* p, Py_ssize_t rs, Py_s
             _count_same(r, p + y * rs, step, sm + y * w, w)
         if to_mask:
             _add_log(r, step, lut, g, mk + y * w, w)
-        if y >= hb * b:
+        if y % b != b - 1 or y >= hb * b:
             continue
-        _column_add(r, step, cs, wb * b)
-        if y % b == b - 1:
-            # Light per block, exposure removed, as the reference's float64 arrays compute it.
-            o = out + (y // b) * wb
-            if b == 4:
-                _blocks_out(cs, 4, wb, lin, scale, off, o)
-            else:
-                _blocks_out(cs, b, wb, lin, scale, off, o)
-            memset(cs, 0, wb * b * sizeof(uint32_t))
+        # A row of blocks complete: its b rows again (still in cache), then the light per block, exposure
+        # removed, as the reference's float64 arrays compute it.
+        o = out + (y // b) * wb
+        if b == 4 and step == 1:
+            _column_sums4(r - 3 * rs, rs, cs, wb * 4)
+            _blocks_out(cs, 4, wb, lin, scale, off, o)
+        else:
+            _column_sums(r - (b - 1) * rs, rs, step, b, cs, wb * b)
+            _blocks_out(cs, b, wb, lin, scale, off, o)
 
 
 cdef inline void _gather_run(const pix_t* r, Py_ssize_t step, const float* lut, float g, float* tot,
@@ -273,7 +289,7 @@ def frame_pass(const pix_t[:, :, :] frames, const Py_ssize_t[::1] idx, const uin
     cdef double scale = 0.0, off = 0.0
     cdef double* cur
     cdef double* prev
-    cdef uint32_t* cs = <uint32_t*>calloc(wb * b, sizeof(uint32_t))
+    cdef uint32_t* cs = <uint32_t*>malloc(wb * b * sizeof(uint32_t))
     cdef double* ring = <double*>malloc((k + 1) * npx * sizeof(double))
     cdef double* buf = <double*>malloc(5 * wb * sizeof(double))
     cdef double* best = <double*>malloc(npx * sizeof(double))
@@ -381,3 +397,81 @@ def gather(const pix_t[:, :, :] frames, const Py_ssize_t[::1] idx, const Py_ssiz
                     pk[y * w + x] = mk[y * w + x] - tot[x] / fk
     finally:
         free(tot)
+
+
+cdef inline uint32_t _ordinary_row(const pix_t* f, Py_ssize_t step, uint32_t top, const uint8_t* ov,
+                                   Py_ssize_t w, uint32_t* n_ov) noexcept nogil:
+    # Pixels between black and top (exclusive), and the overlay pixels among them.
+    cdef Py_ssize_t x
+    cdef uint32_t n = 0, m = 0, o
+    for x in range(w):
+        o = (f[x * step] > 0) & (<uint32_t>f[x * step] < top)
+        n += o
+        m += o & ov[x]
+    n_ov[0] += m
+    return n
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.initializedcheck(False)
+def static_overlay(const uint8_t[:, ::1] same, Py_ssize_t thr, const pix_t[:, :] first, long long top,
+                   uint8_t[:, ::1] overlay):
+    """``overlay`` = static pixels (``same`` >= thr) with at least 4 static pixels in their 3x3 neighbourhood
+    (edges replicated). Returns (pixels with 0 < ``first`` < top, overlay pixels among them).
+
+    NumPy equivalent: core.analysis.peak_ref.static_overlay.
+    """
+    cdef Py_ssize_t h = same.shape[0], w = same.shape[1], y, x, ym, yp
+    cdef Py_ssize_t size = sizeof(pix_t), n_ord = 0, n_ov_total = 0
+    cdef uint32_t n_ov, top32
+    cdef uint8_t t8
+    cdef uint8_t* col
+    cdef uint8_t* o
+    cdef const uint8_t* s
+    if h < 1 or w < 1 or first.shape[0] != h or first.shape[1] != w or overlay.shape[0] != h \
+            or overlay.shape[1] != w:
+        raise ValueError(f"same, first and overlay must have one non-empty shape, got ({h}, {w}), "
+                         f"({first.shape[0]}, {first.shape[1]}) and ({overlay.shape[0]}, {overlay.shape[1]})")
+    if first.strides[0] % size or first.strides[1] % size:
+        raise ValueError("first's strides are not whole pixels")
+    cdef Py_ssize_t rs = first.strides[0] // size, step = first.strides[1] // size
+    cdef const pix_t* fp = &first[0, 0]
+    cdef const uint8_t* sp = &same[0, 0]
+    cdef uint8_t* op = &overlay[0, 0]
+    if not 1 <= thr <= 255:
+        raise ValueError(f"thr must be 1..255 (same counts pairs in uint8), got {thr}")
+    t8 = <uint8_t>thr
+    # top within the dtype's range plus one: the same answers, in 32 bits.
+    top32 = <uint32_t>(0 if top < 0 else (top if top <= (1 << (8 * size)) else (1 << (8 * size))))
+    col = <uint8_t*>malloc(w)
+    if col == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for y in range(h):
+                ym = (y - 1 if y > 0 else 0) * w
+                yp = (y + 1 if y < h - 1 else h - 1) * w
+                s = sp + y * w
+                o = op + y * w
+                for x in range(w):
+                    col[x] = (sp[ym + x] >= t8) + (s[x] >= t8) + (sp[yp + x] >= t8)
+                # 3x3 count = three columns' sums; the edge columns replicated.
+                if w == 1:
+                    o[0] = 3 * col[0] >= 4
+                else:
+                    o[0] = (2 * col[0] + col[1]) >= 4
+                    for x in range(1, w - 1):
+                        o[x] = (col[x - 1] + col[x] + col[x + 1]) >= 4
+                    o[w - 1] = (col[w - 2] + 2 * col[w - 1]) >= 4
+                for x in range(w):
+                    o[x] = o[x] & (s[x] >= t8)
+                n_ov = 0
+                if step == 1:
+                    n_ord += _ordinary_row(fp + y * rs, 1, top32, o, w, &n_ov)
+                else:
+                    n_ord += _ordinary_row(fp + y * rs, step, top32, o, w, &n_ov)
+                n_ov_total += n_ov
+    finally:
+        free(col)
+    return n_ord, n_ov_total

@@ -102,6 +102,12 @@ def test_every_window_length(window_s):
     _both(_stack(_run(5, (33, 35), np.uint16, pulses=12), "lin"), window_s)
 
 
+@pytest.mark.parametrize("pulses", [2, 3, 5])
+def test_short_runs_equal(pulses):
+    """Under 4 probed pairs the overlay is the static pixels alone."""
+    _both(_stack(_run(15, (24, 20), np.uint8, pulses=pulses, hold=0), "log"))
+
+
 def test_more_pairs_than_probes():
     frames = _run(6, (20, 24), np.uint8, pulses=90, arrive=30)
     assert distinct_frames(frames).size > peak.STATIC_PROBES + 1
@@ -198,6 +204,23 @@ def test_frame_pass_and_gather(b, dtype, lin):
             _same(a, c)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_static_overlay(dtype):
+    rng = np.random.default_rng(16)
+    for shape in [(1, 1), (1, 7), (3, 3), (20, 31)]:
+        same = rng.integers(0, 12, shape, dtype=np.uint8)
+        same[rng.random(shape) < 0.3] = 11                   # runs of static pixels
+        first = rng.integers(0, 4, (shape[0], 2 * shape[1]), dtype=dtype)[:, ::2] * (np.iinfo(dtype).max // 3)
+        for thr, top in [(1, 255), (10, int(np.iinfo(dtype).max)), (11, 1 << 17), (12, 0)]:
+            outs = []
+            for impl in IMPLS:
+                overlay = np.ones(shape, bool)
+                counts = impl.static_overlay(same, thr, first, top, overlay.view(np.uint8))
+                outs.append((counts, overlay))
+            assert outs[0][0] == outs[1][0]
+            _same(outs[0][1], outs[1][1])
+
+
 def _window_ends(impl, frames, gains, lut, box):
     same, mask = np.empty((3, 4), np.uint8), np.empty((3, 4), np.float32)
     end = np.empty((3, 4), np.intp)
@@ -252,5 +275,7 @@ def test_kernel_guards():
     bad_end = np.full((hb, wb), idx.size, np.intp)
     with pytest.raises(ValueError, match="window end"):
         ext._peak.gather(frames, idx, bad_end, b, 2, gains, lut, mask, np.empty((16, 16), np.float32))
+    with pytest.raises(ValueError, match="thr"):
+        ext._peak.static_overlay(same, 0, frames[0], 4095, np.empty((16, 16), np.uint8))
     with pytest.raises(ValueError, match="native uint8 or uint16"):
         distinct_frames(frames.astype(">u2"))

@@ -129,7 +129,7 @@ def _level(d: np.ndarray) -> np.ndarray:
     return np.clip(d, med - 4 * sd, med + 4 * sd).mean(axis=1)
 
 
-def _overlay(same: np.ndarray, n_probes: int, first: np.ndarray, top: int) -> np.ndarray:
+def _overlay(same: np.ndarray, n_probes: int, first: np.ndarray, top: int, kernels) -> np.ndarray:
     """Pixels that carry no opacity: unchanged between (almost) every probed pair of pulses, in a
     neighbourhood of such pixels.
 
@@ -143,14 +143,16 @@ def _overlay(same: np.ndarray, n_probes: int, first: np.ndarray, top: int) -> np
     overlay, and the others unchanged in every probed pair, among such, where most of their neighbourhood
     changes (text over the vessel; a fluoro-time counter is then measured). A noise-free display run lost 89%
     of its pixels and every station before this (96% with every pulse pair probed)."""
-    static = same >= max(1, math.ceil(STATIC_SHARE * n_probes))
-    if n_probes < 4 or min(static.shape) < 3:
-        return static
-    near = _box3(static[None].astype(np.uint8))[0]
-    overlay = static & (near >= 4)
-    ordinary = (first > 0) & (first < top)
-    if not ordinary.any() or float(overlay[ordinary].mean()) <= QUIET_SHARE:
+    thr = max(1, math.ceil(STATIC_SHARE * n_probes))
+    if n_probes < 4 or min(same.shape) < 3:
+        return same >= thr
+    overlay = np.empty(same.shape, dtype=bool)
+    # (top clamped above every uint16 value for the kernel's integer: the same test)
+    n_ordinary, n_overlay = kernels.static_overlay(same, thr, first, min(top, 1 << 17), overlay.view(np.uint8))
+    if n_ordinary == 0 or n_overlay / n_ordinary <= QUIET_SHARE:
         return overlay
+    static = same >= thr
+    ordinary = (first > 0) & (first < top)
     r = QUIET_REACH_PX
     changing = np.pad(~static, r, mode="edge").astype(np.float32)
     c = np.pad(changing.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
@@ -249,7 +251,7 @@ def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S,
     peak = np.empty((h, w), dtype=np.float32)
     kernels.gather(frames, idx, end, b, k, gains, lut, mask, peak)
     # A pixel that never changes carries no opacity: overlay text, black surround, saturation.
-    overlay = _overlay(same, n_probes, frames[idx[0]], (1 << stack.bits_stored) - 1)
+    overlay = _overlay(same, n_probes, frames[idx[0]], (1 << stack.bits_stored) - 1, kernels)
     peak[overlay] = np.nan
     mask[overlay] = np.nan
     return peak, mask

@@ -118,3 +118,14 @@ def gather(frames, idx, end, b, k, gains, lut, mask, peak) -> None:
         lg -= gains32[j]
         total += lg
     peak[...] = mask - total / np.float32(k)
+
+
+def static_overlay(same, thr, first, top, overlay) -> tuple[int, int]:
+    """``overlay`` (h, w) bool = the pixels unchanged in at least ``thr`` probed pairs (``same`` (h, w) uint8)
+    with at least 4 such in their 3x3 neighbourhood. Returns (the pixels of ``first`` (h, w) between black
+    and ``top``, exclusive: the ordinary ones; the overlay pixels among them)."""
+    static = same >= thr
+    near = box3(static[None].astype(np.uint8))[0]
+    overlay[...] = static & (near >= 4)
+    ordinary = (first > 0) & (first < top)
+    return int(np.count_nonzero(ordinary)), int(np.count_nonzero(overlay[ordinary]))
