@@ -188,7 +188,8 @@ def distinct_frames(const pix_t[:, :, :] frames):
 cdef inline void _argmin_step(const double* win, double* best, Py_ssize_t* e, Py_ssize_t j,
                               Py_ssize_t n) noexcept nogil:
     # np.argmin, one window at a time: the first minimum, or the first NaN (a NaN best stays; a NaN
-    # window replaces a number). Branch-free selects, so that the loop vectorises.
+    # window replaces a number). gcc vectorises none of its forms (NaN-aware double compares); selecting
+    # the double's bits by mask, branch-free, measured the same.
     cdef Py_ssize_t i, sel
     cdef double v, bv
     for i in range(n):
