@@ -21,6 +21,8 @@ What real runs do that a naive pass gets wrong, handled here:
 - burnt-in text, a ticking fluoro-time counter, the black collimator surround and saturated pixels:
   unchanged between (almost) every pair of pulses, they carry no opacity and are returned as NaN, so a
   vessel passing under a text box reads as "not measured", not as an occlusion.
+
+The full-frame work is ext/_peak.pyx; its NumPy reference, equal bit for bit, is core/analysis/peak_ref.py.
 """
 from __future__ import annotations
 
@@ -28,7 +30,11 @@ import math
 
 import numpy as np
 
+from core.analysis import peak_ref
+from core.analysis.peak_ref import box3 as _box3
+from core.analysis.peak_ref import to_log as _to_log
 from core.sources.stacks import FrameStack
+from ext import _peak
 
 __all__ = ["peak_opacity", "peak_and_mask", "distinct_frames", "field_only", "DEFAULT_WINDOW_S", "FIELD_PULSES"]
 
@@ -47,18 +53,34 @@ MAX_SAMPLE_PIXELS = 16384    # per-frame statistics on a regular subsample: same
 FIELD_PULSES = 4             # distinct pulses the collimated field is found from (core.appliance.field's detector)
 
 
-def distinct_frames(frames: np.ndarray) -> np.ndarray:
+_IMPLS = {"compiled": _peak, "reference": peak_ref}
+
+
+def _kernels(impl: str):
+    if impl not in _IMPLS:
+        raise ValueError(f"impl must be 'compiled' or 'reference', got {impl!r}")
+    return _IMPLS[impl]
+
+
+def _pixels(frames: np.ndarray) -> np.ndarray:
+    """``frames`` as the kernels take them: (n, h, w) native uint8 / uint16 with strides of whole pixels (a
+    view of a packed record array is copied)."""
+    if not isinstance(frames, np.ndarray) or frames.ndim != 3 or min(frames.shape) < 1:
+        raise ValueError(f"frames must be a non-empty (n, h, w) array, got {getattr(frames, 'shape', frames)!r}")
+    if frames.dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        raise ValueError(f"pixel type {frames.dtype} is not native uint8 or uint16")
+    if any(s % frames.itemsize for s in frames.strides):
+        frames = np.ascontiguousarray(frames)
+    return frames
+
+
+def distinct_frames(frames: np.ndarray, impl: str = "compiled") -> np.ndarray:
     """Indices of frames that differ from the frame before them (the first frame always counts).
 
     On a video line a pulse repeats on consecutive identical frames and last-image-hold repeats the last
     pulse; both carry no new information.
     """
-    keep = [0]
-    for i in range(1, frames.shape[0]):
-        # A noisy new pulse differs within its first rows: check those before the whole frame.
-        if not np.array_equal(frames[i, :8], frames[i - 1, :8]) or not np.array_equal(frames[i], frames[i - 1]):
-            keep.append(i)
-    return np.asarray(keep, dtype=np.intp)
+    return _kernels(impl).distinct_frames(_pixels(frames))
 
 
 def _log_lut(dtype: np.dtype) -> np.ndarray:
@@ -69,26 +91,30 @@ def _log_lut(dtype: np.dtype) -> np.ndarray:
     return np.log(v).astype(np.float32)
 
 
-def _to_log(frame: np.ndarray, intensity: str, lut: np.ndarray | None) -> np.ndarray:
-    """Frame in log units (brighter = larger), float32."""
-    if intensity == "lin":
-        return lut[frame]
-    return frame.astype(np.float32)
+def _row_medians(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=1)`` of a 2-D float array, bit for bit, five times faster.
 
-
-def _block_sum(frame: np.ndarray, b: int, hb: int, wb: int) -> np.ndarray:
-    """Sums over b x b blocks (the last partial row/column of blocks dropped), by strided adds: four
-    times faster than a reshape-sum, whose inner reduction is only b long."""
-    if b == 1:
-        return frame.astype(np.float64)
-    f = frame[:hb * b, :wb * b]
-    cols = f[:, 0::b].astype(np.uint32)
-    for o in range(1, b):
-        cols += f[:, o::b]
-    out = cols[0::b].copy()
-    for o in range(1, b):
-        out += cols[o::b]
+    np.median partitions each row at three places (the two middles, and the end for NaN), a slow path of
+    np.partition; one partition at the upper middle and the maximum below it find the same two values, and
+    np.median of that pair averages them as it would. Rows holding a NaN are NaN, as np.median's are. (Only a
+    zero's sign could differ, where a row holds both -0.0 and +0.0; pass 1's rows never do: their values are
+    differences, and x - x is +0.0.)
+    """
+    n = a.shape[1]
+    h = n // 2
+    p = np.partition(a, h, axis=1)
+    mid = p[:, h:h + 1] if n % 2 else np.stack([p[:, :h].max(axis=1), p[:, h]], axis=1)
+    out = np.median(mid, axis=1)
+    out[np.isnan(a).any(axis=1)] = np.nan
     return out
+
+
+def _row_percentiles(a: np.ndarray, q: float) -> np.ndarray:
+    """``np.percentile(a, q, axis=1)``, bit for bit, twice as fast: np.percentile partitions each row at four
+    places, slow; on sorted rows, where it finds the same values at the same places, that costs less than the
+    sort (a zero's sign as in ``_row_medians``). ``a`` is overwritten."""
+    a.sort(axis=1)
+    return np.percentile(a, q, axis=1, overwrite_input=True)
 
 
 def _level(d: np.ndarray) -> np.ndarray:
@@ -97,13 +123,13 @@ def _level(d: np.ndarray) -> np.ndarray:
     Not the median itself: on 8-bit video the differences are whole display levels, and a median of
     integers is an integer (up to half a level off, the same for every pixel of the frame).
     """
-    med = np.median(d, axis=1, keepdims=True)
-    sd = 1.4826 * np.median(np.abs(d - med), axis=1, keepdims=True)
+    med = _row_medians(d)[:, None]
+    sd = 1.4826 * _row_medians(np.abs(d - med))[:, None]
     sd = np.maximum(sd, 0.5)   # at least half a quantisation step: never clip to a single level
     return np.clip(d, med - 4 * sd, med + 4 * sd).mean(axis=1)
 
 
-def _overlay(same: np.ndarray, n_probes: int, first: np.ndarray, top: int) -> np.ndarray:
+def _overlay(same: np.ndarray, n_probes: int, first: np.ndarray, top: int, kernels) -> np.ndarray:
     """Pixels that carry no opacity: unchanged between (almost) every probed pair of pulses, in a
     neighbourhood of such pixels.
 
@@ -117,14 +143,16 @@ def _overlay(same: np.ndarray, n_probes: int, first: np.ndarray, top: int) -> np
     overlay, and the others unchanged in every probed pair, among such, where most of their neighbourhood
     changes (text over the vessel; a fluoro-time counter is then measured). A noise-free display run lost 89%
     of its pixels and every station before this (96% with every pulse pair probed)."""
-    static = same >= max(1, math.ceil(STATIC_SHARE * n_probes))
-    if n_probes < 4 or min(static.shape) < 3:
-        return static
-    near = _box3(static[None].astype(np.uint8))[0]
-    overlay = static & (near >= 4)
-    ordinary = (first > 0) & (first < top)
-    if not ordinary.any() or float(overlay[ordinary].mean()) <= QUIET_SHARE:
+    thr = max(1, math.ceil(STATIC_SHARE * n_probes))
+    if n_probes < 4 or min(same.shape) < 3:
+        return same >= thr
+    overlay = np.empty(same.shape, dtype=bool)
+    # (top clamped above every uint16 value for the kernel's integer: the same test)
+    n_ordinary, n_overlay = kernels.static_overlay(same, thr, first, min(top, 1 << 17), overlay.view(np.uint8))
+    if n_ordinary == 0 or n_overlay / n_ordinary <= QUIET_SHARE:
         return overlay
+    static = same >= thr
+    ordinary = (first > 0) & (first < top)
     r = QUIET_REACH_PX
     changing = np.pad(~static, r, mode="edge").astype(np.float32)
     c = np.pad(changing.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
@@ -136,34 +164,30 @@ def _overlay(same: np.ndarray, n_probes: int, first: np.ndarray, top: int) -> np
     return overlay & (~ordinary | (always & (around >= 0.5)))
 
 
-def _box3(a: np.ndarray) -> np.ndarray:
-    """Sum over 3x3 neighbourhoods of the last two axes (edges replicated)."""
-    p = np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    rows = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
-    return rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
-
-
-def peak_opacity(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> np.ndarray:
+def peak_opacity(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S, impl: str = "compiled") -> np.ndarray:
     """(H, W) float32 peak opacity of one run; NaN where a pixel never changes (overlay, surround, saturation).
 
     See ``peak_and_mask``, which also returns the contrast-free mask image.
     """
-    return peak_and_mask(stack, window_s)[0]
+    return peak_and_mask(stack, window_s, impl)[0]
 
 
-def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> tuple[np.ndarray, np.ndarray]:
+def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S,
+                  impl: str = "compiled") -> tuple[np.ndarray, np.ndarray]:
     """(peak opacity, mask): the mask is the contrast-free image the opacity is measured against, in log
     units (NaN like the peak).
 
     The mask is the mean of the distinct frames before contrast arrives (at least the first frame). Raises
-    ValueError when the stack has fewer than two distinct frames (a held image is not a run).
+    ValueError when the stack has fewer than two distinct frames (a held image is not a run). ``impl``:
+    "compiled" (ext/_peak.pyx) or "reference" (core/analysis/peak_ref.py), the same images bit for bit.
     """
     if not isinstance(stack, FrameStack):
         raise ValueError(f"peak_opacity needs a FrameStack, got {type(stack).__name__}")
     if not (isinstance(window_s, (int, float)) and np.isfinite(window_s) and window_s >= 0):
         raise ValueError(f"window_s must be a finite number >= 0, got {window_s!r}")
-    frames = stack.frames
-    idx = distinct_frames(frames)
+    kernels = _kernels(impl)
+    frames = _pixels(stack.frames)
+    idx = kernels.distinct_frames(frames)
     if idx.size < 2:
         raise ValueError(f"{stack.source}: all {frames.shape[0]} frames are identical (no X-ray pulses to analyse)")
     times = np.asarray(stack.frame_times_s, dtype=float)
@@ -179,26 +203,29 @@ def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> tupl
     step = max(1, int(np.ceil(np.sqrt(h * w / MAX_SAMPLE_PIXELS))))
 
     # Pass 1, on the subsample: exposure shift per frame, and when contrast arrives (for the mask).
-    ref = _to_log(np.ascontiguousarray(frames[idx[0], ::step, ::step]), stack.intensity, lut)
+    ref = _to_log(np.ascontiguousarray(frames[idx[0], ::step, ::step]), lut)
     lit = frames[idx[0], ::step, ::step] > 0
     if not lit.any():
         lit = np.ones_like(lit)
     D = np.empty((idx.size, int(lit.sum())), dtype=np.float32)
     for j, i in enumerate(idx):
-        D[j] = _to_log(np.ascontiguousarray(frames[i, ::step, ::step]), stack.intensity, lut)[lit] - ref[lit]
+        D[j] = _to_log(np.ascontiguousarray(frames[i, ::step, ::step]), lut)[lit] - ref[lit]
     # The exposure shift of a frame is the median change of the pixels that hold no contrast. A first
     # median over all of them finds the contrast; pixels that ever hold some (and pixels that never change:
     # overlay) then leave the estimate, or a large vessel would drag the median and bias every opacity.
-    first_gain = np.median(D, axis=1)
+    first_gain = _row_medians(D)
     o = first_gain[:, None] - D
     span = min(3, idx.size)
-    c = np.cumsum(np.vstack([np.zeros((1, o.shape[1]), np.float32), o]), axis=0)
+    c = np.zeros((o.shape[0] + 1, o.shape[1]), np.float32)
+    for j in range(o.shape[0]):
+        # np.cumsum down the rows, a row at a time: the same sums, 9x faster than its column-wise walk
+        np.add(c[j], o[j], out=c[j + 1])
     held = ((c[span:] - c[:-span]) / span).max(axis=0)
     spread = 1.4826 * float(np.median(np.abs(held - np.median(held))))
     keep = (held <= np.median(held) + 5.0 * spread) & (np.ptp(D, axis=0) > 0)
     gains = _level(D[:, keep]) if keep.sum() >= 64 else first_gain
     # Opacity vs the first frame, exposure removed: its upper quantile rises when the vessel fills.
-    signal = np.percentile(gains[:, None] - D, SIGNAL_QUANTILE, axis=1)
+    signal = _row_percentiles(gains[:, None] - D, SIGNAL_QUANTILE)
     rise = signal - signal.min()
     if rise.max() > 0:
         arrival = int(np.argmax(rise >= MASK_ARRIVAL_FRACTION * rise.max()))
@@ -207,61 +234,27 @@ def peak_and_mask(stack: FrameStack, window_s: float = DEFAULT_WINDOW_S) -> tupl
     # One frame of margin: the frame just before the threshold already holds a little contrast.
     n_mask = max(1, arrival - 1)
 
-    # Pass 2, full frames: the mask, the changing pixels, and each frame's block sums (the peak finder).
+    # Pass 2, full frames, each read once: the mask, the changing pixels, and each block's peak window.
+    gains = gains.astype(np.float32)    # already: D is float32
     b = PEAK_BLOCK_PX if min(h, w) >= 4 * PEAK_BLOCK_PX else 1
     hb, wb = h // b, w // b
-    mask = np.zeros((h, w), dtype=np.float32)
-    blocks = np.empty((idx.size, hb, wb), dtype=np.float64)
     # Pairs of consecutive distinct frames spread over the run: how often is a pixel unchanged?
     n_probes = min(STATIC_PROBES, idx.size - 1)
-    probes = set(np.linspace(1, idx.size - 1, n_probes).astype(int).tolist())
-    n_probes = len(probes)
-    same = np.zeros((h, w), dtype=np.uint8)
-    prev = None
-    for j, i in enumerate(idx):
-        raw = frames[i]
-        if j in probes:
-            same += raw == prev
-        prev = raw
-        if j < n_mask:
-            lg = _to_log(raw, stack.intensity, lut)
-            lg -= np.float32(gains[j])
-            mask += lg
-        # Light per block, exposure removed: in raw units (a monotone stand-in for opacity is all the
-        # choice of the peak window needs, and it spares a full-frame log per frame).
-        light = _block_sum(raw, b, hb, wb)
-        blocks[j] = light * math.exp(-gains[j]) if stack.intensity == "lin" else light - gains[j] * b * b
-    mask /= np.float32(n_mask)
-
+    probe = np.zeros(idx.size, np.uint8)
+    probe[np.linspace(1, idx.size - 1, n_probes).astype(int)] = 1
+    n_probes = int(probe.sum())
     # The peak time of each block: the window (k distinct pulses) with the least light, i.e. the most
     # iodine. Chosen on the block mean, so a pixel's own noise hardly influences which window it gets:
-    # its value there is an unbiased mean, not the maximum of noise.
-    c = np.concatenate([np.zeros((1, hb, wb), np.float64), np.cumsum(blocks, axis=0, dtype=np.float64)])
-    wins = c[k:] - c[:-k]                                   # window j ends at distinct frame j + k - 1
-    if min(hb, wb) >= 3:
-        # Neighbouring blocks vote too: a pixel is then 1/(3b)^2 of what picks its window, not 1/b^2.
-        wins = _box3(wins)
-    end = np.argmin(wins, axis=0) + (k - 1)                 # (hb, wb)
-    end = np.repeat(np.repeat(end, b, axis=0), b, axis=1)
-    if end.shape != (h, w):
-        end = np.pad(end, ((0, h - end.shape[0]), (0, w - end.shape[1])), mode="edge")
-    gains32 = gains.astype(np.float32)
-    # Each pixel's k frames ending at its block's peak, gathered from the stack by flat index.
-    flat = frames.reshape(frames.shape[0], -1) if frames.flags.c_contiguous else None
-    pix = np.arange(h * w, dtype=np.intp).reshape(h, w)
-    total = np.zeros((h, w), dtype=np.float32)
-    for back in range(k):
-        j = end - back
-        if flat is not None:
-            raw = flat.reshape(-1).take(idx[j] * (h * w) + pix)
-        else:
-            raw = frames[idx[j], pix // w, pix % w]
-        lg = _to_log(raw, stack.intensity, lut)
-        lg -= gains32[j]
-        total += lg
-    peak = mask - total / np.float32(k)
+    # its value there is an unbiased mean, not the maximum of noise. Neighbouring blocks vote too: a pixel
+    # is then 1/(3b)^2 of what picks its window, not 1/b^2.
+    same = np.empty((h, w), dtype=np.uint8)
+    mask = np.empty((h, w), dtype=np.float32)
+    end = np.empty((hb, wb), dtype=np.intp)
+    kernels.frame_pass(frames, idx, probe, n_mask, gains, lut, b, k, min(hb, wb) >= 3, same, mask, end)
+    peak = np.empty((h, w), dtype=np.float32)
+    kernels.gather(frames, idx, end, b, k, gains, lut, mask, peak)
     # A pixel that never changes carries no opacity: overlay text, black surround, saturation.
-    overlay = _overlay(same, n_probes, frames[idx[0]], (1 << stack.bits_stored) - 1)
+    overlay = _overlay(same, n_probes, frames[idx[0]], (1 << stack.bits_stored) - 1, kernels)
     peak[overlay] = np.nan
     mask[overlay] = np.nan
     return peak, mask
