@@ -45,3 +45,21 @@ def test_bends_in_the_vein_do_not_read_as_blur(blur, seed):
     # Six straight pieces' median (before): 0.15 px at blur 0.
     assert abs(mid - blur) <= 0.03 and lo - 0.01 <= blur <= hi + 0.01, (lo, mid, hi)
 
+
+
+def _piece(blur: float, residual: float):
+    from core.analysis.catheter_fit import TubeFit
+    return TubeFit(12.0, 0.0, blur, residual)
+
+
+def test_pieces_misfitting_far_more_than_the_better_half_are_left_out():
+    """Something under a piece besides the vein (a bone's edge in its background) can read less blur, not only
+    more: such pieces misfit several times more than the clean ones and do not set the blur."""
+    from core.analysis.vein_blur import blur_of_pieces
+    clean = [_piece(b, r) for b, r in ((1.95, 5e-4), (1.99, 7e-4), (1.95, 1e-3), (2.0, 1.7e-3))]
+    over_bone = [_piece(b, r) for b, r in ((1.47, 0.0154), (1.45, 0.0127), (1.48, 0.0091), (1.50, 0.0058))]
+    low, mid, high = blur_of_pieces(clean + over_bone)       # seed 10's eight pieces at a 2 px PSF
+    assert low <= 1.97 <= high and mid == pytest.approx(1.97, abs=0.03)
+    # pieces that fit about as well are all kept: a taper's narrow end misfits up to twice as much
+    even = [_piece(b, r) for b, r in ((1.0, 1e-3), (1.02, 1.5e-3), (0.98, 2e-3), (1.01, 2.5e-3))]
+    assert blur_of_pieces(even)[1] == pytest.approx(np.mean([1.0, 1.02, 0.98, 1.01]))
