@@ -47,20 +47,6 @@ cdef inline void _count_same(const pix_t* r, const pix_t* p, Py_ssize_t step, ui
         sm[x] += r[x * step] == p[x * step]
 
 
-cdef inline void _add_log(const pix_t* r, Py_ssize_t step, const float* lut, float g, float* mk,
-                          Py_ssize_t w) noexcept nogil:
-    # mask += (log value - gain), in float32 like the reference's in-place float32 arrays.
-    cdef Py_ssize_t x
-    cdef float lg
-    for x in range(w):
-        if lut != NULL:
-            lg = lut[r[x * step]]
-        else:
-            lg = <float>r[x * step]
-        lg = lg - g
-        mk[x] = mk[x] + lg
-
-
 cdef inline void _column_sums(const pix_t* r, Py_ssize_t rs, Py_ssize_t step, Py_ssize_t b, uint32_t* cs,
                               Py_ssize_t n) noexcept nogil:
     # A row of blocks summed down each column first: plain vector adds (the b-long sums across a block do not
@@ -113,7 +99,7 @@ cdef inline void _frame_rows(const pix_t* f, const pix_t* p, Py_ssize_t rs, Py_s
         if probe:
             _count_same(r, p + y * rs, step, sm + y * w, w)
         if to_mask:
-            _add_log(r, step, lut, g, mk + y * w, w)
+            _add_log(r, step, lut, g, mk + y * w, 0, w)
         if y % b != b - 1 or y >= hb * b:
             continue
         # A row of blocks complete: its b rows again (still in cache), then the light per block, exposure
@@ -127,8 +113,10 @@ cdef inline void _frame_rows(const pix_t* f, const pix_t* p, Py_ssize_t rs, Py_s
             _blocks_out(cs, b, wb, lin, scale, off, o)
 
 
-cdef inline void _gather_run(const pix_t* r, Py_ssize_t step, const float* lut, float g, float* tot,
-                             Py_ssize_t x0, Py_ssize_t x1) noexcept nogil:
+cdef inline void _add_log(const pix_t* r, Py_ssize_t step, const float* lut, float g, float* tot,
+                          Py_ssize_t x0, Py_ssize_t x1) noexcept nogil:
+    # tot[x0:x1] += (log value - gain), in float32 like the reference's in-place float32 arrays: the mask's sum
+    # and each pixel's window's.
     cdef Py_ssize_t x
     cdef float lg
     for x in range(x0, x1):
@@ -390,9 +378,9 @@ def gather(const pix_t[:, :, :] frames, const Py_ssize_t[::1] idx, const Py_ssiz
                         jj = ej - back
                         r = base + idx[jj] * fs + y * rs
                         if step == 1:
-                            _gather_run(r, 1, lt, gains[jj], tot, x0, x1)
+                            _add_log(r, 1, lt, gains[jj], tot, x0, x1)
                         else:
-                            _gather_run(r, step, lt, gains[jj], tot, x0, x1)
+                            _add_log(r, step, lt, gains[jj], tot, x0, x1)
                     bx = bx1
                 for x in range(w):
                     pk[y * w + x] = mk[y * w + x] - tot[x] / fk
