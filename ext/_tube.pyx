@@ -1,15 +1,17 @@
 # cython: language_level=3
-"""Tube-model kernel of the catheter fit (core.analysis.catheter_linear): the misfit of one tube, the chords of
+"""Tube-model kernels of the catheter fit (core.analysis.catheter_linear): the misfit of one tube, the chords of
 its outer and inner discs bin-averaged on the fine grid, convolved with a kernel, read through a matrix, the
 background projected out, the attenuations solved within their bounds. The catheter and vein-blur searches
 evaluate it tens of thousands of times per sizing: in NumPy, array overhead was most of its time.
 
 Pure function over buffers: no I/O, no state. core/analysis/catheter_linear.py validates the arguments and
 holds the NumPy reference (LinearTube's ``impl="reference"``); the sums here run in another order than NumPy's
-dot products, so the two agree to rounding (tests/test_catheter_linear.py), not to the bit.
+dot products, so the two agree to rounding (tests/test_catheter_linear.py), not to the bit. And ``erf_into``,
+the error function of an array for core.analysis.catheter_background's edge models (libm's erf, which math.erf
+also calls: the same bits as its NumPy reference there).
 """
 cimport cython
-from libc.math cimport NAN, asin, ceil, floor, sqrt
+from libc.math cimport NAN, asin, ceil, erf, floor, sqrt
 from libc.stdlib cimport free, malloc
 
 
@@ -136,3 +138,15 @@ def tube_misfit(const double[:, ::1] m, const double[::1] fine, double step, dou
     finally:
         free(buf)
     return res
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def erf_into(const double[::1] x, double[::1] out):
+    """``out[i] = erf(x[i])`` (C's erf, as math.erf). NumPy reference: core.analysis.catheter_background.erf_ref."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    if out.shape[0] != n:
+        raise ValueError(f"out must hold {n} values, got {out.shape[0]}")
+    with nogil:
+        for i in range(n):
+            out[i] = erf(x[i])

@@ -171,7 +171,8 @@ def test_blurred_chord_leaving_the_grid_is_refused_not_truncated():
 @pytest.mark.parametrize("first, then", [(40, 36), (36, 40), (52, 52)])
 def test_bone_edge_step_table_read_back_is_the_direct_formula(first, then):
     """The bone-edge search's step table (catheter_background._step_table), kept between catheters whose windows
-    differ by a few samples, reads back the numbers the direct formula gives for the edges asked, to the bit."""
+    differ by a few samples, reads back the numbers the direct formula gives for the edges asked, to the bit (the
+    formula with math.erf per element: the compiled erf's reference too)."""
     import math
 
     from core.analysis import catheter_background as cb
@@ -184,10 +185,24 @@ def test_bone_edge_step_table_read_back_is_the_direct_formula(first, then):
     k, a, raw = cb._step_table(xs, places)
     k0 = np.array([1.0 / (math.sqrt(2.0) * sd) for _, sd in places])[:, None]
     a0 = np.array([h for h, _ in places])[:, None]
-    raw0 = 0.5 * (cb._erf((xs[None, :] - a0) * k0) - cb._erf((-xs[None, :] - a0) * k0)).astype(float)
+    raw0 = 0.5 * (cb.erf_ref((xs[None, :] - a0) * k0) - cb.erf_ref((-xs[None, :] - a0) * k0)).astype(float)
     np.testing.assert_array_equal(k, k0)
     np.testing.assert_array_equal(a, a0)
     np.testing.assert_array_equal(raw, raw0)
+
+
+def test_compiled_erf_is_math_erf_to_the_bit():
+    from core.analysis import catheter_background as cb
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.normal(0.0, 2.0, 5000), rng.uniform(-40, 40, 1002),
+                        [0.0, -0.0, 1e-300, -1e-300, 5.9, 6.0, 27.0, -27.0, np.inf, -np.inf, np.nan]])
+    got = cb._erf(x.reshape(-1, 7))                          # any shape, as the tables' (edges, samples)
+    assert got.dtype == np.float64 and got.shape == (len(x) // 7, 7)
+    ref = cb.erf_ref(x).astype(float).reshape(-1, 7)
+    np.testing.assert_array_equal(got, ref)
+    assert np.array_equal(np.signbit(got), np.signbit(ref))
+    with pytest.raises(ValueError):
+        ext._tube.erf_into(np.zeros(3), np.zeros(2))
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -16,12 +16,23 @@ import threading
 
 import numpy as np
 
+import ext._tube as _tube
+
 STEP_BLURS = np.arange(0.3, 3.01, 0.1)      # the edge's sd (px): cortex, PSF, obliquity
 STEP_PX = 0.125           # the edge's places tried
 EDGE_CLEAR_PX = 1.5       # an edge this far outside the catheter's radius is told from a shift of its axis
 STEP_REACH = 3.0          # an edge beyond the profile's end is seen this many of its sds in
 
-_erf = np.frompyfunc(math.erf, 1, 1)
+erf_ref = np.frompyfunc(math.erf, 1, 1)      # the reference of _erf: math.erf per element, as objects
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf of every element, float64 (compiled: ext/_tube.pyx erf_into; the same bits as ``erf_ref``). The step
+    tables' erf per sample in Python was 75 ms of a process's first device sizing."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    _tube.erf_into(x.reshape(-1), out.reshape(-1))
+    return out
 
 
 def background_basis(across: np.ndarray, quadratic: bool) -> np.ndarray:
@@ -88,7 +99,7 @@ def edge_corrections(across: np.ndarray, aligned: np.ndarray, reach_px: float, m
         # cortex is not a Gaussian edge), the far side's foot h S(-x - a) from the model; near the axis the far
         # side's shape is in the measured part too, so there the model alone.
         near = float(0.5 * (1.0 + math.erf(-h * kj[0])))
-        sym += model + (1.0 - 2.0 * near) * (rest - model) + g[j] * (1.0 + _erf((-xs - h) * kj)).astype(float)
+        sym += model + (1.0 - 2.0 * near) * (rest - model) + g[j] * (1.0 + _erf((-xs - h) * kj))
     sym /= len(anti)
     corr = np.interp(np.abs(x), np.concatenate([[0.0], xs]), np.concatenate([[sym[0]], sym]))
     return found, [-corr, corr], shifts
@@ -116,7 +127,7 @@ def _step_table(xs: np.ndarray, places: list[tuple[float, float]]) -> tuple[np.n
     every = step_places(full)
     k = np.array([1.0 / (math.sqrt(2.0) * sd) for _, sd in every])[:, None]
     a = np.array([h for h, _ in every])[:, None]
-    raw = 0.5 * (_erf((full[None, :] - a) * k) - _erf((-full[None, :] - a) * k)).astype(float)     # (P, M)
+    raw = 0.5 * (_erf((full[None, :] - a) * k) - _erf((-full[None, :] - a) * k))     # (P, M)
     index = {p: i for i, p in enumerate(every)}
     with _tables_lock:
         if len(_tables) >= 8:
