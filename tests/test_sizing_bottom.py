@@ -160,3 +160,40 @@ def test_a_long_bottom_ignores_the_unsmoothed_diameters():
         raw = _noisy(_narrowing("long"), draw)
         x = running_median(raw, 1)
         assert lesion_bottom(x, ref, CENTRE, D, FIXED_HALF, raw) == lesion_bottom(x, ref, CENTRE, D, FIXED_HALF)
+
+
+def _blurred_along(v: np.ndarray, sd: float) -> np.ndarray:
+    """``v`` as a detector of PSF sd ``sd`` px shows it along the vessel (one station per px)."""
+    t = np.arange(-int(5 * sd), int(5 * sd) + 1)
+    g = np.exp(-0.5 * (t / sd) ** 2)
+    return np.convolve(np.pad(v, len(t) // 2, mode="edge"), g / g.sum(), mode="valid")
+
+
+def _bottom_errors(v: np.ndarray, along_var: float, scale: float) -> np.ndarray:
+    """% error of lesion_bottom's MLD (truth 0.5 D) over _noisy's draws at ``scale``."""
+    ref = np.full(N, D)
+    out = []
+    for draw in range(DRAWS):
+        raw = _noisy(v, draw, scale)
+        out.append(lesion_bottom(running_median(raw, 1), ref, CENTRE, D, FIXED_HALF, raw, along_var)[1] / (0.5 * D))
+    return 100 * (np.array(out) - 1)
+
+
+def test_a_curved_bottom_is_unblurred_along_the_vessel():
+    """A 2 px PSF along the vessel lifts the cosine bottom; the long window's quadratic, unblurred at the blur's
+    variance, takes the lift back. Measured at half _errors' noise, mean of 100 draws: +4.3% -> +1.9%."""
+    v = _blurred_along(_narrowing("cosine"), 2.0)
+    as_read, unblurred = _bottom_errors(v, 0.0, 0.5), _bottom_errors(v, 4.0, 0.5)
+    assert float(np.mean(as_read)) > 3.5 and abs(float(np.mean(unblurred))) < 2.5, (as_read.mean(), unblurred.mean())
+    assert _rms(unblurred) < _rms(as_read)
+
+
+def test_a_sharp_or_flat_bottom_is_not_unblurred():
+    """A web is no quadratic at the blur's scale (its curvature would overcorrect it): its short window is read as
+    it is; a long flat bottom has no curvature to take back."""
+    ref = np.full(N, D)
+    web = _blurred_along(_narrowing("web"), 2.0)
+    x = running_median(web, 1)
+    assert lesion_bottom(x, ref, CENTRE, D, FIXED_HALF, web, 4.0) == lesion_bottom(x, ref, CENTRE, D, FIXED_HALF, web)
+    flat = _blurred_along(_narrowing("long"), 2.0)
+    assert abs(float(np.mean(_bottom_errors(flat, 4.0, 1.0) - _bottom_errors(flat, 0.0, 1.0)))) < 0.2

@@ -194,3 +194,15 @@ def test_a_catheter_is_calibrated_at_the_blur_of_a_2px_psf():
     mm = catheter_mm_per_px(mask, points, case.catheter_french, opacity=peak, centerline=case.centreline_points(),
                             ln_mask=True)
     assert mm == pytest.approx(case.mm_per_px, rel=0.05)
+
+
+def test_curved_bottoms_under_a_2px_psf_are_unblurred_along_the_vessel():
+    """The PSF blurs the diameter profile along the vessel too and lifts a cosine bottom: these four read +3.0 to
+    +4.9% (mean +3.8%) before its quadratic was unblurred at the measured blur (sizing_bottom); now -4.2 to +2.1%
+    (mean -0.3%), one noise draw each."""
+    errors = []
+    for seed in (5, 10, 15, 20):
+        case = make_case(seed, blur_px=2.0)
+        tr, res, xy = _sized_linear(case)
+        errors.append(res["mld_px"] / tr.mld_at(case, xy) - 1.0)
+    assert abs(float(np.mean(errors))) < 0.015 and max(map(abs, errors)) < 0.06, errors

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["closing", "dilate", "interp_valid", "local_quadratic", "quadratic_centre_weights", "quiet",
-           "run_around", "running_mean", "running_median", "runs"]
+__all__ = ["closing", "dilate", "interp_valid", "local_quadratic", "quadratic_centre_weights",
+           "quadratic_curvature_weights", "quiet", "run_around", "running_mean", "running_median", "runs"]
 
 
 class quiet:
@@ -94,6 +94,11 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
 def quadratic_centre_weights(half: int) -> np.ndarray:
     """(2 half + 1,) weights giving a least-squares quadratic's value at the middle of a full window."""
     return np.linalg.pinv(np.vander(np.arange(-half, half + 1, dtype=float), 3))[-1]
+
+
+def quadratic_curvature_weights(half: int) -> np.ndarray:
+    """(2 half + 1,) weights giving a least-squares quadratic's c2 (of c0 + c1 t + c2 t^2) over a full window."""
+    return np.linalg.pinv(np.vander(np.arange(-half, half + 1, dtype=float), 3))[0]
 
 
 def local_quadratic(v: np.ndarray, half: int) -> np.ndarray:

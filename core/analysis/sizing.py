@@ -34,7 +34,7 @@ import numpy as np
 
 from core.analysis.along_vessel import local_quadratic, run_around
 from core.analysis.clearance.safeguards import vessel_beside_warning
-from core.analysis.lumen import Lumen, measure_lumen, running_median
+from core.analysis.lumen import BLUR_VAR_PX2, Lumen, measure_lumen, running_median
 from core.analysis.sizing_blur import lumen_at_blur, trusted_blur
 from core.analysis.sizing_bottom import bottom_diameter, lesion_bottom
 from core.analysis.sizing_device import area_diameter, device_width, find_device, vein_blur
@@ -233,7 +233,8 @@ def measure_sizing(peak: np.ndarray, centerline: np.ndarray | None = None, *, mm
     if device[lesion]:
         mld = bottom_diameter(unsmoothed, lesion, d_typ, half_area)
     else:
-        lesion, mld = lesion_bottom(unsmoothed, reference, lesion, d_typ, half_quad, raw)
+        along_var = (BLUR_VAR_PX2 + (blur_sd or 0.0) ** 2) / SPACING_PX ** 2     # in stations^2
+        lesion, mld = lesion_bottom(unsmoothed, reference, lesion, d_typ, half_quad, raw, along_var)
     if math.isfinite(mld):
         diameter, stenosis = diameter.copy(), stenosis.copy()
         diameter[lesion] = max(0.0, mld)
